@@ -1,0 +1,94 @@
+"""caresync: offline-first sync for community-care work.
+
+Every device keeps its own copy of the records it may see (a :class:`Replica`), works fully offline, and
+merges with any other replica deterministically: conflicts are surfaced to people, nothing is lost.
+"""
+
+from .clock import HybridClock
+from .domain import (
+    Channel,
+    DisputeOutcome,
+    EntityType,
+    HopStage,
+    Priority,
+    ResidentFlag,
+    Role,
+    TicketAction,
+    TicketKind,
+    TicketStatus,
+    VisitOutcome,
+)
+from .errors import (
+    CaresyncError,
+    IntentError,
+    InvalidInputError,
+    InvalidOpError,
+    MergeError,
+    NotFoundError,
+    OpForkError,
+    StoreError,
+    StoreVersionError,
+)
+from .model import (
+    ClockAnomaly,
+    Conflict,
+    ConflictValue,
+    HistoryEntry,
+    Hop,
+    Mailbox,
+    MediationSession,
+    Note,
+    Parcel,
+    Party,
+    Rating,
+    Resident,
+    Ticket,
+    Visit,
+    Worker,
+)
+from .replica import ApplyResult, Replica, SyncReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApplyResult",
+    "CaresyncError",
+    "Channel",
+    "ClockAnomaly",
+    "Conflict",
+    "ConflictValue",
+    "DisputeOutcome",
+    "EntityType",
+    "HistoryEntry",
+    "Hop",
+    "HopStage",
+    "HybridClock",
+    "IntentError",
+    "InvalidInputError",
+    "InvalidOpError",
+    "Mailbox",
+    "MediationSession",
+    "MergeError",
+    "NotFoundError",
+    "Note",
+    "OpForkError",
+    "Parcel",
+    "Party",
+    "Priority",
+    "Rating",
+    "Replica",
+    "Resident",
+    "ResidentFlag",
+    "Role",
+    "StoreError",
+    "StoreVersionError",
+    "SyncReport",
+    "Ticket",
+    "TicketAction",
+    "TicketKind",
+    "TicketStatus",
+    "Visit",
+    "VisitOutcome",
+    "Worker",
+    "__version__",
+]

@@ -1,0 +1,104 @@
+"""The exceptions caresync raises, all under one root.
+
+::
+
+    CaresyncError
+    ├── InvalidInputError        a call or an op has a field that is wrong (names the field)
+    │   └── InvalidOpError       an op received from another replica fails validation
+    ├── NotFoundError            no record with that id on this replica
+    ├── IntentError              the action makes no sense now (closing an unresolved ticket, ...)
+    ├── MergeError               two replicas disagree about an op's identity
+    │   └── OpForkError          the same (origin, seq) arrived with different content
+    └── StoreError               the replica file cannot be opened, read or written
+        └── StoreVersionError    the file was written by a newer caresync
+
+Each error has a stable ``code`` (for programs and the JSON error envelope) and a message that names
+the object, the id and what to do next, in words a courier or a station clerk can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CaresyncError",
+    "IntentError",
+    "InvalidInputError",
+    "InvalidOpError",
+    "MergeError",
+    "NotFoundError",
+    "OpForkError",
+    "StoreError",
+    "StoreVersionError",
+]
+
+
+class CaresyncError(Exception):
+    """Root of every error caresync raises on purpose."""
+
+    code: str = "caresync_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class InvalidInputError(CaresyncError):
+    """Input failed validation; ``problems`` lists ``(field, what is wrong)`` pairs."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+        self.problems = list(problems)
+        if self.problems:
+            detail = "; ".join(f"{field}: {msg}" for field, msg in self.problems)
+            message = f"{message} ({detail})"
+        super().__init__(message)
+
+
+class InvalidOpError(InvalidInputError):
+    """An op received from elsewhere is malformed; the whole batch is refused and nothing changes."""
+
+    code = "invalid_op"
+
+
+class NotFoundError(CaresyncError):
+    """No record of that kind and id exists on this replica (yet)."""
+
+    code = "not_found"
+
+
+class IntentError(CaresyncError):
+    """A local action that makes no sense in the record's current state."""
+
+    code = "invalid_action"
+
+
+class MergeError(CaresyncError):
+    """Replicas disagree about the identity of an op; nothing was applied."""
+
+    code = "merge_error"
+
+
+class OpForkError(MergeError):
+    """Two different ops carry the same ``(origin, seq)``: a device was cloned or restored from backup."""
+
+    code = "op_fork"
+
+
+class StoreError(CaresyncError):
+    """The replica file could not be opened, read or written."""
+
+    code = "store_error"
+
+
+class StoreVersionError(StoreError):
+    """The replica file was written by a newer caresync than this one."""
+
+    code = "store_version"

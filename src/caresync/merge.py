@@ -1,0 +1,235 @@
+"""The deterministic fold: a record's state is a pure function of its ops in ``(hlc, origin, seq)`` order.
+
+Merge rules (DESIGN section 2):
+
+* **Fields** are multi-value registers. A ``set`` op names the ops whose values it saw and replaced
+  (``replaces``). The *frontier* of a field is every write no later write has replaced. One write in the
+  frontier: that is the value. Several with different values: the field is in **conflict**; the value shown
+  is the latest by HLC, and the others stay visible until an edit that saw them all replaces them.
+  Conflicts are found from what each author saw, never from clocks, so a device with a wrong clock cannot
+  hide anyone's work.
+* **Status** changes form a chain: each transition names the transition(s) it followed. They are folded
+  through the ticket state machine in HLC order; a transition that no longer fits is kept and marked not
+  applied. Two transitions that followed the same one were made without seeing each other: a status
+  conflict, even when the sequence the fold picked is valid. A later transition that followed both settles it.
+* **Notes, parties, mediation sessions, custody hops**: grow-only collections (add wins), in HLC order.
+  Custody hops also chain like status changes, so two couriers picking up one parcel offline is a conflict.
+* **Deletion** is a tombstone (the ``deleted`` field); **redaction** erases personal fields written before it.
+
+Only references to ops that sort earlier count; so folding all ops afresh and applying newer ops to a saved
+state give the same result, which is what lets the store update rows incrementally.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from .domain import grid_parent, hop_fits, ticket_transition
+from .ops import REDACTABLE_FIELDS, OpDict, op_id
+
+__all__ = [
+    "State",
+    "apply_op",
+    "conflicts_of",
+    "fold",
+    "new_state",
+    "op_key",
+    "value_of",
+]
+
+State = dict[str, Any]
+# A frontier entry: [op_id, hlc, origin, seq, actor, at, value]
+_ID, _HLC, _ORIGIN, _SEQ, _ACTOR, _AT, _VALUE = range(7)
+_COLLECTIONS = {"note": "notes", "party": "parties", "session": "sessions"}
+
+
+def op_key(op: OpDict) -> tuple[int, str, int]:
+    """The total order of ops: HLC, then origin, then seq."""
+    return (op["hlc"], op["origin"], op["seq"])
+
+
+def new_state(entity: str, eid: str) -> State:
+    """The state of a record nothing is known about yet."""
+    state: State = {"type": entity, "id": eid, "n": 0, "last": None, "created": None, "f": {}, "c": {}}
+    if entity == "ticket":
+        state["st"] = {"v": "submitted", "grid": None, "heads": [], "at": {}}
+    elif entity == "parcel":
+        state["hop"] = {"stage": None, "holder": None, "heads": []}
+    return state
+
+
+def _entry(op: OpDict, value: Any) -> list[Any]:
+    return [op_id(op["origin"], op["seq"]), op["hlc"], op["origin"], op["seq"], op["actor"], op["at"], value]
+
+
+def _write(fields: dict[str, list[list[Any]]], field: str, replaces: Iterable[str], entry: list[Any]) -> None:
+    current = fields.get(field)
+    if current:
+        gone = set(replaces)
+        kept = [e for e in current if e[_ID] not in gone] if gone else current
+        kept.append(entry)
+        fields[field] = kept
+    else:
+        fields[field] = [entry]
+
+
+def _current(fields: dict[str, list[list[Any]]], field: str) -> Any:
+    entries = fields.get(field)
+    return entries[-1][_VALUE] if entries else None
+
+
+def _head(op: OpDict, label: str, fits: bool) -> list[Any]:
+    return [op_id(op["origin"], op["seq"]), op["hlc"], op["origin"], op["seq"], op["actor"], op["at"], label, fits]
+
+
+def _chain(heads: list[list[Any]], follows: list[str], head: list[Any]) -> list[list[Any]]:
+    gone = set(follows)
+    out = [h for h in heads if h[0] not in gone]
+    out.append(head)
+    return out
+
+
+def apply_op(state: State, op: OpDict) -> None:
+    """Folds one op into ``state``. Ops must come in ``op_key`` order (the caller sorts)."""
+    kind = op["kind"]
+    action = kind[kind.index(".") + 1 :]
+    body = op["body"]
+    fields = state["f"]
+    if action == "set":
+        _write(fields, body["field"], body["replaces"], _entry(op, body["value"]))
+    elif action == "create":
+        if state["created"] is None:
+            state["created"] = [op_id(op["origin"], op["seq"]), op["actor"], op["at"]]
+        for name, value in body.items():
+            if name == "grid" and state["type"] == "ticket":
+                if state["st"]["grid"] is None:
+                    state["st"]["grid"] = value
+                continue
+            _write(fields, name, (), _entry(op, value))
+    elif action == "transition":
+        _transition(state, op, body)
+    elif action == "hop":
+        hop = state["hop"]
+        fits = hop_fits(hop["stage"] or "", body["stage"])
+        hop["heads"] = _chain(hop["heads"], body["follows"], _head(op, body["stage"], fits))
+        hop["stage"] = body["stage"]
+        hop["holder"] = op["actor"]
+        _collect(state, "hops", op, body)
+    elif action == "redact":
+        _redact(state, body["fields"])
+        state.setdefault("redactions", []).append([op["hlc"], op["actor"], op["at"], body["fields"]])
+    else:  # note, party, session: grow-only collections
+        _collect(state, _COLLECTIONS[action], op, body)
+    state["n"] += 1
+    state["last"] = [op["hlc"], op["origin"], op["seq"]]
+
+
+def _collect(state: State, name: str, op: OpDict, body: dict[str, Any]) -> None:
+    items = state["c"].setdefault(name, [])
+    items.append([op_id(op["origin"], op["seq"]), op["hlc"], op["origin"], op["seq"], op["actor"], op["at"], body])
+
+
+def _transition(state: State, op: OpDict, body: dict[str, Any]) -> None:
+    st = state["st"]
+    action = body["action"]
+    fields = state["f"]
+    if action == "accept" and "assignee" in body:
+        _write(fields, "assignee", body.get("assignee_replaces", ()), _entry(op, body["assignee"]))
+    grid = st["grid"]
+    after = ticket_transition(
+        st["v"],
+        action,
+        has_assignee=_current(fields, "assignee") is not None,
+        has_parent_grid=grid is not None and grid_parent(grid) is not None,
+    )
+    fits = after is not None
+    if after is not None:
+        if action == "escalate":
+            st["grid"] = body.get("to_grid") or grid_parent(grid or "")
+        elif action == "reopen":
+            st["at"].pop("resolve", None)
+            st["at"].pop("close", None)
+        elif after != st["v"]:
+            st["at"][action] = op["at"]
+        st["v"] = after
+    st["heads"] = _chain(st["heads"], body["follows"], _head(op, action, fits))
+
+
+def _redact(state: State, names: Iterable[str]) -> None:
+    for name in names:
+        if name == "notes":
+            for item in state["c"].get("notes", []):
+                item[6] = {"text": None}
+        else:
+            for entry in state["f"].get(name, []):
+                entry[_VALUE] = None
+
+
+def fold(entity: str, eid: str, ops: Iterable[OpDict]) -> State:
+    """The state of record ``eid`` from all its ops, in any order."""
+    state = new_state(entity, eid)
+    for op in sorted(ops, key=op_key):
+        apply_op(state, op)
+    return state
+
+
+def value_of(state: State, field: str) -> Any:
+    """The value a field shows: the latest write by HLC among those not replaced."""
+    if field == "grid" and state["type"] == "ticket":
+        return state["st"]["grid"]
+    return _current(state["f"], field)
+
+
+def _json_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def conflicts_of(state: State) -> list[dict[str, Any]]:
+    """The unresolved conflicts of one record, as plain data.
+
+    Each is ``{"field", "values": [{"value", "op", "actor", "device", "at", "applied"}...], "chosen"}``,
+    where ``field`` is a field name, ``"status"`` or ``"custody"``.
+    """
+    out: list[dict[str, Any]] = []
+    for field, entries in state["f"].items():
+        if len(entries) > 1 and len({_json_key(e[_VALUE]) for e in entries}) > 1:
+            out.append(
+                {
+                    "field": field,
+                    "chosen": entries[-1][_VALUE],
+                    "values": [
+                        {
+                            "value": e[_VALUE],
+                            "op": e[_ID],
+                            "actor": e[_ACTOR],
+                            "device": e[_ORIGIN],
+                            "at": e[_AT],
+                            "applied": e is entries[-1],
+                        }
+                        for e in entries
+                    ],
+                }
+            )
+    for name, chain, chosen in (("status", state.get("st"), "v"), ("custody", state.get("hop"), "stage")):
+        if chain is None:
+            continue
+        heads = chain["heads"]
+        if len(heads) > 1 or any(not h[7] for h in heads):
+            out.append(
+                {
+                    "field": name,
+                    "chosen": chain[chosen],
+                    "values": [
+                        {"value": h[6], "op": h[0], "actor": h[4], "device": h[2], "at": h[5], "applied": h[7]}
+                        for h in heads
+                    ],
+                }
+            )
+    return out
+
+
+def is_redactable(field: str) -> bool:
+    """True when ``resident.redact`` may erase this field."""
+    return field in REDACTABLE_FIELDS

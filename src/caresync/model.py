@@ -1,0 +1,431 @@
+"""What queries return: frozen pydantic records built from folded state. Pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .domain import (
+    Channel,
+    DisputeOutcome,
+    EntityType,
+    HopStage,
+    Priority,
+    ResidentFlag,
+    Role,
+    TicketKind,
+    TicketStatus,
+    VisitOutcome,
+)
+from .merge import State, conflicts_of, value_of
+from .ops import OpDict
+
+__all__ = [
+    "ClockAnomaly",
+    "Conflict",
+    "ConflictValue",
+    "HistoryEntry",
+    "Hop",
+    "Mailbox",
+    "MediationSession",
+    "Note",
+    "Parcel",
+    "Party",
+    "Rating",
+    "Resident",
+    "Ticket",
+    "Visit",
+    "Worker",
+    "ms_to_datetime",
+]
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Milliseconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _dt(ms: int | None) -> datetime | None:
+    return None if ms is None else ms_to_datetime(ms)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class HistoryEntry(_Record):
+    """One change to a record: who did what, when, on which device."""
+
+    op_id: str
+    kind: str
+    actor: str
+    device: str
+    at: datetime
+    hlc: int
+    details: dict[str, Any]
+
+    @property
+    def action(self) -> str:
+        """What was done, e.g. ``set title``, ``accept``, ``note``."""
+        action = self.kind.partition(".")[2]
+        if action == "set":
+            return f"set {self.details.get('field')}"
+        if action == "transition":
+            return str(self.details.get("action"))
+        if action == "hop":
+            return f"hop {self.details.get('stage')}"
+        return action
+
+
+class ConflictValue(_Record):
+    """One of the competing values of a conflict, and who wrote it."""
+
+    value: Any
+    op_id: str
+    actor: str
+    device: str
+    at: datetime
+    applied: bool
+
+
+class Conflict(_Record):
+    """Work made in parallel that needs a person's decision; it stays until a later edit settles it.
+
+    ``field`` is a field name, ``status`` (transitions made without seeing each other, or one that no longer
+    fits) or ``custody`` (hand-overs of a parcel that do not add up). ``chosen`` is what the record shows now.
+    """
+
+    entity: EntityType
+    entity_id: str
+    field: str
+    chosen: Any
+    values: list[ConflictValue]
+
+    def describe(self) -> str:
+        """One line a clerk can read."""
+        parts = ", ".join(f"{v.value!r} by {v.actor} on {v.device}" for v in self.values)
+        return f"{self.entity.value} {self.entity_id}: {self.field} has competing values: {parts}"
+
+
+def _conflicts(state: State) -> list[Conflict]:
+    return [
+        Conflict(
+            entity=EntityType(state["type"]),
+            entity_id=state["id"],
+            field=c["field"],
+            chosen=c["chosen"],
+            values=[
+                ConflictValue(
+                    value=v["value"],
+                    op_id=v["op"],
+                    actor=v["actor"],
+                    device=v["device"],
+                    at=ms_to_datetime(v["at"]),
+                    applied=v["applied"],
+                )
+                for v in c["values"]
+            ],
+        )
+        for c in conflicts_of(state)
+    ]
+
+
+def history_of(ops: list[OpDict]) -> list[HistoryEntry]:
+    """History entries for a record's ops (already in HLC order)."""
+    return [
+        HistoryEntry(
+            op_id=f"{o['origin']}:{o['seq']}",
+            kind=o["kind"],
+            actor=o["actor"],
+            device=o["origin"],
+            at=ms_to_datetime(o["at"]),
+            hlc=o["hlc"],
+            details=o["body"],
+        )
+        for o in ops
+    ]
+
+
+class Note(_Record):
+    """A note added to a record (grow-only: notes are never overwritten)."""
+
+    op_id: str
+    text: str | None
+    actor: str
+    device: str
+    at: datetime
+
+
+class Party(_Record):
+    """A party to a dispute."""
+
+    op_id: str
+    name: str
+    side: str | None = None
+    resident_id: str | None = None
+
+
+class MediationSession(_Record):
+    """One mediation session: when, who mediated, what happened."""
+
+    op_id: str
+    held_at: datetime
+    mediator: str
+    summary: str
+    attendees: list[str]
+
+
+class Rating(_Record):
+    """A resident's rating of a returned request."""
+
+    score: int
+    comment: str | None = None
+
+
+class Hop(_Record):
+    """One hand-over in a parcel's chain of custody."""
+
+    op_id: str
+    stage: HopStage
+    actor: str
+    device: str
+    at: datetime
+    place: str | None = None
+    confirm_code: str | None = None
+    reason: str | None = None
+
+
+def _items(state: State, name: str) -> list[list[Any]]:
+    items: list[list[Any]] = state["c"].get(name, [])
+    return items
+
+
+def _notes(state: State) -> list[Note]:
+    return [
+        Note(op_id=i[0], text=i[6]["text"], actor=i[4], device=i[2], at=ms_to_datetime(i[5]))
+        for i in _items(state, "notes")
+    ]
+
+
+class _Entity(_Record):
+    id: str
+    deleted: bool = False
+    conflicts: list[Conflict] = []
+    history: list[HistoryEntry] = []
+
+
+class Resident(_Entity):
+    """A resident the station serves."""
+
+    name: str | None
+    grid: str
+    address: str | None = None
+    phone: str | None = None
+    flags: list[ResidentFlag] = []
+    knock_every_days: int | None = None
+    birth_year: int | None = None
+    notes: list[Note] = []
+    redacted: list[str] = []
+
+
+class Worker(_Entity):
+    """A grid worker, knocker, courier, mediator or station member, with their grids."""
+
+    name: str
+    role: Role
+    grids: list[str] = []
+    phone: str | None = None
+
+
+class Ticket(_Entity):
+    """A resident's request, from order (下单) to taken (接单) to returned (回单)."""
+
+    title: str
+    kind: TicketKind
+    channel: Channel
+    grid: str
+    status: TicketStatus
+    priority: Priority = Priority.NORMAL
+    description: str | None = None
+    resident_id: str | None = None
+    visit_id: str | None = None
+    parcel_id: str | None = None
+    assignee: str | None = None
+    submitted_by: str
+    submitted_at: datetime
+    due_at: datetime
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    rating: Rating | None = None
+    mediator: str | None = None
+    outcome: DisputeOutcome | None = None
+    notes: list[Note] = []
+    parties: list[Party] = []
+    sessions: list[MediationSession] = []
+
+    @property
+    def is_open(self) -> bool:
+        """True while the request still waits for someone."""
+        return self.status in (TicketStatus.SUBMITTED, TicketStatus.ACCEPTED, TicketStatus.IN_PROGRESS)
+
+
+class Visit(_Entity):
+    """A door-knock: who knocked on whose door, when, and what they found."""
+
+    resident_id: str
+    visitor: str
+    visited_at: datetime
+    outcome: VisitOutcome
+    note: str | None = None
+    ticket_id: str | None = None
+    notes: list[Note] = []
+
+
+class Mailbox(_Entity):
+    """A neighbourhood convenience mailbox (便民邮筒)."""
+
+    code: str
+    name: str
+    grid: str
+    location: str | None = None
+
+
+class Parcel(_Entity):
+    """Paperwork travelling mailbox → courier → station → courier → door, with its chain of custody."""
+
+    code: str
+    grid: str
+    direction: Literal["to_station", "to_resident"]
+    resident_id: str | None = None
+    mailbox_id: str | None = None
+    summary: str | None = None
+    stage: HopStage | None = None
+    holder: str | None = None
+    hops: list[Hop] = []
+
+
+class ClockAnomaly(_Record):
+    """A device whose stamps were seen far ahead of this device's clock: one of the two clocks is wrong."""
+
+    device: str
+    ahead_ms: int
+    seen_at: datetime
+
+
+def _v(state: State, name: str) -> Any:
+    return value_of(state, name)
+
+
+def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
+    """The public record for a folded state."""
+    common: dict[str, Any] = {
+        "id": state["id"],
+        "deleted": bool(_v(state, "deleted")),
+        "conflicts": _conflicts(state),
+        "history": history,
+    }
+    entity = state["type"]
+    if entity == "ticket":
+        st = state["st"]
+        rating = _v(state, "rating")
+        return Ticket(
+            **common,
+            title=_v(state, "title"),
+            kind=_v(state, "kind"),
+            channel=_v(state, "channel"),
+            grid=st["grid"],
+            status=st["v"],
+            priority=_v(state, "priority") or Priority.NORMAL,
+            description=_v(state, "description"),
+            resident_id=_v(state, "resident_id"),
+            visit_id=_v(state, "visit_id"),
+            parcel_id=_v(state, "parcel_id"),
+            assignee=_v(state, "assignee"),
+            submitted_by=state["created"][1],
+            submitted_at=ms_to_datetime(state["created"][2]),
+            due_at=ms_to_datetime(_v(state, "due_at")),
+            resolved_at=_dt(st["at"].get("resolve")),
+            closed_at=_dt(st["at"].get("close")),
+            rating=Rating(**rating) if rating else None,
+            mediator=_v(state, "mediator"),
+            outcome=_v(state, "outcome"),
+            notes=_notes(state),
+            parties=[Party(op_id=i[0], **i[6]) for i in _items(state, "parties")],
+            sessions=[
+                MediationSession(
+                    op_id=i[0],
+                    held_at=ms_to_datetime(i[6]["held_at"]),
+                    mediator=i[6]["mediator"],
+                    summary=i[6]["summary"],
+                    attendees=i[6].get("attendees", []),
+                )
+                for i in _items(state, "sessions")
+            ],
+        )
+    if entity == "resident":
+        redacted = sorted({f for r in state.get("redactions", []) for f in r[3]})
+        return Resident(
+            **common,
+            name=_v(state, "name"),
+            grid=_v(state, "grid"),
+            address=_v(state, "address"),
+            phone=_v(state, "phone"),
+            flags=_v(state, "flags") or [],
+            knock_every_days=_v(state, "knock_every_days"),
+            birth_year=_v(state, "birth_year"),
+            notes=_notes(state),
+            redacted=redacted,
+        )
+    if entity == "visit":
+        return Visit(
+            **common,
+            resident_id=_v(state, "resident_id"),
+            visitor=_v(state, "visitor"),
+            visited_at=ms_to_datetime(_v(state, "visited_at")),
+            outcome=_v(state, "outcome"),
+            note=_v(state, "note"),
+            ticket_id=_v(state, "ticket_id"),
+            notes=_notes(state),
+        )
+    if entity == "mailbox":
+        return Mailbox(
+            **common,
+            code=_v(state, "code"),
+            name=_v(state, "name"),
+            grid=_v(state, "grid"),
+            location=_v(state, "location"),
+        )
+    if entity == "parcel":
+        return Parcel(
+            **common,
+            code=_v(state, "code"),
+            grid=_v(state, "grid"),
+            direction=_v(state, "direction"),
+            resident_id=_v(state, "resident_id"),
+            mailbox_id=_v(state, "mailbox_id"),
+            summary=_v(state, "summary"),
+            stage=state["hop"]["stage"],
+            holder=state["hop"]["holder"],
+            hops=[
+                Hop(
+                    op_id=i[0],
+                    stage=i[6]["stage"],
+                    actor=i[4],
+                    device=i[2],
+                    at=ms_to_datetime(i[5]),
+                    place=i[6].get("place"),
+                    confirm_code=i[6].get("confirm_code"),
+                    reason=i[6].get("reason"),
+                )
+                for i in _items(state, "hops")
+            ],
+        )
+    return Worker(
+        **common,
+        name=_v(state, "name"),
+        role=_v(state, "role"),
+        grids=_v(state, "grids") or [],
+        phone=_v(state, "phone"),
+    )

@@ -1,0 +1,406 @@
+"""Ops: the immutable records of intent that make up the log, their schemas and their validation.
+
+An op travels and is stored as a plain JSON object::
+
+    {"v": 1, "kind": "ticket.set", "origin": "3f9a0c1d2b4e5f60", "seq": 17, "hlc": 1902323410468864000,
+     "eid": "T-3f9a0c1d2b4e5f60-3", "actor": "wang-li", "at": 1764392877123,
+     "body": {"field": "title", "value": "Septic tank blocked", "replaces": ["3f9a0c1d2b4e5f60:3"]}}
+
+``(origin, seq)`` is the op's identity; ``hlc`` its place in the total order; ``eid`` the record it is about;
+``actor`` who did it and ``at`` when (the device's corrected wall time, for people to read). ``v`` is the
+op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked together as a
+discriminated union in one call per batch (TypedDict schemas, so a batch of 100,000 ops validates in well
+under a second). An op whose kind or version this library does not know is kept, not dropped: it passes an
+envelope check, is stored as *deferred*, and is folded once the library is upgraded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, NotRequired, Union
+
+from pydantic import ConfigDict, Discriminator, Field, StringConstraints, TypeAdapter, with_config
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import TypedDict
+
+from .domain import (
+    Channel,
+    DisputeOutcome,
+    EntityType,
+    GridPath,
+    HopStage,
+    Priority,
+    ResidentFlag,
+    Role,
+    TicketAction,
+    TicketKind,
+    VisitOutcome,
+)
+from .errors import InvalidOpError
+
+__all__ = [
+    "ENTITY_PREFIX",
+    "FORMAT_VERSION",
+    "KNOWN_KINDS",
+    "SETTABLE_FIELDS",
+    "EntityId",
+    "OpDict",
+    "OpIdStr",
+    "ReplicaIdStr",
+    "entity_id_for",
+    "entity_type_of",
+    "op_id",
+    "split_op_id",
+    "validate_ops",
+]
+
+#: The op format this library writes and understands completely.
+FORMAT_VERSION = 1
+
+_OPID_RE = r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$"
+ReplicaIdStr = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+OpIdStr = Annotated[str, StringConstraints(pattern=_OPID_RE)]
+EntityId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,24}$")]
+Millis = Annotated[int, Field(ge=0)]
+Refs = Annotated[list[OpIdStr], Field(max_length=64)]
+
+OpDict = dict[str, Any]
+
+ENTITY_PREFIX: dict[EntityType, str] = {
+    EntityType.RESIDENT: "R",
+    EntityType.WORKER: "W",
+    EntityType.TICKET: "T",
+    EntityType.VISIT: "V",
+    EntityType.MAILBOX: "M",
+    EntityType.PARCEL: "P",
+}
+
+
+def op_id(origin: str, seq: int) -> str:
+    """The text form of an op's identity, ``origin:seq``, used in references between ops."""
+    return f"{origin}:{seq}"
+
+
+def split_op_id(text: str) -> tuple[str, int]:
+    """Parses ``origin:seq`` back into its parts."""
+    origin, _, seq = text.partition(":")
+    return origin, int(seq)
+
+
+def entity_id_for(entity: EntityType, origin: str, seq: int) -> str:
+    """The id of a record created by op ``(origin, seq)``: unique without coordination, e.g. ``T-3f9a…-17``."""
+    return f"{ENTITY_PREFIX[entity]}-{origin}-{seq}"
+
+
+def entity_type_of(kind: str) -> EntityType:
+    """The record type an op kind applies to (``ticket.set`` → ticket)."""
+    return EntityType(kind.partition(".")[0])
+
+
+_FORBID = ConfigDict(extra="forbid", use_enum_values=True)
+
+
+# --- bodies ---------------------------------------------------------------------------------------------
+
+
+@with_config(_FORBID)
+class Rating(TypedDict):
+    """A resident's rating of a returned request: 1 to 5, with an optional comment."""
+
+    score: Annotated[int, Field(ge=1, le=5)]
+    comment: NotRequired[Text | None]
+
+
+@with_config(_FORBID)
+class ResidentCreate(TypedDict):
+    name: Name | None  # None only once erased by a redaction
+    grid: GridPath
+    address: NotRequired[ShortText | None]
+    phone: NotRequired[Phone | None]
+    flags: NotRequired[list[ResidentFlag]]
+    knock_every_days: NotRequired[Annotated[int, Field(ge=1, le=365)] | None]
+    birth_year: NotRequired[Annotated[int, Field(ge=1890, le=2100)] | None]
+
+
+@with_config(_FORBID)
+class WorkerCreate(TypedDict):
+    name: Name
+    role: Role
+    grids: NotRequired[list[GridPath]]
+    phone: NotRequired[Phone | None]
+
+
+@with_config(_FORBID)
+class TicketCreate(TypedDict):
+    title: ShortText
+    kind: TicketKind
+    channel: Channel
+    grid: GridPath
+    due_at: Millis
+    priority: NotRequired[Priority]
+    description: NotRequired[Text | None]
+    resident_id: NotRequired[EntityId | None]
+    visit_id: NotRequired[EntityId | None]
+    parcel_id: NotRequired[EntityId | None]
+
+
+@with_config(_FORBID)
+class VisitCreate(TypedDict):
+    resident_id: EntityId
+    visitor: Name
+    visited_at: Millis
+    outcome: VisitOutcome
+    note: NotRequired[Text | None]
+    ticket_id: NotRequired[EntityId | None]
+
+
+@with_config(_FORBID)
+class MailboxCreate(TypedDict):
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")]
+    name: Name
+    grid: GridPath
+    location: NotRequired[ShortText | None]
+
+
+@with_config(_FORBID)
+class ParcelCreate(TypedDict):
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")]
+    grid: GridPath
+    direction: Literal["to_station", "to_resident"]
+    resident_id: NotRequired[EntityId | None]
+    mailbox_id: NotRequired[EntityId | None]
+    summary: NotRequired[ShortText | None]
+
+
+@with_config(_FORBID)
+class TicketTransition(TypedDict):
+    action: TicketAction
+    follows: Refs
+    reason: NotRequired[Text | None]
+    to_grid: NotRequired[GridPath | None]
+    assignee: NotRequired[EntityId | None]
+    assignee_replaces: NotRequired[Refs]
+
+
+@with_config(_FORBID)
+class NoteBody(TypedDict):
+    text: Text | None  # None only once erased by a redaction
+
+
+@with_config(_FORBID)
+class PartyBody(TypedDict):
+    name: Name
+    side: NotRequired[ShortText | None]
+    resident_id: NotRequired[EntityId | None]
+
+
+@with_config(_FORBID)
+class SessionBody(TypedDict):
+    held_at: Millis
+    mediator: Name
+    summary: Text
+    attendees: NotRequired[list[Name]]
+
+
+@with_config(_FORBID)
+class HopBody(TypedDict):
+    stage: HopStage
+    follows: Refs
+    place: NotRequired[ShortText | None]
+    confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
+    reason: NotRequired[Text | None]
+
+
+#: Fields that ``<entity>.set`` ops may change, with the type each value must have.
+SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
+    EntityType.RESIDENT: {
+        "name": Name | None,
+        "grid": GridPath,
+        "address": ShortText | None,
+        "phone": Phone | None,
+        "flags": list[ResidentFlag],
+        "knock_every_days": Annotated[int, Field(ge=1, le=365)] | None,
+        "birth_year": Annotated[int, Field(ge=1890, le=2100)] | None,
+        "deleted": bool,
+    },
+    EntityType.WORKER: {
+        "name": Name,
+        "role": Role,
+        "grids": list[GridPath],
+        "phone": Phone | None,
+        "deleted": bool,
+    },
+    EntityType.TICKET: {
+        "title": ShortText,
+        "kind": TicketKind,
+        "channel": Channel,
+        "description": Text | None,
+        "resident_id": EntityId | None,
+        "priority": Priority,
+        "due_at": Millis,
+        "assignee": EntityId | None,
+        "rating": Rating | None,
+        "mediator": Name | None,
+        "outcome": DisputeOutcome | None,
+        "deleted": bool,
+    },
+    EntityType.VISIT: {
+        "visitor": Name,
+        "visited_at": Millis,
+        "outcome": VisitOutcome,
+        "note": Text | None,
+        "ticket_id": EntityId | None,
+        "deleted": bool,
+    },
+    EntityType.MAILBOX: {
+        "name": Name,
+        "grid": GridPath,
+        "location": ShortText | None,
+        "deleted": bool,
+    },
+    EntityType.PARCEL: {
+        "grid": GridPath,
+        "resident_id": EntityId | None,
+        "mailbox_id": EntityId | None,
+        "summary": ShortText | None,
+        "deleted": bool,
+    },
+}
+
+#: Fields of a resident that hold personal data and can be erased by ``resident.redact``.
+REDACTABLE_FIELDS: frozenset[str] = frozenset({"name", "address", "phone", "birth_year", "notes"})
+
+
+@with_config(_FORBID)
+class RedactBody(TypedDict):
+    fields: Annotated[list[Literal["name", "address", "phone", "birth_year", "notes"]], Field(min_length=1)]
+    reason: Text
+
+
+def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
+    factory: Any = TypedDict  # built at import time from SETTABLE_FIELDS, so not a literal mypy can check
+    cls = factory(name, fields)
+    cls.__pydantic_config__ = _FORBID
+    return cls
+
+
+def _set_body(entity: EntityType) -> Any:
+    variants = [
+        _typed_dict(
+            f"{entity.value.title()}Set_{field}",
+            {"field": Literal[field], "value": annotation, "replaces": Refs},
+        )
+        for field, annotation in SETTABLE_FIELDS[entity].items()
+    ]
+    return Annotated[Union[tuple(variants)], Discriminator("field")]  # noqa: UP007
+
+
+_BODIES: dict[str, Any] = {
+    "resident.create": ResidentCreate,
+    "resident.note": NoteBody,
+    "resident.redact": RedactBody,
+    "worker.create": WorkerCreate,
+    "ticket.create": TicketCreate,
+    "ticket.transition": TicketTransition,
+    "ticket.note": NoteBody,
+    "ticket.party": PartyBody,
+    "ticket.session": SessionBody,
+    "visit.create": VisitCreate,
+    "visit.note": NoteBody,
+    "mailbox.create": MailboxCreate,
+    "parcel.create": ParcelCreate,
+    "parcel.hop": HopBody,
+}
+for _entity in EntityType:
+    _BODIES[f"{_entity.value}.set"] = _set_body(_entity)
+
+#: Every op kind this library can fold.
+KNOWN_KINDS: frozenset[str] = frozenset(_BODIES)
+
+
+def _envelope(kind_type: Any, body_type: Any, name: str) -> Any:
+    return _typed_dict(
+        name,
+        {
+            "v": Annotated[int, Field(ge=1)],
+            "kind": kind_type,
+            "origin": ReplicaIdStr,
+            "seq": Annotated[int, Field(ge=1, lt=2**62)],
+            "hlc": Annotated[int, Field(ge=0, lt=2**63)],
+            "eid": EntityId,
+            "actor": Name,
+            "at": Millis,
+            "body": body_type,
+        },
+    )
+
+
+_OP_VARIANTS = [
+    _envelope(Literal[kind], body, f"Op_{kind.replace('.', '_')}") for kind, body in sorted(_BODIES.items())
+]
+_KNOWN_OP: Any = Annotated[Union[tuple(_OP_VARIANTS)], Discriminator("kind")]  # noqa: UP007
+_UNKNOWN_OP: Any = _envelope(
+    Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}\.[a-z_]{1,32}$")], dict[str, Any], "UnknownOp"
+)
+_KNOWN_ADAPTER: TypeAdapter[list[OpDict]] = TypeAdapter(list[_KNOWN_OP])
+_UNKNOWN_ADAPTER: TypeAdapter[list[OpDict]] = TypeAdapter(list[_UNKNOWN_OP])
+
+
+def _problems(exc: PydanticValidationError, raw: Sequence[Any], index_map: Sequence[int]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False)[:10]:
+        loc = list(err["loc"])
+        where = index_map[int(loc[0])] if loc and isinstance(loc[0], int) else 0
+        rest = [str(p) for p in loc[1:] if not str(p).startswith(("Op_", "function-"))]
+        # drop the union tags pydantic adds (kind / field names) so the path reads as the op's own keys
+        rest = [p for p in rest if not _is_tag(p)]
+        item = raw[where] if where < len(raw) else None
+        label = f"op #{where}"
+        if isinstance(item, Mapping):
+            label += f" ({item.get('kind', '?')} {item.get('origin', '?')}:{item.get('seq', '?')})"
+        out.append((f"{label} {'.'.join(rest) or '(op)'}", err["msg"]))
+    return out
+
+
+_TAG_RE = re.compile(r"^[a-z_]+\.[a-z_]+$|^[A-Z][a-z]+Set_")
+
+
+def _is_tag(part: str) -> bool:
+    return bool(_TAG_RE.match(part))
+
+
+def validate_ops(raw: Iterable[Any]) -> tuple[list[OpDict], list[OpDict]]:
+    """Validates a batch of ops as they arrived (plain JSON objects).
+
+    Returns:
+        ``(known, deferred)``: ops this library can fold, and well-formed ops of a kind or format version it
+        does not know yet, which are stored and folded after an upgrade.
+
+    Raises:
+        InvalidOpError: naming the first problems found; no op of the batch may be applied.
+    """
+    items = list(raw)
+    known_idx: list[int] = []
+    other_idx: list[int] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidOpError("An op must be a JSON object", [(f"op #{i}", f"got {type(item).__name__}")])
+        kind, version = item.get("kind"), item.get("v")
+        if kind in KNOWN_KINDS and (not isinstance(version, int) or version <= FORMAT_VERSION):
+            known_idx.append(i)
+        else:
+            other_idx.append(i)
+    try:
+        known = _KNOWN_ADAPTER.validate_python([items[i] for i in known_idx])
+    except PydanticValidationError as exc:
+        raise InvalidOpError("Refused a batch of ops", _problems(exc, items, known_idx)) from exc
+    try:
+        deferred = _UNKNOWN_ADAPTER.validate_python([items[i] for i in other_idx])
+    except PydanticValidationError as exc:
+        raise InvalidOpError("Refused a batch of ops", _problems(exc, items, other_idx)) from exc
+    return known, deferred

@@ -1,0 +1,966 @@
+"""The replica: one device's copy of the records it may see, changed offline, merged with anyone's.
+
+>>> with Replica.open("station.db", actor="clerk-zhang") as station:
+...     ticket = station.tickets.submit(title="Septic tank blocked", kind="repair", channel="walk_in",
+...                                     grid="changnan/teachers-dorm/3")
+...     station.tickets.accept(ticket.id, assignee="grid-li")
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from .clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
+from .domain import (
+    CLOSABLE_WITHOUT_OUTCOME,
+    DEFAULT_DUE_HOURS,
+    EntityType,
+    TicketKind,
+    grid_parent,
+    ticket_transition,
+)
+from .errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
+from .merge import State, value_of
+from .model import (
+    ClockAnomaly,
+    Conflict,
+    HistoryEntry,
+    Mailbox,
+    Parcel,
+    Resident,
+    Ticket,
+    Visit,
+    Worker,
+    build_record,
+    history_of,
+    ms_to_datetime,
+)
+from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, validate_ops
+from .schema import ENTITY_TABLES
+from .store import IngestResult, Store
+
+__all__ = [
+    "ApplyResult",
+    "Mailboxes",
+    "Parcels",
+    "Replica",
+    "Residents",
+    "SyncReport",
+    "Tickets",
+    "Visits",
+    "Workers",
+]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying a batch of ops did: how many were new, already held, deferred, and records touched."""
+
+    applied: int
+    duplicates: int
+    deferred: int
+    records: int
+    refolded: int
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """The outcome of :meth:`Replica.sync_with`: ops sent each way."""
+
+    sent: int
+    received: int
+
+
+def _to_ms(value: datetime | int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInputError("A time must carry its time zone", [("time", f"{value} has no time zone")])
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+class Replica:
+    """One device's replica: a SQLite file with the op log and the materialised records.
+
+    Open it with :meth:`open`; use it as a context manager (or call :meth:`close`). ``actor`` names who is
+    working on this device; every write method takes ``actor=`` to override it for one call.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        replica_id: str,
+        actor: str,
+        clock: HybridClock,
+        due_hours: Mapping[TicketKind, int],
+        logger: logging.Logger,
+    ) -> None:
+        self._store = store
+        self.id = replica_id
+        self.actor = actor
+        self.clock = clock
+        self.due_hours = dict(due_hours)
+        self.log = logger
+        self._next_seq = store.version_vector().get(replica_id, 0) + 1
+        self.tickets = Tickets(self)
+        self.residents = Residents(self)
+        self.visits = Visits(self)
+        self.mailboxes = Mailboxes(self)
+        self.parcels = Parcels(self)
+        self.workers = Workers(self)
+
+    # --- lifetime -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        actor: str,
+        now_ms: Callable[[], int] = system_time_ms,
+        max_clock_forward_ms: int = DEFAULT_MAX_FORWARD_MS,
+        due_hours: Mapping[TicketKind | str, int] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> Replica:
+        """Opens the replica file at ``path``, creating it (with a new replica id) if it does not exist.
+
+        Args:
+            path: the SQLite file.
+            actor: who is working on this device (a worker id or name); recorded on every change.
+            now_ms: the wall-clock source; tests pass a fake one.
+            max_clock_forward_ms: how far stamps seen from other devices may push this device's clock.
+            due_hours: hours from submission to due, by ticket kind (default 48; emergencies 2).
+            logger: where to report migrations, deferred ops and clock anomalies.
+
+        Raises:
+            StoreError: the file cannot be opened; StoreVersionError: it is from a newer caresync.
+        """
+        if not actor or not actor.strip():
+            raise InvalidInputError("Say who is working on this device", [("actor", "must not be empty")])
+        log = logger or logging.getLogger("caresync")
+        store = Store(path, logger=log)
+        try:
+            replica_id = store.get_meta("replica_id")
+            if replica_id is None:
+                replica_id = secrets.token_hex(8)
+                store.set_meta("replica_id", replica_id)
+            offset = int(store.get_meta("clock_offset_ms") or 0)
+            last = int(store.get_meta("clock_last") or 0)
+            clock = HybridClock(now_ms, offset_ms=offset, max_forward_ms=max_clock_forward_ms, last=last)
+            hours: dict[TicketKind, int] = {k: 48 for k in TicketKind}
+            hours.update(DEFAULT_DUE_HOURS)
+            for kind, h in (due_hours or {}).items():
+                hours[TicketKind(kind)] = h
+            replica = cls(store, replica_id=replica_id, actor=actor, clock=clock, due_hours=hours, logger=log)
+            replica._fold_upgraded()
+        except BaseException:
+            store.close()
+            raise
+        return replica
+
+    def close(self) -> None:
+        """Closes the replica file; calling it again does nothing."""
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        """The replica file."""
+        return self._store.path
+
+    def _fold_upgraded(self) -> None:
+        """Folds deferred ops whose kind and version this library now knows (after an upgrade)."""
+        kinds = self._store.deferred_kinds()
+        if not kinds:
+            return
+        if any(k in KNOWN_KINDS and v <= FORMAT_VERSION for k, v, _ in kinds):
+            now_known, _ = validate_ops(self._store.deferred_ops())
+            if now_known:
+                self._store.mark_known(now_known)
+                self.log.info("folded %d ops deferred until this upgrade", len(now_known))
+            kinds = [(k, v, n) for k, v, n in kinds if not (k in KNOWN_KINDS and v <= FORMAT_VERSION)]
+        for kind, version, count in kinds:
+            self.log.warning(
+                "holding %d op(s) of kind %s version %d that this caresync cannot read yet; "
+                "they are kept and synced, and will count once caresync is upgraded",
+                count,
+                kind,
+                version,
+            )
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Groups local writes in one transaction: all of them land, or none (and it is much faster)."""
+        seq = self._next_seq
+        try:
+            with self._store.write():
+                yield
+        except BaseException:
+            self._next_seq = seq
+            raise
+
+    def _emit(
+        self,
+        kind: str,
+        eid: str | None,
+        body: dict[str, Any],
+        *,
+        actor: str | None,
+        entity: EntityType | None = None,
+        floor: int = 0,
+    ) -> OpDict:
+        seq = self._next_seq
+        if eid is None:
+            assert entity is not None
+            eid = entity_id_for(entity, self.id, seq)
+        op: OpDict = {
+            "v": FORMAT_VERSION,
+            "kind": kind,
+            "origin": self.id,
+            "seq": seq,
+            "hlc": self.clock.tick(floor),
+            "eid": eid,
+            "actor": actor or self.actor,
+            "at": self.clock.physical_ms(),
+            "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
+        }
+        try:
+            known, _ = validate_ops([op])
+        except InvalidOpError as exc:
+            raise InvalidInputError(
+                f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
+            ) from None
+        with self._store.write():
+            self._store.ingest(known, [])
+            self._store.set_meta("clock_last", str(self.clock.last))
+        self._next_seq = seq + 1
+        return known[0]
+
+    def _state(self, entity: EntityType, eid: str, noun: str) -> State:
+        state = self._store.state(entity.value, eid)
+        if state is None or state["created"] is None:
+            raise NotFoundError(
+                f"No {noun} with id {eid!r} on this device. Check the id, or sync to fetch it from the station."
+            )
+        return state
+
+    def _floor(self, state: State) -> int:
+        last = state["last"]
+        return int(last[0]) if last else 0
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def _record(self, state: State) -> Any:
+        return build_record(state, history_of(self._store.ops_of(state["id"])))
+
+    def _records(self, entity: EntityType, where: str = "", params: Iterable[Any] = (), order: str = "id") -> list[Any]:
+        table = ENTITY_TABLES[entity.value].__tablename__
+        rows = self._store.sql(f"SELECT state FROM {table} WHERE complete = 1 {where} ORDER BY {order}", list(params))
+        from pydantic_core import from_json
+
+        return [self._record(from_json(r[0])) for r in rows]
+
+    def history(self, entity_id: str) -> list[HistoryEntry]:
+        """Every change to one record, oldest first: who did what, when, on which device."""
+        return history_of(self._store.ops_of(entity_id))
+
+    def conflicts(self) -> list[Conflict]:
+        """Every unresolved conflict on this replica, across all records."""
+        out: list[Conflict] = []
+        for entity in EntityType:
+            for record in self._records(entity, "AND conflicts > 0"):
+                out.extend(record.conflicts)
+        return out
+
+    def resolve(self, conflict: Conflict, value: Any = None, *, actor: str | None = None) -> None:
+        """Settles a conflict with an ordinary later edit that saw every competing value.
+
+        For a field, ``value`` is the value to keep (default: the one shown now). For ``status``, the
+        current status is confirmed (record another transition instead to move on). Custody conflicts are
+        settled by recording the next hand-over.
+        """
+        entity = conflict.entity
+        state = self._state(entity, conflict.entity_id, entity.value)
+        if conflict.field == "status":
+            self.tickets._transition(conflict.entity_id, "confirm", actor=actor)
+        elif conflict.field == "custody":
+            raise IntentError(
+                f"Parcel {conflict.entity_id}: custody conflicts are settled by recording the next hand-over"
+            )
+        else:
+            chosen = conflict.chosen if value is None else value
+            self._set_fields(entity, state, {conflict.field: chosen}, actor=actor)
+
+    def _set_fields(self, entity: EntityType, state: State, changes: Mapping[str, Any], *, actor: str | None) -> None:
+        allowed = SETTABLE_FIELDS[entity]
+        unknown = sorted(set(changes) - set(allowed))
+        if unknown:
+            raise InvalidInputError(
+                f"Cannot edit {entity.value} {state['id']}",
+                [(f, f"not a field you can edit; editable: {', '.join(sorted(allowed))}") for f in unknown],
+            )
+        with self.batch():
+            for field, value in changes.items():
+                replaces = [e[0] for e in state["f"].get(field, [])]
+                self._emit(
+                    f"{entity.value}.set",
+                    state["id"],
+                    {"field": field, "value": value, "replaces": replaces},
+                    actor=actor,
+                    floor=self._floor(state),
+                )
+                state = self._state(entity, state["id"], entity.value)
+
+    # --- sync between replicas ------------------------------------------------------------------------------
+
+    def version_vector(self) -> dict[str, int]:
+        """For each device, the highest op seq this replica holds with none missing before it."""
+        return self._store.version_vector()
+
+    def export_ops(self, since: Mapping[str, int] | None = None, *, limit: int = 5000) -> list[dict[str, Any]]:
+        """Up to ``limit`` ops a replica with version vector ``since`` may lack, as plain JSON objects."""
+        return self._store.ops_after(dict(since or {}), limit=limit)
+
+    def apply_ops(self, ops: Iterable[Mapping[str, Any]]) -> ApplyResult:
+        """Validates and applies a batch of ops from another replica, all or nothing.
+
+        Ops are never refused for being late: their effect is folded and what no longer fits is surfaced as a
+        conflict. Ops of a kind or version this library does not know are kept and folded after an upgrade.
+
+        Raises:
+            InvalidOpError: an op is malformed (the message names it and the field); nothing was applied.
+            OpForkError: an op reuses the identity of a different op; nothing was applied.
+        """
+        known, deferred = validate_ops(ops)
+        with self._store.write():
+            result: IngestResult = self._store.ingest(known, deferred)
+            now = self.clock.physical_ms()
+            for origin, stamp in result.max_hlc_by_origin.items():
+                if origin != self.id and self.clock.observe(stamp):
+                    ahead = self.clock.ahead_ms(stamp)
+                    self._store.sql(
+                        "INSERT INTO clock_anomalies (origin, ahead_ms, seen_at, hlc) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (origin) DO UPDATE SET ahead_ms = max(ahead_ms, excluded.ahead_ms), "
+                        "seen_at = excluded.seen_at, hlc = max(hlc, excluded.hlc)",
+                        (origin, ahead, now, stamp),
+                    )
+                    self.log.warning(
+                        "device %s stamps ops %.1f hours ahead of this device's clock", origin, ahead / 3_600_000
+                    )
+            self._store.set_meta("clock_last", str(self.clock.last))
+        if result.deferred:
+            self.log.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
+        return ApplyResult(
+            applied=result.applied,
+            duplicates=result.duplicates,
+            deferred=result.deferred,
+            records=result.records,
+            refolded=result.refolded,
+        )
+
+    def sync_with(
+        self, other: Replica, *, batch_size: int = 5000, progress: ProgressCallback | None = None
+    ) -> SyncReport:
+        """Exchanges ops both ways with another replica in this process, in bounded batches.
+
+        Each batch is applied with :meth:`apply_ops`, the path network sync uses, and committed on its own,
+        so an interrupted exchange resumes where it stopped.
+        """
+        received = _pull(self, other, batch_size, progress)
+        sent = _pull(other, self, batch_size, progress)
+        return SyncReport(sent=sent, received=received)
+
+    def state_digest(self) -> str:
+        """A stable hash of every record's state and every op held: equal exactly when two replicas hold the
+        same ops (with the same caresync version)."""
+        return self._store.digest()
+
+    def op_count(self) -> int:
+        """How many ops this replica holds."""
+        return self._store.op_count()
+
+    def deferred(self) -> list[tuple[str, int, int]]:
+        """``(kind, version, count)`` of ops held but not folded until caresync is upgraded."""
+        return self._store.deferred_kinds()
+
+    # --- clock ----------------------------------------------------------------------------------------------
+
+    def set_clock_offset(self, offset_ms: int) -> None:
+        """Corrects this device's wall clock by ``offset_ms`` (what the sync server reports); persisted."""
+        self.clock.offset_ms = int(offset_ms)
+        self._store.set_meta("clock_offset_ms", str(int(offset_ms)))
+
+    def clock_anomalies(self) -> list[ClockAnomaly]:
+        """Devices whose stamps arrived far ahead of this device's clock (either clock may be the wrong one)."""
+        return [
+            ClockAnomaly(device=o, ahead_ms=a, seen_at=ms_to_datetime(s))
+            for o, a, s in self._store.sql("SELECT origin, ahead_ms, seen_at FROM clock_anomalies ORDER BY origin")
+        ]
+
+
+def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCallback | None) -> int:
+    total = 0
+    while True:
+        batch = source.export_ops(into.version_vector(), limit=batch_size)
+        if not batch:
+            return total
+        result = into.apply_ops(batch)
+        total += result.applied + result.deferred
+        if progress is not None:
+            progress(total, len(batch))
+        if result.applied + result.deferred == 0:
+            return total  # everything offered is already held (gaps beyond what the peer has)
+
+
+def _local_field(label: str) -> str:
+    _, _, path = label.partition(") ")
+    path = path.removeprefix("body.")
+    parts = path.split(".")
+    if len(parts) >= 2 and parts[-1] == "value":
+        return parts[-2]
+    return parts[-1] if parts and parts[0] not in ("", "(op)") else label
+
+
+# --- collections ---------------------------------------------------------------------------------------------
+
+
+class _Collection:
+    entity: EntityType
+    noun: str
+
+    def __init__(self, replica: Replica) -> None:
+        self._r = replica
+
+    def _state(self, eid: str) -> State:
+        return self._r._state(self.entity, eid, self.noun)
+
+    def _get(self, eid: str) -> Any:
+        return self._r._record(self._state(eid))
+
+    def _list(self, filters: dict[str, Any], include_deleted: bool, order: str = "id") -> list[Any]:
+        where, params = [], []
+        for column, value in filters.items():
+            if value is not None:
+                where.append(f"AND {column} = ?")
+                params.append(str(value))
+        if not include_deleted:
+            where.append("AND deleted = 0")
+        return self._r._records(self.entity, " ".join(where), params, order)
+
+    def edit(self, eid: str, *, actor: str | None = None, **fields: Any) -> Any:
+        """Changes fields of a record; each change replaces every value this device has seen for it."""
+        if not fields:
+            raise InvalidInputError(f"Nothing to change on {self.noun} {eid}", [("fields", "name at least one")])
+        self._r._set_fields(self.entity, self._state(eid), fields, actor=actor)
+        return self._get(eid)
+
+    def delete(self, eid: str, *, actor: str | None = None) -> None:
+        """Marks a record deleted (a tombstone: its history stays, and it can be restored)."""
+        self._r._set_fields(self.entity, self._state(eid), {"deleted": True}, actor=actor)
+
+    def restore(self, eid: str, *, actor: str | None = None) -> None:
+        """Undoes a deletion."""
+        self._r._set_fields(self.entity, self._state(eid), {"deleted": False}, actor=actor)
+
+    def _note(self, eid: str, text: str, actor: str | None) -> None:
+        state = self._state(eid)
+        self._r._emit(f"{self.entity.value}.note", eid, {"text": text}, actor=actor, floor=self._r._floor(state))
+
+    def _create(self, body: dict[str, Any], actor: str | None) -> Any:
+        op = self._r._emit(f"{self.entity.value}.create", None, body, actor=actor, entity=self.entity)
+        return self._get(op["eid"])
+
+
+class Residents(_Collection):
+    """Residents: who the station serves, where they live, how often to knock on their door."""
+
+    entity = EntityType.RESIDENT
+    noun = "resident"
+
+    def register(
+        self,
+        *,
+        name: str,
+        grid: str,
+        address: str | None = None,
+        phone: str | None = None,
+        flags: Iterable[str] = (),
+        knock_every_days: int | None = None,
+        birth_year: int | None = None,
+        actor: str | None = None,
+    ) -> Resident:
+        """Registers a resident in a grid (``community/area/building``)."""
+        if name is None:
+            raise InvalidInputError("Cannot register a resident", [("name", "is required")])
+        body = {
+            "name": name,
+            "grid": grid,
+            "address": address,
+            "phone": phone,
+            "flags": list(flags),
+            "knock_every_days": knock_every_days,
+            "birth_year": birth_year,
+        }
+        result: Resident = self._create(body, actor)
+        return result
+
+    def get(self, resident_id: str) -> Resident:
+        """One resident. Raises NotFoundError if unknown here."""
+        result: Resident = self._get(resident_id)
+        return result
+
+    def list(self, *, grid: str | None = None, include_deleted: bool = False) -> list[Resident]:
+        """Residents, optionally of one grid (exact path), by id."""
+        return self._list({"grid": grid}, include_deleted)
+
+    def note(self, resident_id: str, text: str, *, actor: str | None = None) -> None:
+        """Adds a note about a resident."""
+        self._note(resident_id, text, actor)
+
+    def redact(
+        self,
+        resident_id: str,
+        *,
+        fields: Iterable[str] = ("name", "address", "phone", "birth_year", "notes"),
+        reason: str,
+        actor: str | None = None,
+    ) -> None:
+        """Erases a resident's personal data from this replica's records and op log, and from every replica
+        that receives this change. The record stays (so reports still count it)."""
+        state = self._state(resident_id)
+        self._r._emit(
+            "resident.redact",
+            resident_id,
+            {"fields": list(fields), "reason": reason},
+            actor=actor,
+            floor=self._r._floor(state),
+        )
+
+
+class Workers(_Collection):
+    """Workers and their roles: grid workers, knockers, couriers, mediators, station staff."""
+
+    entity = EntityType.WORKER
+    noun = "worker"
+
+    def add(
+        self, *, name: str, role: str, grids: Iterable[str] = (), phone: str | None = None, actor: str | None = None
+    ) -> Worker:
+        """Adds a worker with a role and the grids they look after."""
+        result: Worker = self._create({"name": name, "role": role, "grids": list(grids), "phone": phone}, actor)
+        return result
+
+    def get(self, worker_id: str) -> Worker:
+        """One worker."""
+        result: Worker = self._get(worker_id)
+        return result
+
+    def list(self, *, role: str | None = None, include_deleted: bool = False) -> list[Worker]:
+        """Workers, optionally of one role."""
+        return self._list({"role": role}, include_deleted)
+
+
+class Tickets(_Collection):
+    """Requests: submit, accept (接单), start, resolve, close (回单), rate, cancel, escalate, reopen."""
+
+    entity = EntityType.TICKET
+    noun = "ticket"
+
+    def submit(
+        self,
+        *,
+        title: str,
+        kind: str,
+        grid: str,
+        channel: str = "walk_in",
+        description: str | None = None,
+        resident_id: str | None = None,
+        priority: str = "normal",
+        due_at: datetime | int | None = None,
+        visit_id: str | None = None,
+        parcel_id: str | None = None,
+        actor: str | None = None,
+    ) -> Ticket:
+        """Places a request (下单). Due by default 48 hours after submission (see ``due_hours``)."""
+        try:
+            hours = self._r.due_hours[TicketKind(kind)]
+        except ValueError:
+            raise InvalidInputError(
+                "Cannot submit the ticket",
+                [("kind", f"{kind!r} is not a ticket kind; use one of {', '.join(k.value for k in TicketKind)}")],
+            ) from None
+        if resident_id is not None:
+            self._r.residents.get(resident_id)
+        now = self._r.clock.physical_ms()
+        body = {
+            "title": title,
+            "kind": kind,
+            "channel": channel,
+            "grid": grid,
+            "description": description,
+            "resident_id": resident_id,
+            "priority": priority,
+            "due_at": _to_ms(due_at, now + hours * 3_600_000),
+            "visit_id": visit_id,
+            "parcel_id": parcel_id,
+        }
+        result: Ticket = self._create(body, actor)
+        return result
+
+    def get(self, ticket_id: str) -> Ticket:
+        """One ticket with its notes, history and conflicts. Raises NotFoundError if unknown here."""
+        result: Ticket = self._get(ticket_id)
+        return result
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        grid: str | None = None,
+        assignee: str | None = None,
+        resident_id: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+    ) -> list[Ticket]:
+        """Tickets matching every filter given, soonest due first."""
+        return self._list(
+            {"status": status, "grid": grid, "assignee": assignee, "resident_id": resident_id, "kind": kind},
+            include_deleted,
+            order="due_at, id",
+        )
+
+    def _transition(self, ticket_id: str, action: str, *, actor: str | None, **extra: Any) -> Ticket:
+        state = self._state(ticket_id)
+        st = state["st"]
+        grid = st["grid"]
+        assignee = extra.get("assignee", value_of(state, "assignee"))
+        after = ticket_transition(
+            st["v"],
+            action,
+            has_assignee=assignee is not None,
+            has_parent_grid=grid is not None and grid_parent(grid) is not None,
+        )
+        if after is None:
+            raise IntentError(_refusal(ticket_id, action, st["v"], grid))
+        if (
+            action == "close"
+            and value_of(state, "kind") not in CLOSABLE_WITHOUT_OUTCOME
+            and value_of(state, "outcome") is None
+        ):
+            raise IntentError(
+                f"Ticket {ticket_id} is a dispute: record the mediation outcome (settled, not_settled or "
+                "referred) before closing it."
+            )
+        body: dict[str, Any] = {"action": action, "follows": [h[0] for h in st["heads"]], **extra}
+        if action == "accept":
+            body["assignee_replaces"] = [e[0] for e in state["f"].get("assignee", [])]
+        if action == "escalate":
+            body["to_grid"] = grid_parent(grid)
+        self._r._emit("ticket.transition", ticket_id, body, actor=actor, floor=self._r._floor(state))
+        return self.get(ticket_id)
+
+    def accept(self, ticket_id: str, *, assignee: str, actor: str | None = None) -> Ticket:
+        """A worker takes the request (接单)."""
+        return self._transition(ticket_id, "accept", actor=actor, assignee=assignee)
+
+    def start(self, ticket_id: str, *, actor: str | None = None) -> Ticket:
+        """Work on an accepted request begins."""
+        return self._transition(ticket_id, "start", actor=actor)
+
+    def resolve(self, ticket_id: str, *, resolution: str | None = None, actor: str | None = None) -> Ticket:
+        """The work is done; ``resolution`` says how (recorded as a note)."""
+        return self._transition(ticket_id, "resolve", actor=actor, reason=resolution)
+
+    def close(self, ticket_id: str, *, actor: str | None = None) -> Ticket:
+        """The result is returned to the resident (回单). Only a resolved ticket can be closed."""
+        return self._transition(ticket_id, "close", actor=actor)
+
+    def cancel(self, ticket_id: str, *, reason: str, actor: str | None = None) -> Ticket:
+        """Cancels an open request, saying why."""
+        return self._transition(ticket_id, "cancel", actor=actor, reason=reason)
+
+    def reopen(self, ticket_id: str, *, reason: str, actor: str | None = None) -> Ticket:
+        """Reopens a resolved or closed request, saying why."""
+        return self._transition(ticket_id, "reopen", actor=actor, reason=reason)
+
+    def escalate(self, ticket_id: str, *, reason: str | None = None, actor: str | None = None) -> Ticket:
+        """Hands an open request up to the parent grid (building → area → community)."""
+        return self._transition(ticket_id, "escalate", actor=actor, reason=reason)
+
+    def confirm(self, ticket_id: str, *, actor: str | None = None) -> Ticket:
+        """Keeps the current status, settling a status conflict."""
+        return self._transition(ticket_id, "confirm", actor=actor)
+
+    def rate(self, ticket_id: str, *, score: int, comment: str | None = None, actor: str | None = None) -> Ticket:
+        """Records the resident's rating (1 to 5) of a returned request."""
+        state = self._state(ticket_id)
+        if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+            raise InvalidInputError(f"Cannot rate ticket {ticket_id}", [("score", f"must be 1 to 5, got {score!r}")])
+        if state["st"]["v"] != "closed":
+            raise IntentError(
+                f"Ticket {ticket_id} is {state['st']['v']}: a rating is given once the result is returned "
+                "to the resident (close the ticket first)."
+            )
+        rating: dict[str, Any] = {"score": score}
+        if comment:
+            rating["comment"] = comment
+        self._r._set_fields(self.entity, state, {"rating": rating}, actor=actor)
+        return self.get(ticket_id)
+
+    def note(self, ticket_id: str, text: str, *, actor: str | None = None) -> None:
+        """Adds a note to a ticket (notes are never overwritten)."""
+        self._note(ticket_id, text, actor)
+
+    # disputes ------------------------------------------------------------------------------------------------
+
+    def _dispute(self, ticket_id: str) -> State:
+        state = self._state(ticket_id)
+        if value_of(state, "kind") != "dispute":
+            raise IntentError(f"Ticket {ticket_id} is not a dispute; only disputes have mediation records.")
+        return state
+
+    def add_party(
+        self,
+        ticket_id: str,
+        *,
+        name: str,
+        side: str | None = None,
+        resident_id: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Adds a party to a dispute."""
+        state = self._dispute(ticket_id)
+        self._r._emit(
+            "ticket.party",
+            ticket_id,
+            {"name": name, "side": side, "resident_id": resident_id},
+            actor=actor,
+            floor=self._r._floor(state),
+        )
+
+    def record_session(
+        self,
+        ticket_id: str,
+        *,
+        mediator: str,
+        summary: str,
+        held_at: datetime | int | None = None,
+        attendees: Iterable[str] = (),
+        actor: str | None = None,
+    ) -> None:
+        """Records a mediation session of a dispute."""
+        state = self._dispute(ticket_id)
+        body = {
+            "held_at": _to_ms(held_at, self._r.clock.physical_ms()),
+            "mediator": mediator,
+            "summary": summary,
+            "attendees": list(attendees),
+        }
+        self._r._emit("ticket.session", ticket_id, body, actor=actor, floor=self._r._floor(state))
+
+    def set_outcome(
+        self, ticket_id: str, outcome: str, *, mediator: str | None = None, actor: str | None = None
+    ) -> Ticket:
+        """Records how a mediation ended: settled, not_settled or referred."""
+        state = self._dispute(ticket_id)
+        changes: dict[str, Any] = {"outcome": outcome}
+        if mediator is not None:
+            changes["mediator"] = mediator
+        self._r._set_fields(self.entity, state, changes, actor=actor)
+        return self.get(ticket_id)
+
+
+def _refusal(ticket_id: str, action: str, status: str, grid: str | None) -> str:
+    if action == "escalate" and status in ("submitted", "accepted", "in_progress"):
+        return f"Ticket {ticket_id} is already at the top grid ({grid}); it cannot be escalated further."
+    hints = {
+        "accept": "only a submitted ticket can be accepted",
+        "start": "accept the ticket first",
+        "resolve": "only an open ticket can be resolved",
+        "close": "resolve the ticket before returning it to the resident",
+        "cancel": "only an open ticket can be cancelled",
+        "reopen": "only a resolved or closed ticket can be reopened",
+        "escalate": "only an open ticket can be escalated",
+    }
+    return f"Ticket {ticket_id} is {status}; cannot {action} it: {hints.get(action, 'not allowed now')}."
+
+
+class Visits(_Collection):
+    """Door-knocks (敲门): who knocked, when, and what they found."""
+
+    entity = EntityType.VISIT
+    noun = "visit"
+
+    def record(
+        self,
+        *,
+        resident_id: str,
+        outcome: str,
+        visitor: str | None = None,
+        visited_at: datetime | int | None = None,
+        note: str | None = None,
+        ticket_id: str | None = None,
+        actor: str | None = None,
+    ) -> Visit:
+        """Records a door-knock on a resident."""
+        self._r.residents.get(resident_id)
+        if ticket_id is not None:
+            self._r.tickets.get(ticket_id)
+        body = {
+            "resident_id": resident_id,
+            "visitor": visitor or actor or self._r.actor,
+            "visited_at": _to_ms(visited_at, self._r.clock.physical_ms()),
+            "outcome": outcome,
+            "note": note,
+            "ticket_id": ticket_id,
+        }
+        result: Visit = self._create(body, actor)
+        return result
+
+    def get(self, visit_id: str) -> Visit:
+        """One visit."""
+        result: Visit = self._get(visit_id)
+        return result
+
+    def list(
+        self, *, resident_id: str | None = None, visitor: str | None = None, include_deleted: bool = False
+    ) -> list[Visit]:
+        """Visits, newest first."""
+        return self._list(
+            {"resident_id": resident_id, "visitor": visitor}, include_deleted, order="visited_at DESC, id"
+        )
+
+    def note(self, visit_id: str, text: str, *, actor: str | None = None) -> None:
+        """Adds a note to a visit."""
+        self._note(visit_id, text, actor)
+
+
+class Mailboxes(_Collection):
+    """Neighbourhood convenience mailboxes (便民邮筒)."""
+
+    entity = EntityType.MAILBOX
+    noun = "mailbox"
+
+    def add(self, *, code: str, name: str, grid: str, location: str | None = None, actor: str | None = None) -> Mailbox:
+        """Registers a mailbox by the code printed on it."""
+        if self.by_code(code) is not None:
+            raise IntentError(f"A mailbox with code {code!r} is already registered.")
+        result: Mailbox = self._create({"code": code, "name": name, "grid": grid, "location": location}, actor)
+        return result
+
+    def get(self, mailbox_id: str) -> Mailbox:
+        """One mailbox."""
+        result: Mailbox = self._get(mailbox_id)
+        return result
+
+    def by_code(self, code: str) -> Mailbox | None:
+        """The mailbox with this printed code, if known here."""
+        found = self._list({"code": code}, include_deleted=False)
+        return found[0] if found else None
+
+    def list(self, *, grid: str | None = None, include_deleted: bool = False) -> list[Mailbox]:
+        """Mailboxes."""
+        return self._list({"grid": grid}, include_deleted)
+
+
+class Parcels(_Collection):
+    """Paperwork carried between mailboxes, the station and residents' doors, hop by hop."""
+
+    entity = EntityType.PARCEL
+    noun = "parcel"
+
+    def register(
+        self,
+        *,
+        code: str,
+        grid: str,
+        direction: str = "to_station",
+        resident_id: str | None = None,
+        mailbox_id: str | None = None,
+        summary: str | None = None,
+        actor: str | None = None,
+    ) -> Parcel:
+        """Registers a parcel by the code on its envelope."""
+        body = {
+            "code": code,
+            "grid": grid,
+            "direction": direction,
+            "resident_id": resident_id,
+            "mailbox_id": mailbox_id,
+            "summary": summary,
+        }
+        result: Parcel = self._create(body, actor)
+        return result
+
+    def get(self, parcel_id: str) -> Parcel:
+        """One parcel with its chain of custody."""
+        result: Parcel = self._get(parcel_id)
+        return result
+
+    def by_code(self, code: str) -> Parcel | None:
+        """The parcel with this envelope code, if known here."""
+        found = self._list({"code": code}, include_deleted=False)
+        return found[0] if found else None
+
+    def list(
+        self,
+        *,
+        stage: str | None = None,
+        holder: str | None = None,
+        grid: str | None = None,
+        include_deleted: bool = False,
+    ) -> list[Parcel]:
+        """Parcels matching every filter given."""
+        return self._list({"stage": stage, "holder": holder, "grid": grid}, include_deleted)
+
+    def hop(
+        self,
+        parcel_id: str,
+        stage: str,
+        *,
+        place: str | None = None,
+        confirm_code: str | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> Parcel:
+        """Records a hand-over: dropped, picked_up, handed_in, out_for_delivery, delivered, returned.
+
+        A hop that does not follow from the current stage is still recorded (it happened) and shows as a
+        custody conflict for the station to review.
+        """
+        state = self._state(parcel_id)
+        if stage == "delivered" and not confirm_code:
+            raise InvalidInputError(
+                f"Cannot deliver parcel {parcel_id}", [("confirm_code", "the resident's confirmation code is required")]
+            )
+        body = {
+            "stage": stage,
+            "follows": [h[0] for h in state["hop"]["heads"]],
+            "place": place,
+            "confirm_code": confirm_code,
+            "reason": reason,
+        }
+        self._r._emit("parcel.hop", parcel_id, body, actor=actor, floor=self._r._floor(state))
+        return self.get(parcel_id)

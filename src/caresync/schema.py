@@ -1,0 +1,289 @@
+"""The replica file's tables (SQLModel) and its ordered migrations.
+
+``PRAGMA user_version`` holds the schema version. Opening a file runs every migration after the file's
+version, in order, in one transaction; a file from a newer caresync is refused rather than guessed at.
+Migrations are frozen DDL: once released, a step never changes; a new column is a new step. The SQLModel
+classes below always describe the latest schema (a test checks that both agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Index
+from sqlmodel import Field, SQLModel
+
+from .merge import State, conflicts_of, value_of
+
+__all__ = [
+    "ENTITY_TABLES",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "ClockAnomalyRow",
+    "MailboxRow",
+    "MetaRow",
+    "OpRow",
+    "OriginRow",
+    "ParcelRow",
+    "ResidentRow",
+    "TicketRow",
+    "VisitRow",
+    "WorkerRow",
+    "row_values",
+]
+
+
+class OpRow(SQLModel, table=True):
+    """One op of the log. ``known`` is 0 for ops deferred until an upgrade teaches this library their kind."""
+
+    __tablename__ = "ops"
+    origin: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    hlc: int
+    eid: str
+    kind: str
+    v: int
+    actor: str
+    at: int
+    known: int
+    body: str
+    __table_args__ = (Index("ix_ops_eid_hlc", "eid", "hlc"), {"sqlite_with_rowid": False})
+
+
+class OriginRow(SQLModel, table=True):
+    """Per origin replica: the highest seq held with no gap before it, and how many of its ops are held."""
+
+    __tablename__ = "origins"
+    origin: str = Field(primary_key=True)
+    contig: int
+    held: int
+    max_hlc: int
+
+
+class MetaRow(SQLModel, table=True):
+    """Replica identity and settings: id, clock offset, last stamp."""
+
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class ClockAnomalyRow(SQLModel, table=True):
+    """Origins whose stamps were seen far ahead of this device's clock (schema version 2)."""
+
+    __tablename__ = "clock_anomalies"
+    origin: str = Field(primary_key=True)
+    ahead_ms: int
+    seen_at: int
+    hlc: int
+
+
+class _EntityColumns(SQLModel):
+    id: str = Field(primary_key=True)
+    complete: int
+    deleted: int
+    conflicts: int
+    last_hlc: int
+    last_origin: str
+    last_seq: int
+    state: str
+
+
+class ResidentRow(_EntityColumns, table=True):
+    __tablename__ = "residents"
+    name: str | None = Field(default=None)
+    grid: str | None = Field(default=None, index=True)
+    flags: str | None = None
+    knock_every_days: int | None = None
+
+
+class WorkerRow(_EntityColumns, table=True):
+    __tablename__ = "workers"
+    name: str | None = None
+    role: str | None = None
+
+
+class TicketRow(_EntityColumns, table=True):
+    __tablename__ = "tickets"
+    status: str | None = Field(default=None, index=True)
+    grid: str | None = Field(default=None, index=True)
+    kind: str | None = None
+    channel: str | None = None
+    priority: str | None = None
+    title: str | None = None
+    assignee: str | None = Field(default=None, index=True)
+    resident_id: str | None = Field(default=None, index=True)
+    submitted_at: int | None = None
+    due_at: int | None = None
+    resolved_at: int | None = None
+    closed_at: int | None = None
+    rating: int | None = None
+    outcome: str | None = None
+
+
+class VisitRow(_EntityColumns, table=True):
+    __tablename__ = "visits"
+    resident_id: str | None = Field(default=None, index=True)
+    visitor: str | None = None
+    visited_at: int | None = None
+    outcome: str | None = None
+    ticket_id: str | None = None
+
+
+class MailboxRow(_EntityColumns, table=True):
+    __tablename__ = "mailboxes"
+    code: str | None = Field(default=None, index=True)
+    name: str | None = None
+    grid: str | None = None
+
+
+class ParcelRow(_EntityColumns, table=True):
+    __tablename__ = "parcels"
+    code: str | None = Field(default=None, index=True)
+    grid: str | None = None
+    stage: str | None = None
+    holder: str | None = None
+    resident_id: str | None = None
+    mailbox_id: str | None = None
+
+
+ENTITY_TABLES: dict[str, type[_EntityColumns]] = {
+    "resident": ResidentRow,
+    "worker": WorkerRow,
+    "ticket": TicketRow,
+    "visit": VisitRow,
+    "mailbox": MailboxRow,
+    "parcel": ParcelRow,
+}
+
+_COMMON = ["id", "complete", "deleted", "conflicts", "last_hlc", "last_origin", "last_seq", "state"]
+
+
+def _extra_columns(entity: str) -> list[str]:
+    table = ENTITY_TABLES[entity].__table__  # type: ignore[attr-defined]
+    return [c.name for c in table.columns if c.name not in _COMMON]
+
+
+def _rating_score(state: State) -> int | None:
+    rating = value_of(state, "rating")
+    return int(rating["score"]) if isinstance(rating, dict) else None
+
+
+_EXTRA: dict[str, Callable[[State], list[Any]]] = {
+    "resident": lambda s: [
+        value_of(s, "name"),
+        value_of(s, "grid"),
+        ",".join(value_of(s, "flags") or []) or None,
+        value_of(s, "knock_every_days"),
+    ],
+    "worker": lambda s: [value_of(s, "name"), value_of(s, "role")],
+    "ticket": lambda s: [
+        s["st"]["v"],
+        s["st"]["grid"],
+        value_of(s, "kind"),
+        value_of(s, "channel"),
+        value_of(s, "priority") or "normal",
+        value_of(s, "title"),
+        value_of(s, "assignee"),
+        value_of(s, "resident_id"),
+        s["created"][2] if s["created"] else None,
+        value_of(s, "due_at"),
+        s["st"]["at"].get("resolve"),
+        s["st"]["at"].get("close"),
+        _rating_score(s),
+        value_of(s, "outcome"),
+    ],
+    "visit": lambda s: [
+        value_of(s, "resident_id"),
+        value_of(s, "visitor"),
+        value_of(s, "visited_at"),
+        value_of(s, "outcome"),
+        value_of(s, "ticket_id"),
+    ],
+    "mailbox": lambda s: [value_of(s, "code"), value_of(s, "name"), value_of(s, "grid")],
+    "parcel": lambda s: [
+        value_of(s, "code"),
+        value_of(s, "grid"),
+        s["hop"]["stage"],
+        s["hop"]["holder"],
+        value_of(s, "resident_id"),
+        value_of(s, "mailbox_id"),
+    ],
+}
+
+
+def upsert_sql(entity: str) -> str:
+    """The ``INSERT OR REPLACE`` statement that writes one materialised row of ``entity``."""
+    table = ENTITY_TABLES[entity].__tablename__
+    columns = _COMMON + _extra_columns(entity)
+    return f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def row_values(state: State, state_json: str) -> list[Any]:
+    """The column values of a record's materialised row, derived from its folded state."""
+    last = state["last"]
+    return [
+        state["id"],
+        1 if state["created"] is not None else 0,
+        1 if value_of(state, "deleted") else 0,
+        len(conflicts_of(state)),
+        last[0],
+        last[1],
+        last[2],
+        state_json,
+        *_EXTRA[state["type"]](state),
+    ]
+
+
+# --- migrations -------------------------------------------------------------------------------------------
+
+_COMMON_DDL = (
+    "id TEXT PRIMARY KEY, complete INTEGER NOT NULL, deleted INTEGER NOT NULL, conflicts INTEGER NOT NULL, "
+    "last_hlc INTEGER NOT NULL, last_origin TEXT NOT NULL, last_seq INTEGER NOT NULL, state TEXT NOT NULL"
+)
+
+_V1 = [
+    "CREATE TABLE ops (origin TEXT NOT NULL, seq INTEGER NOT NULL, hlc INTEGER NOT NULL, eid TEXT NOT NULL, "
+    "kind TEXT NOT NULL, v INTEGER NOT NULL, actor TEXT NOT NULL, at INTEGER NOT NULL, known INTEGER NOT NULL, "
+    "body TEXT NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID",
+    "CREATE INDEX ix_ops_eid_hlc ON ops (eid, hlc)",
+    "CREATE TABLE origins (origin TEXT PRIMARY KEY, contig INTEGER NOT NULL, held INTEGER NOT NULL, "
+    "max_hlc INTEGER NOT NULL)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"CREATE TABLE residents ({_COMMON_DDL}, name TEXT, grid TEXT, flags TEXT, knock_every_days INTEGER)",
+    "CREATE INDEX ix_residents_grid ON residents (grid)",
+    f"CREATE TABLE workers ({_COMMON_DDL}, name TEXT, role TEXT)",
+    f"CREATE TABLE tickets ({_COMMON_DDL}, status TEXT, grid TEXT, kind TEXT, channel TEXT, priority TEXT, "
+    "title TEXT, assignee TEXT, resident_id TEXT, submitted_at INTEGER, due_at INTEGER, resolved_at INTEGER, "
+    "closed_at INTEGER, rating INTEGER, outcome TEXT)",
+    "CREATE INDEX ix_tickets_status ON tickets (status)",
+    "CREATE INDEX ix_tickets_grid ON tickets (grid)",
+    "CREATE INDEX ix_tickets_assignee ON tickets (assignee)",
+    "CREATE INDEX ix_tickets_resident_id ON tickets (resident_id)",
+    f"CREATE TABLE visits ({_COMMON_DDL}, resident_id TEXT, visitor TEXT, visited_at INTEGER, outcome TEXT, "
+    "ticket_id TEXT)",
+    "CREATE INDEX ix_visits_resident_id ON visits (resident_id)",
+    f"CREATE TABLE mailboxes ({_COMMON_DDL}, code TEXT, name TEXT, grid TEXT)",
+    "CREATE INDEX ix_mailboxes_code ON mailboxes (code)",
+    f"CREATE TABLE parcels ({_COMMON_DDL}, code TEXT, grid TEXT, stage TEXT, holder TEXT, resident_id TEXT, "
+    "mailbox_id TEXT)",
+    "CREATE INDEX ix_parcels_code ON parcels (code)",
+]
+
+_V2 = [
+    "CREATE TABLE clock_anomalies (origin TEXT PRIMARY KEY, ahead_ms INTEGER NOT NULL, seen_at INTEGER NOT NULL, "
+    "hlc INTEGER NOT NULL)",
+]
+
+#: ``MIGRATIONS[k]`` takes a file from schema version ``k`` to ``k + 1``.
+MIGRATIONS: list[list[str]] = [_V1, _V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: Connection, from_version: int) -> None:
+    """Runs the migration steps after ``from_version`` (the caller holds the transaction)."""
+    for step in MIGRATIONS[from_version:]:
+        for statement in step:
+            conn.exec_driver_sql(statement)
+    conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
