@@ -105,18 +105,26 @@ class HybridClock:
         return pack_hlc(max(physical + self.max_forward_ms, 0), _COUNTER_MASK)
 
     def tick(self, floor: int = 0) -> int:
-        """Issues a new stamp, greater than the last one and than ``floor``.
+        """Issues a new stamp, greater than every stamp this clock issued or adopted, and than ``floor``.
 
         ``floor`` is the highest stamp known for the record the op is about, so an op always sorts after
-        everything its author could see on that record, even when that came from a clock far ahead.
-        The clock itself only moves to at most ``max_forward_ms`` past physical time.
+        everything its author could see on that record, even when that came from a clock far ahead. A floor
+        more than ``max_forward_ms`` ahead stamps this one op after it but does not move the clock itself.
         """
         physical = max(self.physical_ms(), 0)
-        cap = self._cap(physical)
-        last = min(self._last, cap)
-        stamp = max(pack_hlc(physical), last + 1, floor + 1)
-        self._last = stamp if stamp <= cap else last
+        base = max(pack_hlc(physical), self._last + 1)
+        stamp = max(base, floor + 1)
+        self._last = base if stamp > self._cap(physical) else stamp
         return stamp
+
+    def correct(self, offset_ms: int) -> None:
+        """Sets the wall-clock correction, and lets the clock fall back to the corrected time.
+
+        A device that ran ahead stops stamping its new ops in the future at once; its earlier ops keep their
+        stamps, and the per-record floor still puts anything made after seeing them after them.
+        """
+        self.offset_ms = offset_ms
+        self._last = min(self._last, self._cap(max(self.physical_ms(), 0)))
 
     def observe(self, stamp: int) -> bool:
         """Takes in a stamp seen on another replica's op.
@@ -126,7 +134,7 @@ class HybridClock:
             clock, or this one, is wrong): the clock moved only up to the bound, and the caller records it.
         """
         cap = self._cap(max(self.physical_ms(), 0))
-        self._last = max(min(self._last, cap), min(stamp, cap))
+        self._last = max(self._last, min(stamp, cap))
         return stamp > cap
 
     def ahead_ms(self, stamp: int) -> int:

@@ -200,7 +200,8 @@ def ticket_transition(status: str, action: str, *, has_assignee: bool, has_paren
     """The status after ``action``, or None when the action is not valid from ``status``.
 
     The lifecycle: submitted → accepted → (in_progress) → resolved → closed; cancel from any open status;
-    reopen from resolved or closed; escalate (to the parent grid) while open; confirm keeps the status and
+    reopen from resolved, closed or cancelled (so a cancellation that won a status conflict can be undone);
+    escalate (to the parent grid) while open; confirm keeps the status and
     settles a status conflict.
     """
     if action == "accept":
@@ -214,7 +215,7 @@ def ticket_transition(status: str, action: str, *, has_assignee: bool, has_paren
     if action == "cancel":
         return "cancelled" if status in _OPEN else None
     if action == "reopen":
-        if status in ("resolved", "closed"):
+        if status in ("resolved", "closed", "cancelled"):
             return "accepted" if has_assignee else "submitted"
         return None
     if action == "escalate":

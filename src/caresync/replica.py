@@ -230,6 +230,7 @@ class Replica:
         actor: str | None,
         entity: EntityType | None = None,
         floor: int = 0,
+        at: int | None = None,
     ) -> OpDict:
         seq = self._next_seq
         if eid is None:
@@ -243,7 +244,7 @@ class Replica:
             "hlc": self.clock.tick(floor),
             "eid": eid,
             "actor": actor or self.actor,
-            "at": self.clock.physical_ms(),
+            "at": self.clock.physical_ms() if at is None else at,
             "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
         }
         try:
@@ -409,8 +410,9 @@ class Replica:
 
     def set_clock_offset(self, offset_ms: int) -> None:
         """Corrects this device's wall clock by ``offset_ms`` (what the sync server reports); persisted."""
-        self.clock.offset_ms = int(offset_ms)
+        self.clock.correct(int(offset_ms))
         self._store.set_meta("clock_offset_ms", str(int(offset_ms)))
+        self._store.set_meta("clock_last", str(self.clock.last))
 
     def clock_anomalies(self) -> list[ClockAnomaly]:
         """Devices whose stamps arrived far ahead of this device's clock (either clock may be the wrong one)."""
@@ -488,8 +490,8 @@ class _Collection:
         state = self._state(eid)
         self._r._emit(f"{self.entity.value}.note", eid, {"text": text}, actor=actor, floor=self._r._floor(state))
 
-    def _create(self, body: dict[str, Any], actor: str | None) -> Any:
-        op = self._r._emit(f"{self.entity.value}.create", None, body, actor=actor, entity=self.entity)
+    def _create(self, body: dict[str, Any], actor: str | None, at: int | None = None) -> Any:
+        op = self._r._emit(f"{self.entity.value}.create", None, body, actor=actor, entity=self.entity, at=at)
         return self._get(op["eid"])
 
 
@@ -626,7 +628,7 @@ class Tickets(_Collection):
             "visit_id": visit_id,
             "parcel_id": parcel_id,
         }
-        result: Ticket = self._create(body, actor)
+        result: Ticket = self._create(body, actor, at=now)
         return result
 
     def get(self, ticket_id: str) -> Ticket:
@@ -702,7 +704,7 @@ class Tickets(_Collection):
         return self._transition(ticket_id, "cancel", actor=actor, reason=reason)
 
     def reopen(self, ticket_id: str, *, reason: str, actor: str | None = None) -> Ticket:
-        """Reopens a resolved or closed request, saying why."""
+        """Reopens a resolved, closed or cancelled request, saying why."""
         return self._transition(ticket_id, "reopen", actor=actor, reason=reason)
 
     def escalate(self, ticket_id: str, *, reason: str | None = None, actor: str | None = None) -> Ticket:
@@ -801,7 +803,7 @@ def _refusal(ticket_id: str, action: str, status: str, grid: str | None) -> str:
         "resolve": "only an open ticket can be resolved",
         "close": "resolve the ticket before returning it to the resident",
         "cancel": "only an open ticket can be cancelled",
-        "reopen": "only a resolved or closed ticket can be reopened",
+        "reopen": "only a resolved, closed or cancelled ticket can be reopened",
         "escalate": "only an open ticket can be escalated",
     }
     return f"Ticket {ticket_id} is {status}; cannot {action} it: {hints.get(action, 'not allowed now')}."

@@ -68,6 +68,7 @@ class Store:
         self.log = logger or logging.getLogger("caresync.store")
         self._depth = 0
         self._closed = False
+        self._scrub = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine: Engine = create_engine(
@@ -115,6 +116,7 @@ class Store:
             yield
         except BaseException:
             self._depth -= 1
+            self._scrub = self._scrub and depth > 0
             if depth == 0:
                 self.conn.exec_driver_sql("ROLLBACK")
             else:
@@ -123,6 +125,10 @@ class Store:
             raise
         self._depth -= 1
         self.conn.exec_driver_sql("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
+        if depth == 0 and self._scrub:
+            # redacted data must not linger in the write-ahead log: copy it into the file and empty the log
+            self._scrub = False
+            self.conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def sql(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         """Runs one SQL statement and returns its rows (for the library's own queries)."""
@@ -288,6 +294,7 @@ class Store:
                     )
             if updates:
                 self.conn.exec_driver_sql("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", updates)
+            self._scrub = True
 
     def _update_origins(self, ops: list[OpDict], result: IngestResult) -> None:
         by_origin: dict[str, list[OpDict]] = defaultdict(list)
@@ -480,6 +487,7 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA busy_timeout = 10000")
     cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA secure_delete = ON")  # overwritten personal data is zeroed, not left in free space
     cur.close()
 
 

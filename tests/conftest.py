@@ -1,0 +1,28 @@
+"""Shared fixtures: replicas in a temporary folder with controllable clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from caresync import Replica
+from caresync.testing import FakeClock
+
+ReplicaFactory = Callable[..., Replica]
+
+
+@pytest.fixture
+def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
+    """Opens replicas named by the test; each gets its own FakeClock unless one is passed; all are closed."""
+    opened: list[Replica] = []
+
+    def factory(name: str, *, actor: str | None = None, clock: FakeClock | None = None, **kwargs: object) -> Replica:
+        replica = Replica.open(tmp_path / f"{name}.db", actor=actor or name, now_ms=clock or FakeClock(), **kwargs)
+        opened.append(replica)
+        return replica
+
+    yield factory
+    for replica in opened:
+        replica.close()

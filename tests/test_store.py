@@ -1,0 +1,167 @@
+"""The replica file: schema versions and migration, ops from newer versions, redaction, the log's bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlmodel import SQLModel
+
+import caresync.ops
+import caresync.replica
+from caresync import Replica, StoreVersionError
+from caresync.schema import SCHEMA_VERSION
+from caresync.testing import FakeClock
+
+from .conftest import ReplicaFactory
+
+GRID = "changnan/teachers-dorm/3"
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, set[str]]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: {c[1] for c in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+
+
+def test_file_is_wal_and_versioned(make_replica: ReplicaFactory) -> None:
+    r = make_replica("station")
+    with sqlite3.connect(r.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_migrations_build_what_the_sqlmodel_tables_describe(tmp_path: Path, make_replica: ReplicaFactory) -> None:
+    r = make_replica("station")
+    engine_path = tmp_path / "metadata.db"
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{engine_path}")
+    SQLModel.metadata.create_all(engine)
+    engine.dispose()
+    with sqlite3.connect(r.path) as migrated, sqlite3.connect(engine_path) as described:
+        assert _columns(migrated) == _columns(described)
+    migrated.close()
+    described.close()
+
+
+def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "old.db"
+    with Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
+        tid = r.tickets.submit(title="kept across the upgrade", kind="repair", grid=GRID).id
+    with sqlite3.connect(path) as conn:  # turn it back into a schema-1 file
+        conn.execute("DROP TABLE clock_anomalies")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with caplog.at_level(logging.INFO), Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
+        assert r.tickets.get(tid).title == "kept across the upgrade"
+        assert r.clock_anomalies() == []
+    assert "from schema version 1 to 2" in caplog.text
+
+
+def test_a_file_from_a_newer_caresync_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with Replica.open(path, actor="clerk"):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreVersionError, match="upgrade caresync"):
+        Replica.open(path, actor="clerk")
+
+
+def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
+    tmp_path: Path, make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    station = make_replica("station")
+    relay = make_replica("relay")
+    tid = station.tickets.submit(title="old title", kind="repair", grid=GRID).id
+    relay.sync_with(station)
+    newer = {**station.export_ops()[-1]}
+    newer.update(
+        seq=2,
+        v=2,
+        kind="ticket.set",
+        hlc=newer["hlc"] + 1,
+        body={"field": "title", "value": "written by caresync 2", "replaces": []},
+    )
+    unknown = {
+        **newer,
+        "seq": 3,
+        "v": 1,
+        "kind": "ticket.photo",
+        "hlc": newer["hlc"] + 2,
+        "body": {"sha256": "ab" * 32},
+    }
+    foreign = [newer, unknown]
+    for op in foreign:
+        op["origin"] = "fedcba9876543210"
+    unknown["seq"], newer["seq"] = 2, 1
+
+    with caplog.at_level(logging.WARNING):
+        result = relay.apply_ops(foreign)
+    assert (result.applied, result.deferred) == (0, 2)
+    assert "cannot read yet" in caplog.text
+    assert relay.tickets.get(tid).title == "old title"  # not folded ...
+    assert sorted(k for k, _, _ in relay.deferred()) == ["ticket.photo", "ticket.set"]
+    station.sync_with(relay)  # ... but kept and passed on
+    assert station.op_count() == relay.op_count() == 3
+    assert station.state_digest() == relay.state_digest()
+
+    # "upgrade" to a caresync that knows format version 2 of ticket.set
+    path = relay.path
+    relay.close()
+    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", 2)
+    with Replica.open(path, actor="relay") as upgraded:
+        assert upgraded.tickets.get(tid).title == "written by caresync 2"
+        assert [k for k, _, _ in upgraded.deferred()] == ["ticket.photo"]
+
+
+def test_gaps_are_tracked_and_filled(make_replica: ReplicaFactory) -> None:
+    a = make_replica("a")
+    b = make_replica("b")
+    tid = a.tickets.submit(title="t", kind="repair", grid=GRID).id
+    for i in range(4):
+        a.tickets.note(tid, f"note {i}")
+    ops = a.export_ops()
+    b.apply_ops([ops[0], ops[3], ops[4]])
+    assert b.version_vector() == {a.id: 1}
+    assert b.op_count() == 3
+    b.apply_ops([ops[1], ops[2], ops[3]])  # one duplicate
+    assert b.version_vector() == {a.id: 5}
+    assert b.state_digest() == a.state_digest()
+
+
+def test_redaction_erases_personal_data_everywhere(make_replica: ReplicaFactory) -> None:
+    station, phone, relay = make_replica("station"), make_replica("phone"), make_replica("relay")
+    resident = station.residents.register(
+        name="Zhang Guilan",
+        grid=GRID,
+        phone="138 5555 0199",
+        address="3 Teachers' Dorm",
+        birth_year=1941,
+        flags=["lives_alone"],
+    )
+    station.residents.note(resident.id, "daughter Zhang Min in Shenzhen")
+    phone.sync_with(station)
+    phone.residents.edit(resident.id, phone="139 5555 0199")  # made offline, reaches others after the redaction
+    tid = station.tickets.submit(title="Leaking roof", kind="repair", grid=GRID, resident_id=resident.id).id
+    station.residents.redact(resident.id, reason="moved away and asked to be forgotten")
+    relay.sync_with(station)
+    relay.sync_with(phone)  # the old edit arrives after the redaction: erased on arrival
+    station.sync_with(relay)
+    phone.sync_with(relay)
+    for r in (station, phone, relay):
+        got = r.residents.get(resident.id)
+        assert (got.name, got.phone, got.address, got.birth_year) == (None, None, None, None)
+        assert [n.text for n in got.notes] == [None]
+        assert got.flags == ["lives_alone"] and got.grid == GRID  # what reports count stays
+        assert r.tickets.get(tid).resident_id == resident.id
+        # the raw bytes of the open replica's files (database and write-ahead log) hold none of it
+        raw = b"".join(p.read_bytes() for p in r.path.parent.glob(r.path.name + "*"))
+        for secret in ("Zhang Guilan", "5555 0199", "Teachers' Dorm", "Zhang Min"):
+            assert secret.encode() not in raw, (r.path.name, secret)
+    assert station.state_digest() == phone.state_digest() == relay.state_digest()
