@@ -26,3 +26,16 @@ def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
     yield factory
     for replica in opened:
         replica.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="also run the long soak and fuzz runs (marked soak)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="long soak run: pass --soak to run it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

@@ -4,6 +4,8 @@ Every device keeps its own copy of the records it may see (a :class:`Replica`), 
 merges with any other replica deterministically: conflicts are surfaced to people, nothing is lost.
 """
 
+import logging as _logging
+
 from .clock import HybridClock
 from .domain import (
     Channel,
@@ -49,6 +51,9 @@ from .model import (
 from .replica import ApplyResult, Replica, SyncReport
 
 __version__ = "0.1.0"
+
+# A library reports through logging but never prints on its own: applications choose the handlers.
+_logging.getLogger("caresync").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ApplyResult",

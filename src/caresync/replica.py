@@ -360,16 +360,7 @@ class Replica:
             now = self.clock.physical_ms()
             for origin, stamp in result.max_hlc_by_origin.items():
                 if origin != self.id and self.clock.observe(stamp):
-                    ahead = self.clock.ahead_ms(stamp)
-                    self._store.sql(
-                        "INSERT INTO clock_anomalies (origin, ahead_ms, seen_at, hlc) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (origin) DO UPDATE SET ahead_ms = max(ahead_ms, excluded.ahead_ms), "
-                        "seen_at = excluded.seen_at, hlc = max(hlc, excluded.hlc)",
-                        (origin, ahead, now, stamp),
-                    )
-                    self.log.warning(
-                        "device %s stamps ops %.1f hours ahead of this device's clock", origin, ahead / 3_600_000
-                    )
+                    self._record_anomaly(origin, stamp, now)
             self._store.set_meta("clock_last", str(self.clock.last))
         if result.deferred:
             self.log.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
@@ -380,6 +371,23 @@ class Replica:
             records=result.records,
             refolded=result.refolded,
         )
+
+    def _record_anomaly(self, origin: str, stamp: int, now: int) -> None:
+        ahead = self.clock.ahead_ms(stamp)
+        known = self._store.sql("SELECT ahead_ms FROM clock_anomalies WHERE origin = ?", (origin,))
+        if known and known[0][0] >= ahead:
+            return
+        self._store.sql(
+            "INSERT OR REPLACE INTO clock_anomalies (origin, ahead_ms, seen_at, hlc) VALUES (?, ?, ?, ?)",
+            (origin, ahead, now, stamp),
+        )
+        if not known:
+            self.log.warning(
+                "device %s stamps its changes %.1f hours ahead of this device's clock; one of the two clocks is "
+                "wrong (nothing is lost: see docs/concepts.md, clock trouble)",
+                origin,
+                ahead / 3_600_000,
+            )
 
     def sync_with(
         self, other: Replica, *, batch_size: int = 5000, progress: ProgressCallback | None = None
@@ -692,7 +700,7 @@ class Tickets(_Collection):
         return self._transition(ticket_id, "start", actor=actor)
 
     def resolve(self, ticket_id: str, *, resolution: str | None = None, actor: str | None = None) -> Ticket:
-        """The work is done; ``resolution`` says how (recorded as a note)."""
+        """The work is done; ``resolution`` says how (kept in the ticket's history)."""
         return self._transition(ticket_id, "resolve", actor=actor, reason=resolution)
 
     def close(self, ticket_id: str, *, actor: str | None = None) -> Ticket:

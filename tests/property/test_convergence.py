@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic_core import from_json, to_json
@@ -284,9 +285,8 @@ def assert_rows_match_fold(r: Replica) -> None:
             assert from_json(state) == expected, f"{eid}: incremental state differs from a fresh fold"
 
 
-@settings(max_examples=520, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n=st.integers(3, 5), skews=st.lists(st.sampled_from(SKEWS), min_size=5, max_size=5), steps=script)
-def test_replicas_converge_and_lose_nothing(n: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
+def run_script(n: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
+    """Plays a script on n replicas, settles, and checks convergence, bookkeeping and idempotence."""
     with tempfile.TemporaryDirectory() as tmp:
         world = World(Path(tmp), n, skews)
         try:
@@ -334,6 +334,22 @@ def test_replicas_converge_and_lose_nothing(n: int, skews: list[int], steps: lis
             assert world.replicas[1].state_digest() == digests.pop()
         finally:
             world.close()
+
+
+_WORLDS = {"n": st.integers(3, 5), "skews": st.lists(st.sampled_from(SKEWS), min_size=5, max_size=5), "steps": script}
+
+
+@settings(max_examples=520, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_WORLDS)
+def test_replicas_converge_and_lose_nothing(n: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
+    run_script(n, skews, steps)
+
+
+@pytest.mark.soak
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**_WORLDS)
+def test_soak_many_more_scripts(n: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
+    run_script(n, skews, steps)
 
 
 def test_the_generator_reaches_the_interesting_paths() -> None:

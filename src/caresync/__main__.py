@@ -1,0 +1,5 @@
+"""``python -m caresync``: the caresync command."""
+
+from .cli import main
+
+main()
