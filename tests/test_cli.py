@@ -25,7 +25,7 @@ def test_demo_converges_and_is_repeatable(tmp_path: Path) -> None:
     assert any("status has competing values" in c for c in one["conflicts_raised"])
     assert one["conflicts_left"] == []
     assert [t["status"] for t in one["tickets"]] == ["closed", "closed"]
-    assert one["clock_anomalies"][0]["hours_ahead"] > 60  # the knocker's phone, three days ahead
+    assert max(a["hours_ahead"] for a in one["clock_anomalies"]) > 60  # the knocker's phone, 3 days ahead
     assert [t["title"] for t in one["tickets"]] == [t["title"] for t in two["tickets"]]
 
 

@@ -54,7 +54,7 @@ def _demo_world(root: Path, seed: int, step: Callable[[str], None]) -> dict[str,
         "knocker-fang": ("knocker-fang", 3 * 86_400_000),  # this phone's clock is three days ahead
         "courier-chen": ("courier-chen", 500),
     }
-    clocks = {name: FakeClock(start + skew, step_ms=10) for name, (_, skew) in devices.items()}
+    clocks = {name: FakeClock(start + skew, step_ms=1) for name, (_, skew) in devices.items()}
     with ExitStack() as stack:
         r = {
             name: stack.enter_context(Replica.open(root / f"{name}.db", actor=actor, now_ms=clocks[name]))

@@ -32,6 +32,7 @@ from .ops import REDACTABLE_FIELDS, OpDict, op_id
 __all__ = [
     "State",
     "apply_op",
+    "conflict_count",
     "conflicts_of",
     "fold",
     "new_state",
@@ -184,6 +185,21 @@ def value_of(state: State, field: str) -> Any:
 
 def _json_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def conflict_count(state: State) -> int:
+    """How many unresolved conflicts a record has (cheaper than building them)."""
+    count = 0
+    for entries in state["f"].values():
+        if len(entries) > 1:
+            first = _json_key(entries[0][_VALUE])
+            count += any(_json_key(e[_VALUE]) != first for e in entries[1:])
+    for name in ("st", "hop"):
+        chain = state.get(name)
+        if chain is not None:
+            heads = chain["heads"]
+            count += len(heads) > 1 or any(not h[7] for h in heads)
+    return count
 
 
 def conflicts_of(state: State) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal, NotRequired, Union
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypeAlias, Union
 
 from pydantic import ConfigDict, Discriminator, Field, StringConstraints, TypeAdapter, with_config
 from pydantic import ValidationError as PydanticValidationError
@@ -97,12 +98,33 @@ def entity_id_for(entity: EntityType, origin: str, seq: int) -> str:
     return f"{ENTITY_PREFIX[entity]}-{origin}-{seq}"
 
 
-def entity_type_of(kind: str) -> EntityType:
-    """The record type an op kind applies to (``ticket.set`` → ticket)."""
-    return EntityType(kind.partition(".")[0])
+def entity_type_of(kind: str) -> str:
+    """The record type an op kind applies to (``ticket.set`` → ``"ticket"``)."""
+    return kind[: kind.index(".")]
 
 
-_FORBID = ConfigDict(extra="forbid", use_enum_values=True)
+_FORBID = ConfigDict(extra="forbid")
+
+
+def _choice(enum: type[StrEnum]) -> Any:
+    """The enum's values as a Literal: validates several times faster than the enum, and stays a plain str."""
+    return Literal[tuple(member.value for member in enum)]
+
+
+if TYPE_CHECKING:
+    KindChoice: TypeAlias = str
+    ChannelChoice: TypeAlias = str
+    PriorityChoice: TypeAlias = str
+    RoleChoice: TypeAlias = str
+    FlagChoice: TypeAlias = str
+    VisitOutcomeChoice: TypeAlias = str
+    StageChoice: TypeAlias = str
+    ActionChoice: TypeAlias = str
+    OutcomeChoice: TypeAlias = str
+else:
+    KindChoice, ChannelChoice, PriorityChoice = _choice(TicketKind), _choice(Channel), _choice(Priority)
+    RoleChoice, FlagChoice, VisitOutcomeChoice = _choice(Role), _choice(ResidentFlag), _choice(VisitOutcome)
+    StageChoice, ActionChoice, OutcomeChoice = _choice(HopStage), _choice(TicketAction), _choice(DisputeOutcome)
 
 
 # --- bodies ---------------------------------------------------------------------------------------------
@@ -122,7 +144,7 @@ class ResidentCreate(TypedDict):
     grid: GridPath
     address: NotRequired[ShortText | None]
     phone: NotRequired[Phone | None]
-    flags: NotRequired[list[ResidentFlag]]
+    flags: NotRequired[list[FlagChoice]]
     knock_every_days: NotRequired[Annotated[int, Field(ge=1, le=365)] | None]
     birth_year: NotRequired[Annotated[int, Field(ge=1890, le=2100)] | None]
 
@@ -130,7 +152,7 @@ class ResidentCreate(TypedDict):
 @with_config(_FORBID)
 class WorkerCreate(TypedDict):
     name: Name
-    role: Role
+    role: RoleChoice
     grids: NotRequired[list[GridPath]]
     phone: NotRequired[Phone | None]
 
@@ -138,11 +160,11 @@ class WorkerCreate(TypedDict):
 @with_config(_FORBID)
 class TicketCreate(TypedDict):
     title: ShortText
-    kind: TicketKind
-    channel: Channel
+    kind: KindChoice
+    channel: ChannelChoice
     grid: GridPath
     due_at: Millis
-    priority: NotRequired[Priority]
+    priority: NotRequired[PriorityChoice]
     description: NotRequired[Text | None]
     resident_id: NotRequired[EntityId | None]
     visit_id: NotRequired[EntityId | None]
@@ -154,7 +176,7 @@ class VisitCreate(TypedDict):
     resident_id: EntityId
     visitor: Name
     visited_at: Millis
-    outcome: VisitOutcome
+    outcome: VisitOutcomeChoice
     note: NotRequired[Text | None]
     ticket_id: NotRequired[EntityId | None]
 
@@ -179,7 +201,7 @@ class ParcelCreate(TypedDict):
 
 @with_config(_FORBID)
 class TicketTransition(TypedDict):
-    action: TicketAction
+    action: ActionChoice
     follows: Refs
     reason: NotRequired[Text | None]
     to_grid: NotRequired[GridPath | None]
@@ -209,7 +231,7 @@ class SessionBody(TypedDict):
 
 @with_config(_FORBID)
 class HopBody(TypedDict):
-    stage: HopStage
+    stage: StageChoice
     follows: Refs
     place: NotRequired[ShortText | None]
     confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
@@ -223,36 +245,36 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "grid": GridPath,
         "address": ShortText | None,
         "phone": Phone | None,
-        "flags": list[ResidentFlag],
+        "flags": list[FlagChoice],
         "knock_every_days": Annotated[int, Field(ge=1, le=365)] | None,
         "birth_year": Annotated[int, Field(ge=1890, le=2100)] | None,
         "deleted": bool,
     },
     EntityType.WORKER: {
         "name": Name,
-        "role": Role,
+        "role": RoleChoice,
         "grids": list[GridPath],
         "phone": Phone | None,
         "deleted": bool,
     },
     EntityType.TICKET: {
         "title": ShortText,
-        "kind": TicketKind,
-        "channel": Channel,
+        "kind": KindChoice,
+        "channel": ChannelChoice,
         "description": Text | None,
         "resident_id": EntityId | None,
-        "priority": Priority,
+        "priority": PriorityChoice,
         "due_at": Millis,
         "assignee": EntityId | None,
         "rating": Rating | None,
         "mediator": Name | None,
-        "outcome": DisputeOutcome | None,
+        "outcome": OutcomeChoice | None,
         "deleted": bool,
     },
     EntityType.VISIT: {
         "visitor": Name,
         "visited_at": Millis,
-        "outcome": VisitOutcome,
+        "outcome": VisitOutcomeChoice,
         "note": Text | None,
         "ticket_id": EntityId | None,
         "deleted": bool,
@@ -384,19 +406,20 @@ def validate_ops(raw: Iterable[Any]) -> tuple[list[OpDict], list[OpDict]]:
     Raises:
         InvalidOpError: naming the first problems found; no op of the batch may be applied.
     """
-    items = list(raw)
+    items = raw if isinstance(raw, list) else list(raw)
     known_idx: list[int] = []
     other_idx: list[int] = []
+    known_kinds, version_max = KNOWN_KINDS, FORMAT_VERSION
     for i, item in enumerate(items):
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             raise InvalidOpError("An op must be a JSON object", [(f"op #{i}", f"got {type(item).__name__}")])
-        kind, version = item.get("kind"), item.get("v")
-        if kind in KNOWN_KINDS and (not isinstance(version, int) or version <= FORMAT_VERSION):
+        version = item.get("v")
+        if item.get("kind") in known_kinds and (type(version) is not int or version <= version_max):
             known_idx.append(i)
         else:
             other_idx.append(i)
     try:
-        known = _KNOWN_ADAPTER.validate_python([items[i] for i in known_idx])
+        known = _KNOWN_ADAPTER.validate_python(items if not other_idx else [items[i] for i in known_idx])
     except PydanticValidationError as exc:
         raise InvalidOpError("Refused a batch of ops", _problems(exc, items, known_idx)) from exc
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -160,6 +160,9 @@ class Replica:
             offset = int(store.get_meta("clock_offset_ms") or 0)
             last = int(store.get_meta("clock_last") or 0)
             clock = HybridClock(now_ms, offset_ms=offset, max_forward_ms=max_clock_forward_ms, last=last)
+            own = store.sql("SELECT max_hlc FROM origins WHERE origin = ?", (replica_id,))
+            if own:
+                clock.observe(own[0][0])  # this device's own last stamp, bounded like any other
             hours: dict[TicketKind, int] = {k: 48 for k in TicketKind}
             hours.update(DEFAULT_DUE_HOURS)
             for kind, h in (due_hours or {}).items():
@@ -228,10 +231,15 @@ class Replica:
         body: dict[str, Any],
         *,
         actor: str | None,
+        state: State | None = None,
         entity: EntityType | None = None,
-        floor: int = 0,
         at: int | None = None,
-    ) -> OpDict:
+    ) -> tuple[OpDict, State]:
+        """Makes, validates and stores one local op; returns it and its record's new state.
+
+        ``state`` is the record's current state (None for a create): the op is stamped after everything
+        known for the record, and folded into that state without reading it again.
+        """
         seq = self._next_seq
         if eid is None:
             assert entity is not None
@@ -241,7 +249,7 @@ class Replica:
             "kind": kind,
             "origin": self.id,
             "seq": seq,
-            "hlc": self.clock.tick(floor),
+            "hlc": self.clock.tick(self._floor(state) if state is not None else 0),
             "eid": eid,
             "actor": actor or self.actor,
             "at": self.clock.physical_ms() if at is None else at,
@@ -253,11 +261,9 @@ class Replica:
             raise InvalidInputError(
                 f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
             ) from None
-        with self._store.write():
-            self._store.ingest(known, [])
-            self._store.set_meta("clock_last", str(self.clock.last))
+        new = self._store.append_local(known[0], state)  # the clock's own stamps are kept in origins.max_hlc
         self._next_seq = seq + 1
-        return known[0]
+        return known[0], new
 
     def _state(self, entity: EntityType, eid: str, noun: str) -> State:
         state = self._store.state(entity.value, eid)
@@ -314,7 +320,7 @@ class Replica:
             chosen = conflict.chosen if value is None else value
             self._set_fields(entity, state, {conflict.field: chosen}, actor=actor)
 
-    def _set_fields(self, entity: EntityType, state: State, changes: Mapping[str, Any], *, actor: str | None) -> None:
+    def _set_fields(self, entity: EntityType, state: State, changes: Mapping[str, Any], *, actor: str | None) -> State:
         allowed = SETTABLE_FIELDS[entity]
         unknown = sorted(set(changes) - set(allowed))
         if unknown:
@@ -322,17 +328,12 @@ class Replica:
                 f"Cannot edit {entity.value} {state['id']}",
                 [(f, f"not a field you can edit; editable: {', '.join(sorted(allowed))}") for f in unknown],
             )
-        with self.batch():
+        with self.batch() if len(changes) > 1 else nullcontext():
             for field, value in changes.items():
                 replaces = [e[0] for e in state["f"].get(field, [])]
-                self._emit(
-                    f"{entity.value}.set",
-                    state["id"],
-                    {"field": field, "value": value, "replaces": replaces},
-                    actor=actor,
-                    floor=self._floor(state),
-                )
-                state = self._state(entity, state["id"], entity.value)
+                body = {"field": field, "value": value, "replaces": replaces}
+                _, state = self._emit(f"{entity.value}.set", state["id"], body, actor=actor, state=state)
+        return state
 
     # --- sync between replicas ------------------------------------------------------------------------------
 
@@ -466,6 +467,10 @@ class _Collection:
     def _state(self, eid: str) -> State:
         return self._r._state(self.entity, eid, self.noun)
 
+    def _typed(self, state: State) -> Any:
+        """The record for a state, as this collection's record type (callers annotate it)."""
+        return self._r._record(state)
+
     def _get(self, eid: str) -> Any:
         return self._r._record(self._state(eid))
 
@@ -483,8 +488,7 @@ class _Collection:
         """Changes fields of a record; each change replaces every value this device has seen for it."""
         if not fields:
             raise InvalidInputError(f"Nothing to change on {self.noun} {eid}", [("fields", "name at least one")])
-        self._r._set_fields(self.entity, self._state(eid), fields, actor=actor)
-        return self._get(eid)
+        return self._r._record(self._r._set_fields(self.entity, self._state(eid), fields, actor=actor))
 
     def delete(self, eid: str, *, actor: str | None = None) -> None:
         """Marks a record deleted (a tombstone: its history stays, and it can be restored)."""
@@ -496,11 +500,11 @@ class _Collection:
 
     def _note(self, eid: str, text: str, actor: str | None) -> None:
         state = self._state(eid)
-        self._r._emit(f"{self.entity.value}.note", eid, {"text": text}, actor=actor, floor=self._r._floor(state))
+        self._r._emit(f"{self.entity.value}.note", eid, {"text": text}, actor=actor, state=state)
 
     def _create(self, body: dict[str, Any], actor: str | None, at: int | None = None) -> Any:
-        op = self._r._emit(f"{self.entity.value}.create", None, body, actor=actor, entity=self.entity, at=at)
-        return self._get(op["eid"])
+        _, state = self._r._emit(f"{self.entity.value}.create", None, body, actor=actor, entity=self.entity, at=at)
+        return self._r._record(state)
 
 
 class Residents(_Collection):
@@ -565,7 +569,7 @@ class Residents(_Collection):
             resident_id,
             {"fields": list(fields), "reason": reason},
             actor=actor,
-            floor=self._r._floor(state),
+            state=state,
         )
 
 
@@ -597,6 +601,10 @@ class Tickets(_Collection):
 
     entity = EntityType.TICKET
     noun = "ticket"
+
+    def _typed(self, state: State) -> Ticket:
+        record: Ticket = self._r._record(state)
+        return record
 
     def submit(
         self,
@@ -688,8 +696,8 @@ class Tickets(_Collection):
             body["assignee_replaces"] = [e[0] for e in state["f"].get("assignee", [])]
         if action == "escalate":
             body["to_grid"] = grid_parent(grid)
-        self._r._emit("ticket.transition", ticket_id, body, actor=actor, floor=self._r._floor(state))
-        return self.get(ticket_id)
+        _, state = self._r._emit("ticket.transition", ticket_id, body, actor=actor, state=state)
+        return self._typed(state)
 
     def accept(self, ticket_id: str, *, assignee: str, actor: str | None = None) -> Ticket:
         """A worker takes the request (接单)."""
@@ -736,8 +744,7 @@ class Tickets(_Collection):
         rating: dict[str, Any] = {"score": score}
         if comment:
             rating["comment"] = comment
-        self._r._set_fields(self.entity, state, {"rating": rating}, actor=actor)
-        return self.get(ticket_id)
+        return self._typed(self._r._set_fields(self.entity, state, {"rating": rating}, actor=actor))
 
     def note(self, ticket_id: str, text: str, *, actor: str | None = None) -> None:
         """Adds a note to a ticket (notes are never overwritten)."""
@@ -767,7 +774,7 @@ class Tickets(_Collection):
             ticket_id,
             {"name": name, "side": side, "resident_id": resident_id},
             actor=actor,
-            floor=self._r._floor(state),
+            state=state,
         )
 
     def record_session(
@@ -788,7 +795,7 @@ class Tickets(_Collection):
             "summary": summary,
             "attendees": list(attendees),
         }
-        self._r._emit("ticket.session", ticket_id, body, actor=actor, floor=self._r._floor(state))
+        self._r._emit("ticket.session", ticket_id, body, actor=actor, state=state)
 
     def set_outcome(
         self, ticket_id: str, outcome: str, *, mediator: str | None = None, actor: str | None = None
@@ -798,8 +805,7 @@ class Tickets(_Collection):
         changes: dict[str, Any] = {"outcome": outcome}
         if mediator is not None:
             changes["mediator"] = mediator
-        self._r._set_fields(self.entity, state, changes, actor=actor)
-        return self.get(ticket_id)
+        return self._typed(self._r._set_fields(self.entity, state, changes, actor=actor))
 
 
 def _refusal(ticket_id: str, action: str, status: str, grid: str | None) -> str:
@@ -901,6 +907,10 @@ class Parcels(_Collection):
     entity = EntityType.PARCEL
     noun = "parcel"
 
+    def _typed(self, state: State) -> Parcel:
+        record: Parcel = self._r._record(state)
+        return record
+
     def register(
         self,
         *,
@@ -972,5 +982,5 @@ class Parcels(_Collection):
             "confirm_code": confirm_code,
             "reason": reason,
         }
-        self._r._emit("parcel.hop", parcel_id, body, actor=actor, floor=self._r._floor(state))
-        return self.get(parcel_id)
+        _, state = self._r._emit("parcel.hop", parcel_id, body, actor=actor, state=state)
+        return self._typed(state)

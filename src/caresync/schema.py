@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Index
 from sqlmodel import Field, SQLModel
 
-from .merge import State, conflicts_of, value_of
+from .merge import State, conflict_count, value_of
 
 __all__ = [
     "ENTITY_TABLES",
@@ -227,7 +227,7 @@ def row_values(state: State, state_json: str) -> list[Any]:
         state["id"],
         1 if state["created"] is not None else 0,
         1 if value_of(state, "deleted") else 0,
-        len(conflicts_of(state)),
+        conflict_count(state),
         last[0],
         last[1],
         last[2],

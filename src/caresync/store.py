@@ -5,6 +5,9 @@ new ops is validated before the transaction starts, de-duplicated by ``(origin, 
 ``executemany``, and folded per record: a record whose new ops all sort after what it already holds is
 updated from its saved state (incremental); a record that receives an op from its past is re-folded from
 all its ops. The rows are then written back with one ``executemany`` per table.
+
+SQLAlchemy owns the connection (and SQLModel describes the tables); the hot paths talk to the DB-API
+connection underneath it directly, because per-statement overhead is most of the cost of a small write.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
 _REDACTABLE_KINDS = ("resident.create", "resident.set", "resident.note")
+_INSERT_OP = "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_TABLE = {entity: table.__tablename__ for entity, table in ENTITY_TABLES.items()}
+_UPSERT = {entity: upsert_sql(entity) for entity in ENTITY_TABLES}
 
 
 @dataclass
@@ -60,6 +66,37 @@ def _redact_body(kind: str, body: dict[str, Any], names: Iterable[str]) -> dict[
     return body
 
 
+def _op_row(op: OpDict, known: int) -> tuple[Any, ...]:
+    return (
+        op["origin"],
+        op["seq"],
+        op["hlc"],
+        op["eid"],
+        op["kind"],
+        op["v"],
+        op["actor"],
+        op["at"],
+        known,
+        to_json(op["body"]).decode(),
+    )
+
+
+def _op_from_row(
+    origin: str, seq: int, hlc: int, eid: str, kind: str, v: int, actor: str, at: int, body: str
+) -> OpDict:
+    return {
+        "v": v,
+        "kind": kind,
+        "origin": origin,
+        "seq": seq,
+        "hlc": hlc,
+        "eid": eid,
+        "actor": actor,
+        "at": at,
+        "body": from_json(body),
+    }
+
+
 class Store:
     """An open replica file. Not thread-safe: one Store per thread (open the file again for another)."""
 
@@ -72,12 +109,18 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine: Engine = create_engine(
-                f"sqlite:///{self.path}", poolclass=NullPool, isolation_level="AUTOCOMMIT"
+                f"sqlite:///{self.path}",
+                poolclass=NullPool,
+                isolation_level="AUTOCOMMIT",
             )
             event.listen(self._engine, "connect", _on_connect)
             self.conn: Connection = self._engine.connect()
+            raw = self.conn.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            self._db: sqlite3.Connection = raw
             self._migrate()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            self._closed = True
             raise StoreError(f"Cannot open the replica file {self.path}: {_reason(exc)}") from exc
 
     # --- lifetime -------------------------------------------------------------------------------------------
@@ -107,9 +150,10 @@ class Store:
     def write(self) -> Iterator[None]:
         """One write transaction (``BEGIN IMMEDIATE``); nested calls become savepoints."""
         depth = self._depth
+        db = self._db
         try:
-            self.conn.exec_driver_sql("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
-        except SQLAlchemyError as exc:
+            db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
+        except sqlite3.Error as exc:
             raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
         self._depth += 1
         try:
@@ -118,25 +162,33 @@ class Store:
             self._depth -= 1
             self._scrub = self._scrub and depth > 0
             if depth == 0:
-                self.conn.exec_driver_sql("ROLLBACK")
+                db.execute("ROLLBACK")
             else:
-                self.conn.exec_driver_sql(f"ROLLBACK TO sp{depth}")
-                self.conn.exec_driver_sql(f"RELEASE sp{depth}")
+                db.execute(f"ROLLBACK TO sp{depth}")
+                db.execute(f"RELEASE sp{depth}")
             raise
         self._depth -= 1
-        self.conn.exec_driver_sql("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
+        try:
+            db.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
         if depth == 0 and self._scrub:
             # redacted data must not linger in the write-ahead log: copy it into the file and empty the log
             self._scrub = False
-            self.conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def sql(self, statement: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Runs one SQL statement and returns its rows (for the library's own queries)."""
         try:
-            result = self.conn.exec_driver_sql(statement, tuple(params) if isinstance(params, list) else params)
-            return list(result) if result.returns_rows else []
-        except SQLAlchemyError as exc:
-            raise StoreError(f"The replica file {self.path} could not be read: {_reason(exc)}") from exc
+            return self._db.execute(statement, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"The replica file {self.path} could not be read or written: {_reason(exc)}") from exc
+
+    def _many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._db.executemany(statement, rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"The replica file {self.path} could not be written: {_reason(exc)}") from exc
 
     # --- meta -----------------------------------------------------------------------------------------------
 
@@ -146,11 +198,38 @@ class Store:
         return str(rows[0][0]) if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        """Sets a meta value (inside or outside a transaction)."""
-        with self.write():
-            self.sql("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        """Sets a meta value; inside a transaction it lands (or not) with it."""
+        self.sql("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # --- the log --------------------------------------------------------------------------------------------
+
+    def append_local(self, op: OpDict, state: State | None) -> State:
+        """Stores one op this replica just made and folds it into ``state`` (its record's current state).
+
+        The fast path for local writes: the op is new by construction (its seq is this replica's next) and
+        sorts after everything known for its record (its stamp took the record's floor), so it is applied to
+        the state in memory. Redactions take the general path, which also rewrites earlier ops.
+        """
+        entity = entity_type_of(op["kind"])
+        if op["kind"] == "resident.redact" or (state is None and not op["kind"].endswith(".create")):
+            self.ingest([op], [])
+            found = self.state(entity, op["eid"])
+            assert found is not None
+            return found
+        with self.write():
+            db = self._db
+            db.execute(_INSERT_OP, _op_row(op, 1))
+            db.execute(
+                "INSERT INTO origins (origin, contig, held, max_hlc) VALUES (?, ?, 1, ?) ON CONFLICT (origin) DO "
+                "UPDATE SET contig = CASE WHEN contig = excluded.contig - 1 THEN excluded.contig ELSE contig END, "
+                "held = held + 1, max_hlc = max(max_hlc, excluded.max_hlc)",
+                (op["origin"], op["seq"], op["hlc"]),
+            )
+            if state is None:
+                state = new_state(entity, op["eid"])
+            apply_op(state, op)
+            db.execute(_UPSERT[entity], row_values(state, to_json(state).decode()))
+        return state
 
     def ingest(self, known: list[OpDict], deferred: list[OpDict]) -> IngestResult:
         """Stores validated ops and folds the known ones into their records, in one transaction.
@@ -160,73 +239,63 @@ class Store:
         """
         result = IngestResult()
         with self.write():
-            fresh_known = self._new_only(known, result)
-            fresh_deferred = self._new_only(deferred, result)
+            origins = self._origins({o["origin"] for o in known} | {o["origin"] for o in deferred})
+            fresh_known = self._new_only(known, origins, result)
+            fresh_deferred = self._new_only(deferred, origins, result)
             if not fresh_known and not fresh_deferred:
                 return result
             self._apply_redactions(fresh_known)
-            rows = [
-                (
-                    o["origin"],
-                    o["seq"],
-                    o["hlc"],
-                    o["eid"],
-                    o["kind"],
-                    o["v"],
-                    o["actor"],
-                    o["at"],
-                    1,
-                    to_json(o["body"]).decode(),
-                )
-                for o in fresh_known
-            ]
-            rows += [
-                (
-                    o["origin"],
-                    o["seq"],
-                    o["hlc"],
-                    o["eid"],
-                    o["kind"],
-                    o["v"],
-                    o["actor"],
-                    o["at"],
-                    0,
-                    to_json(o["body"]).decode(),
-                )
-                for o in fresh_deferred
-            ]
-            self.conn.exec_driver_sql("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._update_origins(fresh_known + fresh_deferred, result)
+            rows = [_op_row(o, 1) for o in fresh_known]
+            rows += [_op_row(o, 0) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
+            self._many(_INSERT_OP, rows)
+            self._update_origins(fresh_known + fresh_deferred, origins, result)
             self.materialise(fresh_known, result)
         return result
 
-    def _new_only(self, ops: list[OpDict], result: IngestResult) -> list[OpDict]:
+    def _origins(self, names: set[str]) -> dict[str, tuple[int, int, int]]:
+        found: dict[str, tuple[int, int, int]] = {}
+        ordered = sorted(names)
+        for chunk in _chunks(ordered):
+            marks = ",".join("?" * len(chunk))
+            for origin, contig, held, max_hlc in self.sql(
+                f"SELECT origin, contig, held, max_hlc FROM origins WHERE origin IN ({marks})", chunk
+            ):
+                found[origin] = (contig, held, max_hlc)
+        return found
+
+    def _new_only(
+        self, ops: list[OpDict], origins: dict[str, tuple[int, int, int]], result: IngestResult
+    ) -> list[OpDict]:
         if not ops:
             return []
         by_origin: dict[str, dict[int, OpDict]] = defaultdict(dict)
         for op in ops:
-            seen = by_origin[op["origin"]].get(op["seq"])
+            items = by_origin[op["origin"]]
+            seen = items.get(op["seq"])
             if seen is None:
-                by_origin[op["origin"]][op["seq"]] = op
+                items[op["seq"]] = op
             else:
                 self._check_same(seen, op)
                 result.duplicates += 1
+        if len(by_origin) == 1 and result.duplicates == 0 and ops[0]["origin"] not in origins:
+            return ops  # the common bulk case: everything from one device this replica has never heard of
         fresh: list[OpDict] = []
         for origin, items in by_origin.items():
-            low, high = min(items), max(items)
-            stored = self.sql("SELECT held FROM origins WHERE origin = ?", (origin,))
-            if stored and stored[0][0]:
-                existing = {
-                    r[0]: r
-                    for r in self.sql(
-                        "SELECT seq, hlc, eid, kind, actor, at, body FROM ops WHERE origin = ? AND seq BETWEEN ? AND ?",
-                        (origin, low, high),
-                    )
-                }
-            else:
-                existing = {}
+            known = origins.get(origin)
+            existing: dict[int, Any] = {}
+            if known is not None and known[1]:
+                low, high = min(items), max(items)
+                if low <= known[0] or known[1] > known[0]:  # may overlap what is held
+                    existing = {
+                        r[0]: r
+                        for r in self.sql(
+                            "SELECT seq, hlc, eid, kind, actor, at, body FROM ops "
+                            "WHERE origin = ? AND seq BETWEEN ? AND ?",
+                            (origin, low, high),
+                        )
+                    }
             for seq, op in items.items():
                 row = existing.get(seq)
                 if row is None:
@@ -289,68 +358,77 @@ class Store:
                 (o["eid"], *_REDACTABLE_KINDS),
             ):
                 if (hlc, origin, seq) < key:
-                    updates.append(
-                        (to_json(_redact_body(kind, from_json(body), o["body"]["fields"])).decode(), origin, seq)
-                    )
+                    redacted = _redact_body(kind, from_json(body), o["body"]["fields"])
+                    updates.append((to_json(redacted).decode(), origin, seq))
             if updates:
-                self.conn.exec_driver_sql("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", updates)
+                self._many("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", updates)
             self._scrub = True
 
-    def _update_origins(self, ops: list[OpDict], result: IngestResult) -> None:
-        by_origin: dict[str, list[OpDict]] = defaultdict(list)
+    def _update_origins(
+        self, ops: list[OpDict], origins: dict[str, tuple[int, int, int]], result: IngestResult
+    ) -> None:
+        seqs: dict[str, set[int]] = defaultdict(set)
+        top: dict[str, int] = {}
         for op in ops:
-            by_origin[op["origin"]].append(op)
-        for origin, items in by_origin.items():
-            max_hlc = max(o["hlc"] for o in items)
-            result.max_hlc_by_origin[origin] = max_hlc
-            stored = self.sql("SELECT contig, held, max_hlc FROM origins WHERE origin = ?", (origin,))
-            contig, held, old_max = stored[0] if stored else (0, 0, 0)
-            held += len(items)
-            if held > contig:
+            origin = op["origin"]
+            seqs[origin].add(op["seq"])
+            if op["hlc"] > top.get(origin, -1):
+                top[origin] = op["hlc"]
+        rows = []
+        for origin, new in seqs.items():
+            contig, held, old_max = origins.get(origin, (0, 0, 0))
+            had_gap = held > contig
+            held += len(new)
+            while contig + 1 in new:
+                contig += 1
+            if had_gap and held > contig:  # ops held beyond an old gap may now follow on
                 for (seq,) in self.sql(
                     "SELECT seq FROM ops WHERE origin = ? AND seq > ? ORDER BY seq", (origin, contig)
                 ):
                     if seq != contig + 1:
                         break
                     contig = seq
-            self.sql(
-                "INSERT OR REPLACE INTO origins (origin, contig, held, max_hlc) VALUES (?, ?, ?, ?)",
-                (origin, contig, held, max(old_max, max_hlc)),
-            )
+            result.max_hlc_by_origin[origin] = top[origin]
+            rows.append((origin, contig, held, max(old_max, top[origin])))
+        self._many("INSERT OR REPLACE INTO origins (origin, contig, held, max_hlc) VALUES (?, ?, ?, ?)", rows)
 
     def materialise(self, ops: list[OpDict], result: IngestResult | None = None) -> None:
         """Folds newly stored known ops into their records' rows (the caller holds the transaction)."""
-        by_entity: dict[str, dict[str, list[OpDict]]] = defaultdict(lambda: defaultdict(list))
-        for op in ops:
-            by_entity[entity_type_of(op["kind"]).value][op["eid"]].append(op)
-        for entity, groups in by_entity.items():
-            table = ENTITY_TABLES[entity].__tablename__
-            saved: dict[str, tuple[tuple[int, str, int], str]] = {}
-            ids = list(groups)
-            for chunk in _chunks(ids):
+        groups = _group(ops)
+        saved = self._saved_states(groups)
+        folded = {entity: _fold_new(entity, items, saved[entity]) for entity, items in groups.items()}
+        self._write_rows(groups, folded, result)
+
+    def _saved_states(self, groups: dict[str, dict[str, list[OpDict]]]) -> dict[str, dict[str, _Saved]]:
+        saved: dict[str, dict[str, _Saved]] = {}
+        for entity, items in groups.items():
+            found: dict[str, _Saved] = {}
+            for chunk in _chunks(list(items)):
                 marks = ",".join("?" * len(chunk))
                 for rid, h, o, s, state_json in self.sql(
-                    f"SELECT id, last_hlc, last_origin, last_seq, state FROM {table} WHERE id IN ({marks})", chunk
+                    f"SELECT id, last_hlc, last_origin, last_seq, state FROM {_TABLE[entity]} WHERE id IN ({marks})",
+                    chunk,
                 ):
-                    saved[rid] = ((h, o, s), state_json)
+                    found[rid] = ((h, o, s), state_json)
+            saved[entity] = found
+        return saved
+
+    def _write_rows(
+        self,
+        groups: dict[str, dict[str, list[OpDict]]],
+        folded: dict[str, dict[str, State | None]],
+        result: IngestResult | None,
+    ) -> None:
+        """Writes the folded rows; records whose new ops arrived late are re-folded from the whole log."""
+        for entity, states in folded.items():
             rows = []
-            for eid, new_ops in groups.items():
-                new_ops.sort(key=op_key)
-                prior = saved.get(eid)
-                if prior is None:
-                    state = new_state(entity, eid)
-                    for op in new_ops:
-                        apply_op(state, op)
-                elif op_key(new_ops[0]) > prior[0]:
-                    state = from_json(prior[1])
-                    for op in new_ops:
-                        apply_op(state, op)
-                else:
+            for eid, state in states.items():
+                if state is None:
                     state = fold(entity, eid, self.ops_of(eid))
                     if result is not None:
                         result.refolded += 1
-                rows.append(tuple(row_values(state, to_json(state).decode())))
-            self.conn.exec_driver_sql(upsert_sql(entity), rows)
+                rows.append(row_values(state, to_json(state).decode()))
+            self._many(_UPSERT[entity], rows)
             if result is not None:
                 result.records += len(rows)
 
@@ -359,30 +437,16 @@ class Store:
     def ops_of(self, eid: str, *, known_only: bool = True) -> list[OpDict]:
         """Every stored op about one record, in HLC order."""
         rows = self.sql(
-            "SELECT origin, seq, hlc, kind, v, actor, at, body, known FROM ops WHERE eid = ?"
+            "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE eid = ?"
             + (" AND known = 1" if known_only else "")
             + " ORDER BY hlc, origin, seq",
             (eid,),
         )
-        return [
-            {
-                "v": r[4],
-                "kind": r[3],
-                "origin": r[0],
-                "seq": r[1],
-                "hlc": r[2],
-                "eid": eid,
-                "actor": r[5],
-                "at": r[6],
-                "body": from_json(r[7]),
-            }
-            for r in rows
-        ]
+        return [_op_from_row(*r) for r in rows]
 
     def state(self, entity: str, eid: str) -> State | None:
         """The folded state of one record, or None if nothing is known about it."""
-        table = ENTITY_TABLES[entity].__tablename__
-        rows = self.sql(f"SELECT state FROM {table} WHERE id = ?", (eid,))
+        rows = self.sql(f"SELECT state FROM {_TABLE[entity]} WHERE id = ?", (eid,))
         return from_json(rows[0][0]) if rows else None
 
     def version_vector(self) -> dict[str, int]:
@@ -400,24 +464,14 @@ class Store:
             since = vv.get(origin, 0)
             if held == 0 or (contig >= held and since >= contig):
                 continue
-            for r in self.sql(
-                "SELECT seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE origin = ? AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (origin, since, limit - len(out)),
-            ):
-                out.append(
-                    {
-                        "v": r[4],
-                        "kind": r[3],
-                        "origin": origin,
-                        "seq": r[0],
-                        "hlc": r[1],
-                        "eid": r[2],
-                        "actor": r[5],
-                        "at": r[6],
-                        "body": from_json(r[7]),
-                    }
+            out.extend(
+                _op_from_row(*r)
+                for r in self.sql(
+                    "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE origin = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (origin, since, limit - len(out)),
                 )
+            )
             if len(out) >= limit:
                 break
         return out
@@ -434,38 +488,25 @@ class Store:
     def deferred_ops(self) -> list[OpDict]:
         """The deferred ops themselves, as stored."""
         return [
-            {
-                "v": r[4],
-                "kind": r[3],
-                "origin": r[0],
-                "seq": r[1],
-                "hlc": r[2],
-                "eid": r[8],
-                "actor": r[5],
-                "at": r[6],
-                "body": from_json(r[7]),
-            }
-            for r in self.sql("SELECT origin, seq, hlc, kind, v, actor, at, body, eid FROM ops WHERE known = 0")
+            _op_from_row(*r)
+            for r in self.sql("SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE known = 0")
         ]
 
     def mark_known(self, ops: list[OpDict]) -> None:
         """Marks deferred ops as folded and re-folds their records (after an upgrade)."""
         with self.write():
-            self.conn.exec_driver_sql(
-                "UPDATE ops SET known = 1 WHERE origin = ? AND seq = ?", [(o["origin"], o["seq"]) for o in ops]
-            )
-            for op in ops:
-                eid, entity = op["eid"], entity_type_of(op["kind"]).value
+            self._many("UPDATE ops SET known = 1 WHERE origin = ? AND seq = ?", [(o["origin"], o["seq"]) for o in ops])
+            for eid in sorted({o["eid"] for o in ops}):
+                entity = entity_type_of(next(o["kind"] for o in ops if o["eid"] == eid))
                 state = fold(entity, eid, self.ops_of(eid))
-                self.conn.exec_driver_sql(upsert_sql(entity), [tuple(row_values(state, to_json(state).decode()))])
+                self.sql(_UPSERT[entity], row_values(state, to_json(state).decode()))
 
     def digest(self) -> str:
         """SHA-256 over every record's folded state and every op held, in a canonical order."""
         h = hashlib.sha256()
         for entity in sorted(ENTITY_TABLES):
-            table = ENTITY_TABLES[entity].__tablename__
             h.update(f"\x00{entity}\x00".encode())
-            for rid, state in self.sql(f"SELECT id, state FROM {table} ORDER BY id"):
+            for rid, state in self.sql(f"SELECT id, state FROM {_TABLE[entity]} ORDER BY id"):
                 h.update(rid.encode())
                 h.update(json.dumps(from_json(state), sort_keys=True, ensure_ascii=False).encode())
         h.update(b"\x00ops\x00")
@@ -474,6 +515,40 @@ class Store:
         ):
             h.update(json.dumps([*row[:9], from_json(row[9])], sort_keys=True, ensure_ascii=False).encode())
         return h.hexdigest()
+
+
+_Saved = tuple[tuple[int, str, int], str]
+
+
+def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
+    """Ops by record type and record id, each record's ops in HLC order."""
+    groups: dict[str, dict[str, list[OpDict]]] = defaultdict(lambda: defaultdict(list))
+    for op in ops:
+        kind = op["kind"]
+        groups[kind[: kind.index(".")]][op["eid"]].append(op)
+    for items in groups.values():
+        for new_ops in items.values():
+            if len(new_ops) > 1:
+                new_ops.sort(key=op_key)
+    return groups
+
+
+def _fold_new(entity: str, items: dict[str, list[OpDict]], saved: dict[str, _Saved]) -> dict[str, State | None]:
+    """Applies new ops to each record's saved state; None marks a record that needs a full re-fold."""
+    out: dict[str, State | None] = {}
+    for eid, new_ops in items.items():
+        prior = saved.get(eid)
+        if prior is None:
+            state = new_state(entity, eid)
+        elif op_key(new_ops[0]) > prior[0]:
+            state = from_json(prior[1])
+        else:
+            out[eid] = None
+            continue
+        for op in new_ops:
+            apply_op(state, op)
+        out[eid] = state
+    return out
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -487,10 +562,11 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA busy_timeout = 10000")
     cur.execute("PRAGMA foreign_keys = ON")
+    cur.execute("PRAGMA cache_size = -65536")  # 64 MiB: a big merge touches the (eid, hlc) index all over
     cur.execute("PRAGMA secure_delete = ON")  # overwritten personal data is zeroed, not left in free space
     cur.close()
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     return str(orig or exc).splitlines()[0]

@@ -1,0 +1,543 @@
+"""The benchmark cases. Each runs in its own process (see ``_worker``) and returns one row of the table.
+
+Only the part each case says it measures is timed; building inputs (rows, source replicas, updates) is not.
+Heavy imports (caresync, loro, pycrdt) happen inside the cases, so a process pays only for what it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .workload import GRID, KIND, Plan, make_plan
+
+if TYPE_CHECKING:
+    from caresync import Replica
+
+__all__ = ["CASES", "Case", "Config", "Row", "select"]
+
+Row = dict[str, Any]
+
+#: Local writes with one transaction per op run on at most this many ops over this many records.
+COMMIT_EACH_MAX_OPS = 5000
+COMMIT_EACH_MAX_RECORDS = 500
+#: How many out-of-order (and in-order) ops the refold cases apply.
+REFOLD_OPS = 1000
+#: How many records the correctness checks after a timed run look at.
+CHECK_SAMPLE = 50
+#: Made-up replica ids for hand-built ops.
+LATE_ORIGIN = "1a7e1a7e1a7e1a7e"
+NEWER_ORIGIN = "4e0e4e0e4e0e4e0e"
+FLOOR_ORIGIN = "f100f100f100f100"
+LATE_VALUE = "late edit"
+NEWER_VALUE = "newer edit"
+#: The row every other row's speed is compared with.
+FLOOR = "floor_insert"
+SKIP_BENCH = "skipped (pip install caresync[bench])"
+ACTOR = "bench"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a case runs on: the workload size, the seed, a private scratch dir and the run's shared cache."""
+
+    ops: int
+    records: int
+    seed: int
+    workdir: Path
+    cache: Path
+
+    def plan(self) -> Plan:
+        """The full workload."""
+        return make_plan(self.ops, self.records, self.seed)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A named benchmark case; ``group`` lets ``--only`` select related cases together."""
+
+    name: str
+    group: str
+    run: Callable[[Config], Row]
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _row(ops: int, seconds: float, notes: str, bytes_per_op: float | None = None) -> Row:
+    """A timed row."""
+    return {"status": "ok", "ops": ops, "seconds": seconds, "bytes_per_op": bytes_per_op, "notes": notes}
+
+
+def _skipped(notes: str = SKIP_BENCH) -> Row:
+    """A row for a case that could not run here."""
+    return {"status": "skipped", "ops": None, "seconds": None, "bytes_per_op": None, "notes": notes}
+
+
+def file_bytes(path: Path) -> int:
+    """Size of a closed SQLite file after ``PRAGMA wal_checkpoint(TRUNCATE)`` (plus any WAL left, normally 0)."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def _open(path: Path) -> Replica:
+    """Opens (or creates) a caresync replica file."""
+    from caresync import Replica
+
+    return Replica.open(path, actor=ACTOR)
+
+
+def write_plan(replica: Replica, plan: Plan) -> list[str]:
+    """Writes the plan through the public API (submit, then edit); returns the ticket ids."""
+    tickets = replica.tickets
+    ids = [tickets.submit(title=title, kind=KIND, grid=GRID).id for title in plan.titles]
+    for e in plan.edits:
+        tickets.edit(ids[e.index], **{e.field: e.value})
+    return ids
+
+
+def source_path(cfg: Config) -> Path:
+    """Where the run keeps the replica holding the full workload (shared by the merge and refold cases)."""
+    return cfg.cache / f"source-{cfg.ops}-{cfg.records}-{cfg.seed}.db"
+
+
+def ensure_source(cfg: Config) -> Path:
+    """The source replica with the full workload, written with ``batch()``; built here if no case left one."""
+    path = source_path(cfg)
+    if not path.exists():
+        scratch = cfg.workdir / "source.db"
+        with _open(scratch) as src, src.batch():
+            write_plan(src, cfg.plan())
+        keep_as_source(cfg, scratch)
+    return path
+
+
+def keep_as_source(cfg: Config, path: Path) -> None:
+    """Moves a closed replica holding the full workload into the cache, unless one is there already."""
+    target = source_path(cfg)
+    if target.exists():
+        return
+    file_bytes(path)  # checkpoint, so the one file holds everything
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    shutil.move(path, target)
+
+
+def source_ids(src: Replica, records: int) -> list[str]:
+    """The ticket ids of a source replica: its first ``records`` ops are the creates, in order."""
+    creates = src.export_ops({}, limit=records)
+    assert len(creates) == records, f"export_ops(limit={records}) returned {len(creates)} ops"
+    assert all(o["kind"] == "ticket.create" for o in creates), "source replica does not start with its creates"
+    return [o["eid"] for o in creates]
+
+
+def export_all(src: Replica, ops: int) -> list[dict[str, Any]]:
+    """Every op of the source, checked to be all of them."""
+    out = src.export_ops({}, limit=ops + 1)
+    assert len(out) == ops == src.op_count(), f"export_ops returned {len(out)} of the {src.op_count()} ops held"
+    return out
+
+
+def sample(count: int, size: int = CHECK_SAMPLE) -> list[int]:
+    """Up to ``size`` indexes spread evenly over ``range(count)``, always with the first and the last."""
+    if count <= size:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (size - 1)) for i in range(size)})
+
+
+def _check_copy(dst: Replica, src: Replica, plan: Plan) -> None:
+    """The destination holds every op and shows the source's (and the plan's) values, on a sample of records."""
+    assert dst.op_count() == plan.ops, f"destination holds {dst.op_count()} ops, expected {plan.ops}"
+    ids, want = source_ids(src, plan.records), plan.final_values()
+    for index in {*sample(plan.records), plan.last_edited()}:
+        got, theirs = dst.tickets.get(ids[index]), src.tickets.get(ids[index])
+        values = {"title": got.title, "description": got.description, "priority": got.priority}
+        assert values == want[index], f"{ids[index]}: {values} != {want[index]}"
+        assert got.title == theirs.title and not got.conflicts, f"{ids[index]}: differs from the source"
+
+
+# --- floor: plain sqlite3 ----------------------------------------------------------------------------------
+
+_FLOOR_DDL = (
+    "CREATE TABLE ops (origin TEXT, seq INT, hlc INT, eid TEXT, kind TEXT, body TEXT, PRIMARY KEY (origin, seq))"
+)
+_RECORDS_DDL = "CREATE TABLE records (eid TEXT PRIMARY KEY, title TEXT, description TEXT, priority TEXT, hlc INT)"
+_UPSERT = (
+    "INSERT INTO records (eid, title, description, priority, hlc) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (eid) DO UPDATE SET title = coalesce(excluded.title, title), "
+    "description = coalesce(excluded.description, description), "
+    "priority = coalesce(excluded.priority, priority), hlc = excluded.hlc "
+    "WHERE excluded.hlc > records.hlc"
+)
+
+
+def _floor_rows(plan: Plan) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The plan as op rows (bodies JSON-encoded like caresync's) and as last-writer-wins record rows."""
+    base_hlc = (time.time_ns() // 1_000_000) << 20
+    eids = [f"T-{FLOOR_ORIGIN}-{i + 1}" for i in range(plan.records)]
+    ops: list[tuple[Any, ...]] = []
+    recs: list[tuple[Any, ...]] = []
+    for i, title in enumerate(plan.titles):
+        body = {"title": title, "kind": KIND, "channel": "walk_in", "grid": GRID, "due_at": 0, "priority": "normal"}
+        ops.append((FLOOR_ORIGIN, i + 1, base_hlc + i, eids[i], "ticket.create", json.dumps(body)))
+        recs.append((eids[i], title, None, "normal", base_hlc + i))
+    for j, e in enumerate(plan.edits, start=plan.records):
+        body = {"field": e.field, "value": e.value, "replaces": []}
+        ops.append((FLOOR_ORIGIN, j + 1, base_hlc + j, eids[e.index], "ticket.set", json.dumps(body)))
+        values = {"title": None, "description": None, "priority": None, e.field: e.value}
+        recs.append((eids[e.index], values["title"], values["description"], values["priority"], base_hlc + j))
+    return ops, recs
+
+
+def _floor(cfg: Config, upsert: bool) -> Row:
+    """Times one ``executemany`` of the op rows (and of the record upserts) in one transaction."""
+    plan = cfg.plan()
+    ops, recs = _floor_rows(plan)
+    path = cfg.workdir / "floor.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA synchronous = NORMAL")
+    con.execute(_FLOOR_DDL)
+    if upsert:
+        con.execute(_RECORDS_DDL)
+    start = time.perf_counter()
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?)", ops)
+    if upsert:
+        con.executemany(_UPSERT, recs)
+    con.execute("COMMIT")
+    seconds = time.perf_counter() - start
+    assert con.execute("SELECT count(*) FROM ops").fetchone()[0] == plan.ops
+    if upsert:
+        eid = f"T-{FLOOR_ORIGIN}-{plan.last_edited() + 1}"
+        title = con.execute("SELECT title FROM records WHERE eid = ?", (eid,)).fetchone()[0]
+        assert title == plan.final_values()[plan.last_edited()]["title"], title
+    con.close()
+    size = file_bytes(path)
+    what = "ops + records upsert (LWW on hlc)" if upsert else "floor: sqlite3 executemany insert-only"
+    return _row(plan.ops, seconds, f"{what}; rows pre-encoded; 1 txn", size / plan.ops)
+
+
+def floor_insert(cfg: Config) -> Row:
+    """Plain sqlite3: the op rows with one executemany in one transaction."""
+    return _floor(cfg, upsert=False)
+
+
+def floor_insert_upsert(cfg: Config) -> Row:
+    """Plain sqlite3: the op rows plus a last-writer-wins upsert of the record rows, one transaction."""
+    return _floor(cfg, upsert=True)
+
+
+# --- caresync: local writes --------------------------------------------------------------------------------
+
+
+def local_writes_commit(cfg: Config) -> Row:
+    """Public API, each submit/edit its own transaction, on a smaller workload."""
+    plan = make_plan(min(cfg.ops, COMMIT_EACH_MAX_OPS), min(cfg.records, COMMIT_EACH_MAX_RECORDS), cfg.seed)
+    path = cfg.workdir / "local.db"
+    with _open(path) as r:
+        start = time.perf_counter()
+        write_plan(r, plan)
+        seconds = time.perf_counter() - start
+        assert r.op_count() == plan.ops
+    notes = f"{plan.records} tickets, 1 txn per op (capped at {COMMIT_EACH_MAX_OPS} ops)"
+    return _row(plan.ops, seconds, notes, file_bytes(path) / plan.ops)
+
+
+def local_writes_batch(cfg: Config) -> Row:
+    """Public API, every submit/edit inside one ``with r.batch()``; the file is kept as the merge source."""
+    plan = cfg.plan()
+    path = cfg.workdir / "local.db"
+    with _open(path) as r:
+        start = time.perf_counter()
+        with r.batch():
+            write_plan(r, plan)
+        seconds = time.perf_counter() - start
+        assert r.op_count() == plan.ops
+    size = file_bytes(path)
+    keep_as_source(cfg, path)
+    return _row(plan.ops, seconds, f"{plan.records} tickets, all in one batch() txn", size / plan.ops)
+
+
+# --- caresync: merge ---------------------------------------------------------------------------------------
+
+
+def merge_sync(cfg: Config) -> Row:
+    """``dst.sync_with(src)`` into an empty replica, end to end."""
+    plan = cfg.plan()
+    path = cfg.workdir / "dst.db"
+    with _open(ensure_source(cfg)) as src, _open(path) as dst:
+        start = time.perf_counter()
+        report = dst.sync_with(src)
+        seconds = time.perf_counter() - start
+        assert report.received == plan.ops, f"sync_with received {report.received} of {plan.ops} ops"
+        _check_copy(dst, src, plan)
+    notes = "export+validate+store+fold, 5000-op batches; bytes = .db after wal_checkpoint(TRUNCATE)"
+    return _row(plan.ops, seconds, notes, file_bytes(path) / plan.ops)
+
+
+def merge_apply(cfg: Config) -> Row:
+    """``dst.apply_ops(ops)`` of every pre-exported op into an empty replica."""
+    plan = cfg.plan()
+    path = cfg.workdir / "dst.db"
+    with _open(ensure_source(cfg)) as src, _open(path) as dst:
+        ops = export_all(src, plan.ops)
+        start = time.perf_counter()
+        result = dst.apply_ops(ops)
+        seconds = time.perf_counter() - start
+        assert result.applied == plan.ops and result.refolded == 0, result
+        _check_copy(dst, src, plan)
+    notes = "validate+store+fold, one batch; bytes = .db after wal_checkpoint(TRUNCATE)"
+    return _row(plan.ops, seconds, notes, file_bytes(path) / plan.ops)
+
+
+# --- caresync: out-of-order arrival ------------------------------------------------------------------------
+
+
+def _by_record(ops: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Ops grouped by record, each group in ``(hlc, origin, seq)`` order; records in order of first op."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for op in ops:
+        out.setdefault(op["eid"], []).append(op)
+    for record_ops in out.values():
+        record_ops.sort(key=lambda o: (o["hlc"], o["origin"], o["seq"]))
+    return out
+
+
+def _hand_op(origin: str, seq: int, hlc: int, eid: str, at: int, value: str) -> dict[str, Any]:
+    """A ``ticket.set`` of the title that replaces nothing, in the wire format ``export_ops`` returns."""
+    return {
+        "v": 1,
+        "kind": "ticket.set",
+        "origin": origin,
+        "seq": seq,
+        "hlc": hlc,
+        "eid": eid,
+        "actor": ACTOR,
+        "at": at,
+        "body": {"field": "title", "value": value, "replaces": []},
+    }
+
+
+def late_ops(ops: Sequence[dict[str, Any]], count: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Title edits that sort between a record's create and its next op, on ``count`` distinct records.
+
+    Only records with a later title edit are used (so the title shown stays the same), and only where the
+    HLC leaves a gap. Returns the ops and the ids of the records they hit.
+    """
+    out: list[dict[str, Any]] = []
+    eids: list[str] = []
+    for eid, record_ops in _by_record(ops).items():
+        if len(out) == count:
+            break
+        create, rest = record_ops[0], record_ops[1:]
+        if create["kind"] != "ticket.create" or not any(o["body"].get("field") == "title" for o in rest):
+            continue
+        low, high = create["hlc"], rest[0]["hlc"]
+        if high - low < 2:
+            continue
+        out.append(_hand_op(LATE_ORIGIN, len(out) + 1, (low + high) // 2, eid, create["at"], LATE_VALUE))
+        eids.append(eid)
+    return out, eids
+
+
+def newer_ops(ops: Sequence[dict[str, Any]], eids: Sequence[str]) -> list[dict[str, Any]]:
+    """Title edits on ``eids`` that sort after every op held (the incremental path)."""
+    top = max(o["hlc"] for o in ops)
+    at = max(o["at"] for o in ops)
+    return [_hand_op(NEWER_ORIGIN, i + 1, top + i + 1, eid, at, NEWER_VALUE) for i, eid in enumerate(eids)]
+
+
+def _check_refold(base: Replica, plan: Plan, ids: list[str], eids: list[str], late: bool) -> None:
+    """A late edit leaves the title shown alone and surfaces as a conflict; a newer one wins (sampled)."""
+    want = plan.final_values()
+    position = {eid: i for i, eid in enumerate(ids)}
+    for k in sample(len(eids)):
+        eid = eids[k]
+        ticket = base.tickets.get(eid)
+        if late:
+            assert ticket.title == want[position[eid]]["title"], f"{eid}: title {ticket.title!r} after a late edit"
+            assert any(c.field == "title" for c in ticket.conflicts), f"{eid}: late edit not surfaced as a conflict"
+        else:
+            assert ticket.title == NEWER_VALUE, f"{eid}: title {ticket.title!r} after a newer edit"
+
+
+def _refold(cfg: Config, late: bool) -> Row:
+    """Applies hand-built title edits to a copy of the source replica; times that one ``apply_ops``."""
+    plan = cfg.plan()
+    source = ensure_source(cfg)
+    with _open(source) as src:
+        ops = export_all(src, plan.ops)
+        ids = source_ids(src, plan.records)
+    extra, eids = late_ops(ops, min(REFOLD_OPS, plan.records))
+    if not extra:
+        raise RuntimeError("no record has a later title edit and an HLC gap to place a late op in")
+    if not late:
+        extra = newer_ops(ops, eids)
+    hit = set(eids)
+    per_record = sum(len(v) for k, v in _by_record(ops).items() if k in hit) / len(eids)
+    base_path = cfg.workdir / "base.db"
+    file_bytes(source)  # checkpoint, so the .db file alone holds everything
+    shutil.copyfile(source, base_path)  # a replica that already holds every op of the source
+    with _open(base_path) as base:
+        start = time.perf_counter()
+        result = base.apply_ops(extra)
+        seconds = time.perf_counter() - start
+        assert result.applied == len(extra), result
+        expected = len(extra) if late else 0
+        assert result.refolded == expected, f"refolded {result.refolded} records, expected {expected}"
+        _check_refold(base, plan, ids, eids, late)
+    if late:
+        notes = (
+            f"refolded={result.refolded}, {seconds * 1000 / result.refolded:.2f} ms/refold, "
+            f"{per_record:.1f} ops/record avg before the late op"
+        )
+    else:
+        notes = f"same records, HLC after everything: refolded=0, {seconds * 1000 / len(extra):.3f} ms/op"
+    return _row(len(extra), seconds, notes)
+
+
+def refold_late(cfg: Config) -> Row:
+    """Ops from a record's past: every record hit is re-folded from all its ops."""
+    return _refold(cfg, late=True)
+
+
+def refold_newer(cfg: Config) -> Row:
+    """The same number of ops on the same records, newer than everything held: incremental."""
+    return _refold(cfg, late=False)
+
+
+# --- other CRDT libraries, in memory -----------------------------------------------------------------------
+
+
+def _check_values(got: list[dict[str, Any]], plan: Plan) -> None:
+    """Every record read back holds the plan's final values (checked on a sample)."""
+    assert len(got) == plan.records, f"read {len(got)} records, expected {plan.records}"
+    want = plan.final_values()
+    for i in {*sample(plan.records), plan.last_edited()}:
+        assert got[i] == want[i], f"record {i}: {got[i]} != {want[i]}"
+
+
+def loro_case(cfg: Config) -> Row:
+    """loro: a LoroMap per record on doc A; time importing A's updates into an empty doc B and reading back."""
+    try:
+        import loro
+    except ImportError:
+        return _skipped()
+    plan = cfg.plan()
+    eids = [f"T-{i}" for i in range(plan.records)]
+    a = loro.LoroDoc()  # type: ignore[no-untyped-call]
+    for eid, title in zip(eids, plan.titles, strict=True):
+        m = a.get_map(eid)
+        m.insert("title", title)
+        m.insert("kind", KIND)
+        m.insert("grid", GRID)
+        m.insert("priority", "normal")
+    for e in plan.edits:
+        a.get_map(eids[e.index]).insert(e.field, e.value)
+    a.commit()
+    update = a.export(loro.ExportMode.Updates(loro.VersionVector()))  # type: ignore[no-untyped-call]
+
+    start = time.perf_counter()
+    b = loro.LoroDoc()  # type: ignore[no-untyped-call]
+    b.import_(update)
+    got: list[dict[str, Any]] = []
+    for eid in eids:
+        m = b.get_map(eid)
+        row: dict[str, Any] = {}
+        for field in ("title", "description", "priority"):
+            v = m.get(field)
+            row[field] = v.value if isinstance(v, loro.ValueOrContainer.Value) else None
+        got.append(row)
+    seconds = time.perf_counter() - start
+    _check_values(got, plan)
+    notes = f"in memory, not durable; update {len(update) / plan.ops:.1f} B/op; loro {_version('loro')}"
+    return _row(plan.ops, seconds, notes)
+
+
+def pycrdt_case(cfg: Config) -> Row:
+    """pycrdt: a root Map per record on doc A; time applying A's update to an empty doc B and reading back."""
+    try:
+        import pycrdt
+    except ImportError:
+        return _skipped()
+    plan = cfg.plan()
+    eids = [f"T-{i}" for i in range(plan.records)]
+    a: pycrdt.Doc[Any] = pycrdt.Doc()
+    with a.transaction():
+        maps = [a.get(eid, type=pycrdt.Map) for eid in eids]
+        for m, title in zip(maps, plan.titles, strict=True):
+            m["title"] = title
+            m["kind"] = KIND
+            m["grid"] = GRID
+            m["priority"] = "normal"
+        for e in plan.edits:
+            maps[e.index][e.field] = e.value
+    update = a.get_update()
+
+    start = time.perf_counter()
+    b: pycrdt.Doc[Any] = pycrdt.Doc()
+    b.apply_update(update)
+    got: list[dict[str, Any]] = []
+    for eid in eids:
+        m = b.get(eid, type=pycrdt.Map)
+        got.append({field: m.get(field) for field in ("title", "description", "priority")})
+    seconds = time.perf_counter() - start
+    _check_values(got, plan)
+    notes = f"in memory, not durable; update {len(update) / plan.ops:.1f} B/op; pycrdt {_version('pycrdt')}"
+    return _row(plan.ops, seconds, notes)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+# --- registry ----------------------------------------------------------------------------------------------
+
+CASES: dict[str, Case] = {
+    c.name: c
+    for c in (
+        Case("floor_insert", "floor_insert", floor_insert),
+        Case("floor_insert_upsert", "floor_insert_upsert", floor_insert_upsert),
+        Case("caresync_local_writes/commit", "caresync_local_writes", local_writes_commit),
+        Case("caresync_local_writes/batch", "caresync_local_writes", local_writes_batch),
+        Case("caresync_merge/sync_with", "caresync_merge", merge_sync),
+        Case("caresync_merge/apply_ops", "caresync_merge", merge_apply),
+        Case("caresync_refold/late", "caresync_refold", refold_late),
+        Case("caresync_refold/newer", "caresync_refold", refold_newer),
+        Case("loro", "loro", loro_case),
+        Case("pycrdt", "pycrdt", pycrdt_case),
+    )
+}
+
+
+def select(only: str | None) -> list[Case]:
+    """The cases named in ``only`` (names or groups, comma-separated), in table order; the floor always runs.
+
+    Raises:
+        ValueError: a name matches no case.
+    """
+    if not only:
+        return list(CASES.values())
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    known = set(CASES) | {c.group for c in CASES.values()}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"unknown workload(s): {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    return [c for c in CASES.values() if c.name == FLOOR or c.name in wanted or c.group in wanted]
