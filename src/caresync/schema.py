@@ -214,10 +214,15 @@ _EXTRA: dict[str, Callable[[State], list[Any]]] = {
 
 
 def upsert_sql(entity: str) -> str:
-    """The ``INSERT OR REPLACE`` statement that writes one materialised row of ``entity``."""
+    """The statement that writes one materialised row of ``entity``: an update in place when it exists, so
+    SQLite touches only the indexes whose columns changed (a REPLACE would delete and re-insert them all)."""
     table = ENTITY_TABLES[entity].__tablename__
     columns = _COMMON + _extra_columns(entity)
-    return f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
 
 
 def row_values(state: State, state_json: str) -> list[Any]:
