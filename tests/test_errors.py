@@ -144,3 +144,11 @@ def test_forked_device_is_refused(make_replica: ReplicaFactory) -> None:
 def test_open_needs_an_actor(tmp_path: Any) -> None:
     with pytest.raises(InvalidInputError, match="actor"):
         Replica.open(tmp_path / "x.db", actor=" ")
+
+
+def test_due_hours_must_name_ticket_kinds(tmp_path: Any) -> None:
+    with pytest.raises(InvalidInputError, match="due_hours"):
+        Replica.open(tmp_path / "x.db", actor="clerk", due_hours={"plumbing": 3})
+    with Replica.open(tmp_path / "y.db", actor="clerk", due_hours={"repair": 24}) as r:
+        t = r.tickets.submit(title="x", kind="repair", grid=GRID)
+        assert (t.due_at - t.submitted_at).total_seconds() == 24 * 3600

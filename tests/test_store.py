@@ -120,6 +120,32 @@ def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
         assert [k for k, _, _ in upgraded.deferred()] == ["ticket.photo"]
 
 
+def test_a_deferred_op_that_is_invalid_after_the_upgrade_stays_deferred(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = make_replica("relay")
+    bad = {
+        "v": 2,
+        "kind": "ticket.set",
+        "origin": "fedcba9876543210",
+        "seq": 1,
+        "hlc": 5 << 20,
+        "eid": "T-fedcba9876543210-9",
+        "actor": "x",
+        "at": 5,
+        "body": {"field": "title", "value": ["not", "a", "title"], "replaces": []},
+    }
+    assert r.apply_ops([bad]).deferred == 1
+    path = r.path
+    r.close()
+    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", 2)
+    with caplog.at_level(logging.WARNING), Replica.open(path, actor="relay") as upgraded:
+        assert upgraded.deferred() == [("ticket.set", 2, 1)]
+        assert upgraded.op_count() == 1
+    assert "stays deferred" in caplog.text
+
+
 def test_gaps_are_tracked_and_filled(make_replica: ReplicaFactory) -> None:
     a = make_replica("a")
     b = make_replica("b")

@@ -166,6 +166,10 @@ class Replica:
             hours: dict[TicketKind, int] = {k: 48 for k in TicketKind}
             hours.update(DEFAULT_DUE_HOURS)
             for kind, h in (due_hours or {}).items():
+                if kind not in TicketKind.__members__.values() or not isinstance(h, int) or h < 1:
+                    raise InvalidInputError(
+                        "Cannot open the replica", [("due_hours", f"{kind!r}: {h!r} is not a ticket kind and hours")]
+                    )
                 hours[TicketKind(kind)] = h
             replica = cls(store, replica_id=replica_id, actor=actor, clock=clock, due_hours=hours, logger=log)
             replica._fold_upgraded()
@@ -197,11 +201,16 @@ class Replica:
         if not kinds:
             return
         if any(k in KNOWN_KINDS and v <= FORMAT_VERSION for k, v, _ in kinds):
-            now_known, _ = validate_ops(self._store.deferred_ops())
+            now_known: list[OpDict] = []
+            for op in self._store.deferred_ops():
+                try:
+                    now_known.extend(validate_ops([op])[0])
+                except InvalidOpError as exc:  # kept as it is: one bad op must not stop the replica opening
+                    self.log.warning("op %s:%s stays deferred: %s", op["origin"], op["seq"], exc)
             if now_known:
                 self._store.mark_known(now_known)
                 self.log.info("folded %d ops deferred until this upgrade", len(now_known))
-            kinds = [(k, v, n) for k, v, n in kinds if not (k in KNOWN_KINDS and v <= FORMAT_VERSION)]
+            kinds = self._store.deferred_kinds()
         for kind, version, count in kinds:
             self.log.warning(
                 "holding %d op(s) of kind %s version %d that this caresync cannot read yet; "
