@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from pydantic_core import from_json
+
 from .clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from .domain import (
     CLOSABLE_WITHOUT_OUTCOME,
@@ -173,6 +175,7 @@ class Replica:
                 hours[TicketKind(kind)] = h
             replica = cls(store, replica_id=replica_id, actor=actor, clock=clock, due_hours=hours, logger=log)
             replica._fold_upgraded()
+            store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
         except BaseException:
             store.close()
             raise
@@ -292,9 +295,9 @@ class Replica:
         return build_record(state, history_of(self._store.ops_of(state["id"])))
 
     def _records(self, entity: EntityType, where: str = "", params: Iterable[Any] = (), order: str = "id") -> list[Any]:
+        self._store.settle()
         table = ENTITY_TABLES[entity.value].__tablename__
         rows = self._store.sql(f"SELECT state FROM {table} WHERE complete = 1 {where} ORDER BY {order}", list(params))
-        from pydantic_core import from_json
 
         return [self._record(from_json(r[0])) for r in rows]
 
@@ -354,11 +357,15 @@ class Replica:
         """Up to ``limit`` ops a replica with version vector ``since`` may lack, as plain JSON objects."""
         return self._store.ops_after(dict(since or {}), limit=limit)
 
-    def apply_ops(self, ops: Iterable[Mapping[str, Any]]) -> ApplyResult:
+    def apply_ops(self, ops: Iterable[Mapping[str, Any]], *, defer_rows: bool = False) -> ApplyResult:
         """Validates and applies a batch of ops from another replica, all or nothing.
 
         Ops are never refused for being late: their effect is folded and what no longer fits is surfaced as a
         conflict. Ops of a kind or version this library does not know are kept and folded after an upgrade.
+
+        ``defer_rows=True`` is for one batch of a longer exchange: the touched records are marked pending in
+        the same transaction and re-folded once by :meth:`settle` (and before any read), instead of having
+        their rows rewritten by every batch.
 
         Raises:
             InvalidOpError: an op is malformed (the message names it and the field); nothing was applied.
@@ -366,7 +373,7 @@ class Replica:
         """
         known, deferred = validate_ops(ops)
         with self._store.write():
-            result: IngestResult = self._store.ingest(known, deferred)
+            result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows)
             now = self.clock.physical_ms()
             for origin, stamp in result.max_hlc_by_origin.items():
                 if origin != self.id and self.clock.observe(stamp):
@@ -409,7 +416,16 @@ class Replica:
         """
         received = _pull(self, other, batch_size, progress)
         sent = _pull(other, self, batch_size, progress)
+        self.settle()
+        other.settle()
         return SyncReport(sent=sent, received=received)
+
+    def settle(self) -> int:
+        """Re-folds the records that batches applied with ``defer_rows`` left pending; returns how many.
+
+        Reads do this by themselves; call it to choose when the work happens (say, at the end of a sync).
+        """
+        return self._store.settle()
 
     def state_digest(self) -> str:
         """A stable hash of every record's state and every op held: equal exactly when two replicas hold the
@@ -446,7 +462,7 @@ def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCal
         batch = source.export_ops(into.version_vector(), limit=batch_size)
         if not batch:
             return total
-        result = into.apply_ops(batch)
+        result = into.apply_ops(batch, defer_rows=True)
         total += result.applied + result.deferred
         if progress is not None:
             progress(total, len(batch))

@@ -106,6 +106,7 @@ class Store:
         self._depth = 0
         self._closed = False
         self._scrub = False
+        self._pending = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine: Engine = create_engine(
@@ -119,6 +120,7 @@ class Store:
             assert isinstance(raw, sqlite3.Connection)
             self._db: sqlite3.Connection = raw
             self._migrate()
+            self._pending = bool(self.sql("SELECT 1 FROM pending LIMIT 1"))  # left by a sync that was cut off
         except (SQLAlchemyError, sqlite3.Error) as exc:
             self._closed = True
             raise StoreError(f"Cannot open the replica file {self.path}: {_reason(exc)}") from exc
@@ -172,10 +174,16 @@ class Store:
             db.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
-        if depth == 0 and self._scrub:
-            # redacted data must not linger in the write-ahead log: copy it into the file and empty the log
-            self._scrub = False
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if depth == 0 and self._scrub and not self._pending:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Redacted data must not linger in the write-ahead log: copy it into the file and empty the log.
+
+        Runs after the commit that erased it, or, when rows are still pending, after they are settled (the
+        old rows hold the data too)."""
+        self._scrub = False
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def sql(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Runs one SQL statement and returns its rows (for the library's own queries)."""
@@ -231,8 +239,12 @@ class Store:
             db.execute(_UPSERT[entity], row_values(state, to_json(state).decode()))
         return state
 
-    def ingest(self, known: list[OpDict], deferred: list[OpDict]) -> IngestResult:
+    def ingest(self, known: list[OpDict], deferred: list[OpDict], *, defer_rows: bool = False) -> IngestResult:
         """Stores validated ops and folds the known ones into their records, in one transaction.
+
+        With ``defer_rows`` (one batch of a longer sync) the records are only marked pending, in the same
+        transaction, and re-folded once by :meth:`settle`: a record touched by every batch is then written
+        once instead of once per batch.
 
         Raises:
             OpForkError: an op has the identity of a stored op but different content; nothing is stored.
@@ -251,8 +263,54 @@ class Store:
             result.deferred = len(fresh_deferred)
             self._many(_INSERT_OP, rows)
             self._update_origins(fresh_known + fresh_deferred, origins, result)
-            self.materialise(fresh_known, result)
+            if defer_rows:
+                marks = {(o["kind"][: o["kind"].index(".")], o["eid"]) for o in fresh_known}
+                self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", sorted(marks))
+                self._pending = self._pending or bool(marks)
+            else:
+                self.materialise(fresh_known, result)
         return result
+
+    def settle(self, *, chunk: int = 2000) -> int:
+        """Re-folds every pending record from its ops and writes its row; returns how many.
+
+        Called before anything reads rows, at the end of a sync, and when a file left by an interrupted sync
+        is opened. Each chunk is its own transaction, so a crash here loses nothing either.
+        """
+        if not self._pending:
+            return 0
+        done = 0
+        while True:
+            pending = self.sql("SELECT entity, id FROM pending ORDER BY entity, id LIMIT ?", (chunk,))
+            if not pending:
+                break
+            with self.write():
+                by_entity: dict[str, list[str]] = defaultdict(list)
+                for entity, eid in pending:
+                    by_entity[entity].append(eid)
+                for entity, eids in by_entity.items():
+                    rows = []
+                    for part in _chunks(eids):
+                        marks = ",".join("?" * len(part))
+                        ops: dict[str, list[OpDict]] = defaultdict(list)
+                        for r in self.sql(
+                            "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops "
+                            f"WHERE eid IN ({marks}) AND known = 1 ORDER BY eid, hlc, origin, seq",
+                            part,
+                        ):
+                            ops[r[3]].append(_op_from_row(*r))
+                        for eid in part:
+                            state = new_state(entity, eid)
+                            for op in ops[eid]:
+                                apply_op(state, op)
+                            rows.append(row_values(state, to_json(state).decode()))
+                    self._many(_UPSERT[entity], rows)
+                self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
+            done += len(pending)
+        self._pending = False
+        if self._scrub and self._depth == 0:
+            self._checkpoint()
+        return done
 
     def _origins(self, names: set[str]) -> dict[str, tuple[int, int, int]]:
         found: dict[str, tuple[int, int, int]] = {}
@@ -394,6 +452,7 @@ class Store:
 
     def materialise(self, ops: list[OpDict], result: IngestResult | None = None) -> None:
         """Folds newly stored known ops into their records' rows (the caller holds the transaction)."""
+        self.settle()  # a pending record's saved row is stale: bring it up to date before building on it
         groups = _group(ops)
         saved = self._saved_states(groups)
         folded = {entity: _fold_new(entity, items, saved[entity]) for entity, items in groups.items()}
@@ -446,6 +505,7 @@ class Store:
 
     def state(self, entity: str, eid: str) -> State | None:
         """The folded state of one record, or None if nothing is known about it."""
+        self.settle()
         rows = self.sql(f"SELECT state FROM {_TABLE[entity]} WHERE id = ?", (eid,))
         return from_json(rows[0][0]) if rows else None
 
@@ -503,6 +563,7 @@ class Store:
 
     def digest(self) -> str:
         """SHA-256 over every record's folded state and every op held, in a canonical order."""
+        self.settle()
         h = hashlib.sha256()
         for entity in sorted(ENTITY_TABLES):
             h.update(f"\x00{entity}\x00".encode())
