@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from .errors import OpForkError, StoreError, StoreVersionError
-from .merge import State, apply_op, fold, new_state, op_key
+from .merge import State, apply_op, new_state, op_key
 from .ops import OpDict, entity_type_of
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 
@@ -271,6 +271,21 @@ class Store:
                 self.materialise(fresh_known, result)
         return result
 
+    def _fold_from_log(self, entity: str, eids: Sequence[str]) -> dict[str, State]:
+        """Folds records afresh from all their stored ops, fetching the ops of many records per query."""
+        states: dict[str, State] = {}
+        for part in _chunks(eids):
+            marks = ",".join("?" * len(part))
+            for eid in part:
+                states[eid] = new_state(entity, eid)
+            for r in self.sql(
+                "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops "
+                f"WHERE eid IN ({marks}) AND known = 1 ORDER BY eid, hlc, origin, seq",
+                part,
+            ):
+                apply_op(states[r[3]], _op_from_row(*r))
+        return states
+
     def settle(self, *, chunk: int = 2000) -> int:
         """Re-folds every pending record from its ops and writes its row; returns how many.
 
@@ -289,22 +304,8 @@ class Store:
                 for entity, eid in pending:
                     by_entity[entity].append(eid)
                 for entity, eids in by_entity.items():
-                    rows = []
-                    for part in _chunks(eids):
-                        marks = ",".join("?" * len(part))
-                        ops: dict[str, list[OpDict]] = defaultdict(list)
-                        for r in self.sql(
-                            "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops "
-                            f"WHERE eid IN ({marks}) AND known = 1 ORDER BY eid, hlc, origin, seq",
-                            part,
-                        ):
-                            ops[r[3]].append(_op_from_row(*r))
-                        for eid in part:
-                            state = new_state(entity, eid)
-                            for op in ops[eid]:
-                                apply_op(state, op)
-                            rows.append(row_values(state, to_json(state).decode()))
-                    self._many(_UPSERT[entity], rows)
+                    states = self._fold_from_log(entity, eids)
+                    self._many(_UPSERT[entity], [row_values(st, to_json(st).decode()) for st in states.values()])
                 self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
             done += len(pending)
         self._pending = False
@@ -480,15 +481,16 @@ class Store:
     ) -> None:
         """Writes the folded rows; records whose new ops arrived late are re-folded from the whole log."""
         for entity, states in folded.items():
+            late = [eid for eid, state in states.items() if state is None]
+            refolded = self._fold_from_log(entity, late) if late else {}
             rows = []
             for eid, state in states.items():
                 if state is None:
-                    state = fold(entity, eid, self.ops_of(eid))
-                    if result is not None:
-                        result.refolded += 1
+                    state = refolded[eid]
                 rows.append(row_values(state, to_json(state).decode()))
             self._many(_UPSERT[entity], rows)
             if result is not None:
+                result.refolded += len(late)
                 result.records += len(rows)
 
     # --- reads ----------------------------------------------------------------------------------------------
@@ -556,10 +558,12 @@ class Store:
         """Marks deferred ops as folded and re-folds their records (after an upgrade)."""
         with self.write():
             self._many("UPDATE ops SET known = 1 WHERE origin = ? AND seq = ?", [(o["origin"], o["seq"]) for o in ops])
-            for eid in sorted({o["eid"] for o in ops}):
-                entity = entity_type_of(next(o["kind"] for o in ops if o["eid"] == eid))
-                state = fold(entity, eid, self.ops_of(eid))
-                self.sql(_UPSERT[entity], row_values(state, to_json(state).decode()))
+            by_entity: dict[str, set[str]] = defaultdict(set)
+            for op in ops:
+                by_entity[entity_type_of(op["kind"])].add(op["eid"])
+            for entity, eids in by_entity.items():
+                states = self._fold_from_log(entity, sorted(eids))
+                self._many(_UPSERT[entity], [row_values(st, to_json(st).decode()) for st in states.values()])
 
     def digest(self) -> str:
         """SHA-256 over every record's folded state and every op held, in a canonical order."""
