@@ -116,6 +116,7 @@ def _op(**overrides: Any) -> dict[str, Any]:
         (_op(kind="ticket.set", body={"field": "rating", "value": {"score": 9}, "replaces": []}), "score"),
         (_op(kind="ticket.set", body={"field": "title", "value": "x", "replaces": ["not-an-op-id"]}), "replaces"),
         (_op(kind="Ticket.Create!"), "kind"),
+        (_op(kind=["ticket.create"]), "kind"),  # found by tests/property/test_fuzz_ops.py
         ("not an object", "must be a JSON object"),
     ],
 )

@@ -413,8 +413,8 @@ def validate_ops(raw: Iterable[Any]) -> tuple[list[OpDict], list[OpDict]]:
     for i, item in enumerate(items):
         if type(item) is not dict and not isinstance(item, Mapping):
             raise InvalidOpError("An op must be a JSON object", [(f"op #{i}", f"got {type(item).__name__}")])
-        version = item.get("v")
-        if item.get("kind") in known_kinds and (type(version) is not int or version <= version_max):
+        kind, version = item.get("kind"), item.get("v")
+        if type(kind) is str and kind in known_kinds and (type(version) is not int or version <= version_max):
             known_idx.append(i)
         else:
             other_idx.append(i)
