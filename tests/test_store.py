@@ -62,6 +62,20 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
     assert f"from schema version 1 to {SCHEMA_VERSION}" in caplog.text
 
 
+def test_rows_are_refolded_when_the_merge_rules_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "station.db"
+    with Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
+        tid = r.tickets.submit(title="right", kind="repair", grid=GRID).id
+    with sqlite3.connect(path) as conn:  # rows as an older fold would have left them, and its version
+        conn.execute("UPDATE tickets SET title = 'stale', state = replace(state, '\"right\"', '\"stale\"')")
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'fold_version'")
+    conn.close()
+    with caplog.at_level(logging.INFO), Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
+        assert r.tickets.get(tid).title == "right"
+        assert r._store.sql("SELECT title FROM tickets")[0][0] == "right"
+    assert "merge rules changed" in caplog.text
+
+
 def test_a_file_from_a_newer_caresync_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     with Replica.open(path, actor="clerk"):

@@ -30,6 +30,7 @@ from .domain import grid_parent, hop_fits, ticket_transition
 from .ops import REDACTABLE_FIELDS, OpDict, op_id
 
 __all__ = [
+    "FOLD_VERSION",
     "State",
     "apply_op",
     "conflict_count",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 State = dict[str, Any]
+#: Bumped whenever a merge rule or the state layout changes: a replica folded by other rules re-folds every
+#: record from its log when it is opened, so rows never keep the old rules' results.
+FOLD_VERSION = 1
 # A frontier entry: [op_id, hlc, origin, seq, actor, at, value]
 _ID, _HLC, _ORIGIN, _SEQ, _ACTOR, _AT, _VALUE = range(7)
 _COLLECTIONS = {"note": "notes", "party": "parties", "session": "sessions"}

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from .errors import OpForkError, StoreError, StoreVersionError
-from .merge import State, apply_op, new_state, op_key
+from .merge import FOLD_VERSION, State, apply_op, new_state, op_key
 from .ops import OpDict, entity_type_of
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 
@@ -120,6 +120,7 @@ class Store:
             assert isinstance(raw, sqlite3.Connection)
             self._db: sqlite3.Connection = raw
             self._migrate()
+            self._refold_if_rules_changed()
             self._pending = bool(self.sql("SELECT 1 FROM pending LIMIT 1"))  # left by a sync that was cut off
         except (SQLAlchemyError, sqlite3.Error) as exc:
             self._closed = True
@@ -147,6 +148,23 @@ class Store:
                 migrate(self.conn, version)
             if version:
                 self.log.info("migrated %s from schema version %d to %d", self.path, version, SCHEMA_VERSION)
+
+    def _refold_if_rules_changed(self) -> None:
+        """Marks every record pending when the file was folded by other merge rules (another FOLD_VERSION)."""
+        folded_by = self.get_meta("fold_version")
+        if folded_by == str(FOLD_VERSION):
+            return
+        with self.write():
+            for entity, table in _TABLE.items():
+                self.sql(f"INSERT OR IGNORE INTO pending (entity, id) SELECT ?, id FROM {table}", (entity,))
+            self.set_meta("fold_version", str(FOLD_VERSION))
+        if folded_by is not None:
+            self.log.info(
+                "re-folding every record of %s: merge rules changed (fold version %s to %d)",
+                self.path,
+                folded_by,
+                FOLD_VERSION,
+            )
 
     @contextmanager
     def write(self) -> Iterator[None]:
