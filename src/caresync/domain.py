@@ -29,7 +29,6 @@ __all__ = [
     "TicketStatus",
     "VisitOutcome",
     "check_grid",
-    "grid_contains",
     "grid_parent",
     "hop_fits",
     "ticket_transition",
@@ -186,11 +185,6 @@ def grid_parent(grid: str) -> str | None:
     """The grid one level up (building → area → community), or None for a community."""
     head, sep, _ = grid.rpartition("/")
     return head if sep else None
-
-
-def grid_contains(outer: str, inner: str) -> bool:
-    """True when ``inner`` is ``outer`` or lies inside it."""
-    return inner == outer or inner.startswith(outer + "/")
 
 
 _OPEN = {s.value for s in OPEN_STATUSES}

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .domain import grid_parent, hop_fits, ticket_transition
-from .ops import REDACTABLE_FIELDS, OpDict, op_id
+from .ops import OpDict, op_id
 
 __all__ = [
     "FOLD_VERSION",
@@ -248,8 +248,3 @@ def conflicts_of(state: State) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def is_redactable(field: str) -> bool:
-    """True when ``resident.redact`` may erase this field."""
-    return field in REDACTABLE_FIELDS

@@ -52,7 +52,6 @@ __all__ = [
     "entity_id_for",
     "entity_type_of",
     "op_id",
-    "split_op_id",
     "validate_ops",
 ]
 
@@ -85,12 +84,6 @@ ENTITY_PREFIX: dict[EntityType, str] = {
 def op_id(origin: str, seq: int) -> str:
     """The text form of an op's identity, ``origin:seq``, used in references between ops."""
     return f"{origin}:{seq}"
-
-
-def split_op_id(text: str) -> tuple[str, int]:
-    """Parses ``origin:seq`` back into its parts."""
-    origin, _, seq = text.partition(":")
-    return origin, int(seq)
 
 
 def entity_id_for(entity: EntityType, origin: str, seq: int) -> str:
@@ -294,12 +287,10 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
     },
 }
 
-#: Fields of a resident that hold personal data and can be erased by ``resident.redact``.
-REDACTABLE_FIELDS: frozenset[str] = frozenset({"name", "address", "phone", "birth_year", "notes"})
-
-
 @with_config(_FORBID)
 class RedactBody(TypedDict):
+    """Erases a resident's personal fields (and notes) written before it."""
+
     fields: Annotated[list[Literal["name", "address", "phone", "birth_year", "notes"]], Field(min_length=1)]
     reason: Text
 
