@@ -191,18 +191,23 @@ def _json_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def _field_in_conflict(entries: list[list[Any]]) -> bool:
+    """Writes no later write replaced, with more than one distinct value among them."""
+    return len(entries) > 1 and len({_json_key(e[_VALUE]) for e in entries}) > 1
+
+
+def _chain_in_conflict(heads: list[list[Any]]) -> bool:
+    """Transitions (or hops) made without seeing each other, or a latest one that did not fit."""
+    return len(heads) > 1 or any(not h[7] for h in heads)
+
+
 def conflict_count(state: State) -> int:
     """How many unresolved conflicts a record has (cheaper than building them)."""
-    count = 0
-    for entries in state["f"].values():
-        if len(entries) > 1:
-            first = _json_key(entries[0][_VALUE])
-            count += any(_json_key(e[_VALUE]) != first for e in entries[1:])
+    count = sum(_field_in_conflict(entries) for entries in state["f"].values())
     for name in ("st", "hop"):
         chain = state.get(name)
         if chain is not None:
-            heads = chain["heads"]
-            count += len(heads) > 1 or any(not h[7] for h in heads)
+            count += _chain_in_conflict(chain["heads"])
     return count
 
 
@@ -214,7 +219,7 @@ def conflicts_of(state: State) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     for field, entries in state["f"].items():
-        if len(entries) > 1 and len({_json_key(e[_VALUE]) for e in entries}) > 1:
+        if _field_in_conflict(entries):
             out.append(
                 {
                     "field": field,
@@ -236,7 +241,7 @@ def conflicts_of(state: State) -> list[dict[str, Any]]:
         if chain is None:
             continue
         heads = chain["heads"]
-        if len(heads) > 1 or any(not h[7] for h in heads):
+        if _chain_in_conflict(heads):
             out.append(
                 {
                     "field": name,

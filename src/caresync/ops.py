@@ -287,6 +287,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
     },
 }
 
+
 @with_config(_FORBID)
 class RedactBody(TypedDict):
     """Erases a resident's personal fields (and notes) written before it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import Connection, Index
 from sqlmodel import Field, SQLModel
 
@@ -238,8 +239,8 @@ def upsert_sql(entity: str) -> str:
     )
 
 
-def row_values(state: State, state_json: str) -> list[Any]:
-    """The column values of a record's materialised row, derived from its folded state."""
+def row_values(state: State) -> list[Any]:
+    """The column values of a record's materialised row, derived from its folded state (stored as JSON too)."""
     last = state["last"]
     return [
         state["id"],
@@ -249,7 +250,7 @@ def row_values(state: State, state_json: str) -> list[Any]:
         last[0],
         last[1],
         last[2],
-        state_json,
+        to_json(state).decode(),
         *_EXTRA[state["type"]](state),
     ]
 

@@ -254,7 +254,7 @@ class Store:
             if state is None:
                 state = new_state(entity, op["eid"])
             apply_op(state, op)
-            db.execute(_UPSERT[entity], row_values(state, to_json(state).decode()))
+            db.execute(_UPSERT[entity], row_values(state))
         return state
 
     def ingest(self, known: list[OpDict], deferred: list[OpDict], *, defer_rows: bool = False) -> IngestResult:
@@ -323,7 +323,7 @@ class Store:
                     by_entity[entity].append(eid)
                 for entity, eids in by_entity.items():
                     states = self._fold_from_log(entity, eids)
-                    self._many(_UPSERT[entity], [row_values(st, to_json(st).decode()) for st in states.values()])
+                    self._many(_UPSERT[entity], [row_values(st) for st in states.values()])
                 self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
             done += len(pending)
         self._pending = False
@@ -505,7 +505,7 @@ class Store:
             for eid, state in states.items():
                 if state is None:
                     state = refolded[eid]
-                rows.append(row_values(state, to_json(state).decode()))
+                rows.append(row_values(state))
             self._many(_UPSERT[entity], rows)
             if result is not None:
                 result.refolded += len(late)
@@ -581,7 +581,7 @@ class Store:
                 by_entity[entity_type_of(op["kind"])].add(op["eid"])
             for entity, eids in by_entity.items():
                 states = self._fold_from_log(entity, sorted(eids))
-                self._many(_UPSERT[entity], [row_values(st, to_json(st).decode()) for st in states.values()])
+                self._many(_UPSERT[entity], [row_values(st) for st in states.values()])
 
     def digest(self) -> str:
         """SHA-256 over every record's folded state and every op held, in a canonical order."""
