@@ -1,0 +1,120 @@
+"""The compact wire form: every envelope comes back exactly, and damaged bytes are refused with a clear error."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from caresync import InvalidInputError
+from caresync.wire import MAX_DECODED_BYTES, decode_envelope, encode_envelope
+from tests.property.test_fuzz_ops import VALID, json_values
+
+hex16 = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
+
+
+@st.composite
+def op_like(draw: st.DrawFn) -> dict[str, Any]:
+    """Op-shaped dicts with ids and references in the forms the codec shortens, and in other forms."""
+    origin = draw(hex16)
+    other = draw(st.sampled_from([origin, draw(hex16)]))
+    eid = draw(
+        st.one_of(
+            st.builds(lambda p, o, n: f"{p}-{o}-{n}", st.sampled_from("TRVPMW"), st.just(other), st.integers(1, 10**9)),
+            st.text(min_size=1, max_size=20),
+        )
+    )
+    ref = st.one_of(
+        st.builds(lambda o, n: f"{o}:{n}", st.sampled_from([origin, other]), st.integers(1, 10**9)), st.text()
+    )
+    body = draw(
+        st.one_of(
+            st.fixed_dictionaries(
+                {"field": st.text(max_size=10), "value": json_values, "replaces": st.lists(ref, max_size=3)}
+            ),
+            st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+        )
+    )
+    return {
+        "v": draw(st.integers(1, 3)),
+        "kind": draw(st.sampled_from(["ticket.set", "resident.set", "ticket.note", "visit.create", "x.y"])),
+        "origin": origin,
+        "seq": draw(st.integers(1, 2**62 - 1)),
+        "hlc": draw(st.integers(0, 2**63 - 1)),
+        "eid": eid,
+        "actor": draw(st.text(min_size=1, max_size=10)),
+        "at": draw(st.integers(0, 2**45)),
+        "body": body,
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(op_like(), max_size=12),
+    extra=st.dictionaries(st.sampled_from(["cursor", "more", "time_ms"]), json_values),
+)
+def test_round_trip_is_exact(ops: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    envelope = {**extra, "ops": ops}
+    assert decode_envelope(encode_envelope(envelope)) == envelope
+
+
+def test_real_ops_round_trip_and_shrink() -> None:
+    envelope = {"ops": VALID, "cursor": "17", "more": False}
+    data = encode_envelope(envelope)
+    assert decode_envelope(data) == envelope
+    assert len(data) < len(zlib.compress(json.dumps(envelope).encode(), 9))
+
+
+def test_envelope_without_ops() -> None:
+    assert decode_envelope(encode_envelope({"stored": 3})) == {"stored": 3}
+    assert decode_envelope(encode_envelope({"ops": []})) == {"ops": []}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_damaged_bytes_are_refused_or_decoded_never_crash(data: st.DataObject) -> None:
+    good = bytearray(encode_envelope({"ops": VALID, "cursor": "5"}))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(good) - 1))
+        good[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(good)))
+    try:
+        decode_envelope(bytes(good[:cut]))
+    except InvalidInputError as exc:
+        assert exc.problems  # names what is wrong
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"", "not a caresync batch"),
+        (b'{"ops": []}', "not a caresync batch"),
+        (b"CS\x02\x01xx", "newer caresync"),
+        (b"CS\x01\x01" + b"\x00garbage", "damaged"),
+    ],
+)
+def test_foreign_or_newer_bytes_name_the_problem(data: bytes, words: str) -> None:
+    with pytest.raises(InvalidInputError, match=words):
+        decode_envelope(data)
+
+
+def test_columns_that_disagree_are_refused() -> None:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = json.dumps({"ops": {"n": 2, "v": 1, "origins": ["a" * 16], "kind": {"t": ["ticket.note"], "i": [0]}}})
+    data = b"CS\x01\x01" + packer.compress(body.encode()) + packer.flush()
+    with pytest.raises(InvalidInputError, match="damaged"):
+        decode_envelope(data)
+
+
+def test_a_batch_that_inflates_too_far_is_refused() -> None:
+    from caresync import wire
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
+    bomb = b"CS\x01\x01" + packer.compress(b" " * (MAX_DECODED_BYTES + 10)) + packer.flush()
+    assert len(bomb) < MAX_DECODED_BYTES // 100
+    with pytest.raises(InvalidInputError, match="too large"):
+        decode_envelope(bomb)
