@@ -54,11 +54,15 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
     with sqlite3.connect(path) as conn:  # turn it back into a schema-1 file
         conn.execute("DROP TABLE clock_anomalies")
         conn.execute("DROP TABLE pending")
+        conn.execute("DROP TABLE refusals")
+        conn.execute("DROP INDEX ix_ops_unsent")
+        conn.execute("ALTER TABLE ops DROP COLUMN sent")
         conn.execute("PRAGMA user_version = 1")
     conn.close()
     with caplog.at_level(logging.INFO), Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
         assert r.tickets.get(tid).title == "kept across the upgrade"
         assert r.clock_anomalies() == []
+        assert r.unsent_count() == 1  # ops held before network sync existed still go to the server
     assert f"from schema version 1 to {SCHEMA_VERSION}" in caplog.text
 
 

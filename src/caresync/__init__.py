@@ -28,8 +28,10 @@ from .errors import (
     MergeError,
     NotFoundError,
     OpForkError,
+    ServerRefusedError,
     StoreError,
     StoreVersionError,
+    SyncError,
 )
 from .model import (
     ClockAnomaly,
@@ -48,6 +50,7 @@ from .model import (
     Visit,
     Worker,
 )
+from .netsync import Refusal, SyncProgress, SyncResult
 from .replica import ApplyResult, Replica, SyncReport
 
 __version__ = "0.1.0"
@@ -81,13 +84,18 @@ __all__ = [
     "Party",
     "Priority",
     "Rating",
+    "Refusal",
     "Replica",
     "Resident",
     "ResidentFlag",
     "Role",
+    "ServerRefusedError",
     "StoreError",
     "StoreVersionError",
+    "SyncError",
+    "SyncProgress",
     "SyncReport",
+    "SyncResult",
     "Ticket",
     "TicketAction",
     "TicketKind",

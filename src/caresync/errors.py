@@ -9,8 +9,10 @@
     ├── IntentError              the action makes no sense now (closing an unresolved ticket, ...)
     ├── MergeError               two replicas disagree about an op's identity
     │   └── OpForkError          the same (origin, seq) arrived with different content
-    └── StoreError               the replica file cannot be opened, read or written
-        └── StoreVersionError    the file was written by a newer caresync
+    ├── StoreError               the replica file cannot be opened, read or written
+    │   └── StoreVersionError    the file was written by a newer caresync
+    └── SyncError                the sync server could not be reached, or answered with an error
+        └── ServerRefusedError   the server refused the request (token, device, batch): names why
 
 Each error has a stable ``code`` (for programs and the JSON error envelope) and a message that names
 the object, the id and what to do next, in words a courier or a station clerk can act on.
@@ -28,8 +30,10 @@ __all__ = [
     "MergeError",
     "NotFoundError",
     "OpForkError",
+    "ServerRefusedError",
     "StoreError",
     "StoreVersionError",
+    "SyncError",
 ]
 
 
@@ -102,3 +106,20 @@ class StoreVersionError(StoreError):
     """The replica file was written by a newer caresync than this one."""
 
     code = "store_version"
+
+
+class SyncError(CaresyncError):
+    """A sync with the server did not finish. Nothing is lost: what was done is kept, the rest waits."""
+
+    code = "sync_failed"
+
+
+class ServerRefusedError(SyncError):
+    """The sync server refused a request; ``server_code`` and ``status`` are what it answered."""
+
+    code = "server_refused"
+
+    def __init__(self, message: str, *, status: int, server_code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.server_code = server_code

@@ -18,8 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
 from pydantic_core import from_json
 
+from . import netsync
 from .clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from .domain import (
     CLOSABLE_WITHOUT_OUTCOME,
@@ -45,7 +47,8 @@ from .model import (
     history_of,
     ms_to_datetime,
 )
-from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, validate_ops
+from .netsync import Refusal, SyncProgressCallback, SyncResult
+from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, validate_ops
 from .schema import ENTITY_TABLES
 from .store import IngestResult, Store
 
@@ -371,14 +374,28 @@ class Replica:
             InvalidOpError: an op is malformed (the message names it and the field); nothing was applied.
             OpForkError: an op reuses the identity of a different op; nothing was applied.
         """
+        return self._apply(ops, defer_rows=defer_rows)
+
+    def _apply(
+        self,
+        ops: Iterable[Mapping[str, Any]],
+        *,
+        defer_rows: bool,
+        from_server: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> ApplyResult:
+        """:meth:`apply_ops`, also marking the ops as held by the server and setting ``meta`` in the same
+        transaction (network sync saves its cursor that way)."""
         known, deferred = validate_ops(ops)
         with self._store.write():
-            result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows)
+            result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows, sent=from_server)
             now = self.clock.physical_ms()
             for origin, stamp in result.max_hlc_by_origin.items():
                 if origin != self.id and self.clock.observe(stamp):
                     self._record_anomaly(origin, stamp, now)
             self._store.set_meta("clock_last", str(self.clock.last))
+            for key, value in (meta or {}).items():
+                self._store.set_meta(key, value)
         if result.deferred:
             self.log.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
         return ApplyResult(
@@ -419,6 +436,57 @@ class Replica:
         self.settle()
         other.settle()
         return SyncReport(sent=sent, received=received)
+
+    def sync(
+        self,
+        url: str,
+        *,
+        token: str,
+        progress: SyncProgressCallback | None = None,
+        push_batch: int = 2000,
+        pull_batch: int = 5000,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        timeout_s: float = 60.0,
+        client: httpx.Client | None = None,
+    ) -> SyncResult:
+        """Syncs with the caresync server at ``url`` (protocol v1): pushes what it has not acknowledged, pulls
+        what this device may see, corrects the clock if the server says it is off.
+
+        Safe to interrupt at any point: the next call resumes. ``progress`` is called after every batch;
+        ``client`` lets a caller supply its own :class:`httpx.Client` (proxies, certificates, tests).
+
+        Raises:
+            ServerRefusedError: the server refused the device or a batch (the message says why).
+            SyncError: the server could not be reached or failed; nothing is lost.
+        """
+        return netsync.sync(
+            self,
+            url,
+            token=token,
+            push_batch=push_batch,
+            pull_batch=pull_batch,
+            retries=retries,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
+            progress=progress,
+            client=client,
+        )
+
+    def unsent_count(self) -> int:
+        """How many ops the sync server has not acknowledged yet (refused ones excluded)."""
+        return self._store.unsent_stats()[0]
+
+    def refusals(self) -> list[Refusal]:
+        """Every op the sync server refused, with its reason; they stay on this device, unsent."""
+        return [
+            Refusal(op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=code, reason=reason)
+            for op, code, reason, _ in self._store.refusals()
+        ]
+
+    def retry_refused(self) -> int:
+        """Queues the refused ops to be sent again (once the station changed what this device may do)."""
+        return self._store.retry_refused()
 
     def settle(self) -> int:
         """Re-folds the records that batches applied with ``defer_rows`` left pending; returns how many.

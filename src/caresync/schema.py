@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic_core import to_json
-from sqlalchemy import Connection, Index
+from sqlalchemy import Connection, Index, text
 from sqlmodel import Field, SQLModel
 
 from .merge import State, conflict_count, value_of
@@ -28,6 +28,7 @@ __all__ = [
     "OriginRow",
     "ParcelRow",
     "PendingRow",
+    "RefusalRow",
     "ResidentRow",
     "TicketRow",
     "VisitRow",
@@ -50,7 +51,12 @@ class OpRow(SQLModel, table=True):
     at: int
     known: int
     body: str
-    __table_args__ = (Index("ix_ops_eid_hlc", "eid", "hlc"), {"sqlite_with_rowid": False})
+    sent: int = 0
+    __table_args__ = (
+        Index("ix_ops_eid_hlc", "eid", "hlc"),
+        Index("ix_ops_unsent", "hlc", "origin", "seq", sqlite_where=text("sent = 0")),
+        {"sqlite_with_rowid": False},
+    )
 
 
 class OriginRow(SQLModel, table=True):
@@ -91,6 +97,17 @@ class PendingRow(SQLModel, table=True):
     __tablename__ = "pending"
     entity: str = Field(primary_key=True)
     id: str = Field(primary_key=True)
+
+
+class RefusalRow(SQLModel, table=True):
+    """Ops the sync server refused, with its reason (schema version 4). The ops stay in the log (``sent = 2``)."""
+
+    __tablename__ = "refusals"
+    origin: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    code: str
+    reason: str
+    at: int
 
 
 class _EntityColumns(SQLModel):
@@ -299,8 +316,17 @@ _V3 = [
     "CREATE TABLE pending (entity TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (entity, id))",
 ]
 
+# Network sync: ``ops.sent`` is 0 until the sync server acknowledged storing the op (1), or refused it (2).
+# Every op held before this step is unsent: the server ignores what it already has.
+_V4 = [
+    "ALTER TABLE ops ADD COLUMN sent INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX ix_ops_unsent ON ops (hlc, origin, seq) WHERE sent = 0",
+    "CREATE TABLE refusals (origin TEXT NOT NULL, seq INTEGER NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, "
+    "at INTEGER NOT NULL, PRIMARY KEY (origin, seq))",
+]
+
 #: ``MIGRATIONS[k]`` takes a file from schema version ``k`` to ``k + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

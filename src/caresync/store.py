@@ -38,7 +38,10 @@ __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
 _REDACTABLE_KINDS = ("resident.create", "resident.set", "resident.note")
-_INSERT_OP = "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_INSERT_OP = (
+    "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body"
 _TABLE = {entity: table.__tablename__ for entity, table in ENTITY_TABLES.items()}
 _UPSERT = {entity: upsert_sql(entity) for entity in ENTITY_TABLES}
 
@@ -66,7 +69,7 @@ def _redact_body(kind: str, body: dict[str, Any], names: Iterable[str]) -> dict[
     return body
 
 
-def _op_row(op: OpDict, known: int) -> tuple[Any, ...]:
+def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
     return (
         op["origin"],
         op["seq"],
@@ -78,6 +81,7 @@ def _op_row(op: OpDict, known: int) -> tuple[Any, ...]:
         op["at"],
         known,
         to_json(op["body"]).decode(),
+        sent,
     )
 
 
@@ -257,12 +261,14 @@ class Store:
             db.execute(_UPSERT[entity], row_values(state))
         return state
 
-    def ingest(self, known: list[OpDict], deferred: list[OpDict], *, defer_rows: bool = False) -> IngestResult:
+    def ingest(
+        self, known: list[OpDict], deferred: list[OpDict], *, defer_rows: bool = False, sent: bool = False
+    ) -> IngestResult:
         """Stores validated ops and folds the known ones into their records, in one transaction.
 
         With ``defer_rows`` (one batch of a longer sync) the records are only marked pending, in the same
         transaction, and re-folded once by :meth:`settle`: a record touched by every batch is then written
-        once instead of once per batch.
+        once instead of once per batch. ``sent`` marks ops that came from the sync server (it has them).
 
         Raises:
             OpForkError: an op has the identity of a stored op but different content; nothing is stored.
@@ -275,8 +281,9 @@ class Store:
             if not fresh_known and not fresh_deferred:
                 return result
             self._apply_redactions(fresh_known)
-            rows = [_op_row(o, 1) for o in fresh_known]
-            rows += [_op_row(o, 0) for o in fresh_deferred]
+            mark = int(sent)
+            rows = [_op_row(o, 1, mark) for o in fresh_known]
+            rows += [_op_row(o, 0, mark) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
             self._many(_INSERT_OP, rows)
@@ -555,6 +562,52 @@ class Store:
             if len(out) >= limit:
                 break
         return out
+
+    # --- what the sync server has ----------------------------------------------------------------------------
+
+    def unsent(self, after: tuple[int, str, int] | None, *, limit: int) -> list[OpDict]:
+        """Up to ``limit`` ops the server has not acknowledged, in ``(hlc, origin, seq)`` order after ``after``."""
+        where, params = ("", []) if after is None else ("AND (hlc, origin, seq) > (?, ?, ?)", list(after))
+        rows = self.sql(
+            f"SELECT {_OP_COLUMNS} FROM ops WHERE sent = 0 {where} ORDER BY hlc, origin, seq LIMIT ?",
+            [*params, limit],
+        )
+        return [_op_from_row(*r) for r in rows]
+
+    def unsent_stats(self) -> tuple[int, int | None]:
+        """How many ops wait to be sent, and the ``at`` of the oldest (None when none wait)."""
+        count, oldest = self.sql("SELECT COUNT(*), MIN(at) FROM ops WHERE sent = 0")[0]
+        return int(count), oldest
+
+    def mark_sent(self, ranges: Iterable[tuple[str, int, int]]) -> int:
+        """Marks unsent ops in ``(origin, lo, hi)`` seq ranges as stored by the server; returns how many."""
+        done = 0
+        for origin, lo, hi in ranges:
+            done += self._db.execute(
+                "UPDATE ops SET sent = 1 WHERE origin = ? AND seq BETWEEN ? AND ? AND sent = 0", (origin, lo, hi)
+            ).rowcount
+        return done
+
+    def mark_refused(self, refusals: Iterable[tuple[str, int, str, str, int]]) -> None:
+        """Records the server's refusals ``(origin, seq, code, reason, at)``; the ops stay in the log."""
+        rows = list(refusals)
+        self._many("UPDATE ops SET sent = 2 WHERE origin = ? AND seq = ?", [(o, s) for o, s, *_ in rows])
+        self._many("INSERT OR REPLACE INTO refusals (origin, seq, code, reason, at) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def refusals(self) -> list[tuple[OpDict, str, str, int]]:
+        """Each refused op with the server's code, reason and when it was refused, oldest first."""
+        rows = self.sql(
+            f"SELECT {', '.join('o.' + c.strip() for c in _OP_COLUMNS.split(','))}, r.code, r.reason, r.at "
+            "FROM refusals r JOIN ops o ON o.origin = r.origin AND o.seq = r.seq ORDER BY r.at, r.origin, r.seq"
+        )
+        return [(_op_from_row(*r[:9]), r[9], r[10], r[11]) for r in rows]
+
+    def retry_refused(self) -> int:
+        """Puts refused ops back in the queue (after the station changed what the device may do)."""
+        with self.write():
+            count = self._db.execute("UPDATE ops SET sent = 0 WHERE sent = 2").rowcount
+            self.sql("DELETE FROM refusals")
+        return count
 
     def deferred_kinds(self) -> list[tuple[str, int, int]]:
         """``(kind, version, count)`` of the ops held but not folded, waiting for an upgrade."""

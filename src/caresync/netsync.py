@@ -1,0 +1,276 @@
+"""Sync with a caresync server over HTTP (protocol v1, docs/protocol.md): push what the server lacks, pull
+what this device may see.
+
+* **Push**: the ops the server has not acknowledged (``ops.sent = 0``), in ``(hlc, origin, seq)`` order, in
+  bounded batches in the compact wire form. An op is marked sent only when the server's answer acknowledges
+  it; refused ops are kept with the server's reason (:meth:`Replica.refusals`); ops the server cannot place
+  yet ("waiting") stay queued for the next sync.
+* **Pull**: from the cursor the server gave last time. Each batch is applied and the new cursor saved in the
+  same transaction, so a cut link or a killed process resumes exactly where it stopped.
+* Every answer carries the device's clock offset from the server; a device whose clock is off by more than
+  :data:`CLOCK_TOLERANCE_MS` corrects it (:meth:`Replica.set_clock_offset`).
+* Network failures and busy servers (5xx, 429) are retried with exponential backoff; push is idempotent and
+  pull reads only, so a retry never doubles anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
+from .ops import op_id
+from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
+
+if TYPE_CHECKING:
+    from .replica import Replica
+
+__all__ = ["CLOCK_TOLERANCE_MS", "Refusal", "SyncProgress", "SyncResult", "sync"]
+
+#: A device clock off by more than this from the server's is corrected after a sync exchange.
+CLOCK_TOLERANCE_MS = 2_000
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An op the server refused: which, what it was, and the reason to show the person who made it."""
+
+    op: str
+    kind: str
+    record: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where a sync is: ``phase`` is ``"push"`` or ``"pull"``; ``total`` is None when unknown."""
+
+    phase: str
+    done: int
+    total: int | None
+
+
+@dataclass
+class SyncResult:
+    """What one :meth:`Replica.sync` did."""
+
+    pushed: int = 0
+    """Ops the server stored from this device's queue."""
+    already_held: int = 0
+    """Ops the server already had (sent before, or relayed by someone else)."""
+    refused: list[Refusal] = field(default_factory=list)
+    """Ops refused in this sync; they stay on the device (see :meth:`Replica.refusals`)."""
+    waiting: int = 0
+    """Ops the server cannot place yet (a record or a device it does not know yet); sent again next time."""
+    pulled: int = 0
+    """New ops received and applied."""
+    unsent: int = 0
+    """Ops still waiting to be sent after this sync."""
+    clock_offset_ms: int | None = None
+    """The server's view of this device's clock error at the last exchange (server minus device)."""
+
+
+SyncProgressCallback = Callable[[SyncProgress], None]
+
+
+class _Link:
+    """One HTTP client with the token, retries and the error envelope of protocol v1."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        client: httpx.Client | None,
+        retries: int,
+        backoff_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.base = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}", "User-Agent": "caresync"}
+        self.own_client = client is None
+        self.client = client or httpx.Client(timeout=timeout_s)
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def close(self) -> None:
+        if self.own_client:
+            self.client.close()
+
+    def post(self, path: str, *, json: Any = None, content: bytes | None = None, compact: bool = False) -> Any:
+        headers = dict(self.headers)
+        if content is not None:
+            headers["Content-Type"] = MEDIA_TYPE
+        if compact:
+            headers["Accept"] = f"{MEDIA_TYPE}, application/json;q=0.5"
+        url = self.base + path
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.client.post(url, json=json, content=content, headers=headers)
+            except httpx.HTTPError as exc:
+                if attempt == self.retries:
+                    raise SyncError(
+                        f"Cannot reach the sync server at {self.base} ({type(exc).__name__}: {exc}). "
+                        "Your work is kept on this device; sync again when the network is back."
+                    ) from exc
+            else:
+                if response.status_code not in _RETRY_STATUS or attempt == self.retries:
+                    return self._answer(response)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _answer(self, response: httpx.Response) -> Any:
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        if response.is_success:
+            try:
+                return decode_envelope(response.content) if kind == MEDIA_TYPE else response.json()
+            except (InvalidInputError, ValueError) as exc:
+                raise SyncError(
+                    f"The sync server at {self.base} sent an answer this device cannot read: {exc}"
+                ) from exc
+        code, message = "http_error", response.reason_phrase
+        try:
+            error = response.json()["error"]
+            code, message = str(error["code"]), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        if response.status_code >= 500:
+            raise SyncError(
+                f"The sync server at {self.base} has a problem (HTTP {response.status_code}: {message}). "
+                "Your work is kept on this device; try again later or tell the station."
+            )
+        raise ServerRefusedError(
+            f"The sync server refused this device: {message} (HTTP {response.status_code}, {code})",
+            status=response.status_code,
+            server_code=code,
+        )
+
+
+def sync(
+    replica: Replica,
+    url: str,
+    *,
+    token: str,
+    push_batch: int = 2000,
+    pull_batch: int = 5000,
+    retries: int = 5,
+    backoff_s: float = 0.5,
+    timeout_s: float = 60.0,
+    progress: SyncProgressCallback | None = None,
+    client: httpx.Client | None = None,
+) -> SyncResult:
+    """Pushes this replica's unsent ops to the server at ``url`` and pulls what it may see; see the module doc.
+
+    Raises:
+        ServerRefusedError: the server refused the device (unknown or revoked token, another device's
+            identity) or a batch; nothing was lost.
+        SyncError: the server could not be reached after the retries, or failed; what was exchanged before
+            is kept, and the next sync resumes from there.
+    """
+    link = _Link(url, token, client, retries, backoff_s, timeout_s)
+    result = SyncResult()
+    try:
+        _push(replica, link, push_batch, result, progress)
+        _pull(replica, link, pull_batch, result, progress)
+    finally:
+        link.close()
+        replica.settle()
+    result.unsent = replica.unsent_count()
+    return result
+
+
+def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
+    store = replica._store
+    total, _ = store.unsent_stats()
+    after: tuple[int, str, int] | None = None
+    done = 0
+    while True:
+        ops = store.unsent(after, limit=batch)
+        if not ops:
+            return
+        after = (ops[-1]["hlc"], ops[-1]["origin"], ops[-1]["seq"])
+        pending, oldest = store.unsent_stats()
+        envelope = {
+            "replica": replica.id,
+            "time_ms": replica.clock.physical_ms() - replica.clock.offset_ms,
+            "pending": pending,
+            "oldest_unsent_ms": oldest,
+            "ops": ops,
+        }
+        answer = link.post("/v1/push", content=encode_envelope(envelope))
+        by_id = {op_id(o["origin"], o["seq"]): o for o in ops}
+        try:
+            refused = [
+                (item["op"], str(item["code"]), str(item["reason"]))
+                for item in answer.get("refused", [])
+                if item.get("op") in by_id
+            ]
+            acked = [(str(o), int(lo), int(hi)) for o, lo, hi in answer.get("acked", [])]
+            waiting = len(answer.get("waiting", []))
+            stored, duplicates = int(answer.get("stored", 0)), int(answer.get("duplicates", 0))
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            raise SyncError(f"The sync server at {link.base} sent a push answer this device cannot read") from exc
+        now = replica.clock.physical_ms()
+        with store.write():
+            store.mark_refused((by_id[o]["origin"], by_id[o]["seq"], c, r, now) for o, c, r in refused)
+            store.mark_sent(acked)
+        result.pushed += stored
+        result.already_held += duplicates
+        result.waiting += waiting
+        result.refused.extend(
+            Refusal(op=o, kind=by_id[o]["kind"], record=by_id[o]["eid"], code=c, reason=r) for o, c, r in refused
+        )
+        _correct_clock(replica, answer, result)
+        done += len(ops)
+        if progress is not None:
+            progress(SyncProgress("push", done, total))
+
+
+def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
+    key = f"sync_cursor {link.base}"
+    while True:
+        cursor = replica._store.get_meta(key) or ""
+        answer = link.post(
+            "/v1/pull",
+            json={
+                "replica": replica.id,
+                "cursor": cursor,
+                "limit": batch,
+                "time_ms": replica.clock.physical_ms() - replica.clock.offset_ms,
+            },
+            compact=True,
+        )
+        try:
+            ops, new_cursor, more = answer["ops"], str(answer["cursor"]), bool(answer["more"])
+        except (KeyError, TypeError) as exc:
+            raise SyncError(f"The sync server at {link.base} sent a pull answer this device cannot read") from exc
+        try:
+            applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
+        except CaresyncError as exc:
+            raise SyncError(
+                f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch "
+                "was applied. Tell the station."
+            ) from exc
+        result.pulled += applied.applied + applied.deferred
+        _correct_clock(replica, answer, result)
+        if progress is not None:
+            progress(SyncProgress("pull", result.pulled, None))
+        if not more or new_cursor == cursor:
+            return
+
+
+def _correct_clock(replica: Replica, answer: Mapping[str, Any], result: SyncResult) -> None:
+    offset = answer.get("clock_offset_ms")
+    if type(offset) is not int:
+        return
+    result.clock_offset_ms = offset
+    if abs(offset - replica.clock.offset_ms) > CLOCK_TOLERANCE_MS:
+        replica.log.warning("this device's clock is off by %.1f s from the sync server's; correcting it", offset / 1000)
+        replica.set_clock_offset(offset)
