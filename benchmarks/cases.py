@@ -526,6 +526,11 @@ CASES: dict[str, Case] = {
     )
 }
 
+# Network sync rows need the server distribution (caresync_server); they import it only when they run.
+from .netcases import NET_CASES  # noqa: E402  (netcases uses the helpers above)
+
+CASES.update({name: Case(name, group, run) for name, group, run in NET_CASES})
+
 
 def select(only: str | None) -> list[Case]:
     """The cases named in ``only`` (names or groups, comma-separated), in table order; the floor always runs.

@@ -56,9 +56,7 @@ def random_work(replica: Replica, rng: random.Random, steps: int) -> int:
             elif action == "visit":
                 replica.visits.record(resident_id=rng.choice(residents), outcome=rng.choice(["well", "no_answer"]))
             elif action == "parcel" or not parcels:
-                parcels.append(
-                    replica.parcels.register(code=f"P{rng.randrange(10**6)}", grid=rng.choice(GRIDS)).id
-                )
+                parcels.append(replica.parcels.register(code=f"P{rng.randrange(10**6)}", grid=rng.choice(GRIDS)).id)
             else:
                 replica.parcels.hop(rng.choice(parcels), rng.choice(["dropped", "picked_up", "at_station"]))
         except CaresyncError:
@@ -126,8 +124,8 @@ class FlakyTransport(httpx.BaseTransport):
     The request did reach the server and was processed, which is the hard case: the device must not assume
     either outcome. Nothing about the server or the client is simulated."""
 
-    def __init__(self, rng: random.Random, cut: float) -> None:
-        self.inner = httpx.HTTPTransport()
+    def __init__(self, rng: random.Random, cut: float, inner: httpx.BaseTransport | None = None) -> None:
+        self.inner = inner or httpx.HTTPTransport()
         self.rng = rng
         self.cut = cut
         self.cuts = 0

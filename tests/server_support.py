@@ -1,0 +1,43 @@
+"""Shared by the tests that run the real sync server: enrolling devices, and a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def enroll(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
+    """Enrols a device in the server's database (creating the schema if needed); returns its token."""
+    from caresync_server.settings import Settings
+    from caresync_server.storage import Storage
+
+    storage = Storage(Settings(database_url=database_url))
+    try:
+        storage.ensure_schema(create=True)
+        _, token = storage.enroll(name, role, grids)
+    finally:
+        storage.close()
+    return token
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the local server for one test, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"caresync_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

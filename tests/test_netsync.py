@@ -1,0 +1,250 @@
+"""The network sync client against the real server app in-process (real storage, real HTTP semantics through
+Starlette's test client): convergence, resuming, refusals, tokens, clock correction, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from caresync import ServerRefusedError, SyncError, SyncProgress
+from caresync.testing import FakeClock
+from tests.conftest import ReplicaFactory
+from tests.netsync_support import FlakyTransport, all_ops, random_work
+from tests.server_support import enroll
+
+fastapi_testclient = pytest.importorskip("fastapi.testclient")
+URL = "http://testserver"
+GRID = "changnan/dorm/3"
+DAY = 86_400_000
+
+
+class Server:
+    """The server app over an SQLite file, and a way to enrol devices and to talk to it."""
+
+    def __init__(self, path: Path, now_ms: Any = None) -> None:
+        from caresync_server.app import create_app
+        from caresync_server.settings import Settings
+
+        self.database_url = f"sqlite:///{path}"
+        kwargs = {"now_ms": now_ms} if now_ms is not None else {}
+        self.client = fastapi_testclient.TestClient(create_app(Settings(database_url=self.database_url), **kwargs))
+        self.client.__enter__()  # runs the app's start-up (creates the tables)
+
+    def enroll(self, name: str, role: str = "station", grids: list[str] | None = None) -> str:
+        return enroll(self.database_url, name, role=role, grids=[""] if grids is None else grids)
+
+    def flaky(self, rng: random.Random, cut: float) -> tuple[httpx.Client, FlakyTransport]:
+        transport = FlakyTransport(rng, cut, inner=self.client._transport)
+        return httpx.Client(transport=transport, base_url=URL), transport
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path / "server.db", now_ms=FakeClock())  # the devices' fake clocks start at the same time
+    yield s
+    s.close()
+
+
+def test_two_devices_converge_through_the_server(server: Server, make_replica: ReplicaFactory) -> None:
+    station, phone = make_replica("station"), make_replica("phone")
+    ts, tp = server.enroll("station"), server.enroll("phone")
+    t = station.tickets.submit(title="Septic tank blocked", kind="repair", grid=GRID)
+    phone.residents.register(name="Old Wang", grid=GRID)
+
+    first = station.sync(URL, token=ts, client=server.client)
+    assert (first.pushed, first.pulled, first.unsent) == (1, 0, 0)
+    second = phone.sync(URL, token=tp, client=server.client)
+    assert (second.pushed, second.pulled) == (1, 1)
+    station.sync(URL, token=ts, client=server.client)
+
+    assert phone.tickets.get(t.id).title == "Septic tank blocked"
+    assert station.state_digest() == phone.state_digest()
+    again = phone.sync(URL, token=tp, client=server.client)
+    assert (again.pushed, again.pulled, again.already_held) == (0, 0, 0)
+
+
+def test_concurrent_edits_meet_on_the_server_as_a_conflict(server: Server, make_replica: ReplicaFactory) -> None:
+    a, b = make_replica("a"), make_replica("b")
+    ta, tb = server.enroll("a"), server.enroll("b")
+    t = a.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    a.sync(URL, token=ta, client=server.client)
+    b.sync(URL, token=tb, client=server.client)
+    a.tickets.edit(t.id, title="Leak on floor 3")
+    b.tickets.edit(t.id, title="Leak in the basement")
+    for r, tok in ((a, ta), (b, tb), (a, ta)):
+        r.sync(URL, token=tok, client=server.client)
+    [conflict] = a.conflicts()
+    assert {v.value for v in conflict.values} == {"Leak on floor 3", "Leak in the basement"}
+    a.resolve(conflict, "Leak on floor 3")
+    a.sync(URL, token=ta, client=server.client)
+    b.sync(URL, token=tb, client=server.client)
+    assert b.conflicts() == [] and a.state_digest() == b.state_digest()
+
+
+def test_a_link_cut_at_every_batch_boundary_loses_and_doubles_nothing(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    rng = random.Random(3)
+    devices = [make_replica(f"d{i}") for i in range(3)]
+    tokens = [server.enroll(f"d{i}") for i in range(3)]
+    for d in devices:
+        random_work(d, rng, 40)
+    made = set().union(*(all_ops(d) for d in devices))
+    cuts = 0
+    for _ in range(60):  # keep syncing over a link that drops half the answers, until nothing is left to move
+        for d, tok in zip(devices, tokens, strict=True):
+            client, transport = server.flaky(rng, cut=0.5)
+            with client, contextlib.suppress(SyncError):
+                d.sync(URL, token=tok, push_batch=5, pull_batch=7, retries=0, client=client)
+            cuts += transport.cuts
+        if all(all_ops(d) == made and d.unsent_count() == 0 for d in devices):
+            break
+    assert cuts > 10
+    assert len({d.state_digest() for d in devices}) == 1
+    assert all(all_ops(d) == made for d in devices)
+
+
+def test_a_cut_pull_resumes_from_its_last_committed_batch(server: Server, make_replica: ReplicaFactory) -> None:
+    src, dst = make_replica("src"), make_replica("dst")
+    ts, td = server.enroll("src"), server.enroll("dst")
+    with src.batch():
+        for i in range(60):
+            src.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    src.sync(URL, token=ts, client=server.client)
+
+    class CutAfter(httpx.BaseTransport):
+        """Lets ``n`` requests through, then the link is gone."""
+
+        def __init__(self, inner: httpx.BaseTransport, n: int) -> None:
+            self.inner, self.left = inner, n
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if self.left == 0:
+                raise httpx.ConnectError("no signal (test)", request=request)
+            self.left -= 1
+            return self.inner.handle_request(request)
+
+    pulls: list[int] = []
+    link = httpx.Client(transport=CutAfter(server.client._transport, 3), base_url=URL)  # 3 pulls, then gone
+    with link as client, pytest.raises(SyncError, match="Cannot reach the sync server"):
+        dst.sync(URL, token=td, pull_batch=10, retries=0, client=client, progress=lambda p: pulls.append(p.done))
+    assert dst.op_count() == 30 == pulls[-1]
+    rest = dst.sync(URL, token=td, pull_batch=10, client=server.client)
+    assert rest.pulled == 30  # the 30 already committed were not fetched again
+    assert dst.state_digest() == src.state_digest()
+
+
+def test_refused_ops_are_kept_with_the_reason_and_do_not_block_the_rest(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    courier, station = make_replica("courier"), make_replica("station")
+    tc = server.enroll("courier", role="courier", grids=[GRID])
+    ts = server.enroll("station")
+    ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)
+    parcel = courier.parcels.register(code="P-7", grid=GRID)
+    courier.parcels.hop(parcel.id, "picked_up")
+
+    result = courier.sync(URL, token=tc, client=server.client)
+    assert [r.record for r in result.refused] == [ticket.id]
+    assert result.refused[0].code == "forbidden" and "courier" in result.refused[0].reason
+    assert result.pushed == 2 and result.unsent == 0
+    assert [r.op for r in courier.refusals()] == [r.op for r in result.refused]
+    assert courier.tickets.get(ticket.id).title == "Not a courier's job"  # kept on the device
+
+    station.sync(URL, token=ts, client=server.client)
+    assert station.parcels.get(parcel.id).stage == "picked_up"
+    with pytest.raises(Exception, match=ticket.id):
+        station.tickets.get(ticket.id)
+
+    assert courier.sync(URL, token=tc, client=server.client).refused == []  # not pushed again by itself
+    assert courier.retry_refused() == 1
+    again = courier.sync(URL, token=tc, client=server.client)
+    assert [r.record for r in again.refused] == [ticket.id]  # the server's answer is the same
+
+
+def test_a_revoked_or_unknown_token_is_refused_and_nothing_is_lost(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    phone = make_replica("phone")
+    token = server.enroll("phone")
+    phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    with pytest.raises(ServerRefusedError) as unknown:
+        phone.sync(URL, token="not-a-token", client=server.client)
+    assert unknown.value.status == 401
+    from caresync_server.settings import Settings
+    from caresync_server.storage import Storage
+
+    storage = Storage(Settings(database_url=server.database_url))
+    storage.revoke("phone")
+    storage.close()
+    with pytest.raises(ServerRefusedError) as revoked:
+        phone.sync(URL, token=token, client=server.client)
+    assert revoked.value.server_code == "revoked" and revoked.value.status == 403
+    assert phone.unsent_count() == 1
+
+
+def test_an_unreachable_server_is_a_sync_error_after_the_retries(make_replica: ReplicaFactory) -> None:
+    from tests.netsync_support import free_port
+
+    phone = make_replica("phone")
+    phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    with pytest.raises(SyncError, match="work is kept on this device"):
+        phone.sync(f"http://127.0.0.1:{free_port()}", token="t", retries=2, backoff_s=0.01)
+    assert phone.unsent_count() == 1
+
+
+def test_a_device_clock_years_off_is_corrected_by_the_server(tmp_path: Path, make_replica: ReplicaFactory) -> None:
+    server_clock = FakeClock()
+    server = Server(tmp_path / "server.db", now_ms=server_clock)
+    try:
+        ahead = make_replica("ahead", clock=FakeClock(server_clock() + 3 * DAY))
+        behind = make_replica("behind", clock=FakeClock(server_clock() - 730 * DAY))
+        ta, tb = server.enroll("ahead"), server.enroll("behind")
+        a = ahead.sync(URL, token=ta, client=server.client)
+        b = behind.sync(URL, token=tb, client=server.client)
+        assert a.clock_offset_ms is not None and abs(a.clock_offset_ms + 3 * DAY) < 5_000
+        assert b.clock_offset_ms is not None and abs(b.clock_offset_ms - 730 * DAY) < 5_000
+        for r in (ahead, behind):
+            t = r.tickets.submit(title="Stamped right", kind="repair", grid=GRID)
+            assert abs(r.tickets.get(t.id).submitted_at.timestamp() * 1000 - server_clock()) < 5_000
+    finally:
+        server.close()
+
+
+def test_progress_reports_both_phases(server: Server, make_replica: ReplicaFactory) -> None:
+    a, b = make_replica("a"), make_replica("b")
+    ta, tb = server.enroll("a"), server.enroll("b")
+    with a.batch():
+        for i in range(12):
+            a.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    seen: list[SyncProgress] = []
+    a.sync(URL, token=ta, client=server.client, push_batch=5, progress=seen.append)
+    assert [(p.phase, p.done, p.total) for p in seen if p.phase == "push"] == [
+        ("push", 5, 12),
+        ("push", 10, 12),
+        ("push", 12, 12),
+    ]
+    seen.clear()
+    b.sync(URL, token=tb, client=server.client, pull_batch=5, progress=seen.append)
+    assert [p.done for p in seen if p.phase == "pull"][-1] == 12
+
+
+def test_ops_relayed_from_another_replica_reach_the_server(server: Server, make_replica: ReplicaFactory) -> None:
+    """A device out of coverage hands its work to one that syncs (``sync_with``); the server gets it."""
+    offline, carrier, station = make_replica("offline"), make_replica("carrier"), make_replica("station")
+    offline.sync(URL, token=server.enroll("offline"), client=server.client)  # set up at the station, then away
+    tc, ts = server.enroll("carrier"), server.enroll("station")
+    t = offline.tickets.submit(title="Written where there is no signal", kind="repair", grid=GRID)
+    carrier.sync_with(offline)
+    carrier.sync(URL, token=tc, client=server.client)
+    station.sync(URL, token=ts, client=server.client)
+    assert station.tickets.get(t.id).title == "Written where there is no signal"
