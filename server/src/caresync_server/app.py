@@ -1,0 +1,616 @@
+"""The HTTP app: ``create_app(settings)`` builds it; the routes are thin, the rules live in
+:mod:`caresync_server.admission` and :mod:`caresync_server.storage`.
+
+Every error, from every endpoint, is answered with one JSON envelope (:class:`~.protocol.ErrorEnvelope`); the
+handlers that turn exceptions into it are all in this module. Bad input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from caresync.errors import InvalidInputError, InvalidOpError
+from caresync.ops import FORMAT_VERSION, OpDict, validate_ops
+from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError as PydanticValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .admission import Verdict, body_text
+from .errors import STATUS, ApiError, DatabaseError, ErrorCode, ErrorDetail
+from .protocol import (
+    PROTOCOL_VERSION,
+    ErrorEnvelope,
+    Health,
+    Info,
+    Limits,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+)
+from .settings import Settings
+from .storage import Device, PullPage, Storage, check_replica, system_time_ms
+
+__all__ = ["app_from_env", "create_app"]
+
+log = logging.getLogger("caresync_server")
+
+_JSON = "application/json"
+_MAX_INT = 2**63 - 1
+_RETRY_AFTER = {"Retry-After": "5"}
+_DESCRIPTION = """\
+The caresync sync server, protocol v1. Devices push the ops they made (and ops they relay) and pull the ops
+of their scope, following a cursor. See docs/protocol.md in the caresync repository for the full contract:
+cursor semantics, idempotence, acknowledged ranges, waiting and refused ops, clock offsets, every error code.
+
+Op batches travel as JSON or in the compact form `application/x-caresync-batch` (defined by `caresync.wire`).
+Every request except `/healthz` and `/v1/info` carries `Authorization: Bearer <device token>`.
+"""
+
+
+@dataclass(frozen=True)
+class _Context:
+    settings: Settings
+    storage: Storage
+    now_ms: Callable[[], int]
+
+
+def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms) -> FastAPI:
+    """The sync server as an ASGI app.
+
+    The database is not touched until the app starts (its lifespan creates the tables if they are missing)
+    or serves a request, so an app over a database that is down still starts, and ``/healthz`` says so.
+
+    Args:
+        settings: the database and the limits.
+        now_ms: the server's wall clock (tests pass their own).
+    """
+    storage = Storage(settings, now_ms=now_ms)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(storage.ensure_schema, create=True)
+        except DatabaseError as exc:
+            log.warning("starting without a usable database: %s", exc)
+        yield
+        storage.close()
+
+    app = FastAPI(
+        title="caresync sync server",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.caresync = _Context(settings, storage, now_ms)
+    app.include_router(_router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DatabaseError, _database_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app with settings from ``CARESYNC_*`` variables: the factory ``caresync-server serve --workers N``
+    gives uvicorn, whose worker processes build their own app."""
+    return create_app(Settings.from_env())
+
+
+# --- dependencies --------------------------------------------------------------------------------------------
+
+
+def _context(request: Request) -> _Context:
+    return cast(_Context, request.app.state.caresync)
+
+
+_bearer = HTTPBearer(auto_error=False, description="The device token `caresync-server enroll` printed.")
+ContextDep = Annotated[_Context, Depends(_context)]
+
+
+def _device(ctx: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Device:
+    if credentials is None:
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED,
+            "This request carries no device token (Authorization: Bearer <token>). Ask the station to enrol the "
+            "device and use the token it prints.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return ctx.storage.authenticate(credentials.credentials)
+
+
+DeviceDep = Annotated[Device, Depends(_device)]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorEnvelope, "description": _STATUS_TEXT[status]} for status in statuses}
+
+
+_STATUS_TEXT = {
+    400: "Malformed body (`invalid_json`, `invalid_encoding`) or cursor (`invalid_cursor`).",
+    401: "No token, or a token no device has (`unauthorized`).",
+    403: "The device was revoked (`revoked`), or the token belongs to another replica (`replica_mismatch`).",
+    409: "The batch reuses an op's identity (`op_fork`) or skips the device's next seq (`seq_gap`).",
+    413: "Too many ops or too many bytes (`batch_too_large`).",
+    415: "A content type or encoding the server does not read (`unsupported_media_type`).",
+    422: "Envelope fields wrong (`invalid_request`), ops invalid (`invalid_ops`) or of a kind this server "
+    "does not know (`unknown_kind`).",
+    503: "The database does not answer (`unavailable`); try again later.",
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+_router = APIRouter()
+
+
+# --- routes --------------------------------------------------------------------------------------------------
+
+
+@_router.post(
+    "/v1/push",
+    response_model=PushResponse,
+    responses=_errors(400, 401, 403, 409, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/PushRequest"}}, MEDIA_TYPE: _BINARY},
+        }
+    },
+    summary="Push a batch of ops",
+)
+async def push(request: Request, ctx: ContextDep, device: DeviceDep) -> Response:
+    """Stores the ops of a batch (idempotent by `(origin, seq)`); answers what became of each."""
+    body = await request.body()
+    answer = await run_in_threadpool(_push, ctx, device, request.headers, body)
+    return Response(answer, media_type=_JSON)
+
+
+@_router.post(
+    "/v1/pull",
+    response_model=PullResponse,
+    responses={200: {"content": {MEDIA_TYPE: _BINARY}}, **_errors(400, 401, 403, 413, 422, 503)},
+    summary="Pull the next ops of the device's scope",
+)
+def pull(body: PullRequest, request: Request, ctx: ContextDep, device: DeviceDep) -> Response:
+    """The ops after `cursor` the device may see, in cursor order; compact when `Accept` names the compact form."""
+    after = _parse_cursor(body.cursor)
+    now = ctx.now_ms()
+    offset = now - body.time_ms
+    limit = min(body.limit, ctx.settings.max_pull_limit)
+    page = ctx.storage.pull(device.id, body.replica, after, limit, offset, now)
+    if _accepts(request.headers.get("accept", ""), MEDIA_TYPE):
+        envelope = {
+            "ops": [_op_dict(row) for row in page.rows],
+            "cursor": str(page.cursor),
+            "more": page.more,
+            "server_time_ms": now,
+            "clock_offset_ms": offset,
+        }
+        return Response(encode_envelope(envelope), media_type=MEDIA_TYPE)
+    return _json_answer(_pull_json(page, now, offset), request)
+
+
+@_router.get(
+    "/healthz",
+    response_model=Health,
+    responses=_errors(503),
+    summary="Whether the server can serve",
+)
+def healthz(ctx: ContextDep) -> Health:
+    """200 when the database answers and has this server's tables; 503 otherwise."""
+    version = ctx.storage.ping()
+    return Health(status="ok", version=__version__, database=ctx.settings.dialect, schema_version=version)
+
+
+@_router.get("/v1/info", response_model=Info, summary="The server, its protocol and its limits")
+def info(ctx: ContextDep) -> Info:
+    """Needs no token."""
+    return Info(
+        server="caresync-server",
+        version=__version__,
+        protocol_version=PROTOCOL_VERSION,
+        media_types=[_JSON, MEDIA_TYPE],
+        limits=Limits(
+            max_batch_ops=ctx.settings.max_batch_ops,
+            max_body_bytes=ctx.settings.max_body_bytes,
+            max_pull_limit=ctx.settings.max_pull_limit,
+        ),
+    )
+
+
+# --- push ----------------------------------------------------------------------------------------------------
+
+
+def _push(ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes) -> bytes:
+    now = ctx.now_ms()
+    envelope = _decode(headers.get("content-type", ""), headers.get("content-encoding", ""), body, ctx.settings)
+    request, raw_ops = _push_request(envelope)
+    check_replica(device, request.replica)  # before the ops are looked at; checked again when storing
+    if len(raw_ops) > ctx.settings.max_batch_ops:
+        raise ApiError(
+            ErrorCode.BATCH_TOO_LARGE,
+            f"A push may carry at most {ctx.settings.max_batch_ops} ops; this one carries {len(raw_ops)}. Send "
+            "them in smaller batches.",
+            [{"field": "ops", "problem": f"{len(raw_ops)} ops, more than {ctx.settings.max_batch_ops}"}],
+        )
+    ops = _validated(raw_ops)
+    offset = now - request.time_ms
+    verdict = ctx.storage.push(
+        device.id,
+        request.replica,
+        ops,
+        {"pending": request.pending, "oldest_unsent_ms": request.oldest_unsent_ms, "clock_offset_ms": offset},
+        now,
+    )
+    return json.dumps(_push_answer(verdict, now, offset), ensure_ascii=False).encode()
+
+
+def _decode(content_type: str, encoding: str, body: bytes, settings: Settings) -> Any:
+    """The envelope a push body holds, as plain Python values."""
+    encoding = encoding.strip().lower()
+    if encoding == "gzip":
+        body = _gunzip(body, settings.max_body_bytes * 8)
+    elif encoding not in ("", "identity"):
+        raise ApiError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"The server cannot read a body sent with Content-Encoding {encoding}; send it as is or gzipped.",
+            [{"field": "Content-Encoding", "problem": f"{encoding} is not gzip or identity"}],
+        )
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == MEDIA_TYPE:
+        try:
+            return decode_envelope(body)
+        except InvalidInputError as exc:
+            raise ApiError(
+                ErrorCode.INVALID_ENCODING,
+                f"The batch cannot be read: {exc.message}. Nothing was stored.",
+                [{"field": field, "problem": problem} for field, problem in exc.problems],
+            ) from exc
+    if media in ("", _JSON) or media.endswith("+json"):
+        return _parse_json(body)
+    raise ApiError(
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        f"The server reads batches as {_JSON} or {MEDIA_TYPE}, not {media}.",
+        [{"field": "Content-Type", "problem": f"{media} is not {_JSON} or {MEDIA_TYPE}"}],
+    )
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = unpacker.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(
+            ErrorCode.INVALID_ENCODING,
+            "The body is not valid gzip; nothing was stored.",
+            [{"field": "body", "problem": str(exc)}],
+        ) from exc
+    if len(data) > limit or unpacker.unconsumed_tail:
+        raise ApiError(
+            ErrorCode.BATCH_TOO_LARGE,
+            f"The body unpacks to more than {limit} bytes; send smaller batches.",
+            [{"field": "body", "problem": f"more than {limit} bytes once unpacked"}],
+        )
+    if not unpacker.eof:
+        raise ApiError(
+            ErrorCode.INVALID_ENCODING,
+            "The gzipped body is cut short; nothing was stored.",
+            [{"field": "body", "problem": "the gzip stream ends early"}],
+        )
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        problem = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ApiError(
+            ErrorCode.INVALID_JSON,
+            "The body is not valid JSON; nothing was stored.",
+            [{"field": "body", "problem": problem}],
+        ) from None
+
+
+def _push_request(envelope: Any) -> tuple[PushRequest, list[Any]]:
+    """The envelope's fields, checked, and its ops as sent (they are checked by validate_ops)."""
+    if not isinstance(envelope, dict):
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            "A push must be a JSON object with replica, time_ms and ops.",
+            [{"field": "body", "problem": f"got {type(envelope).__name__}"}],
+        )
+    problems: list[ErrorDetail] = []
+    raw_ops = envelope.get("ops")
+    if not isinstance(raw_ops, list):
+        problems.append({"field": "ops", "problem": "must be a list of ops" if "ops" in envelope else "missing"})
+    try:
+        request = PushRequest.model_validate({**envelope, "ops": []})
+    except PydanticValidationError as exc:
+        problems.extend(_pydantic_details(exc))
+        request = None
+    if problems or request is None or not isinstance(raw_ops, list):
+        raise ApiError(ErrorCode.INVALID_REQUEST, _invalid_message(problems), problems)
+    return request, raw_ops
+
+
+def _validated(raw_ops: list[Any]) -> list[OpDict]:
+    try:
+        known, deferred = validate_ops(raw_ops)
+    except InvalidOpError as exc:
+        raise ApiError(
+            ErrorCode.INVALID_OPS,
+            f"{exc.message}; nothing of the batch was stored. The device that made these ops runs broken "
+            "software or was tampered with.",
+            [{"field": field, "problem": problem} for field, problem in exc.problems],
+        ) from exc
+    if deferred:
+        kinds = sorted({f"{op['kind']} v{op['v']}" for op in deferred})
+        raise ApiError(
+            ErrorCode.UNKNOWN_KIND,
+            f"This server does not know the op kinds {', '.join(kinds)} (it reads op format {FORMAT_VERSION}): the "
+            "device runs a newer caresync. Upgrade the server; the device keeps the ops until then.",
+            [
+                {
+                    "field": "kind",
+                    "problem": f"{op['kind']} v{op['v']} is not known",
+                    "op": f"{op['origin']}:{op['seq']}",
+                }
+                for op in deferred[:10]
+            ],
+        )
+    problems: list[ErrorDetail] = []
+    for i, op in enumerate(known):
+        label = f"op #{i} ({op['kind']} {op['origin']}:{op['seq']})"
+        if op["at"] > _MAX_INT:
+            problems.append({"field": f"{label} at", "problem": "is beyond any date"})
+        if "\x00" in op["actor"]:
+            problems.append({"field": f"{label} actor", "problem": "holds a NUL character"})
+        try:
+            op["actor"].encode()
+            body_text(op["body"]).encode()
+        except UnicodeEncodeError:
+            problems.append({"field": label, "problem": "holds text that is not valid Unicode"})
+        if len(problems) >= 10:
+            break
+    if problems:
+        raise ApiError(
+            ErrorCode.INVALID_OPS,
+            "Refused a batch of ops; nothing of it was stored.",
+            problems,
+        )
+    return known
+
+
+def _push_answer(verdict: Verdict, now: int, offset: int) -> dict[str, Any]:
+    refused = [
+        {"op": f"{op['origin']}:{op['seq']}", "code": code, "reason": reason} for op, code, reason in verdict.refused
+    ]
+    refused += [
+        {"op": f"{origin}:{seq}", "code": code, "reason": reason} for (origin, seq), code, reason in verdict.repeated
+    ]
+    return {
+        "stored": len(verdict.admitted),
+        "duplicates": verdict.duplicates,
+        "acked": [list(r) for r in verdict.acked()],
+        "refused": refused,
+        "waiting": [{"op": f"{origin}:{seq}", "reason": reason} for (origin, seq), reason in verdict.waiting],
+        "server_time_ms": now,
+        "clock_offset_ms": offset,
+    }
+
+
+# --- pull ----------------------------------------------------------------------------------------------------
+
+
+def _parse_cursor(cursor: str) -> int:
+    if cursor == "":
+        return 0
+    if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and int(cursor) <= _MAX_INT:
+        return int(cursor)
+    raise ApiError(
+        ErrorCode.INVALID_CURSOR,
+        "The cursor is not one this server gave; send the cursor of the last pull answer, or an empty one to "
+        "start over.",
+        [{"field": "cursor", "problem": f"{cursor[:40]!r} is not a cursor of this server"}],
+    )
+
+
+def _accepts(accept: str, media: str) -> bool:
+    """True when an Accept header names ``media`` with a quality above zero."""
+    for part in accept.split(","):
+        name, *params = (p.strip() for p in part.split(";"))
+        if name.lower() != media:
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+def _op_dict(row: tuple[Any, ...]) -> OpDict:
+    origin, seq, hlc, eid, kind, v, actor, at, body = row
+    return {
+        "v": v,
+        "kind": kind,
+        "origin": origin,
+        "seq": seq,
+        "hlc": hlc,
+        "eid": eid,
+        "actor": actor,
+        "at": at,
+        "body": json.loads(body),
+    }
+
+
+def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
+    """The JSON answer, with each stored body spliced in as it is (it is stored as canonical JSON text)."""
+    parts = []
+    for origin, seq, hlc, eid, kind, v, actor, at, body in page.rows:
+        # origin, eid and kind passed validation: hex, [A-Za-z0-9._:-] and a known kind, nothing to escape
+        parts.append(
+            f'{{"v":{v},"kind":"{kind}","origin":"{origin}","seq":{seq},"hlc":{hlc},"eid":"{eid}",'
+            f'"actor":{json.dumps(actor, ensure_ascii=False)},"at":{at},"body":{body}}}'
+        )
+    more = "true" if page.more else "false"
+    return (
+        f'{{"ops":[{",".join(parts)}],"cursor":"{page.cursor}","more":{more},'
+        f'"server_time_ms":{now},"clock_offset_ms":{offset}}}'
+    ).encode()
+
+
+def _json_answer(data: bytes, request: Request) -> Response:
+    """A JSON answer, gzipped when the client accepts it and it is worth it."""
+    if len(data) > 1024 and _accepts(request.headers.get("accept-encoding", ""), "gzip"):
+        return Response(
+            gzip.compress(data, compresslevel=5),
+            media_type=_JSON,
+            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+        )
+    return Response(data, media_type=_JSON, headers={"Vary": "Accept-Encoding"})
+
+
+# --- errors --------------------------------------------------------------------------------------------------
+
+
+def _envelope(status: int, code: ErrorCode, message: str, details: list[ErrorDetail], **headers: str) -> JSONResponse:
+    body = {"error": {"code": code.value, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _pydantic_details(exc: PydanticValidationError | RequestValidationError) -> list[ErrorDetail]:
+    details: list[ErrorDetail] = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        details.append({"field": ".".join(loc) or "body", "problem": str(error.get("msg", "is not valid"))})
+    return details[:20]
+
+
+def _invalid_message(details: list[ErrorDetail]) -> str:
+    named = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:3])
+    return f"The request's fields are not valid ({named}); nothing was stored."
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    error = cast(ApiError, exc)
+    return _envelope(error.status, error.code, error.message, error.details, **error.headers)
+
+
+async def _database_error(_request: Request, exc: Exception) -> Response:
+    log.error("database error: %s", exc)
+    return _envelope(503, ErrorCode.UNAVAILABLE, str(exc), [], **_RETRY_AFTER)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    error = cast(RequestValidationError, exc)
+    if any(e.get("type") == "json_invalid" for e in error.errors()):
+        return _envelope(
+            400,
+            ErrorCode.INVALID_JSON,
+            "The body is not valid JSON; nothing was done.",
+            [{"field": "body", "problem": "not valid JSON"}],
+        )
+    details = _pydantic_details(error)
+    return _envelope(422, ErrorCode.INVALID_REQUEST, _invalid_message(details), details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    error = cast(StarletteHTTPException, exc)
+    headers = dict(error.headers or {})
+    if error.status_code == 404:
+        message = f"There is no {request.url.path} on this server; /openapi.json lists the endpoints."
+        return _envelope(404, ErrorCode.NOT_FOUND, message, [], **headers)
+    if error.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {headers.get('allow', '-')})."
+        return _envelope(405, ErrorCode.METHOD_NOT_ALLOWED, message, [], **headers)
+    if error.status_code == 413:
+        return _envelope(413, ErrorCode.BATCH_TOO_LARGE, str(error.detail), [], **headers)
+    code = ErrorCode.INVALID_REQUEST if error.status_code < 500 else ErrorCode.INTERNAL
+    return _envelope(error.status_code, code, str(error.detail), [], **headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+    return _envelope(
+        STATUS[ErrorCode.INTERNAL],
+        ErrorCode.INTERNAL,
+        "The server failed on this request; nothing of it was stored. Tell the station; the device keeps its "
+        "work and can sync again.",
+        [],
+    )
+
+
+class _BodyLimit:
+    """Refuses request bodies over ``max_bytes``: by their Content-Length at once, or as they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> str:
+        return f"A request may carry at most {self.max_bytes} bytes; send fewer ops per batch (see /v1/info)."
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = _envelope(413, ErrorCode.BATCH_TOO_LARGE, self._message(), [])
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the push request body (the route reads it itself: it may be compact)."""
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    push_body = PushRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in push_body.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["PushRequest"] = push_body
+    return schema

@@ -1,0 +1,278 @@
+"""The ``caresync-server`` command: run the server, and the station's admin commands.
+
+Each command builds the settings, calls one storage method, and renders the result. Every error a user can
+meet is a :class:`~caresync_server.errors.ServerError`, shown as one line with exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import uvicorn
+from caresync import Role
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .app import create_app
+from .errors import ServerError
+from .settings import ENV_PREFIX, Settings
+from .storage import DeviceHealth, Storage, system_time_ms
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Commands(click.Group):
+    """Turns the server's errors into one clean line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ServerError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Commands)
+@click.version_option(__version__, prog_name="caresync-server")
+def main() -> None:
+    """caresync-server: the sync server of caresync devices, and the station's admin commands.
+
+    Every command works on the database named by --database-url (or CARESYNC_DATABASE_URL): by default the
+    SQLite file caresync-server.db in the current folder.
+    """
+
+
+def _database_options(command: F) -> F:
+    command = click.option(
+        "--database-schema",
+        envvar=ENV_PREFIX + "DATABASE_SCHEMA",
+        show_envvar=True,
+        help="PostgreSQL only: keep the server's tables in this schema.",
+    )(command)
+    command = click.option(
+        "--database-url",
+        envvar=ENV_PREFIX + "DATABASE_URL",
+        show_envvar=True,
+        help="sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/dbname "
+        "[default: sqlite:///caresync-server.db].",
+    )(command)
+    return command
+
+
+def _storage(database_url: str | None, database_schema: str | None) -> Storage:
+    return Storage(Settings.from_env(database_url=database_url, database_schema=database_schema))
+
+
+@main.command()
+@_database_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8000, type=click.IntRange(1, 65535), show_default=True, help="The port.")
+@click.option("--workers", default=1, type=click.IntRange(1, 64), show_default=True, help="Server processes to run.")
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    show_default=True,
+)
+def serve(
+    database_url: str | None, database_schema: str | None, host: str, port: int, workers: int, log_level: str
+) -> None:
+    """Runs the sync server (creating its tables if the database has none)."""
+    settings = Settings.from_env(database_url=database_url, database_schema=database_schema)
+    storage = Storage(settings)
+    try:
+        version = storage.ensure_schema(create=True)
+    finally:
+        storage.close()
+    click.echo(
+        f"caresync-server {__version__}: database {settings.safe_database_url()} (schema version {version}), "
+        f"listening on http://{host}:{port} with {workers} process(es)"
+    )
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    # Worker processes build their own app: they read the settings from the environment they inherit.
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[ENV_PREFIX + name.upper()] = str(value)
+    uvicorn.run(
+        "caresync_server.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level
+    )
+
+
+@main.command()
+@_database_options
+def init(database_url: str | None, database_schema: str | None) -> None:
+    """Creates the server's tables (does nothing if they exist)."""
+    storage = _storage(database_url, database_schema)
+    try:
+        version = storage.ensure_schema(create=True)
+    finally:
+        storage.close()
+    click.echo(f"Database ready: {storage.settings.safe_database_url()} (schema version {version}).")
+
+
+@main.command()
+@_database_options
+@click.option("--name", required=True, help="A name the station will recognise, for example phone-grid-li.")
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]), help="What the device does.")
+@click.option(
+    "--grid",
+    "grids",
+    required=True,
+    multiple=True,
+    help='A grid the device works in (repeat for several); "" for everywhere.',
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the device and its token as JSON.")
+def enroll(
+    database_url: str | None,
+    database_schema: str | None,
+    name: str,
+    role: str,
+    grids: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Enrols a device and prints its token, once: the server keeps only a hash of it."""
+    storage = _storage(database_url, database_schema)
+    try:
+        storage.ensure_schema(create=False)
+        device, token = storage.enroll(name, role, grids)
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(json.dumps({**_device_json(device), "token": token}, ensure_ascii=False))
+        return
+    click.echo(f"Enrolled device {device.name} (id {device.id}): {device.role} in {_grids(device.grids)}.")
+    click.echo("Its token, shown only this once (the server keeps only a hash of it):")
+    click.echo("")
+    click.echo(f"    {token}")
+    click.echo("")
+    click.echo("Set it up on the device, for example: replica.sync(server_url, token=...).")
+
+
+@main.command()
+@_database_options
+@click.argument("device")
+def revoke(database_url: str | None, database_schema: str | None, device: str) -> None:
+    """Revokes DEVICE (a name, or an id): its token stops working at once."""
+    storage = _storage(database_url, database_schema)
+    try:
+        storage.ensure_schema(create=False)
+        before = {d.id: d.revoked_at for d in storage.devices()}
+        revoked = storage.revoke(device)
+    finally:
+        storage.close()
+    if before.get(revoked.id) is not None:
+        click.echo(f"Device {revoked.name} (id {revoked.id}) was already revoked on {_date(revoked.revoked_at)}.")
+    else:
+        click.echo(f"Revoked device {revoked.name} (id {revoked.id}); its token no longer works.")
+
+
+@main.command()
+@_database_options
+@click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
+def devices(database_url: str | None, database_schema: str | None, as_json: bool) -> None:
+    """Lists the enrolled devices and their health: last sync, ops pending, clock offset, refusals."""
+    storage = _storage(database_url, database_schema)
+    try:
+        storage.ensure_schema(create=False)
+        found = storage.devices()
+    finally:
+        storage.close()
+    if as_json:
+        click.echo(json.dumps([_device_json(d) for d in found], ensure_ascii=False, indent=2))
+        return
+    if not found:
+        click.echo("No devices are enrolled yet: caresync-server enroll --name ... --role ... --grid ...")
+        return
+    now = system_time_ms()
+    table = Table(title="Devices")
+    for heading in ("id", "name", "role", "grids", "replica", "last sync", "pending", "oldest unsent", "clock"):
+        table.add_column(heading)
+    table.add_column("refusals", justify="right")
+    table.add_column("revoked")
+    for d in found:
+        table.add_row(
+            str(d.id),
+            d.name,
+            d.role,
+            _grids(d.grids),
+            d.replica_id or "not synced yet",
+            _ago(d.last_sync_at, now),
+            "-" if d.pending is None else str(d.pending),
+            "-" if d.oldest_unsent_ms is None else _ago(d.oldest_unsent_ms, now),
+            _clock(d.clock_offset_ms),
+            str(d.refusals),
+            _date(d.revoked_at) if d.revoked_at is not None else "",
+        )
+    console = Console()
+    if not console.is_terminal:  # piped or captured: no terminal width to fit, so do not squeeze the table
+        console = Console(width=200)
+    console.print(table)
+
+
+def _device_json(d: DeviceHealth) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.name,
+        "role": d.role,
+        "grids": list(d.grids),
+        "replica_id": d.replica_id,
+        "created_at_ms": d.created_at,
+        "revoked_at_ms": d.revoked_at,
+        "last_sync_at_ms": d.last_sync_at,
+        "pending": d.pending,
+        "oldest_unsent_ms": d.oldest_unsent_ms,
+        "clock_offset_ms": d.clock_offset_ms,
+        "refusals": d.refusals,
+    }
+
+
+def _grids(grids: tuple[str, ...]) -> str:
+    return ", ".join(g or "everywhere" for g in grids)
+
+
+def _date(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _span(ms: int) -> str:
+    """A length of time in the unit that reads best."""
+    ms = abs(ms)
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 3_600_000:
+        return f"{ms // 60_000} min"
+    if ms < 86_400_000:
+        return f"{ms / 3_600_000:.1f} h"
+    return f"{ms / 86_400_000:.1f} d"
+
+
+def _ago(ms: int | None, now: int) -> str:
+    if ms is None:
+        return "never"
+    return f"{_span(now - ms)} ago" if now >= ms else f"in {_span(ms - now)}"
+
+
+def _clock(offset_ms: int | None) -> str:
+    """The device's clock error as the server saw it (offset = server time minus device time)."""
+    if offset_ms is None:
+        return "-"
+    if abs(offset_ms) < 1000:
+        return "ok"
+    return f"{_span(offset_ms)} {'behind' if offset_ms > 0 else 'ahead'}"
+
+
+if __name__ == "__main__":  # python -m caresync_server.cli
+    main()

@@ -1,0 +1,165 @@
+"""Protocol v1: the envelopes devices and the server exchange, as pydantic models.
+
+These models are the contract published at ``/openapi.json`` and described in docs/protocol.md. Requests'
+envelope fields are checked with them (strictly: a number must be a JSON number, a string a JSON string); the
+ops inside a push are checked by :func:`caresync.ops.validate_ops`, the library's own rules, not by
+:class:`Op`, which documents their shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from .errors import ErrorCode, ErrorDetail
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "Health",
+    "Info",
+    "Limits",
+    "Op",
+    "PullRequest",
+    "PullResponse",
+    "PushRequest",
+    "PushResponse",
+    "Refusal",
+    "RefusalCode",
+    "Waiting",
+]
+
+#: The protocol this server speaks; its endpoints live under ``/v1``.
+PROTOCOL_VERSION = 1
+
+_MAX_INT = 2**63 - 1
+ReplicaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+Millis = Annotated[int, Field(ge=0, le=_MAX_INT)]
+Count = Annotated[int, Field(ge=0, le=_MAX_INT)]
+RefusalCode = Literal["forbidden", "depends_on_refused", "origin_revoked", "wrong_record"]
+
+_REQUEST = ConfigDict(strict=True, extra="ignore")  # unknown members are ignored: newer clients may add some
+
+
+class Op(BaseModel):
+    """An op as it travels: see the library's docs/concepts.md (section 1) for every kind and body."""
+
+    v: int = Field(description="The op format version (1).")
+    kind: str = Field(description="`<record type>.<action>`, for example `ticket.set`.", examples=["ticket.set"])
+    origin: ReplicaId = Field(description="The replica (device) that made the op.")
+    seq: int = Field(description="That replica's gap-free counter: (origin, seq) is the op's identity.")
+    hlc: int = Field(description="Hybrid-logical-clock stamp: wall milliseconds << 20 | a counter.")
+    eid: str = Field(description="The record the op is about, for example `T-<origin>-<seq>`.")
+    actor: str = Field(description="Who made the change.")
+    at: int = Field(description="When, by the device's corrected wall clock (milliseconds since 1970).")
+    body: dict[str, Any] = Field(description="The kind's body.")
+
+
+class PushRequest(BaseModel):
+    """``POST /v1/push``: a batch of ops from the device's outbox (its own, and others' it relays)."""
+
+    model_config = _REQUEST
+
+    replica: ReplicaId = Field(description="The pushing device's replica id; bound to its token on first use.")
+    time_ms: Millis = Field(description="The device's wall clock now (uncorrected), for its clock offset.")
+    pending: Count = Field(0, description="Ops the device still holds unsent after this batch.")
+    oldest_unsent_ms: Millis | None = Field(None, description="When the oldest of those was made, if any.")
+    ops: list[Op] = Field(description="The ops, at most `max_batch_ops` (see `/v1/info`).")
+
+
+class Refusal(BaseModel):
+    """An op the server will never store; the same answer comes each time it is pushed again."""
+
+    op: str = Field(description="`origin:seq`")
+    code: RefusalCode
+    reason: str = Field(description="What the person who made it can do about it.")
+
+
+class Waiting(BaseModel):
+    """An op the server cannot place yet; the device keeps it and sends it again later."""
+
+    op: str = Field(description="`origin:seq`")
+    reason: str
+
+
+class PushResponse(BaseModel):
+    """What the server did with a pushed batch."""
+
+    stored: int = Field(description="Ops stored by this push.")
+    duplicates: int = Field(description="Ops the server already held, identical.")
+    acked: list[tuple[str, int, int]] = Field(
+        description="`[origin, lo, hi]`: seq ranges of the batch now held or refused by the server; "
+        "the device may mark them sent."
+    )
+    refused: list[Refusal]
+    waiting: list[Waiting]
+    server_time_ms: int
+    clock_offset_ms: int = Field(description="Server time minus the device's `time_ms`.")
+
+
+class PullRequest(BaseModel):
+    """``POST /v1/pull``: the next ops of the device's scope after ``cursor``."""
+
+    model_config = _REQUEST
+
+    replica: ReplicaId
+    cursor: Annotated[str, StringConstraints(max_length=40)] = Field(
+        "", description="The cursor of the previous answer; empty for the start."
+    )
+    limit: Annotated[int, Field(ge=1, le=_MAX_INT)] = Field(
+        1000, description="The most ops wanted; the server answers with at most `max_pull_limit`."
+    )
+    time_ms: Millis = Field(description="The device's wall clock now (uncorrected).")
+
+
+class PullResponse(BaseModel):
+    """The next ops of the device's scope, in cursor order."""
+
+    ops: list[Op]
+    cursor: str = Field(description="Opaque; send it with the next pull once these ops are stored.")
+    more: bool = Field(description="True when more ops may follow: pull again with the new cursor.")
+    server_time_ms: int
+    clock_offset_ms: int
+
+
+class Health(BaseModel):
+    """``GET /healthz`` when the server can serve."""
+
+    status: Literal["ok"]
+    version: str
+    database: Literal["sqlite", "postgresql"]
+    schema_version: int
+
+
+class Limits(BaseModel):
+    """What one request may carry."""
+
+    max_batch_ops: int
+    max_body_bytes: int
+    max_pull_limit: int
+
+
+class Info(BaseModel):
+    """``GET /v1/info``: who this server is and what it accepts."""
+
+    server: Literal["caresync-server"]
+    version: str
+    protocol_version: int
+    media_types: list[str] = Field(description="The forms op batches may travel in.")
+    limits: Limits
+
+
+class ErrorBody(BaseModel):
+    """What went wrong, in words a station clerk can act on."""
+
+    code: ErrorCode
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer, from every endpoint."""
+
+    error: ErrorBody

@@ -1,0 +1,93 @@
+"""The server's settings: one explicit, immutable object, built by the CLI (or a test) and passed to the app.
+
+Nothing reads the environment by itself: :meth:`Settings.from_env` does, once, when a program asks it to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_DATABASE_URL", "ENV_PREFIX", "Settings"]
+
+#: An SQLite file in the folder the server is started from: one station, no set-up.
+DEFAULT_DATABASE_URL = "sqlite:///caresync-server.db"
+#: Every setting can come from an environment variable named ``CARESYNC_`` + its name in capitals.
+ENV_PREFIX = "CARESYNC_"
+
+SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+
+
+class Settings(BaseModel):
+    """How the server stores its data and how much it accepts in one request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """``sqlite:///path/to/file.db`` or ``postgresql+psycopg://user@host:5432/dbname``."""
+    database_schema: SchemaName | None = None
+    """PostgreSQL only: keep the server's tables in this schema (created if missing) instead of ``public``."""
+    max_batch_ops: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    """The most ops one push may carry."""
+    max_body_bytes: Annotated[int, Field(ge=4096, le=1 << 30)] = 8 * 1024 * 1024
+    """The largest request body accepted, as sent (compressed, for the compact form)."""
+    max_pull_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """The most ops one pull answers with, whatever the device asks for."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        for plain in ("postgres://", "postgresql://"):
+            if url.startswith(plain):  # a libpq address as people copy it: use the psycopg 3 driver
+                return "postgresql+psycopg://" + url[len(plain) :]
+        if url.startswith("postgresql+psycopg://"):
+            return url
+        if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
+            return url
+        raise ValueError(
+            "the server stores its data in an SQLite file (sqlite:///path/to/file.db) or in PostgreSQL "
+            "(postgresql+psycopg://user@host:5432/dbname)"
+        )
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``CARESYNC_*`` environment variables, then ``overrides`` (those that are not None).
+
+        Raises:
+            ConfigError: a value is not valid (the message names the variable or option).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except PydanticValidationError as exc:
+            problems = [
+                (ENV_PREFIX + str(e["loc"][0]).upper() if e["loc"] else "settings", e["msg"])
+                for e in exc.errors(include_url=False)
+            ]
+            raise ConfigError("The server's settings are not valid", problems) from exc
+
+    def safe_database_url(self) -> str:
+        """The database address without its password, for messages and logs."""
+        head, at, tail = self.database_url.rpartition("@")
+        if not at or ":" not in head.split("//", 1)[-1]:
+            return self.database_url
+        scheme, _, credentials = head.partition("//")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}//{user}:***@{tail}"

@@ -1,0 +1,878 @@
+"""The server's storage: its tables on SQLite or PostgreSQL, through SQLAlchemy Core, and the transactions of
+push, pull and the admin commands.
+
+Tables (schema version :data:`SCHEMA_VERSION`, kept in ``meta``):
+
+* ``devices``: enrolled devices: role, grids, the sha256 of their token, the replica id bound on first use,
+  and the health each sync reports (last sync, ops pending, oldest unsent op, clock offset);
+* ``ops``: every stored op, with the ``cursor`` the server gave it, the record type and grid(s) pulls filter
+  on; ``(origin, seq)`` unique;
+* ``origins``: per device (origin), ``contig``: the highest seq with every seq up to it stored or refused;
+* ``entities``: per record, its type and the grid it lives in (for scope and permission);
+* ``refusals``: the ops refused, with the fingerprint of what was refused and the reason, answered again
+  whenever the op comes back.
+
+**Cursors become visible in order.** A pull returns ops with ``cursor`` above the device's cursor and moves the
+cursor past them, so a commit that made a *lower* cursor visible after a puller read past it would be skipped by
+that puller forever. Cursors therefore come from one counter and commit in the order they were taken: on
+PostgreSQL every push transaction takes a transaction-scoped advisory lock before it draws cursors and holds it
+until COMMIT (the lock is released only once the commit is visible), so the committed cursors are always a
+prefix of the ones drawn; on SQLite a push opens with ``BEGIN IMMEDIATE``, the database's one writer lock.
+docs/protocol.md gives the full argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from caresync import EntityType, Role
+from caresync.domain import check_grid
+from caresync.ops import OpDict
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.elements import ColumnElement
+
+from .admission import (
+    Knowledge,
+    OpKey,
+    OriginDevice,
+    PriorRefusal,
+    Record,
+    Verdict,
+    admit,
+    body_text,
+    fingerprint,
+    referenced_ops,
+)
+from .erasure import REDACTABLE_KINDS, erase
+from .errors import AdminError, ApiError, DatabaseNotReady, DatabaseUnavailable, ErrorCode
+from .roles import EVERYWHERE, GLOBAL_TYPES, PERMISSIONS
+from .settings import Settings
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Device",
+    "DeviceHealth",
+    "PullPage",
+    "Storage",
+    "check_replica",
+    "system_time_ms",
+    "token_hash",
+]
+
+#: The layout of the server's tables; a database written by a newer server is refused.
+SCHEMA_VERSION = 1
+#: A pull examines at most this many cursors past the device's (or ``limit``, if larger), so that a device
+#: that sees little of the log still gets an answer quickly; its cursor moves past what was examined.
+PULL_SCAN_WINDOW = 50_000
+_CHUNK = 500  # ids per IN (...) list
+_ALL_TYPES = frozenset(t.value for t in EntityType)
+
+T = TypeVar("T")
+
+
+def system_time_ms() -> int:
+    """The server's wall clock, in milliseconds since 1970."""
+    return time.time_ns() // 1_000_000
+
+
+_metadata = MetaData()
+_Cursor = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY: SQLite's rowid
+
+meta = Table(
+    "meta",
+    _metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+devices = Table(
+    "devices",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("grids", Text, nullable=False),  # a JSON list of grid paths; "" is everywhere
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("replica_id", String(16), unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Column("last_sync_at", BigInteger),
+    Column("last_clock_offset_ms", BigInteger),
+    Column("pending", BigInteger),
+    Column("oldest_unsent_ms", BigInteger),
+)
+ops = Table(
+    "ops",
+    _metadata,
+    Column("cursor", _Cursor, primary_key=True, autoincrement=True),
+    Column("origin", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hlc", BigInteger, nullable=False),
+    Column("eid", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("v", Integer, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("rtype", String(16), nullable=False),
+    Column("grid", Text, nullable=False),
+    Column("grid_to", Text),
+    UniqueConstraint("origin", "seq", name="ops_identity"),
+    Index("ops_by_record", "eid"),
+)
+origins = Table(
+    "origins",
+    _metadata,
+    Column("origin", String(16), primary_key=True),
+    Column("contig", BigInteger, nullable=False),
+)
+entities = Table(
+    "entities",
+    _metadata,
+    Column("eid", Text, primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("grid", Text, nullable=False),
+    Column("grid_hlc", BigInteger, nullable=False),
+    Column("resident", Text),
+    Index("entities_by_resident", "resident"),
+)
+refusals = Table(
+    "refusals",
+    _metadata,
+    Column("origin", String(16), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("eid", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("refused_at", BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Device:
+    """An enrolled device, as a request's token identifies it."""
+
+    id: int
+    name: str
+    role: Role
+    grids: tuple[str, ...]
+    replica_id: str | None
+    revoked_at: int | None
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    """A device and what its syncs last reported, for the station's ``devices`` listing."""
+
+    id: int
+    name: str
+    role: str
+    grids: tuple[str, ...]
+    replica_id: str | None
+    created_at: int
+    revoked_at: int | None
+    last_sync_at: int | None
+    pending: int | None
+    oldest_unsent_ms: int | None
+    clock_offset_ms: int | None
+    refusals: int
+
+
+@dataclass(frozen=True)
+class PullPage:
+    """One pull's answer: the op rows (``origin, seq, hlc, eid, kind, v, actor, at, body``), the new cursor."""
+
+    rows: list[tuple[Any, ...]]
+    cursor: int
+    more: bool
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def token_hash(token: str) -> str:
+    """What the server keeps of a device token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _lock_key(purpose: str, schema: str | None) -> int:
+    """A PostgreSQL advisory lock key of its own per purpose and per schema (so schemas do not contend)."""
+    digest = hashlib.sha256(f"caresync-server {purpose} {schema or 'public'}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Storage:
+    """The server's database. Thread-safe (one connection pool); create one per process.
+
+    Args:
+        settings: where the database is.
+        now_ms: the wall clock (tests pass their own).
+    """
+
+    def __init__(self, settings: Settings, *, now_ms: Callable[[], int] = system_time_ms) -> None:
+        self.settings = settings
+        self.now_ms = now_ms
+        self.dialect = settings.dialect
+        self.schema = settings.database_schema if self.dialect == "postgresql" else None
+        self._ops_lock = _lock_key("ops", self.schema)
+        self._ddl_lock = _lock_key("ddl", self.schema)
+        self.engine = self._create_engine()
+
+    def _create_engine(self) -> Engine:
+        url = self.settings.database_url
+        if self.dialect == "sqlite":
+            engine = create_engine(url)
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA busy_timeout = 30000")  # several server processes may share the file
+                cursor.execute("PRAGMA journal_mode = WAL")  # readers never wait for the writer
+                cursor.execute("PRAGMA synchronous = FULL")  # an acked op survives a power cut
+                cursor.execute("PRAGMA secure_delete = ON")  # erased personal data leaves the file
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(connection: Connection) -> None:
+                # BEGIN IMMEDIATE takes the write lock at once, so writers queue up instead of failing
+                write = connection.get_execution_options().get("caresync_write", False)
+                connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        options: dict[str, Any] = {}
+        if self.schema is not None:
+            options["schema_translate_map"] = {None: self.schema}
+        return create_engine(url, pool_pre_ping=True, execution_options=options)
+
+    def close(self) -> None:
+        """Closes the database connections; calling it again does nothing."""
+        self.engine.dispose()
+
+    # --- transactions ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Re-raises the database driver's errors as the server's own."""
+        where = self.settings.safe_database_url()
+        try:
+            yield
+        except sa_exc.DBAPIError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+            if "no such table" in first or type(exc.orig).__name__ in ("UndefinedTable", "InvalidSchemaName"):
+                raise DatabaseNotReady(
+                    f"The database at {where} has no caresync-server tables; run `caresync-server init` "
+                    "(or start `caresync-server serve`, which creates them)."
+                ) from exc
+            if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+                raise DatabaseUnavailable(
+                    f"The database at {where} does not answer ({first}). Check that it is running and that "
+                    "the address is right, then try again."
+                ) from exc
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _write(self, *, cursors: bool = False) -> Iterator[Connection]:
+        """A write transaction; ``cursors=True`` for one that draws op cursors (see the module doc)."""
+        with self._errors(), self.engine.connect() as conn:
+            conn.execution_options(caresync_write=True)
+            with conn.begin():
+                if cursors and self.dialect == "postgresql":
+                    # held until COMMIT: no commit with a lower cursor can land after one with a higher cursor
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._ops_lock})
+                yield conn
+
+    # --- schema ----------------------------------------------------------------------------------------------
+
+    def _sqlite_path(self) -> Path:
+        database = make_url(self.settings.database_url).database
+        return Path(database or "")
+
+    def ensure_schema(self, *, create: bool) -> int:
+        """Checks the server's tables, creating them first if ``create`` and they are missing.
+
+        Returns:
+            The schema version.
+
+        Raises:
+            DatabaseNotReady: the tables are missing (and not ``create``), or are a newer server's.
+            DatabaseUnavailable: the database does not answer.
+        """
+        where = self.settings.safe_database_url()
+        if self.dialect == "sqlite" and not create and not self._sqlite_path().exists():
+            raise DatabaseNotReady(
+                f"There is no caresync-server database at {where}; run `caresync-server init` in the right folder, "
+                "or pass --database-url."
+            )
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._ddl_lock})
+                if self.schema is not None and create:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            if inspect(conn).has_table("meta", schema=self.schema):
+                found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
+                version = int(found or 0)
+                if version > SCHEMA_VERSION:
+                    raise DatabaseNotReady(
+                        f"The database at {where} was written by a newer caresync-server (schema version {version}; "
+                        f"this one knows {SCHEMA_VERSION}). Upgrade caresync-server."
+                    )
+                return version
+            if not create:
+                raise DatabaseNotReady(
+                    f"The database at {where} has no caresync-server tables; run `caresync-server init`."
+                )
+            _metadata.create_all(conn)
+            conn.execute(
+                meta.insert(),
+                [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "created_at", "value": str(self.now_ms())},
+                ],
+            )
+            return SCHEMA_VERSION
+
+    def ping(self) -> int:
+        """The schema version, read from the database: raises unless the server can serve."""
+        with self._read() as conn:
+            found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
+        if found is None or int(found) != SCHEMA_VERSION:
+            raise DatabaseNotReady(f"The database has schema version {found}; this server needs {SCHEMA_VERSION}.")
+        return SCHEMA_VERSION
+
+    def counts(self) -> dict[str, int]:
+        """How many ops, refusals, records and devices the server holds."""
+        with self._read() as conn:
+            return {
+                name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+                for name, table in (("ops", ops), ("refusals", refusals), ("records", entities), ("devices", devices))
+            }
+
+    # --- devices ---------------------------------------------------------------------------------------------
+
+    def enroll(self, name: str, role: str, grids: Iterable[str]) -> tuple[DeviceHealth, str]:
+        """Enrols a device; returns it and its token, which the server does not keep (only its sha256).
+
+        Raises:
+            AdminError: the name is empty or taken, the role unknown, or a grid not a grid path.
+        """
+        name = name.strip()
+        if not name or len(name) > 100 or any(ch < " " for ch in name):
+            raise AdminError("A device name must be 1 to 100 printable characters, for example phone-grid-li.")
+        if role not in Role.__members__.values():
+            raise AdminError(f"{role!r} is not a role; choose one of {', '.join(r.value for r in Role)}.")
+        chosen: list[str] = []
+        for grid in grids:
+            if grid != EVERYWHERE:
+                try:
+                    check_grid(grid)
+                except ValueError as exc:
+                    raise AdminError(f'Cannot enrol {name}: {exc} (or "" for everywhere).') from None
+            if grid not in chosen:
+                chosen.append(grid)
+        if not chosen:
+            raise AdminError(f'Cannot enrol {name}: give at least one grid ("" for everywhere).')
+        token = secrets.token_urlsafe(32)
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    devices.insert().values(
+                        name=name,
+                        role=role,
+                        grids=json.dumps(chosen, ensure_ascii=False),
+                        token_hash=token_hash(token),
+                        created_at=self.now_ms(),
+                    )
+                )
+        except sa_exc.IntegrityError as exc:
+            raise AdminError(
+                f"A device named {name} is already enrolled; choose another name (for example {name}-2)."
+            ) from exc
+        return self._health(name), token
+
+    def revoke(self, name_or_id: str) -> DeviceHealth:
+        """Revokes a device (by name, or by id if no device has that name); revoking it again changes nothing.
+
+        Raises:
+            AdminError: no such device.
+        """
+        with self._write() as conn:
+            found = self._find(conn, name_or_id)
+            if found is None:
+                raise AdminError(
+                    f"No device is named {name_or_id} (nor has that id); `caresync-server devices` lists them."
+                )
+            conn.execute(
+                devices.update()
+                .where(devices.c.id == found, devices.c.revoked_at.is_(None))
+                .values(revoked_at=self.now_ms())
+            )
+        return self._health(found)
+
+    def _find(self, conn: Connection, name_or_id: str) -> int | None:
+        found = conn.execute(select(devices.c.id).where(devices.c.name == name_or_id)).scalar_one_or_none()
+        if found is None and name_or_id.isdigit():
+            found = conn.execute(select(devices.c.id).where(devices.c.id == int(name_or_id))).scalar_one_or_none()
+        return found
+
+    def devices(self) -> list[DeviceHealth]:
+        """Every enrolled device with the health its syncs reported, in enrolment order."""
+        return self._healths(None)
+
+    def _health(self, name_or_id: str | int) -> DeviceHealth:
+        where = devices.c.id == name_or_id if isinstance(name_or_id, int) else devices.c.name == name_or_id
+        return self._healths(where)[0]
+
+    def _healths(self, where: ColumnElement[bool] | None) -> list[DeviceHealth]:
+        refused = select(refusals.c.origin, func.count().label("n")).group_by(refusals.c.origin).subquery("refused")
+        query = (
+            select(devices, func.coalesce(refused.c.n, 0))
+            .outerjoin(refused, refused.c.origin == devices.c.replica_id)
+            .order_by(devices.c.id)
+        )
+        if where is not None:
+            query = query.where(where)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            DeviceHealth(
+                id=r.id,
+                name=r.name,
+                role=r.role,
+                grids=tuple(json.loads(r.grids)),
+                replica_id=r.replica_id,
+                created_at=r.created_at,
+                revoked_at=r.revoked_at,
+                last_sync_at=r.last_sync_at,
+                pending=r.pending,
+                oldest_unsent_ms=r.oldest_unsent_ms,
+                clock_offset_ms=r.last_clock_offset_ms,
+                refusals=int(r[-1]),
+            )
+            for r in rows
+        ]
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    def authenticate(self, token: str) -> Device:
+        """The device a token belongs to.
+
+        Raises:
+            ApiError: ``unauthorized`` (no device has this token) or ``revoked``.
+        """
+        with self._read() as conn:
+            row = conn.execute(select(devices).where(devices.c.token_hash == token_hash(token))).first()
+        if row is None:
+            raise ApiError(
+                ErrorCode.UNAUTHORIZED,
+                "This device's token is not known to the server. Ask the station to enrol the device "
+                "(caresync-server enroll) and use the token it prints.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        device = _device(row)
+        _check_not_revoked(device)
+        return device
+
+    def _bind(self, conn: Connection, device_id: int, replica: str) -> Device:
+        """Re-reads the device in this transaction and binds it to ``replica`` if it is not bound yet."""
+        row = conn.execute(select(devices).where(devices.c.id == device_id)).first()
+        if row is None:
+            raise ApiError(ErrorCode.UNAUTHORIZED, "This device is no longer enrolled; ask the station.")
+        device = _device(row)
+        _check_not_revoked(device)
+        if device.replica_id is None:
+            holder = conn.execute(select(devices.c.name).where(devices.c.replica_id == replica)).scalar_one_or_none()
+            if holder is not None:
+                raise ApiError(
+                    ErrorCode.REPLICA_MISMATCH,
+                    f"Replica {replica} already syncs as device {holder}; this token belongs to device "
+                    f"{device.name}. A replica file copied to another phone cannot sync as a second device: "
+                    "give the new device its own replica file.",
+                )
+            try:
+                with conn.begin_nested():
+                    conn.execute(devices.update().where(devices.c.id == device_id).values(replica_id=replica))
+            except sa_exc.IntegrityError:
+                raise ApiError(
+                    ErrorCode.REPLICA_MISMATCH,
+                    f"Replica {replica} was just bound to another device; this token belongs to device {device.name}.",
+                ) from None
+            return Device(device.id, device.name, device.role, device.grids, replica, device.revoked_at)
+        check_replica(device, replica)
+        return device
+
+    def push(
+        self, device_id: int, replica: str, ops_in: list[OpDict], health: dict[str, int | None], now: int
+    ) -> Verdict:
+        """Stores a validated batch in one transaction (see :mod:`caresync_server.admission`).
+
+        Args:
+            device_id: the pushing device (authenticated).
+            replica: the replica it pushes from; bound to the device on first use.
+            ops_in: the batch, validated by :func:`caresync.ops.validate_ops`.
+            health: ``pending`` and ``oldest_unsent_ms`` as the device reported them, and its
+                ``clock_offset_ms`` (server time minus the device's).
+            now: the server's time of the request.
+
+        Raises:
+            ApiError: the device may not push (``revoked``, ``replica_mismatch``) or the batch is refused
+                whole (``op_fork``, ``seq_gap``); nothing was stored.
+        """
+        with self._write(cursors=True) as conn:
+            self._bind(conn, device_id, replica)
+            verdict = admit(ops_in, pusher=replica, known=self._knowledge(conn, ops_in))
+            self._store(conn, verdict, now)
+            conn.execute(
+                devices.update()
+                .where(devices.c.id == device_id)
+                .values(
+                    last_sync_at=now,
+                    pending=health["pending"],
+                    oldest_unsent_ms=health["oldest_unsent_ms"],
+                    last_clock_offset_ms=health["clock_offset_ms"],
+                )
+            )
+        return verdict
+
+    def pull(self, device_id: int, replica: str, after: int, limit: int, clock_offset_ms: int, now: int) -> PullPage:
+        """The next ops after cursor ``after`` that the device may see (its own excluded), in cursor order.
+
+        Raises:
+            ApiError: ``revoked`` or ``replica_mismatch``.
+        """
+        with self._write() as conn:
+            device = self._bind(conn, device_id, replica)
+            conn.execute(
+                devices.update()
+                .where(devices.c.id == device_id)
+                .values(last_sync_at=now, last_clock_offset_ms=clock_offset_ms)
+            )
+        scope = _scope(device)
+        with self._read() as conn:
+            top = int(conn.execute(select(func.coalesce(func.max(ops.c.cursor), 0))).scalar_one())
+            if after > top:
+                after = 0  # a cursor from before a restore: send everything again (devices drop duplicates)
+            end = min(top, after + max(limit, PULL_SCAN_WINDOW))
+            query = (
+                select(
+                    ops.c.origin,
+                    ops.c.seq,
+                    ops.c.hlc,
+                    ops.c.eid,
+                    ops.c.kind,
+                    ops.c.v,
+                    ops.c.actor,
+                    ops.c.at,
+                    ops.c.body,
+                    ops.c.cursor,
+                )
+                .where(ops.c.cursor > after, ops.c.cursor <= end, ops.c.origin != replica)
+                .order_by(ops.c.cursor)
+                .limit(limit)
+            )
+            if scope is not None:
+                query = query.where(scope)
+            rows = [tuple(r) for r in conn.execute(query)]
+        if len(rows) == limit:
+            cursor = int(rows[-1][-1])
+            return PullPage([r[:-1] for r in rows], cursor, cursor < top)
+        return PullPage([r[:-1] for r in rows], end, end < top)
+
+    # --- the push transaction --------------------------------------------------------------------------------
+
+    def _knowledge(self, conn: Connection, batch: Sequence[OpDict]) -> Knowledge:
+        """What the server holds that bears on ``batch``, read inside the push transaction."""
+        by_origin: dict[str, set[int]] = defaultdict(set)
+        for op in batch:
+            by_origin[op["origin"]].add(op["seq"])
+        names = sorted(by_origin)
+        contig: dict[str, int] = {}
+        for part in _chunks(names):
+            rows = conn.execute(select(origins.c.origin, origins.c.contig).where(origins.c.origin.in_(part)))
+            contig.update((origin, int(top)) for origin, top in rows)
+        beyond: dict[str, set[int]] = defaultdict(set)
+        for table in (ops, refusals):
+            for part in _chunks(sorted(contig)):
+                found = conn.execute(
+                    select(table.c.origin, table.c.seq)
+                    .join(origins, origins.c.origin == table.c.origin)
+                    .where(table.c.origin.in_(part), table.c.seq > origins.c.contig)
+                )
+                for origin, seq in found:
+                    beyond[origin].add(seq)
+        # ops of the batch the server may hold already: at or below contig, or in a hole above it
+        candidates = sorted(
+            (origin, seq)
+            for origin, seqs in by_origin.items()
+            for seq in seqs
+            if seq <= contig.get(origin, 0) or seq in beyond.get(origin, ())
+        )
+        stored: dict[OpKey, str] = {}
+        for pairs in _chunks(candidates):
+            for origin, seq, hlc, eid, kind, actor, at, body in conn.execute(
+                select(
+                    ops.c.origin, ops.c.seq, ops.c.hlc, ops.c.eid, ops.c.kind, ops.c.actor, ops.c.at, ops.c.body
+                ).where(tuple_(ops.c.origin, ops.c.seq).in_(pairs))
+            ):
+                stored[(origin, seq)] = fingerprint(hlc, eid, kind, actor, at, body)
+        wanted = set(candidates) | {ref for op in batch for ref in referenced_ops(op)}
+        refused: dict[OpKey, PriorRefusal] = {}
+        ref_origins = sorted({origin for origin, _ in wanted})
+        with_refusals: list[str] = []
+        for part in _chunks(ref_origins):
+            with_refusals.extend(
+                conn.execute(select(refusals.c.origin).where(refusals.c.origin.in_(part)).distinct()).scalars()
+            )
+        keys = sorted(key for key in wanted if key[0] in set(with_refusals))
+        for pairs in _chunks(keys):
+            for origin, seq, mark, code, reason in conn.execute(
+                select(
+                    refusals.c.origin, refusals.c.seq, refusals.c.fingerprint, refusals.c.code, refusals.c.reason
+                ).where(tuple_(refusals.c.origin, refusals.c.seq).in_(pairs))
+            ):
+                refused[(origin, seq)] = PriorRefusal(mark, code, reason)
+        found_devices: dict[str, OriginDevice] = {}
+        for part in _chunks(names):
+            for row in conn.execute(select(devices).where(devices.c.replica_id.in_(part))):
+                device = _device(row)
+                found_devices[row.replica_id] = OriginDevice(
+                    device.name, device.role, device.grids, device.revoked_at is not None
+                )
+        eids = sorted(
+            {op["eid"] for op in batch} | {op["body"]["resident_id"] for op in batch if op["kind"] == "visit.create"}
+        )
+        records: dict[str, Record] = {}
+        for part in _chunks(eids):
+            for eid, rtype, grid, grid_hlc, resident in conn.execute(
+                select(
+                    entities.c.eid, entities.c.type, entities.c.grid, entities.c.grid_hlc, entities.c.resident
+                ).where(entities.c.eid.in_(part))
+            ):
+                records[eid] = Record(rtype, grid, grid_hlc, resident)
+        return Knowledge(
+            contig=contig,
+            beyond=dict(beyond),
+            stored=stored,
+            refused=refused,
+            devices=found_devices,
+            records=records,
+        )
+
+    def _store(self, conn: Connection, verdict: Verdict, now: int) -> None:
+        """Writes what :func:`admit` decided: ops (drawing cursors), refusals, records, origins."""
+        bodies = self._erase(conn, verdict)
+        if verdict.admitted:
+            conn.execute(
+                ops.insert(),
+                [
+                    {
+                        "origin": a.op["origin"],
+                        "seq": a.op["seq"],
+                        "hlc": a.op["hlc"],
+                        "eid": a.op["eid"],
+                        "kind": a.op["kind"],
+                        "v": a.op["v"],
+                        "actor": a.op["actor"],
+                        "at": a.op["at"],
+                        "body": body,
+                        "rtype": a.type,
+                        "grid": a.grid,
+                        "grid_to": a.grid_to,
+                    }
+                    for a, body in zip(verdict.admitted, bodies, strict=True)
+                ],
+            )
+        if verdict.refused:
+            conn.execute(
+                refusals.insert(),
+                [
+                    {
+                        "origin": op["origin"],
+                        "seq": op["seq"],
+                        "kind": op["kind"],
+                        "eid": op["eid"],
+                        "fingerprint": fingerprint(
+                            op["hlc"], op["eid"], op["kind"], op["actor"], op["at"], body_text(op["body"])
+                        ),
+                        "code": code,
+                        "reason": reason,
+                        "refused_at": now,
+                    }
+                    for op, code, reason in verdict.refused
+                ],
+            )
+        if verdict.new_records:
+            conn.execute(
+                entities.insert(),
+                [
+                    {"eid": eid, "type": r.type, "grid": r.grid, "grid_hlc": r.grid_hlc, "resident": r.resident}
+                    for eid, r in verdict.new_records.items()
+                ],
+            )
+        for eid, record in verdict.moved.items():
+            conn.execute(
+                entities.update().where(entities.c.eid == eid).values(grid=record.grid, grid_hlc=record.grid_hlc)
+            )
+            if record.type == "resident":  # visits live where their resident lives
+                conn.execute(entities.update().where(entities.c.resident == eid).values(grid=record.grid))
+        self._advance_origins(conn, verdict)
+
+    def _advance_origins(self, conn: Connection, verdict: Verdict) -> None:
+        new: dict[str, set[int]] = defaultdict(set)
+        for a in verdict.admitted:
+            new[a.op["origin"]].add(a.op["seq"])
+        for op, _, _ in verdict.refused:
+            new[op["origin"]].add(op["seq"])
+        for origin, seqs in new.items():
+            known = conn.execute(select(origins.c.contig).where(origins.c.origin == origin)).scalar_one_or_none()
+            contig = known or 0
+            held = set(seqs)
+            for table in (ops, refusals):
+                held.update(
+                    conn.execute(select(table.c.seq).where(table.c.origin == origin, table.c.seq > contig)).scalars()
+                )
+            top = contig
+            while top + 1 in held:
+                top += 1
+            if known is None:
+                conn.execute(origins.insert().values(origin=origin, contig=top))
+            elif top != contig:
+                conn.execute(origins.update().where(origins.c.origin == origin).values(contig=top))
+
+    def _erase(self, conn: Connection, verdict: Verdict) -> list[str]:
+        """Applies redactions: to stored ops a new ``resident.redact`` covers, and to admitted ops a stored (or
+        admitted) redaction covers. Returns the admitted ops' bodies as they are to be stored."""
+        bodies = [body_text(a.op["body"]) for a in verdict.admitted]
+        residents = sorted({a.op["eid"] for a in verdict.admitted if a.op["kind"].startswith("resident.")})
+        if not residents:
+            return bodies
+        redactions: dict[str, list[tuple[tuple[int, str, int], list[str]]]] = defaultdict(list)
+        for part in _chunks(residents):
+            for eid, hlc, origin, seq, body in conn.execute(
+                select(ops.c.eid, ops.c.hlc, ops.c.origin, ops.c.seq, ops.c.body).where(
+                    ops.c.kind == "resident.redact", ops.c.eid.in_(part)
+                )
+            ):
+                redactions[eid].append(((hlc, origin, seq), json.loads(body)["fields"]))
+        fresh = [a.op for a in verdict.admitted if a.op["kind"] == "resident.redact"]
+        for op in fresh:
+            redactions[op["eid"]].append(((op["hlc"], op["origin"], op["seq"]), op["body"]["fields"]))
+        for i, a in enumerate(verdict.admitted):
+            op = a.op
+            if op["kind"] not in REDACTABLE_KINDS:
+                continue
+            body = op["body"]
+            for key, fields in redactions.get(op["eid"], ()):
+                if (op["hlc"], op["origin"], op["seq"]) < key:
+                    body = erase(op["kind"], body, fields)
+            bodies[i] = body_text(body)
+        for redact in fresh:
+            key = (redact["hlc"], redact["origin"], redact["seq"])
+            updates = []
+            for cursor, hlc, origin, seq, kind, body in conn.execute(
+                select(ops.c.cursor, ops.c.hlc, ops.c.origin, ops.c.seq, ops.c.kind, ops.c.body).where(
+                    ops.c.eid == redact["eid"], ops.c.kind.in_(sorted(REDACTABLE_KINDS))
+                )
+            ):
+                if (hlc, origin, seq) < key:
+                    erased = body_text(erase(kind, json.loads(body), redact["body"]["fields"]))
+                    if erased != body:
+                        updates.append({"at_cursor": cursor, "erased": erased})
+            if updates:
+                conn.execute(
+                    ops.update().where(ops.c.cursor == bindparam("at_cursor")).values(body=bindparam("erased")),
+                    updates,
+                )
+        return bodies
+
+
+def _device(row: Any) -> Device:
+    return Device(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        grids=tuple(json.loads(row.grids)),
+        replica_id=row.replica_id,
+        revoked_at=row.revoked_at,
+    )
+
+
+def check_replica(device: Device, replica: str) -> None:
+    """Raises ``replica_mismatch`` when the device is bound to another replica than ``replica``."""
+    if device.replica_id is not None and device.replica_id != replica:
+        raise ApiError(
+            ErrorCode.REPLICA_MISMATCH,
+            f"This token belongs to device {device.name}, which syncs replica {device.replica_id}, but the "
+            f"request comes from replica {replica}. Each device needs its own token: ask the station to "
+            "enrol this one.",
+        )
+
+
+def _check_not_revoked(device: Device) -> None:
+    if device.revoked_at is not None:
+        raise ApiError(
+            ErrorCode.REVOKED,
+            f"The station revoked device {device.name}; it can no longer sync. Its unsent work stays on the "
+            "device: ask the station to enrol it again.",
+        )
+
+
+def _within(column: Any, grids: Sequence[str]) -> ColumnElement[bool]:
+    """``column`` names one of ``grids`` or a grid under one (compared exactly: LIKE ignores case in SQLite)."""
+    return or_(
+        *(or_(column == grid, func.substr(column, 1, len(grid) + 1) == grid + "/") for grid in grids),
+    )
+
+
+def _scope(device: Device) -> ColumnElement[bool] | None:
+    """The ops a device may pull, as a condition on the ops table (None: every op)."""
+    reads = PERMISSIONS[device.role].reads
+    if EVERYWHERE in device.grids:
+        return None if reads >= _ALL_TYPES else ops.c.rtype.in_(sorted(reads))
+    by_role = sorted(reads & GLOBAL_TYPES)
+    by_grid = sorted(reads - GLOBAL_TYPES)
+    return or_(
+        ops.c.rtype.in_(by_role),
+        and_(ops.c.rtype.in_(by_grid), or_(_within(ops.c.grid, device.grids), _within(ops.c.grid_to, device.grids))),
+    )

@@ -1,0 +1,270 @@
+"""POST /v1/push: storing, idempotence, forks and gaps, waiting and refused ops, device health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import GRID, START_MS, Server, keys, own_ops, replica
+
+DAY = 86_400_000
+
+
+def _answer(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["json", "compact"])
+def test_pushed_ops_are_pulled_by_another_device_and_converge(server: Server, tmp_path: Path, compact: bool) -> None:
+    station, phone = replica(tmp_path, "station"), replica(tmp_path, "phone")
+    ts, tp = server.enroll("station"), server.enroll("phone", "grid_worker", "changnan/dorm")
+    wang = station.residents.register(name="Old Wang", grid=GRID, flags=["elderly"])
+    ticket = station.tickets.submit(title="Septic tank blocked", kind="repair", grid=GRID, resident_id=wang.id)
+    station.tickets.edit(ticket.id, title="Septic tank blocked, 30 households")
+    ops = own_ops(station)
+
+    answer = _answer(server.push(ts, station.id, ops, compact=compact))
+    assert answer["stored"] == 3 and answer["duplicates"] == 0
+    assert answer["acked"] == [[station.id, 1, 3]]
+    assert answer["refused"] == [] and answer["waiting"] == []
+
+    pulled = server.pull(tp, phone.id, compact=compact)
+    assert keys(pulled["ops"]) == keys(ops) and pulled["more"] is False
+    phone.apply_ops(pulled["ops"])
+    assert phone.state_digest() == station.state_digest()
+    assert phone.tickets.get(ticket.id).title == "Septic tank blocked, 30 households"
+    assert server.pull(tp, phone.id, pulled["cursor"])["ops"] == []
+    assert server.pull(ts, station.id)["ops"] == []  # a device never gets its own ops back
+
+
+def test_a_replayed_batch_is_acknowledged_and_stored_once(server: Server, tmp_path: Path) -> None:
+    station = replica(tmp_path, "station")
+    token = server.enroll("station")
+    for i in range(5):
+        station.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    ops = own_ops(station)
+    first = _answer(server.push(token, station.id, ops))
+    counts = server.counts()
+    again = _answer(server.push(token, station.id, ops, compact=True))
+    assert (first["stored"], first["duplicates"]) == (5, 0)
+    assert (again["stored"], again["duplicates"]) == (0, 5)
+    assert again["acked"] == first["acked"] == [[station.id, 1, 5]]
+    assert server.counts() == counts
+    twice = _answer(server.push(token, station.id, ops[:2] + ops[:2]))  # one op twice in a batch: once
+    assert (twice["stored"], twice["duplicates"]) == (0, 2)
+
+
+def test_an_op_reusing_an_identity_is_a_fork_and_nothing_is_stored(server: Server, tmp_path: Path) -> None:
+    station = replica(tmp_path, "station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    _answer(server.push(token, station.id, own_ops(station)))
+    station.tickets.edit(ticket.id, title="Leak on floor 3")
+    edit = own_ops(station)[-1]
+    counts = server.counts()
+    forged = {**own_ops(station)[0], "body": {**own_ops(station)[0]["body"], "title": "Something else"}}
+
+    response = server.push(token, station.id, [forged, edit])
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "op_fork" and f"{station.id}:1" in error["message"]
+    assert error["details"][0]["op"] == f"{station.id}:1"
+    assert server.counts() == counts  # the valid edit in the same batch was not stored either
+    assert _answer(server.push(token, station.id, [edit]))["stored"] == 1
+
+
+def test_a_gap_in_the_pushing_devices_own_ops_is_refused_naming_the_expected_seq(
+    server: Server, tmp_path: Path
+) -> None:
+    station = replica(tmp_path, "station")
+    token = server.enroll("station")
+    for i in range(5):
+        station.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    ops = own_ops(station)
+    _answer(server.push(token, station.id, ops[:2]))
+    counts = server.counts()
+
+    response = server.push(token, station.id, ops[3:])
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "seq_gap" and f"{station.id}:3" in error["message"]
+    assert error["details"][0]["expected_seq"] == 3
+    assert server.counts() == counts
+    assert _answer(server.push(token, station.id, ops[2:]))["acked"] == [[station.id, 3, 5]]
+
+
+def test_an_op_on_a_record_the_server_does_not_know_waits(server: Server, tmp_path: Path) -> None:
+    station, phone = replica(tmp_path, "station"), replica(tmp_path, "phone")
+    ts, tp = server.enroll("station"), server.enroll("phone", "grid_worker", "changnan")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    phone.sync_with(station)  # the phone got the ticket from the station directly, not through the server
+    phone.tickets.note(ticket.id, "Water in the stairwell")
+    phone.residents.register(name="Grandma Liu", grid=GRID)
+
+    answer = _answer(server.push(tp, phone.id, own_ops(phone)))
+    assert answer["stored"] == 1 and answer["acked"] == [[phone.id, 2, 2]]
+    assert answer["waiting"] == [{"op": f"{phone.id}:1", "reason": f"record {ticket.id} is not on the server yet"}]
+    _answer(server.push(ts, station.id, own_ops(station)))
+    again = _answer(server.push(tp, phone.id, own_ops(phone)))
+    assert (again["stored"], again["duplicates"], again["waiting"]) == (1, 1, [])
+    assert again["acked"] == [[phone.id, 1, 2]]
+
+
+def test_relayed_ops_wait_after_a_gap_and_for_a_device_that_never_synced(server: Server, tmp_path: Path) -> None:
+    maker, carrier = replica(tmp_path, "maker"), replica(tmp_path, "carrier")
+    tm, tc = server.enroll("maker"), server.enroll("carrier", "courier", "changnan")
+    for i in range(3):
+        maker.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    made = own_ops(maker)
+
+    unbound = _answer(server.push(tc, carrier.id, made))  # the maker's replica is not bound to a device yet
+    assert unbound["stored"] == 0 and len(unbound["waiting"]) == 3
+    assert "has not synced with this server yet" in unbound["waiting"][0]["reason"]
+
+    server.pull(tm, maker.id)  # the maker syncs once: its replica is now bound
+    gap = _answer(server.push(tc, carrier.id, made[1:]))  # the carrier relays 2 and 3 but not 1
+    assert gap["stored"] == 0 and gap["acked"] == []
+    assert [w["op"] for w in gap["waiting"]] == [f"{maker.id}:2", f"{maker.id}:3"]
+    assert f"change {maker.id}:1 of the same device" in gap["waiting"][0]["reason"]
+
+    full = _answer(server.push(tc, carrier.id, made))  # relayed ops are allowed by the maker's role
+    assert full["stored"] == 3 and full["acked"] == [[maker.id, 1, 3]]
+
+
+def test_ops_the_origin_device_may_not_make_are_refused_and_the_rest_flows(server: Server, tmp_path: Path) -> None:
+    courier = replica(tmp_path, "courier")
+    token = server.enroll("courier", "courier", GRID)
+    ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)  # seq 1
+    courier.tickets.edit(ticket.id, title="Still not")  # seq 2: builds on seq 1
+    parcel = courier.parcels.register(code="P-7", grid=GRID)  # seq 3
+    courier.parcels.hop(parcel.id, "picked_up")  # seq 4
+    outside = courier.parcels.register(code="P-8", grid="changnan/lane-7")  # seq 5: outside its grid
+    courier.parcels.hop(outside.id, "picked_up")  # seq 6: builds on seq 5
+    ops = own_ops(courier)
+
+    answer = _answer(server.push(token, courier.id, ops))
+    assert answer["stored"] == 2 and answer["acked"] == [[courier.id, 1, 6]]
+    refused = {r["op"]: r for r in answer["refused"]}
+    assert refused[f"{courier.id}:1"]["code"] == "forbidden"
+    assert "courier" in refused[f"{courier.id}:1"]["reason"] and "ticket.create" in refused[f"{courier.id}:1"]["reason"]
+    assert refused[f"{courier.id}:2"]["code"] == "depends_on_refused"
+    assert f"{courier.id}:1" in refused[f"{courier.id}:2"]["reason"]
+    assert (
+        refused[f"{courier.id}:5"]["code"] == "forbidden" and "changnan/lane-7" in refused[f"{courier.id}:5"]["reason"]
+    )
+    assert refused[f"{courier.id}:6"]["code"] == "depends_on_refused"
+    assert server.counts()["refusals"] == 4
+
+    again = _answer(server.push(token, courier.id, ops))  # the same answer every time
+    assert sorted(again["refused"], key=lambda r: r["op"]) == sorted(answer["refused"], key=lambda r: r["op"])
+    assert again["duplicates"] == 2
+    courier.parcels.hop(parcel.id, "handed_in")  # seq 7: contig moved past the refused ops, no gap
+    later = _answer(server.push(token, courier.id, own_ops(courier)[6:]))
+    assert later["stored"] == 1 and later["acked"] == [[courier.id, 7, 7]]
+
+
+def test_a_later_edit_on_a_refused_record_from_another_device_is_refused_too(server: Server, tmp_path: Path) -> None:
+    courier, phone = replica(tmp_path, "courier"), replica(tmp_path, "phone")
+    tc, tp = server.enroll("courier", "courier", GRID), server.enroll("phone", "grid_worker", "changnan")
+    ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)
+    _answer(server.push(tc, courier.id, own_ops(courier)))
+    phone.sync_with(courier)
+    phone.tickets.edit(ticket.id, title="Taken over")
+    phone.residents.register(name="Old Wang", grid=GRID)
+    answer = _answer(server.push(tp, phone.id, own_ops(phone)))
+    assert [(r["op"], r["code"]) for r in answer["refused"]] == [(f"{phone.id}:1", "depends_on_refused")]
+    assert answer["stored"] == 1
+
+
+def test_grid_scope_and_role_limits_for_each_role(server: Server, tmp_path: Path) -> None:
+    knocker, station = replica(tmp_path, "knocker"), replica(tmp_path, "station")
+    tk, ts = server.enroll("knocker", "knocker", "changnan/dorm"), server.enroll("station")
+    wang = station.residents.register(name="Old Wang", grid=GRID)
+    far = station.residents.register(name="Far Away", grid="xinan/lane-1")
+    _answer(server.push(ts, station.id, own_ops(station)))
+    knocker.sync_with(station)
+    knocker.visits.record(resident_id=wang.id, outcome="well")  # allowed: visits of residents in its grid
+    knocker.residents.note(wang.id, "Needs a new walking stick")  # allowed: resident.note
+    knocker.visits.record(resident_id=far.id, outcome="well")  # outside its grid
+    knocker.residents.edit(wang.id, phone="+86 138 0000 0000")  # resident.set: not a knocker's
+    answer = _answer(server.push(tk, knocker.id, own_ops(knocker)))
+    assert answer["stored"] == 2
+    codes = {r["op"]: r["code"] for r in answer["refused"]}
+    assert codes == {f"{knocker.id}:3": "forbidden", f"{knocker.id}:4": "forbidden"}
+
+
+def test_a_revoked_devices_relayed_ops_are_refused(server: Server, tmp_path: Path) -> None:
+    lost, carrier = replica(tmp_path, "lost"), replica(tmp_path, "carrier")
+    tl, tc = server.enroll("lost"), server.enroll("carrier")
+    server.pull(tl, lost.id)
+    lost.tickets.submit(title="Made before the phone was lost", kind="repair", grid=GRID)
+    server.storage.revoke("lost")
+    answer = _answer(server.push(tc, carrier.id, own_ops(lost)))
+    assert [r["code"] for r in answer["refused"]] == ["origin_revoked"]
+
+
+def test_records_move_with_residents_and_escalations(server: Server, tmp_path: Path) -> None:
+    station = replica(tmp_path, "station")
+    ts = server.enroll("station")
+    building = server.enroll("building", "grid_worker", "changnan/dorm/3")
+    area = server.enroll("area", "grid_worker", "changnan/dorm")
+    lane = server.enroll("lane", "grid_worker", "changnan/lane-7")
+    wang = station.residents.register(name="Old Wang", grid=GRID)
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    station.visits.record(resident_id=wang.id, outcome="well")
+    _answer(server.push(ts, station.id, own_ops(station)))
+    assert len(server.pull_all(building, "b" * 16)) == 3 and server.pull_all(lane, "c" * 16) == []
+    cursors = {t: server.pull(t, r)["cursor"] for t, r in ((building, "b" * 16), (area, "a" * 16), (lane, "c" * 16))}
+
+    station.residents.edit(wang.id, grid="changnan/lane-7")  # Old Wang moved house
+    station.residents.note(wang.id, "Moved to lane 7")
+    station.visits.record(resident_id=wang.id, outcome="well")
+    station.tickets.escalate(ticket.id, reason="Needs the whole dormitory")  # to the parent grid, changnan/dorm
+    station.tickets.note(ticket.id, "Plumber booked")
+    _answer(server.push(ts, station.id, own_ops(station)))
+
+    def seen(token: str, replica_id: str) -> list[str]:
+        return [op["kind"] for op in server.pull(token, replica_id, cursors[token])["ops"]]
+
+    # both sides see a move; after it, only the new side sees the record
+    assert seen(building, "b" * 16) == ["resident.set", "ticket.transition"]
+    assert seen(area, "a" * 16) == ["resident.set", "ticket.transition", "ticket.note"]
+    assert seen(lane, "c" * 16) == ["resident.set", "resident.note", "visit.create"]
+
+
+def test_a_redaction_erases_personal_fields_on_the_server_too(server: Server, tmp_path: Path) -> None:
+    # the late device's note sorts before the redaction: its clock is a minute behind the station's
+    station, late = replica(tmp_path, "station", start_ms=START_MS + 60_000), replica(tmp_path, "late")
+    ts, tl = server.enroll("station"), server.enroll("late")
+    wang = station.residents.register(name="Old Wang", grid=GRID, phone="+86 138 0000 0000")
+    late.sync_with(station)
+    late.residents.note(wang.id, "Lives with a cat")  # written before the redaction, pushed after it
+    _answer(server.push(ts, station.id, own_ops(station)))  # stored, then erased by a later redaction
+    station.residents.redact(wang.id, fields=["phone", "notes"], reason="Resident asked")
+    _answer(server.push(ts, station.id, own_ops(station)))
+    server.pull(tl, late.id)
+    _answer(server.push(tl, late.id, own_ops(late)))
+    ops = {op["kind"]: op for op in server.pull_all(server.enroll("reader"), "d" * 16)}
+    assert ops["resident.create"]["body"]["phone"] is None
+    assert ops["resident.create"]["body"]["name"] == "Old Wang"
+    assert ops["resident.note"]["body"]["text"] is None
+    again = _answer(server.push(tl, late.id, own_ops(late)))  # the unredacted copy is still the same op
+    assert again["duplicates"] == 1
+
+
+def test_each_push_reports_the_devices_health(server: Server, tmp_path: Path) -> None:
+    phone = replica(tmp_path, "phone")
+    token = server.enroll("phone", "grid_worker", "changnan")
+    phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    answer = _answer(
+        server.push(token, phone.id, own_ops(phone), time_ms=START_MS - 3 * DAY, pending=7, oldest_unsent_ms=123)
+    )
+    assert abs(answer["clock_offset_ms"] - 3 * DAY) < 1000
+    assert answer["server_time_ms"] - answer["clock_offset_ms"] == START_MS - 3 * DAY
+    [health] = server.storage.devices()
+    assert (health.replica_id, health.pending, health.oldest_unsent_ms) == (phone.id, 7, 123)
+    assert health.clock_offset_ms == answer["clock_offset_ms"] and health.last_sync_at is not None
