@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -213,124 +214,111 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
     return plain
 
 
-def _undelta(column: Any, n: int, name: str) -> list[int]:
-    values = _expect_list(column, n, name)
-    out = []
-    total = 0
-    for value in values:
-        if type(value) is not int:
-            raise InvalidInputError("A batch is damaged", [(f"ops.{name}", "holds a value that is not an integer")])
-        total += value
-        out.append(total)
-    return out
-
-
-def _undictionary(column: Any, n: int, name: str) -> list[Any]:
-    if not isinstance(column, dict) or not isinstance(column.get("t"), list):
-        raise InvalidInputError("A batch is damaged", [(f"ops.{name}", "is not a table of values with indexes")])
-    table = column["t"]
-    index = _expect_list(column.get("i"), n, name)
-    try:
-        return [table[i] if type(i) is int and i >= 0 else _bad_index(name) for i in index]
-    except IndexError:
-        raise InvalidInputError("A batch is damaged", [(f"ops.{name}", "an index points past its table")]) from None
-
-
-def _bad_int(name: str) -> Any:
-    raise InvalidInputError("A batch is damaged", [(f"ops.{name}", "holds a value that is not an integer")])
-
-
-def _bad_index(name: str) -> Any:
-    raise InvalidInputError("A batch is damaged", [(f"ops.{name}", "an index is not a non-negative integer")])
+def _damaged(name: str, what: str) -> InvalidInputError:
+    return InvalidInputError("A batch is damaged", [(f"ops.{name}", what)])
 
 
 def _expect_list(values: Any, n: int, name: str) -> list[Any]:
     if not isinstance(values, list) or len(values) != n:
-        raise InvalidInputError("A batch is damaged", [(f"ops.{name}", f"is not a list of {n} values")])
+        raise _damaged(name, f"is not a list of {n} values")
     return values
 
 
-def _origin_at(origins: list[Any], index: Any, name: str) -> str:
-    if type(index) is not int or not 0 <= index < len(origins) or type(origins[index]) is not str:
-        raise InvalidInputError("A batch is damaged", [(f"ops.{name}", "names a device that is not in its table")])
-    return str(origins[index])
+def _ints(column: Any, n: int, name: str) -> list[int]:
+    """A column of ``n`` integers (checked for the whole column at once: booleans and floats are refused)."""
+    values = _expect_list(column, n, name)
+    if values and set(map(type, values)) != {int}:
+        raise _damaged(name, "holds a value that is not an integer")
+    return values
 
 
-def _eid_from(origins: list[Any], item: Any) -> Any:
+def _undelta(column: Any, n: int, name: str) -> list[int]:
+    return list(accumulate(_ints(column, n, name)))
+
+
+def _indexes(column: Any, n: int, size: int, name: str) -> list[int]:
+    index = _ints(column, n, name)
+    if index and (min(index) < 0 or max(index) >= size):
+        raise _damaged(name, "an index points outside its table")
+    return index
+
+
+def _undictionary(column: Any, n: int, name: str) -> list[Any]:
+    if not isinstance(column, dict) or not isinstance(column.get("t"), list):
+        raise _damaged(name, "is not a table of values with indexes")
+    table = column["t"]
+    return [table[i] for i in _indexes(column.get("i"), n, len(table), name)]
+
+
+def _origin_at(origins: list[str], index: Any, name: str) -> str:
+    if type(index) is not int or not 0 <= index < len(origins):
+        raise _damaged(name, "names a device that is not in its table")
+    return origins[index]
+
+
+def _eid_from(origins: list[str], item: Any) -> Any:
     if type(item) is list:
         if len(item) != 3 or type(item[0]) is not str or type(item[2]) is not int:
-            raise InvalidInputError("A batch is damaged", [("ops.eid", "a record id is not [letter, device, seq]")])
+            raise _damaged("eid", "a record id is not [letter, device, seq]")
         return f"{item[0]}-{_origin_at(origins, item[1], 'eid')}-{item[2]}"
     return item
 
 
-def _ref_from(origins: list[Any], item: Any) -> Any:
+def _ref_from(origins: list[str], item: Any) -> Any:
     if type(item) is list:
         if len(item) != 2 or type(item[1]) is not int:
-            raise InvalidInputError("A batch is damaged", [("ops.set", "an op reference is not [device, seq]")])
+            raise _damaged("set", "an op reference is not [device, seq]")
         return f"{_origin_at(origins, item[0], 'set')}:{item[1]}"
     return item
 
 
-def _set_bodies(columns: Any, origins: list[Any], count: int) -> list[dict[str, Any]]:
+def _set_bodies(columns: Any, origins: list[str], count: int) -> list[dict[str, Any]]:
     if not isinstance(columns, dict):
-        raise InvalidInputError("A batch is damaged", [("ops.set", "is not a set of columns")])
+        raise _damaged("set", "is not a set of columns")
     fields = _undictionary(columns.get("field"), count, "set.field")
     values = _expect_list(columns.get("value"), count, "set.value")
     replaces = _expect_list(columns.get("replaces"), count, "set.replaces")
-    out = []
-    for field, value, refs in zip(fields, values, replaces, strict=True):
-        if type(refs) is not list:
-            raise InvalidInputError("A batch is damaged", [("ops.set.replaces", "holds a value that is not a list")])
-        out.append({"field": field, "value": value, "replaces": [_ref_from(origins, r) for r in refs]})
-    return out
+    if replaces and set(map(type, replaces)) != {list}:
+        raise _damaged("set.replaces", "holds a value that is not a list")
+    return [
+        {"field": field, "value": value, "replaces": [_ref_from(origins, r) for r in refs]}
+        for field, value, refs in zip(fields, values, replaces, strict=True)
+    ]
 
 
 def _ops_from_columns(columns: Any) -> list[dict[str, Any]]:
     if not isinstance(columns, dict) or type(columns.get("n")) is not int or columns["n"] < 0:
-        raise InvalidInputError("A batch is damaged", [("ops", "the op columns lack their count")])
+        raise _damaged("n", "the op columns lack their count")
     n = columns["n"]
     if n == 0:
         return []
     versions = columns.get("v")
-    if isinstance(versions, list):
-        _expect_list(versions, n, "v")
-    else:
-        versions = [versions] * n
+    versions = _ints(versions, n, "v") if isinstance(versions, list) else [versions] * n
     origins = columns.get("origins")
-    if not isinstance(origins, list):
-        raise InvalidInputError("A batch is damaged", [("ops.origins", "is not a list of device ids")])
+    if not isinstance(origins, list) or (origins and set(map(type, origins)) != {str}):
+        raise _damaged("origins", "is not a list of device ids")
     kinds = _undictionary(columns.get("kind"), n, "kind")
-    origin_index = _expect_list(columns.get("origin"), n, "origin")
+    op_origins = [origins[i] for i in _indexes(columns.get("origin"), n, len(origins), "origin")]
     seqs = _undelta(columns.get("seq"), n, "seq")
     walls = _undelta(columns.get("hw"), n, "hw")
-    counters = _expect_list(columns.get("hc"), n, "hc")
+    counters = _ints(columns.get("hc"), n, "hc")
+    if min(counters) < 0 or max(counters) > _HLC_MASK:
+        raise _damaged("hc", "a clock counter is out of range")
+    hlcs = [(wall << _HLC_SHIFT) | counter for wall, counter in zip(walls, counters, strict=True)]
+    ats = [wall + at for wall, at in zip(walls, _ints(columns.get("at"), n, "at"), strict=True)]
     eid_column = columns.get("eid")
     if isinstance(eid_column, dict) and isinstance(eid_column.get("t"), list):
         eid_column = {**eid_column, "t": [_eid_from(origins, e) for e in eid_column["t"]]}
     eids = _undictionary(eid_column, n, "eid")
     actors = _undictionary(columns.get("actor"), n, "actor")
-    ats = _expect_list(columns.get("at"), n, "at")
     bodies = _expect_list(columns.get("body"), n, "body")
-    set_count = sum(body is None for body in bodies)
-    set_bodies = iter(_set_bodies(columns.get("set"), origins, set_count))
-    ops = []
-    for v, kind, index, seq, wall, counter, eid, actor, at, body in zip(
-        versions, kinds, origin_index, seqs, walls, counters, eids, actors, ats, bodies, strict=True
-    ):
-        if type(counter) is not int or not 0 <= counter <= _HLC_MASK:
-            raise InvalidInputError("A batch is damaged", [("ops.hc", "a clock counter is out of range")])
-        ops.append(
-            {
-                "v": v,
-                "kind": kind,
-                "origin": _origin_at(origins, index, "origin"),
-                "seq": seq,
-                "hlc": (wall << _HLC_SHIFT) | counter,
-                "eid": eid,
-                "actor": actor,
-                "at": wall + at if type(at) is int else _bad_int("at"),
-                "body": next(set_bodies) if body is None else body,
-            }
+    set_count = bodies.count(None)
+    if set_count:
+        set_bodies = iter(_set_bodies(columns.get("set"), origins, set_count))
+        bodies = [next(set_bodies) if body is None else body for body in bodies]
+    return [
+        {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b}
+        for v, k, o, s, h, e, a, t, b in zip(
+            versions, kinds, op_origins, seqs, hlcs, eids, actors, ats, bodies, strict=True
         )
-    return ops
+    ]
