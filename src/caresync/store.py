@@ -31,7 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from .errors import OpForkError, StoreError, StoreVersionError
 from .merge import FOLD_VERSION, State, apply_op, new_state, op_key
-from .ops import OpDict, entity_type_of
+from .ops import OpDict, entity_type_of, paused_gc
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 
 __all__ = ["IngestResult", "Store"]
@@ -274,7 +274,7 @@ class Store:
             OpForkError: an op has the identity of a stored op but different content; nothing is stored.
         """
         result = IngestResult()
-        with self.write():
+        with paused_gc(), self.write():
             origins = self._origins({o["origin"] for o in known} | {o["origin"] for o in deferred})
             fresh_known = self._new_only(known, origins, result)
             fresh_deferred = self._new_only(deferred, origins, result)
