@@ -191,7 +191,7 @@ async def push(request: Request, ctx: ContextDep, device: DeviceDep) -> Response
 @_router.post(
     "/v1/pull",
     response_model=PullResponse,
-    responses={200: {"content": {MEDIA_TYPE: _BINARY}}, **_errors(400, 401, 403, 413, 422, 503)},
+    responses={200: {"content": {MEDIA_TYPE: _BINARY}}, **_errors(400, 401, 403, 413, 415, 422, 503)},
     summary="Pull the next ops of the device's scope",
 )
 def pull(body: PullRequest, request: Request, ctx: ContextDep, device: DeviceDep) -> Response:
@@ -542,6 +542,13 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
             "The body is not valid JSON; nothing was done.",
             [{"field": "body", "problem": "not valid JSON"}],
         )
+    if any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes) for e in error.errors()):
+        return _envelope(  # a body FastAPI did not read as JSON: it came with another content type
+            415,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"Send this request as {_JSON}.",
+            [{"field": "Content-Type", "problem": f"must be {_JSON}"}],
+        )
     details = _pydantic_details(error)
     return _envelope(422, ErrorCode.INVALID_REQUEST, _invalid_message(details), details)
 
@@ -553,7 +560,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"There is no {request.url.path} on this server; /openapi.json lists the endpoints."
         return _envelope(404, ErrorCode.NOT_FOUND, message, [], **headers)
     if error.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path} (allowed: {headers.get('allow', '-')})."
+        allowed = next((value for name, value in headers.items() if name.lower() == "allow"), "-")
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})."
         return _envelope(405, ErrorCode.METHOD_NOT_ALLOWED, message, [], **headers)
     if error.status_code == 413:
         return _envelope(413, ErrorCode.BATCH_TOO_LARGE, str(error.detail), [], **headers)

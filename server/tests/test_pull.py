@@ -1,0 +1,136 @@
+"""POST /v1/pull: scope by role and grid, the cursor, paging, limits, compression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from caresync_server.settings import Settings
+from support import GRID, START_MS, Server, keys, own_ops, replica
+
+
+def _world(server: Server, tmp_path: Path) -> dict[str, list[tuple[str, int]]]:
+    """A station's day in two grids; returns the op identities by record type."""
+    station = replica(tmp_path, "station")
+    token = server.enroll("station-desk")
+    wang = station.residents.register(name="Old Wang", grid=GRID)
+    station.residents.register(name="Far Away", grid="xinan/lane-1")
+    station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    station.tickets.submit(title="Noise", kind="dispute", grid="xinan/lane-1")
+    station.visits.record(resident_id=wang.id, outcome="well")
+    box = station.mailboxes.add(code="MB-7", name="Lane 7 mailbox", grid="changnan/lane-7")
+    station.parcels.register(code="P-1", grid="changnan/lane-7", mailbox_id=box.id)
+    station.parcels.register(code="P-2", grid="xinan/lane-1")
+    station.workers.add(name="Li", role="grid_worker", grids=[GRID])
+    ops = own_ops(station)
+    assert server.push(token, station.id, ops).status_code == 200
+    by_type: dict[str, list[tuple[str, int]]] = {}
+    for op in ops:
+        by_type.setdefault(op["kind"].split(".")[0], []).append((op["origin"], op["seq"]))
+    return by_type
+
+
+def test_each_device_pulls_its_roles_record_types_within_its_grids(server: Server, tmp_path: Path) -> None:
+    ops = _world(server, tmp_path)
+
+    devices = iter(range(1, 100))
+
+    def pulled(role: str, *grids: str) -> set[tuple[str, int]]:
+        n = next(devices)
+        return set(keys(server.pull_all(server.enroll(f"device-{n}", role, *grids), f"{n:016x}")))
+
+    assert pulled("admin", "") == {k for found in ops.values() for k in found}
+    assert pulled("grid_worker", "changnan") == {
+        ops["resident"][0],
+        ops["ticket"][0],
+        *ops["visit"],
+        *ops["worker"],  # workers belong to no grid: the role alone decides
+    }
+    assert pulled("knocker", "changnan/dorm") == {ops["resident"][0], *ops["visit"]}
+    assert pulled("mediator", "xinan") == {ops["resident"][1], ops["ticket"][1]}
+    assert pulled("courier", "changnan/lane-7", "xinan/lane-1") == {*ops["mailbox"], *ops["parcel"]}
+    assert pulled("courier", "changnan/lane") == set()  # a prefix of a name is not a parent grid
+    assert pulled("station", "changnan/dorm/3") == {
+        ops["resident"][0],
+        ops["ticket"][0],
+        *ops["visit"],
+        *ops["worker"],
+    }
+
+
+def test_paging_with_a_small_limit_returns_every_op_once_in_order(server: Server, tmp_path: Path) -> None:
+    ops = _world(server, tmp_path)
+    token = server.enroll("reader", "admin", "")
+    for limit in (1, 2, 3):
+        seen = server.pull_all(token, "f" * 16, limit=limit)
+        assert len(seen) == sum(len(v) for v in ops.values())
+        assert len(set(keys(seen))) == len(seen)
+    first = server.pull(token, "f" * 16, limit=4)
+    assert len(first["ops"]) == 4 and first["more"] is True and first["cursor"] == "4"
+
+
+def test_a_narrow_scope_still_moves_the_cursor_past_what_it_may_not_see(server: Server, tmp_path: Path) -> None:
+    _world(server, tmp_path)
+    token = server.enroll("courier", "courier", "nowhere")
+    answer = server.pull(token, "a" * 16, limit=2)
+    assert answer["ops"] == [] and answer["more"] is False
+    assert int(answer["cursor"]) == server.counts()["ops"]
+    assert server.pull(token, "a" * 16, answer["cursor"])["cursor"] == answer["cursor"]
+
+
+def test_the_limit_is_capped_by_the_server(tmp_path: Path) -> None:
+    server = Server(Settings(database_url=f"sqlite:///{tmp_path / 'capped.db'}", max_pull_limit=3))
+    try:
+        _world(server, tmp_path)
+        answer = server.pull(server.enroll("reader"), "a" * 16, limit=1000)
+        assert len(answer["ops"]) == 3 and answer["more"] is True
+    finally:
+        server.close()
+
+
+def test_a_cursor_past_the_end_starts_over(server: Server, tmp_path: Path) -> None:
+    """A cursor the server never gave (its database was restored from an older backup): everything again."""
+    ops = _world(server, tmp_path)
+    answer = server.pull(server.enroll("reader"), "a" * 16, "999999")
+    assert len(answer["ops"]) == sum(len(v) for v in ops.values())
+
+
+def test_json_answers_are_gzipped_when_the_device_accepts_it(server: Server, tmp_path: Path) -> None:
+    _world(server, tmp_path)
+    token = server.enroll("reader")
+    body = {"replica": "a" * 16, "cursor": "", "limit": 100, "time_ms": START_MS}
+    headers = {"Authorization": f"Bearer {token}"}
+    zipped = server.client.post("/v1/pull", json=body, headers={**headers, "Accept-Encoding": "gzip"})
+    plain = server.client.post("/v1/pull", json=body, headers={**headers, "Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.json()["ops"] == plain.json()["ops"]  # httpx inflates the gzipped one
+    assert int(zipped.headers["content-length"]) < len(plain.content)
+
+
+def test_a_pull_binds_the_replica_and_reports_the_clock(server: Server, tmp_path: Path) -> None:
+    token = server.enroll("phone", "knocker", GRID)
+    body = {"replica": "a" * 16, "cursor": "", "time_ms": START_MS - 5_000}
+    answer = server.client.post("/v1/pull", json=body, headers={"Authorization": f"Bearer {token}"}).json()
+    assert answer["server_time_ms"] - answer["clock_offset_ms"] == START_MS - 5_000
+    [device] = server.storage.devices()
+    assert device.replica_id == "a" * 16 and device.clock_offset_ms == answer["clock_offset_ms"]
+    other = server.client.post(
+        "/v1/pull", json={**body, "replica": "b" * 16}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert other.status_code == 403 and other.json()["error"]["code"] == "replica_mismatch"
+
+
+def test_the_compact_answer_is_chosen_by_the_accept_header(server: Server, tmp_path: Path) -> None:
+    _world(server, tmp_path)
+    token = server.enroll("reader")
+    body = {"replica": "a" * 16, "cursor": "", "time_ms": START_MS}
+    for accept, media in (
+        ("application/x-caresync-batch, application/json;q=0.5", "application/x-caresync-batch"),
+        ("application/x-caresync-batch;q=0, application/json", "application/json"),
+        ("*/*", "application/json"),
+    ):
+        response = server.client.post(
+            "/v1/pull", json=body, headers={"Authorization": f"Bearer {token}", "Accept": accept}
+        )
+        assert response.headers["content-type"].split(";")[0] == media
+    compact, plain = server.pull(token, "a" * 16, compact=True), server.pull(token, "a" * 16)
+    assert (compact["ops"], compact["cursor"], compact["more"]) == (plain["ops"], plain["cursor"], plain["more"])
