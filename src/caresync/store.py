@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from .errors import OpForkError, StoreError, StoreVersionError
-from .merge import FOLD_VERSION, State, apply_op, new_state, op_key
+from .merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
 from .ops import OpDict, entity_type_of, paused_gc
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 
@@ -42,6 +43,8 @@ _INSERT_OP = (
     "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body"
+_ENVELOPE = itemgetter("origin", "seq", "hlc", "eid", "kind", "v", "actor", "at")  # _op_row's first columns
+_ORDER = itemgetter("hlc", "origin", "seq")  # op_key, without a Python call per op
 _TABLE = {entity: table.__tablename__ for entity, table in ENTITY_TABLES.items()}
 _UPSERT = {entity: upsert_sql(entity) for entity in ENTITY_TABLES}
 
@@ -282,8 +285,9 @@ class Store:
                 return result
             self._apply_redactions(fresh_known)
             mark = int(sent)
-            rows = [_op_row(o, 1, mark) for o in fresh_known]
-            rows += [_op_row(o, 0, mark) for o in fresh_deferred]
+            env = _ENVELOPE
+            rows = [(*env(o), 1, to_json(o["body"]).decode(), mark) for o in fresh_known]
+            rows += [(*env(o), 0, to_json(o["body"]).decode(), mark) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
             self._many(_INSERT_OP, rows)
@@ -658,14 +662,23 @@ _Saved = tuple[tuple[int, str, int], str]
 
 def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
     """Ops by record type and record id, each record's ops in HLC order."""
-    groups: dict[str, dict[str, list[OpDict]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[str, dict[str, list[OpDict]]] = {}
+    by_kind: dict[str, dict[str, list[OpDict]]] = {}  # the group of each kind seen, to skip parsing it again
     for op in ops:
         kind = op["kind"]
-        groups[kind[: kind.index(".")]][op["eid"]].append(op)
+        items = by_kind.get(kind)
+        if items is None:
+            items = by_kind[kind] = groups.setdefault(kind[: kind.index(".")], {})
+        eid = op["eid"]
+        record = items.get(eid)
+        if record is None:
+            items[eid] = [op]
+        else:
+            record.append(op)
     for items in groups.values():
         for new_ops in items.values():
             if len(new_ops) > 1:
-                new_ops.sort(key=op_key)
+                new_ops.sort(key=_ORDER)
     return groups
 
 
@@ -681,8 +694,7 @@ def _fold_new(entity: str, items: dict[str, list[OpDict]], saved: dict[str, _Sav
         else:
             out[eid] = None
             continue
-        for op in new_ops:
-            apply_op(state, op)
+        apply_sorted(state, new_ops)
         out[eid] = state
     return out
 
