@@ -1,0 +1,60 @@
+"""The role table and grid scopes (pure: no server needed)."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from caresync import EntityType, Role
+from caresync.ops import KNOWN_KINDS
+
+from caresync_server.roles import EVERYWHERE, PERMISSIONS, ROLE_TABLE, covers
+
+TYPES = {t.value for t in EntityType}
+
+
+def test_every_role_has_permissions_made_of_known_kinds_and_types() -> None:
+    assert set(PERMISSIONS) == set(Role)
+    for permissions in PERMISSIONS.values():
+        assert permissions.writes <= KNOWN_KINDS and permissions.reads <= TYPES
+        assert permissions.reads, "a role that reads nothing could not sync"
+
+
+def test_every_pattern_of_the_table_names_something() -> None:
+    for writes, reads in ROLE_TABLE.values():
+        for pattern in writes:
+            assert any(fnmatchcase(kind, pattern.lstrip("!")) for kind in KNOWN_KINDS), pattern
+        for pattern in reads:
+            assert any(fnmatchcase(t, pattern) for t in TYPES), pattern
+
+
+def test_the_station_only_kinds() -> None:
+    for kind in ("worker.create", "resident.redact"):
+        assert {role for role, p in PERMISSIONS.items() if kind in p.writes} == {Role.STATION, Role.ADMIN}
+    assert PERMISSIONS[Role.STATION].writes == KNOWN_KINDS and PERMISSIONS[Role.STATION].reads == TYPES
+
+
+def test_the_field_roles() -> None:
+    assert PERMISSIONS[Role.KNOCKER].writes == {
+        "visit.create",
+        "visit.set",
+        "visit.note",
+        "resident.note",
+        "ticket.create",
+        "ticket.note",
+    }
+    assert PERMISSIONS[Role.COURIER].writes == {k for k in KNOWN_KINDS if k.startswith("parcel.")}
+    assert PERMISSIONS[Role.COURIER].reads == {"parcel", "mailbox"}
+    assert PERMISSIONS[Role.MEDIATOR].writes == {k for k in KNOWN_KINDS if k.startswith("ticket.")}
+    grid_worker = PERMISSIONS[Role.GRID_WORKER]
+    assert "resident.set" in grid_worker.writes and "resident.redact" not in grid_worker.writes
+    assert "worker" in grid_worker.reads and not any(k.startswith("worker.") for k in grid_worker.writes)
+
+
+def test_a_grid_covers_itself_and_what_lies_under_it() -> None:
+    assert covers(["changnan/dorm"], "changnan/dorm")
+    assert covers(["changnan/dorm"], "changnan/dorm/3")
+    assert not covers(["changnan/dorm"], "changnan/dormitory")
+    assert not covers(["changnan/dorm"], "changnan")
+    assert covers(["xinan", "changnan/dorm/3"], "changnan/dorm/3")
+    assert covers([EVERYWHERE], "anything/at/all")
+    assert not covers([], "changnan")
