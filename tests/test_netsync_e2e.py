@@ -37,41 +37,49 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             yield url
 
 
-def _sync_flaky(device: Replica, server: ServerProcess, token: str, rng: random.Random) -> None:
+def _sync_flaky(device: Replica, server: ServerProcess, token: str, rng: random.Random) -> int:
     """One sync over a link that drops answers; small batches so there are many batch boundaries to cut at."""
     transport = FlakyTransport(rng, cut=0.25)
     # a dropped link raises SyncError: the device carries on offline and syncs later
     with httpx.Client(transport=transport, timeout=30) as client, contextlib.suppress(SyncError):
         device.sync(server.url, token=token, push_batch=7, pull_batch=11, retries=0, client=client)
+    return transport.cuts
 
 
-def _kill_server_mid_sync(device: Replica, server: ServerProcess, token: str, rng: random.Random) -> None:
-    """SIGKILLs the server while the device is syncing, then starts it again over the same database."""
+def _kill_server_mid_sync(device: Replica, server: ServerProcess, token: str, rng: random.Random) -> bool:
+    """SIGKILLs the server while the device is syncing, then starts it again over the same database; returns
+    whether the kill cut the sync short."""
     killer = threading.Timer(rng.uniform(0.02, 0.3), server.kill)
     killer.start()
-    with contextlib.suppress(SyncError):
+    cut = False
+    try:
         device.sync(server.url, token=token, push_batch=3, pull_batch=3, retries=0)
+    except SyncError:
+        cut = True
     killer.join()
     server.kill()
     server.start()
+    return cut
 
 
-def _kill_device_mid_sync(path: Path, server: ServerProcess, token: str, rng: random.Random) -> None:
-    """Runs a sync of the device file in a child process and SIGKILLs it after a few committed batches."""
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(path), server.url, token, "4"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def _kill_device_mid_sync(path: Path, server: ServerProcess, token: str, rng: random.Random) -> bool:
+    """Runs a sync of the device file in a child process and SIGKILLs it after a few committed batches;
+    returns whether it was killed before it finished."""
+    with (path.parent / "child.log").open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), str(path), server.url, token, "4"], stdout=subprocess.PIPE, stderr=log
+        )
     assert child.stdout is not None
-    batches = rng.randrange(1, 4)
-    for line in child.stdout:
-        if line.startswith(b"batch"):
-            batches -= 1
-            if batches == 0:
-                break
-    child.kill()
-    child.wait()
+    with child.stdout:
+        batches = rng.randrange(1, 4)
+        for line in child.stdout:
+            if line.startswith(b"batch"):
+                batches -= 1
+                if batches == 0:
+                    break
+        child.kill()
+        child.wait()
+        return batches == 0 and child.returncode == -9
 
 
 @pytest.mark.slow
@@ -84,21 +92,20 @@ def test_devices_converge_through_a_real_server(database_url: str, tmp_path: Pat
         devices = [Replica.open(p, actor=f"worker-{i}") for i, p in enumerate(paths)]
         made: set[tuple[str, int]] = set()
         killed_server = killed_device = False
+        cuts = 0
         for round_no in range(ROUNDS):
             for device in devices:
                 random_work(device, rng, rng.randrange(5, 30))
             for i in rng.sample(range(DEVICES), rng.randrange(2, DEVICES + 1)):
-                if round_no == 2 and not killed_server:
-                    _kill_server_mid_sync(devices[i], server, tokens[i], rng)
-                    killed_server = True
-                elif round_no == 3 and not killed_device:
+                if round_no >= 2 and not killed_server:
+                    killed_server = _kill_server_mid_sync(devices[i], server, tokens[i], rng)
+                elif round_no >= 3 and not killed_device:
                     devices[i].close()
                     made |= all_ops(Replica.open(paths[i], actor="check"))  # what it held before the crash
-                    _kill_device_mid_sync(paths[i], server, tokens[i], rng)
+                    killed_device = _kill_device_mid_sync(paths[i], server, tokens[i], rng)
                     devices[i] = Replica.open(paths[i], actor=f"worker-{i}")
-                    killed_device = True
                 else:
-                    _sync_flaky(devices[i], server, tokens[i], rng)
+                    cuts += _sync_flaky(devices[i], server, tokens[i], rng)
             for device in devices:
                 made |= all_ops(device)
         for _ in range(2):  # back online for good: everyone syncs, then once more to get the others' last ops
@@ -113,7 +120,7 @@ def test_devices_converge_through_a_real_server(database_url: str, tmp_path: Pat
             assert all_ops(device) == made
             assert device.unsent_count() == 0
             assert device.op_count() == len(made)
-        assert killed_server and killed_device
+        assert killed_server and killed_device and cuts > 5
         for device in devices:
             device.close()
     finally:
