@@ -305,14 +305,28 @@ class Store:
         states: dict[str, State] = {}
         for part in _chunks(eids):
             marks = ",".join("?" * len(part))
-            for eid in part:
-                states[eid] = new_state(entity, eid)
-            for r in self.sql(
+            ops: dict[str, list[OpDict]] = {eid: [] for eid in part}
+            for origin, seq, hlc, eid, kind, v, actor, at, body in self.sql(
                 "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops "
                 f"WHERE eid IN ({marks}) AND known = 1 ORDER BY eid, hlc, origin, seq",
                 part,
             ):
-                apply_op(states[r[3]], _op_from_row(*r))
+                ops[eid].append(
+                    {
+                        "v": v,
+                        "kind": kind,
+                        "origin": origin,
+                        "seq": seq,
+                        "hlc": hlc,
+                        "eid": eid,
+                        "actor": actor,
+                        "at": at,
+                        "body": from_json(body),
+                    }
+                )
+            for eid, record_ops in ops.items():
+                state = states[eid] = new_state(entity, eid)
+                apply_sorted(state, record_ops)
         return states
 
     def settle(self, *, chunk: int = 2000) -> int:
@@ -323,6 +337,13 @@ class Store:
         """
         if not self._pending:
             return 0
+        with paused_gc():
+            done = self._settle(chunk)
+        if self._scrub and self._depth == 0:
+            self._checkpoint()
+        return done
+
+    def _settle(self, chunk: int) -> int:
         done = 0
         while True:
             pending = self.sql("SELECT entity, id FROM pending ORDER BY entity, id LIMIT ?", (chunk,))
@@ -338,8 +359,6 @@ class Store:
                 self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
             done += len(pending)
         self._pending = False
-        if self._scrub and self._depth == 0:
-            self._checkpoint()
         return done
 
     def _origins(self, names: set[str]) -> dict[str, tuple[int, int, int]]:
@@ -550,6 +569,10 @@ class Store:
 
     def ops_after(self, vv: dict[str, int], *, limit: int) -> list[OpDict]:
         """Up to ``limit`` stored ops the holder of version vector ``vv`` may lack, in (origin, seq) order."""
+        with paused_gc():
+            return self._ops_after(vv, limit)
+
+    def _ops_after(self, vv: dict[str, int], limit: int) -> list[OpDict]:
         out: list[OpDict] = []
         for origin, contig, held in self.sql("SELECT origin, contig, held FROM origins ORDER BY origin"):
             since = vv.get(origin, 0)
