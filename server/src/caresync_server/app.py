@@ -200,7 +200,7 @@ def pull(body: PullRequest, request: Request, ctx: ContextDep, device: DeviceDep
     now = ctx.now_ms()
     offset = now - body.time_ms
     limit = min(body.limit, ctx.settings.max_pull_limit)
-    page = ctx.storage.pull(device.id, body.replica, after, limit, offset, now)
+    page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
     if _accepts(request.headers.get("accept", ""), MEDIA_TYPE):
         envelope = {
             "ops": [_op_dict(row) for row in page.rows],

@@ -30,7 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,6 +97,8 @@ SCHEMA_VERSION = 1
 #: A pull examines at most this many cursors past the device's (or ``limit``, if larger), so that a device
 #: that sees little of the log still gets an answer quickly; its cursor moves past what was examined.
 PULL_SCAN_WINDOW = 50_000
+#: A pull records the device's last sync and clock offset at most this often (a push always does).
+HEALTH_EVERY_MS = 10_000
 _CHUNK = 500  # ids per IN (...) list
 _ALL_TYPES = frozenset(t.value for t in EntityType)
 
@@ -192,6 +194,8 @@ class Device:
     grids: tuple[str, ...]
     replica_id: str | None
     revoked_at: int | None
+    last_sync_at: int | None
+    clock_offset_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,8 @@ class Storage:
         self.now_ms = now_ms
         self.dialect = settings.dialect
         self.schema = settings.database_schema if self.dialect == "postgresql" else None
-        self._ops_lock = _lock_key("ops", self.schema)
+        self.ops_lock_key = _lock_key("ops", self.schema)
+        """PostgreSQL: the advisory lock every push transaction holds from before it draws cursors to COMMIT."""
         self._ddl_lock = _lock_key("ddl", self.schema)
         self.engine = self._create_engine()
 
@@ -320,7 +325,7 @@ class Storage:
             with conn.begin():
                 if cursors and self.dialect == "postgresql":
                     # held until COMMIT: no commit with a lower cursor can land after one with a higher cursor
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self._ops_lock})
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.ops_lock_key})
                 yield conn
 
     # --- schema ----------------------------------------------------------------------------------------------
@@ -538,7 +543,7 @@ class Storage:
                     ErrorCode.REPLICA_MISMATCH,
                     f"Replica {replica} was just bound to another device; this token belongs to device {device.name}.",
                 ) from None
-            return Device(device.id, device.name, device.role, device.grids, replica, device.revoked_at)
+            return replace(device, replica_id=replica)
         check_replica(device, replica)
         return device
 
@@ -575,19 +580,30 @@ class Storage:
             )
         return verdict
 
-    def pull(self, device_id: int, replica: str, after: int, limit: int, clock_offset_ms: int, now: int) -> PullPage:
-        """The next ops after cursor ``after`` that the device may see (its own excluded), in cursor order.
+    def pull(self, device: Device, replica: str, after: int, limit: int, clock_offset_ms: int, now: int) -> PullPage:
+        """The next ops after cursor ``after`` that ``device`` may see (its own excluded), in cursor order.
+
+        A pull is a read: it writes only to bind the device's replica on first use, and to record the device's
+        health when the record is older than :data:`HEALTH_EVERY_MS` or its clock offset changed.
 
         Raises:
             ApiError: ``revoked`` or ``replica_mismatch``.
         """
-        with self._write() as conn:
-            device = self._bind(conn, device_id, replica)
-            conn.execute(
-                devices.update()
-                .where(devices.c.id == device_id)
-                .values(last_sync_at=now, last_clock_offset_ms=clock_offset_ms)
-            )
+        check_replica(device, replica)
+        stale = (
+            device.last_sync_at is None
+            or now - device.last_sync_at >= HEALTH_EVERY_MS
+            or device.clock_offset_ms is None
+            or abs(clock_offset_ms - device.clock_offset_ms) >= 1000
+        )
+        if device.replica_id is None or stale:
+            with self._write() as conn:
+                device = self._bind(conn, device.id, replica)
+                conn.execute(
+                    devices.update()
+                    .where(devices.c.id == device.id)
+                    .values(last_sync_at=now, last_clock_offset_ms=clock_offset_ms)
+                )
         scope = _scope(device)
         with self._read() as conn:
             top = int(conn.execute(select(func.coalesce(func.max(ops.c.cursor), 0))).scalar_one())
@@ -835,6 +851,8 @@ def _device(row: Any) -> Device:
         grids=tuple(json.loads(row.grids)),
         replica_id=row.replica_id,
         revoked_at=row.revoked_at,
+        last_sync_at=row.last_sync_at,
+        clock_offset_ms=row.last_clock_offset_ms,
     )
 
 
