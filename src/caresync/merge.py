@@ -106,14 +106,7 @@ def apply_op(state: State, op: OpDict) -> None:
     if action == "set":
         _write(fields, body["field"], body["replaces"], _entry(op, body["value"]))
     elif action == "create":
-        if state["created"] is None:
-            state["created"] = [op_id(op["origin"], op["seq"]), op["actor"], op["at"]]
-        for name, value in body.items():
-            if name == "grid" and state["type"] == "ticket":
-                if state["st"]["grid"] is None:
-                    state["st"]["grid"] = value
-                continue
-            _write(fields, name, (), _entry(op, value))
+        _create(state, op)
     elif action == "transition":
         _transition(state, op, body)
     elif action == "hop":
@@ -144,7 +137,11 @@ def apply_sorted(state: State, ops: Sequence[OpDict]) -> None:
     for op in ops:
         kind = op["kind"]
         if not kind.endswith(".set"):
-            apply_op(state, op)
+            if kind.endswith(".create"):
+                _create(state, op)
+                writes += 1
+            else:
+                apply_op(state, op)
             continue
         writes += 1
         body = op["body"]
@@ -157,13 +154,39 @@ def apply_sorted(state: State, ops: Sequence[OpDict]) -> None:
             continue
         replaces = body["replaces"]
         if replaces:
-            gone = set(replaces)
-            current = [e for e in current if e[_ID] not in gone]
-            fields[field] = current
+            gone = replaces if len(replaces) < 8 else set(replaces)  # a short list is searched faster than hashed
+            if len(current) == 1:
+                if current[0][_ID] in gone:
+                    fields[field] = [entry]
+                    continue
+            else:
+                current = [e for e in current if e[_ID] not in gone]
+                fields[field] = current
         current.append(entry)
     last = ops[-1]
     state["n"] += writes  # apply_op counted the others
     state["last"] = [last["hlc"], last["origin"], last["seq"]]
+
+
+def _create(state: State, op: OpDict) -> None:
+    """``apply_op`` of a create op, without its ``n`` and ``last`` bookkeeping: one frontier entry per field."""
+    origin, seq, hlc, actor, at = op["origin"], op["seq"], op["hlc"], op["actor"], op["at"]
+    oid = f"{origin}:{seq}"
+    if state["created"] is None:
+        state["created"] = [oid, actor, at]
+    fields = state["f"]
+    ticket = state["type"] == "ticket"
+    for name, value in op["body"].items():
+        if name == "grid" and ticket:
+            if state["st"]["grid"] is None:
+                state["st"]["grid"] = value
+            continue
+        entry = [oid, hlc, origin, seq, actor, at, value]
+        current = fields.get(name)
+        if current:
+            current.append(entry)  # what _write does with nothing replaced
+        else:
+            fields[name] = [entry]
 
 
 def _collect(state: State, name: str, op: OpDict, body: dict[str, Any]) -> None:

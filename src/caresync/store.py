@@ -687,6 +687,7 @@ def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
     """Ops by record type and record id, each record's ops in HLC order."""
     groups: dict[str, dict[str, list[OpDict]]] = {}
     by_kind: dict[str, dict[str, list[OpDict]]] = {}  # the group of each kind seen, to skip parsing it again
+    unsorted: list[list[OpDict]] = []
     for op in ops:
         kind = op["kind"]
         items = by_kind.get(kind)
@@ -697,11 +698,11 @@ def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
         if record is None:
             items[eid] = [op]
         else:
+            if op["hlc"] <= record[-1]["hlc"]:  # not plainly after the previous one: sort this record
+                unsorted.append(record)
             record.append(op)
-    for items in groups.values():
-        for new_ops in items.values():
-            if len(new_ops) > 1:
-                new_ops.sort(key=_ORDER)
+    for record in unsorted:
+        record.sort(key=_ORDER)  # (a record listed twice is sorted twice: cheap, and rare)
     return groups
 
 
