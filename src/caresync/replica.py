@@ -48,7 +48,7 @@ from .model import (
     ms_to_datetime,
 )
 from .netsync import Refusal, SyncProgressCallback, SyncResult
-from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, validate_ops
+from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
 from .schema import ENTITY_TABLES
 from .store import IngestResult, Store
 
@@ -386,16 +386,18 @@ class Replica:
     ) -> ApplyResult:
         """:meth:`apply_ops`, also marking the ops as held by the server and setting ``meta`` in the same
         transaction (network sync saves its cursor that way)."""
-        known, deferred = validate_ops(ops)
-        with self._store.write():
-            result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows, sent=from_server)
-            now = self.clock.physical_ms()
-            for origin, stamp in result.max_hlc_by_origin.items():
-                if origin != self.id and self.clock.observe(stamp):
-                    self._record_anomaly(origin, stamp, now)
-            self._store.set_meta("clock_last", str(self.clock.last))
-            for key, value in (meta or {}).items():
-                self._store.set_meta(key, value)
+        with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
+            known, deferred = validate_ops(ops)
+            with self._store.write():
+                result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows, sent=from_server)
+                now = self.clock.physical_ms()
+                for origin, stamp in result.max_hlc_by_origin.items():
+                    if origin != self.id and self.clock.observe(stamp):
+                        self._record_anomaly(origin, stamp, now)
+                self._store.set_meta("clock_last", str(self.clock.last))
+                for key, value in (meta or {}).items():
+                    self._store.set_meta(key, value)
+            del known, deferred  # freed now, before the collector resumes and would walk them once more
         if result.deferred:
             self.log.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
         return ApplyResult(
