@@ -6,9 +6,10 @@ the wire in a large batch, because every op repeats its keys, its device id and 
 compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns the ops into columns:
 
 * ``origins``: the batch's device ids, once each; everywhere else a device is its index in this list, including
-  inside record ids (``T-<device>-<seq>`` travels as ``["T", index, seq]``) and op references
-  (``<device>:<seq>`` as ``[index, seq]``);
-* ``kind``, ``eid``, ``actor``: a table of the distinct values and one small index per op;
+  inside record ids and op references (``<device>:<seq>`` travels as ``[index, seq]``);
+* ``eid``: record ids ``T-<device>-<seq>`` as three columns, the letter (an index into a table), the device
+  (an index into ``origins``) and the seq; an id of any other form is listed in ``raw`` by position;
+* ``kind``, ``actor``: a table of the distinct values and one small index per op;
 * ``seq`` and the wall-clock half of ``hlc`` (``hw``): differences from the previous op, mostly 0 or 1 in a
   batch sorted by origin and seq; ``hc``: the counter half of ``hlc``; ``at``: its difference from ``hw``;
 * ``v``: one number when every op has the same version;
@@ -71,8 +72,8 @@ _DICT_1 = (
     b'"follows":["ticket.set""assignee""field":"title","value":"field":"description","value":'
     b'"field":"priority","value":"replaces":["},{"field":"value":null"replaces":[]}'
     b'{"ops":{"n":10,"v":1,"kind":{"t":["ticket.set"],"i":[0,0,0,0,0,0,0,0,0,0],"origin":[0,0,0,0,0,0,0,0,0,0],'
-    b'"seq":[1,1,1,1,1,1,1,1,1],"hw":[0,0,0,0,0,0,0,0,0],"hc":[1,2,3,4,5,6,7,8,9,0],"eid":{"t":[["T",0,'
-    b'["R",0,["V",0,["P",0,["M",0,["W",0,],"actor":{"t":[],"at":[0,0,0,0,0,0,0,0,0,0],"body":[null,null,null,null,'
+    b'"seq":[1,1,1,1,1,1,1,1,1],"hw":[0,0,0,0,0,0,0,0,0],"hc":[1,2,3,4,5,6,7,8,9,0],"eid":{"t":["T"],"p":[0,0,0,0,0,0,0,0,0,0],'
+    b'"o":[0,0,0,0,0,0,0,0,0,0],"n":[],"actor":{"t":[],"at":[0,0,0,0,0,0,0,0,0,0],"body":[null,null,null,null,'
     b'null,null],"set":{"field":{"t":["title","priority","description"],"value":["replaces":[[[0,]],[[0,'
     b'"origins":["cursor":"more":false,"time_ms":"replica":"limit":'
 )
@@ -102,12 +103,28 @@ class _Origins:
     def index(self, origin: str) -> int:
         return self.table.setdefault(origin, len(self.table))
 
-    def eid(self, eid: str) -> Any:
-        """``T-<origin>-<seq>`` as ``["T", origin index, seq]``; any other id as itself."""
-        match = _EID_RE.match(eid)
-        if match is None:
-            return eid
-        return [match[1], self.index(match[2]), int(match[3])]
+    def eids(self, eids: Sequence[str]) -> dict[str, Any]:
+        """Record ids ``T-<origin>-<seq>`` as three columns (letter index, origin index, seq); ids of any other
+        form are listed in ``raw`` by position, with zeros in the columns."""
+        letters: dict[str, int] = {}
+        p, o, n = [], [], []
+        raw_at, raw = [], []
+        for position, eid in enumerate(eids):
+            match = _EID_RE.match(eid)
+            if match is None:
+                p.append(0)
+                o.append(0)
+                n.append(0)
+                raw_at.append(position)
+                raw.append(eid)
+            else:
+                p.append(letters.setdefault(match[1], len(letters)))
+                o.append(self.index(match[2]))
+                n.append(int(match[3]))
+        out: dict[str, Any] = {"t": list(letters), "p": p, "o": o, "n": n}
+        if raw:
+            out["raw"] = {"i": raw_at, "v": raw}
+        return out
 
     def ref(self, ref: str) -> Any:
         """``<origin>:<seq>`` as ``[origin index, seq]`` (an op reference)."""
@@ -136,8 +153,7 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         versions = [op["v"] for op in ops]
         hlcs = [op["hlc"] for op in ops]
         origin_index = [origins.index(op["origin"]) for op in ops]
-        eids = _dictionary([op["eid"] for op in ops])
-        eids["t"] = [origins.eid(e) for e in eids["t"]]
+        eids = origins.eids([op["eid"] for op in ops])
         plain_sets = [_is_plain_set(op) for op in ops]
         bodies = [None if plain else op["body"] for op, plain in zip(ops, plain_sets, strict=True)]
         set_bodies = [op["body"] for op, plain in zip(ops, plain_sets, strict=True) if plain]
@@ -256,12 +272,27 @@ def _origin_at(origins: list[str], index: Any, name: str) -> str:
     return origins[index]
 
 
-def _eid_from(origins: list[str], item: Any) -> Any:
-    if type(item) is list:
-        if len(item) != 3 or type(item[0]) is not str or type(item[2]) is not int:
-            raise _damaged("eid", "a record id is not [letter, device, seq]")
-        return f"{item[0]}-{_origin_at(origins, item[1], 'eid')}-{item[2]}"
-    return item
+def _eids_from(column: Any, n: int, origins: list[str]) -> list[Any]:
+    if not isinstance(column, dict) or not isinstance(column.get("t"), list):
+        raise _damaged("eid", "is not a set of record id columns")
+    letters = column["t"]
+    if letters and set(map(type, letters)) != {str}:
+        raise _damaged("eid", "its letters are not text")
+    p = _indexes(column.get("p"), n, max(len(letters), 1), "eid.p")
+    o = _indexes(column.get("o"), n, max(len(origins), 1), "eid.o")
+    numbers = _ints(column.get("n"), n, "eid.n")
+    raw = column.get("raw", {"i": [], "v": []})
+    if not isinstance(raw, dict):
+        raise _damaged("eid.raw", "is not a list of positions and ids")
+    raw_values = _expect_list(raw.get("v"), len(raw.get("i") or []), "eid.raw")
+    raw_at = _indexes(raw.get("i"), len(raw_values), n, "eid.raw")
+    exceptions = dict(zip(raw_at, raw_values, strict=True))
+    if (not letters or not origins) and len(exceptions) != n:
+        raise _damaged("eid", "names a letter or a device that is not in its table")
+    return [
+        exceptions[i] if i in exceptions else f"{letters[pi]}-{origins[oi]}-{ni}"
+        for i, (pi, oi, ni) in enumerate(zip(p, o, numbers, strict=True))
+    ]
 
 
 def _ref_from(origins: list[str], item: Any) -> Any:
@@ -306,10 +337,7 @@ def _ops_from_columns(columns: Any) -> list[dict[str, Any]]:
         raise _damaged("hc", "a clock counter is out of range")
     hlcs = [(wall << _HLC_SHIFT) | counter for wall, counter in zip(walls, counters, strict=True)]
     ats = [wall + at for wall, at in zip(walls, _ints(columns.get("at"), n, "at"), strict=True)]
-    eid_column = columns.get("eid")
-    if isinstance(eid_column, dict) and isinstance(eid_column.get("t"), list):
-        eid_column = {**eid_column, "t": [_eid_from(origins, e) for e in eid_column["t"]]}
-    eids = _undictionary(eid_column, n, "eid")
+    eids = _eids_from(columns.get("eid"), n, origins)
     actors = _undictionary(columns.get("actor"), n, "actor")
     bodies = _expect_list(columns.get("body"), n, "body")
     set_count = bodies.count(None)
