@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -234,36 +235,47 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
 
 
 def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
+    """Pulls pages until the server has no more, fetching the next page while the current one is applied.
+
+    The request for page k+1 uses the cursor page k returned, so it can go out before page k is committed; the
+    cursor saved is still only ever the one of a committed page. A crash or an error loses at most the page
+    in flight, which the next sync asks for again."""
     key = f"sync_cursor {link.base}"
-    while True:
-        cursor = replica._store.get_meta(key) or ""
+
+    def fetch(cursor: str, time_ms: int) -> tuple[list[Any], str, bool, Mapping[str, Any]]:
         answer = link.post(
             "/v1/pull",
-            json={
-                "replica": replica.id,
-                "cursor": cursor,
-                "limit": batch,
-                "time_ms": replica.clock.physical_ms() - replica.clock.offset_ms,
-            },
+            json={"replica": replica.id, "cursor": cursor, "limit": batch, "time_ms": time_ms},
             compact=True,
         )
         try:
-            ops, new_cursor, more = answer["ops"], str(answer["cursor"]), bool(answer["more"])
+            return answer["ops"], str(answer["cursor"]), bool(answer["more"]), answer
         except (KeyError, TypeError) as exc:
             raise SyncError(f"The sync server at {link.base} sent a pull answer this device cannot read") from exc
-        try:
-            applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
-        except CaresyncError as exc:
-            raise SyncError(
-                f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch "
-                "was applied. Tell the station."
-            ) from exc
-        result.pulled += applied.applied + applied.deferred
-        _correct_clock(replica, answer, result)
-        if progress is not None:
-            progress(SyncProgress("pull", result.pulled, None))
-        if not more or new_cursor == cursor:
-            return
+
+    def raw_time() -> int:
+        return replica.clock.physical_ms() - replica.clock.offset_ms
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull") as pool:
+        cursor = replica._store.get_meta(key) or ""
+        page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
+        while page is not None:
+            ops, new_cursor, more, answer = page.result()
+            page = pool.submit(fetch, new_cursor, raw_time()) if more and new_cursor != cursor else None
+            try:
+                applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
+            except CaresyncError as exc:
+                if page is not None:
+                    page.cancel()
+                raise SyncError(
+                    f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that "
+                    "batch was applied. Tell the station."
+                ) from exc
+            cursor = new_cursor
+            result.pulled += applied.applied + applied.deferred
+            _correct_clock(replica, answer, result)
+            if progress is not None:
+                progress(SyncProgress("pull", result.pulled, None))
 
 
 def _correct_clock(replica: Replica, answer: Mapping[str, Any], result: SyncResult) -> None:
