@@ -78,7 +78,7 @@ op_step = st.tuples(
     st.integers(0, 5),
 )
 # pairs are (replica, distance to the peer), so a pair is never a replica with itself
-sync_step = st.tuples(st.just("sync"), st.integers(0, 4), st.integers(1, 4))
+sync_step = st.tuples(st.just("sync"), st.integers(0, 4), st.integers(1, 4), st.integers(0, 2))
 deliver_step = st.tuples(st.just("deliver"), st.integers(0, 4), st.integers(1, 4), st.integers(0, 2**32 - 1))
 restart_step = st.tuples(st.just("restart"), st.integers(0, 4))
 bad_step = st.tuples(st.just("bad_batch"), st.integers(0, 4), st.integers(1, 4))
@@ -96,7 +96,7 @@ def _flatten(rounds: list[tuple[list[Any], list[Any]]]) -> list[tuple[Any, ...]]
 script = st.lists(round_, min_size=2, max_size=7).map(_flatten)
 
 #: How often the interesting paths ran, checked by the last test of this module.
-SEEN = {"refolds": 0, "conflicts": 0, "examples": 0}
+SEEN = {"refolds": 0, "conflicts": 0, "examples": 0, "rollbacks": 0}
 
 
 class World:
@@ -231,9 +231,27 @@ def deliver(src: Replica, dst: Replica, seed: int) -> None:
     chosen += rng.sample(chosen, k=len(chosen) // 3) if chosen else []
     rng.shuffle(chosen)
     third = len(chosen) // 3
-    for part in (chosen[:third], chosen[third : 2 * third], chosen[2 * third :]):
-        if part:
+    parts = [p for p in (chosen[:third], chosen[third : 2 * third], chosen[2 * third :]) if p]
+    if rng.random() < 0.5:
+        for part in parts:
             SEEN["refolds"] += dst.apply_ops(part).refolded
+        return
+    # as one exchange (the path of a sync): rows deferred, records folded in memory across the parts; a part
+    # may roll back after it was folded (the caller's transaction fails), and must leave nothing behind
+    with dst._store.exchange():
+        for part in parts:
+            if rng.random() < 0.2:
+                try:
+                    with dst._store.write():
+                        dst.apply_ops(part, defer_rows=True)
+                        raise _RolledBack
+                except _RolledBack:
+                    SEEN["rollbacks"] += 1
+            dst.apply_ops(part, defer_rows=True)
+
+
+class _RolledBack(Exception):
+    """Raised inside a transaction to roll it back after a batch was applied."""
 
 
 def bad_batch(src: Replica, dst: Replica) -> None:
@@ -300,7 +318,7 @@ def run_script(n: int, skews: list[int], steps: list[tuple[Any, ...]]) -> None:
                     made[r.id] = made.get(r.id, 0) + do_op(r, step[2], step[3], step[4])
                 elif kind == "sync":
                     i, j = _pair(step, n)
-                    world.replicas[i].sync_with(world.replicas[j])
+                    world.replicas[i].sync_with(world.replicas[j], batch_size=[5000, 3, 1][step[3] % 3])
                     conflicted = conflicted or bool(world.replicas[i].conflicts())
                 elif kind == "deliver":
                     i, j = _pair(step, n)
@@ -358,3 +376,4 @@ def test_the_generator_reaches_the_interesting_paths() -> None:
         return
     assert SEEN["refolds"] > SEEN["examples"] // 10, SEEN
     assert SEEN["conflicts"] > SEEN["examples"] // 10, SEEN
+    assert SEEN["rollbacks"] > SEEN["examples"] // 20, SEEN
