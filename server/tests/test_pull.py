@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from caresync_server.settings import Settings
@@ -65,16 +67,18 @@ def test_paging_with_a_small_limit_returns_every_op_once_in_order(server: Server
         assert len(seen) == sum(len(v) for v in ops.values())
         assert len(set(keys(seen))) == len(seen)
     first = server.pull(token, "f" * 16, limit=4)
-    assert len(first["ops"]) == 4 and first["more"] is True and first["cursor"] == "4"
+    assert len(first["ops"]) == 4 and first["more"] is True
+    rest = server.pull(token, "f" * 16, first["cursor"], limit=1000)
+    assert keys(first["ops"] + rest["ops"]) == keys(server.pull(token, "f" * 16)["ops"])
 
 
 def test_a_narrow_scope_still_moves_the_cursor_past_what_it_may_not_see(server: Server, tmp_path: Path) -> None:
     _world(server, tmp_path)
-    token = server.enroll("courier", "courier", "nowhere")
+    token, reader = server.enroll("courier", "courier", "nowhere"), server.enroll("reader")
     answer = server.pull(token, "a" * 16, limit=2)
     assert answer["ops"] == [] and answer["more"] is False
-    assert int(answer["cursor"]) == server.counts()["ops"]
     assert server.pull(token, "a" * 16, answer["cursor"])["cursor"] == answer["cursor"]
+    assert server.pull(reader, "b" * 16, answer["cursor"])["ops"] == []  # it moved past everything there is
 
 
 def test_the_limit_is_capped_by_the_server(tmp_path: Path) -> None:
@@ -87,11 +91,13 @@ def test_the_limit_is_capped_by_the_server(tmp_path: Path) -> None:
         server.close()
 
 
-def test_a_cursor_past_the_end_starts_over(server: Server, tmp_path: Path) -> None:
-    """A cursor the server never gave (its database was restored from an older backup): everything again."""
-    ops = _world(server, tmp_path)
-    answer = server.pull(server.enroll("reader"), "a" * 16, "999999")
-    assert len(answer["ops"]) == sum(len(v) for v in ops.values())
+def test_a_cursor_never_moves_back(server: Server, tmp_path: Path) -> None:
+    _world(server, tmp_path)
+    token = server.enroll("reader")
+    end = server.pull(token, "a" * 16)["cursor"]
+    beyond = str(int(end) + 10**12)  # past the log, as after a restore from an older backup
+    answer = server.pull(token, "a" * 16, beyond)
+    assert (answer["ops"], answer["cursor"], answer["more"]) == ([], beyond, False)
 
 
 def test_json_answers_are_gzipped_when_the_device_accepts_it(server: Server, tmp_path: Path) -> None:
@@ -134,3 +140,31 @@ def test_the_compact_answer_is_chosen_by_the_accept_header(server: Server, tmp_p
         assert response.headers["content-type"].split(";")[0] == media
     compact, plain = server.pull(token, "a" * 16, compact=True), server.pull(token, "a" * 16)
     assert (compact["ops"], compact["cursor"], compact["more"]) == (plain["ops"], plain["cursor"], plain["more"])
+
+
+def test_cursors_never_repeat_after_a_restore_from_an_older_backup(tmp_path: Path) -> None:
+    """The server's database goes back in time; the devices' cursors do not. New ops must still reach them."""
+    server = Server(Settings(database_url=f"sqlite:///{tmp_path / 'server.db'}"))
+    try:
+        station, phone = replica(tmp_path, "station"), replica(tmp_path, "phone")
+        ts, tp, reader = server.enroll("station"), server.enroll("phone"), server.enroll("reader")
+        backup = sqlite3.connect(tmp_path / "backup.db")
+        station.tickets.submit(title="Before the backup", kind="repair", grid=GRID)
+        server.push(ts, station.id, own_ops(station))
+        with closing(sqlite3.connect(tmp_path / "server.db")) as live:
+            live.backup(backup)
+        station.tickets.submit(title="After the backup", kind="repair", grid=GRID)
+        server.push(ts, station.id, own_ops(station))
+        cursor = server.pull(reader, "a" * 16)["cursor"]  # the reader has both
+
+        with closing(sqlite3.connect(tmp_path / "server.db")) as live:
+            backup.backup(live)  # restored: the second ticket is gone from the server
+        backup.close()
+        server.clock.advance(1000)
+        server.pull(tp, phone.id)
+        phone.tickets.submit(title="After the restore", kind="repair", grid=GRID)
+        assert server.push(tp, phone.id, own_ops(phone)).json()["stored"] == 1
+        pulled = server.pull(reader, "a" * 16, cursor)["ops"]
+        assert [op["body"]["title"] for op in pulled] == ["After the restore"]
+    finally:
+        server.close()

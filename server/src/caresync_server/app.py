@@ -203,7 +203,7 @@ def pull(body: PullRequest, request: Request, ctx: ContextDep, device: DeviceDep
     page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
     if _accepts(request.headers.get("accept", ""), MEDIA_TYPE):
         envelope = {
-            "ops": [_op_dict(row) for row in page.rows],
+            "ops": _op_dicts(page.rows),
             "cursor": str(page.cursor),
             "more": page.more,
             "server_time_ms": now,
@@ -460,19 +460,23 @@ def _accepts(accept: str, media: str) -> bool:
     return False
 
 
-def _op_dict(row: tuple[Any, ...]) -> OpDict:
-    origin, seq, hlc, eid, kind, v, actor, at, body = row
-    return {
-        "v": v,
-        "kind": kind,
-        "origin": origin,
-        "seq": seq,
-        "hlc": hlc,
-        "eid": eid,
-        "actor": actor,
-        "at": at,
-        "body": json.loads(body),
-    }
+def _op_dicts(rows: list[tuple[Any, ...]]) -> list[OpDict]:
+    """The ops of a pull as dicts; their stored bodies are parsed in one call (several times faster)."""
+    bodies = json.loads("[" + ",".join(row[8] for row in rows) + "]")
+    return [
+        {
+            "v": v,
+            "kind": kind,
+            "origin": origin,
+            "seq": seq,
+            "hlc": hlc,
+            "eid": eid,
+            "actor": actor,
+            "at": at,
+            "body": body,
+        }
+        for (origin, seq, hlc, eid, kind, v, actor, at, _), body in zip(rows, bodies, strict=True)
+    ]
 
 
 def _pull_json(page: PullPage, now: int, offset: int) -> bytes:

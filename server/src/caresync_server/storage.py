@@ -14,11 +14,12 @@ Tables (schema version :data:`SCHEMA_VERSION`, kept in ``meta``):
 
 **Cursors become visible in order.** A pull returns ops with ``cursor`` above the device's cursor and moves the
 cursor past them, so a commit that made a *lower* cursor visible after a puller read past it would be skipped by
-that puller forever. Cursors therefore come from one counter and commit in the order they were taken: on
-PostgreSQL every push transaction takes a transaction-scoped advisory lock before it draws cursors and holds it
-until COMMIT (the lock is released only once the commit is visible), so the committed cursors are always a
-prefix of the ones drawn; on SQLite a push opens with ``BEGIN IMMEDIATE``, the database's one writer lock.
-docs/protocol.md gives the full argument.
+that puller forever. So cursors are drawn, and committed, by one push transaction at a time: on PostgreSQL every
+push transaction takes a transaction-scoped advisory lock before it draws cursors and holds it until COMMIT (the
+lock is released only once the commit is visible), so the committed cursors are always a prefix of the ones
+drawn; on SQLite a push opens with ``BEGIN IMMEDIATE``, the database's one writer lock. A cursor is the last
+cursor + 1, or the server's clock (milliseconds << :data:`CURSOR_CLOCK_SHIFT`) if that is larger, so cursors
+never repeat even after a restore from an older backup. docs/protocol.md gives the full argument.
 """
 
 from __future__ import annotations
@@ -94,9 +95,12 @@ __all__ = [
 
 #: The layout of the server's tables; a database written by a newer server is refused.
 SCHEMA_VERSION = 1
-#: A pull examines at most this many cursors past the device's (or ``limit``, if larger), so that a device
+#: A pull examines at most this many ops past the device's cursor (or ``limit``, if larger), so that a device
 #: that sees little of the log still gets an answer quickly; its cursor moves past what was examined.
 PULL_SCAN_WINDOW = 50_000
+#: A new op's cursor is at least the server's clock in milliseconds shifted by this many bits (and always above
+#: the last cursor), so cursors never repeat, even after the database is restored from an older backup.
+CURSOR_CLOCK_SHIFT = 20
 #: A pull records the device's last sync and clock offset at most this often (a push always does).
 HEALTH_EVERY_MS = 10_000
 _CHUNK = 500  # ids per IN (...) list
@@ -138,7 +142,7 @@ devices = Table(
 ops = Table(
     "ops",
     _metadata,
-    Column("cursor", _Cursor, primary_key=True, autoincrement=True),
+    Column("cursor", _Cursor, primary_key=True, autoincrement=False),
     Column("origin", String(16), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("hlc", BigInteger, nullable=False),
@@ -607,9 +611,16 @@ class Storage:
         scope = _scope(device)
         with self._read() as conn:
             top = int(conn.execute(select(func.coalesce(func.max(ops.c.cursor), 0))).scalar_one())
-            if after > top:
-                after = 0  # a cursor from before a restore: send everything again (devices drop duplicates)
-            end = min(top, after + max(limit, PULL_SCAN_WINDOW))
+            if after >= top:  # nothing new (or a cursor beyond a log restored from an older backup: wait for newer)
+                return PullPage([], after, False)
+            window_end = conn.execute(
+                select(ops.c.cursor)
+                .where(ops.c.cursor > after)
+                .order_by(ops.c.cursor)
+                .offset(max(limit, PULL_SCAN_WINDOW) - 1)
+                .limit(1)
+            ).scalar_one_or_none()
+            end = top if window_end is None else int(window_end)
             query = (
                 select(
                     ops.c.origin,
@@ -719,10 +730,14 @@ class Storage:
         """Writes what :func:`admit` decided: ops (drawing cursors), refusals, records, origins."""
         bodies = self._erase(conn, verdict)
         if verdict.admitted:
+            # under the push lock (see the module doc): nothing else draws cursors until this transaction ends
+            top = int(conn.execute(select(func.coalesce(func.max(ops.c.cursor), 0))).scalar_one())
+            first = max(top + 1, self.now_ms() << CURSOR_CLOCK_SHIFT)
             conn.execute(
                 ops.insert(),
                 [
                     {
+                        "cursor": first + i,
                         "origin": a.op["origin"],
                         "seq": a.op["seq"],
                         "hlc": a.op["hlc"],
@@ -736,7 +751,7 @@ class Storage:
                         "grid": a.grid,
                         "grid_to": a.grid_to,
                     }
-                    for a, body in zip(verdict.admitted, bodies, strict=True)
+                    for i, (a, body) in enumerate(zip(verdict.admitted, bodies, strict=True))
                 ],
             )
         if verdict.refused:

@@ -1,0 +1,71 @@
+"""The published contract: the OpenAPI spec describes every endpoint and model, and the docs cover every error
+code, refusal code, setting and command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, get_args
+
+from caresync.wire import MEDIA_TYPE
+
+from caresync_server.app import create_app
+from caresync_server.cli import main
+from caresync_server.errors import STATUS, ErrorCode
+from caresync_server.protocol import RefusalCode
+from caresync_server.settings import Settings
+from support import Client
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _spec(tmp_path: Path) -> dict[str, Any]:
+    client = Client(create_app(Settings(database_url=f"sqlite:///{tmp_path / 'spec.db'}")))
+    try:
+        response = client.get("/openapi.json")
+        assert response.status_code == 200
+        spec: dict[str, Any] = response.json()
+        return spec
+    finally:
+        client.close()
+
+
+def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"}
+    schemas = spec["components"]["schemas"]
+    for model in ("PushRequest", "PushResponse", "PullRequest", "PullResponse", "Op", "ErrorEnvelope", "Info"):
+        assert model in schemas, model
+    assert "HTTPValidationError" not in schemas  # every error is the one envelope
+
+    push = spec["paths"]["/v1/push"]["post"]
+    assert set(push["requestBody"]["content"]) == {"application/json", MEDIA_TYPE}
+    assert push["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PushRequest"}
+    assert push["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PushResponse")
+    for status in ("400", "401", "403", "409", "413", "415", "422", "503"):
+        assert push["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+    pull = spec["paths"]["/v1/pull"]["post"]
+    assert set(pull["responses"]["200"]["content"]) == {"application/json", MEDIA_TYPE}
+    assert push["security"] == pull["security"] == [{"HTTPBearer": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"] and "security" not in spec["paths"]["/v1/info"]["get"]
+    refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', str(spec).replace("'", '"'))
+    assert set(refs) <= set(schemas), "a reference to a schema the spec does not hold"
+
+
+def test_the_protocol_page_explains_every_code() -> None:
+    page = (DOCS / "protocol.md").read_text()
+    for code in ErrorCode:
+        assert f"`{code.value}`" in page, f"docs/protocol.md does not explain the error code {code.value}"
+        assert f"| {STATUS[code]} |" in page or f"{STATUS[code]}" in page
+    for refusal in get_args(RefusalCode):
+        assert f"`{refusal}`" in page, f"docs/protocol.md does not explain the refusal code {refusal}"
+    for endpoint in ("POST /v1/push", "POST /v1/pull", "GET /healthz", "GET /v1/info"):
+        assert endpoint in page
+
+
+def test_the_server_page_documents_every_command_and_setting() -> None:
+    page = (DOCS / "server.md").read_text()
+    for command in main.commands:
+        assert f"caresync-server {command}" in page, f"docs/server.md does not show caresync-server {command}"
+    for setting in Settings.model_fields:
+        assert f"CARESYNC_{setting.upper()}" in page, f"docs/server.md does not document {setting}"
