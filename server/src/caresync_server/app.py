@@ -44,7 +44,7 @@ from .protocol import (
     PushResponse,
 )
 from .settings import Settings
-from .storage import Device, PullPage, Storage, check_replica, system_time_ms
+from .storage import Device, PullPage, Storage, SyncReport, check_replica, system_time_ms
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -129,10 +129,10 @@ def _context(request: Request) -> _Context:
 
 
 _bearer = HTTPBearer(auto_error=False, description="The device token `caresync-server enroll` printed.")
-ContextDep = Annotated[_Context, Depends(_context)]
+_ContextDep = Annotated[_Context, Depends(_context)]
 
 
-def _device(ctx: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Device:
+def _device(ctx: _ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Device:
     if credentials is None:
         raise ApiError(
             ErrorCode.UNAUTHORIZED,
@@ -143,7 +143,7 @@ def _device(ctx: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials
     return ctx.storage.authenticate(credentials.credentials)
 
 
-DeviceDep = Annotated[Device, Depends(_device)]
+_DeviceDep = Annotated[Device, Depends(_device)]
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -181,7 +181,7 @@ _router = APIRouter()
     },
     summary="Push a batch of ops",
 )
-async def push(request: Request, ctx: ContextDep, device: DeviceDep) -> Response:
+async def push(request: Request, ctx: _ContextDep, device: _DeviceDep) -> Response:
     """Stores the ops of a batch (idempotent by `(origin, seq)`); answers what became of each."""
     body = await request.body()
     answer = await run_in_threadpool(_push, ctx, device, request.headers, body)
@@ -194,7 +194,7 @@ async def push(request: Request, ctx: ContextDep, device: DeviceDep) -> Response
     responses={200: {"content": {MEDIA_TYPE: _BINARY}}, **_errors(400, 401, 403, 413, 415, 422, 503)},
     summary="Pull the next ops of the device's scope",
 )
-def pull(body: PullRequest, request: Request, ctx: ContextDep, device: DeviceDep) -> Response:
+def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceDep) -> Response:
     """The ops after `cursor` the device may see, in cursor order; compact when `Accept` names the compact form."""
     after = _parse_cursor(body.cursor)
     now = ctx.now_ms()
@@ -219,14 +219,14 @@ def pull(body: PullRequest, request: Request, ctx: ContextDep, device: DeviceDep
     responses=_errors(503),
     summary="Whether the server can serve",
 )
-def healthz(ctx: ContextDep) -> Health:
+def healthz(ctx: _ContextDep) -> Health:
     """200 when the database answers and has this server's tables; 503 otherwise."""
     version = ctx.storage.ping()
     return Health(status="ok", version=__version__, database=ctx.settings.dialect, schema_version=version)
 
 
 @_router.get("/v1/info", response_model=Info, summary="The server, its protocol and its limits")
-def info(ctx: ContextDep) -> Info:
+def info(ctx: _ContextDep) -> Info:
     """Needs no token."""
     return Info(
         server="caresync-server",
@@ -258,13 +258,8 @@ def _push(ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes
         )
     ops = _validated(raw_ops)
     offset = now - request.time_ms
-    verdict = ctx.storage.push(
-        device.id,
-        request.replica,
-        ops,
-        {"pending": request.pending, "oldest_unsent_ms": request.oldest_unsent_ms, "clock_offset_ms": offset},
-        now,
-    )
+    report = SyncReport(request.pending, request.oldest_unsent_ms, offset)
+    verdict = ctx.storage.push(device.id, request.replica, ops, report, now)
     return json.dumps(_push_answer(verdict, now, offset), ensure_ascii=False).encode()
 
 

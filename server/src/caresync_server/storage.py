@@ -88,6 +88,7 @@ __all__ = [
     "DeviceHealth",
     "PullPage",
     "Storage",
+    "SyncReport",
     "check_replica",
     "system_time_ms",
     "token_hash",
@@ -221,6 +222,18 @@ class DeviceHealth:
 
 
 @dataclass(frozen=True)
+class SyncReport:
+    """What a device reports with a push: its backlog, and its clock offset as the server measured it."""
+
+    pending: int
+    """Ops it still holds unsent after this batch."""
+    oldest_unsent_ms: int | None
+    """When the oldest of those was made."""
+    clock_offset_ms: int
+    """Server time minus the device's, when the request arrived."""
+
+
+@dataclass(frozen=True)
 class PullPage:
     """One pull's answer: the op rows (``origin, seq, hlc, eid, kind, v, actor, at, body``), the new cursor."""
 
@@ -302,6 +315,10 @@ class Storage:
         where = self.settings.safe_database_url()
         try:
             yield
+        except sa_exc.TimeoutError as exc:  # every pooled connection stayed busy (pushes queue for their turn)
+            raise DatabaseUnavailable(
+                f"The database at {where} is busy: no connection came free in time. Try again shortly."
+            ) from exc
         except sa_exc.DBAPIError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
             if "no such table" in first or type(exc.orig).__name__ in ("UndefinedTable", "InvalidSchemaName"):
@@ -551,17 +568,14 @@ class Storage:
         check_replica(device, replica)
         return device
 
-    def push(
-        self, device_id: int, replica: str, ops_in: list[OpDict], health: dict[str, int | None], now: int
-    ) -> Verdict:
+    def push(self, device_id: int, replica: str, ops_in: list[OpDict], report: SyncReport, now: int) -> Verdict:
         """Stores a validated batch in one transaction (see :mod:`caresync_server.admission`).
 
         Args:
             device_id: the pushing device (authenticated).
             replica: the replica it pushes from; bound to the device on first use.
             ops_in: the batch, validated by :func:`caresync.ops.validate_ops`.
-            health: ``pending`` and ``oldest_unsent_ms`` as the device reported them, and its
-                ``clock_offset_ms`` (server time minus the device's).
+            report: the device's backlog and clock offset, kept for the station's ``devices`` listing.
             now: the server's time of the request.
 
         Raises:
@@ -577,9 +591,9 @@ class Storage:
                 .where(devices.c.id == device_id)
                 .values(
                     last_sync_at=now,
-                    pending=health["pending"],
-                    oldest_unsent_ms=health["oldest_unsent_ms"],
-                    last_clock_offset_ms=health["clock_offset_ms"],
+                    pending=report.pending,
+                    oldest_unsent_ms=report.oldest_unsent_ms,
+                    last_clock_offset_ms=report.clock_offset_ms,
                 )
             )
         return verdict
