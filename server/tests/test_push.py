@@ -268,3 +268,21 @@ def test_each_push_reports_the_devices_health(server: Server, tmp_path: Path) ->
     [health] = server.storage.devices()
     assert (health.replica_id, health.pending, health.oldest_unsent_ms) == (phone.id, 7, 123)
     assert health.clock_offset_ms == answer["clock_offset_ms"] and health.last_sync_at is not None
+
+
+def test_a_device_moves_records_within_its_grids_or_up(server: Server, tmp_path: Path) -> None:
+    phone = replica(tmp_path, "phone")
+    token = server.enroll("phone", "grid_worker", "changnan/dorm/3")
+    up = phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    away = phone.tickets.submit(title="Noise", kind="dispute", grid=GRID)
+    wang = phone.residents.register(name="Old Wang", grid=GRID)
+    phone.tickets.escalate(up.id, reason="Needs the area's plumber")  # seq 4: up to changnan/dorm
+    phone.tickets.escalate(away.id)  # seq 5: forged below to another community
+    phone.residents.edit(wang.id, grid="xinan/lane-1")  # seq 6: moved out of the device's grids
+    ops = own_ops(phone)
+    ops[4] = {**ops[4], "body": {**ops[4]["body"], "to_grid": "xinan"}}
+    answer = _answer(server.push(token, phone.id, ops))
+    assert answer["stored"] == 4
+    refused = {r["op"]: r for r in answer["refused"]}
+    assert set(refused) == {f"{phone.id}:5", f"{phone.id}:6"}
+    assert all(r["code"] == "forbidden" and "up to a parent grid" in r["reason"] for r in refused.values())

@@ -393,9 +393,9 @@ def _forbidden(device: OriginDevice, kind: str, rtype: str, eid: str, grid: str,
             f"{rtype} {eid} is in grid {grid}, outside the grids of device {device.name} ({where}); ask the station "
             "to make this change or to widen the device's grids"
         )
-    if kind == "resident.set" and destination is not None and not covers(device.grids, destination):
+    if destination is not None and not covers(device.grids, destination) and not grid.startswith(destination + "/"):
         return (
-            f"moving resident {eid} to grid {destination} is outside the grids of device {device.name} ({where}); "
-            "ask the station to move the resident"
+            f"moving {rtype} {eid} to grid {destination} is outside the grids of device {device.name} ({where}): a "
+            "device moves a record within its grids or up to a parent grid; ask the station to move it"
         )
     return None

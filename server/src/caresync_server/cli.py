@@ -165,14 +165,14 @@ def revoke(database_url: str | None, database_schema: str | None, device: str) -
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
-        before = {d.id: d.revoked_at for d in storage.devices()}
+        found = storage.device(device)
+        if found.revoked_at is not None:
+            click.echo(f"Device {found.name} (id {found.id}) was already revoked on {_date(found.revoked_at)}.")
+            return
         revoked = storage.revoke(device)
     finally:
         storage.close()
-    if before.get(revoked.id) is not None:
-        click.echo(f"Device {revoked.name} (id {revoked.id}) was already revoked on {_date(revoked.revoked_at)}.")
-    else:
-        click.echo(f"Revoked device {revoked.name} (id {revoked.id}); its token no longer works.")
+    click.echo(f"Revoked device {revoked.name} (id {revoked.id}); its token no longer works.")
 
 
 @main.command()

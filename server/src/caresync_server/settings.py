@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
 
@@ -45,10 +47,15 @@ class Settings(BaseModel):
     def _known_database(cls, url: str) -> str:
         for plain in ("postgres://", "postgresql://"):
             if url.startswith(plain):  # a libpq address as people copy it: use the psycopg 3 driver
-                return "postgresql+psycopg://" + url[len(plain) :]
-        if url.startswith("postgresql+psycopg://"):
-            return url
-        if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
+                url = "postgresql+psycopg://" + url[len(plain) :]
+        known = url.startswith("postgresql+psycopg://") or (
+            url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:")
+        )
+        if known:
+            try:
+                make_url(url).port  # noqa: B018  (parses the address: a port that is not a number fails here)
+            except (ArgumentError, ValueError) as exc:
+                raise ValueError(f"this is not a database address ({exc})") from None
             return url
         raise ValueError(
             "the server stores its data in an SQLite file (sqlite:///path/to/file.db) or in PostgreSQL "
@@ -85,9 +92,4 @@ class Settings(BaseModel):
 
     def safe_database_url(self) -> str:
         """The database address without its password, for messages and logs."""
-        head, at, tail = self.database_url.rpartition("@")
-        if not at or ":" not in head.split("//", 1)[-1]:
-            return self.database_url
-        scheme, _, credentials = head.partition("//")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}//{user}:***@{tail}"
+        return make_url(self.database_url).render_as_string(hide_password=True)

@@ -457,6 +457,16 @@ class Storage:
             ) from exc
         return self._health(name), token
 
+    def device(self, name_or_id: str) -> DeviceHealth:
+        """A device by name, or by id if no device has that name.
+
+        Raises:
+            AdminError: no such device.
+        """
+        with self._read() as conn:
+            found = self._find(conn, name_or_id)
+        return self._health(found)
+
     def revoke(self, name_or_id: str) -> DeviceHealth:
         """Revokes a device (by name, or by id if no device has that name); revoking it again changes nothing.
 
@@ -465,10 +475,6 @@ class Storage:
         """
         with self._write() as conn:
             found = self._find(conn, name_or_id)
-            if found is None:
-                raise AdminError(
-                    f"No device is named {name_or_id} (nor has that id); `caresync-server devices` lists them."
-                )
             conn.execute(
                 devices.update()
                 .where(devices.c.id == found, devices.c.revoked_at.is_(None))
@@ -476,11 +482,15 @@ class Storage:
             )
         return self._health(found)
 
-    def _find(self, conn: Connection, name_or_id: str) -> int | None:
+    def _find(self, conn: Connection, name_or_id: str) -> int:
         found = conn.execute(select(devices.c.id).where(devices.c.name == name_or_id)).scalar_one_or_none()
-        if found is None and name_or_id.isdigit():
+        if found is None and name_or_id.isascii() and name_or_id.isdigit():
             found = conn.execute(select(devices.c.id).where(devices.c.id == int(name_or_id))).scalar_one_or_none()
-        return found
+        if found is None:
+            raise AdminError(
+                f"No device is named {name_or_id} (nor has that id); `caresync-server devices` lists them."
+            )
+        return int(found)
 
     def devices(self) -> list[DeviceHealth]:
         """Every enrolled device with the health its syncs reported, in enrolment order."""
@@ -493,7 +503,7 @@ class Storage:
     def _healths(self, where: ColumnElement[bool] | None) -> list[DeviceHealth]:
         refused = select(refusals.c.origin, func.count().label("n")).group_by(refusals.c.origin).subquery("refused")
         query = (
-            select(devices, func.coalesce(refused.c.n, 0))
+            select(devices, func.coalesce(refused.c.n, 0).label("refused_ops"))
             .outerjoin(refused, refused.c.origin == devices.c.replica_id)
             .order_by(devices.c.id)
         )
@@ -514,7 +524,7 @@ class Storage:
                 pending=r.pending,
                 oldest_unsent_ms=r.oldest_unsent_ms,
                 clock_offset_ms=r.last_clock_offset_ms,
-                refusals=int(r[-1]),
+                refusals=int(r.refused_ops),
             )
             for r in rows
         ]
@@ -705,7 +715,8 @@ class Storage:
             with_refusals.extend(
                 conn.execute(select(refusals.c.origin).where(refusals.c.origin.in_(part)).distinct()).scalars()
             )
-        keys = sorted(key for key in wanted if key[0] in set(with_refusals))
+        refusing = set(with_refusals)
+        keys = sorted(key for key in wanted if key[0] in refusing)
         for pairs in _chunks(keys):
             for origin, seq, mark, code, reason in conn.execute(
                 select(
