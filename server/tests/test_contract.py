@@ -69,3 +69,23 @@ def test_the_server_page_documents_every_command_and_setting() -> None:
         assert f"caresync-server {command}" in page, f"docs/server.md does not show caresync-server {command}"
     for setting in Settings.model_fields:
         assert f"CARESYNC_{setting.upper()}" in page, f"docs/server.md does not document {setting}"
+
+
+def test_every_public_name_exists() -> None:
+    import importlib
+
+    for name in (
+        "",
+        ".admission",
+        ".app",
+        ".cli",
+        ".erasure",
+        ".errors",
+        ".protocol",
+        ".roles",
+        ".settings",
+        ".storage",
+    ):
+        module = importlib.import_module(f"caresync_server{name}")
+        missing = [n for n in module.__all__ if not hasattr(module, n)]
+        assert not missing, f"caresync_server{name}.__all__ names what it does not define: {missing}"

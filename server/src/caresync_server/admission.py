@@ -206,15 +206,15 @@ class _Admission:
     def fresh_ops(self, ops: Sequence[OpDict]) -> list[OpDict]:
         """The ops the server has never seen; answers duplicates and known refusals; raises on a fork."""
         fresh: list[OpDict] = []
-        seen: dict[OpKey, str] = {}
+        seen: dict[OpKey, OpDict] = {}
         for op in ops:
             key = (op["origin"], op["seq"])
-            mark = _fingerprint_of(op)
-            prior = seen.get(key) or self.known.stored.get(key)
             refusal = self.known.refused.get(key)
-            if prior is None and refusal is not None:
-                prior = refusal.fingerprint
-            if prior is not None and prior != mark:
+            if key in seen:
+                prior: str | None = _fingerprint_of(seen[key])
+            else:
+                prior = self.known.stored.get(key) or (refusal.fingerprint if refusal is not None else None)
+            if prior is not None and prior != _fingerprint_of(op):
                 raise ApiError(
                     ErrorCode.OP_FORK,
                     f"Two different ops both claim to be op {op_id(*key)}: the device {key[0]} was probably "
@@ -224,7 +224,7 @@ class _Admission:
                 )
             if key in seen:
                 continue  # the same op twice in one batch: answered with its first copy
-            seen[key] = mark
+            seen[key] = op
             if refusal is not None:
                 self.verdict.repeated.append((key, refusal.code, refusal.reason))
                 self.verdict.held[key[0]].add(key[1])
@@ -242,14 +242,17 @@ class _Admission:
         return fresh
 
     def check_own_gap(self, fresh: Iterable[OpDict]) -> None:
+        """Raises ``seq_gap`` when the pushing device's own new ops skip a seq nothing fills."""
         expected = self.first_missing.get(self.pusher)
-        gaps = sorted(op["seq"] for op in fresh if op["origin"] == self.pusher and op["seq"] > (expected or 0))
-        if expected is not None and gaps:
+        if expected is None:
+            return
+        ahead = [op["seq"] for op in fresh if op["origin"] == self.pusher and op["seq"] > expected]
+        if ahead:
             raise ApiError(
                 ErrorCode.SEQ_GAP,
                 f"This device's changes must reach the server in order: the server expects change "
                 f"{op_id(self.pusher, expected)} next, but the batch skips it (it sends "
-                f"{op_id(self.pusher, gaps[0])}). Send the device's unsent changes from "
+                f"{op_id(self.pusher, min(ahead))}). Send the device's unsent changes from "
                 f"{op_id(self.pusher, expected)} on. Nothing from this batch was stored.",
                 [{"field": "ops", "problem": f"expected seq {expected}", "expected_seq": expected}],
             )

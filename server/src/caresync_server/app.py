@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
+from ._version import __version__
 from .admission import Verdict, body_text
 from .errors import STATUS, ApiError, DatabaseError, ErrorCode, ErrorDetail
 from .protocol import (

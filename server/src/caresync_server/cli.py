@@ -18,7 +18,7 @@ from caresync import Role
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from ._version import __version__
 from .app import create_app
 from .errors import ServerError
 from .settings import ENV_PREFIX, Settings

@@ -83,6 +83,9 @@ from .roles import EVERYWHERE, GLOBAL_TYPES, PERMISSIONS
 from .settings import Settings
 
 __all__ = [
+    "CURSOR_CLOCK_SHIFT",
+    "HEALTH_EVERY_MS",
+    "PULL_SCAN_WINDOW",
     "SCHEMA_VERSION",
     "Device",
     "DeviceHealth",
@@ -90,6 +93,12 @@ __all__ = [
     "Storage",
     "SyncReport",
     "check_replica",
+    "devices",
+    "entities",
+    "meta",
+    "ops",
+    "origins",
+    "refusals",
     "system_time_ms",
     "token_hash",
 ]
@@ -107,7 +116,7 @@ HEALTH_EVERY_MS = 10_000
 _CHUNK = 500  # ids per IN (...) list
 _ALL_TYPES = frozenset(t.value for t in EntityType)
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 def system_time_ms() -> int:
@@ -116,6 +125,8 @@ def system_time_ms() -> int:
 
 
 _metadata = MetaData()
+# The tables (SQLAlchemy Core). Their names are unqualified: on PostgreSQL the engine maps them to the configured
+# schema (schema_translate_map).
 _Cursor = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY: SQLite's rowid
 
 meta = Table(
@@ -242,7 +253,7 @@ class PullPage:
     more: bool
 
 
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
