@@ -7,6 +7,7 @@ handlers that turn exceptions into it are all in this module. Bad input is a 4xx
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -63,11 +64,17 @@ Every request except `/healthz` and `/v1/info` carries `Authorization: Bearer <d
 """
 
 
+#: Pushes that may wait for their turn at the database at once, per process. Pushes take turns anyway (see
+#: docs/protocol.md, section 5); bounding the queue here keeps pooled connections free for pulls.
+PUSHES_IN_LINE = 2
+
+
 @dataclass(frozen=True)
 class _Context:
     settings: Settings
     storage: Storage
     now_ms: Callable[[], int]
+    pushes: asyncio.Semaphore
 
 
 def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms) -> FastAPI:
@@ -97,7 +104,7 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
         description=_DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.caresync = _Context(settings, storage, now_ms)
+    app.state.caresync = _Context(settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE))
     app.include_router(_router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DatabaseError, _database_error)
@@ -184,7 +191,11 @@ _router = APIRouter()
 async def push(request: Request, ctx: _ContextDep, device: _DeviceDep) -> Response:
     """Stores the ops of a batch (idempotent by `(origin, seq)`); answers what became of each."""
     body = await request.body()
-    answer = await run_in_threadpool(_push, ctx, device, request.headers, body)
+    now = ctx.now_ms()
+    replica, ops, report = await run_in_threadpool(_read_push, ctx, device, request.headers, body, now)
+    async with ctx.pushes:
+        verdict = await run_in_threadpool(ctx.storage.push, device.id, replica, ops, report, now)
+    answer = json.dumps(_push_answer(verdict, now, report.clock_offset_ms), ensure_ascii=False).encode()
     return Response(answer, media_type=_JSON)
 
 
@@ -244,8 +255,10 @@ def info(ctx: _ContextDep) -> Info:
 # --- push ----------------------------------------------------------------------------------------------------
 
 
-def _push(ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes) -> bytes:
-    now = ctx.now_ms()
+def _read_push(
+    ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes, now: int
+) -> tuple[str, list[OpDict], SyncReport]:
+    """Decodes and checks a push body: its replica, its validated ops, and what the device reports."""
     envelope = _decode(headers.get("content-type", ""), headers.get("content-encoding", ""), body, ctx.settings)
     request, raw_ops = _push_request(envelope)
     check_replica(device, request.replica)  # before the ops are looked at; checked again when storing
@@ -257,10 +270,7 @@ def _push(ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes
             [{"field": "ops", "problem": f"{len(raw_ops)} ops, more than {ctx.settings.max_batch_ops}"}],
         )
     ops = _validated(raw_ops)
-    offset = now - request.time_ms
-    report = SyncReport(request.pending, request.oldest_unsent_ms, offset)
-    verdict = ctx.storage.push(device.id, request.replica, ops, report, now)
-    return json.dumps(_push_answer(verdict, now, offset), ensure_ascii=False).encode()
+    return request.replica, ops, SyncReport(request.pending, request.oldest_unsent_ms, now - request.time_ms)
 
 
 def _decode(content_type: str, encoding: str, body: bytes, settings: Settings) -> Any:
