@@ -3,6 +3,7 @@ code, refusal code, setting and command."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any, get_args
@@ -72,8 +73,6 @@ def test_the_server_page_documents_every_command_and_setting() -> None:
 
 
 def test_every_public_name_exists() -> None:
-    import importlib
-
     for name in (
         "",
         ".admission",

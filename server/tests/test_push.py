@@ -286,3 +286,21 @@ def test_a_device_moves_records_within_its_grids_or_up(server: Server, tmp_path:
     refused = {r["op"]: r for r in answer["refused"]}
     assert set(refused) == {f"{phone.id}:5", f"{phone.id}:6"}
     assert all(r["code"] == "forbidden" and "up to a parent grid" in r["reason"] for r in refused.values())
+
+
+def test_ops_naming_a_record_of_another_type_are_refused(server: Server, tmp_path: Path) -> None:
+    station = replica(tmp_path, "station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    wang = station.residents.register(name="Old Wang", grid=GRID)
+    station.visits.record(resident_id=wang.id, outcome="well")
+    station.residents.note(wang.id, "Fine")
+    ops = own_ops(station)
+    ops[2] = {**ops[2], "body": {**ops[2]["body"], "resident_id": ticket.id}}  # a visit of a ticket
+    ops[3] = {**ops[3], "eid": ticket.id}  # a resident note on a ticket
+    answer = _answer(server.push(token, station.id, ops))
+    assert answer["stored"] == 2
+    assert [(r["op"], r["code"]) for r in answer["refused"]] == [
+        (f"{station.id}:3", "wrong_record"),
+        (f"{station.id}:4", "wrong_record"),
+    ]

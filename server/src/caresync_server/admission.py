@@ -296,6 +296,14 @@ class _Admission:
             if eid != expected:
                 self.refuse(op, "wrong_record", f"a {kind} op must create record {expected}, not {eid}")
                 return None
+            resident = self.records.get(op["body"]["resident_id"]) if rtype == "visit" else None
+            if resident is not None and resident.type != "resident":
+                self.refuse(
+                    op,
+                    "wrong_record",
+                    f"a visit is of a resident, and {op['body']['resident_id']} is a {resident.type}",
+                )
+                return None
             grid = self.grid_of_new(op)
             if grid is None:
                 return f"resident {op['body']['resident_id']} is not on the server yet"
