@@ -6,6 +6,9 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
+from caresync_server import storage
 from caresync_server.settings import Settings
 from support import GRID, START_MS, Server, keys, own_ops, replica
 
@@ -168,3 +171,19 @@ def test_cursors_never_repeat_after_a_restore_from_an_older_backup(tmp_path: Pat
         assert [op["body"]["title"] for op in pulled] == ["After the restore"]
     finally:
         server.close()
+
+
+def test_a_pull_examines_a_bounded_window(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ops = _world(server, tmp_path)
+    monkeypatch.setattr(storage, "PULL_SCAN_WINDOW", 3)
+    token = server.enroll("courier", "courier", "xinan")  # sees one op of the log: the parcel in xinan
+    pages = []
+    cursor = ""
+    while True:
+        answer = server.pull(token, "c" * 16, cursor, limit=1)
+        pages.append(keys(answer["ops"]))
+        cursor = answer["cursor"]
+        if not answer["more"]:
+            break
+    assert pages[:2] == [[], []]  # 9 ops in the log: the first two windows of 3 hold nothing it may see
+    assert [k for page in pages for k in page] == [ops["parcel"][1]]
