@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from caresync import Replica
 
 from caresync_server.settings import Settings
-from support import Server, postgres_schema
+from support import START_MS, ReplicaFactory, Server, postgres_schema, replica
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -26,3 +27,17 @@ def server(settings: Settings) -> Iterator[Server]:
     s = Server(settings)
     yield s
     s.close()
+
+
+@pytest.fixture
+def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
+    """Opens devices' replica files in the test's folder (see support.replica); closes them all afterwards."""
+    opened: list[Replica] = []
+
+    def make(name: str, *, start_ms: int = START_MS) -> Replica:
+        opened.append(replica(tmp_path, name, start_ms=start_ms))
+        return opened[-1]
+
+    yield make
+    for device in opened:
+        device.close()

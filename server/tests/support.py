@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from caresync_server.settings import Settings
 from caresync_server.storage import Storage
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: The ``make_replica`` fixture: ``make_replica(name, start_ms=...)`` opens a device's replica file.
+ReplicaFactory = Callable[..., Replica]
 GRID = "changnan/dorm/3"
 START_MS = 1_796_083_200_000
 

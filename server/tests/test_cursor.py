@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from caresync_server.settings import Settings
 from caresync_server.storage import Storage
-from support import GRID, START_MS, Server, own_ops, postgres_schema, replica
+from support import GRID, START_MS, ReplicaFactory, Server, own_ops, postgres_schema, replica
 
 SERVERS = 3
 PULLERS = 4
@@ -59,8 +59,8 @@ def _push_in_flight(server: Server) -> Iterator[None]:
         conn.close()
 
 
-def test_a_push_waits_for_the_push_in_flight_and_pulls_do_not(server: Server, tmp_path: Path) -> None:
-    device = replica(tmp_path, "station")
+def test_a_push_waits_for_the_push_in_flight_and_pulls_do_not(server: Server, make_replica: ReplicaFactory) -> None:
+    device = make_replica("station")
     token, reader = server.enroll("station"), server.enroll("reader")
     device.tickets.submit(title="Leak", kind="repair", grid=GRID)
     server.pull(reader, "a" * 16)  # bound, its health just recorded: its next pulls only read

@@ -15,7 +15,7 @@ from caresync.wire import MEDIA_TYPE, encode_envelope
 
 from caresync_server.app import create_app
 from caresync_server.settings import Settings
-from support import GRID, START_MS, Client, Server, own_ops, replica
+from support import GRID, START_MS, Client, ReplicaFactory, Server, own_ops
 
 
 @dataclass
@@ -37,8 +37,8 @@ class World:
 
 
 @pytest.fixture
-def world(server: Server, tmp_path: Path) -> Iterator[World]:
-    device = replica(tmp_path, "station")
+def world(server: Server, make_replica: ReplicaFactory) -> Iterator[World]:
+    device = make_replica("station")
     ticket = device.tickets.submit(title="Leak", kind="repair", grid=GRID)
     device.tickets.edit(ticket.id, title="Leak on floor 3")
     token, revoked = server.enroll("station"), server.enroll("lost")
@@ -120,6 +120,15 @@ CASES: dict[str, tuple[Callable[[World], Request], int, str]] = {
             "POST",
             "/v1/push",
             {"content": json.dumps(w.with_op(actor="\ud800")).encode(), "headers": w.auth()},
+        ),
+        422,
+        "invalid_ops",
+    ),
+    "a kind that is not Unicode, quoted back in the error": (
+        lambda w: (
+            "POST",
+            "/v1/push",
+            {"content": json.dumps(w.envelope(ops=[{"kind": "\ud800"}])).encode(), "headers": w.auth()},
         ),
         422,
         "invalid_ops",
@@ -296,9 +305,9 @@ def test_a_method_not_allowed_names_the_allowed_ones(world: World) -> None:
     assert "POST" in response.json()["error"]["message"]
 
 
-def test_a_token_for_another_replica_is_refused(world: World, tmp_path: Path) -> None:
+def test_a_token_for_another_replica_is_refused(world: World, make_replica: ReplicaFactory) -> None:
     world.server.push(world.token, world.device.id, world.ops)
-    other = replica(tmp_path, "copy")
+    other = make_replica("copy")
     other.tickets.submit(title="Leak", kind="repair", grid=GRID)
     response = world.server.push(world.token, other.id, own_ops(other))
     assert response.status_code == 403 and response.json()["error"]["code"] == "replica_mismatch"

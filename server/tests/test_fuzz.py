@@ -5,7 +5,6 @@ every answer's counts match what the store gained; a valid push still works at t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from caresync_server.storage import ops as ops_table
-from support import GRID, START_MS, Server, own_ops, replica
+from support import GRID, START_MS, ReplicaFactory, Server, own_ops
 
 FUZZ = settings(
     max_examples=150,
@@ -42,8 +41,8 @@ OP_KEYS = ["v", "kind", "origin", "seq", "hlc", "eid", "actor", "at", "body"]
 
 
 @pytest.fixture
-def fuzzed(server: Server, tmp_path: Path) -> tuple[Server, str, str, list[dict[str, Any]]]:
-    station = replica(tmp_path, "station")
+def fuzzed(server: Server, make_replica: ReplicaFactory) -> tuple[Server, str, str, list[dict[str, Any]]]:
+    station = make_replica("station")
     token = server.enroll("station")
     wang = station.residents.register(name="Old Wang", grid=GRID, phone="+86 138 0000 0000")
     ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID, resident_id=wang.id)

@@ -10,12 +10,12 @@ import pytest
 
 from caresync_server import storage
 from caresync_server.settings import Settings
-from support import GRID, START_MS, Server, keys, own_ops, replica
+from support import GRID, START_MS, ReplicaFactory, Server, keys, own_ops
 
 
-def _world(server: Server, tmp_path: Path) -> dict[str, list[tuple[str, int]]]:
+def _world(server: Server, make_replica: ReplicaFactory) -> dict[str, list[tuple[str, int]]]:
     """A station's day in two grids; returns the op identities by record type."""
-    station = replica(tmp_path, "station")
+    station = make_replica("station")
     token = server.enroll("station-desk")
     wang = station.residents.register(name="Old Wang", grid=GRID)
     station.residents.register(name="Far Away", grid="xinan/lane-1")
@@ -34,8 +34,10 @@ def _world(server: Server, tmp_path: Path) -> dict[str, list[tuple[str, int]]]:
     return by_type
 
 
-def test_each_device_pulls_its_roles_record_types_within_its_grids(server: Server, tmp_path: Path) -> None:
-    ops = _world(server, tmp_path)
+def test_each_device_pulls_its_roles_record_types_within_its_grids(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    ops = _world(server, make_replica)
 
     devices = iter(range(1, 100))
 
@@ -62,8 +64,8 @@ def test_each_device_pulls_its_roles_record_types_within_its_grids(server: Serve
     }
 
 
-def test_paging_with_a_small_limit_returns_every_op_once_in_order(server: Server, tmp_path: Path) -> None:
-    ops = _world(server, tmp_path)
+def test_paging_with_a_small_limit_returns_every_op_once_in_order(server: Server, make_replica: ReplicaFactory) -> None:
+    ops = _world(server, make_replica)
     token = server.enroll("reader", "admin", "")
     for limit in (1, 2, 3):
         seen = server.pull_all(token, "f" * 16, limit=limit)
@@ -75,8 +77,10 @@ def test_paging_with_a_small_limit_returns_every_op_once_in_order(server: Server
     assert keys(first["ops"] + rest["ops"]) == keys(server.pull(token, "f" * 16)["ops"])
 
 
-def test_a_narrow_scope_still_moves_the_cursor_past_what_it_may_not_see(server: Server, tmp_path: Path) -> None:
-    _world(server, tmp_path)
+def test_a_narrow_scope_still_moves_the_cursor_past_what_it_may_not_see(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    _world(server, make_replica)
     token, reader = server.enroll("courier", "courier", "nowhere"), server.enroll("reader")
     answer = server.pull(token, "a" * 16, limit=2)
     assert answer["ops"] == [] and answer["more"] is False
@@ -84,18 +88,18 @@ def test_a_narrow_scope_still_moves_the_cursor_past_what_it_may_not_see(server: 
     assert server.pull(reader, "b" * 16, answer["cursor"])["ops"] == []  # it moved past everything there is
 
 
-def test_the_limit_is_capped_by_the_server(tmp_path: Path) -> None:
+def test_the_limit_is_capped_by_the_server(tmp_path: Path, make_replica: ReplicaFactory) -> None:
     server = Server(Settings(database_url=f"sqlite:///{tmp_path / 'capped.db'}", max_pull_limit=3))
     try:
-        _world(server, tmp_path)
+        _world(server, make_replica)
         answer = server.pull(server.enroll("reader"), "a" * 16, limit=1000)
         assert len(answer["ops"]) == 3 and answer["more"] is True
     finally:
         server.close()
 
 
-def test_a_cursor_never_moves_back(server: Server, tmp_path: Path) -> None:
-    _world(server, tmp_path)
+def test_a_cursor_never_moves_back(server: Server, make_replica: ReplicaFactory) -> None:
+    _world(server, make_replica)
     token = server.enroll("reader")
     end = server.pull(token, "a" * 16)["cursor"]
     beyond = str(int(end) + 10**12)  # past the log, as after a restore from an older backup
@@ -103,8 +107,8 @@ def test_a_cursor_never_moves_back(server: Server, tmp_path: Path) -> None:
     assert (answer["ops"], answer["cursor"], answer["more"]) == ([], beyond, False)
 
 
-def test_json_answers_are_gzipped_when_the_device_accepts_it(server: Server, tmp_path: Path) -> None:
-    _world(server, tmp_path)
+def test_json_answers_are_gzipped_when_the_device_accepts_it(server: Server, make_replica: ReplicaFactory) -> None:
+    _world(server, make_replica)
     token = server.enroll("reader")
     body = {"replica": "a" * 16, "cursor": "", "limit": 100, "time_ms": START_MS}
     headers = {"Authorization": f"Bearer {token}"}
@@ -115,7 +119,7 @@ def test_json_answers_are_gzipped_when_the_device_accepts_it(server: Server, tmp
     assert int(zipped.headers["content-length"]) < len(plain.content)
 
 
-def test_a_pull_binds_the_replica_and_reports_the_clock(server: Server, tmp_path: Path) -> None:
+def test_a_pull_binds_the_replica_and_reports_the_clock(server: Server, make_replica: ReplicaFactory) -> None:
     token = server.enroll("phone", "knocker", GRID)
     body = {"replica": "a" * 16, "cursor": "", "time_ms": START_MS - 5_000}
     answer = server.client.post("/v1/pull", json=body, headers={"Authorization": f"Bearer {token}"}).json()
@@ -128,8 +132,8 @@ def test_a_pull_binds_the_replica_and_reports_the_clock(server: Server, tmp_path
     assert other.status_code == 403 and other.json()["error"]["code"] == "replica_mismatch"
 
 
-def test_the_compact_answer_is_chosen_by_the_accept_header(server: Server, tmp_path: Path) -> None:
-    _world(server, tmp_path)
+def test_the_compact_answer_is_chosen_by_the_accept_header(server: Server, make_replica: ReplicaFactory) -> None:
+    _world(server, make_replica)
     token = server.enroll("reader")
     body = {"replica": "a" * 16, "cursor": "", "time_ms": START_MS}
     for accept, media in (
@@ -145,11 +149,13 @@ def test_the_compact_answer_is_chosen_by_the_accept_header(server: Server, tmp_p
     assert (compact["ops"], compact["cursor"], compact["more"]) == (plain["ops"], plain["cursor"], plain["more"])
 
 
-def test_cursors_never_repeat_after_a_restore_from_an_older_backup(tmp_path: Path) -> None:
+def test_cursors_never_repeat_after_a_restore_from_an_older_backup(
+    tmp_path: Path, make_replica: ReplicaFactory
+) -> None:
     """The server's database goes back in time; the devices' cursors do not. New ops must still reach them."""
     server = Server(Settings(database_url=f"sqlite:///{tmp_path / 'server.db'}"))
     try:
-        station, phone = replica(tmp_path, "station"), replica(tmp_path, "phone")
+        station, phone = make_replica("station"), make_replica("phone")
         ts, tp, reader = server.enroll("station"), server.enroll("phone"), server.enroll("reader")
         backup = sqlite3.connect(tmp_path / "backup.db")
         station.tickets.submit(title="Before the backup", kind="repair", grid=GRID)
@@ -173,8 +179,10 @@ def test_cursors_never_repeat_after_a_restore_from_an_older_backup(tmp_path: Pat
         server.close()
 
 
-def test_a_pull_examines_a_bounded_window(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ops = _world(server, tmp_path)
+def test_a_pull_examines_a_bounded_window(
+    server: Server, make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops = _world(server, make_replica)
     monkeypatch.setattr(storage, "PULL_SCAN_WINDOW", 3)
     token = server.enroll("courier", "courier", "xinan")  # sees one op of the log: the parcel in xinan
     pages = []

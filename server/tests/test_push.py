@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import GRID, START_MS, Server, keys, own_ops, replica
+from support import GRID, START_MS, ReplicaFactory, Server, keys, own_ops
 
 DAY = 86_400_000
 
@@ -19,8 +18,10 @@ def _answer(response: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("compact", [False, True], ids=["json", "compact"])
-def test_pushed_ops_are_pulled_by_another_device_and_converge(server: Server, tmp_path: Path, compact: bool) -> None:
-    station, phone = replica(tmp_path, "station"), replica(tmp_path, "phone")
+def test_pushed_ops_are_pulled_by_another_device_and_converge(
+    server: Server, make_replica: ReplicaFactory, compact: bool
+) -> None:
+    station, phone = make_replica("station"), make_replica("phone")
     ts, tp = server.enroll("station"), server.enroll("phone", "grid_worker", "changnan/dorm")
     wang = station.residents.register(name="Old Wang", grid=GRID, flags=["elderly"])
     ticket = station.tickets.submit(title="Septic tank blocked", kind="repair", grid=GRID, resident_id=wang.id)
@@ -41,8 +42,8 @@ def test_pushed_ops_are_pulled_by_another_device_and_converge(server: Server, tm
     assert server.pull(ts, station.id)["ops"] == []  # a device never gets its own ops back
 
 
-def test_a_replayed_batch_is_acknowledged_and_stored_once(server: Server, tmp_path: Path) -> None:
-    station = replica(tmp_path, "station")
+def test_a_replayed_batch_is_acknowledged_and_stored_once(server: Server, make_replica: ReplicaFactory) -> None:
+    station = make_replica("station")
     token = server.enroll("station")
     for i in range(5):
         station.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
@@ -58,8 +59,10 @@ def test_a_replayed_batch_is_acknowledged_and_stored_once(server: Server, tmp_pa
     assert (twice["stored"], twice["duplicates"]) == (0, 2)
 
 
-def test_an_op_reusing_an_identity_is_a_fork_and_nothing_is_stored(server: Server, tmp_path: Path) -> None:
-    station = replica(tmp_path, "station")
+def test_an_op_reusing_an_identity_is_a_fork_and_nothing_is_stored(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    station = make_replica("station")
     token = server.enroll("station")
     ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
     _answer(server.push(token, station.id, own_ops(station)))
@@ -78,9 +81,9 @@ def test_an_op_reusing_an_identity_is_a_fork_and_nothing_is_stored(server: Serve
 
 
 def test_a_gap_in_the_pushing_devices_own_ops_is_refused_naming_the_expected_seq(
-    server: Server, tmp_path: Path
+    server: Server, make_replica: ReplicaFactory
 ) -> None:
-    station = replica(tmp_path, "station")
+    station = make_replica("station")
     token = server.enroll("station")
     for i in range(5):
         station.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
@@ -97,8 +100,8 @@ def test_a_gap_in_the_pushing_devices_own_ops_is_refused_naming_the_expected_seq
     assert _answer(server.push(token, station.id, ops[2:]))["acked"] == [[station.id, 3, 5]]
 
 
-def test_an_op_on_a_record_the_server_does_not_know_waits(server: Server, tmp_path: Path) -> None:
-    station, phone = replica(tmp_path, "station"), replica(tmp_path, "phone")
+def test_an_op_on_a_record_the_server_does_not_know_waits(server: Server, make_replica: ReplicaFactory) -> None:
+    station, phone = make_replica("station"), make_replica("phone")
     ts, tp = server.enroll("station"), server.enroll("phone", "grid_worker", "changnan")
     ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
     phone.sync_with(station)  # the phone got the ticket from the station directly, not through the server
@@ -114,8 +117,10 @@ def test_an_op_on_a_record_the_server_does_not_know_waits(server: Server, tmp_pa
     assert again["acked"] == [[phone.id, 1, 2]]
 
 
-def test_relayed_ops_wait_after_a_gap_and_for_a_device_that_never_synced(server: Server, tmp_path: Path) -> None:
-    maker, carrier = replica(tmp_path, "maker"), replica(tmp_path, "carrier")
+def test_relayed_ops_wait_after_a_gap_and_for_a_device_that_never_synced(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    maker, carrier = make_replica("maker"), make_replica("carrier")
     tm, tc = server.enroll("maker"), server.enroll("carrier", "courier", "changnan")
     for i in range(3):
         maker.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
@@ -135,8 +140,10 @@ def test_relayed_ops_wait_after_a_gap_and_for_a_device_that_never_synced(server:
     assert full["stored"] == 3 and full["acked"] == [[maker.id, 1, 3]]
 
 
-def test_ops_the_origin_device_may_not_make_are_refused_and_the_rest_flows(server: Server, tmp_path: Path) -> None:
-    courier = replica(tmp_path, "courier")
+def test_ops_the_origin_device_may_not_make_are_refused_and_the_rest_flows(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    courier = make_replica("courier")
     token = server.enroll("courier", "courier", GRID)
     ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)  # seq 1
     courier.tickets.edit(ticket.id, title="Still not")  # seq 2: builds on seq 1
@@ -167,8 +174,10 @@ def test_ops_the_origin_device_may_not_make_are_refused_and_the_rest_flows(serve
     assert later["stored"] == 1 and later["acked"] == [[courier.id, 7, 7]]
 
 
-def test_a_later_edit_on_a_refused_record_from_another_device_is_refused_too(server: Server, tmp_path: Path) -> None:
-    courier, phone = replica(tmp_path, "courier"), replica(tmp_path, "phone")
+def test_a_later_edit_on_a_refused_record_from_another_device_is_refused_too(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    courier, phone = make_replica("courier"), make_replica("phone")
     tc, tp = server.enroll("courier", "courier", GRID), server.enroll("phone", "grid_worker", "changnan")
     ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)
     _answer(server.push(tc, courier.id, own_ops(courier)))
@@ -180,8 +189,8 @@ def test_a_later_edit_on_a_refused_record_from_another_device_is_refused_too(ser
     assert answer["stored"] == 1
 
 
-def test_grid_scope_and_role_limits_for_each_role(server: Server, tmp_path: Path) -> None:
-    knocker, station = replica(tmp_path, "knocker"), replica(tmp_path, "station")
+def test_grid_scope_and_role_limits_for_each_role(server: Server, make_replica: ReplicaFactory) -> None:
+    knocker, station = make_replica("knocker"), make_replica("station")
     tk, ts = server.enroll("knocker", "knocker", "changnan/dorm"), server.enroll("station")
     wang = station.residents.register(name="Old Wang", grid=GRID)
     far = station.residents.register(name="Far Away", grid="xinan/lane-1")
@@ -197,8 +206,8 @@ def test_grid_scope_and_role_limits_for_each_role(server: Server, tmp_path: Path
     assert codes == {f"{knocker.id}:3": "forbidden", f"{knocker.id}:4": "forbidden"}
 
 
-def test_a_revoked_devices_relayed_ops_are_refused(server: Server, tmp_path: Path) -> None:
-    lost, carrier = replica(tmp_path, "lost"), replica(tmp_path, "carrier")
+def test_a_revoked_devices_relayed_ops_are_refused(server: Server, make_replica: ReplicaFactory) -> None:
+    lost, carrier = make_replica("lost"), make_replica("carrier")
     tl, tc = server.enroll("lost"), server.enroll("carrier")
     server.pull(tl, lost.id)
     lost.tickets.submit(title="Made before the phone was lost", kind="repair", grid=GRID)
@@ -207,8 +216,8 @@ def test_a_revoked_devices_relayed_ops_are_refused(server: Server, tmp_path: Pat
     assert [r["code"] for r in answer["refused"]] == ["origin_revoked"]
 
 
-def test_records_move_with_residents_and_escalations(server: Server, tmp_path: Path) -> None:
-    station = replica(tmp_path, "station")
+def test_records_move_with_residents_and_escalations(server: Server, make_replica: ReplicaFactory) -> None:
+    station = make_replica("station")
     ts = server.enroll("station")
     building = server.enroll("building", "grid_worker", "changnan/dorm/3")
     area = server.enroll("area", "grid_worker", "changnan/dorm")
@@ -236,9 +245,9 @@ def test_records_move_with_residents_and_escalations(server: Server, tmp_path: P
     assert seen(lane, "c" * 16) == ["resident.set", "resident.note", "visit.create"]
 
 
-def test_a_redaction_erases_personal_fields_on_the_server_too(server: Server, tmp_path: Path) -> None:
+def test_a_redaction_erases_personal_fields_on_the_server_too(server: Server, make_replica: ReplicaFactory) -> None:
     # the late device's note sorts before the redaction: its clock is a minute behind the station's
-    station, late = replica(tmp_path, "station", start_ms=START_MS + 60_000), replica(tmp_path, "late")
+    station, late = make_replica("station", start_ms=START_MS + 60_000), make_replica("late")
     ts, tl = server.enroll("station"), server.enroll("late")
     wang = station.residents.register(name="Old Wang", grid=GRID, phone="+86 138 0000 0000")
     late.sync_with(station)
@@ -256,8 +265,8 @@ def test_a_redaction_erases_personal_fields_on_the_server_too(server: Server, tm
     assert again["duplicates"] == 1
 
 
-def test_each_push_reports_the_devices_health(server: Server, tmp_path: Path) -> None:
-    phone = replica(tmp_path, "phone")
+def test_each_push_reports_the_devices_health(server: Server, make_replica: ReplicaFactory) -> None:
+    phone = make_replica("phone")
     token = server.enroll("phone", "grid_worker", "changnan")
     phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
     answer = _answer(
@@ -270,8 +279,8 @@ def test_each_push_reports_the_devices_health(server: Server, tmp_path: Path) ->
     assert health.clock_offset_ms == answer["clock_offset_ms"] and health.last_sync_at is not None
 
 
-def test_a_device_moves_records_within_its_grids_or_up(server: Server, tmp_path: Path) -> None:
-    phone = replica(tmp_path, "phone")
+def test_a_device_moves_records_within_its_grids_or_up(server: Server, make_replica: ReplicaFactory) -> None:
+    phone = make_replica("phone")
     token = server.enroll("phone", "grid_worker", "changnan/dorm/3")
     up = phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
     away = phone.tickets.submit(title="Noise", kind="dispute", grid=GRID)
@@ -288,8 +297,8 @@ def test_a_device_moves_records_within_its_grids_or_up(server: Server, tmp_path:
     assert all(r["code"] == "forbidden" and "up to a parent grid" in r["reason"] for r in refused.values())
 
 
-def test_ops_naming_a_record_of_another_type_are_refused(server: Server, tmp_path: Path) -> None:
-    station = replica(tmp_path, "station")
+def test_ops_naming_a_record_of_another_type_are_refused(server: Server, make_replica: ReplicaFactory) -> None:
+    station = make_replica("station")
     token = server.enroll("station")
     ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
     wang = station.residents.register(name="Old Wang", grid=GRID)

@@ -23,7 +23,7 @@ from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
@@ -514,9 +514,10 @@ def _json_answer(data: bytes, request: Request) -> Response:
 # --- errors --------------------------------------------------------------------------------------------------
 
 
-def _envelope(status: int, code: ErrorCode, message: str, details: list[ErrorDetail], **headers: str) -> JSONResponse:
+def _envelope(status: int, code: ErrorCode, message: str, details: list[ErrorDetail], **headers: str) -> Response:
     body = {"error": {"code": code.value, "message": message, "details": details}}
-    return JSONResponse(body, status_code=status, headers=headers or None)
+    # ASCII-escaped: a message may quote what the request sent, which may not even be valid Unicode
+    return Response(json.dumps(body), status_code=status, headers=headers or None, media_type=_JSON)
 
 
 def _pydantic_details(exc: PydanticValidationError | RequestValidationError) -> list[ErrorDetail]:

@@ -435,7 +435,7 @@ class Storage:
             AdminError: the name is empty or taken, the role unknown, or a grid not a grid path.
         """
         name = name.strip()
-        if not name or len(name) > 100 or any(ch < " " for ch in name):
+        if not name or len(name) > 100 or any(ch < " " or "\ud800" <= ch <= "\udfff" for ch in name):
             raise AdminError("A device name must be 1 to 100 printable characters, for example phone-grid-li.")
         if role not in Role.__members__.values():
             raise AdminError(f"{role!r} is not a role; choose one of {', '.join(r.value for r in Role)}.")
