@@ -256,7 +256,7 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     def raw_time() -> int:
         return replica.clock.physical_ms() - replica.clock.offset_ms
 
-    with replica._store.exchange(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull") as pool:
         cursor = replica._store.get_meta(key) or ""
         page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
         while page is not None:

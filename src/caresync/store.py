@@ -38,8 +38,6 @@ from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_s
 __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
-#: The most records an exchange folds in memory (about 1 KiB each); beyond, records are re-folded from the log.
-_HELD_MAX = 200_000
 _BULK = 10_000  # ops in a batch into an empty log from which its indexes are rebuilt rather than updated
 _REDACTABLE_KINDS = ("resident.create", "resident.set", "resident.note")
 _INSERT_OP = (
@@ -117,12 +115,6 @@ class Store:
         self._closed = False
         self._scrub = False
         self._pending = False
-        # During an exchange (see :meth:`exchange`): records folded in memory batch after batch, so settling
-        # writes them instead of re-reading and re-folding their ops; and what the open transaction touched.
-        self._held: dict[tuple[str, str], State] | None = None
-        self._dirty: set[tuple[str, str]] = set()  # held states newer than their rows
-        self._given_up: set[tuple[str, str]] = set()  # pending records only a re-fold from the log can settle
-        self._touched: set[tuple[str, str]] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine: Engine = create_engine(
@@ -197,7 +189,6 @@ class Store:
         except BaseException:
             self._depth -= 1
             self._scrub = self._scrub and depth > 0
-            self._forget_touched()
             if depth == 0:
                 db.execute("ROLLBACK")
             else:
@@ -208,96 +199,9 @@ class Store:
         try:
             db.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
         except sqlite3.Error as exc:
-            self._forget_touched()
             raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
-        if depth == 0:
-            self._touched.clear()
         if depth == 0 and self._scrub and not self._pending:
             self._checkpoint()
-
-    @contextmanager
-    def exchange(self) -> Iterator[None]:
-        """A multi-batch exchange (a sync): batches stored with ``defer_rows`` are also folded in memory, and
-        :meth:`settle` writes those states instead of re-folding the records from the log.
-
-        Every batch still marks its records pending in its own transaction, so a crash at any point leaves a
-        file that re-folds them from the log when opened. A record whose new ops sort before what it holds, or
-        beyond :data:`_HELD_MAX` records, is left to that re-fold; a transaction that rolls back drops the
-        records it touched from memory (their states may hold its ops). Settles on the way out.
-        """
-        self.settle()  # records pending from before are re-folded from the log first
-        self._held = {}
-        try:
-            yield
-        finally:
-            try:
-                self.settle()
-            finally:
-                self._held = None
-                self._dirty.clear()
-                self._given_up.clear()
-                self._touched.clear()
-
-    def _forget_touched(self) -> None:
-        """A transaction rolled back: the states it folded in memory may hold its ops, so drop them; those
-        records may still be pending from earlier batches, so only the log can settle them now."""
-        if self._held is not None:
-            for key in self._touched:
-                self._held.pop(key, None)
-                self._dirty.discard(key)
-            self._given_up |= self._touched
-        self._touched.clear()
-
-    def _hold(self, ops: list[OpDict]) -> None:
-        """Folds a deferred batch's ops into the exchange's in-memory states (the caller holds the transaction).
-
-        A record not in memory starts from its saved row, which is current: the exchange settled what was
-        pending before it, and a record pending since is in memory or given up."""
-        held = self._held
-        assert held is not None
-        groups = _group(ops)
-        starting = {
-            entity: {eid: v for eid, v in items.items() if (entity, eid) not in held}
-            for entity, items in groups.items()
-        }
-        saved = self._saved_states(starting)
-        for entity, items in groups.items():
-            for eid, new_ops in items.items():
-                key = (entity, eid)
-                if key in self._given_up:
-                    continue
-                self._touched.add(key)
-                state = held.get(key)
-                if state is None:
-                    prior = saved[entity].get(eid)
-                    if (prior is not None and op_key(new_ops[0]) <= prior[0]) or len(held) >= _HELD_MAX:
-                        self._given_up.add(key)
-                        continue
-                    state = held[key] = new_state(entity, eid) if prior is None else from_json(prior[1])
-                elif tuple(state["last"]) >= op_key(new_ops[0]):  # arrived late: re-fold from the log
-                    del held[key]
-                    self._dirty.discard(key)
-                    self._given_up.add(key)
-                    continue
-                apply_sorted(state, new_ops)
-                self._dirty.add(key)
-
-    def _write_held(self, chunk: int) -> int:
-        """Writes the rows of records folded in memory since they were last written, and un-marks them."""
-        if self._held is None or not self._dirty:
-            return 0
-        keys = sorted(self._dirty)
-        for start in range(0, len(keys), chunk):
-            part = keys[start : start + chunk]
-            with self.write():
-                by_entity: dict[str, list[State]] = defaultdict(list)
-                for entity, eid in part:
-                    by_entity[entity].append(self._held[(entity, eid)])
-                for entity, states in by_entity.items():
-                    self._many(_UPSERT[entity], [row_values(st) for st in states])
-                self._many("DELETE FROM pending WHERE entity = ? AND id = ?", part)
-            self._dirty.difference_update(part)
-        return len(keys)
 
     def _checkpoint(self) -> None:
         """Redacted data must not linger in the write-ahead log: copy it into the file and empty the log.
@@ -396,8 +300,6 @@ class Store:
                 marks = {(o["kind"][: o["kind"].index(".")], o["eid"]) for o in fresh_known}
                 self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", sorted(marks))
                 self._pending = self._pending or bool(marks)
-                if self._held is not None:
-                    self._hold(fresh_known)
             else:
                 self.materialise(fresh_known, result)
         return result
@@ -453,9 +355,7 @@ class Store:
         if not self._pending:
             return 0
         with paused_gc():
-            done = self._write_held(chunk) + self._settle(chunk)
-            if self._depth == 0:  # committed: their rows are current now
-                self._given_up.clear()
+            done = self._settle(chunk)
         if self._scrub and self._depth == 0:
             self._checkpoint()
         return done
