@@ -43,6 +43,16 @@ class Server:
         transport = FlakyTransport(rng, cut, inner=self.client._transport)
         return httpx.Client(transport=transport, base_url=URL), transport
 
+    def devices(self) -> list[Any]:
+        from caresync_server.settings import Settings
+        from caresync_server.storage import Storage
+
+        storage = Storage(Settings(database_url=self.database_url))
+        try:
+            return list(storage.devices())
+        finally:
+            storage.close()
+
     def close(self) -> None:
         self.client.__exit__(None, None, None)
 
@@ -68,6 +78,14 @@ def test_two_devices_converge_through_the_server(server: Server, make_replica: R
 
     assert phone.tickets.get(t.id).title == "Septic tank blocked"
     assert station.state_digest() == phone.state_digest()
+    phone.tickets.note(t.id, "called the plumber")  # made after the last sync: still pending on the device
+    health = {d.name: d for d in server.devices()}
+    assert (health["station"].pending, health["phone"].pending) == (0, 0)  # what waits once the batch is in
+    with phone.batch():
+        for i in range(5):
+            phone.tickets.note(t.id, f"update {i}")
+    phone.sync(URL, token=tp, client=server.client, push_batch=4)
+    assert [d.pending for d in server.devices() if d.name == "phone"] == [0]
     again = phone.sync(URL, token=tp, client=server.client)
     assert (again.pushed, again.pulled, again.already_held) == (0, 0, 0)
 

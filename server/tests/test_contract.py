@@ -78,7 +78,6 @@ def test_every_public_name_exists() -> None:
         ".admission",
         ".app",
         ".cli",
-        ".erasure",
         ".errors",
         ".protocol",
         ".roles",

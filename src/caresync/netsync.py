@@ -196,8 +196,9 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         ops = store.unsent(after, limit=batch)
         if not ops:
             return
+        first = (ops[0]["hlc"], ops[0]["origin"], ops[0]["seq"])
         after = (ops[-1]["hlc"], ops[-1]["origin"], ops[-1]["seq"])
-        pending, oldest = store.unsent_stats()
+        pending, oldest = store.unsent_stats(besides=(first, after))  # what waits once this batch is in
         envelope = {
             "replica": replica.id,
             "time_ms": replica.clock.physical_ms() - replica.clock.offset_ms,

@@ -46,6 +46,7 @@ __all__ = [
     "ENTITY_PREFIX",
     "FORMAT_VERSION",
     "KNOWN_KINDS",
+    "REDACTABLE_KINDS",
     "SETTABLE_FIELDS",
     "EntityId",
     "OpDict",
@@ -110,6 +111,23 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+#: The op kinds whose bodies a ``resident.redact`` rewrites (so their bodies are not compared to tell duplicates).
+REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set", "resident.note"})
+
+
+def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """The body of a ``kind`` op written before a redaction of ``fields``: those set to None (``notes`` erases
+    note texts). Every holder of the log applies it, replicas and the server alike."""
+    names = set(fields)
+    if kind == "resident.create":
+        return {key: (None if key in names else value) for key, value in body.items()}
+    if kind == "resident.set" and body.get("field") in names:
+        return {**body, "value": None}
+    if kind == "resident.note" and "notes" in names:
+        return {**body, "text": None}
+    return body
 
 
 def entity_type_of(kind: str) -> str:

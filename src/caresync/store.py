@@ -32,14 +32,13 @@ from sqlalchemy.pool import NullPool
 
 from .errors import OpForkError, StoreError, StoreVersionError
 from .merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
-from .ops import OpDict, entity_type_of, paused_gc
+from .ops import REDACTABLE_KINDS, OpDict, entity_type_of, paused_gc, redact_body
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 
 __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
 _BULK = 10_000  # ops in a batch into an empty log from which its indexes are rebuilt rather than updated
-_REDACTABLE_KINDS = ("resident.create", "resident.set", "resident.note")
 _INSERT_OP = (
     "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
@@ -60,17 +59,6 @@ class IngestResult:
     refolded: int = 0
     records: int = 0
     max_hlc_by_origin: dict[str, int] = field(default_factory=dict)
-
-
-def _redact_body(kind: str, body: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    names = set(names)
-    if kind == "resident.create":
-        return {k: (None if k in names else v) for k, v in body.items()}
-    if kind == "resident.set" and body["field"] in names:
-        return {**body, "value": None}
-    if kind == "resident.note" and "notes" in names:
-        return {**body, "text": None}
-    return body
 
 
 def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
@@ -442,7 +430,7 @@ class Store:
     @staticmethod
     def _check_same(a: OpDict, b: OpDict) -> None:
         same = all(a[k] == b[k] for k in ("hlc", "eid", "kind", "actor", "at"))
-        if same and a["kind"] not in _REDACTABLE_KINDS:
+        if same and a["kind"] not in REDACTABLE_KINDS:
             same = json.dumps(a["body"], sort_keys=True) == json.dumps(b["body"], sort_keys=True)
         if not same:
             raise OpForkError(
@@ -472,17 +460,17 @@ class Store:
             return
         for op in fresh:
             for key, names in redactions.get(op["eid"], ()):
-                if op["kind"] in _REDACTABLE_KINDS and op_key(op) < key:
-                    op["body"] = _redact_body(op["kind"], op["body"], names)
+                if op["kind"] in REDACTABLE_KINDS and op_key(op) < key:
+                    op["body"] = redact_body(op["kind"], op["body"], names)
         for o in new_redacts:
             key = op_key(o)
             updates = []
             for origin, seq, hlc, kind, body in self.sql(
                 "SELECT origin, seq, hlc, kind, body FROM ops WHERE eid = ? AND kind IN (?, ?, ?)",
-                (o["eid"], *_REDACTABLE_KINDS),
+                (o["eid"], *sorted(REDACTABLE_KINDS)),
             ):
                 if (hlc, origin, seq) < key:
-                    redacted = _redact_body(kind, from_json(body), o["body"]["fields"])
+                    redacted = redact_body(kind, from_json(body), o["body"]["fields"])
                     updates.append((to_json(redacted).decode(), origin, seq))
             if updates:
                 self._many("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", updates)
@@ -618,9 +606,16 @@ class Store:
         )
         return [_op_from_row(*r) for r in rows]
 
-    def unsent_stats(self) -> tuple[int, int | None]:
-        """How many ops wait to be sent, and the ``at`` of the oldest (None when none wait)."""
-        count, oldest = self.sql("SELECT COUNT(*), MIN(at) FROM ops WHERE sent = 0")[0]
+    def unsent_stats(
+        self, *, besides: tuple[tuple[int, str, int], tuple[int, str, int]] | None = None
+    ) -> tuple[int, int | None]:
+        """How many ops wait to be sent, and the ``at`` of the oldest (None when none wait); ``besides`` leaves
+        out the unsent ops from one ``(hlc, origin, seq)`` key to another (a batch being sent)."""
+        where, params = "", []
+        if besides is not None:
+            where = "AND NOT ((hlc, origin, seq) BETWEEN (?, ?, ?) AND (?, ?, ?))"
+            params = [*besides[0], *besides[1]]
+        count, oldest = self.sql(f"SELECT COUNT(*), MIN(at) FROM ops WHERE sent = 0 {where}", params)[0]
         return int(count), oldest
 
     def mark_sent(self, ranges: Iterable[tuple[str, int, int]]) -> int:

@@ -30,9 +30,8 @@ from typing import Any
 
 from caresync import EntityType, Role
 from caresync.domain import grid_parent
-from caresync.ops import OpDict, entity_id_for, entity_type_of, op_id
+from caresync.ops import REDACTABLE_KINDS, OpDict, entity_id_for, entity_type_of, op_id
 
-from .erasure import REDACTABLE_KINDS
 from .errors import ApiError, ErrorCode
 from .roles import EVERYWHERE, GLOBAL_TYPES, PERMISSIONS, covers
 

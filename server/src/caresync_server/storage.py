@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from caresync import EntityType, Role
 from caresync.domain import check_grid
-from caresync.ops import OpDict
+from caresync.ops import REDACTABLE_KINDS, OpDict, redact_body
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -77,7 +77,6 @@ from .admission import (
     fingerprint,
     referenced_ops,
 )
-from .erasure import REDACTABLE_KINDS, erase
 from .errors import AdminError, ApiError, DatabaseNotReady, DatabaseUnavailable, ErrorCode
 from .roles import EVERYWHERE, GLOBAL_TYPES, PERMISSIONS
 from .settings import Settings
@@ -872,7 +871,7 @@ class Storage:
             body = op["body"]
             for key, fields in redactions.get(op["eid"], ()):
                 if (op["hlc"], op["origin"], op["seq"]) < key:
-                    body = erase(op["kind"], body, fields)
+                    body = redact_body(op["kind"], body, fields)
             bodies[i] = body_text(body)
         for redact in fresh:
             key = (redact["hlc"], redact["origin"], redact["seq"])
@@ -883,7 +882,7 @@ class Storage:
                 )
             ):
                 if (hlc, origin, seq) < key:
-                    erased = body_text(erase(kind, json.loads(body), redact["body"]["fields"]))
+                    erased = body_text(redact_body(kind, json.loads(body), redact["body"]["fields"]))
                     if erased != body:
                         updates.append({"at_cursor": cursor, "erased": erased})
             if updates:
