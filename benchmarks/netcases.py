@@ -59,7 +59,7 @@ class _Counter:
 
 @contextmanager
 def _server(cfg: Config, database_url: str, processes: int = 1) -> Iterator[list[str]]:
-    from tests.netsync_support import ServerProcess
+    from caresync_server.testing import ServerProcess
 
     servers = [ServerProcess(database_url, cfg.workdir) for _ in range(processes)]
     try:

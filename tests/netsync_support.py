@@ -1,15 +1,8 @@
-"""Shared by the network sync tests: random offline work for a device, and a real server process."""
+"""Shared by the network sync tests: random offline work for a device, and a link that drops."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,59 +55,6 @@ def random_work(replica: Replica, rng: random.Random, steps: int) -> int:
         except CaresyncError:
             continue  # e.g. resolving a ticket nobody accepted: the device refuses it locally, nothing is made
     return replica.unsent_count() - before
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``caresync-server serve`` in its own process on loopback; can be killed with SIGKILL and started again."""
-
-    def __init__(self, database_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
-        self.database_url = database_url
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / f"server-{self.port}.log"
-
-    def start(self) -> ServerProcess:
-        command = [sys.executable, "-m", "caresync_server.cli", "serve", "--database-url", self.database_url]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=log, env=self.env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not answer /healthz: {self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush, like a power cut."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 class FlakyTransport(httpx.BaseTransport):

@@ -211,7 +211,7 @@ def test_a_revoked_or_unknown_token_is_refused_and_nothing_is_lost(
 
 
 def test_an_unreachable_server_is_a_sync_error_after_the_retries(make_replica: ReplicaFactory) -> None:
-    from tests.netsync_support import free_port
+    from caresync_server.testing import free_port
 
     phone = make_replica("phone")
     phone.tickets.submit(title="Leak", kind="repair", grid=GRID)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from caresync_server.testing import ServerProcess
 
 from caresync import Replica, SyncError
-from tests.netsync_support import FlakyTransport, ServerProcess, all_ops, describe, random_work
+from tests.netsync_support import FlakyTransport, all_ops, describe, random_work
 from tests.server_support import enroll, postgres_database
 
 DEVICES = 5

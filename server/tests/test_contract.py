@@ -83,6 +83,7 @@ def test_every_public_name_exists() -> None:
         ".roles",
         ".settings",
         ".storage",
+        ".testing",
     ):
         module = importlib.import_module(f"caresync_server{name}")
         missing = [n for n in module.__all__ if not hasattr(module, n)]

@@ -10,12 +10,8 @@ limits: at the end every puller holds every op exactly once.
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +25,7 @@ from sqlalchemy import text
 
 from caresync_server.settings import Settings
 from caresync_server.storage import Storage
+from caresync_server.testing import ServerProcess
 from support import GRID, START_MS, ReplicaFactory, Server, own_ops, postgres_schema, replica
 
 SERVERS = 3
@@ -76,58 +73,19 @@ def test_a_push_waits_for_the_push_in_flight_and_pulls_do_not(server: Server, ma
     assert len(server.pull(reader, "a" * 16)["ops"]) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``caresync-server serve`` in a process of its own, on loopback."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        command = [sys.executable, "-m", "caresync_server.cli", "serve", "--port", str(self.port)]
-        command += ["--log-level", "warning"]
-        env = {**os.environ, "CARESYNC_DATABASE_URL": settings.database_url}
-        env["CARESYNC_DATABASE_SCHEMA"] = settings.database_schema or ""
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not answer /healthz: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Settings, list[str]]]:
     with postgres_schema() as settings:
         storage = Storage(settings)
         storage.ensure_schema(create=True)
         storage.close()
-        servers = [ServerProcess(settings, tmp_path / f"server-{i}.log") for i in range(SERVERS)]
+        servers = [
+            ServerProcess(settings.database_url, tmp_path, database_schema=settings.database_schema)
+            for _ in range(SERVERS)
+        ]
         try:
             for server in servers:
-                server.wait_ready()
+                server.start()
             yield settings, [s.url for s in servers]
         finally:
             for server in servers:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypeAlia
 
 from pydantic import ConfigDict, Discriminator, Field, StringConstraints, TypeAdapter, with_config
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import from_json
 from typing_extensions import TypedDict
 
 from .domain import (
@@ -128,6 +129,28 @@ def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[
     if kind == "resident.note" and "notes" in names:
         return {**body, "text": None}
     return body
+
+
+def ops_from_rows(rows: Sequence[Sequence[Any]]) -> list[OpDict]:
+    """Ops from stored rows ``(origin, seq, hlc, eid, kind, v, actor, at, body)``, ``body`` as JSON text (how
+    replicas and the server store them). The bodies are parsed in one call, several times faster than one by one."""
+    if not rows:
+        return []
+    bodies = from_json("[" + ",".join(row[8] for row in rows) + "]")
+    return [
+        {
+            "v": v,
+            "kind": kind,
+            "origin": origin,
+            "seq": seq,
+            "hlc": hlc,
+            "eid": eid,
+            "actor": actor,
+            "at": at,
+            "body": b,
+        }
+        for (origin, seq, hlc, eid, kind, v, actor, at, _), b in zip(rows, bodies, strict=True)
+    ]
 
 
 def entity_type_of(kind: str) -> str:

@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from .errors import OpForkError, StoreError, StoreVersionError
 from .merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
-from .ops import REDACTABLE_KINDS, OpDict, entity_type_of, paused_gc, redact_body
+from .ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, paused_gc, redact_body
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 
 __all__ = ["IngestResult", "Store"]
@@ -75,22 +75,6 @@ def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
         to_json(op["body"]).decode(),
         sent,
     )
-
-
-def _op_from_row(
-    origin: str, seq: int, hlc: int, eid: str, kind: str, v: int, actor: str, at: int, body: str
-) -> OpDict:
-    return {
-        "v": v,
-        "kind": kind,
-        "origin": origin,
-        "seq": seq,
-        "hlc": hlc,
-        "eid": eid,
-        "actor": actor,
-        "at": at,
-        "body": from_json(body),
-    }
 
 
 class Store:
@@ -311,24 +295,14 @@ class Store:
         for part in _chunks(eids):
             marks = ",".join("?" * len(part))
             ops: dict[str, list[OpDict]] = {eid: [] for eid in part}
-            for origin, seq, hlc, eid, kind, v, actor, at, body in self.sql(
-                "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops "
-                f"WHERE eid IN ({marks}) AND known = 1 ORDER BY eid, hlc, origin, seq",
-                part,
-            ):
-                ops[eid].append(
-                    {
-                        "v": v,
-                        "kind": kind,
-                        "origin": origin,
-                        "seq": seq,
-                        "hlc": hlc,
-                        "eid": eid,
-                        "actor": actor,
-                        "at": at,
-                        "body": from_json(body),
-                    }
+            for op in ops_from_rows(
+                self.sql(
+                    f"SELECT {_OP_COLUMNS} FROM ops WHERE eid IN ({marks}) AND known = 1 "
+                    "ORDER BY eid, hlc, origin, seq",
+                    part,
                 )
+            ):
+                ops[op["eid"]].append(op)
             for eid, record_ops in ops.items():
                 state = states[eid] = new_state(entity, eid)
                 apply_sorted(state, record_ops)
@@ -551,12 +525,12 @@ class Store:
     def ops_of(self, eid: str, *, known_only: bool = True) -> list[OpDict]:
         """Every stored op about one record, in HLC order."""
         rows = self.sql(
-            "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE eid = ?"
+            f"SELECT {_OP_COLUMNS} FROM ops WHERE eid = ?"
             + (" AND known = 1" if known_only else "")
             + " ORDER BY hlc, origin, seq",
             (eid,),
         )
-        return [_op_from_row(*r) for r in rows]
+        return ops_from_rows(rows)
 
     def state(self, entity: str, eid: str) -> State | None:
         """The folded state of one record, or None if nothing is known about it."""
@@ -584,11 +558,11 @@ class Store:
             if held == 0 or (contig >= held and since >= contig):
                 continue
             out.extend(
-                _op_from_row(*r)
-                for r in self.sql(
-                    "SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE origin = ? AND seq > ? "
-                    "ORDER BY seq LIMIT ?",
-                    (origin, since, limit - len(out)),
+                ops_from_rows(
+                    self.sql(
+                        f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (origin, since, limit - len(out)),
+                    )
                 )
             )
             if len(out) >= limit:
@@ -604,7 +578,7 @@ class Store:
             f"SELECT {_OP_COLUMNS} FROM ops WHERE sent = 0 {where} ORDER BY hlc, origin, seq LIMIT ?",
             [*params, limit],
         )
-        return [_op_from_row(*r) for r in rows]
+        return ops_from_rows(rows)
 
     def unsent_stats(
         self, *, besides: tuple[tuple[int, str, int], tuple[int, str, int]] | None = None
@@ -639,7 +613,7 @@ class Store:
             f"SELECT {', '.join('o.' + c.strip() for c in _OP_COLUMNS.split(','))}, r.code, r.reason, r.at "
             "FROM refusals r JOIN ops o ON o.origin = r.origin AND o.seq = r.seq ORDER BY r.at, r.origin, r.seq"
         )
-        return [(_op_from_row(*r[:9]), r[9], r[10], r[11]) for r in rows]
+        return [(op, r[9], r[10], r[11]) for op, r in zip(ops_from_rows([r[:9] for r in rows]), rows, strict=True)]
 
     def retry_refused(self) -> int:
         """Puts refused ops back in the queue (after the station changed what the device may do)."""
@@ -659,10 +633,7 @@ class Store:
 
     def deferred_ops(self) -> list[OpDict]:
         """The deferred ops themselves, as stored."""
-        return [
-            _op_from_row(*r)
-            for r in self.sql("SELECT origin, seq, hlc, eid, kind, v, actor, at, body FROM ops WHERE known = 0")
-        ]
+        return ops_from_rows(self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE known = 0"))
 
     def mark_known(self, ops: list[OpDict]) -> None:
         """Marks deferred ops as folded and re-folds their records (after an upgrade)."""

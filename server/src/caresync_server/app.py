@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from caresync.errors import InvalidInputError, InvalidOpError
-from caresync.ops import FORMAT_VERSION, OpDict, validate_ops
+from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
 from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -214,7 +214,7 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
     if _accepts(request.headers.get("accept", ""), MEDIA_TYPE):
         envelope = {
-            "ops": _op_dicts(page.rows),
+            "ops": ops_from_rows(page.rows),
             "cursor": str(page.cursor),
             "more": page.more,
             "server_time_ms": now,
@@ -463,25 +463,6 @@ def _accepts(accept: str, media: str) -> bool:
                     return False
         return True
     return False
-
-
-def _op_dicts(rows: list[tuple[Any, ...]]) -> list[OpDict]:
-    """The ops of a pull as dicts; their stored bodies are parsed in one call (several times faster)."""
-    bodies = json.loads("[" + ",".join(row[8] for row in rows) + "]")
-    return [
-        {
-            "v": v,
-            "kind": kind,
-            "origin": origin,
-            "seq": seq,
-            "hlc": hlc,
-            "eid": eid,
-            "actor": actor,
-            "at": at,
-            "body": body,
-        }
-        for (origin, seq, hlc, eid, kind, v, actor, at, _), body in zip(rows, bodies, strict=True)
-    ]
 
 
 def _pull_json(page: PullPage, now: int, offset: int) -> bytes:

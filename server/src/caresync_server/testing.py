@@ -1,0 +1,76 @@
+"""Helpers for tests and benchmarks that need a real sync server: ``caresync-server serve`` in a process of its own
+on loopback, which can be killed with SIGKILL like a power cut and started again over the same database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["ServerProcess", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``caresync-server serve`` over ``database_url`` (and ``database_schema`` on PostgreSQL), on a free port.
+
+    Its output goes to ``workdir/server-<port>.log``, which errors quote. The port stays the same across
+    :meth:`kill` and :meth:`start`, so devices keep their server address.
+    """
+
+    def __init__(self, database_url: str, workdir: Path, *, database_schema: str | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"server-{self.port}.log"
+        self.env = {**os.environ, "CARESYNC_DATABASE_URL": database_url}
+        self.env["CARESYNC_DATABASE_SCHEMA"] = database_schema or ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout_s: float = 60) -> ServerProcess:
+        """Starts the process and waits until ``/healthz`` answers 200."""
+        command = [sys.executable, "-m", "caresync_server", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--log-level", "warning"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(command, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not answer /healthz: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, like a power cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM), then SIGKILL if it does not exit within 10 seconds."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
