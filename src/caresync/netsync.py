@@ -257,7 +257,8 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     def raw_time() -> int:
         return replica.clock.physical_ms() - replica.clock.offset_ms
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull") as pool:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull")
+    try:
         cursor = replica._store.get_meta(key) or ""
         page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
         while page is not None:
@@ -266,8 +267,6 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
             try:
                 applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
             except CaresyncError as exc:
-                if page is not None:
-                    page.cancel()
                 raise SyncError(
                     f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that "
                     "batch was applied. Tell the station."
@@ -277,6 +276,9 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
             _correct_clock(replica, answer, result)
             if progress is not None:
                 progress(SyncProgress("pull", result.pulled, None))
+    finally:
+        # on an error the page in flight is abandoned, not waited for (its answer would be thrown away anyway)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _correct_clock(replica: Replica, answer: Mapping[str, Any], result: SyncResult) -> None:
