@@ -51,3 +51,36 @@ def test_mistakes_get_a_message_not_a_traceback(tmp_path: Path) -> None:
     runner.invoke(main, ["demo", "--dir", str(tmp_path / "d")])
     again = runner.invoke(main, ["demo", "--dir", str(tmp_path / "d")])
     assert again.exit_code == 1 and "choose an empty folder" in again.output
+
+
+def test_sync_sends_and_receives_through_a_real_server_and_names_refusals(tmp_path: Path) -> None:
+    from caresync_server.testing import ServerProcess
+
+    from caresync import Replica
+    from tests.server_support import enroll
+
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    station_token = enroll(database, "station", role="station", grids=[""])
+    courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
+    with Replica.open(tmp_path / "courier.db", actor="courier-chen") as courier:
+        courier.parcels.register(code="P-1", grid="changnan/dorm/3")
+        ticket = courier.tickets.submit(title="Not for couriers", kind="repair", grid="changnan/dorm/3")
+    server = ServerProcess(database, tmp_path).start()
+    try:
+        runner = CliRunner()
+        sent = runner.invoke(
+            main, ["sync", str(tmp_path / "courier.db"), "--server", server.url], env={"CARESYNC_TOKEN": courier_token}
+        )
+        assert sent.exit_code == 0, sent.output
+        assert "sent 1, received 0, still to send 0" in sent.stdout
+        assert f"refused ticket.create on {ticket.id}:" in sent.stdout
+        got = runner.invoke(
+            main,
+            ["sync", str(tmp_path / "station.db"), "--server", server.url, "--token", station_token, "--json"],
+        )
+        assert got.exit_code == 0, got.output
+        assert json.loads(got.stdout)["received"] == 1
+        wrong = runner.invoke(main, ["sync", str(tmp_path / "x.db"), "--server", server.url, "--token", "nope"])
+        assert wrong.exit_code == 1 and "refused this device" in wrong.output and "Traceback" not in wrong.output
+    finally:
+        server.stop()

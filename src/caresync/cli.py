@@ -1,4 +1,5 @@
-"""The ``caresync`` command: a demo of offline replicas merging, and a look inside a replica file.
+"""The ``caresync`` command: a demo of offline replicas merging, a look inside a replica file, and a sync of one
+with a server.
 
 The CLI is thin: it parses, calls the library, renders. Every error a user can meet is a CaresyncError,
 shown as one line and exit code 1, never a traceback.
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import CaresyncError
+from .netsync import SyncProgress
 from .replica import Replica
 from .testing import FakeClock
 
@@ -224,3 +226,47 @@ def inspect(path: Path, as_json: bool) -> None:
         return
     for key, value in info.items():
         click.echo(f"{key}: {value}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--server", "url", required=True, envvar="CARESYNC_SERVER", help="The sync server's address.")
+@click.option("--token", required=True, envvar="CARESYNC_TOKEN", help="This device's token (better: CARESYNC_TOKEN).")
+@click.option("--actor", default="sync", show_default=True, help="Who is working (recorded on local changes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, without a progress display.")
+def sync(path: Path, url: str, token: str, actor: str, as_json: bool) -> None:
+    """Syncs the replica file PATH with a caresync server: sends what it has not acknowledged, fetches the rest.
+
+    Safe to interrupt: the next run resumes where this one stopped. Ops the server refused stay on the device
+    and are listed with the server's reason.
+    """
+    console = Console(stderr=True, quiet=as_json)
+    with _errors(), Replica.open(path, actor=actor) as replica, Progress(console=console, transient=True) as bars:
+        tasks: dict[str, Any] = {}
+
+        def progress(p: SyncProgress) -> None:
+            label = "sending" if p.phase == "push" else "receiving"
+            if p.phase not in tasks:
+                tasks[p.phase] = bars.add_task(label, total=p.total)
+            bars.update(tasks[p.phase], completed=p.done, description=f"{label} ({p.done:,} ops)")
+
+        result = replica.sync(url, token=token, progress=progress)
+        info = {
+            "replica": replica.id,
+            "sent": result.pushed,
+            "already_held": result.already_held,
+            "received": result.pulled,
+            "waiting": result.waiting,
+            "unsent": result.unsent,
+            "refused": [{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in result.refused],
+            "clock_offset_ms": result.clock_offset_ms,
+        }
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+        return
+    click.echo(
+        f"sent {result.pushed:,}, received {result.pulled:,}, still to send {result.unsent:,}"
+        + (f" ({result.waiting:,} waiting for others' changes)" if result.waiting else "")
+    )
+    for r in result.refused:
+        click.echo(f"refused {r.kind} on {r.record}: {r.reason}")
