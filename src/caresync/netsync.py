@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from .ops import op_id
+from .ops import op_id, paused_gc
 from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
@@ -259,23 +259,24 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull")
     try:
-        cursor = replica._store.get_meta(key) or ""
-        page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
-        while page is not None:
-            ops, new_cursor, more, answer = page.result()
-            page = pool.submit(fetch, new_cursor, raw_time()) if more and new_cursor != cursor else None
-            try:
-                applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
-            except CaresyncError as exc:
-                raise SyncError(
-                    f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that "
-                    "batch was applied. Tell the station."
-                ) from exc
-            cursor = new_cursor
-            result.pulled += applied.applied + applied.deferred
-            _correct_clock(replica, answer, result)
-            if progress is not None:
-                progress(SyncProgress("pull", result.pulled, None))
+        with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
+            cursor = replica._store.get_meta(key) or ""
+            page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
+            while page is not None:
+                ops, new_cursor, more, answer = page.result()
+                page = pool.submit(fetch, new_cursor, raw_time()) if more and new_cursor != cursor else None
+                try:
+                    applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
+                except CaresyncError as exc:
+                    raise SyncError(
+                        f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that "
+                        "batch was applied. Tell the station."
+                    ) from exc
+                cursor = new_cursor
+                result.pulled += applied.applied + applied.deferred
+                _correct_clock(replica, answer, result)
+                if progress is not None:
+                    progress(SyncProgress("pull", result.pulled, None))
     finally:
         # on an error the page in flight is abandoned, not waited for (its answer would be thrown away anyway)
         pool.shutdown(wait=False, cancel_futures=True)

@@ -528,16 +528,17 @@ class Replica:
 
 def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCallback | None) -> int:
     total = 0
-    while True:
-        batch = source.export_ops(into.version_vector(), limit=batch_size)
-        if not batch:
-            return total
-        result = into.apply_ops(batch, defer_rows=True)
-        total += result.applied + result.deferred
-        if progress is not None:
-            progress(total, len(batch))
-        if result.applied + result.deferred == 0:
-            return total  # everything offered is already held (gaps beyond what the peer has)
+    with paused_gc():  # one pause for the whole exchange: exported and applied batches would be walked again
+        while True:
+            batch = source.export_ops(into.version_vector(), limit=batch_size)
+            if not batch:
+                return total
+            result = into.apply_ops(batch, defer_rows=True)
+            total += result.applied + result.deferred
+            if progress is not None:
+                progress(total, len(batch))
+            if result.applied + result.deferred == 0:
+                return total  # everything offered is already held (gaps beyond what the peer has)
 
 
 def _local_field(label: str) -> str:
