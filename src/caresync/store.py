@@ -62,19 +62,8 @@ class IngestResult:
 
 
 def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
-    return (
-        op["origin"],
-        op["seq"],
-        op["hlc"],
-        op["eid"],
-        op["kind"],
-        op["v"],
-        op["actor"],
-        op["at"],
-        known,
-        to_json(op["body"]).decode(),
-        sent,
-    )
+    """The ``ops`` table row of an op (in the column order of :data:`_INSERT_OP`)."""
+    return (*_ENVELOPE(op), known, to_json(op["body"]).decode(), sent)
 
 
 class Store:
@@ -258,9 +247,8 @@ class Store:
                 return result
             self._apply_redactions(fresh_known)
             mark = int(sent)
-            env = _ENVELOPE
-            rows = [(*env(o), 1, to_json(o["body"]).decode(), mark) for o in fresh_known]
-            rows += [(*env(o), 0, to_json(o["body"]).decode(), mark) for o in fresh_deferred]
+            rows = [_op_row(o, 1, mark) for o in fresh_known]
+            rows += [_op_row(o, 0, mark) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
             if len(rows) >= _BULK and not self.sql("SELECT 1 FROM ops LIMIT 1"):
