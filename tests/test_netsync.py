@@ -266,3 +266,27 @@ def test_ops_relayed_from_another_replica_reach_the_server(server: Server, make_
     carrier.sync(URL, token=tc, client=server.client)
     station.sync(URL, token=ts, client=server.client)
     assert station.tickets.get(t.id).title == "Written where there is no signal"
+
+
+def test_a_server_without_its_database_is_a_sync_error_and_nothing_is_lost(
+    tmp_path: Path, make_replica: ReplicaFactory
+) -> None:
+    from caresync_server.app import create_app
+    from caresync_server.settings import Settings
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'missing' / 'server.db'}"))
+    phone = make_replica("phone")
+    phone.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    with fastapi_testclient.TestClient(app) as client, pytest.raises(SyncError, match="has a problem"):
+        phone.sync(URL, token="t", client=client, retries=0)
+    assert phone.unsent_count() == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"), [("5", 5.0), ("0.25", 0.25), ("600", 30.0), ("-3", 0.0), ("Wed, 21 Oct 2026 07:28:00 GMT", 0.0)]
+)
+def test_a_busy_servers_retry_after_is_honoured_within_bounds(header: str, wait: float) -> None:
+    from caresync.netsync import _retry_after
+
+    assert _retry_after(httpx.Response(503, headers={"Retry-After": header})) == wait
+    assert _retry_after(httpx.Response(503)) == 0.0

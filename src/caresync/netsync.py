@@ -35,6 +35,15 @@ __all__ = ["CLOCK_TOLERANCE_MS", "Refusal", "SyncProgress", "SyncResult", "sync"
 #: A device clock off by more than this from the server's is corrected after a sync exchange.
 CLOCK_TOLERANCE_MS = 2_000
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_MAX_BACKOFF_S = 30.0
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The wait a busy server asks for (``Retry-After`` in seconds), at most :data:`_MAX_BACKOFF_S`; else 0."""
+    try:
+        return min(max(float(response.headers.get("retry-after", 0)), 0.0), _MAX_BACKOFF_S)
+    except ValueError:
+        return 0.0  # an HTTP date, or nonsense: fall back to our own backoff
 
 
 @dataclass(frozen=True)
@@ -123,8 +132,9 @@ class _Link:
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self.retries:
                     return self._answer(response)
+                delay = max(delay, _retry_after(response))
             time.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 
     def _answer(self, response: httpx.Response) -> Any:
