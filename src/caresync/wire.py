@@ -6,7 +6,8 @@ the wire in a large batch, because every op repeats its keys, its device id and 
 compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns the ops into columns:
 
 * ``origins``: the batch's device ids, once each; everywhere else a device is its index in this list, including
-  inside record ids and op references (``<device>:<seq>`` travels as ``[index, seq]``);
+  inside record ids and op references (``<device>:<seq>`` travels as ``[index, seq]``, or as the seq alone for
+  the first device);
 * ``eid``: record ids ``T-<device>-<seq>`` as three columns, the letter (an index into a table), the device
   (an index into ``origins``) and the seq; an id of any other form is listed in ``raw`` by position;
 * ``kind``, ``actor``: a table of the distinct values and one small index per op;
@@ -16,9 +17,13 @@ compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns t
 * ``set``: the bodies of ``<record>.set`` ops (by far the most common) as three columns, field, value and
   replaced ops; ``body``: every other body as it is, ``null`` where the ``set`` columns hold it.
 
-That JSON is compressed with raw deflate and a preset dictionary of the words every batch uses (kinds, field
-names, body keys, the column skeleton), so even a batch of ten ops compresses well. Layout: ``b"CS"``, a format
-byte (1), a compression byte (1 = raw deflate with dictionary 1), then the deflate stream. Decoding checks
+The columns travel as one positional list, without keys (see ``_pack``): ``[n, v, kind, origin, seq, hw, hc,
+eid, actor, at, body, set, origins]``, where a table column with one value is just ``[table]``, an all-zero
+column is ``[]``, and ``body`` is ``[]`` when every body is in ``set``; an empty batch is ``[0]``. That JSON is
+compressed with raw deflate and a preset dictionary of the words every batch uses (kinds, field names, body
+keys, the column skeleton), so even a batch of ten ops compresses well: framing is most of a small batch.
+Layout: ``b"CS"``, a format byte (1), a compression byte (1 = raw deflate with dictionary 1), then the deflate
+stream. Decoding checks
 every column and refuses anything else with :class:`~caresync.errors.InvalidInputError`; the ops it returns
 still go through :func:`caresync.ops.validate_ops` like any others.
 
@@ -71,11 +76,15 @@ _DICT_1 = (
     b'"parcel.hop""ticket.create""ticket.transition""ticket.note""ticket.party""ticket.session"'
     b'"follows":["ticket.set""assignee""field":"title","value":"field":"description","value":'
     b'"field":"priority","value":"replaces":["},{"field":"value":null"replaces":[]}'
-    b'{"ops":{"n":10,"v":1,"kind":{"t":["ticket.set"],"i":[0,0,0,0,0,0,0,0,0,0],"origin":[0,0,0,0,0,0,0,0,0,0],'
-    b'"seq":[1,1,1,1,1,1,1,1,1],"hw":[0,0,0,0,0,0,0,0,0],"hc":[1,2,3,4,5,6,7,8,9,0],"eid":{"t":["T"],"p":[0,0,0,0,0,0,0,0,0,0],'
-    b'"o":[0,0,0,0,0,0,0,0,0,0],"n":[],"actor":{"t":[],"at":[0,0,0,0,0,0,0,0,0,0],"body":[null,null,null,null,'
-    b'null,null],"set":{"field":{"t":["title","priority","description"],"value":["replaces":[[[0,]],[[0,'
-    b'"origins":["cursor":"more":false,"time_ms":"replica":"limit":'
+    b'{"ops":[0],"ops":[1,1,[["ticket.create"]],[],[1],[0],[0],[["T"],[],[],[1]],[["'
+    b'{"ops":[10,1,[["ticket.set"]],[],[1,1,1,1,1,1,1,1,1],[0,0,0,0,0,0,0,0,0],[0,1,2,3,4,5,6,7,8,9],[["T"],[],[],['
+    b'],[["station"]],[],[],[[["title","priority","description"],[0,0,0,0,0,0,0,0,0,0]],["'
+    b'"],[['
+    b"],["
+    b']]],["'
+    b'"]],"cursor":"'
+    b'","more":false,"server_time_ms":'
+    b',"clock_offset_ms":0}'
 )
 
 
@@ -127,11 +136,13 @@ class _Origins:
         return out
 
     def ref(self, ref: str) -> Any:
-        """``<origin>:<seq>`` as ``[origin index, seq]`` (an op reference)."""
+        """An op reference ``<origin>:<seq>`` as the seq alone when the origin is the batch's first device (the
+        common case: a device replacing its own or the first sender's write), else ``[origin index, seq]``."""
         match = _REF_RE.match(ref)
         if match is None:
             return ref
-        return [self.index(match[1]), int(match[2])]
+        index = self.index(match[1])
+        return int(match[2]) if index == 0 else [index, int(match[2])]
 
 
 def _is_plain_set(op: Mapping[str, Any]) -> bool:
@@ -183,12 +194,93 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return columns
 
 
+def _packed_table(column: dict[str, list[Any]]) -> list[Any]:
+    """A table column as ``[table]`` when it has one value (every index is 0), else ``[table, indexes]``."""
+    return [column["t"]] if len(column["t"]) == 1 else [column["t"], column["i"]]
+
+
+def _packed_zeros(values: list[int]) -> list[int]:
+    """A column that is mostly all zeros: ``[]`` when it is."""
+    return values if any(values) else []
+
+
+def _pack(columns: dict[str, Any]) -> list[Any]:
+    """The columns as one positional list (no keys), leaving out what is implied: indexes into one-value
+    tables, all-zero columns, bodies that all travel in the ``set`` columns."""
+    eid = columns["eid"]
+    packed_eid = [eid["t"], _packed_zeros(eid["p"]), _packed_zeros(eid["o"]), eid["n"]]
+    if "raw" in eid:
+        packed_eid += [eid["raw"]["i"], eid["raw"]["v"]]
+    sets = columns["set"]
+    return [
+        columns["n"],
+        columns["v"],
+        _packed_table(columns["kind"]),
+        _packed_zeros(columns["origin"]),
+        columns["seq"],
+        columns["hw"],
+        columns["hc"],
+        packed_eid,
+        _packed_table(columns["actor"]),
+        _packed_zeros(columns["at"]),
+        [] if all(body is None for body in columns["body"]) else columns["body"],
+        [_packed_table(sets["field"]), sets["value"], sets["replaces"]],
+        columns["origins"],
+    ]
+
+
+def _unpacked_table(packed: Any, n: int, name: str) -> dict[str, Any]:
+    if not isinstance(packed, list) or len(packed) not in (1, 2) or not isinstance(packed[0], list):
+        raise _damaged(name, "is not a table of values with indexes")
+    return {"t": packed[0], "i": packed[1] if len(packed) == 2 else [0] * n}
+
+
+def _unpacked_zeros(packed: Any, n: int) -> Any:
+    return [0] * n if packed == [] else packed
+
+
+def _unpack(packed: Any) -> dict[str, Any]:
+    """The columns of :func:`_pack`, with what it left out put back (its shape is checked here, its values by
+    the decoder)."""
+    if not isinstance(packed, list) or len(packed) != 13 or type(packed[0]) is not int or packed[0] < 0:
+        raise _damaged("ops", "the op columns are not 13 columns with their count first")
+    n, v, kind, origin, seq, hw, hc, eid, actor, at, body, sets, origins = packed
+    if not isinstance(eid, list) or len(eid) not in (4, 6):
+        raise _damaged("eid", "is not a set of record id columns")
+    if not isinstance(sets, list) or len(sets) != 3 or not isinstance(sets[1], list):
+        raise _damaged("set", "is not a set of columns")
+    count = len(sets[1])
+    unpacked_eid: dict[str, Any] = {
+        "t": eid[0],
+        "p": _unpacked_zeros(eid[1], n),
+        "o": _unpacked_zeros(eid[2], n),
+        "n": eid[3],
+    }
+    if len(eid) == 6:
+        unpacked_eid["raw"] = {"i": eid[4], "v": eid[5]}
+    return {
+        "n": n,
+        "v": v,
+        "kind": _unpacked_table(kind, n, "kind"),
+        "origin": _unpacked_zeros(origin, n),
+        "seq": seq,
+        "hw": hw,
+        "hc": hc,
+        "eid": unpacked_eid,
+        "actor": _unpacked_table(actor, n, "actor"),
+        "at": _unpacked_zeros(at, n),
+        "body": [None] * n if body == [] else body,
+        "set": {"field": _unpacked_table(sets[0], count, "set.field"), "value": sets[1], "replaces": sets[2]},
+        "origins": origins,
+    }
+
+
 def encode_envelope(envelope: Mapping[str, Any]) -> bytes:
     """The compact form of ``envelope`` (its ``"ops"``, if any, by column)."""
     plain = {key: value for key, value in envelope.items() if key != "ops"}
     ops = envelope.get("ops")
     if ops is not None:
-        plain["ops"] = _columns(ops) if ops else {"n": 0}
+        plain["ops"] = _pack(_columns(ops)) if ops else [0]
     packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICT_1)
     data = packer.compress(to_json(plain)) + packer.flush()
     return _MAGIC + bytes((_FORMAT, _DEFLATE_DICT_1)) + data
@@ -226,7 +318,8 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
     if not isinstance(plain, dict):
         raise InvalidInputError("A batch must hold a JSON object", [("body", f"got {type(plain).__name__}")])
     if "ops" in plain:
-        plain["ops"] = _ops_from_columns(plain["ops"])
+        packed = plain["ops"]
+        plain["ops"] = [] if packed == [0] else _ops_from_columns(_unpack(packed))
     return plain
 
 
@@ -296,6 +389,8 @@ def _eids_from(column: Any, n: int, origins: list[str]) -> list[Any]:
 
 
 def _ref_from(origins: list[str], item: Any) -> Any:
+    if type(item) is int:
+        return f"{_origin_at(origins, 0, 'set')}:{item}"
     if type(item) is list:
         if len(item) != 2 or type(item[1]) is not int:
             raise _damaged("set", "an op reference is not [device, seq]")

@@ -45,7 +45,7 @@ from .protocol import (
     PushResponse,
 )
 from .settings import Settings
-from .storage import Device, PullPage, Storage, SyncReport, check_replica, system_time_ms
+from .storage import CURSOR_CLOCK_SHIFT, Device, PullPage, Storage, SyncReport, check_replica, system_time_ms
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -53,6 +53,7 @@ log = logging.getLogger("caresync_server")
 
 _JSON = "application/json"
 _MAX_INT = 2**63 - 1
+_CURSOR_MASK = (1 << CURSOR_CLOCK_SHIFT) - 1
 _RETRY_AFTER = {"Retry-After": "5"}
 _DESCRIPTION = """\
 The caresync sync server, protocol v1. Devices push the ops they made (and ops they relay) and pull the ops
@@ -215,7 +216,7 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     if _accepts(request.headers.get("accept", ""), MEDIA_TYPE):
         envelope = {
             "ops": ops_from_rows(page.rows),
-            "cursor": str(page.cursor),
+            "cursor": _format_cursor(page.cursor),
             "more": page.more,
             "server_time_ms": now,
             "clock_offset_ms": offset,
@@ -435,11 +436,21 @@ def _push_answer(verdict: Verdict, now: int, offset: int) -> dict[str, Any]:
 # --- pull ----------------------------------------------------------------------------------------------------
 
 
+def _format_cursor(cursor: int) -> str:
+    """A cursor as ``<ms>.<n>``: cursors are drawn from the server's clock in ms times 2**20 (see storage), so this
+    reads as when the op committed; and in a pull answer its digits repeat those of ``server_time_ms``, which the
+    compact form then compresses away."""
+    return f"{cursor >> CURSOR_CLOCK_SHIFT}.{cursor & _CURSOR_MASK}"
+
+
 def _parse_cursor(cursor: str) -> int:
     if cursor == "":
         return 0
-    if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and int(cursor) <= _MAX_INT:
-        return int(cursor)
+    ms, dot, n = cursor.partition(".")
+    if dot and ms.isascii() and ms.isdigit() and n.isascii() and n.isdigit() and len(ms) <= 15 and len(n) <= 7:
+        value = (int(ms) << CURSOR_CLOCK_SHIFT) | int(n)
+        if int(n) <= _CURSOR_MASK and value <= _MAX_INT:
+            return value
     raise ApiError(
         ErrorCode.INVALID_CURSOR,
         "The cursor is not one this server gave; send the cursor of the last pull answer, or an empty one to "
@@ -476,7 +487,7 @@ def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
         )
     more = "true" if page.more else "false"
     return (
-        f'{{"ops":[{",".join(parts)}],"cursor":"{page.cursor}","more":{more},'
+        f'{{"ops":[{",".join(parts)}],"cursor":"{_format_cursor(page.cursor)}","more":{more},'
         f'"server_time_ms":{now},"clock_offset_ms":{offset}}}'
     ).encode()
 
