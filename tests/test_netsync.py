@@ -290,3 +290,27 @@ def test_a_busy_servers_retry_after_is_honoured_within_bounds(header: str, wait:
 
     assert _retry_after(httpx.Response(503, headers={"Retry-After": header})) == wait
     assert _retry_after(httpx.Response(503)) == 0.0
+
+
+def test_ops_waiting_for_another_device_do_not_wedge_the_rest_of_the_queue(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    """B edits a ticket it got from A by hand (no server), before A ever synced: the server cannot place A's
+    create nor B's edit yet ("waiting"), but B's other work, in later batches, still goes through."""
+    a, b, station = make_replica("a"), make_replica("b"), make_replica("station")
+    ta, tb, ts = server.enroll("a"), server.enroll("b"), server.enroll("station")
+    t = a.tickets.submit(title="Written by A", kind="repair", grid=GRID)
+    b.sync_with(a)
+    b.tickets.edit(t.id, title="Edited by B")
+    with b.batch():
+        for i in range(8):
+            b.tickets.submit(title=f"B's own {i}", kind="repair", grid=GRID)
+
+    first = b.sync(URL, token=tb, client=server.client, push_batch=3)
+    assert first.waiting >= 2 and first.pushed == 8 and first.unsent == 2  # A's create and B's edit wait
+    a.sync(URL, token=ta, client=server.client)  # A comes online: its create is placed
+    second = b.sync(URL, token=tb, client=server.client, push_batch=3)
+    assert second.unsent == 0 and second.waiting == 0
+    station.sync(URL, token=ts, client=server.client)
+    assert station.tickets.get(t.id).title == "Edited by B"
+    assert len(station.tickets.list()) == 9

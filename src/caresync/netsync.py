@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from .ops import op_id, paused_gc
+from .ops import OpDict, op_id, paused_gc
 from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class SyncResult:
     refused: list[Refusal] = field(default_factory=list)
     """Ops refused in this sync; they stay on the device (see :meth:`Replica.refusals`)."""
     waiting: int = 0
-    """Ops the server cannot place yet (a record or a device it does not know yet); sent again next time."""
+    """Ops the server could not place yet (a record or a device it does not know yet); sent again next time."""
     pulled: int = 0
     """New ops received and applied."""
     unsent: int = 0
@@ -198,14 +198,21 @@ def sync(
 
 
 def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
+    """Pushes the unsent ops in ``(hlc, origin, seq)`` order, ``batch`` at a time.
+
+    Ops the server answers "waiting" (it cannot place them yet) are sent again at the head of every later batch
+    of this sync: the server requires a device's own ops without holes, and a waiting op left out of the next
+    batch would be one, refusing everything after it."""
     store = replica._store
     total, _ = store.unsent_stats()
     after: tuple[int, str, int] | None = None
+    carried: list[OpDict] = []
     done = 0
-    while True:
-        ops = store.unsent(after, limit=batch)
-        if not ops:
-            return
+    while len(carried) < batch:
+        fresh = store.unsent(after, limit=batch - len(carried))
+        if not fresh:
+            break
+        ops = carried + fresh
         first = (ops[0]["hlc"], ops[0]["origin"], ops[0]["seq"])
         after = (ops[-1]["hlc"], ops[-1]["origin"], ops[-1]["seq"])
         pending, oldest = store.unsent_stats(besides=(first, after))  # what waits once this batch is in
@@ -225,7 +232,7 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
                 if item.get("op") in by_id
             ]
             acked = [(str(o), int(lo), int(hi)) for o, lo, hi in answer.get("acked", [])]
-            waiting = len(answer.get("waiting", []))
+            waiting = {str(item["op"]) for item in answer.get("waiting", [])}
             stored, duplicates = int(answer.get("stored", 0)), int(answer.get("duplicates", 0))
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
             raise SyncError(f"The sync server at {link.base} sent a push answer this device cannot read") from exc
@@ -233,16 +240,17 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         with store.write():
             store.mark_refused((by_id[o]["origin"], by_id[o]["seq"], c, r, now) for o, c, r in refused)
             store.mark_sent(acked)
+        carried = [op for key, op in by_id.items() if key in waiting]
         result.pushed += stored
         result.already_held += duplicates
-        result.waiting += waiting
         result.refused.extend(
             Refusal(op=o, kind=by_id[o]["kind"], record=by_id[o]["eid"], code=c, reason=r) for o, c, r in refused
         )
         _correct_clock(replica, answer, result)
-        done += len(ops)
+        done += len(fresh)
         if progress is not None:
             progress(SyncProgress("push", done, total))
+    result.waiting = len(carried)
 
 
 def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
