@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from caresync import ServerRefusedError, SyncError, SyncProgress
+from caresync import Replica, ServerRefusedError, SyncError, SyncProgress
 from caresync.testing import FakeClock
 from tests.conftest import ReplicaFactory
 from tests.netsync_support import FlakyTransport, all_ops, random_work
@@ -55,6 +55,13 @@ class Server:
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)
+
+
+def _requests(replica: Replica, count: int) -> None:
+    """``count`` new requests on ``replica``, in one transaction."""
+    with replica.batch():
+        for i in range(count):
+            replica.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
 
 
 @pytest.fixture
@@ -134,9 +141,7 @@ def test_a_link_cut_at_every_batch_boundary_loses_and_doubles_nothing(
 def test_a_cut_pull_resumes_from_its_last_committed_batch(server: Server, make_replica: ReplicaFactory) -> None:
     src, dst = make_replica("src"), make_replica("dst")
     ts, td = server.enroll("src"), server.enroll("dst")
-    with src.batch():
-        for i in range(60):
-            src.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    _requests(src, 60)
     src.sync(URL, token=ts, client=server.client)
 
     class CutAfter(httpx.BaseTransport):
@@ -241,9 +246,7 @@ def test_a_device_clock_years_off_is_corrected_by_the_server(tmp_path: Path, mak
 def test_progress_reports_both_phases(server: Server, make_replica: ReplicaFactory) -> None:
     a, b = make_replica("a"), make_replica("b")
     ta, tb = server.enroll("a"), server.enroll("b")
-    with a.batch():
-        for i in range(12):
-            a.tickets.submit(title=f"Request {i}", kind="repair", grid=GRID)
+    _requests(a, 12)
     seen: list[SyncProgress] = []
     a.sync(URL, token=ta, client=server.client, push_batch=5, progress=seen.append)
     assert [(p.phase, p.done, p.total) for p in seen if p.phase == "push"] == [
@@ -302,9 +305,7 @@ def test_ops_waiting_for_another_device_do_not_wedge_the_rest_of_the_queue(
     t = a.tickets.submit(title="Written by A", kind="repair", grid=GRID)
     b.sync_with(a)
     b.tickets.edit(t.id, title="Edited by B")
-    with b.batch():
-        for i in range(8):
-            b.tickets.submit(title=f"B's own {i}", kind="repair", grid=GRID)
+    _requests(b, 8)
 
     first = b.sync(URL, token=tb, client=server.client, push_batch=3)
     assert first.waiting >= 2 and first.pushed == 8 and first.unsent == 2  # A's create and B's edit wait
