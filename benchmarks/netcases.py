@@ -29,7 +29,7 @@ from .cases import ACTOR, Config, Row, _check_copy, _row, _skipped, ensure_sourc
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["NET_CASES"]
+__all__ = ["many_devices_postgresql", "many_devices_sqlite", "sync_incremental", "sync_initial"]
 
 DEVICES = 50
 OPS_PER_DEVICE = 100
@@ -70,7 +70,7 @@ def _server(cfg: Config, database_url: str, processes: int = 1) -> Iterator[list
 
 
 def _enroll(database_url: str, name: str) -> str:
-    from tests.server_support import enroll
+    from caresync_server.testing import enroll
 
     return enroll(database_url, name, role="station", grids=[""])
 
@@ -206,11 +206,3 @@ def many_devices_postgresql(cfg: Config) -> Row:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-NET_CASES = (
-    ("sync/initial", "sync", sync_initial),
-    ("sync/incremental", "sync", sync_incremental),
-    ("sync/50_devices_sqlite", "sync", many_devices_sqlite),
-    ("sync/50_devices_postgresql", "sync", many_devices_postgresql),
-)

@@ -1,4 +1,5 @@
-"""Shared by the tests that run the real sync server: enrolling devices, and a fresh PostgreSQL database."""
+"""Shared by the tests that run the real sync server: enrolling devices (from caresync_server.testing), and a
+fresh PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,22 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from caresync_server.testing import enroll
+
+__all__ = ["enroll", "postgres_database"]
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def enroll(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
-    """Enrols a device in the server's database (creating the schema if needed); returns its token."""
-    from caresync_server.settings import Settings
-    from caresync_server.storage import Storage
-
-    storage = Storage(Settings(database_url=database_url))
-    try:
-        storage.ensure_schema(create=True)
-        _, token = storage.enroll(name, role, grids)
-    finally:
-        storage.close()
-    return token
 
 
 @contextmanager

@@ -13,7 +13,21 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port"]
+from .settings import Settings
+from .storage import Storage
+
+__all__ = ["ServerProcess", "enroll", "free_port"]
+
+
+def enroll(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
+    """Enrols a device in the server's database (creating its tables if needed); returns the device's token."""
+    storage = Storage(Settings(database_url=database_url))
+    try:
+        storage.ensure_schema(create=True)
+        _, token = storage.enroll(name, role, grids)
+    finally:
+        storage.close()
+    return token
 
 
 def free_port() -> int:
