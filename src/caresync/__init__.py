@@ -32,7 +32,9 @@ from .errors import (
     StoreError,
     StoreVersionError,
     SyncError,
+    TrustError,
 )
+from .keys import DeviceKey, StationKey
 from .model import (
     ClockAnomaly,
     Conflict,
@@ -65,6 +67,7 @@ __all__ = [
     "ClockAnomaly",
     "Conflict",
     "ConflictValue",
+    "DeviceKey",
     "DisputeOutcome",
     "EntityType",
     "HistoryEntry",
@@ -90,6 +93,7 @@ __all__ = [
     "ResidentFlag",
     "Role",
     "ServerRefusedError",
+    "StationKey",
     "StoreError",
     "StoreVersionError",
     "SyncError",
@@ -100,6 +104,7 @@ __all__ = [
     "TicketAction",
     "TicketKind",
     "TicketStatus",
+    "TrustError",
     "Visit",
     "VisitOutcome",
     "Worker",

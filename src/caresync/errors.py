@@ -11,6 +11,7 @@
     │   └── OpForkError          the same (origin, seq) arrived with different content
     ├── StoreError               the replica file cannot be opened, read or written
     │   └── StoreVersionError    the file was written by a newer caresync
+    ├── TrustError               a signature, key or sealed value does not check out
     └── SyncError                the sync server could not be reached, or answered with an error
         └── ServerRefusedError   the server refused the request (token, device, batch): names why
 
@@ -34,6 +35,7 @@ __all__ = [
     "StoreError",
     "StoreVersionError",
     "SyncError",
+    "TrustError",
 ]
 
 
@@ -123,3 +125,9 @@ class ServerRefusedError(SyncError):
         super().__init__(message)
         self.status = status
         self.server_code = server_code
+
+
+class TrustError(CaresyncError):
+    """A signature, a key or a sealed value does not check out: forged, altered, or meant for someone else."""
+
+    code = "trust_failed"

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .domain import (
     ticket_transition,
 )
 from .errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
+from .keys import DeviceKey
 from .merge import State, value_of
 from .model import (
     ClockAnomaly,
@@ -120,6 +120,8 @@ class Replica:
         self.due_hours = dict(due_hours)
         self.log = logger
         self._next_seq = store.version_vector().get(replica_id, 0) + 1
+        self.device_key: DeviceKey | None = None
+        """This device's signing key (set by :meth:`open`)."""
         self.tickets = Tickets(self)
         self.residents = Residents(self)
         self.visits = Visits(self)
@@ -158,9 +160,15 @@ class Replica:
         log = logger or logging.getLogger("caresync")
         store = Store(path, logger=log)
         try:
+            seed = store.get_meta("device_key")
+            if seed is None:
+                key = DeviceKey.generate()
+                store.set_meta("device_key", key.seed.hex())
+            else:
+                key = DeviceKey(bytes.fromhex(seed))
             replica_id = store.get_meta("replica_id")
             if replica_id is None:
-                replica_id = secrets.token_hex(8)
+                replica_id = key.origin  # the device's origin is its key's fingerprint: a key proves itself
                 store.set_meta("replica_id", replica_id)
             offset = int(store.get_meta("clock_offset_ms") or 0)
             last = int(store.get_meta("clock_last") or 0)
@@ -177,6 +185,7 @@ class Replica:
                     )
                 hours[TicketKind(kind)] = h
             replica = cls(store, replica_id=replica_id, actor=actor, clock=clock, due_hours=hours, logger=log)
+            replica.device_key = key
             replica._fold_upgraded()
             store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
         except BaseException:
