@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
+import secrets
 from typing import Any
 
 import nacl.exceptions
@@ -27,10 +29,13 @@ __all__ = [
     "SEALED_PREFIX",
     "DeviceKey",
     "StationKey",
+    "content_hash",
     "is_sealed",
     "origin_of",
     "seal",
+    "seal_value",
     "unseal",
+    "unseal_value",
     "verify_signature",
 ]
 
@@ -140,3 +145,32 @@ def unseal(key: StationKey, value: str) -> bytes:
         raise TrustError(
             "This sealed value cannot be opened with this station key: it was sealed to another station, or altered."
         ) from None
+
+
+def content_hash(value: Any, salt: bytes) -> str:
+    """The hash that proves a sealed value intact: blake2b over the salt and the value's canonical JSON, in hex.
+
+    The salt lives only inside the sealed box, so the hash, which travels in clear, reveals nothing about a
+    short value such as a phone number (it cannot be guessed and checked)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.blake2b(salt + canonical, digest_size=16).hexdigest()
+
+
+def seal_value(public_key: bytes, value: Any) -> tuple[str, str]:
+    """A JSON value sealed to the station, with a fresh salt inside: ``(sealed text, content hash)``."""
+    salt = secrets.token_bytes(16)
+    payload = json.dumps({"n": salt.hex(), "v": value}, separators=(",", ":"), ensure_ascii=False).encode()
+    return seal(public_key, payload), content_hash(value, salt)
+
+
+def unseal_value(key: StationKey, sealed: str) -> tuple[Any, str]:
+    """The value inside a :func:`seal_value` and its content hash (compare it with the one taken at capture)."""
+    try:
+        payload = json.loads(unseal(key, sealed))
+        salt = bytes.fromhex(payload["n"])
+        value = payload["v"]
+    except (ValueError, KeyError, TypeError):
+        raise TrustError(
+            "This sealed value opened but holds no caresync value: it was made by another program."
+        ) from None
+    return value, content_hash(value, salt)
