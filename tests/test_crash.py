@@ -45,6 +45,7 @@ from caresync import Replica
 from caresync.clock import pack_hlc
 from caresync.merge import fold, value_of
 from caresync.schema import ENTITY_TABLES, row_values, upsert_sql
+from caresync.testing import key_for, sign
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ SYNTH_TICKETS = 1_980
 SYNTH_OPS = 39_900
 API_TICKETS = 20
 BASE_MS = 1_700_000_000_000  # 2023-11-14: the devices' stamps lie in the past, so no clock anomalies
-DEVICES = [c * 16 for c in "abcd"]
+KEYS = {key.origin: key for key in (key_for(f"crash-device-{c}") for c in "abcd")}
+DEVICES = sorted(KEYS)
 CHILD_TIMEOUT_S = 120.0
 
 #: Where each kill landed: test id -> (landing, ops committed at the kill, ops held after it, ops in all).
@@ -100,6 +102,7 @@ def _history(seed: int = 20261129) -> list[dict[str, Any]]:
                 "body": body,
             }
         )
+        sign(ops[-1], KEYS[device])
         return f"{device}:{seq}", eid
 
     while len(ops) < SYNTH_OPS:

@@ -10,6 +10,7 @@ import pytest
 import caresync
 from caresync import (
     CaresyncError,
+    ForgedOpError,
     IntentError,
     InvalidInputError,
     InvalidOpError,
@@ -17,6 +18,7 @@ from caresync import (
     OpForkError,
     Replica,
 )
+from caresync.testing import key_for, sign
 
 from .conftest import ReplicaFactory
 
@@ -135,11 +137,38 @@ def test_forked_device_is_refused(make_replica: ReplicaFactory) -> None:
     b = make_replica("b")
     a.tickets.submit(title="original", kind="repair", grid=GRID)
     b.sync_with(a)
-    forged = a.export_ops()[0]
-    forged = {**forged, "body": {**forged["body"], "title": "a different op with the same id"}}
+    forked = a.export_ops()[0]
+    # signed by the device's own key: a copy of the device restored from a backup made a different op
+    forked = sign({**forked, "body": {**forked["body"], "title": "a different op with the same id"}}, a.device_key)
     with pytest.raises(OpForkError, match="restored from a backup"):
-        b.apply_ops([forged])
+        b.apply_ops([forked])
     assert b.state_digest() == a.state_digest()
+
+
+def test_an_altered_or_forged_op_is_refused_and_changes_nothing(make_replica: ReplicaFactory) -> None:
+    a = make_replica("a")
+    b = make_replica("b")
+    ticket = a.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    a.tickets.note(ticket.id, "the plumber comes on Tuesday")
+    first, note = a.export_ops()
+    before = b.state_digest()
+    altered = {**note, "body": {"text": "the plumber never comes"}}
+    someone = key_for("a curious courier")
+    in_a_name = sign({**note, "origin": someone.origin}, someone)
+    in_a_name["origin"] = a.id  # signed with its own key, claiming to be the station's change
+    unsigned = {k: v for k, v in note.items() if k != "sig"}
+    for bad, why in [
+        (altered, "does not match its content"),
+        (in_a_name, "not its device's"),
+        (unsigned, "no readable signature"),
+    ]:
+        with pytest.raises(ForgedOpError, match="altered on the way, or forged") as info:
+            b.apply_ops([first, bad])
+        assert info.value.code == "bad_signature"
+        assert info.value.problems[0][0] == f"op #1 (ticket.note {a.id}:2)" and why in info.value.problems[0][1]
+        assert b.state_digest() == before and b.op_count() == 0
+    b.apply_ops([first, note])
+    assert b.history(ticket.id)[1].signed_by == a.device_key.public_key.hex()
 
 
 def test_open_needs_an_actor(tmp_path: Any) -> None:

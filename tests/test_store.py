@@ -13,11 +13,12 @@ import caresync.ops
 import caresync.replica
 from caresync import Replica, StoreVersionError
 from caresync.schema import SCHEMA_VERSION
-from caresync.testing import FakeClock
+from caresync.testing import FakeClock, key_for, sign
 
 from .conftest import ReplicaFactory
 
 GRID = "changnan/teachers-dorm/3"
+RELAY = key_for("a device running a newer caresync")
 
 
 def _columns(conn: sqlite3.Connection) -> dict[str, set[str]]:
@@ -51,18 +52,27 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
     path = tmp_path / "old.db"
     with Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
         tid = r.tickets.submit(title="kept across the upgrade", kind="repair", grid=GRID).id
-    with sqlite3.connect(path) as conn:  # turn it back into a schema-1 file
+        old_id = r.id
+    with sqlite3.connect(path) as conn:  # turn it back into a schema-1 file, from before devices had keys
         conn.execute("DROP TABLE clock_anomalies")
         conn.execute("DROP TABLE pending")
         conn.execute("DROP TABLE refusals")
         conn.execute("DROP INDEX ix_ops_unsent")
         conn.execute("ALTER TABLE ops DROP COLUMN sent")
+        conn.execute("ALTER TABLE ops DROP COLUMN sig")
+        conn.execute("DELETE FROM meta WHERE key = 'device_key'")
         conn.execute("PRAGMA user_version = 1")
     conn.close()
     with caplog.at_level(logging.INFO), Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
         assert r.tickets.get(tid).title == "kept across the upgrade"
         assert r.clock_anomalies() == []
         assert r.unsent_count() == 1  # ops held before network sync existed still go to the server
+        # the device now has a key, and signs as the key's fingerprint; its old op stays as it was written
+        assert r.id == r.device_key.origin != old_id
+        r.tickets.note(tid, "after the upgrade")
+        old, new = r.history(tid)
+        assert (old.device, old.signed_by) == (old_id, None)
+        assert (new.device, new.signed_by) == (r.id, r.device_key.public_key.hex())
     assert f"from schema version 1 to {SCHEMA_VERSION}" in caplog.text
 
 
@@ -116,8 +126,10 @@ def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
     }
     foreign = [newer, unknown]
     for op in foreign:
-        op["origin"] = "fedcba9876543210"
+        op["origin"] = RELAY.origin
     unknown["seq"], newer["seq"] = 2, 1
+    for op in foreign:
+        sign(op, RELAY)
 
     with caplog.at_level(logging.WARNING):
         result = relay.apply_ops(foreign)
@@ -146,15 +158,15 @@ def test_a_deferred_op_that_is_invalid_after_the_upgrade_stays_deferred(
     bad = {
         "v": 2,
         "kind": "ticket.set",
-        "origin": "fedcba9876543210",
+        "origin": RELAY.origin,
         "seq": 1,
         "hlc": 5 << 20,
-        "eid": "T-fedcba9876543210-9",
+        "eid": f"T-{RELAY.origin}-9",
         "actor": "x",
         "at": 5,
         "body": {"field": "title", "value": ["not", "a", "title"], "replaces": []},
     }
-    assert r.apply_ops([bad]).deferred == 1
+    assert r.apply_ops([sign(bad, RELAY)]).deferred == 1
     path = r.path
     r.close()
     monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from typing import Any
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caresync import InvalidInputError
+from caresync.testing import key_for
 from caresync.wire import MAX_DECODED_BYTES, decode_envelope, encode_envelope
 from tests.property.test_fuzz_ops import VALID, json_values
 
@@ -39,7 +41,9 @@ def op_like(draw: st.DrawFn) -> dict[str, Any]:
             st.dictionaries(st.text(max_size=8), json_values, max_size=4),
         )
     )
+    sig = draw(st.one_of(st.none(), st.binary(min_size=96, max_size=96).map(lambda b: base64.b64encode(b).decode())))
     return {
+        **({} if sig is None else {"sig": sig}),
         "v": draw(st.integers(1, 3)),
         "kind": draw(st.sampled_from(["ticket.set", "resident.set", "ticket.note", "visit.create", "x.y"])),
         "origin": origin,
@@ -93,8 +97,9 @@ def test_damaged_bytes_are_refused_or_decoded_never_crash(data: st.DataObject) -
     [
         (b"", "not a caresync batch"),
         (b'{"ops": []}', "not a caresync batch"),
-        (b"CS\x02\x01xx", "newer caresync"),
-        (b"CS\x01\x01" + b"\x00garbage", "damaged"),
+        (b"CS\x03\x01xx", "newer caresync"),
+        (b"CS\x01\x01xx", "older caresync"),
+        (b"CS\x02\x01" + b"\x00garbage", "damaged"),
     ],
 )
 def test_foreign_or_newer_bytes_name_the_problem(data: bytes, words: str) -> None:
@@ -105,7 +110,7 @@ def test_foreign_or_newer_bytes_name_the_problem(data: bytes, words: str) -> Non
 def test_columns_that_disagree_are_refused() -> None:
     packer = zlib.compressobj(6, zlib.DEFLATED, -15)
     body = json.dumps({"ops": {"n": 2, "v": 1, "origins": ["a" * 16], "kind": {"t": ["ticket.note"], "i": [0]}}})
-    data = b"CS\x01\x01" + packer.compress(body.encode()) + packer.flush()
+    data = b"CS\x02\x01" + packer.compress(body.encode()) + packer.flush()
     with pytest.raises(InvalidInputError, match="damaged"):
         decode_envelope(data)
 
@@ -114,7 +119,35 @@ def test_a_batch_that_inflates_too_far_is_refused() -> None:
     from caresync import wire
 
     packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
-    bomb = b"CS\x01\x01" + packer.compress(b" " * (MAX_DECODED_BYTES + 10)) + packer.flush()
+    bomb = b"CS\x02\x01" + packer.compress(b" " * (MAX_DECODED_BYTES + 10)) + packer.flush()
     assert len(bomb) < MAX_DECODED_BYTES // 100
     with pytest.raises(InvalidInputError, match="too large"):
         decode_envelope(bomb)
+
+
+def test_signatures_travel_as_raw_bytes_and_come_back_exact() -> None:
+    envelope = {"ops": VALID}
+    assert all("sig" in op for op in VALID)
+    data = encode_envelope(envelope)
+    assert decode_envelope(data) == envelope
+    # a signature does not compress: each op adds its 64 bytes after the compressed part, each key 32 once
+    keys = {op["sig"][:43] for op in VALID}
+    assert data.endswith(base64.b64decode(VALID[-1]["sig"])[32:])
+    assert len(data) > 64 * len(VALID) + 32 * len(keys)
+
+
+def test_an_op_signed_by_another_key_than_its_devices_travels_as_it_is() -> None:
+    other = key_for("someone else")
+    forged = {**VALID[1], "sig": base64.b64encode(other.public_key + bytes(64)).decode()}
+    mixed = [VALID[0], forged, {k: v for k, v in VALID[2].items() if k != "sig"}, *VALID[3:]]
+    assert decode_envelope(encode_envelope({"ops": mixed})) == {"ops": mixed}
+
+
+def test_signature_bytes_that_do_not_match_the_ops_are_refused() -> None:
+    data = encode_envelope({"ops": VALID})
+    for damaged in (data[:-1], data + b"\x00", data[:-64]):
+        with pytest.raises(InvalidInputError, match="damaged") as info:
+            decode_envelope(damaged)
+        assert "signatures" in str(info.value)
+    with pytest.raises(InvalidInputError, match="no ops"):
+        decode_envelope(encode_envelope({"cursor": "1"}) + b"\x00" * 64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from caresync.testing import sign
 
 from support import GRID, START_MS, ReplicaFactory, Server, keys, own_ops
 
@@ -69,7 +70,9 @@ def test_an_op_reusing_an_identity_is_a_fork_and_nothing_is_stored(
     station.tickets.edit(ticket.id, title="Leak on floor 3")
     edit = own_ops(station)[-1]
     counts = server.counts()
-    forged = {**own_ops(station)[0], "body": {**own_ops(station)[0]["body"], "title": "Something else"}}
+    forged = sign(  # a validly signed op that reuses an identity: a copy of the device restored from a backup
+        {**own_ops(station)[0], "body": {**own_ops(station)[0]["body"], "title": "Something else"}}, station.device_key
+    )
 
     response = server.push(token, station.id, [forged, edit])
     assert response.status_code == 409
@@ -289,7 +292,7 @@ def test_a_device_moves_records_within_its_grids_or_up(server: Server, make_repl
     phone.tickets.escalate(away.id)  # seq 5: forged below to another community
     phone.residents.edit(wang.id, grid="xinan/lane-1")  # seq 6: moved out of the device's grids
     ops = own_ops(phone)
-    ops[4] = {**ops[4], "body": {**ops[4]["body"], "to_grid": "xinan"}}
+    ops[4] = sign({**ops[4], "body": {**ops[4]["body"], "to_grid": "xinan"}}, phone.device_key)
     answer = _answer(server.push(token, phone.id, ops))
     assert answer["stored"] == 4
     refused = {r["op"]: r for r in answer["refused"]}
@@ -305,8 +308,9 @@ def test_ops_naming_a_record_of_another_type_are_refused(server: Server, make_re
     station.visits.record(resident_id=wang.id, outcome="well")
     station.residents.note(wang.id, "Fine")
     ops = own_ops(station)
-    ops[2] = {**ops[2], "body": {**ops[2]["body"], "resident_id": ticket.id}}  # a visit of a ticket
-    ops[3] = {**ops[3], "eid": ticket.id}  # a resident note on a ticket
+    key = station.device_key
+    ops[2] = sign({**ops[2], "body": {**ops[2]["body"], "resident_id": ticket.id}}, key)  # a visit of a ticket
+    ops[3] = sign({**ops[3], "eid": ticket.id}, key)  # a resident note on a ticket
     answer = _answer(server.push(token, station.id, ops))
     assert answer["stored"] == 2
     assert [(r["op"], r["code"]) for r in answer["refused"]] == [

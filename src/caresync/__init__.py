@@ -22,6 +22,7 @@ from .domain import (
 )
 from .errors import (
     CaresyncError,
+    ForgedOpError,
     IntentError,
     InvalidInputError,
     InvalidOpError,
@@ -70,6 +71,7 @@ __all__ = [
     "DeviceKey",
     "DisputeOutcome",
     "EntityType",
+    "ForgedOpError",
     "HistoryEntry",
     "Hop",
     "HopStage",

@@ -5,6 +5,7 @@
     CaresyncError
     ├── InvalidInputError        a call or an op has a field that is wrong (names the field)
     │   └── InvalidOpError       an op received from another replica fails validation
+    │       └── ForgedOpError    an op's signature is missing, not its device's, or does not match
     ├── NotFoundError            no record with that id on this replica
     ├── IntentError              the action makes no sense now (closing an unresolved ticket, ...)
     ├── MergeError               two replicas disagree about an op's identity
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "CaresyncError",
+    "ForgedOpError",
     "IntentError",
     "InvalidInputError",
     "InvalidOpError",
@@ -72,6 +74,12 @@ class InvalidOpError(InvalidInputError):
     """An op received from elsewhere is malformed; the whole batch is refused and nothing changes."""
 
     code = "invalid_op"
+
+
+class ForgedOpError(InvalidOpError):
+    """An op's signature is missing, was made by another device's key, or does not match its content."""
+
+    code = "bad_signature"
 
 
 class NotFoundError(CaresyncError):

@@ -177,6 +177,8 @@ def _create(state: State, op: OpDict) -> None:
     fields = state["f"]
     ticket = state["type"] == "ticket"
     for name, value in op["body"].items():
+        if name == "redacted":  # the digests a redaction kept for the signature: not a field
+            continue
         if name == "grid" and ticket:
             if state["st"]["grid"] is None:
                 state["st"]["grid"] = value
@@ -190,6 +192,8 @@ def _create(state: State, op: OpDict) -> None:
 
 
 def _collect(state: State, name: str, op: OpDict, body: dict[str, Any]) -> None:
+    if "redacted" in body:  # the digests a redaction kept for the signature are not part of the item
+        body = {key: value for key, value in body.items() if key != "redacted"}
     items = state["c"].setdefault(name, [])
     items.append([op_id(op["origin"], op["seq"]), op["hlc"], op["origin"], op["seq"], op["actor"], op["at"], body])
 

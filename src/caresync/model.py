@@ -21,6 +21,7 @@ from .domain import (
 )
 from .merge import State, conflicts_of, value_of
 from .ops import OpDict
+from .signing import signer_of
 
 __all__ = [
     "ClockAnomaly",
@@ -65,6 +66,9 @@ class HistoryEntry(_Record):
     at: datetime
     hlc: int
     details: dict[str, Any]
+    signed_by: str | None = None
+    """The Ed25519 public key (hex) that signed the change; its fingerprint is ``device``. None only for a
+    change written before caresync signed ops (every op received since is checked before it is stored)."""
 
     @property
     def action(self) -> str:
@@ -143,6 +147,7 @@ def history_of(ops: list[OpDict]) -> list[HistoryEntry]:
             at=ms_to_datetime(o["at"]),
             hlc=o["hlc"],
             details=o["body"],
+            signed_by=signer_of(o),
         )
         for o in ops
     ]

@@ -23,9 +23,18 @@ from contextlib import contextmanager
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypeAlias, Union
 
-from pydantic import ConfigDict, Discriminator, Field, StringConstraints, TypeAdapter, with_config
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    with_config,
+)
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import from_json
+from pydantic_core import PydanticCustomError, from_json
 from typing_extensions import TypedDict
 
 from .domain import (
@@ -42,6 +51,7 @@ from .domain import (
     VisitOutcome,
 )
 from .errors import InvalidOpError
+from .signing import field_digest
 
 __all__ = [
     "ENTITY_PREFIX",
@@ -73,6 +83,25 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whit
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,24}$")]
 Millis = Annotated[int, Field(ge=0)]
 Refs = Annotated[list[OpIdStr], Field(max_length=64)]
+_SEALED_RE = re.compile(r"^sealed:1:[A-Za-z0-9+/]+={0,2}$")
+_MAX_SEALED = 24_000
+
+
+def _sealed_or(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A private field holds its plain value (checked as usual) or, once sealed, a well-formed sealed text."""
+    if type(value) is str and value.startswith("sealed:1:"):
+        if len(value) > _MAX_SEALED or not _SEALED_RE.match(value):
+            raise PydanticCustomError("sealed", "is not a well-formed sealed value")
+        return value
+    return handler(value)
+
+
+#: A private field's type: its plain type, or a value sealed to the station (see :mod:`caresync.signing`).
+_Private = WrapValidator(_sealed_or)
+#: An op's signature: base64 of the signer's Ed25519 public key (32 bytes) then the signature (64 bytes).
+Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{128}$")]
+#: Digests of the values a redaction erased, by body key, so the op's signature still checks.
+Redacted = Annotated[dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]], Field(max_length=8)]
 
 OpDict = dict[str, Any]
 
@@ -120,24 +149,32 @@ REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set",
 
 def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
     """The body of a ``kind`` op written before a redaction of ``fields``: those set to None (``notes`` erases
-    note texts). Every holder of the log applies it, replicas and the server alike."""
+    note texts), each erased value's digest kept under ``redacted`` so the op's signature still checks. Every
+    holder of the log applies it, replicas and the server alike."""
     names = set(fields)
     if kind == "resident.create":
-        return {key: (None if key in names else value) for key, value in body.items()}
-    if kind == "resident.set" and body.get("field") in names:
-        return {**body, "value": None}
-    if kind == "resident.note" and "notes" in names:
-        return {**body, "text": None}
-    return body
+        erased = [key for key, value in body.items() if key in names and value is not None]
+    elif kind == "resident.set" and body.get("field") in names and body.get("value") is not None:
+        erased = ["value"]
+    elif kind == "resident.note" and "notes" in names and body.get("text") is not None:
+        erased = ["text"]
+    else:
+        return body
+    if not erased:
+        return body
+    digests = dict(body.get("redacted") or {})
+    digests.update((key, field_digest(body[key])) for key in erased)
+    return {**{key: (None if key in erased else value) for key, value in body.items()}, "redacted": digests}
 
 
 def ops_from_rows(rows: Sequence[Sequence[Any]]) -> list[OpDict]:
-    """Ops from stored rows ``(origin, seq, hlc, eid, kind, v, actor, at, body)``, ``body`` as JSON text (how
-    replicas and the server store them). The bodies are parsed in one call, several times faster than one by one."""
+    """Ops from stored rows ``(origin, seq, hlc, eid, kind, v, actor, at, body, sig)``, ``body`` as JSON text
+    and ``sig`` None for an op written before signing (how replicas and the server store them). The bodies are
+    parsed in one call, several times faster than one by one."""
     if not rows:
         return []
     bodies = from_json("[" + ",".join(row[8] for row in rows) + "]")
-    return [
+    ops: list[OpDict] = [
         {
             "v": v,
             "kind": kind,
@@ -148,9 +185,14 @@ def ops_from_rows(rows: Sequence[Sequence[Any]]) -> list[OpDict]:
             "actor": actor,
             "at": at,
             "body": b,
+            "sig": sig,
         }
-        for (origin, seq, hlc, eid, kind, v, actor, at, _), b in zip(rows, bodies, strict=True)
+        for (origin, seq, hlc, eid, kind, v, actor, at, _, sig), b in zip(rows, bodies, strict=True)
     ]
+    for op in ops:
+        if op["sig"] is None:
+            del op["sig"]
+    return ops
 
 
 def entity_type_of(kind: str) -> str:
@@ -195,13 +237,14 @@ class Rating(TypedDict):
 
 @with_config(_FORBID)
 class ResidentCreate(TypedDict):
-    name: Name | None  # None only once erased by a redaction
+    name: Annotated[Name, _Private] | None  # None only once erased by a redaction
     grid: GridPath
-    address: NotRequired[ShortText | None]
-    phone: NotRequired[Phone | None]
+    address: NotRequired[Annotated[ShortText, _Private] | None]
+    phone: NotRequired[Annotated[Phone, _Private] | None]
     flags: NotRequired[list[FlagChoice]]
     knock_every_days: NotRequired[Annotated[int, Field(ge=1, le=365)] | None]
     birth_year: NotRequired[Annotated[int, Field(ge=1890, le=2100)] | None]
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
@@ -220,7 +263,7 @@ class TicketCreate(TypedDict):
     grid: GridPath
     due_at: Millis
     priority: NotRequired[PriorityChoice]
-    description: NotRequired[Text | None]
+    description: NotRequired[Annotated[Text, _Private] | None]
     resident_id: NotRequired[EntityId | None]
     visit_id: NotRequired[EntityId | None]
     parcel_id: NotRequired[EntityId | None]
@@ -232,7 +275,7 @@ class VisitCreate(TypedDict):
     visitor: Name
     visited_at: Millis
     outcome: VisitOutcomeChoice
-    note: NotRequired[Text | None]
+    note: NotRequired[Annotated[Text, _Private] | None]
     ticket_id: NotRequired[EntityId | None]
 
 
@@ -251,14 +294,14 @@ class ParcelCreate(TypedDict):
     direction: Literal["to_station", "to_resident"]
     resident_id: NotRequired[EntityId | None]
     mailbox_id: NotRequired[EntityId | None]
-    summary: NotRequired[ShortText | None]
+    summary: NotRequired[Annotated[ShortText, _Private] | None]
 
 
 @with_config(_FORBID)
 class TicketTransition(TypedDict):
     action: ActionChoice
     follows: Refs
-    reason: NotRequired[Text | None]
+    reason: NotRequired[Annotated[Text, _Private] | None]
     to_grid: NotRequired[GridPath | None]
     assignee: NotRequired[EntityId | None]
     assignee_replaces: NotRequired[Refs]
@@ -266,12 +309,13 @@ class TicketTransition(TypedDict):
 
 @with_config(_FORBID)
 class NoteBody(TypedDict):
-    text: Text | None  # None only once erased by a redaction
+    text: Annotated[Text, _Private] | None  # None only once erased by a redaction
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
 class PartyBody(TypedDict):
-    name: Name
+    name: Annotated[Name, _Private]
     side: NotRequired[ShortText | None]
     resident_id: NotRequired[EntityId | None]
 
@@ -280,8 +324,8 @@ class PartyBody(TypedDict):
 class SessionBody(TypedDict):
     held_at: Millis
     mediator: Name
-    summary: Text
-    attendees: NotRequired[list[Name]]
+    summary: Annotated[Text, _Private]
+    attendees: NotRequired[Annotated[list[Name], _Private]]
 
 
 @with_config(_FORBID)
@@ -296,10 +340,10 @@ class HopBody(TypedDict):
 #: Fields that ``<entity>.set`` ops may change, with the type each value must have.
 SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
     EntityType.RESIDENT: {
-        "name": Name | None,
+        "name": Annotated[Name, _Private] | None,
         "grid": GridPath,
-        "address": ShortText | None,
-        "phone": Phone | None,
+        "address": Annotated[ShortText, _Private] | None,
+        "phone": Annotated[Phone, _Private] | None,
         "flags": list[FlagChoice],
         "knock_every_days": Annotated[int, Field(ge=1, le=365)] | None,
         "birth_year": Annotated[int, Field(ge=1890, le=2100)] | None,
@@ -316,7 +360,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "title": ShortText,
         "kind": KindChoice,
         "channel": ChannelChoice,
-        "description": Text | None,
+        "description": Annotated[Text, _Private] | None,
         "resident_id": EntityId | None,
         "priority": PriorityChoice,
         "due_at": Millis,
@@ -330,7 +374,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "visitor": Name,
         "visited_at": Millis,
         "outcome": VisitOutcomeChoice,
-        "note": Text | None,
+        "note": Annotated[Text, _Private] | None,
         "ticket_id": EntityId | None,
         "deleted": bool,
     },
@@ -344,7 +388,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "grid": GridPath,
         "resident_id": EntityId | None,
         "mailbox_id": EntityId | None,
-        "summary": ShortText | None,
+        "summary": Annotated[ShortText, _Private] | None,
         "deleted": bool,
     },
 }
@@ -369,7 +413,8 @@ def _set_body(entity: EntityType) -> Any:
     variants = [
         _typed_dict(
             f"{entity.value.title()}Set_{field}",
-            {"field": Literal[field], "value": annotation, "replaces": Refs},
+            {"field": Literal[field], "value": annotation, "replaces": Refs}
+            | ({"redacted": NotRequired[Redacted]} if entity is EntityType.RESIDENT else {}),
         )
         for field, annotation in SETTABLE_FIELDS[entity].items()
     ]
@@ -412,6 +457,7 @@ def _envelope(kind_type: Any, body_type: Any, name: str) -> Any:
             "actor": Name,
             "at": Millis,
             "body": body_type,
+            "sig": NotRequired[Signature],  # checked by caresync.signing.verify_ops
         },
     )
 

@@ -31,7 +31,7 @@ from .domain import (
     ticket_transition,
 )
 from .errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
-from .keys import DeviceKey
+from .keys import DeviceKey, StationKey
 from .merge import State, value_of
 from .model import (
     ClockAnomaly,
@@ -50,6 +50,7 @@ from .model import (
 from .netsync import Refusal, SyncProgressCallback, SyncResult
 from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
 from .schema import ENTITY_TABLES
+from .signing import open_sealed, seal_body, sign_op, verify_ops
 from .store import IngestResult, Store
 
 __all__ = [
@@ -108,6 +109,7 @@ class Replica:
         store: Store,
         *,
         replica_id: str,
+        device_key: DeviceKey,
         actor: str,
         clock: HybridClock,
         due_hours: Mapping[TicketKind, int],
@@ -120,8 +122,13 @@ class Replica:
         self.due_hours = dict(due_hours)
         self.log = logger
         self._next_seq = store.version_vector().get(replica_id, 0) + 1
-        self.device_key: DeviceKey | None = None
-        """This device's signing key (set by :meth:`open`)."""
+        self.device_key = device_key
+        """This device's Ed25519 signing key; ``id`` is its fingerprint."""
+        public = store.get_meta("station_public_key")
+        secret = store.get_meta("station_key")
+        self._station_public_key: bytes | None = bytes.fromhex(public) if public else None
+        self._station_key: StationKey | None = StationKey(bytes.fromhex(secret)) if secret else None
+        self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding the station key
         self.tickets = Tickets(self)
         self.residents = Residents(self)
         self.visits = Visits(self)
@@ -167,8 +174,12 @@ class Replica:
             else:
                 key = DeviceKey(bytes.fromhex(seed))
             replica_id = store.get_meta("replica_id")
-            if replica_id is None:
-                replica_id = key.origin  # the device's origin is its key's fingerprint: a key proves itself
+            if replica_id != key.origin:
+                # The device's origin is its key's fingerprint: a key proves itself. A file from before signed
+                # ops keeps its old, unsigned ops under its old id and makes new ones under the key's.
+                if replica_id is not None:
+                    log.info("replica %s now signs its changes as %s", replica_id, key.origin)
+                replica_id = key.origin
                 store.set_meta("replica_id", replica_id)
             offset = int(store.get_meta("clock_offset_ms") or 0)
             last = int(store.get_meta("clock_last") or 0)
@@ -184,8 +195,9 @@ class Replica:
                         "Cannot open the replica", [("due_hours", f"{kind!r}: {h!r} is not a ticket kind and hours")]
                     )
                 hours[TicketKind(kind)] = h
-            replica = cls(store, replica_id=replica_id, actor=actor, clock=clock, due_hours=hours, logger=log)
-            replica.device_key = key
+            replica = cls(
+                store, replica_id=replica_id, device_key=key, actor=actor, clock=clock, due_hours=hours, logger=log
+            )
             replica._fold_upgraded()
             store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
         except BaseException:
@@ -281,10 +293,15 @@ class Replica:
         }
         try:
             known, _ = validate_ops([op])
+            if self._station_public_key is not None:
+                sealed = seal_body(kind, known[0]["body"], self._station_public_key)
+                if sealed != known[0]["body"]:
+                    known, _ = validate_ops([{**known[0], "body": sealed}])  # a sealed value has limits too
         except InvalidOpError as exc:
             raise InvalidInputError(
                 f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
             ) from None
+        sign_op(known[0], self.device_key)
         new = self._store.append_local(known[0], state)  # the clock's own stamps are kept in origins.max_hlc
         self._next_seq = seq + 1
         return known[0], new
@@ -304,7 +321,11 @@ class Replica:
     # --- reading --------------------------------------------------------------------------------------------
 
     def _record(self, state: State) -> Any:
-        return build_record(state, history_of(self._store.ops_of(state["id"])))
+        ops = self._store.ops_of(state["id"])
+        if self._station_key is not None:
+            state = open_sealed(state, self._station_key, self._opened)
+            ops = [{**op, "body": open_sealed(op["body"], self._station_key, self._opened)} for op in ops]
+        return build_record(state, history_of(ops))
 
     def _records(self, entity: EntityType, where: str = "", params: Iterable[Any] = (), order: str = "id") -> list[Any]:
         self._store.settle()
@@ -314,8 +335,40 @@ class Replica:
         return [self._record(from_json(r[0])) for r in rows]
 
     def history(self, entity_id: str) -> list[HistoryEntry]:
-        """Every change to one record, oldest first: who did what, when, on which device."""
-        return history_of(self._store.ops_of(entity_id))
+        """Every change to one record, oldest first: who did what, when, on which device, signed by which key."""
+        ops = self._store.ops_of(entity_id)
+        if self._station_key is not None:
+            ops = [{**op, "body": open_sealed(op["body"], self._station_key, self._opened)} for op in ops]
+        return history_of(ops)
+
+    # --- keys -----------------------------------------------------------------------------------------------
+
+    @property
+    def station_public_key(self) -> bytes | None:
+        """The station's X25519 public key private fields are sealed to (None: this device seals nothing)."""
+        return self._station_public_key
+
+    @property
+    def station_key(self) -> StationKey | None:
+        """The station's key pair, on a device the station trusts to read sealed fields; None elsewhere."""
+        return self._station_key
+
+    def set_station_public_key(self, public_key: bytes) -> None:
+        """From now on, seals the private fields of every change made here to this station key (enrolment
+        sets it). Changes made before stay as they were written."""
+        if len(public_key) != 32:
+            raise InvalidInputError("Not a station key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
+        self._store.set_meta("station_public_key", public_key.hex())
+        self._station_public_key = bytes(public_key)
+
+    def install_station_key(self, key: StationKey) -> None:
+        """Makes this a device that reads sealed fields (a station device): keeps ``key`` in the replica file
+        and seals to it. Only for devices the station trusts with every resident's private data."""
+        with self._store.write():
+            self._store.set_meta("station_key", key.secret.hex())
+            self._store.set_meta("station_public_key", key.public_key.hex())
+        self._station_key = key
+        self._station_public_key = key.public_key
 
     def conflicts(self) -> list[Conflict]:
         """Every unresolved conflict on this replica, across all records."""
@@ -397,6 +450,8 @@ class Replica:
         transaction (network sync saves its cursor that way)."""
         with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
             known, deferred = validate_ops(ops)
+            verify_ops(known)
+            verify_ops(deferred)
             with self._store.write():
                 result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows, sent=from_server)
                 now = self.clock.physical_ms()

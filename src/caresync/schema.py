@@ -52,6 +52,7 @@ class OpRow(SQLModel, table=True):
     known: int
     body: str
     sent: int = 0
+    sig: str | None = None
     __table_args__ = (
         Index("ix_ops_eid_hlc", "eid", "hlc"),
         Index("ix_ops_unsent", "hlc", "origin", "seq", sqlite_where=text("sent = 0")),
@@ -325,8 +326,13 @@ _V4 = [
     "at INTEGER NOT NULL, PRIMARY KEY (origin, seq))",
 ]
 
+# Signed ops: ``ops.sig`` holds each op's signature (NULL for ops written before caresync signed them).
+_V5 = [
+    "ALTER TABLE ops ADD COLUMN sig TEXT",
+]
+
 #: ``MIGRATIONS[k]`` takes a file from schema version ``k`` to ``k + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

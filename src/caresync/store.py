@@ -40,9 +40,10 @@ __all__ = ["IngestResult", "Store"]
 _CHUNK = 500
 _BULK = 10_000  # ops in a batch into an empty log from which its indexes are rebuilt rather than updated
 _INSERT_OP = (
-    "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent, sig) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body"
+_OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body, sig"
 _ENVELOPE = itemgetter("origin", "seq", "hlc", "eid", "kind", "v", "actor", "at")  # _op_row's first columns
 _ORDER = itemgetter("hlc", "origin", "seq")  # op_key, without a Python call per op
 _TABLE = {entity: table.__tablename__ for entity, table in ENTITY_TABLES.items()}
@@ -63,7 +64,7 @@ class IngestResult:
 
 def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
     """The ``ops`` table row of an op (in the column order of :data:`_INSERT_OP`)."""
-    return (*_ENVELOPE(op), known, to_json(op["body"]).decode(), sent)
+    return (*_ENVELOPE(op), known, to_json(op["body"]).decode(), sent, op.get("sig"))
 
 
 class Store:
@@ -601,7 +602,7 @@ class Store:
             f"SELECT {', '.join('o.' + c.strip() for c in _OP_COLUMNS.split(','))}, r.code, r.reason, r.at "
             "FROM refusals r JOIN ops o ON o.origin = r.origin AND o.seq = r.seq ORDER BY r.at, r.origin, r.seq"
         )
-        return [(op, r[9], r[10], r[11]) for op, r in zip(ops_from_rows([r[:9] for r in rows]), rows, strict=True)]
+        return [(op, r[10], r[11], r[12]) for op, r in zip(ops_from_rows([r[:10] for r in rows]), rows, strict=True)]
 
     def retry_refused(self) -> int:
         """Puts refused ops back in the queue (after the station changed what the device may do)."""

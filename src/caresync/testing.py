@@ -1,8 +1,14 @@
-"""Helpers for testing programs built on caresync: a controllable wall clock."""
+"""Helpers for testing programs built on caresync: a controllable wall clock, and keys to sign ops made by hand."""
 
 from __future__ import annotations
 
-__all__ = ["FakeClock"]
+import hashlib
+from typing import Any
+
+from .keys import DeviceKey
+from .signing import sign_op
+
+__all__ = ["FakeClock", "key_for", "sign"]
 
 #: 2026-11-29T00:00:00Z, a fixed start so tests read the same every run.
 DEFAULT_START_MS = 1_796_083_200_000
@@ -26,3 +32,13 @@ class FakeClock:
     def advance(self, ms: int) -> None:
         """Moves the clock forward (or back, with a negative ``ms``)."""
         self.ms += ms
+
+
+def key_for(name: str) -> DeviceKey:
+    """The same device key for the same ``name`` every run (its ``origin`` is the device id ops must carry)."""
+    return DeviceKey(hashlib.blake2b(name.encode(), digest_size=32, person=b"caresync-test").digest())
+
+
+def sign(op: dict[str, Any], key: DeviceKey) -> dict[str, Any]:
+    """Signs an op made by hand with ``key`` (its ``origin`` must be ``key.origin``); returns it."""
+    return sign_op(op, key)

@@ -17,13 +17,20 @@ compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns t
 * ``set``: the bodies of ``<record>.set`` ops (by far the most common) as three columns, field, value and
   replaced ops; ``body``: every other body as it is, ``null`` where the ``set`` columns hold it.
 
+* signatures (``sig``, see :mod:`caresync.signing`): the signers' public keys once each, and per op an index
+  into them (left out when it is the op's device index, as it always is for honest ops); the keys and the
+  64-byte signatures themselves travel as raw bytes after the compressed part, since they do not compress.
+
 The columns travel as one positional list, without keys (see ``_pack``): ``[n, v, kind, origin, seq, hw, hc,
-eid, actor, at, body, set, origins]``, where a table column with one value is just ``[table]``, an all-zero
-column is ``[]``, and ``body`` is ``[]`` when every body is in ``set``; an empty batch is ``[0]``. That JSON is
+eid, actor, at, body, set, origins, keys, key, unsigned]``, where a table column with one value is just
+``[table]``, an all-zero column is ``[]``, ``body`` is ``[]`` when every body is in ``set``, ``keys`` is the
+number of public keys, ``key`` is ``[]`` when every op is signed by its device's key, and ``unsigned`` lists the
+ops without a signature (written before caresync signed ops); an empty batch is ``[0]``. That JSON is
 compressed with raw deflate and a preset dictionary of the words every batch uses (kinds, field names, body
 keys, the column skeleton), so even a batch of ten ops compresses well: framing is most of a small batch.
-Layout: ``b"CS"``, a format byte (1), a compression byte (1 = raw deflate with dictionary 1), then the deflate
-stream. Decoding checks
+Layout: ``b"CS"``, a format byte (2), a compression byte (1 = raw deflate with dictionary 1), the deflate
+stream, then the public keys (32 bytes each) and the signatures of the signed ops in order (64 bytes each).
+Decoding checks
 every column and refuses anything else with :class:`~caresync.errors.InvalidInputError`; the ops it returns
 still go through :func:`caresync.ops.validate_ops` like any others.
 
@@ -32,6 +39,8 @@ The dictionary belongs to format 1 and never changes: a different dictionary is 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -50,7 +59,9 @@ MEDIA_TYPE = "application/x-caresync-batch"
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 _MAGIC = b"CS"
-_FORMAT = 1
+_FORMAT = 2
+_KEY = 32
+_SIG = 64
 _DEFLATE_DICT_1 = 1
 _HLC_SHIFT = 20
 _HLC_MASK = (1 << _HLC_SHIFT) - 1
@@ -186,12 +197,40 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "replaces": [[origins.ref(r) for r in b["replaces"]] for b in set_bodies],
             },
         }
-    except (KeyError, TypeError, AttributeError) as exc:
+        keys, key_index, unsigned, signatures = _signatures(ops, origin_index)
+    except (KeyError, TypeError, AttributeError, ValueError, binascii.Error) as exc:
         raise InvalidInputError(
             "Cannot encode a batch: an op lacks a field or has a wrong type", [("ops", str(exc))]
         ) from exc
     columns["origins"] = list(origins.table)
+    columns["keys"] = keys
+    columns["key"] = [] if key_index == origin_index else key_index
+    columns["unsigned"] = unsigned
+    columns["signatures"] = signatures
     return columns
+
+
+def _signatures(
+    ops: Sequence[Mapping[str, Any]], origin_index: list[int]
+) -> tuple[list[bytes], list[int], list[int], bytes]:
+    """Splits each op's ``sig`` into its public key (numbered in order of first use, so an honest batch numbers
+    them like its devices) and its signature."""
+    keys: dict[bytes, int] = {}
+    key_index: list[int] = []
+    unsigned: list[int] = []
+    signatures = bytearray()
+    for i, op in enumerate(ops):
+        sig = op.get("sig")
+        if sig is None:
+            unsigned.append(i)
+            key_index.append(origin_index[i])
+            continue
+        raw = base64.b64decode(sig, validate=True)
+        if len(raw) != _KEY + _SIG:
+            raise ValueError(f"op #{i}: a signature must be {_KEY + _SIG} bytes, got {len(raw)}")
+        key_index.append(keys.setdefault(raw[:_KEY], len(keys)))
+        signatures += raw[_KEY:]
+    return list(keys), key_index, unsigned, bytes(signatures)
 
 
 def _packed_table(column: dict[str, list[Any]]) -> list[Any]:
@@ -226,6 +265,9 @@ def _pack(columns: dict[str, Any]) -> list[Any]:
         [] if all(body is None for body in columns["body"]) else columns["body"],
         [_packed_table(sets["field"]), sets["value"], sets["replaces"]],
         columns["origins"],
+        len(columns["keys"]),
+        columns["key"],
+        columns["unsigned"],
     ]
 
 
@@ -242,9 +284,9 @@ def _unpacked_zeros(packed: Any, n: int) -> Any:
 def _unpack(packed: Any) -> dict[str, Any]:
     """The columns of :func:`_pack`, with what it left out put back (its shape is checked here, its values by
     the decoder)."""
-    if not isinstance(packed, list) or len(packed) != 13 or type(packed[0]) is not int or packed[0] < 0:
-        raise _damaged("ops", "the op columns are not 13 columns with their count first")
-    n, v, kind, origin, seq, hw, hc, eid, actor, at, body, sets, origins = packed
+    if not isinstance(packed, list) or len(packed) != 16 or type(packed[0]) is not int or packed[0] < 0:
+        raise _damaged("ops", "the op columns are not 16 columns with their count first")
+    n, v, kind, origin, seq, hw, hc, eid, actor, at, body, sets, origins, keys, key, unsigned = packed
     if not isinstance(eid, list) or len(eid) not in (4, 6):
         raise _damaged("eid", "is not a set of record id columns")
     if not isinstance(sets, list) or len(sets) != 3 or not isinstance(sets[1], list):
@@ -272,6 +314,9 @@ def _unpack(packed: Any) -> dict[str, Any]:
         "body": [None] * n if body == [] else body,
         "set": {"field": _unpacked_table(sets[0], count, "set.field"), "value": sets[1], "replaces": sets[2]},
         "origins": origins,
+        "keys": keys,
+        "key": key,
+        "unsigned": unsigned,
     }
 
 
@@ -279,11 +324,17 @@ def encode_envelope(envelope: Mapping[str, Any]) -> bytes:
     """The compact form of ``envelope`` (its ``"ops"``, if any, by column)."""
     plain = {key: value for key, value in envelope.items() if key != "ops"}
     ops = envelope.get("ops")
+    trailer = b""
     if ops is not None:
-        plain["ops"] = _pack(_columns(ops)) if ops else [0]
+        if ops:
+            columns = _columns(ops)
+            plain["ops"] = _pack(columns)
+            trailer = b"".join(columns["keys"]) + columns["signatures"]
+        else:
+            plain["ops"] = [0]
     packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICT_1)
     data = packer.compress(to_json(plain)) + packer.flush()
-    return _MAGIC + bytes((_FORMAT, _DEFLATE_DICT_1)) + data
+    return _MAGIC + bytes((_FORMAT, _DEFLATE_DICT_1)) + data + trailer
 
 
 def decode_envelope(data: bytes) -> dict[str, Any]:
@@ -295,10 +346,15 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
     """
     if len(data) < 4 or data[:2] != _MAGIC:
         raise InvalidInputError("This is not a caresync batch", [("body", "it does not start with the CS marker")])
+    if data[2] == 1:
+        raise InvalidInputError(
+            "This batch was written by an older caresync, from before ops were signed; upgrade the device that sent it",
+            [("body", "format 1; this caresync reads format 2")],
+        )
     if data[2] != _FORMAT or data[3] != _DEFLATE_DICT_1:
         raise InvalidInputError(
             "This batch was written by a newer caresync; upgrade to read it",
-            [("body", f"format {data[2]}, compression {data[3]}; this caresync reads format 1, compression 1")],
+            [("body", f"format {data[2]}, compression {data[3]}; this caresync reads format 2, compression 1")],
         )
     unpacker = zlib.decompressobj(-15, zdict=_DICT_1)
     try:
@@ -319,7 +375,9 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
         raise InvalidInputError("A batch must hold a JSON object", [("body", f"got {type(plain).__name__}")])
     if "ops" in plain:
         packed = plain["ops"]
-        plain["ops"] = [] if packed == [0] else _ops_from_columns(_unpack(packed))
+        plain["ops"] = [] if packed == [0] else _ops_from_columns(_unpack(packed), unpacker.unused_data)
+    elif unpacker.unused_data:
+        raise _damaged("signatures", "bytes follow a batch that has no ops")
     return plain
 
 
@@ -412,7 +470,33 @@ def _set_bodies(columns: Any, origins: list[str], count: int) -> list[dict[str, 
     ]
 
 
-def _ops_from_columns(columns: Any) -> list[dict[str, Any]]:
+def _signatures_from(columns: dict[str, Any], n: int, origins: list[str], trailer: bytes) -> list[str | None]:
+    count = columns.get("keys")
+    if type(count) is not int or not 0 <= count <= n:
+        raise _damaged("keys", "is not a count of public keys")
+    unsigned = columns.get("unsigned")
+    if not isinstance(unsigned, list) or any(type(i) is not int or not 0 <= i < n for i in unsigned):
+        raise _damaged("unsigned", "is not a list of op positions")
+    unsigned_set = set(unsigned)
+    if len(trailer) != count * _KEY + (n - len(unsigned_set)) * _SIG:
+        raise _damaged("signatures", "the keys and signatures after the columns do not match the ops")
+    keys = [trailer[i * _KEY : (i + 1) * _KEY] for i in range(count)]
+    key = columns.get("key")
+    key_index = _ints(columns.get("origin") if key == [] else key, n, "key")
+    out: list[str | None] = []
+    at = count * _KEY
+    for i in range(n):
+        if i in unsigned_set:
+            out.append(None)
+            continue
+        if not 0 <= key_index[i] < count:
+            raise _damaged("key", "names a public key the batch does not hold")
+        out.append(base64.b64encode(keys[key_index[i]] + trailer[at : at + _SIG]).decode("ascii"))
+        at += _SIG
+    return out
+
+
+def _ops_from_columns(columns: Any, trailer: bytes = b"") -> list[dict[str, Any]]:
     if not isinstance(columns, dict) or type(columns.get("n")) is not int or columns["n"] < 0:
         raise _damaged("n", "the op columns lack their count")
     n = columns["n"]
@@ -439,9 +523,14 @@ def _ops_from_columns(columns: Any) -> list[dict[str, Any]]:
     if set_count:
         set_bodies = iter(_set_bodies(columns.get("set"), origins, set_count))
         bodies = [next(set_bodies) if body is None else body for body in bodies]
-    return [
-        {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b}
-        for v, k, o, s, h, e, a, t, b in zip(
-            versions, kinds, op_origins, seqs, hlcs, eids, actors, ats, bodies, strict=True
+    sigs = _signatures_from(columns, n, origins, trailer)
+    ops = [
+        {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b, "sig": g}
+        for v, k, o, s, h, e, a, t, b, g in zip(
+            versions, kinds, op_origins, seqs, hlcs, eids, actors, ats, bodies, sigs, strict=True
         )
     ]
+    for op in ops:
+        if op["sig"] is None:
+            del op["sig"]
+    return ops

@@ -17,8 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from caresync.errors import InvalidInputError, InvalidOpError
+from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError
 from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
+from caresync.signing import verify_ops
 from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -412,6 +413,14 @@ def _validated(raw_ops: list[Any]) -> list[OpDict]:
             "Refused a batch of ops; nothing of it was stored.",
             problems,
         )
+    try:
+        verify_ops(known)
+    except ForgedOpError as exc:
+        raise ApiError(
+            ErrorCode.BAD_SIGNATURE,
+            exc.message,
+            [{"field": field, "problem": problem} for field, problem in exc.problems],
+        ) from exc
     return known
 
 
@@ -479,11 +488,13 @@ def _accepts(accept: str, media: str) -> bool:
 def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
     """The JSON answer, with each stored body spliced in as it is (it is stored as canonical JSON text)."""
     parts = []
-    for origin, seq, hlc, eid, kind, v, actor, at, body in page.rows:
-        # origin, eid and kind passed validation: hex, [A-Za-z0-9._:-] and a known kind, nothing to escape
+    for origin, seq, hlc, eid, kind, v, actor, at, body, sig in page.rows:
+        # origin, eid, kind and sig passed validation: hex, [A-Za-z0-9._:-], a known kind and base64, nothing
+        # to escape
+        signed = f',"sig":"{sig}"' if sig is not None else ""
         parts.append(
             f'{{"v":{v},"kind":"{kind}","origin":"{origin}","seq":{seq},"hlc":{hlc},"eid":"{eid}",'
-            f'"actor":{json.dumps(actor, ensure_ascii=False)},"at":{at},"body":{body}}}'
+            f'"actor":{json.dumps(actor, ensure_ascii=False)},"at":{at},"body":{body}{signed}}}'
         )
     more = "true" if page.more else "false"
     return (

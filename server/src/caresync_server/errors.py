@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_REQUEST = "invalid_request"
     INVALID_OPS = "invalid_ops"
+    BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KIND = "unknown_kind"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
@@ -76,6 +77,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INVALID_REQUEST: 422,
     ErrorCode.INVALID_OPS: 422,
+    ErrorCode.BAD_SIGNATURE: 422,
     ErrorCode.UNKNOWN_KIND: 422,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,

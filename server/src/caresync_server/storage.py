@@ -163,6 +163,7 @@ ops = Table(
     Column("actor", Text, nullable=False),
     Column("at", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
+    Column("sig", Text),  # the op's signature (caresync.signing); checked before the op was admitted
     Column("rtype", String(16), nullable=False),
     Column("grid", Text, nullable=False),
     Column("grid_to", Text),
@@ -666,6 +667,7 @@ class Storage:
                     ops.c.actor,
                     ops.c.at,
                     ops.c.body,
+                    ops.c.sig,
                     ops.c.cursor,
                 )
                 .where(ops.c.cursor > after, ops.c.cursor <= end, ops.c.origin != replica)
@@ -782,6 +784,7 @@ class Storage:
                         "actor": a.op["actor"],
                         "at": a.op["at"],
                         "body": body,
+                        "sig": a.op.get("sig"),
                         "rtype": a.type,
                         "grid": a.grid,
                         "grid_to": a.grid_to,
