@@ -165,7 +165,7 @@ def test_an_altered_or_forged_op_is_refused_and_changes_nothing(make_replica: Re
         with pytest.raises(ForgedOpError, match="altered on the way, or forged") as info:
             b.apply_ops([first, bad])
         assert info.value.code == "bad_signature"
-        assert info.value.problems[0][0] == f"op #1 (ticket.note {a.id}:2)" and why in info.value.problems[0][1]
+        assert info.value.problems[0][0] == f"op {a.id}:2 (ticket.note)" and why in info.value.problems[0][1]
         assert b.state_digest() == before and b.op_count() == 0
     b.apply_ops([first, note])
     assert b.history(ticket.id)[1].signed_by == a.device_key.public_key.hex()

@@ -450,10 +450,10 @@ class Replica:
         transaction (network sync saves its cursor that way)."""
         with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
             known, deferred = validate_ops(ops)
-            verify_ops(known)
-            verify_ops(deferred)
             with self._store.write():
-                result: IngestResult = self._store.ingest(known, deferred, defer_rows=defer_rows, sent=from_server)
+                result: IngestResult = self._store.ingest(
+                    known, deferred, defer_rows=defer_rows, sent=from_server, verify=verify_ops
+                )
                 now = self.clock.physical_ms()
                 for origin, stamp in result.max_hlc_by_origin.items():
                     if origin != self.id and self.clock.observe(stamp):

@@ -110,8 +110,8 @@ def signer_of(op: Mapping[str, Any]) -> str | None:
     return base64.b64decode(sig)[:32].hex() if sig else None
 
 
-def _forged(op: Mapping[str, Any], index: int, why: str) -> ForgedOpError:
-    label = f"op #{index} ({op.get('kind', '?')} {op.get('origin', '?')}:{op.get('seq', '?')})"
+def _forged(op: Mapping[str, Any], why: str) -> ForgedOpError:
+    label = f"op {op.get('origin', '?')}:{op.get('seq', '?')} ({op.get('kind', '?')})"
     return ForgedOpError(
         "Refused a change that is not what its device signed: it was altered on the way, or forged. Nothing from "
         "this batch was applied; tell the station which device or bundle it came from",
@@ -153,7 +153,7 @@ def verify_ops(ops: Sequence[Mapping[str, Any]]) -> None:
             found = next((f for f in parts if f is not None), None)
     if found is not None:
         index, why = found
-        raise _forged(ops[index], index, why)
+        raise _forged(ops[index], why)
 
 
 def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import json
 import logging
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -228,16 +228,25 @@ class Store:
         return state
 
     def ingest(
-        self, known: list[OpDict], deferred: list[OpDict], *, defer_rows: bool = False, sent: bool = False
+        self,
+        known: list[OpDict],
+        deferred: list[OpDict],
+        *,
+        defer_rows: bool = False,
+        sent: bool = False,
+        verify: Callable[[list[OpDict]], None] | None = None,
     ) -> IngestResult:
         """Stores validated ops and folds the known ones into their records, in one transaction.
 
         With ``defer_rows`` (one batch of a longer sync) the records are only marked pending, in the same
         transaction, and re-folded once by :meth:`settle`: a record touched by every batch is then written
         once instead of once per batch. ``sent`` marks ops that came from the sync server (it has them).
+        ``verify`` checks the ops not held yet before anything is stored (their signatures: checking only
+        those spares the duplicates every sync resends, whose content is compared with what is held instead).
 
         Raises:
             OpForkError: an op has the identity of a stored op but different content; nothing is stored.
+            Whatever ``verify`` raises; nothing is stored.
         """
         result = IngestResult()
         with paused_gc(), self.write():
@@ -246,6 +255,8 @@ class Store:
             fresh_deferred = self._new_only(deferred, origins, result)
             if not fresh_known and not fresh_deferred:
                 return result
+            if verify is not None:
+                verify(fresh_known + fresh_deferred)
             self._apply_redactions(fresh_known)
             mark = int(sent)
             rows = [_op_row(o, 1, mark) for o in fresh_known]
