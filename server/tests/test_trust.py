@@ -295,3 +295,34 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
 def test_the_trust_endpoints_need_a_token(server: Server, path: str) -> None:
     answer = server.client.request("GET" if path == "/v1/device" else "PUT", path, json={"public_key": "00" * 32})
     assert (answer.status_code, _code(answer)) == (401, "unauthorized")
+
+
+def test_a_ticket_that_stops_or_becomes_a_dispute_is_seen_by_mediators_as_it_changes(
+    server: Server, tmp_path: Path
+) -> None:
+    station = replica(tmp_path, "station")
+    desk = server.enroll("desk")
+    mediator = server.enroll("mediator", "mediator", GRID)
+    key = "e" * 16
+
+    def pushed_and_pulled() -> list[tuple[str, Any]]:
+        assert server.push(desk, station.id, own_ops(station)).json()["refused"] == []
+        return [(op["kind"], op["body"].get("value")) for op in _pull(server, mediator, key).json()["ops"]]
+
+    try:
+        noise = station.tickets.submit(title="Noise", kind="dispute", grid=GRID)
+        leak = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+        assert pushed_and_pulled() == [("ticket.create", None)]
+        station.tickets.edit(noise.id, kind="repair")  # no longer a dispute: the mediator sees it stop being one
+        station.tickets.edit(leak.id, kind="dispute")  # becomes one: the mediator sees that, and what follows
+        station.tickets.edit(noise.id, title="Noise (repair)")
+        station.tickets.edit(leak.id, title="Leak (neighbours argue)")
+        cursor_free = pushed_and_pulled()
+        assert cursor_free == [
+            ("ticket.create", None),
+            ("ticket.set", "repair"),
+            ("ticket.set", "dispute"),
+            ("ticket.set", "Leak (neighbours argue)"),
+        ]
+    finally:
+        station.close()

@@ -61,7 +61,7 @@ _CODE_RANDOM = 15  # characters of randomness (75 bits), then one check characte
 _LOOK_ALIKES = str.maketrans({"I": "1", "L": "1", "O": "0"})
 #: A signed token request must carry a server time at most this far from the server's clock.
 PROOF_WINDOW_MS = 10 * 60_000
-#: :func:`sync` renews a token that expires within this time.
+#: :func:`sync` renews a token that expires within this time (or within a third of its lifetime, if shorter).
 RENEW_BEFORE_MS = 7 * 86_400_000
 
 #: The replica meta keys this module keeps the device's credentials and scope in.
@@ -70,6 +70,7 @@ META_KEYS = {
     "server_device": "the device's name on that server",
     "server_token": "its current token",
     "server_token_expires_ms": "when that token expires",
+    "server_token_issued_ms": "when the server issued it (by the server's clock)",
     "server_role": "its role",
     "server_grids": "its grids (JSON list)",
     "server_scope_version": "the version of its role and grids last applied",
@@ -208,6 +209,7 @@ def _save(replica: Replica, answer: Mapping[str, Any], server_url: str | None = 
             "server_device": str(answer["device"]),
             "server_token": str(answer["token"]),
             "server_token_expires_ms": str(int(answer["token_expires_at_ms"])),
+            "server_token_issued_ms": str(int(answer["server_time_ms"])),
             "server_role": Role(answer["role"]).value,
             "server_grids": json.dumps([str(g) for g in answer["grids"]], ensure_ascii=False),
         }
@@ -237,9 +239,7 @@ def _http(client: httpx.Client | None, timeout_s: float) -> Iterator[httpx.Clien
         yield own
 
 
-def _call(
-    http: httpx.Client, method: str, url: str, *, token: str | None = None, body: Any = None
-) -> dict[str, Any]:
+def _call(http: httpx.Client, method: str, url: str, *, token: str | None = None, body: Any = None) -> dict[str, Any]:
     """One request, its error envelope turned into our errors."""
     headers = {"User-Agent": "caresync"}
     if token is not None:
@@ -368,8 +368,7 @@ def sync(
 
     creds = _require(replica)
     with _http(client, timeout_s) as http:
-        now = replica.clock.physical_ms()
-        if int(creds.token_expires_at.timestamp() * 1000) - now < RENEW_BEFORE_MS:
+        if _renewal_due(replica):
             creds = renew_token(replica, client=http)
         try:
             info = _call(http, "GET", creds.server_url + "/v1/device", token=_token(replica))
@@ -394,6 +393,15 @@ def sync(
         elif replica._store.get_meta("scope_purge_pending"):  # records kept last time for their unsent work
             _apply_scope_change(replica, creds, creds.role, creds.grids, creds.scope_version)
     return result
+
+
+def _renewal_due(replica: Replica) -> bool:
+    """True when the token expires, by this device's clock, within :data:`RENEW_BEFORE_MS` or a third of its
+    lifetime, whichever is shorter (a token that has expired already is renewed when the server says so)."""
+    store = replica._store
+    expires = int(store.get_meta("server_token_expires_ms") or 0)
+    issued = int(store.get_meta("server_token_issued_ms") or expires)
+    return expires - replica.clock.physical_ms() < min(RENEW_BEFORE_MS, (expires - issued) // 3)
 
 
 def _token(replica: Replica) -> str:
