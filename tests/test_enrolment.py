@@ -3,6 +3,7 @@ against the real server app over real storage in-process, and once against a rea
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,6 +229,22 @@ def test_enrol_renew_and_revoke_against_a_real_server_process(tmp_path: Path) ->
                 storage.revoke("phone-li")
             finally:
                 storage.close()
+            # the same through the caresync command: enrol a file with a code, then sync it with no options
+            from click.testing import CliRunner
+
+            from caresync.cli import main
+
+            desk_code = issue_code(database_url, "desk", role="station", grids=[""])
+            runner = CliRunner()
+            desk_file = str(tmp_path / "desk.db")
+            enrolled = runner.invoke(main, ["enroll", desk_file, desk_code.lower(), "--server", server.url])
+            assert enrolled.exit_code == 0 and "Enrolled as desk: station in everywhere" in enrolled.output
+            synced = runner.invoke(main, ["sync", desk_file, "--json"], env={"CARESYNC_TOKEN": ""})
+            assert synced.exit_code == 0, synced.output
+            assert json.loads(synced.output)["received"] == 2
+            again = runner.invoke(main, ["enroll", desk_file, desk_code, "--server", server.url])
+            assert again.exit_code == 1 and "new one" in again.output and "Traceback" not in again.output
+
             li.tickets.submit(title="Third", kind="repair", grid="changnan/dorm/3")
             with pytest.raises(ServerRefusedError) as refused:
                 li.sync()
