@@ -84,7 +84,8 @@ META_KEYS = {
 
 
 def _luhn(values: list[int]) -> int:
-    """Luhn mod 32: the check value that catches any one mistyped character and most swapped neighbours."""
+    """Luhn mod 32: the check value that catches any one mistyped character, and every swap of two neighbours
+    except 0 with Z."""
     n = len(CODE_ALPHABET)
     total, factor = 0, 2
     for value in reversed(values):
