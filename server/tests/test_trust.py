@@ -326,3 +326,23 @@ def test_a_ticket_that_stops_or_becomes_a_dispute_is_seen_by_mediators_as_it_cha
         ]
     finally:
         station.close()
+
+
+def test_a_code_redeemed_by_several_devices_at_once_enrols_exactly_one(server: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from caresync_server.errors import ApiError
+
+    def attempt(code: str) -> str:
+        try:
+            return server.storage.redeem_code(code, DeviceKey.generate().public_key).device.replica_id or ""
+        except ApiError as exc:
+            return exc.code.value
+
+    for round_no in range(5):
+        code = server.storage.issue_code(f"phone-{round_no}", "knocker", [GRID]).code
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            outcomes = list(pool.map(attempt, [code] * 6))
+        winners = [o for o in outcomes if o != "invalid_code"]
+        assert len(winners) == 1, outcomes
+        assert server.storage.device(f"phone-{round_no}").replica_id == winners[0]

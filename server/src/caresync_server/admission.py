@@ -79,6 +79,8 @@ class OriginDevice:
     role: Role
     grids: tuple[str, ...]
     revoked: bool
+    public_key: bytes | None = None
+    """The Ed25519 key the device enrolled with (None for a device enrolled with a direct token)."""
 
 
 @dataclass(frozen=True)

@@ -621,9 +621,9 @@ class Storage:
                 )
             token = secrets.token_urlsafe(32)
             expires = now + self.settings.token_lifetime_ms
-            conn.execute(
+            claimed = conn.execute(
                 devices.update()
-                .where(devices.c.id == row.id)
+                .where(devices.c.id == row.id, devices.c.code_hash == row.code_hash)  # not redeemed meanwhile
                 .values(
                     replica_id=origin,
                     public_key=public_key.hex(),
@@ -633,7 +633,11 @@ class Storage:
                     code_expires_at=None,
                     enrolled_at=now,
                 )
-            )
+            ).rowcount
+            if claimed != 1:
+                raise ApiError(
+                    ErrorCode.INVALID_CODE, "This enrolment code was just used; ask the station for a new one."
+                )
             device = _device(conn.execute(select(devices).where(devices.c.id == row.id)).one())
             station = self._station_key(conn)
         return Credentials(device, token, expires, station)
@@ -671,11 +675,15 @@ class Storage:
                 )
             token = secrets.token_urlsafe(32)
             expires = now + self.settings.token_lifetime_ms
-            conn.execute(
+            renewed = conn.execute(
                 devices.update()
-                .where(devices.c.id == row.id)
+                .where(
+                    devices.c.id == row.id, or_(devices.c.last_proof_ms.is_(None), devices.c.last_proof_ms < time_ms)
+                )
                 .values(token_hash=token_hash(token), token_expires_at=expires, last_proof_ms=time_ms)
-            )
+            ).rowcount
+            if renewed != 1:  # another request renewed with a later proof meanwhile
+                raise ApiError(ErrorCode.UNAUTHORIZED, f"The token request of device {device.name} was already used.")
             station = self._station_key(conn)
         return Credentials(replace(device, token_expires_at=expires), token, expires, station)
 
@@ -994,7 +1002,11 @@ class Storage:
             for row in conn.execute(select(devices).where(devices.c.replica_id.in_(part))):
                 device = _device(row)
                 found_devices[row.replica_id] = OriginDevice(
-                    device.name, device.role, device.grids, device.revoked_at is not None
+                    device.name,
+                    device.role,
+                    device.grids,
+                    device.revoked_at is not None,
+                    None if row.public_key is None else bytes.fromhex(row.public_key),
                 )
         eids = sorted(
             {op["eid"] for op in batch} | {op["body"]["resident_id"] for op in batch if op["kind"] == "visit.create"}
