@@ -30,13 +30,17 @@ def _invoke(run: tuple[CliRunner, list[str]], *args: str) -> Result:
 
 
 def test_init_enroll_devices_revoke(run: tuple[CliRunner, list[str]], settings: Settings) -> None:
-    assert "schema version 1" in _invoke(run, "init").output
+    assert "schema version 2" in _invoke(run, "init").output
     assert _invoke(run, "init").exit_code == 0  # again: nothing to do
 
-    enrolled = _invoke(run, "enroll", "--name", "phone-li", "--role", "grid_worker", "--grid", "changnan/dorm")
+    enrolled = _invoke(
+        run, "enroll", "--token", "--name", "phone-li", "--role", "grid_worker", "--grid", "changnan/dorm"
+    )
     assert enrolled.exit_code == 0 and "shown only this once" in enrolled.output
     token = enrolled.output.split("\n\n")[1].strip()
-    station = json.loads(_invoke(run, "enroll", "--name", "desk", "--role", "station", "--grid", "", "--json").output)
+    station = json.loads(
+        _invoke(run, "enroll", "--token", "--name", "desk", "--role", "station", "--grid", "", "--json").output
+    )
     assert station["grids"] == [""] and len(station["token"]) >= 40
 
     storage = Storage(settings)

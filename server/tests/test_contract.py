@@ -33,9 +33,22 @@ def _spec(tmp_path: Path) -> dict[str, Any]:
 
 def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"}
+    trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key"}
+    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust
     schemas = spec["components"]["schemas"]
-    for model in ("PushRequest", "PushResponse", "PullRequest", "PullResponse", "Op", "ErrorEnvelope", "Info"):
+    for model in (
+        "PushRequest",
+        "PushResponse",
+        "PullRequest",
+        "PullResponse",
+        "Op",
+        "ErrorEnvelope",
+        "Info",
+        "EnrollRequest",
+        "TokenRequest",
+        "CredentialsResponse",
+        "DeviceResponse",
+    ):
         assert model in schemas, model
     assert "HTTPValidationError" not in schemas  # every error is the one envelope
 
@@ -49,6 +62,9 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
     assert set(pull["responses"]["200"]["content"]) == {"application/json", MEDIA_TYPE}
     assert push["security"] == pull["security"] == [{"HTTPBearer": []}]
     assert "security" not in spec["paths"]["/healthz"]["get"] and "security" not in spec["paths"]["/v1/info"]["get"]
+    for path in ("/v1/enroll", "/v1/token"):
+        assert "security" not in spec["paths"][path]["post"]
+    assert spec["paths"]["/v1/device"]["get"]["security"] == [{"HTTPBearer": []}]
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', str(spec).replace("'", '"'))
     assert set(refs) <= set(schemas), "a reference to a schema the spec does not hold"
 
@@ -60,7 +76,16 @@ def test_the_protocol_page_explains_every_code() -> None:
         assert f"| {STATUS[code]} |" in page or f"{STATUS[code]}" in page
     for refusal in get_args(RefusalCode):
         assert f"`{refusal}`" in page, f"docs/protocol.md does not explain the refusal code {refusal}"
-    for endpoint in ("POST /v1/push", "POST /v1/pull", "GET /healthz", "GET /v1/info"):
+    for endpoint in (
+        "POST /v1/push",
+        "POST /v1/pull",
+        "GET /healthz",
+        "GET /v1/info",
+        "POST /v1/enroll",
+        "POST /v1/token",
+        "GET /v1/device",
+        "PUT /v1/station-key",
+    ):
         assert endpoint in page
 
 
@@ -84,6 +109,7 @@ def test_every_public_name_exists() -> None:
         ".settings",
         ".storage",
         ".testing",
+        ".trust",
     ):
         module = importlib.import_module(f"caresync_server{name}")
         missing = [n for n in module.__all__ if not hasattr(module, n)]

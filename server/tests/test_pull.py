@@ -53,7 +53,8 @@ def test_each_device_pulls_its_roles_record_types_within_its_grids(
         *ops["worker"],  # workers belong to no grid: the role alone decides
     }
     assert pulled("knocker", "changnan/dorm") == {ops["resident"][0], *ops["visit"]}
-    assert pulled("mediator", "xinan") == {ops["resident"][1], ops["ticket"][1]}
+    assert pulled("mediator", "xinan") == {ops["ticket"][1]}  # its disputes: no residents, no other tickets
+    assert pulled("mediator", "changnan") == set()  # the repair there is not a dispute
     assert pulled("courier", "changnan/lane-7", "xinan/lane-1") == {*ops["mailbox"], *ops["parcel"]}
     assert pulled("courier", "changnan/lane") == set()  # a prefix of a name is not a parent grid
     assert pulled("station", "changnan/dorm/3") == {

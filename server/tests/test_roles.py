@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 from caresync import EntityType, Role
 from caresync.ops import KNOWN_KINDS
 
-from caresync_server.roles import EVERYWHERE, PERMISSIONS, ROLE_TABLE, covers
+from caresync_server.roles import EVERYWHERE, KIND_ONLY, PERMISSIONS, ROLE_TABLE, covers
 
 TYPES = {t.value for t in EntityType}
 
@@ -20,11 +20,18 @@ def test_every_role_has_permissions_made_of_known_kinds_and_types() -> None:
 
 
 def test_every_pattern_of_the_table_names_something() -> None:
-    for writes, reads in ROLE_TABLE.values():
-        for pattern in writes:
-            assert any(fnmatchcase(kind, pattern.lstrip("!")) for kind in KNOWN_KINDS), pattern
-        for pattern in reads:
-            assert any(fnmatchcase(t, pattern) for t in TYPES), pattern
+    for rules in ROLE_TABLE.values():
+        assert len({rule.record for rule in rules}) == len(rules), "one rule per record type"
+        for rule in rules:
+            assert rule.record in TYPES
+            for pattern in rule.write:
+                assert any(fnmatchcase(kind, f"{rule.record}.{pattern.lstrip('!')}") for kind in KNOWN_KINDS), pattern
+
+
+def test_the_mediator_holds_disputes_only() -> None:
+    assert KIND_ONLY[Role.MEDIATOR] == {"ticket": "dispute"}
+    assert all(not only for role, only in KIND_ONLY.items() if role is not Role.MEDIATOR)
+    assert PERMISSIONS[Role.MEDIATOR].reads == {"ticket"}
 
 
 def test_the_station_only_kinds() -> None:
@@ -45,6 +52,7 @@ def test_the_field_roles() -> None:
     assert PERMISSIONS[Role.COURIER].writes == {k for k in KNOWN_KINDS if k.startswith("parcel.")}
     assert PERMISSIONS[Role.COURIER].reads == {"parcel", "mailbox"}
     assert PERMISSIONS[Role.MEDIATOR].writes == {k for k in KNOWN_KINDS if k.startswith("ticket.")}
+    assert PERMISSIONS[Role.KNOCKER].reads == {"resident", "visit"}
     grid_worker = PERMISSIONS[Role.GRID_WORKER]
     assert "resident.set" in grid_worker.writes and "resident.redact" not in grid_worker.writes
     assert "worker" in grid_worker.reads and not any(k.startswith("worker.") for k in grid_worker.writes)

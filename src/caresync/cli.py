@@ -230,15 +230,32 @@ def inspect(path: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("code")
 @click.option("--server", "url", required=True, envvar="CARESYNC_SERVER", help="The sync server's address.")
-@click.option("--token", required=True, envvar="CARESYNC_TOKEN", help="This device's token (better: CARESYNC_TOKEN).")
+@click.option("--actor", default="sync", show_default=True, help="Who is working on this device.")
+def enroll(path: Path, code: str, url: str, actor: str) -> None:
+    """Enrols the replica file PATH with a caresync server, once, with the enrolment CODE the station gave;
+    afterwards `caresync sync PATH` needs no address and no token."""
+    with _errors(), Replica.open(path, actor=actor) as replica:
+        found = replica.enroll(url, code)
+    click.echo(
+        f"Enrolled as {found.device}: {found.role.value} in {', '.join(g or 'everywhere' for g in found.grids)}, "
+        f"with {found.server_url}."
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--server", "url", envvar="CARESYNC_SERVER", help="The sync server's address (enrolled: not needed).")
+@click.option("--token", envvar="CARESYNC_TOKEN", help="This device's token (enrolled: not needed).")
 @click.option("--actor", default="sync", show_default=True, help="Who is working (recorded on local changes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, without a progress display.")
-def sync(path: Path, url: str, token: str, actor: str, as_json: bool) -> None:
+def sync(path: Path, url: str | None, token: str | None, actor: str, as_json: bool) -> None:
     """Syncs the replica file PATH with a caresync server: sends what it has not acknowledged, fetches the rest.
 
-    Safe to interrupt: the next run resumes where this one stopped. Ops the server refused stay on the device
-    and are listed with the server's reason.
+    A file enrolled with `caresync enroll` syncs with its server and renews its token by itself; otherwise give
+    --server and --token. Safe to interrupt: the next run resumes where this one stopped. Ops the server refused
+    stay on the device and are listed with the server's reason.
     """
     console = Console(stderr=True, quiet=as_json)
     with _errors(), Replica.open(path, actor=actor) as replica, Progress(console=console, transient=True) as bars:

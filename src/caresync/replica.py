@@ -20,7 +20,7 @@ from typing import Any, Self
 import httpx
 from pydantic_core import from_json
 
-from . import netsync
+from . import enrolment, netsync
 from .clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from .domain import (
     CLOSABLE_WITHOUT_OUTCOME,
@@ -30,6 +30,7 @@ from .domain import (
     grid_parent,
     ticket_transition,
 )
+from .enrolment import Enrolment, ScopeChange
 from .errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
 from .keys import DeviceKey, StationKey
 from .merge import State, value_of
@@ -503,11 +504,29 @@ class Replica:
         other.settle()
         return SyncReport(sent=sent, received=received)
 
+    def enroll(self, server_url: str, code: str, *, client: httpx.Client | None = None) -> Enrolment:
+        """Enrols this device with the sync server at ``server_url``, exchanging the one-time ``code`` the station
+        gave for its credentials, which are kept in this replica: afterwards :meth:`sync` needs no arguments.
+
+        Raises:
+            InvalidInputError: the code is mistyped; ServerRefusedError: the server refused it (used, expired);
+            SyncError: the server could not be reached; TrustError: this replica file predates device keys.
+        """
+        return enrolment.enroll(self, server_url, code, client=client)
+
+    def enrolment(self) -> Enrolment | None:
+        """This device's enrolment (server, role, grids, token expiry, station key), or None if not enrolled."""
+        return enrolment.enrolment(self)
+
+    def scope_changes(self) -> list[ScopeChange]:
+        """Every change of this device's role or grids it applied, with what it removed and what it kept."""
+        return enrolment.scope_changes(self)
+
     def sync(
         self,
-        url: str,
+        url: str | None = None,
         *,
-        token: str,
+        token: str | None = None,
         progress: SyncProgressCallback | None = None,
         push_batch: int = 2000,
         pull_batch: int = 5000,
@@ -519,13 +538,34 @@ class Replica:
         """Syncs with the caresync server at ``url`` (protocol v1): pushes what it has not acknowledged, pulls
         what this device may see, corrects the clock if the server says it is off.
 
+        Without ``url`` and ``token``, syncs with the server this device enrolled with (:meth:`enroll`), renewing
+        its token when due and applying a change of its scope (see :meth:`scope_changes`).
+
         Safe to interrupt at any point: the next call resumes. ``progress`` is called after every batch;
         ``client`` lets a caller supply its own :class:`httpx.Client` (proxies, certificates, tests).
 
         Raises:
             ServerRefusedError: the server refused the device or a batch (the message says why).
-            SyncError: the server could not be reached or failed; nothing is lost.
+            SyncError: the server could not be reached or failed, or the device is not enrolled; nothing is lost.
         """
+        if token is None:
+            found = enrolment.enrolment(self)
+            if url is not None and found is not None and url.rstrip("/") != found.server_url:
+                raise InvalidInputError(
+                    "Cannot sync", [("token", f"this device is enrolled with {found.server_url}, not {url}")]
+                )
+            return enrolment.sync(
+                self,
+                push_batch=push_batch,
+                pull_batch=pull_batch,
+                retries=retries,
+                backoff_s=backoff_s,
+                timeout_s=timeout_s,
+                progress=progress,
+                client=client,
+            )
+        if url is None:
+            raise InvalidInputError("Cannot sync", [("url", "give the server address with the token")])
         return netsync.sync(
             self,
             url,

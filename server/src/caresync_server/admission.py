@@ -25,7 +25,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from caresync import EntityType, Role
@@ -33,7 +33,7 @@ from caresync.domain import grid_parent
 from caresync.ops import REDACTABLE_KINDS, OpDict, entity_id_for, entity_type_of, op_id
 
 from .errors import ApiError, ErrorCode
-from .roles import EVERYWHERE, GLOBAL_TYPES, PERMISSIONS, covers
+from .roles import EVERYWHERE, GLOBAL_TYPES, KIND_ONLY, PERMISSIONS, covers
 
 __all__ = [
     "Admitted",
@@ -65,6 +65,10 @@ class Record:
     """The stamp of the op that put the record in ``grid``; a later stamp is needed to move it again."""
     resident: str | None = None
     """A visit's resident: a visit lives in its resident's grid and moves with them."""
+    kind: str | None = None
+    """A ticket's kind (a mediator holds disputes only)."""
+    kind_hlc: int = 0
+    """The stamp of the op that set ``kind``; a later stamp is needed to change it again."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class OriginDevice:
     role: Role
     grids: tuple[str, ...]
     revoked: bool
+    public_key: bytes | None = None
+    """The Ed25519 key the device enrolled with (None for a device enrolled with a direct token)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,10 @@ class Admitted:
     grid: str
     grid_to: str | None
     """Where the op moves its record to, if it moves it (devices of both grids see the move)."""
+    kind: str | None = None
+    """The record's kind once the op is applied (tickets)."""
+    kind_from: str | None = None
+    """The record's kind before the op, when the op changed it (devices that held it see the change)."""
 
 
 @dataclass
@@ -130,7 +140,7 @@ class Verdict:
     """Per origin, the batch's seqs the server now holds or has refused (the device may mark them sent)."""
     new_records: dict[str, Record] = field(default_factory=dict)
     moved: dict[str, Record] = field(default_factory=dict)
-    """Records (already stored) whose grid changed."""
+    """Records (already stored) whose grid or kind changed."""
 
     def acked(self) -> list[tuple[str, int, int]]:
         """``held`` as ``(origin, lo, hi)`` ranges of consecutive seqs."""
@@ -306,22 +316,38 @@ class _Admission:
             grid = self.grid_of_new(op)
             if grid is None:
                 return f"resident {op['body']['resident_id']} is not on the server yet"
-            record = Record(rtype, grid, op["hlc"], op["body"]["resident_id"] if rtype == "visit" else None)
+            record = Record(
+                rtype,
+                grid,
+                op["hlc"],
+                op["body"]["resident_id"] if rtype == "visit" else None,
+                op["body"].get("kind") if rtype == "ticket" else None,
+                op["hlc"],
+            )
         elif record is None:
             return f"record {eid} is not on the server yet"
         elif record.type != rtype:
             self.refuse(op, "wrong_record", f"a {kind} op cannot change {eid}, which is a {record.type}")
             return None
         destination = _destination(op, record.grid)
-        problem = _forbidden(device, kind, rtype, eid, record.grid, destination)
+        problem = _forbidden(device, kind, rtype, eid, record, destination)
         if problem is not None:
             self.refuse(op, "forbidden", problem)
             return None
-        self.verdict.admitted.append(Admitted(op, rtype, record.grid, destination))
+        new_kind = _new_kind(op)
+        rekind = new_kind is not None and new_kind != record.kind and op["hlc"] > record.kind_hlc
+        after = new_kind if rekind else record.kind
+        self.verdict.admitted.append(
+            Admitted(op, rtype, record.grid, destination, after, record.kind if rekind else None)
+        )
         self.verdict.held[origin].add(op["seq"])
         if kind.endswith(".create"):
             self.records[eid] = self.verdict.new_records[eid] = record
-        elif destination is not None and op["hlc"] > record.grid_hlc:
+            return None
+        if rekind:
+            record = replace(record, kind=new_kind, kind_hlc=op["hlc"])
+            self.changed(eid, record)
+        if destination is not None and op["hlc"] > record.grid_hlc:
             self.move(eid, record, destination, op["hlc"])
         return None
 
@@ -336,13 +362,15 @@ class _Admission:
         grid: str = op["body"]["grid"]
         return grid
 
-    def move(self, eid: str, record: Record, grid: str, hlc: int) -> None:
-        moved = Record(record.type, grid, hlc, record.resident)
-        self.records[eid] = moved
+    def changed(self, eid: str, record: Record) -> None:
+        self.records[eid] = record
         if eid in self.verdict.new_records:
-            self.verdict.new_records[eid] = moved
+            self.verdict.new_records[eid] = record
         else:
-            self.verdict.moved[eid] = moved
+            self.verdict.moved[eid] = record
+
+    def move(self, eid: str, record: Record, grid: str, hlc: int) -> None:
+        self.changed(eid, replace(record, grid=grid, grid_hlc=hlc))
         for other_id, other in list(self.records.items()):
             if other.resident == eid:  # the resident's visits (those the batch names) move with them
                 self.move(other_id, other, grid, hlc)
@@ -388,12 +416,28 @@ def _destination(op: OpDict, grid: str) -> str | None:
     return None
 
 
-def _forbidden(device: OriginDevice, kind: str, rtype: str, eid: str, grid: str, destination: str | None) -> str | None:
-    """Why the device that made an op may not make it, or None when it may."""
+def _new_kind(op: OpDict) -> str | None:
+    """The kind a ticket op gives its ticket, or None if it does not set it."""
+    if op["kind"] == "ticket.set" and op["body"]["field"] == "kind":
+        return str(op["body"]["value"])
+    return None
+
+
+def _forbidden(
+    device: OriginDevice, kind: str, rtype: str, eid: str, record: Record, destination: str | None
+) -> str | None:
+    """Why the device that made an op may not make it, or None when it may (see :mod:`caresync.scopes`)."""
+    grid = record.grid
     if kind not in PERMISSIONS[device.role].writes:
         return (
             f"a {device.role.value} device ({device.name}) may not make {kind} changes; "
             "ask the station to make this change"
+        )
+    only = KIND_ONLY[device.role].get(rtype)
+    if only is not None and record.kind != only:
+        return (
+            f"a {device.role.value} device ({device.name}) may change only {rtype}s of kind {only}, and {eid} "
+            f"is of kind {record.kind}; ask the station to make this change"
         )
     if rtype in GLOBAL_TYPES:
         return None

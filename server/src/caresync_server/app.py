@@ -47,6 +47,7 @@ from .protocol import (
 )
 from .settings import Settings
 from .storage import CURSOR_CLOCK_SHIFT, Device, PullPage, Storage, SyncReport, check_replica, system_time_ms
+from .trust import router as trust_router
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
     )
     app.state.caresync = _Context(settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE))
     app.include_router(_router)
+    app.include_router(trust_router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DatabaseError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -251,6 +253,7 @@ def info(ctx: _ContextDep) -> Info:
             max_body_bytes=ctx.settings.max_body_bytes,
             max_pull_limit=ctx.settings.max_pull_limit,
         ),
+        server_time_ms=ctx.now_ms(),
     )
 
 

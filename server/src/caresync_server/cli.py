@@ -6,6 +6,7 @@ meet is a :class:`~caresync_server.errors.ServerError`, shown as one line with e
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+import segno
 import uvicorn
 from caresync import Role
 from rich.console import Console
@@ -130,31 +132,124 @@ def init(database_url: str | None, database_schema: str | None) -> None:
     multiple=True,
     help='A grid the device works in (repeat for several); "" for everywhere.',
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the device and its token as JSON.")
+@click.option(
+    "--token",
+    "direct",
+    is_flag=True,
+    help="Issue a device token straight away instead of an enrolment code (scripts, tests).",
+)
+@click.option("--no-qr", is_flag=True, help="Do not draw the code as a QR code.")
+@click.option("--json", "as_json", is_flag=True, help="Print the device and its code (or token) as JSON.")
 def enroll(
     database_url: str | None,
     database_schema: str | None,
     name: str,
     role: str,
     grids: tuple[str, ...],
+    direct: bool,
+    no_qr: bool,
     as_json: bool,
 ) -> None:
-    """Enrols a device and prints its token, once: the server keeps only a hash of it."""
+    """Enrols a device and prints its one-time enrolment code (and a QR code of it), once: the server keeps only
+    a hash. The device exchanges the code for its token: replica.enroll(server_url, code)."""
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
-        device, token = storage.enroll(name, role, grids)
+        if direct:
+            device, token = storage.enroll(name, role, grids)
+        else:
+            issued = storage.issue_code(name, role, grids)
     finally:
         storage.close()
-    if as_json:
-        click.echo(json.dumps({**_device_json(device), "token": token}, ensure_ascii=False))
+    if direct:
+        if as_json:
+            click.echo(json.dumps({**_device_json(device), "token": token}, ensure_ascii=False))
+            return
+        click.echo(f"Enrolled device {device.name} (id {device.id}): {device.role} in {_grids(device.grids)}.")
+        click.echo("Its token, shown only this once (the server keeps only a hash of it):")
+        click.echo("")
+        click.echo(f"    {token}")
+        click.echo("")
+        click.echo("Set it up on the device, for example: replica.sync(server_url, token=...).")
         return
+    if as_json:
+        payload = {**_device_json(issued.device), "code": issued.code, "code_expires_at_ms": issued.expires_at}
+        click.echo(json.dumps(payload, ensure_ascii=False))
+        return
+    device = issued.device
     click.echo(f"Enrolled device {device.name} (id {device.id}): {device.role} in {_grids(device.grids)}.")
-    click.echo("Its token, shown only this once (the server keeps only a hash of it):")
+    click.echo(f"Its one-time enrolment code, valid until {_date(issued.expires_at)} (shown only this once):")
     click.echo("")
-    click.echo(f"    {token}")
+    click.echo(f"    {issued.code}")
     click.echo("")
-    click.echo("Set it up on the device, for example: replica.sync(server_url, token=...).")
+    if not no_qr:
+        buffer = io.StringIO()
+        segno.make(issued.code, error="m").terminal(out=buffer, compact=True, border=2)
+        click.echo(buffer.getvalue())
+    click.echo("On the device: replica.enroll(server_url, code), or type the code into its enrolment screen.")
+
+
+@main.command()
+@_database_options
+@click.argument("device")
+@click.option(
+    "--grid",
+    "grids",
+    required=True,
+    multiple=True,
+    help='The grids the device works in from now on (repeat for several); "" for everywhere.',
+)
+@click.option("--role", type=click.Choice([r.value for r in Role]), help="A new role for the device.")
+def scope(
+    database_url: str | None, database_schema: str | None, device: str, grids: tuple[str, ...], role: str | None
+) -> None:
+    """Changes the grids (and role) of DEVICE: the server applies it at once; on its next sync the device sends
+    its unsent work, then removes the records it may no longer hold."""
+    storage = _storage(database_url, database_schema)
+    try:
+        storage.ensure_schema(create=False)
+        changed = storage.set_scope(device, grids=grids, role=role)
+    finally:
+        storage.close()
+    click.echo(f"Device {changed.name} (id {changed.id}) is now {changed.role} in {_grids(changed.grids)}.")
+
+
+@main.group("station-key")
+def station_key() -> None:
+    """The station's X25519 public key, which devices seal private content to (the secret stays on the station)."""
+
+
+@station_key.command("set")
+@_database_options
+@click.argument("public_key")
+def station_key_set(database_url: str | None, database_schema: str | None, public_key: str) -> None:
+    """Registers PUBLIC_KEY (64 hex digits) as the station's public key; devices get it when they enrol or sync."""
+    try:
+        raw = bytes.fromhex(public_key.strip())
+    except ValueError:
+        raise click.ClickException("A station public key is 64 hex digits (0-9, a-f).") from None
+    storage = _storage(database_url, database_schema)
+    try:
+        storage.ensure_schema(create=False)
+        storage.set_station_public_key(raw)
+    finally:
+        storage.close()
+    click.echo(f"Station public key set: {raw.hex()}")
+
+
+@station_key.command("show")
+@_database_options
+def station_key_show(database_url: str | None, database_schema: str | None) -> None:
+    """Prints the station's public key, if one is registered."""
+    storage = _storage(database_url, database_schema)
+    try:
+        storage.ensure_schema(create=False)
+        key = storage.station_public_key()
+    finally:
+        storage.close()
+    click.echo(
+        key.hex() if key is not None else "No station public key is registered: caresync-server station-key set HEX"
+    )
 
 
 @main.command()
@@ -232,6 +327,9 @@ def _device_json(d: DeviceHealth) -> dict[str, Any]:
         "oldest_unsent_ms": d.oldest_unsent_ms,
         "clock_offset_ms": d.clock_offset_ms,
         "refusals": d.refusals,
+        "scope_version": d.scope_version,
+        "token_expires_at_ms": d.token_expires_at,
+        "enrolled_at_ms": d.enrolled_at,
     }
 
 

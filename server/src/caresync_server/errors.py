@@ -45,6 +45,9 @@ class ErrorCode(StrEnum):
     INVALID_ENCODING = "invalid_encoding"
     INVALID_CURSOR = "invalid_cursor"
     UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"
+    INVALID_CODE = "invalid_code"
+    FORBIDDEN = "forbidden"
     REVOKED = "revoked"
     REPLICA_MISMATCH = "replica_mismatch"
     NOT_FOUND = "not_found"
@@ -67,6 +70,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_ENCODING: 400,
     ErrorCode.INVALID_CURSOR: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.INVALID_CODE: 403,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.REVOKED: 403,
     ErrorCode.REPLICA_MISMATCH: 403,
     ErrorCode.NOT_FOUND: 404,

@@ -16,6 +16,9 @@ from .errors import ErrorCode, ErrorDetail
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "CredentialsResponse",
+    "DeviceResponse",
+    "EnrollRequest",
     "ErrorBody",
     "ErrorEnvelope",
     "Health",
@@ -28,6 +31,8 @@ __all__ = [
     "PushResponse",
     "Refusal",
     "RefusalCode",
+    "StationKeyRequest",
+    "TokenRequest",
     "Waiting",
 ]
 
@@ -149,6 +154,60 @@ class Info(BaseModel):
     protocol_version: int
     media_types: list[str] = Field(description="The forms op batches may travel in.")
     limits: Limits
+    server_time_ms: int = Field(description="The server's clock: what a device signs to renew its token.")
+
+
+HexKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+
+
+class EnrollRequest(BaseModel):
+    """``POST /v1/enroll``: a one-time enrolment code and the device's Ed25519 public key."""
+
+    model_config = _REQUEST
+
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="The code `caresync-server enroll` printed (dashes, spaces and case do not matter)."
+    )
+    public_key: HexKey = Field(description="The device's Ed25519 public key, 64 hex digits.")
+
+
+class TokenRequest(BaseModel):
+    """``POST /v1/token``: a new token for a device that proves itself with its device key."""
+
+    model_config = _REQUEST
+
+    replica: ReplicaId
+    time_ms: Millis = Field(description="A server time at most 10 minutes old (from `GET /v1/info`).")
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$")] = Field(
+        description="Ed25519 signature, hex, of `caresync token v1\\n<replica>\\n<time_ms>`."
+    )
+
+
+class StationKeyRequest(BaseModel):
+    """``PUT /v1/station-key``: the station's X25519 public key (the server never sees the secret)."""
+
+    model_config = _REQUEST
+
+    public_key: HexKey
+
+
+class DeviceResponse(BaseModel):
+    """``GET /v1/device``: the device the token belongs to, and its scope now."""
+
+    device: str
+    role: str
+    grids: list[str]
+    replica: str | None = Field(description="The replica id the device is bound to.")
+    scope_version: int = Field(description="Raised whenever the station changes the device's role or grids.")
+    token_expires_at_ms: int | None
+    station_public_key: str | None = Field(description="Hex; null until the station registers one.")
+    server_time_ms: int
+
+
+class CredentialsResponse(DeviceResponse):
+    """A device's credentials: ``POST /v1/enroll`` and ``POST /v1/token`` answer them."""
+
+    token: str = Field(description="The device token; the server keeps only its SHA-256.")
 
 
 class ErrorBody(BaseModel):

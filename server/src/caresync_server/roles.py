@@ -1,47 +1,28 @@
-"""Who may do what: the role table, and which records a device's grids cover.
+"""Who may do what, on the server: the library's one role table (:mod:`caresync.scopes`), expanded.
 
-A first, simple table (the trust work will deepen it): for each role, the op kinds its devices may make and the
-record types they may read, both within the device's grids. Grids nest by path: a device enrolled for
-``changnan/dorm`` covers ``changnan/dorm`` and everything under it (``changnan/dorm/3``), and a device
-enrolled for :data:`EVERYWHERE` (the empty grid) covers every grid. Worker records belong to no grid: the role
-alone decides who reads and writes them (:data:`GLOBAL_TYPES`).
+The table itself lives in the library so that devices apply the same rules when they purge what they may no
+longer hold; this module only expands it into the sets the server's checks use. A rule may restrict a role to
+records of one ``kind`` (a mediator's tickets are disputes): :data:`KIND_ONLY` lists those restrictions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
-from caresync import EntityType, Role
-from caresync.ops import KNOWN_KINDS
+from caresync import Role
+from caresync.scopes import EVERYWHERE, GLOBAL_TYPES, ROLE_TABLE, covers, rule_for
 
 __all__ = [
     "EVERYWHERE",
     "GLOBAL_TYPES",
+    "KIND_ONLY",
     "PERMISSIONS",
     "ROLE_TABLE",
     "Permissions",
     "covers",
+    "rule_for",
 ]
-
-#: The grid that covers every grid: for a station or an admin that sees the whole city.
-EVERYWHERE = ""
-#: Record types outside the grid tree: the role table alone decides who reads and writes them.
-GLOBAL_TYPES: frozenset[str] = frozenset({EntityType.WORKER.value})
-
-#: Per role: (op kinds it may write, record types it may read). Patterns as in shells; ``!`` excludes.
-ROLE_TABLE: Mapping[Role, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    Role.ADMIN: (("*",), ("*",)),
-    Role.STATION: (("*",), ("*",)),
-    Role.GRID_WORKER: (
-        ("ticket.*", "resident.*", "visit.*", "!resident.redact"),
-        ("ticket", "resident", "visit", "worker"),
-    ),
-    Role.KNOCKER: (("visit.*", "resident.note", "ticket.create", "ticket.note"), ("resident", "visit")),
-    Role.MEDIATOR: (("ticket.*",), ("ticket", "resident")),
-    Role.COURIER: (("parcel.*",), ("parcel", "mailbox")),
-}
 
 
 @dataclass(frozen=True)
@@ -54,27 +35,15 @@ class Permissions:
     """Record types."""
 
 
-def _expand(patterns: Iterable[str], names: Iterable[str]) -> frozenset[str]:
-    chosen: set[str] = set()
-    pool = sorted(names)
-    for pattern in patterns:
-        if pattern.startswith("!"):
-            chosen -= {n for n in pool if fnmatchcase(n, pattern[1:])}
-        else:
-            chosen |= {n for n in pool if fnmatchcase(n, pattern)}
-    return frozenset(chosen)
-
-
 #: The table, expanded against the op kinds and record types this caresync knows.
 PERMISSIONS: Mapping[Role, Permissions] = {
     role: Permissions(
-        writes=_expand(writes, KNOWN_KINDS),
-        reads=_expand(reads, (t.value for t in EntityType)),
+        writes=frozenset(kind for rule in rules for kind in rule.actions()),
+        reads=frozenset(rule.record for rule in rules if rule.read),
     )
-    for role, (writes, reads) in ROLE_TABLE.items()
+    for role, rules in ROLE_TABLE.items()
 }
-
-
-def covers(grids: Iterable[str], grid: str) -> bool:
-    """True when one of ``grids`` is ``grid`` itself, an ancestor of it, or :data:`EVERYWHERE`."""
-    return any(g == EVERYWHERE or grid == g or grid.startswith(g + "/") for g in grids)
+#: Per role, the record types it may only hold or change when their ``kind`` is the one given.
+KIND_ONLY: Mapping[Role, Mapping[str, str]] = {
+    role: {rule.record: rule.kind for rule in rules if rule.kind is not None} for role, rules in ROLE_TABLE.items()
+}

@@ -41,6 +41,20 @@ class Settings(BaseModel):
     """The largest request body accepted, as sent (compressed, for the compact form)."""
     max_pull_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     """The most ops one pull answers with, whatever the device asks for."""
+    token_lifetime_days: Annotated[float, Field(gt=0, le=3650)] = 30
+    """How long a device token works; devices renew theirs before it expires (or after, with their key)."""
+    code_lifetime_days: Annotated[float, Field(gt=0, le=365)] = 7
+    """How long a one-time enrolment code can be redeemed."""
+
+    @property
+    def token_lifetime_ms(self) -> int:
+        """:attr:`token_lifetime_days` in milliseconds."""
+        return int(self.token_lifetime_days * 86_400_000)
+
+    @property
+    def code_lifetime_ms(self) -> int:
+        """:attr:`code_lifetime_days` in milliseconds."""
+        return int(self.code_lifetime_days * 86_400_000)
 
     @field_validator("database_url")
     @classmethod

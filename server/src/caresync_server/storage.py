@@ -37,6 +37,9 @@ from typing import Any, TypeVar
 
 from caresync import EntityType, Role
 from caresync.domain import check_grid
+from caresync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
+from caresync.errors import InvalidInputError
+from caresync.keys import origin_of, verify_signature
 from caresync.ops import REDACTABLE_KINDS, OpDict, redact_body
 from sqlalchemy import (
     BigInteger,
@@ -78,7 +81,7 @@ from .admission import (
     referenced_ops,
 )
 from .errors import AdminError, ApiError, DatabaseNotReady, DatabaseUnavailable, ErrorCode
-from .roles import EVERYWHERE, GLOBAL_TYPES, PERMISSIONS
+from .roles import EVERYWHERE, GLOBAL_TYPES, ROLE_TABLE
 from .settings import Settings
 
 __all__ = [
@@ -86,8 +89,10 @@ __all__ = [
     "HEALTH_EVERY_MS",
     "PULL_SCAN_WINDOW",
     "SCHEMA_VERSION",
+    "Credentials",
     "Device",
     "DeviceHealth",
+    "EnrolmentCode",
     "PullPage",
     "Storage",
     "SyncReport",
@@ -103,7 +108,7 @@ __all__ = [
 ]
 
 #: The layout of the server's tables; a database written by a newer server is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: A pull examines at most this many ops past the device's cursor (or ``limit``, if larger), so that a device
 #: that sees little of the log still gets an answer quickly; its cursor moves past what was examined.
 PULL_SCAN_WINDOW = 50_000
@@ -149,6 +154,15 @@ devices = Table(
     Column("last_clock_offset_ms", BigInteger),
     Column("pending", BigInteger),
     Column("oldest_unsent_ms", BigInteger),
+    # schema version 2: enrolment codes, device keys, expiring tokens, scope changes
+    Column("public_key", String(64)),  # the device's Ed25519 public key (hex), bound when it enrolled with a code
+    Column("token_expires_at", BigInteger),
+    Column("code_hash", String(64)),  # the sha256 of its enrolment code, until the code is used
+    Column("code_expires_at", BigInteger),
+    Column("enrolled_at", BigInteger),  # when the code was exchanged for a token
+    Column("scope_version", Integer, nullable=False, server_default="1"),
+    Column("last_proof_ms", BigInteger),  # the time of the last signed token request (replays are refused)
+    Index("devices_by_code", "code_hash", unique=True),
 )
 ops = Table(
     "ops",
@@ -167,6 +181,8 @@ ops = Table(
     Column("rtype", String(16), nullable=False),
     Column("grid", Text, nullable=False),
     Column("grid_to", Text),
+    Column("rkind", Text),  # schema version 2: the ticket's kind once the op is applied (mediators see disputes)
+    Column("rkind_from", Text),  # and its kind before, when the op changed it
     UniqueConstraint("origin", "seq", name="ops_identity"),
     Index("ops_by_record", "eid"),
 )
@@ -184,6 +200,8 @@ entities = Table(
     Column("grid", Text, nullable=False),
     Column("grid_hlc", BigInteger, nullable=False),
     Column("resident", Text),
+    Column("kind", Text),  # schema version 2: a ticket's kind, and the stamp of the op that set it
+    Column("kind_hlc", BigInteger),
     Index("entities_by_resident", "resident"),
 )
 refusals = Table(
@@ -212,6 +230,30 @@ class Device:
     revoked_at: int | None
     last_sync_at: int | None
     clock_offset_ms: int | None
+    scope_version: int = 1
+    """Raised by every change of the device's role or grids, so the device knows to re-check what it holds."""
+    token_expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a device gets when it enrols with a code or renews its token (``POST /v1/enroll``, ``/v1/token``)."""
+
+    device: Device
+    token: str
+    """Shown this once; the server keeps only its sha256."""
+    token_expires_at: int
+    station_public_key: bytes | None
+
+
+@dataclass(frozen=True)
+class EnrolmentCode:
+    """A one-time enrolment code as the station hands it out."""
+
+    device: DeviceHealth
+    code: str
+    """Grouped base32 with a check character (:func:`caresync.enrolment.format_code`)."""
+    expires_at: int
 
 
 @dataclass(frozen=True)
@@ -230,6 +272,10 @@ class DeviceHealth:
     oldest_unsent_ms: int | None
     clock_offset_ms: int | None
     refusals: int
+    scope_version: int = 1
+    token_expires_at: int | None = None
+    enrolled_at: int | None = None
+    """When the device redeemed its enrolment code (None: enrolled with a token, or not redeemed yet)."""
 
 
 @dataclass(frozen=True)
@@ -395,7 +441,9 @@ class Storage:
                         f"The database at {where} was written by a newer caresync-server (schema version {version}; "
                         f"this one knows {SCHEMA_VERSION}). Upgrade caresync-server."
                     )
-                return version
+                if version < SCHEMA_VERSION:
+                    self._migrate(conn, version)
+                return SCHEMA_VERSION
             if not create:
                 raise DatabaseNotReady(
                     f"The database at {where} has no caresync-server tables; run `caresync-server init`."
@@ -409,6 +457,42 @@ class Storage:
                 ],
             )
             return SCHEMA_VERSION
+
+    def _migrate(self, conn: Connection, version: int) -> None:
+        """Brings a database of an older schema version up to :data:`SCHEMA_VERSION` (in the caller's transaction)."""
+        prefix = f'"{self.schema}".' if self.schema else ""
+        if version < 2:
+            for table, column, ddl in (
+                ("devices", "public_key", "VARCHAR(64)"),
+                ("devices", "token_expires_at", "BIGINT"),
+                ("devices", "code_hash", "VARCHAR(64)"),
+                ("devices", "code_expires_at", "BIGINT"),
+                ("devices", "enrolled_at", "BIGINT"),
+                ("devices", "scope_version", "INTEGER NOT NULL DEFAULT 1"),
+                ("devices", "last_proof_ms", "BIGINT"),
+                ("ops", "sig", "TEXT"),
+                ("ops", "rkind", "TEXT"),
+                ("ops", "rkind_from", "TEXT"),
+                ("entities", "kind", "TEXT"),
+                ("entities", "kind_hlc", "BIGINT"),
+            ):
+                conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} ADD COLUMN {column} {ddl}")
+            conn.exec_driver_sql(f"CREATE UNIQUE INDEX devices_by_code ON {prefix}devices (code_hash)")
+            # tickets keep the kind of their latest kind-setting op (by clock stamp), as pulls now filter on it
+            kinds: dict[str, tuple[int, str]] = {}
+            for eid, kind, hlc, body in conn.execute(
+                select(ops.c.eid, ops.c.kind, ops.c.hlc, ops.c.body).where(
+                    ops.c.kind.in_(["ticket.create", "ticket.set"])
+                )
+            ):
+                data = json.loads(body)
+                value = data.get("kind") if kind == "ticket.create" else data.get("value")
+                if (kind == "ticket.create" or data.get("field") == "kind") and hlc >= kinds.get(eid, (-1, ""))[0]:
+                    kinds[eid] = (hlc, str(value))
+            for eid, (hlc, value) in kinds.items():
+                conn.execute(entities.update().where(entities.c.eid == eid).values(kind=value, kind_hlc=hlc))
+                conn.execute(ops.update().where(ops.c.eid == eid).values(rkind=value))
+            conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     def ping(self) -> int:
         """The schema version, read from the database: raises unless the server can serve."""
@@ -429,28 +513,45 @@ class Storage:
     # --- devices ---------------------------------------------------------------------------------------------
 
     def enroll(self, name: str, role: str, grids: Iterable[str]) -> tuple[DeviceHealth, str]:
-        """Enrols a device; returns it and its token, which the server does not keep (only its sha256).
+        """Enrols a device with a token straight away (for scripts and tests); returns it and its token, which
+        the server does not keep (only its sha256). The token expires like any other; without a device key bound
+        by :meth:`redeem_code` it cannot be renewed by signature.
 
         Raises:
             AdminError: the name is empty or taken, the role unknown, or a grid not a grid path.
         """
+        token = secrets.token_urlsafe(32)
+        now = self.now_ms()
+        self._insert_device(
+            name, role, grids, token_hash=token_hash(token), token_expires_at=now + self.settings.token_lifetime_ms
+        )
+        return self._health(name.strip()), token
+
+    def issue_code(self, name: str, role: str, grids: Iterable[str]) -> EnrolmentCode:
+        """Enrols a device that has yet to claim its credentials: returns a one-time enrolment code (the server
+        keeps only its sha256) that expires after ``settings.code_lifetime_days``.
+
+        Raises:
+            AdminError: the name is empty or taken, the role unknown, or a grid not a grid path.
+        """
+        code = new_code()
+        expires = self.now_ms() + self.settings.code_lifetime_ms
+        # no token until the code is redeemed: the column holds the hash of a secret nobody keeps
+        self._insert_device(
+            name,
+            role,
+            grids,
+            token_hash=token_hash(secrets.token_urlsafe(32)),
+            code_hash=token_hash(normalize_code(code)),
+            code_expires_at=expires,
+        )
+        return EnrolmentCode(self._health(name.strip()), code, expires)
+
+    def _insert_device(self, name: str, role: str, grids: Iterable[str], **values: Any) -> None:
         name = name.strip()
         if not name or len(name) > 100 or any(ch < " " or "\ud800" <= ch <= "\udfff" for ch in name):
             raise AdminError("A device name must be 1 to 100 printable characters, for example phone-grid-li.")
-        if role not in Role.__members__.values():
-            raise AdminError(f"{role!r} is not a role; choose one of {', '.join(r.value for r in Role)}.")
-        chosen: list[str] = []
-        for grid in grids:
-            if grid != EVERYWHERE:
-                try:
-                    check_grid(grid)
-                except ValueError as exc:
-                    raise AdminError(f'Cannot enrol {name}: {exc} (or "" for everywhere).') from None
-            if grid not in chosen:
-                chosen.append(grid)
-        if not chosen:
-            raise AdminError(f'Cannot enrol {name}: give at least one grid ("" for everywhere).')
-        token = secrets.token_urlsafe(32)
+        chosen = _checked_scope(f"enrol {name}", role, grids)
         try:
             with self._write() as conn:
                 conn.execute(
@@ -458,15 +559,168 @@ class Storage:
                         name=name,
                         role=role,
                         grids=json.dumps(chosen, ensure_ascii=False),
-                        token_hash=token_hash(token),
                         created_at=self.now_ms(),
+                        scope_version=1,
+                        **values,
                     )
                 )
         except sa_exc.IntegrityError as exc:
             raise AdminError(
                 f"A device named {name} is already enrolled; choose another name (for example {name}-2)."
             ) from exc
-        return self._health(name), token
+
+    def set_scope(self, name_or_id: str, *, grids: Iterable[str], role: str | None = None) -> DeviceHealth:
+        """Changes a device's grids (and role, if given); the device purges what it may no longer hold on its
+        next sync, after pushing its unsent work. Takes effect on the server at once.
+
+        Raises:
+            AdminError: no such device, an unknown role, or a grid that is not a grid path.
+        """
+        with self._write() as conn:
+            found = self._find(conn, name_or_id)
+            row = conn.execute(select(devices).where(devices.c.id == found)).one()
+            new_role = role or row.role
+            chosen = _checked_scope(f"change the scope of {row.name}", new_role, grids)
+            if new_role != row.role or chosen != json.loads(row.grids):
+                conn.execute(
+                    devices.update()
+                    .where(devices.c.id == found)
+                    .values(
+                        role=new_role,
+                        grids=json.dumps(chosen, ensure_ascii=False),
+                        scope_version=devices.c.scope_version + 1,
+                    )
+                )
+        return self._health(found)
+
+    # --- enrolment codes, device keys, tokens ----------------------------------------------------------------
+
+    def redeem_code(self, code: str, public_key: bytes) -> Credentials:
+        """Exchanges a one-time enrolment code for the device's credentials, binding the device to the origin of
+        ``public_key`` (its replica id) and keeping the key to check the device's signatures.
+
+        Raises:
+            ApiError: ``invalid_code`` (unknown, used, expired or revoked), ``replica_mismatch`` (that device key
+                already belongs to another device), ``invalid_request`` (not a device key).
+        """
+        origin = _origin(public_key)
+        now = self.now_ms()
+        with self._write() as conn:
+            row = conn.execute(select(devices).where(devices.c.code_hash == token_hash(normalize_code(code)))).first()
+            if row is None or row.revoked_at is not None or (row.code_expires_at or 0) <= now:
+                why = "expired" if row is not None and row.revoked_at is None else "not valid"
+                raise ApiError(
+                    ErrorCode.INVALID_CODE,
+                    f"This enrolment code is {why}: codes work once, and only for a few days. Ask the station for a "
+                    "new one (caresync-server enroll).",
+                )
+            holder = conn.execute(select(devices.c.name).where(devices.c.replica_id == origin)).scalar_one_or_none()
+            if holder is not None:
+                raise ApiError(
+                    ErrorCode.REPLICA_MISMATCH,
+                    f"This device's key already belongs to device {holder}; a replica file enrols once. Enrol a new "
+                    "replica file with this code.",
+                )
+            token = secrets.token_urlsafe(32)
+            expires = now + self.settings.token_lifetime_ms
+            claimed = conn.execute(
+                devices.update()
+                .where(devices.c.id == row.id, devices.c.code_hash == row.code_hash)  # not redeemed meanwhile
+                .values(
+                    replica_id=origin,
+                    public_key=public_key.hex(),
+                    token_hash=token_hash(token),
+                    token_expires_at=expires,
+                    code_hash=None,
+                    code_expires_at=None,
+                    enrolled_at=now,
+                )
+            ).rowcount
+            if claimed != 1:
+                raise ApiError(
+                    ErrorCode.INVALID_CODE, "This enrolment code was just used; ask the station for a new one."
+                )
+            device = _device(conn.execute(select(devices).where(devices.c.id == row.id)).one())
+            station = self._station_key(conn)
+        return Credentials(device, token, expires, station)
+
+    def renew_token(self, replica: str, time_ms: int, signature: bytes) -> Credentials:
+        """A new token for the device bound to ``replica``, which proves itself by signing
+        :func:`caresync.enrolment.token_proof` of ``replica`` and a recent server time ``time_ms`` with its
+        device key. The old token stops working; a proof is accepted once.
+
+        Raises:
+            ApiError: ``unauthorized`` (unknown device, no device key, bad signature, stale or replayed proof)
+                or ``revoked``.
+        """
+        now = self.now_ms()
+        with self._write() as conn:
+            row = conn.execute(select(devices).where(devices.c.replica_id == replica)).first()
+            if row is None or row.public_key is None:
+                raise ApiError(
+                    ErrorCode.UNAUTHORIZED,
+                    f"No device enrolled with a device key syncs replica {replica}; ask the station for an "
+                    "enrolment code and enrol this device with it.",
+                )
+            device = _device(row)
+            _check_not_revoked(device)
+            if not verify_signature(bytes.fromhex(row.public_key), token_proof(replica, time_ms), signature):
+                raise ApiError(
+                    ErrorCode.UNAUTHORIZED,
+                    f"The token request of device {device.name} is not signed by its device key; nothing changed.",
+                )
+            if not now - PROOF_WINDOW_MS <= time_ms <= now + PROOF_WINDOW_MS or time_ms <= (row.last_proof_ms or 0):
+                raise ApiError(
+                    ErrorCode.UNAUTHORIZED,
+                    f"The token request of device {device.name} is stale or was already used; sign a fresh server "
+                    "time (GET /v1/info) and ask again.",
+                )
+            token = secrets.token_urlsafe(32)
+            expires = now + self.settings.token_lifetime_ms
+            renewed = conn.execute(
+                devices.update()
+                .where(
+                    devices.c.id == row.id, or_(devices.c.last_proof_ms.is_(None), devices.c.last_proof_ms < time_ms)
+                )
+                .values(token_hash=token_hash(token), token_expires_at=expires, last_proof_ms=time_ms)
+            ).rowcount
+            if renewed != 1:  # another request renewed with a later proof meanwhile
+                raise ApiError(ErrorCode.UNAUTHORIZED, f"The token request of device {device.name} was already used.")
+            station = self._station_key(conn)
+        return Credentials(replace(device, token_expires_at=expires), token, expires, station)
+
+    def device_public_key(self, origin: str) -> bytes | None:
+        """The Ed25519 public key of the device bound to ``origin``, as it enrolled; None when no device with a
+        key syncs that origin (for checking the signatures of its ops)."""
+        with self._read() as conn:
+            query = select(devices.c.public_key).where(devices.c.replica_id == origin)
+            found = conn.execute(query).scalar_one_or_none()
+        return None if found is None else bytes.fromhex(found)
+
+    def station_public_key(self) -> bytes | None:
+        """The station's X25519 public key, which devices seal private content to; None until registered."""
+        with self._read() as conn:
+            return self._station_key(conn)
+
+    def set_station_public_key(self, public_key: bytes) -> None:
+        """Registers the station's X25519 public key (the server never holds the secret).
+
+        Raises:
+            AdminError: not 32 bytes.
+        """
+        if len(public_key) != 32:
+            raise AdminError(f"A station public key is 32 bytes (64 hex digits), not {len(public_key)} bytes.")
+        with self._write() as conn:
+            updated = conn.execute(
+                meta.update().where(meta.c.key == "station_public_key").values(value=public_key.hex())
+            ).rowcount
+            if not updated:
+                conn.execute(meta.insert().values(key="station_public_key", value=public_key.hex()))
+
+    @staticmethod
+    def _station_key(conn: Connection) -> bytes | None:
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "station_public_key")).scalar_one_or_none()
+        return None if found is None else bytes.fromhex(found)
 
     def device(self, name_or_id: str) -> DeviceHealth:
         """A device by name, or by id if no device has that name.
@@ -536,6 +790,9 @@ class Storage:
                 oldest_unsent_ms=r.oldest_unsent_ms,
                 clock_offset_ms=r.last_clock_offset_ms,
                 refusals=int(r.refused_ops),
+                scope_version=r.scope_version,
+                token_expires_at=r.token_expires_at,
+                enrolled_at=r.enrolled_at,
             )
             for r in rows
         ]
@@ -559,6 +816,13 @@ class Storage:
             )
         device = _device(row)
         _check_not_revoked(device)
+        if device.token_expires_at is not None and device.token_expires_at <= self.now_ms():
+            raise ApiError(
+                ErrorCode.TOKEN_EXPIRED,
+                f"The token of device {device.name} has expired. The device renews it by itself (POST /v1/token, "
+                "signed with its device key); its unsent work is kept.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         return device
 
     def _bind(self, conn: Connection, device_id: int, replica: str) -> Device:
@@ -741,19 +1005,29 @@ class Storage:
             for row in conn.execute(select(devices).where(devices.c.replica_id.in_(part))):
                 device = _device(row)
                 found_devices[row.replica_id] = OriginDevice(
-                    device.name, device.role, device.grids, device.revoked_at is not None
+                    device.name,
+                    device.role,
+                    device.grids,
+                    device.revoked_at is not None,
+                    None if row.public_key is None else bytes.fromhex(row.public_key),
                 )
         eids = sorted(
             {op["eid"] for op in batch} | {op["body"]["resident_id"] for op in batch if op["kind"] == "visit.create"}
         )
         records: dict[str, Record] = {}
         for part in _chunks(eids):
-            for eid, rtype, grid, grid_hlc, resident in conn.execute(
+            for eid, rtype, grid, grid_hlc, resident, kind, kind_hlc in conn.execute(
                 select(
-                    entities.c.eid, entities.c.type, entities.c.grid, entities.c.grid_hlc, entities.c.resident
+                    entities.c.eid,
+                    entities.c.type,
+                    entities.c.grid,
+                    entities.c.grid_hlc,
+                    entities.c.resident,
+                    entities.c.kind,
+                    entities.c.kind_hlc,
                 ).where(entities.c.eid.in_(part))
             ):
-                records[eid] = Record(rtype, grid, grid_hlc, resident)
+                records[eid] = Record(rtype, grid, grid_hlc, resident, kind, kind_hlc or 0)
         return Knowledge(
             contig=contig,
             beyond=dict(beyond),
@@ -788,6 +1062,8 @@ class Storage:
                         "rtype": a.type,
                         "grid": a.grid,
                         "grid_to": a.grid_to,
+                        "rkind": a.kind,
+                        "rkind_from": a.kind_from,
                     }
                     for i, (a, body) in enumerate(zip(verdict.admitted, bodies, strict=True))
                 ],
@@ -815,13 +1091,23 @@ class Storage:
             conn.execute(
                 entities.insert(),
                 [
-                    {"eid": eid, "type": r.type, "grid": r.grid, "grid_hlc": r.grid_hlc, "resident": r.resident}
+                    {
+                        "eid": eid,
+                        "type": r.type,
+                        "grid": r.grid,
+                        "grid_hlc": r.grid_hlc,
+                        "resident": r.resident,
+                        "kind": r.kind,
+                        "kind_hlc": r.kind_hlc if r.kind is not None else None,
+                    }
                     for eid, r in verdict.new_records.items()
                 ],
             )
         for eid, record in verdict.moved.items():
             conn.execute(
-                entities.update().where(entities.c.eid == eid).values(grid=record.grid, grid_hlc=record.grid_hlc)
+                entities.update()
+                .where(entities.c.eid == eid)
+                .values(grid=record.grid, grid_hlc=record.grid_hlc, kind=record.kind, kind_hlc=record.kind_hlc)
             )
             if record.type == "resident":  # visits live where their resident lives
                 conn.execute(entities.update().where(entities.c.resident == eid).values(grid=record.grid))
@@ -906,7 +1192,38 @@ def _device(row: Any) -> Device:
         revoked_at=row.revoked_at,
         last_sync_at=row.last_sync_at,
         clock_offset_ms=row.last_clock_offset_ms,
+        scope_version=row.scope_version,
+        token_expires_at=row.token_expires_at,
     )
+
+
+def _checked_scope(action: str, role: str, grids: Iterable[str]) -> list[str]:
+    """The role checked and the grids de-duplicated and checked, for an admin command."""
+    if role not in Role.__members__.values():
+        raise AdminError(f"{role!r} is not a role; choose one of {', '.join(r.value for r in Role)}.")
+    chosen: list[str] = []
+    for grid in grids:
+        if grid != EVERYWHERE:
+            try:
+                check_grid(grid)
+            except ValueError as exc:
+                raise AdminError(f'Cannot {action}: {exc} (or "" for everywhere).') from None
+        if grid not in chosen:
+            chosen.append(grid)
+    if not chosen:
+        raise AdminError(f'Cannot {action}: give at least one grid ("" for everywhere).')
+    return chosen
+
+
+def _origin(public_key: bytes) -> str:
+    try:
+        return origin_of(public_key)
+    except InvalidInputError as exc:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            "The device key is not an Ed25519 public key (64 hex digits); nothing changed.",
+            [{"field": field, "problem": problem} for field, problem in exc.problems],
+        ) from exc
 
 
 def check_replica(device: Device, replica: str) -> None:
@@ -937,13 +1254,21 @@ def _within(column: Any, grids: Sequence[str]) -> ColumnElement[bool]:
 
 
 def _scope(device: Device) -> ColumnElement[bool] | None:
-    """The ops a device may pull, as a condition on the ops table (None: every op)."""
-    reads = PERMISSIONS[device.role].reads
-    if EVERYWHERE in device.grids:
-        return None if reads >= _ALL_TYPES else ops.c.rtype.in_(sorted(reads))
-    by_role = sorted(reads & GLOBAL_TYPES)
-    by_grid = sorted(reads - GLOBAL_TYPES)
-    return or_(
-        ops.c.rtype.in_(by_role),
-        and_(ops.c.rtype.in_(by_grid), or_(_within(ops.c.grid, device.grids), _within(ops.c.grid_to, device.grids))),
-    )
+    """The ops a device may pull, as a condition on the ops table (None: every op), from the role table.
+
+    An op is the device's to see when its record type is one the role reads, its record is (or the op moves it)
+    in one of the device's grids, and, where the role holds only records of one kind, the record is (or the op
+    changed it from) that kind."""
+    rules = [rule for rule in ROLE_TABLE[device.role] if rule.read]
+    everywhere = EVERYWHERE in device.grids
+    if everywhere and {r.record for r in rules} >= _ALL_TYPES and all(r.kind is None for r in rules):
+        return None
+    conditions: list[ColumnElement[bool]] = []
+    for rule in rules:
+        parts: list[ColumnElement[bool]] = [ops.c.rtype == rule.record]
+        if rule.record not in GLOBAL_TYPES and not everywhere:
+            parts.append(or_(_within(ops.c.grid, device.grids), _within(ops.c.grid_to, device.grids)))
+        if rule.kind is not None:
+            parts.append(or_(ops.c.rkind == rule.kind, ops.c.rkind_from == rule.kind))
+        conditions.append(and_(*parts))
+    return or_(*conditions) if conditions else ops.c.rtype.in_([])

@@ -16,7 +16,7 @@ import httpx
 from .settings import Settings
 from .storage import Storage
 
-__all__ = ["ServerProcess", "enroll", "free_port"]
+__all__ = ["ServerProcess", "enroll", "free_port", "issue_code"]
 
 
 def enroll(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
@@ -28,6 +28,17 @@ def enroll(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
     finally:
         storage.close()
     return token
+
+
+def issue_code(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
+    """Enrols a device that has yet to claim its credentials (creating the tables if needed); returns its one-time
+    enrolment code, for ``replica.enroll(server_url, code)``."""
+    storage = Storage(Settings(database_url=database_url))
+    try:
+        storage.ensure_schema(create=True)
+        return storage.issue_code(name, role, grids).code
+    finally:
+        storage.close()
 
 
 def free_port() -> int:
@@ -44,13 +55,21 @@ class ServerProcess:
     :meth:`kill` and :meth:`start`, so devices keep their server address.
     """
 
-    def __init__(self, database_url: str, workdir: Path, *, database_schema: str | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        *,
+        database_schema: str | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"server-{self.port}.log"
         self.env = {**os.environ, "CARESYNC_DATABASE_URL": database_url}
         self.env["CARESYNC_DATABASE_SCHEMA"] = database_schema or ""
+        self.env.update(environment or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout_s: float = 60) -> ServerProcess:

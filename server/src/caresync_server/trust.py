@@ -1,0 +1,146 @@
+"""The trust endpoints: enrolment with a one-time code, token renewal signed with the device key, the device's
+own description (its scope now), and the station's public key. docs/protocol.md section 11 is their contract;
+docs/security.md says why they are built this way."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+from caresync import Role
+from caresync.enrolment import check_code
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from .errors import ApiError, ErrorCode, ErrorDetail
+from .protocol import CredentialsResponse, DeviceResponse, EnrollRequest, ErrorEnvelope, StationKeyRequest, TokenRequest
+from .storage import Credentials, Device, Storage
+
+__all__ = ["router"]
+
+router = APIRouter()
+_bearer = HTTPBearer(auto_error=False, description="The device token.")
+
+
+def _storage(request: Request) -> Storage:
+    return cast(Storage, request.app.state.caresync.storage)
+
+
+_StorageDep = Annotated[Storage, Depends(_storage)]
+
+
+def _device(
+    storage: _StorageDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Device:
+    if credentials is None:
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED,
+            "This request carries no device token (Authorization: Bearer <token>). Enrol the device with the code "
+            "the station gives you.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return storage.authenticate(credentials.credentials)
+
+
+_COMMON = {
+    400: "The body is not valid JSON (`invalid_json`).",
+    422: "A field is not valid (`invalid_request`).",
+    503: "The database does not answer (`unavailable`); try again later.",
+}
+
+
+def _errors(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    described = {**_COMMON, **dict(codes)}
+    return {status: {"model": ErrorEnvelope, "description": text} for status, text in sorted(described.items())}
+
+
+def _described(storage: Storage, device: Device, now: int) -> dict[str, Any]:
+    station = storage.station_public_key()
+    return {
+        "device": device.name,
+        "role": device.role.value,
+        "grids": list(device.grids),
+        "replica": device.replica_id,
+        "scope_version": device.scope_version,
+        "token_expires_at_ms": device.token_expires_at,
+        "station_public_key": None if station is None else station.hex(),
+        "server_time_ms": now,
+    }
+
+
+def _credentials(storage: Storage, creds: Credentials) -> CredentialsResponse:
+    body = _described(storage, creds.device, storage.now_ms())
+    body["token_expires_at_ms"] = creds.token_expires_at
+    return CredentialsResponse(token=creds.token, **body)
+
+
+@router.post(
+    "/v1/enroll",
+    response_model=CredentialsResponse,
+    responses=_errors(
+        (
+            403,
+            "The code is unknown, used, expired or revoked (`invalid_code`), or the key is another device's "
+            "(`replica_mismatch`).",
+        ),
+        (422, "The code is mistyped, or a field is not valid (`invalid_request`)."),
+    ),
+    summary="Exchange a one-time enrolment code for the device's credentials",
+)
+async def enroll(body: EnrollRequest, storage: _StorageDep) -> CredentialsResponse:
+    """Binds the device to the origin of its public key and answers its token, once."""
+    problem = check_code(body.code)
+    if problem is not None:
+        details: list[ErrorDetail] = [{"field": "code", "problem": problem}]
+        raise ApiError(ErrorCode.INVALID_REQUEST, f"The enrolment code is not valid: {problem}.", details)
+    creds = await run_in_threadpool(storage.redeem_code, body.code, bytes.fromhex(body.public_key))
+    return await run_in_threadpool(_credentials, storage, creds)
+
+
+@router.post(
+    "/v1/token",
+    response_model=CredentialsResponse,
+    responses=_errors(
+        (401, "Unknown device, no device key, a bad signature, or a stale or replayed proof (`unauthorized`)."),
+        (403, "The device was revoked (`revoked`)."),
+    ),
+    summary="Renew a device token with a signature of the device key",
+)
+async def token(body: TokenRequest, storage: _StorageDep) -> CredentialsResponse:
+    """A new token (the old one stops working), for a device that signs a recent server time."""
+    creds = await run_in_threadpool(storage.renew_token, body.replica, body.time_ms, bytes.fromhex(body.signature))
+    return await run_in_threadpool(_credentials, storage, creds)
+
+
+@router.get(
+    "/v1/device",
+    response_model=DeviceResponse,
+    responses=_errors(
+        (401, "No token, an unknown one (`unauthorized`) or an expired one (`token_expired`)."),
+        (403, "The device was revoked (`revoked`)."),
+    ),
+    summary="The device this token belongs to, and its scope now",
+)
+def device(storage: _StorageDep, found: Annotated[Device, Depends(_device)]) -> DeviceResponse:
+    """Devices ask this first on every sync, to notice when the station changed their role or grids."""
+    return DeviceResponse(**_described(storage, found, storage.now_ms()))
+
+
+@router.put(
+    "/v1/station-key",
+    status_code=204,
+    responses=_errors(
+        (403, "Only station and admin devices register the station key (`forbidden`)."),
+        (401, "No token, or an unknown or expired one."),
+    ),
+    summary="Register the station's X25519 public key",
+)
+def station_key(body: StationKeyRequest, storage: _StorageDep, found: Annotated[Device, Depends(_device)]) -> None:
+    """A station or admin device registers the key devices seal private content to."""
+    if found.role not in (Role.STATION, Role.ADMIN):
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"Device {found.name} is a {found.role.value} device; only a station or admin device registers the "
+            "station key.",
+        )
+    storage.set_station_public_key(bytes.fromhex(body.public_key))
