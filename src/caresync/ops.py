@@ -73,6 +73,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whit
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,24}$")]
 Millis = Annotated[int, Field(ge=0)]
 Refs = Annotated[list[OpIdStr], Field(max_length=64)]
+SealedText = Annotated[str, StringConstraints(pattern=r"^sealed:1:[A-Za-z0-9+/]+={0,2}$", max_length=8000)]
 
 OpDict = dict[str, Any]
 
@@ -291,6 +292,10 @@ class HopBody(TypedDict):
     place: NotRequired[ShortText | None]
     confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
     reason: NotRequired[Text | None]
+    contents: NotRequired[SealedText | None]
+    """What the resident asks for, sealed to the station at capture (never plaintext: see caresync.keys)."""
+    content_hash: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None]
+    """The salted hash of the sealed contents, so the station can prove them intact."""
 
 
 #: Fields that ``<entity>.set`` ops may change, with the type each value must have.
