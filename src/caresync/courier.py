@@ -108,7 +108,8 @@ ERRORS = Catalog(
         },
         "bad_report_kind": {
             "en": "{kind} is not a kind of report; use early_warning, emergency or sentiment.",
-            "zh": "{kind} 不是可上报的类型；请用 early_warning（异常预警）、emergency（突发事件）或 sentiment（社情民意）。",
+            "zh": "{kind} 不是可上报的类型；请用 early_warning（异常预警）、emergency（突发事件）"
+            "或 sentiment（社情民意）。",
         },
         "empty_report": {
             "en": "Say what you saw: the report text is empty.",
@@ -146,7 +147,9 @@ def station_public_key(replica: Replica) -> bytes | None:
 def remember_station_key(replica: Replica, public_key: bytes) -> None:
     """Stores the station's public key (32 bytes), so captured contents are sealed to it."""
     if len(public_key) != 32:
-        raise InvalidInputError("Not a station public key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
+        raise InvalidInputError(
+            "Not a station public key", [("public_key", f"must be 32 bytes, got {len(public_key)}")]
+        )
     replica._store.set_meta(STATION_KEY_META, public_key.hex())
 
 
@@ -379,7 +382,12 @@ def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = No
             (
                 since,
                 RouteParcel(
-                    parcel.id, parcel.code, _stage(parcel), ms_to_datetime(since), round(hours, 1), hours >= ROUTE_DUE_HOURS
+                    parcel.id,
+                    parcel.code,
+                    _stage(parcel),
+                    ms_to_datetime(since),
+                    round(hours, 1),
+                    hours >= ROUTE_DUE_HOURS,
                 ),
             )
         )

@@ -118,18 +118,19 @@ def parcel_anomalies(parcel: Parcel) -> list[CustodyAnomaly]:
 
     for i, step in enumerate(steps):
         before = steps[i - 1] if i else None
-        if step.stage is HopStage.PICKED_UP and before is not None and before.stage is HopStage.PICKED_UP:
-            if before.who != step.who:
-                flag(
-                    "picked_up_twice",
-                    f"parcel {parcel.code} was picked up by {before.who} ({before.when:%Y-%m-%d %H:%M}) and again by "
-                    f"{step.who} ({step.when:%Y-%m-%d %H:%M}) without a hand-in between: ask both couriers who holds it",
-                    [before.op, step.op],
-                )
+        twice = before is not None and before.stage is HopStage.PICKED_UP and before.who != step.who
+        if step.stage is HopStage.PICKED_UP and before is not None and twice:
+            flag(
+                "picked_up_twice",
+                f"parcel {parcel.code} was picked up by {before.who} ({before.when:%Y-%m-%d %H:%M}) and again by "
+                f"{step.who} ({step.when:%Y-%m-%d %H:%M}) with no hand-in between: ask both couriers who holds it",
+                [before.op, step.op],
+            )
         if step.role == "receipt" and before is not None and before.device == step.device:
             flag(
                 "self_receipted",
-                f"parcel {parcel.code}: the hand-in by {before.who} was receipted on the same device, not by the station",
+                f"parcel {parcel.code}: the hand-in by {before.who} was receipted on the same device, "
+                "not by the station",
                 [before.op, step.op],
             )
         if step.stage is HopStage.DELIVERED:
@@ -140,15 +141,15 @@ def parcel_anomalies(parcel: Parcel) -> list[CustodyAnomaly]:
             if (picked or parcel.direction == "to_station") and not handed:
                 flag(
                     "delivered_not_handed_in",
-                    f"parcel {parcel.code} was delivered by {step.who} ({step.when:%Y-%m-%d %H:%M}) but never handed in "
-                    "at the station and receipted",
+                    f"parcel {parcel.code} was delivered by {step.who} ({step.when:%Y-%m-%d %H:%M}) but never "
+                    "handed in at the station and receipted",
                     [step.op],
                 )
     flagged = {op for a in out for op in a.ops}
     for conflict in parcel.conflicts:
         if conflict.field != "custody":
             continue
-        ops = [v.op for v in conflict.values]
+        ops = [v.op_id for v in conflict.values]
         if set(ops) <= flagged:
             continue
         who = ", ".join(f"{v.value} by {v.actor}" for v in conflict.values)
