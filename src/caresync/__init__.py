@@ -21,6 +21,7 @@ from .domain import (
     VisitOutcome,
 )
 from .errors import (
+    BundleError,
     CaresyncError,
     IntentError,
     InvalidInputError,
@@ -62,6 +63,7 @@ _logging.getLogger("caresync").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ApplyResult",
+    "BundleError",
     "CaresyncError",
     "Channel",
     "ClockAnomaly",

@@ -38,6 +38,7 @@ __all__ = [
     "ROUTE_DUE_HOURS",
     "STATION_KEY_META",
     "CourierError",
+    "CourierStatus",
     "RouteParcel",
     "RouteStop",
     "confirm_handover",
@@ -45,11 +46,13 @@ __all__ = [
     "find_parcel",
     "handover",
     "pickup",
+    "record_sync",
     "remember_station_key",
     "report",
     "return_parcel",
     "route",
     "station_public_key",
+    "status",
 ]
 
 #: Where a replica keeps the station's X25519 public key (hex), learnt at enrolment.
@@ -397,3 +400,61 @@ def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = No
         out.append(RouteStop(stop.action, stop.place, stop.name, stop.grid, ordered))
     out.sort(key=lambda s: (not s.due, min(p.since for p in s.parcels), s.action, s.place))
     return out
+
+
+# --- sync and status --------------------------------------------------------------------------------------
+
+_LAST_SYNC_META = "courier_last_sync_ms"
+
+
+def record_sync(replica: Replica, *, now_ms: int | None = None) -> None:
+    """Remembers when this handheld last finished a sync with the server."""
+    replica._store.set_meta(_LAST_SYNC_META, str(replica.clock.physical_ms() if now_ms is None else now_ms))
+
+
+@dataclass(frozen=True)
+class CourierStatus:
+    """What a courier's handheld holds and owes: see :func:`status`."""
+
+    replica: str
+    actor: str
+    unsent: int
+    """Changes the server has not acknowledged yet (kept here until it does)."""
+    carried: dict[str, int]
+    """Relay bundles in the bag, by status (carried, delivered, handed_back, refused, expired)."""
+    last_sync: datetime | None
+    clock_offset_ms: int
+    conflicts: list[str]
+    """Conflicts on this handheld's records, described."""
+    custody: list[str]
+    """Parcels whose hops do not add up (:func:`caresync.custody.anomalies`)."""
+    refusals: list[dict[str, str]]
+    """Changes the server refused, with its reason: they stay on the handheld."""
+    holding: list[str]
+    """Codes of the parcels this courier holds now (hand-ins the station has not receipted included)."""
+
+
+def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierStatus:
+    """Unsent changes, carried bundles, last sync, clock offset, conflicts, custody anomalies and refusals."""
+    from .custody import anomalies
+
+    last = replica._store.get_meta(_LAST_SYNC_META)
+    holding = [
+        p.code
+        for p in replica.parcels.list()
+        if p.holder == replica.actor
+        and p.stage in (HopStage.PICKED_UP, HopStage.OUT_FOR_DELIVERY, HopStage.HANDED_IN)
+        and (p.stage is not HopStage.HANDED_IN or handover_pending(p))
+    ]
+    return CourierStatus(
+        replica=replica.id,
+        actor=replica.actor,
+        unsent=replica.unsent_count(),
+        carried=dict(carried or {}),
+        last_sync=ms_to_datetime(int(last)) if last else None,
+        clock_offset_ms=replica.clock.offset_ms,
+        conflicts=[c.describe() for c in replica.conflicts()],
+        custody=[a.message for a in anomalies(replica)],
+        refusals=[{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in replica.refusals()],
+        holding=sorted(holding),
+    )
