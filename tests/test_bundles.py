@@ -103,9 +103,7 @@ def test_relay_round_trip_duplicate_stale_and_replayed(tmp_path: Path) -> None:
             with Bag(bag_path) as bag:
                 bag.take(tmp_path / "receipts.bundle", now_ms=new["created_ms"])
                 deliver(bag, server.url, token=tokens["courier-b"], courier="b", now_ms=new["created_ms"])
-            log = httpx.get(
-                server.url + "/v1/relays", headers={"Authorization": f"Bearer {tokens['station']}"}
-            ).json()
+            log = httpx.get(server.url + "/v1/relays", headers={"Authorization": f"Bearer {tokens['station']}"}).json()
             entry = next(r for r in log["relays"] if r["bundle"] == new["id"])
             events = [e["event"] for e in entry["events"]]
             assert {"made", "carried", "delivered", "answer_handed", "answer_imported"} <= set(events)
