@@ -109,6 +109,14 @@ def test_relay_round_trip_duplicate_stale_and_replayed(tmp_path: Path) -> None:
             assert {"made", "carried", "delivered", "answer_handed", "answer_imported"} <= set(events)
             assert entry["device"] == "courier-a" and entry["in_transit_ms"] is not None
             assert next(r for r in log["relays"] if r["bundle"] == old["id"])["deliveries"] == 2
+            forged = json.loads((tmp_path / "new.bundle").read_text())
+            forged["ops"][0]["actor"] = "someone-else"
+            posted = httpx.post(
+                server.url + "/v1/relay",
+                json={"courier": "b", "bundle": forged},
+                headers={"Authorization": f"Bearer {tokens['courier-b']}"},
+            ).json()
+            assert posted["status"] == "refused" and posted["code"] == "bundle_forged" and "answer" not in posted
             denied = httpx.get(server.url + "/v1/relays", headers={"Authorization": f"Bearer {tokens['courier-b']}"})
             assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
     finally:
