@@ -98,11 +98,19 @@ def test_relay_round_trip_duplicate_stale_and_replayed(tmp_path: Path) -> None:
             assert [v for v, _ in opened] == SECRETS
             assert [h for _, h in opened] == [h.content_hash for h in hops]
 
-            # A's next bundle reports the answer imported; the station sees every hand-over and the transit time
+            # A's next bundle reports the answer imported and brings what the station did since; an older answers
+            # file imported again afterwards does not move the relay cursor back
+            station.parcels.register(code="R-2", grid="changnan/lane-7", direction="to_resident")
+            station.sync(server.url, token=tokens["station"])
             write_bundle(a, tmp_path / "receipts.bundle")
             with Bag(bag_path) as bag:
                 bag.take(tmp_path / "receipts.bundle", now_ms=new["created_ms"])
                 deliver(bag, server.url, token=tokens["courier-b"], courier="b", now_ms=new["created_ms"])
+                bag.export_answers(a.id, tmp_path / "all.bundle", now_ms=new["created_ms"])
+            assert import_answers(a, tmp_path / "all.bundle").received == 1 and a.parcels.by_code("R-2") is not None
+            cursor = a._store.get_meta("relay_cursor")
+            import_answers(a, tmp_path / "answers.bundle")
+            assert a._store.get_meta("relay_cursor") == cursor
             log = httpx.get(server.url + "/v1/relays", headers={"Authorization": f"Bearer {tokens['station']}"}).json()
             entry = next(r for r in log["relays"] if r["bundle"] == new["id"])
             events = [e["event"] for e in entry["events"]]
