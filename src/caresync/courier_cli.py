@@ -553,7 +553,7 @@ def sync(env: _Env) -> None:
     console = Console(stderr=True, quiet=env.as_json)
     with env.replica() as replica, env.bag() as bag:
         try:
-            with Progress(console=console, transient=True) as bars:
+            with Progress(console=console, transient=True, disable=not console.is_terminal) as bars:
                 tasks: dict[str, Any] = {}
 
                 def progress(p: SyncProgress) -> None:
