@@ -33,7 +33,7 @@ def _spec(tmp_path: Path) -> dict[str, Any]:
 
 def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"}
+    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info", "/v1/relay", "/v1/relays"}
     schemas = spec["components"]["schemas"]
     for model in ("PushRequest", "PushResponse", "PullRequest", "PullResponse", "Op", "ErrorEnvelope", "Info"):
         assert model in schemas, model
@@ -48,6 +48,8 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
     pull = spec["paths"]["/v1/pull"]["post"]
     assert set(pull["responses"]["200"]["content"]) == {"application/json", MEDIA_TYPE}
     assert push["security"] == pull["security"] == [{"HTTPBearer": []}]
+    assert spec["paths"]["/v1/relay"]["post"]["security"] == spec["paths"]["/v1/relays"]["get"]["security"]
+    assert spec["paths"]["/v1/relays"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in spec["paths"]["/healthz"]["get"] and "security" not in spec["paths"]["/v1/info"]["get"]
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', str(spec).replace("'", '"'))
     assert set(refs) <= set(schemas), "a reference to a schema the spec does not hold"
@@ -60,7 +62,8 @@ def test_the_protocol_page_explains_every_code() -> None:
         assert f"| {STATUS[code]} |" in page or f"{STATUS[code]}" in page
     for refusal in get_args(RefusalCode):
         assert f"`{refusal}`" in page, f"docs/protocol.md does not explain the refusal code {refusal}"
-    for endpoint in ("POST /v1/push", "POST /v1/pull", "GET /healthz", "GET /v1/info"):
+    endpoints = ("POST /v1/push", "POST /v1/pull", "GET /healthz", "GET /v1/info", "POST /v1/relay", "GET /v1/relays")
+    for endpoint in endpoints:
         assert endpoint in page
 
 

@@ -603,4 +603,3 @@ def deliver(
     finally:
         link.close()
     return out
-

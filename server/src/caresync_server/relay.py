@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -33,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .admission import body_text
 from .errors import ApiError, DatabaseUnavailable, ErrorCode
+from .protocol import ErrorEnvelope
 from .storage import CURSOR_CLOCK_SHIFT, Device, Storage, SyncReport, devices
 
 __all__ = ["ANSWER_OPS", "relay_events", "router"]
@@ -59,7 +61,7 @@ relay_events = Table(
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, description="The carrying device's token.")
 _ready_lock = threading.Lock()
-_ready: set[int] = set()
+_ready: weakref.WeakSet[Storage] = weakref.WeakSet()  # storages whose relay table is known to exist
 
 
 def _storage(request: Request) -> Storage:
@@ -84,11 +86,11 @@ _CarrierDep = Annotated[Device, Depends(_carrier)]
 
 
 def _ensure_table(storage: Storage) -> None:
-    if id(storage) in _ready:
+    if storage in _ready:
         return
     with _ready_lock, _write(storage) as conn:
         relay_events.create(conn, checkfirst=True)
-        _ready.add(id(storage))
+        _ready.add(storage)
 
 
 class _write:
@@ -312,7 +314,41 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
     }
 
 
-@router.post("/v1/relay", summary="Deliver a bundle an offline device signed; get its sealed answer")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": text}
+    for status, text in (
+        (400, "The body is not JSON (`invalid_json`)."),
+        (401, "No token, or a token no device has (`unauthorized`)."),
+        (403, "The carrying device was revoked (`revoked`), or may not read the relay log (`forbidden`)."),
+        (422, "The request's fields are not valid (`invalid_request`)."),
+        (503, "The database does not answer (`unavailable`)."),
+    )
+}
+
+
+@router.post(
+    "/v1/relay",
+    summary="Deliver a bundle an offline device signed; get its sealed answer",
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                _JSON: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "courier": {"type": "string"},
+                            "bundle": {"type": "object", "nullable": True},
+                            "carried_since_ms": {"type": "integer"},
+                            "handoffs": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
 async def relay(request: Request, carrier: _CarrierDep) -> Response:
     """Admits a carried bundle's ops as its origin device's push; answers with a sealed answer for the device."""
     try:
@@ -354,7 +390,7 @@ def _relays(storage: Storage, limit: int) -> dict[str, Any]:
     return {"relays": out[:limit]}
 
 
-@router.get("/v1/relays", summary="Every relayed bundle's hand-overs (station and admin devices)")
+@router.get("/v1/relays", summary="Every relayed bundle's hand-overs (station and admin devices)", responses=_ERRORS)
 def relays(request: Request, carrier: _CarrierDep, limit: int = 200) -> Response:
     """Who carried which bundle from when to when, and how long its data spent in transit."""
     if carrier.role.value not in ("station", "admin"):
