@@ -125,6 +125,19 @@ def test_relay_round_trip_duplicate_stale_and_replayed(tmp_path: Path) -> None:
                 headers={"Authorization": f"Bearer {tokens['courier-b']}"},
             ).json()
             assert posted["status"] == "refused" and posted["code"] == "bundle_forged" and "answer" not in posted
+            with Replica.open(tmp_path / "stranger.db", actor="stranger") as stranger:
+                stranger.parcels.register(code="S-1", grid="changnan/lane-7")
+                refusals = {
+                    "bundle_expired": make_bundle(a, now_ms=new["created_ms"] - 8 * 24 * 3_600_000),
+                    "device_unknown": make_bundle(stranger),  # never enrolled nor synced: the server cannot place it
+                }
+            for code, bundle in refusals.items():
+                answer = httpx.post(
+                    server.url + "/v1/relay",
+                    json={"courier": "b", "bundle": bundle},
+                    headers={"Authorization": f"Bearer {tokens['courier-b']}"},
+                ).json()
+                assert (answer["status"], answer["code"]) == ("refused", code), answer
             denied = httpx.get(server.url + "/v1/relays", headers={"Authorization": f"Bearer {tokens['courier-b']}"})
             assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
     finally:

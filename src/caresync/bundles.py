@@ -79,7 +79,6 @@ MAX_BUNDLE_OPS = 2000
 #: Where a device keeps the server cursor of the answers relayed to it.
 RELAY_CURSOR_META = "relay_cursor"
 _RECEIPTS_META = "relay_receipts"
-_EXPORTED_META = "relay_bundles_made"
 _HOUR = 3_600_000
 _MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -102,7 +101,7 @@ def _cursor_key(cursor: str) -> tuple[int, int]:
 
 def make_bundle(replica: Replica, *, ttl_hours: int = DEFAULT_TTL_HOURS, now_ms: int | None = None) -> dict[str, Any]:
     """A signed bundle of ``replica``'s unsent ops (up to :data:`MAX_BUNDLE_OPS`), with its relay cursor and
-    the receipts of the answers it imported. Changes nothing on the replica but the list of bundles made."""
+    the receipts of the answers it imported. Changes nothing on the replica."""
     if replica.device_key is None:
         raise BundleError("This replica has no device key; open it with Replica.open.")
     if not 1 <= ttl_hours <= 24 * 90:
@@ -122,8 +121,6 @@ def make_bundle(replica: Replica, *, ttl_hours: int = DEFAULT_TTL_HOURS, now_ms:
         "ops": store.unsent(None, limit=MAX_BUNDLE_OPS),
     }
     bundle["sig"] = replica.device_key.sign(canonical(bundle)).hex()
-    made = json.loads(store.get_meta(_EXPORTED_META) or "[]")[-49:]
-    store.set_meta(_EXPORTED_META, json.dumps([*made, bundle["id"]]))
     return bundle
 
 

@@ -226,7 +226,7 @@ class _Env:
     def replica(self) -> Iterator[Replica]:
         self.home.mkdir(parents=True, exist_ok=True)
         name = str(self.settings().get("name") or "courier")
-        with Replica.open(self.home / "courier.db", actor=name, max_clock_forward_ms=24 * 3_600_000) as replica:
+        with Replica.open(self.home / "courier.db", actor=name) as replica:
             yield replica
 
     @contextmanager
