@@ -3,6 +3,7 @@ are conflicts to review; a refused action records nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,29 @@ def test_wrong_commands_get_a_short_message_in_the_language(
     assert result.exit_code == 2
     assert expected in result.output and "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+def test_enroll_says_plainly_when_this_caresync_cannot_enrol(tmp_path: Path) -> None:
+    from caresync import Replica
+
+    if hasattr(Replica, "enroll"):
+        pytest.skip("Replica.enroll exists: the enrolment round replaces this check")
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "--lang", "en", "enroll", "https://s.example", "X1"])
+    assert result.exit_code == 1 and "this caresync cannot enrol yet" in result.output.lower()
+    bad = CliRunner().invoke(cli, ["--home", str(tmp_path), "enroll", "not-a-url", "X1", "--json"])
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "bad_url"
+
+
+def test_the_station_side_bundle_commands(tmp_path: Path, make_replica: ReplicaFactory) -> None:
+    from caresync.bundle_cli import bundle
+
+    device = make_replica("device")
+    device.parcels.register(code="E-1", grid="changnan/lane-1")
+    path = str(device.path)
+    device.close()
+    runner = CliRunner()
+    made = runner.invoke(bundle, ["export", str(tmp_path / "d.bundle"), "--replica", path, "--json"])
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["ops"] == 1
+    wrong = runner.invoke(bundle, ["import", str(tmp_path / "d.bundle"), "--replica", path])
+    assert wrong.exit_code == 1 and "give it to a courier" in wrong.output and "Traceback" not in wrong.output
