@@ -32,8 +32,8 @@ REFOLD_OPS = 1000
 #: How many records the correctness checks after a timed run look at.
 CHECK_SAMPLE = 50
 #: Made-up replica ids for hand-built ops.
-LATE_ORIGIN = "1a7e1a7e1a7e1a7e"
-NEWER_ORIGIN = "4e0e4e0e4e0e4e0e"
+LATE_DEVICE = "benchmark: a device whose edits arrive late"
+NEWER_DEVICE = "benchmark: a device whose edits are newer than everything"
 FLOOR_ORIGIN = "f100f100f100f100"
 LATE_VALUE = "late edit"
 NEWER_VALUE = "newer edit"
@@ -315,12 +315,16 @@ def _by_record(ops: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return out
 
 
-def _hand_op(origin: str, seq: int, hlc: int, eid: str, at: int, value: str) -> dict[str, Any]:
-    """A ``ticket.set`` of the title that replaces nothing, in the wire format ``export_ops`` returns."""
-    return {
+def _hand_op(device: str, seq: int, hlc: int, eid: str, at: int, value: str) -> dict[str, Any]:
+    """A ``ticket.set`` of the title that replaces nothing, signed by the made-up ``device``, in the wire format
+    ``export_ops`` returns."""
+    from caresync.testing import key_for, sign  # caresync is imported only by the rows that use it
+
+    key = key_for(device)
+    op = {
         "v": 1,
         "kind": "ticket.set",
-        "origin": origin,
+        "origin": key.origin,
         "seq": seq,
         "hlc": hlc,
         "eid": eid,
@@ -328,6 +332,7 @@ def _hand_op(origin: str, seq: int, hlc: int, eid: str, at: int, value: str) -> 
         "at": at,
         "body": {"field": "title", "value": value, "replaces": []},
     }
+    return sign(op, key)
 
 
 def late_ops(ops: Sequence[dict[str, Any]], count: int) -> tuple[list[dict[str, Any]], list[str]]:
@@ -347,7 +352,7 @@ def late_ops(ops: Sequence[dict[str, Any]], count: int) -> tuple[list[dict[str, 
         low, high = create["hlc"], rest[0]["hlc"]
         if high - low < 2:
             continue
-        out.append(_hand_op(LATE_ORIGIN, len(out) + 1, (low + high) // 2, eid, create["at"], LATE_VALUE))
+        out.append(_hand_op(LATE_DEVICE, len(out) + 1, (low + high) // 2, eid, create["at"], LATE_VALUE))
         eids.append(eid)
     return out, eids
 
@@ -356,7 +361,7 @@ def newer_ops(ops: Sequence[dict[str, Any]], eids: Sequence[str]) -> list[dict[s
     """Title edits on ``eids`` that sort after every op held (the incremental path)."""
     top = max(o["hlc"] for o in ops)
     at = max(o["at"] for o in ops)
-    return [_hand_op(NEWER_ORIGIN, i + 1, top + i + 1, eid, at, NEWER_VALUE) for i, eid in enumerate(eids)]
+    return [_hand_op(NEWER_DEVICE, i + 1, top + i + 1, eid, at, NEWER_VALUE) for i, eid in enumerate(eids)]
 
 
 def _check_refold(base: Replica, plan: Plan, ids: list[str], eids: list[str], late: bool) -> None:

@@ -34,7 +34,8 @@ def _spec(tmp_path: Path) -> dict[str, Any]:
 def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key"}
-    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust
+    relay = {"/v1/relay", "/v1/relays"}
+    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust | relay
     schemas = spec["components"]["schemas"]
     for model in (
         "PushRequest",
@@ -61,6 +62,8 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
     pull = spec["paths"]["/v1/pull"]["post"]
     assert set(pull["responses"]["200"]["content"]) == {"application/json", MEDIA_TYPE}
     assert push["security"] == pull["security"] == [{"HTTPBearer": []}]
+    assert spec["paths"]["/v1/relay"]["post"]["security"] == spec["paths"]["/v1/relays"]["get"]["security"]
+    assert spec["paths"]["/v1/relays"]["get"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in spec["paths"]["/healthz"]["get"] and "security" not in spec["paths"]["/v1/info"]["get"]
     for path in ("/v1/enroll", "/v1/token"):
         assert "security" not in spec["paths"][path]["post"]
@@ -85,6 +88,8 @@ def test_the_protocol_page_explains_every_code() -> None:
         "POST /v1/token",
         "GET /v1/device",
         "PUT /v1/station-key",
+        "POST /v1/relay",
+        "GET /v1/relays",
     ):
         assert endpoint in page
 

@@ -21,6 +21,7 @@ from .domain import (
     VisitOutcome,
 )
 from .errors import (
+    BundleError,
     CaresyncError,
     ForgedOpError,
     IntentError,
@@ -63,6 +64,7 @@ _logging.getLogger("caresync").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ApplyResult",
+    "BundleError",
     "CaresyncError",
     "Channel",
     "ClockAnomaly",

@@ -222,7 +222,7 @@ def ticket_transition(status: str, action: str, *, has_assignee: bool, has_paren
 _HOP_AFTER: dict[str, frozenset[str]] = {
     "dropped": frozenset({""}),
     "picked_up": frozenset({"", "dropped", "returned"}),
-    "handed_in": frozenset({"picked_up"}),
+    "handed_in": frozenset({"picked_up", "handed_in"}),  # the second: the station confirms the courier's hand-in
     "out_for_delivery": frozenset({"handed_in", "returned"}),
     "delivered": frozenset({"out_for_delivery"}),
     "returned": frozenset({"picked_up", "out_for_delivery"}),

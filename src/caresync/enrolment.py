@@ -43,6 +43,7 @@ __all__ = [
     "Enrolment",
     "ScopeChange",
     "check_code",
+    "current_token",
     "enroll",
     "enrolment",
     "format_code",
@@ -226,6 +227,8 @@ def _save(replica: Replica, answer: Mapping[str, Any], server_url: str | None = 
             store.set_meta("server_scope_version", str(int(answer.get("scope_version", 1))))
         for key, value in values.items():
             store.set_meta(key, value)
+    if "station_public_key" in values:  # from the next change on, private fields are sealed to it
+        replica._station_public_key = bytes.fromhex(values["station_public_key"])
 
 
 # --- HTTP --------------------------------------------------------------------------------------------------------
@@ -406,9 +409,15 @@ def _renewal_due(replica: Replica) -> bool:
 
 
 def _token(replica: Replica) -> str:
-    token = replica._store.get_meta("server_token")
+    token = current_token(replica)
     assert token is not None
     return token
+
+
+def current_token(replica: Replica) -> str | None:
+    """The device token an enrolled replica holds now (renewed by :func:`sync`), for a request of its own, such
+    as delivering the relay bundles a courier carries; None when it never enrolled with a code."""
+    return replica._store.get_meta("server_token")
 
 
 def _scope_of(info: Mapping[str, Any], creds: Enrolment) -> tuple[Role, tuple[str, ...], int] | None:

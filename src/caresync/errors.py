@@ -13,6 +13,7 @@
     ├── StoreError               the replica file cannot be opened, read or written
     │   └── StoreVersionError    the file was written by a newer caresync
     ├── TrustError               a signature, key or sealed value does not check out
+    ├── BundleError              a relay bundle file is damaged, expired, or meant for another device
     └── SyncError                the sync server could not be reached, or answered with an error
         └── ServerRefusedError   the server refused the request (token, device, batch): names why
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BundleError",
     "CaresyncError",
     "ForgedOpError",
     "IntentError",
@@ -139,3 +141,9 @@ class TrustError(CaresyncError):
     """A signature, a key or a sealed value does not check out: forged, altered, or meant for someone else."""
 
     code = "trust_failed"
+
+
+class BundleError(CaresyncError):
+    """A relay bundle cannot be used: damaged, forged, expired, or meant for another device. Nothing changed."""
+
+    code = "bundle_refused"

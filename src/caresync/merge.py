@@ -45,7 +45,7 @@ __all__ = [
 State = dict[str, Any]
 #: Bumped whenever a merge rule or the state layout changes: a replica folded by other rules re-folds every
 #: record from its log when it is opened, so rows never keep the old rules' results.
-FOLD_VERSION = 1
+FOLD_VERSION = 2
 # A frontier entry: [op_id, hlc, origin, seq, actor, at, value]
 _ID, _HLC, _ORIGIN, _SEQ, _ACTOR, _AT, _VALUE = range(7)
 _COLLECTIONS = {"note": "notes", "party": "parties", "session": "sessions"}

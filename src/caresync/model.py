@@ -200,6 +200,9 @@ class Hop(_Record):
     place: str | None = None
     confirm_code: str | None = None
     reason: str | None = None
+    contents: str | None = None
+    """What the resident asks for, sealed to the station (``sealed:1:...``); open it with the station key."""
+    content_hash: str | None = None
 
 
 def _items(state: State, name: str) -> list[list[Any]]:
@@ -423,6 +426,8 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
                     place=i[6].get("place"),
                     confirm_code=i[6].get("confirm_code"),
                     reason=i[6].get("reason"),
+                    contents=i[6].get("contents"),
+                    content_hash=i[6].get("content_hash"),
                 )
                 for i in _items(state, "hops")
             ],

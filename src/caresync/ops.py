@@ -102,6 +102,8 @@ _Private = WrapValidator(_sealed_or)
 Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{128}$")]
 #: Digests of the values a redaction erased, by body key, so the op's signature still checks.
 Redacted = Annotated[dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]], Field(max_length=8)]
+#: Text that must arrive sealed (what a courier captures at pickup is sealed on the handheld).
+SealedText = Annotated[str, StringConstraints(pattern=r"^sealed:1:[A-Za-z0-9+/]+={0,2}$", max_length=8000)]
 
 OpDict = dict[str, Any]
 
@@ -335,6 +337,10 @@ class HopBody(TypedDict):
     place: NotRequired[ShortText | None]
     confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
     reason: NotRequired[Text | None]
+    contents: NotRequired[SealedText | None]
+    """What the resident asks for, sealed to the station at capture (never plaintext: see caresync.keys)."""
+    content_hash: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None]
+    """The salted hash of the sealed contents, so the station can prove them intact."""
 
 
 #: Fields that ``<entity>.set`` ops may change, with the type each value must have.

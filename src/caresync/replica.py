@@ -1163,12 +1163,15 @@ class Parcels(_Collection):
         place: str | None = None,
         confirm_code: str | None = None,
         reason: str | None = None,
+        contents: str | None = None,
+        content_hash: str | None = None,
         actor: str | None = None,
     ) -> Parcel:
         """Records a hand-over: dropped, picked_up, handed_in, out_for_delivery, delivered, returned.
 
         A hop that does not follow from the current stage is still recorded (it happened) and shows as a
-        custody conflict for the station to review.
+        custody conflict for the station to review. ``contents`` must already be sealed to the station
+        (:func:`caresync.keys.seal_value`); :func:`caresync.courier.pickup` does that.
         """
         state = self._state(parcel_id)
         if stage == "delivered" and not confirm_code:
@@ -1181,6 +1184,8 @@ class Parcels(_Collection):
             "place": place,
             "confirm_code": confirm_code,
             "reason": reason,
+            "contents": contents,
+            "content_hash": content_hash,
         }
         _, state = self._r._emit("parcel.hop", parcel_id, body, actor=actor, state=state)
         return self._typed(state)

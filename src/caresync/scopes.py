@@ -87,6 +87,7 @@ ROLE_TABLE: Mapping[Role, tuple[Rule, ...]] = {
     Role.COURIER: (
         Rule("parcel", read=True, write=("*",)),
         Rule("mailbox", read=True),
+        Rule("ticket", write=("create",)),  # an outdoor report (early warning, emergency, sentiment), never read
     ),
 }
 

@@ -45,6 +45,7 @@ from .protocol import (
     PushRequest,
     PushResponse,
 )
+from .relay import router as relay_router
 from .settings import Settings
 from .storage import CURSOR_CLOCK_SHIFT, Device, PullPage, Storage, SyncReport, check_replica, system_time_ms
 from .trust import router as trust_router
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
     app.state.caresync = _Context(settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE))
     app.include_router(_router)
     app.include_router(trust_router)
+    app.include_router(relay_router)  # relay bundles (issue 5)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DatabaseError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -1,0 +1,720 @@
+"""``caresync-courier``: the courier's handheld, in Simplified Chinese or English.
+
+The command parses, calls :mod:`caresync.courier`, :mod:`caresync.bundles` and the replica, and renders; every
+rule lives in the library. Its home folder (``--home``, ``CARESYNC_HOME``, default ``click.get_app_dir``) holds
+the replica (``courier.db``), the bag of carried bundles (``carried.db``) and the server settings
+(``server.json``, readable by its owner only).
+
+Exit codes: 0 done; 1 refused (a message says why and what to do; nothing changed); 2 a wrong command or
+argument; 3 no network (everything is kept); 4 the server refused this handheld. ``--json`` prints one JSON
+object on stdout, errors included (``{"error": {"code", "message"}}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+
+from . import bundles, courier, enrolment
+from .errors import CaresyncError, ServerRefusedError, SyncError
+from .i18n import Catalog, pick_language
+from .netsync import SyncProgress
+from .replica import Replica
+
+__all__ = ["MESSAGES", "cli", "main"]
+
+MESSAGES = Catalog(
+    {
+        "picked_up": {"en": "Picked up {code} at mailbox {place}.", "zh": "已在邮筒 {place} 取件 {code}。"},
+        "taken_out": {"en": "Took {code} from the station for delivery.", "zh": "已从驿站领取 {code}，准备派送。"},
+        "sealed": {
+            "en": "What the resident asks for is sealed to the station (hash {hash}); this handheld cannot read it.",
+            "zh": "居民的诉求已加密封存给驿站（校验码 {hash}）；本机无法读取。",
+        },
+        "handed_in": {
+            "en": "Handed {code} in at the station. Custody passes when the station confirms it; until then it is "
+            "still yours.",
+            "zh": "已在驿站交件 {code}。驿站确认后才算交接完成；确认前仍由你保管。",
+        },
+        "delivered": {"en": "Delivered {code} (confirmation {confirm}).", "zh": "已投递 {code}（确认码 {confirm}）。"},
+        "returned": {"en": "Returned {code}: {reason}.", "zh": "已退回 {code}：{reason}。"},
+        "reported": {
+            "en": "Reported ({kind}) as request {id} in grid {grid}; it goes to the station with the next sync.",
+            "zh": "已上报（{kind}），工单号 {id}，网格 {grid}；下次同步时送达驿站。",
+        },
+        "route_empty": {"en": "Nothing to pick up or deliver.", "zh": "目前没有要取或要送的邮件。"},
+        "stop_pickup": {
+            "en": "{n}. Pick up at mailbox {place} ({name}, {grid}): {count} parcel(s){due}",
+            "zh": "{n}. 到邮筒 {place}（{name}，{grid}）取件：{count} 件{due}",
+        },
+        "stop_deliver": {
+            "en": "{n}. Deliver in {place}: {count} parcel(s){due}",
+            "zh": "{n}. 到 {place} 派送：{count} 件{due}",
+        },
+        "due": {"en": " - DUE", "zh": " —— 已超时"},
+        "route_parcel": {"en": "   {code}  waiting {hours} h", "zh": "   {code}  已等待 {hours} 小时"},
+        "syncing_push": {"en": "sending", "zh": "发送中"},
+        "syncing_pull": {"en": "receiving", "zh": "接收中"},
+        "synced": {
+            "en": "Synced: sent {sent}, received {received}, still to send {unsent}.",
+            "zh": "同步完成：发送 {sent} 条，接收 {received} 条，待发送 {unsent} 条。",
+        },
+        "relayed": {
+            "en": "Delivered bundle {bundle} of device {origin}: {stored} new, {duplicates} already held.",
+            "zh": "已送达设备 {origin} 的数据包 {bundle}：新 {stored} 条，已有 {duplicates} 条。",
+        },
+        "relay_refused": {
+            "en": "The server refused bundle {bundle} of device {origin}: {reason}",
+            "zh": "服务器拒收设备 {origin} 的数据包 {bundle}：{reason}",
+        },
+        "refused_op": {
+            "en": "Refused by the server ({kind} on {record}): {reason}",
+            "zh": "服务器拒收（{kind}，{record}）：{reason}",
+        },
+        "offline": {
+            "en": "No network: cannot reach the server at {url}. Nothing is lost: {unsent} change(s) and {carried} "
+            "carried bundle(s) stay on this handheld. Sync again when you have signal.",
+            "zh": "没有网络：连不上服务器 {url}。数据没有丢失：{unsent} 条记录和 {carried} 个代送数据包都保存在本机。"
+            "有信号时再同步。",
+        },
+        "server_refused": {
+            "en": "The server refused this handheld: {detail}",
+            "zh": "服务器拒绝了本机：{detail}",
+        },
+        "not_connected": {
+            "en": "This handheld is not enrolled with a server yet: run caresync-courier enroll SERVER_URL CODE.",
+            "zh": "本机还没有登记到服务器：请运行 caresync-courier enroll 服务器地址 登记码。",
+        },
+        "enrolled": {
+            "en": "Enrolled with {url} as {name}; this handheld is device {replica}.",
+            "zh": "已登记到 {url}，名字 {name}；本机设备号 {replica}。",
+        },
+        "bad_url": {
+            "en": "{url} is not a server address; write it as https://host or http://host:port.",
+            "zh": "{url} 不是服务器地址；请写成 https://主机 或 http://主机:端口。",
+        },
+        "bad_key": {
+            "en": "The station key must be 64 hexadecimal characters.",
+            "zh": "驿站密钥必须是 64 位十六进制字符。",
+        },
+        "status_line": {"en": "{label}: {value}", "zh": "{label}：{value}"},
+        "l_device": {"en": "Device", "zh": "设备"},
+        "l_unsent": {"en": "Unsent changes", "zh": "待发送记录"},
+        "l_carried": {"en": "Carried bundles", "zh": "代送数据包"},
+        "l_last_sync": {"en": "Last sync", "zh": "上次同步"},
+        "l_offset": {"en": "Clock offset", "zh": "时钟偏差"},
+        "l_conflicts": {"en": "Conflicts", "zh": "冲突"},
+        "l_refusals": {"en": "Refused by the server", "zh": "被服务器拒收"},
+        "l_holding": {"en": "Parcels you hold", "zh": "你手上的邮件"},
+        "never": {"en": "never", "zh": "从未同步"},
+        "none": {"en": "none", "zh": "无"},
+        "carry_new": {
+            "en": "Carrying bundle {bundle} from device {origin}: {ops} change(s); its private parts are sealed. "
+            "It goes to the server with your next sync.",
+            "zh": "已收下设备 {origin} 的数据包 {bundle}：{ops} 条记录，隐私内容已加密。下次同步时送达服务器。",
+        },
+        "carry_dup": {
+            "en": "Already carrying bundle {bundle}; nothing changed.",
+            "zh": "数据包 {bundle} 已在本机，未作改动。",
+        },
+        "carry_empty": {"en": "No bundles carried.", "zh": "没有代送的数据包。"},
+        "carry_row": {
+            "en": "{bundle}  device {origin}  {ops} change(s)  {status}{reason}",
+            "zh": "{bundle}  设备 {origin}  {ops} 条记录  {status}{reason}",
+        },
+        "carry_exported": {
+            "en": "Wrote {n} answer(s) for device {device} to {file}: give the file to that device "
+            "(caresync bundle import FILE).",
+            "zh": "已把设备 {device} 的 {n} 个回执写入 {file}：请交给该设备导入（caresync bundle import 文件）。",
+        },
+        "bundle_written": {
+            "en": "Wrote {ops} unsent change(s) to {file} (bundle {bundle}, valid until {until}). Give it to a "
+            "courier; your changes stay here until the answer comes back.",
+            "zh": "已把 {ops} 条待发送记录写入 {file}（数据包 {bundle}，有效期至 {until}）。请交给外卖员代送；"
+            "回执带回之前，记录仍保存在本机。",
+        },
+        "bundle_imported": {
+            "en": "Imported {answers} answer(s): {received} new change(s), {acked} of yours confirmed by the server, "
+            "{refused} refused.",
+            "zh": "已导入 {answers} 个回执：新记录 {received} 条，服务器确认收到你的 {acked} 条，拒收 {refused} 条。",
+        },
+        "bundle_more": {
+            "en": "The server has more for this device: write another bundle.",
+            "zh": "服务器还有更多数据：请再导出一个数据包。",
+        },
+        "usage": {
+            "en": "Wrong command or argument: {detail} Run caresync-courier --help.",
+            "zh": "命令或参数有误：{detail} 请运行 caresync-courier --help 查看用法。",
+        },
+        "error": {"en": "{detail}", "zh": "操作未完成：{detail}"},
+        "io_error": {
+            "en": "Cannot use the folder {path}: {detail}. Choose another with --home.",
+            "zh": "无法使用文件夹 {path}：{detail}。请用 --home 换一个文件夹。",
+        },
+        "aborted": {"en": "Stopped.", "zh": "已停止。"},
+        "s_carried": {"en": "waiting for sync", "zh": "待送达"},
+        "s_delivered": {"en": "delivered, answer in the bag", "zh": "已送达，回执在本机"},
+        "s_handed_back": {"en": "answer handed back", "zh": "回执已交回"},
+        "s_refused": {"en": "refused", "zh": "被拒收"},
+        "s_expired": {"en": "expired", "zh": "已过期"},
+    }
+)
+
+_ZH_USAGE = [
+    (r"^No such command '(.+?)'\.$", "没有这个命令：{0}。"),
+    (r"^Missing argument '(.+)'\.$", "缺少参数 {0}。"),
+    (r"^Missing option '(.+)'\.$", "缺少选项 {0}。"),
+    (r"^No such option: (.+)$", "没有这个选项：{0}。"),
+    (r"^Invalid value for '(.+?)': '(.+)' is not one of (.+)\.$", "{1} 不是可选值（{2}）。"),
+    (r"^Invalid value for '(.+?)': (.+)$", "{0} 的取值无效：{1}"),
+    (r"^Option '(.+)' requires an argument\.$", "选项 {0} 需要一个值。"),
+    (r"^Got unexpected extra arguments? \((.+)\)$", "多余的参数：{0}。"),
+]
+EXIT_REFUSED, EXIT_USAGE, EXIT_OFFLINE, EXIT_SERVER_REFUSED = 1, 2, 3, 4
+
+
+class _Env:
+    """What every command needs: the home folder, the language, the output mode."""
+
+    def __init__(self, home: Path, lang: str) -> None:
+        self.home = home
+        self.lang = lang
+        self.as_json = False
+
+    def t(self, key: str, **fields: Any) -> str:
+        return MESSAGES(key, self.lang, **fields)
+
+    @property
+    def settings_path(self) -> Path:
+        return self.home / "server.json"
+
+    def settings(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise CaresyncError(f"Cannot read {self.settings_path} ({exc}); enrol again to rewrite it.") from exc
+        return data if isinstance(data, dict) else {}
+
+    def save_settings(self, data: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.settings_path.with_suffix(".part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a token: its owner reads it, nobody else
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, ensure_ascii=False, indent=1)
+        os.replace(tmp, self.settings_path)
+
+    @contextmanager
+    def replica(self) -> Iterator[Replica]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        name = str(self.settings().get("name") or "courier")
+        with Replica.open(self.home / "courier.db", actor=name) as replica:
+            yield replica
+
+    @contextmanager
+    def bag(self) -> Iterator[bundles.Bag]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with bundles.Bag(self.home / "carried.db") as bag:
+            yield bag
+
+    def out(self, data: dict[str, Any], lines: Sequence[str]) -> None:
+        """Prints ``data`` as JSON with ``--json``, else the lines."""
+        if self.as_json:
+            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        else:
+            for line in lines:
+                click.echo(line)
+
+
+def _argv_lang(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _usage_detail(message: str, lang: str) -> str:
+    guess = re.search(r"\s*Did you mean '?(.+?)'?\?$", message)
+    if guess and lang == "zh":
+        return _usage_detail(message[: guess.start()], lang) + f"你是不是想输入 {guess.group(1)}？"
+    if guess:
+        return message
+    if lang == "zh":
+        for pattern, text in _ZH_USAGE:
+            match = re.match(pattern, message)
+            if match:
+                return text.format(*match.groups())
+    return message if message.endswith((".", "。")) else message + "."
+
+
+class _CourierGroup(click.Group):
+    """Runs the command and turns every failure into a short message in the courier's language and an exit
+    code: never a traceback."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        lang = pick_language(_argv_lang(argv))
+        as_json = "--json" in argv
+        try:
+            code = super().main(argv, prog_name or "caresync-courier", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            detail = _usage_detail(exc.format_message(), lang)
+            _fail(lang, as_json, "usage_error", MESSAGES("usage", lang, detail=detail), EXIT_USAGE)
+        except click.Abort:
+            _fail(lang, as_json, "aborted", MESSAGES("aborted", lang), EXIT_REFUSED)
+        except click.ClickException as exc:
+            _fail(lang, as_json, "usage_error", MESSAGES("usage", lang, detail=exc.format_message()), EXIT_USAGE)
+        except _Failure as failure:
+            _fail(lang, as_json, failure.code, failure.message, failure.exit_code)
+        except CaresyncError as exc:
+            text = exc.in_language(lang) if isinstance(exc, courier.CourierError) else str(exc)
+            _fail(lang, as_json, exc.code, MESSAGES("error", lang, detail=text), EXIT_REFUSED)
+        except OSError as exc:
+            path = exc.filename or "?"
+            detail = exc.strerror or str(exc)
+            _fail(lang, as_json, "io_error", MESSAGES("io_error", lang, path=path, detail=detail), EXIT_REFUSED)
+        if standalone_mode:
+            sys.exit(code if isinstance(code, int) else 0)
+        return code
+
+
+class _Failure(Exception):
+    """A failure the command already put in words (offline, server refused)."""
+
+    def __init__(self, code: str, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+def _fail(lang: str, as_json: bool, code: str, message: str, exit_code: int) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+    else:
+        click.echo(message, err=True)
+    sys.exit(exit_code)
+
+
+_pass_env = click.make_pass_decorator(_Env)
+
+
+def _common(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` and ``--lang`` on every command (as well as on the group)."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.ensure_object(_Env).as_json = True
+        return value
+
+    def set_lang(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value:
+            ctx.ensure_object(_Env).lang = pick_language(value)
+        return value
+
+    command = click.option(
+        "--json", "as_json", is_flag=True, expose_value=False, callback=set_json, help="Print JSON for scripts."
+    )(command)
+    command = click.option(
+        "--lang",
+        type=click.Choice(["zh", "en"]),
+        expose_value=False,
+        callback=set_lang,
+        help="Language of messages (default: the locale).",
+    )(command)
+    return command
+
+
+@click.group(cls=_CourierGroup)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CARESYNC_HOME",
+    default=None,
+    help="The handheld's folder (default: CARESYNC_HOME, else the user's app folder).",
+)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None, help="Language of messages.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, lang: str | None, as_json: bool) -> None:
+    """The courier's handheld: route, pick up, hand in, deliver, report, sync, carry bundles for devices
+    that have no network. 外卖员手持端：路线、取件、交站、投递、上报、同步、代送数据包。"""
+    env = _Env(home or Path(click.get_app_dir("caresync")), pick_language(lang))
+    env.as_json = as_json
+    ctx.obj = env
+
+
+# --- enrolment --------------------------------------------------------------------------------------------
+
+
+def _check_url(env: _Env, url: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise _Failure("bad_url", env.t("bad_url", url=url), EXIT_REFUSED)
+    return url.rstrip("/")
+
+
+@cli.command()
+@click.argument("server_url")
+@click.argument("code")
+@click.option("--name", default=None, help="Your name or worker id, recorded on your hand-overs.")
+@_common
+@_pass_env
+def enroll(env: _Env, server_url: str, code: str, name: str | None) -> None:
+    """Exchanges an enrolment code from the station for this handheld's credentials."""
+    url = _check_url(env, server_url)
+    settings = env.settings()
+    if name:
+        settings["name"] = name
+        env.save_settings(settings)
+    with env.replica() as replica:
+        replica.enroll(url, code)  # the token and the station's key are kept in the replica file
+        settings.update({"url": url, "name": replica.actor})
+        settings.pop("token", None)
+        env.save_settings(settings)
+        env.out(
+            {"url": url, "name": replica.actor, "replica": replica.id},
+            [env.t("enrolled", url=url, name=replica.actor, replica=replica.id)],
+        )
+
+
+@cli.command()
+@click.argument("server_url")
+@click.option("--token", required=True, envvar="CARESYNC_TOKEN", help="The device token the station printed.")
+@click.option("--name", default=None, help="Your name or worker id, recorded on your hand-overs.")
+@click.option("--station-key", default=None, help="The station's public key (hex), to seal residents' requests.")
+@_common
+@_pass_env
+def connect(env: _Env, server_url: str, token: str, name: str | None, station_key: str | None) -> None:
+    """Sets the server and a device token by hand (until enrolment codes are available)."""
+    url = _check_url(env, server_url)
+    key: bytes | None = None
+    if station_key is not None:
+        try:
+            key = bytes.fromhex(station_key)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise _Failure("bad_key", env.t("bad_key"), EXIT_REFUSED)
+    settings = env.settings()
+    settings.update({"url": url, "token": token})
+    if name:
+        settings["name"] = name
+    env.save_settings(settings)
+    with env.replica() as replica:
+        if key is not None:
+            courier.remember_station_key(replica, key)
+        env.out(
+            {"url": url, "name": replica.actor, "replica": replica.id},
+            [env.t("enrolled", url=url, name=replica.actor, replica=replica.id)],
+        )
+
+
+# --- the round --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_common
+@_pass_env
+def route(env: _Env) -> None:
+    """The parcels to pick up and deliver, by mailbox and building, due ones first."""
+    with env.replica() as replica:
+        stops = courier.route(replica)
+    lines: list[str] = []
+    for n, stop in enumerate(stops, 1):
+        due = env.t("due") if stop.due else ""
+        key = "stop_pickup" if stop.action == "pickup" else "stop_deliver"
+        lines.append(
+            env.t(key, n=n, place=stop.place, name=stop.name, grid=stop.grid, count=len(stop.parcels), due=due)
+        )
+        lines.extend(env.t("route_parcel", code=p.code, hours=p.waited_hours) for p in stop.parcels)
+    data = {"stops": [{**asdict(s), "due": s.due} for s in stops]}
+    env.out(data, lines or [env.t("route_empty")])
+
+
+def _parcel_json(parcel: Any) -> dict[str, Any]:
+    return {
+        "id": parcel.id,
+        "code": parcel.code,
+        "stage": parcel.stage.value if parcel.stage else None,
+        "holder": parcel.holder,
+        "grid": parcel.grid,
+    }
+
+
+@cli.command()
+@click.argument("parcel_code")
+@click.option("--mailbox", default=None, help="The code on the mailbox (leave out when taking it at the station).")
+@click.option("--contents", default=None, help="What the resident asks for; sealed to the station at once.")
+@_common
+@_pass_env
+def pickup(env: _Env, parcel_code: str, mailbox: str | None, contents: str | None) -> None:
+    """Takes a parcel: from a mailbox (--mailbox), or at the station to deliver it."""
+    with env.replica() as replica:
+        parcel = courier.pickup(replica, parcel_code, mailbox=mailbox, contents=contents)
+    hop = parcel.hops[-1]
+    lines = [env.t("picked_up", code=parcel.code, place=mailbox) if mailbox else env.t("taken_out", code=parcel.code)]
+    if hop.content_hash:
+        lines.append(env.t("sealed", hash=hop.content_hash[:8]))
+    env.out({**_parcel_json(parcel), "content_hash": hop.content_hash}, lines)
+
+
+@cli.command()
+@click.argument("parcel_code")
+@_common
+@_pass_env
+def handover(env: _Env, parcel_code: str) -> None:
+    """Hands a parcel in at the station; custody passes when the station confirms it too."""
+    with env.replica() as replica:
+        parcel = courier.handover(replica, parcel_code)
+    env.out({**_parcel_json(parcel), "awaiting_receipt": True}, [env.t("handed_in", code=parcel.code)])
+
+
+@cli.command()
+@click.argument("parcel_code")
+@click.option("--confirm", "confirm_code", required=True, help="The resident's confirmation code from the slip.")
+@_common
+@_pass_env
+def deliver(env: _Env, parcel_code: str, confirm_code: str) -> None:
+    """Hands a parcel to the resident, with the confirmation code from their slip."""
+    with env.replica() as replica:
+        parcel = courier.deliver(replica, parcel_code, confirm_code=confirm_code)
+    env.out(_parcel_json(parcel), [env.t("delivered", code=parcel.code, confirm=confirm_code)])
+
+
+@cli.command("return")
+@click.argument("parcel_code")
+@click.option("--reason", required=True, help="Why it comes back (nobody home, wrong address...).")
+@_common
+@_pass_env
+def return_(env: _Env, parcel_code: str, reason: str) -> None:
+    """Brings a parcel back, saying why."""
+    with env.replica() as replica:
+        parcel = courier.return_parcel(replica, parcel_code, reason=reason)
+    env.out({**_parcel_json(parcel), "reason": reason}, [env.t("returned", code=parcel.code, reason=reason)])
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(list(courier.REPORT_KINDS)))
+@click.argument("text")
+@click.option("--grid", required=True, help="Where: community/area/building.")
+@_common
+@_pass_env
+def report(env: _Env, kind: str, text: str, grid: str) -> None:
+    """Reports an early warning, an emergency or what residents are saying; it becomes a request."""
+    with env.replica() as replica:
+        ticket = courier.report(replica, kind, text, grid=grid)
+    env.out(
+        {"id": ticket.id, "kind": kind, "grid": ticket.grid, "title": ticket.title, "due_at": ticket.due_at},
+        [env.t("reported", kind=kind, id=ticket.id, grid=ticket.grid)],
+    )
+
+
+# --- sync and status --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_common
+@_pass_env
+def sync(env: _Env) -> None:
+    """Sends your work and the bundles you carry, fetches what is new; without network, keeps everything."""
+    settings = env.settings()
+    url, token = settings.get("url"), settings.get("token")
+    console = Console(stderr=True, quiet=env.as_json)
+    with env.replica() as replica, env.bag() as bag:
+        enrolled = replica.enrolment()
+        if enrolled is not None and not token:
+            url = enrolled.server_url
+        elif not url or not token:
+            raise _Failure("not_connected", env.t("not_connected"), EXIT_REFUSED)
+        try:
+            with Progress(console=console, transient=True, disable=not console.is_terminal) as bars:
+                tasks: dict[str, Any] = {}
+
+                def progress(p: SyncProgress) -> None:
+                    label = env.t("syncing_push" if p.phase == "push" else "syncing_pull")
+                    if p.phase not in tasks:
+                        tasks[p.phase] = bars.add_task(label, total=p.total)
+                    bars.update(tasks[p.phase], completed=p.done, description=f"{label} ({p.done:,})")
+
+                if token:
+                    result = replica.sync(url, token=token, progress=progress, retries=2, backoff_s=0.5, timeout_s=30)
+                else:  # enrolled with a code: the replica keeps its token and renews it by itself
+                    result = replica.sync(progress=progress, retries=2, backoff_s=0.5, timeout_s=30)
+                    token = enrolment.current_token(replica) or ""
+                now = replica.clock.physical_ms()
+                relayed = bundles.deliver(bag, url, token=token, courier=replica.actor, now_ms=now, retries=2)
+        except ServerRefusedError as exc:
+            raise _Failure("server_refused", env.t("server_refused", detail=str(exc)), EXIT_SERVER_REFUSED) from exc
+        except SyncError as exc:
+            carried = bag.counts().get("carried", 0)
+            message = env.t("offline", url=url, unsent=replica.unsent_count(), carried=carried)
+            raise _Failure("offline", message, EXIT_OFFLINE) from exc
+        courier.record_sync(replica)
+        lines = [env.t("synced", sent=result.pushed, received=result.pulled, unsent=result.unsent)]
+        for d in relayed:
+            if d.status == "delivered":
+                lines.append(
+                    env.t("relayed", bundle=d.bundle, origin=d.origin, stored=d.stored, duplicates=d.duplicates)
+                )
+            else:
+                lines.append(env.t("relay_refused", bundle=d.bundle, origin=d.origin, reason=d.reason))
+        lines.extend(env.t("refused_op", kind=r.kind, record=r.record, reason=r.reason) for r in result.refused)
+        data = {
+            "sent": result.pushed,
+            "already_held": result.already_held,
+            "received": result.pulled,
+            "unsent": result.unsent,
+            "waiting": result.waiting,
+            "refused": [asdict(r) for r in result.refused],
+            "clock_offset_ms": result.clock_offset_ms,
+            "relayed": [asdict(d) for d in relayed],
+        }
+        env.out(data, lines)
+
+
+@cli.command()
+@_common
+@_pass_env
+def status(env: _Env) -> None:
+    """Unsent changes, carried bundles, last sync, clock offset, conflicts and refusals."""
+    with env.replica() as replica, env.bag() as bag:
+        state = courier.status(replica, bag.counts())
+    none = env.t("none")
+    carried = ", ".join(f"{env.t('s_' + k)} {v}" for k, v in sorted(state.carried.items())) or none
+    rows = [
+        ("l_device", f"{state.replica} ({state.actor})"),
+        ("l_unsent", str(state.unsent)),
+        ("l_carried", carried),
+        ("l_last_sync", state.last_sync.strftime("%Y-%m-%d %H:%M UTC") if state.last_sync else env.t("never")),
+        ("l_offset", f"{state.clock_offset_ms / 1000:+.1f} s"),
+        ("l_conflicts", str(len(state.conflicts) + len(state.custody))),
+        ("l_refusals", str(len(state.refusals))),
+        ("l_holding", ", ".join(state.holding) or none),
+    ]
+    lines = [env.t("status_line", label=env.t(label), value=value) for label, value in rows]
+    lines += [f"  - {c}" for c in [*state.conflicts, *state.custody]]
+    lines += [f"  - {r['kind']} {r['record']}: {r['reason']}" for r in state.refusals]
+    env.out(asdict(state), lines)
+
+
+# --- relay bundles ----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def carry() -> None:
+    """Bundles you carry for devices that have no network."""
+
+
+@carry.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_common
+@_pass_env
+def carry_import(env: _Env, file: Path) -> None:
+    """Takes a device's bundle file into your bag (you cannot read its sealed parts)."""
+    with env.replica() as replica, env.bag() as bag:
+        carried, new = bag.take(file, now_ms=replica.clock.physical_ms())
+    key = "carry_new" if new else "carry_dup"
+    env.out({**asdict(carried), "new": new}, [env.t(key, bundle=carried.id, origin=carried.origin, ops=carried.ops)])
+
+
+@carry.command("list")
+@_common
+@_pass_env
+def carry_list(env: _Env) -> None:
+    """The bundles in your bag and what became of them."""
+    with env.bag() as bag:
+        carried = bag.carried()
+    lines = [
+        env.t(
+            "carry_row",
+            bundle=b.id,
+            origin=b.origin,
+            ops=b.ops,
+            status=env.t("s_" + b.status),
+            reason=f" ({b.reason})" if b.reason else "",
+        )
+        for b in carried
+    ]
+    env.out({"bundles": [asdict(b) for b in carried]}, lines or [env.t("carry_empty")])
+
+
+@carry.command("export")
+@click.option("--for", "device", required=True, help="The device the answers are for (its id, or its start).")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_common
+@_pass_env
+def carry_export(env: _Env, device: str, file: Path) -> None:
+    """Writes the server's answers for a device to FILE, for that device to import."""
+    with env.replica() as replica, env.bag() as bag:
+        count = bag.export_answers(device, file, now_ms=replica.clock.physical_ms())
+    env.out(
+        {"device": device, "answers": count, "file": str(file)},
+        [env.t("carry_exported", n=count, device=device, file=file)],
+    )
+
+
+@cli.group()
+def bundle() -> None:
+    """When this handheld itself has no network: write your changes as a bundle, import the answers."""
+
+
+@bundle.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--ttl-hours", type=click.IntRange(1, 2160), default=bundles.DEFAULT_TTL_HOURS, show_default=True)
+@_common
+@_pass_env
+def bundle_export(env: _Env, file: Path, ttl_hours: int) -> None:
+    """Writes this handheld's unsent changes to FILE as one signed bundle."""
+    with env.replica() as replica:
+        made = bundles.write_bundle(replica, file, ttl_hours=ttl_hours)
+    until = _when(made["expires_ms"])
+    env.out(
+        {"bundle": made["id"], "ops": len(made["ops"]), "file": str(file), "expires_ms": made["expires_ms"]},
+        [env.t("bundle_written", ops=len(made["ops"]), file=file, bundle=made["id"], until=until)],
+    )
+
+
+@bundle.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_common
+@_pass_env
+def bundle_import(env: _Env, file: Path) -> None:
+    """Imports the answers a courier carried back for this handheld."""
+    with env.replica() as replica:
+        got = bundles.import_answers(replica, file)
+    lines = [env.t("bundle_imported", **{k: getattr(got, k) for k in ("answers", "received", "acked", "refused")})]
+    if got.more:
+        lines.append(env.t("bundle_more"))
+    env.out(asdict(got), lines)
+
+
+def _when(ms: int) -> str:
+    from .model import ms_to_datetime
+
+    return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def main() -> None:
+    """The ``caresync-courier`` console script."""
+    cli.main(prog_name="caresync-courier")

@@ -1,0 +1,171 @@
+"""The courier's rules in the library and the chain of custody as the station sees it: hops that do not add up
+are conflicts to review; a refused action records nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from caresync import InvalidInputError, StationKey, courier, custody
+from caresync.courier_cli import cli
+from caresync.testing import FakeClock
+from tests.conftest import ReplicaFactory
+
+HOUR = 3_600_000
+
+
+def _codes(anomalies: list[custody.CustodyAnomaly]) -> list[tuple[str, str]]:
+    return sorted((a.parcel_code, a.code) for a in anomalies)
+
+
+def test_two_couriers_picking_up_one_parcel_and_a_delivery_never_handed_in(make_replica: ReplicaFactory) -> None:
+    clock = FakeClock()
+    station = make_replica("station", actor="clerk", clock=clock)
+    a = make_replica("a", actor="courier-a", clock=clock)
+    b = make_replica("b", actor="courier-b", clock=clock)
+    box = station.mailboxes.add(code="MB-1", name="Lane 1", grid="changnan/lane-1")
+    parcel = station.parcels.register(code="E-1", grid="changnan/lane-1", mailbox_id=box.id)
+    station.parcels.hop(parcel.id, "dropped", place="MB-1")
+    for r in (a, b):
+        r.sync_with(station)
+    courier.pickup(a, "E-1", mailbox="MB-1")
+    courier.pickup(b, "E-1", mailbox="MB-1")  # offline: neither knows of the other
+    station.sync_with(a)
+    station.sync_with(b)
+    assert ("E-1", "picked_up_twice") in _codes(custody.anomalies(station))
+
+    # a to_station parcel that reaches a door without the station receipting it
+    other = station.parcels.register(code="E-2", grid="changnan/lane-1", mailbox_id=box.id)
+    station.parcels.hop(other.id, "picked_up", actor="courier-a")
+    station.parcels.hop(other.id, "out_for_delivery", actor="courier-a")
+    station.parcels.hop(other.id, "delivered", confirm_code="1234", actor="courier-a")
+    found = {a.parcel_code: a for a in custody.anomalies(station) if a.code == "delivered_not_handed_in"}
+    assert list(found) == ["E-2"] and "courier-a" in found["E-2"].message
+
+    # the same envelope code registered twice, on two handhelds
+    courier.pickup(a, "E-3", mailbox="MB-1")
+    courier.pickup(b, "E-3", mailbox="MB-1")
+    station.sync_with(a)
+    station.sync_with(b)
+    assert [c for p, c in _codes(custody.anomalies(station)) if p == "E-3"] == ["duplicate_code", "duplicate_code"]
+
+
+def test_hand_in_is_two_sided_and_a_self_receipt_is_flagged(make_replica: ReplicaFactory) -> None:
+    station = make_replica("station", actor="clerk")
+    chen = make_replica("chen", actor="chen")
+    station.mailboxes.add(code="MB-1", name="Lane 1", grid="changnan/lane-1")
+    chen.sync_with(station)
+    courier.pickup(chen, "E-1", mailbox="MB-1")
+    parcel = courier.handover(chen, "E-1")
+    assert custody.handover_pending(parcel) and custody.custodian(parcel) == "chen"
+    with pytest.raises(courier.CourierError, match="this very device"):
+        courier.confirm_handover(chen, "E-1")
+    with pytest.raises(courier.CourierError, match="waits for the station"):
+        courier.pickup(chen, "E-1")
+    station.sync_with(chen)
+    done = courier.confirm_handover(station, "E-1")
+    assert not custody.handover_pending(done) and custody.custodian(done) == "clerk"
+    assert done.conflicts == [] and custody.anomalies(station) == []
+
+    # a courier who "receipts" their own hand-in with a second hop on their own device is caught
+    courier.pickup(chen, "E-2", mailbox="MB-1")
+    courier.handover(chen, "E-2")
+    parcel_id = chen.parcels.by_code("E-2").id  # type: ignore[union-attr]
+    chen.parcels.hop(parcel_id, "handed_in", place="station")
+    assert ("E-2", "self_receipted") in _codes(custody.anomalies(chen))
+
+
+def test_refused_actions_record_nothing(make_replica: ReplicaFactory) -> None:
+    station = make_replica("station", actor="clerk")
+    chen = make_replica("chen", actor="chen")
+    station.mailboxes.add(code="MB-1", name="Lane 1", grid="changnan/lane-1")
+    chen.sync_with(station)
+    before = chen.op_count()
+    with pytest.raises(courier.CourierError, match="cannot seal"):
+        courier.pickup(chen, "E-1", mailbox="MB-1", contents="plaintext must never be stored")
+    with pytest.raises(courier.CourierError, match="No mailbox"):
+        courier.pickup(chen, "E-1", mailbox="MB-404")
+    with pytest.raises(courier.CourierError, match="No parcel"):
+        courier.deliver(chen, "E-404", confirm_code="1234")
+    with pytest.raises(courier.CourierError, match="not a kind of report"):
+        courier.report(chen, "gossip", "x", grid="changnan")
+    with pytest.raises(InvalidInputError, match="grid"):
+        courier.report(chen, "emergency", "fire in the stairwell", grid="/bad//grid")
+    assert chen.op_count() == before
+    courier.remember_station_key(chen, StationKey.generate().public_key)
+    courier.pickup(chen, "E-1", mailbox="MB-1", contents="sealed now")
+    with pytest.raises(courier.CourierError, match="not by you"):
+        courier.deliver(chen, "E-1", confirm_code="1234")  # picked up, not out for delivery
+    with pytest.raises(courier.CourierError, match="already picked_up by chen"):
+        courier.pickup(chen, "E-1", mailbox="MB-1")
+    station.sync_with(chen)
+    with pytest.raises(courier.CourierError, match="not by you"):
+        courier.handover(station, "E-1")  # the clerk does not hold it
+    on_disk = b"".join(p.read_bytes() for p in chen.path.parent.glob(chen.path.name + "*"))
+    assert b"sealed now" not in on_disk and b"plaintext must never" not in on_disk
+
+
+def test_route_groups_by_mailbox_and_building_due_ones_first(make_replica: ReplicaFactory) -> None:
+    clock = FakeClock()
+    station = make_replica("station", actor="clerk", clock=clock)
+    old_box = station.mailboxes.add(code="MB-OLD", name="Old lane", grid="changnan/lane-1")
+    new_box = station.mailboxes.add(code="MB-NEW", name="New lane", grid="changnan/lane-2")
+    for code, box in (("N-1", new_box), ("O-1", old_box), ("N-2", new_box)):
+        if code == "O-1":
+            clock.advance(-30 * HOUR)  # dropped 30 hours before the others
+        p = station.parcels.register(code=code, grid=box.grid, mailbox_id=box.id)
+        station.parcels.hop(p.id, "dropped", place=box.code)
+        if code == "O-1":
+            clock.advance(30 * HOUR)
+    out = station.parcels.register(code="D-1", grid="changnan/lane-3/7", direction="to_resident")
+    station.parcels.hop(out.id, "out_for_delivery", actor="clerk")
+    stops = courier.route(station, now_ms=clock.ms)
+    assert [(s.action, s.place, s.due) for s in stops] == [
+        ("pickup", "MB-OLD", True),
+        ("pickup", "MB-NEW", False),
+        ("deliver", "changnan/lane-3/7", False),
+    ]
+    assert [p.code for p in stops[1].parcels] == ["N-1", "N-2"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "args", "expected"),
+    [
+        ("zh", ["pikup"], "没有这个命令：pikup。你是不是想输入 pickup？"),
+        ("en", ["pikup"], "No such command 'pikup'"),
+        ("zh", ["deliver", "E-1"], "缺少选项 --confirm。"),
+        ("en", ["report", "gossip", "x", "--grid", "a"], "Wrong command or argument"),
+    ],
+)
+def test_wrong_commands_get_a_short_message_in_the_language(
+    tmp_path: Path, lang: str, args: list[str], expected: str
+) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "--lang", lang, *args])
+    assert result.exit_code == 2
+    assert expected in result.output and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_enroll_refuses_a_wrong_address_or_a_mistyped_code_before_sending_anything(tmp_path: Path) -> None:
+    bad = CliRunner().invoke(cli, ["--home", str(tmp_path), "enroll", "not-a-url", "X1", "--json"])
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "bad_url"
+    typo = CliRunner().invoke(cli, ["--home", str(tmp_path), "--lang", "en", "enroll", "http://127.0.0.1:9", "K7QM"])
+    assert typo.exit_code == 1 and "Traceback" not in typo.output and "code" in typo.output.lower()
+
+
+def test_the_station_side_bundle_commands(tmp_path: Path, make_replica: ReplicaFactory) -> None:
+    from caresync.bundle_cli import bundle
+
+    device = make_replica("device")
+    device.parcels.register(code="E-1", grid="changnan/lane-1")
+    path = str(device.path)
+    device.close()
+    runner = CliRunner()
+    made = runner.invoke(bundle, ["export", str(tmp_path / "d.bundle"), "--replica", path, "--json"])
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["ops"] == 1
+    wrong = runner.invoke(bundle, ["import", str(tmp_path / "d.bundle"), "--replica", path])
+    assert wrong.exit_code == 1 and "give it to a courier" in wrong.output and "Traceback" not in wrong.output
