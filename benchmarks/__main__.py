@@ -1,7 +1,8 @@
 """``python -m benchmarks``: runs every case in its own process and prints one table.
 
 Options: ``--ops N`` (default 100000), ``--records N`` (default 10000), ``--json FILE``, ``--only NAME[,NAME]``
-(case names or groups such as ``caresync_merge``; the floor row always runs, the ratios need it), ``--seed``.
+(case names or groups such as ``caresync_merge``; the floor row always runs, the ratios need it), ``--seed``,
+``--seal`` (devices seal private fields to a station key, to measure what sealing costs).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def run_case(case: Case, args: argparse.Namespace, scratch: Path) -> Row:
         f"--ops={args.ops}",
         f"--records={args.records}",
         f"--seed={args.seed}",
+        *(["--seal"] if args.seal else []),
         f"--workdir={workdir}",
         f"--cache={scratch / 'cache'}",
         f"--out={out}",
@@ -166,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="run only these cases or groups (the floor always runs)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the workload (default 1)")
+    parser.add_argument(
+        "--seal", action="store_true", help="write the workload from devices that seal private fields to a station"
+    )
     args = parser.parse_args(argv)
     if args.ops < 1 or args.records < 1:
         parser.error("--ops and --records must be at least 1")
@@ -191,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_rates(rows)
 
     title = (
-        f"caresync benchmarks: {args.ops:,} ops over {min(args.records, args.ops):,} records (seed {args.seed}); "
+        f"caresync benchmarks: {args.ops:,} ops over {min(args.records, args.ops):,} records (seed {args.seed}"
+        f"{'; private fields sealed' if args.seal else ''}); "
         f"Python {env['python']}, SQLite {env['sqlite']}, {env['cpus']} CPUs, "
         f"1-min load average {load_start} at start; total {total:.0f} s\n"
         f"caresync: {env['caresync_source']}"
@@ -202,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.print(f"{name} failed:", style="red", highlight=False, markup=False)
             log.print(row["detail"], highlight=False, markup=False)
     if args.json:
-        params = {"ops": args.ops, "records": args.records, "seed": args.seed, "only": args.only}
+        params = {"ops": args.ops, "records": args.records, "seed": args.seed, "only": args.only, "seal": args.seal}
         payload = {"params": params, "environment": env, "total_seconds": total, "results": rows}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 1 if any(row["status"] == "error" for row in rows.values()) else 0

@@ -40,11 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=100_000)
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seal", action="store_true", help="devices seal private fields to a station key")
     parser.add_argument("--workdir", type=Path, required=True, help="scratch directory for this case")
     parser.add_argument("--cache", type=Path, required=True, help="directory shared by the cases of one run")
     parser.add_argument("--out", type=Path, help="write the row here as JSON (default: print it)")
     args = parser.parse_args(argv)
-    cfg = Config(ops=args.ops, records=args.records, seed=args.seed, workdir=args.workdir, cache=args.cache)
+    cfg = Config(
+        ops=args.ops, records=args.records, seed=args.seed, workdir=args.workdir, cache=args.cache, seal=args.seal
+    )
     row = run(args.name, cfg)
     text = json.dumps(row)
     if args.out:

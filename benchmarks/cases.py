@@ -52,6 +52,8 @@ class Config:
     seed: int
     workdir: Path
     cache: Path
+    seal: bool = False
+    """Write the workload from devices that seal private fields (ticket descriptions) to a station key."""
 
     def plan(self) -> Plan:
         """The full workload."""
@@ -91,11 +93,15 @@ def file_bytes(path: Path) -> int:
     return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def _open(path: Path) -> Replica:
-    """Opens (or creates) a caresync replica file."""
+def _open(path: Path, seal: bool = False) -> Replica:
+    """Opens (or creates) a caresync replica file; with ``seal``, one that seals private fields to a station."""
     from caresync import Replica
+    from caresync.testing import key_for
 
-    return Replica.open(path, actor=ACTOR)
+    replica = Replica.open(path, actor=ACTOR)
+    if seal:
+        replica.set_station_public_key(bytes(key_for("benchmark station").public_key))
+    return replica
 
 
 def write_plan(replica: Replica, plan: Plan) -> list[str]:
@@ -109,7 +115,7 @@ def write_plan(replica: Replica, plan: Plan) -> list[str]:
 
 def source_path(cfg: Config) -> Path:
     """Where the run keeps the replica holding the full workload (shared by the merge and refold cases)."""
-    return cfg.cache / f"source-{cfg.ops}-{cfg.records}-{cfg.seed}.db"
+    return cfg.cache / f"source-{cfg.ops}-{cfg.records}-{cfg.seed}{'-sealed' if cfg.seal else ''}.db"
 
 
 def ensure_source(cfg: Config) -> Path:
@@ -117,7 +123,7 @@ def ensure_source(cfg: Config) -> Path:
     path = source_path(cfg)
     if not path.exists():
         scratch = cfg.workdir / "source.db"
-        with _open(scratch) as src, src.batch():
+        with _open(scratch, cfg.seal) as src, src.batch():
             write_plan(src, cfg.plan())
         keep_as_source(cfg, scratch)
     return path
@@ -246,7 +252,7 @@ def local_writes_commit(cfg: Config) -> Row:
     """Public API, each submit/edit its own transaction, on a smaller workload."""
     plan = make_plan(min(cfg.ops, COMMIT_EACH_MAX_OPS), min(cfg.records, COMMIT_EACH_MAX_RECORDS), cfg.seed)
     path = cfg.workdir / "local.db"
-    with _open(path) as r:
+    with _open(path, cfg.seal) as r:
         start = time.perf_counter()
         write_plan(r, plan)
         seconds = time.perf_counter() - start
@@ -259,7 +265,7 @@ def local_writes_batch(cfg: Config) -> Row:
     """Public API, every submit/edit inside one ``with r.batch()``; the file is kept as the merge source."""
     plan = cfg.plan()
     path = cfg.workdir / "local.db"
-    with _open(path) as r:
+    with _open(path, cfg.seal) as r:
         start = time.perf_counter()
         with r.batch():
             write_plan(r, plan)

@@ -64,7 +64,7 @@ def test_sync_sends_and_receives_through_a_real_server_and_names_refusals(tmp_pa
     courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
     with Replica.open(tmp_path / "courier.db", actor="courier-chen") as courier:
         courier.parcels.register(code="P-1", grid="changnan/dorm/3")
-        ticket = courier.tickets.submit(title="Not for couriers", kind="repair", grid="changnan/dorm/3")
+        resident = courier.residents.register(name="Not for couriers", grid="changnan/dorm/3")
     server = ServerProcess(database, tmp_path).start()
     try:
         runner = CliRunner()
@@ -73,7 +73,7 @@ def test_sync_sends_and_receives_through_a_real_server_and_names_refusals(tmp_pa
         )
         assert sent.exit_code == 0, sent.output
         assert "sent 1, received 0, still to send 0" in sent.stdout
-        assert f"refused ticket.create on {ticket.id}:" in sent.stdout
+        assert f"refused resident.create on {resident.id}:" in sent.stdout
         got = runner.invoke(
             main,
             ["sync", str(tmp_path / "station.db"), "--server", server.url, "--token", station_token, "--json"],

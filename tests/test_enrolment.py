@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from caresync import InvalidInputError, Replica, ServerRefusedError, StationKey, SyncError, TrustError
+from caresync import InvalidInputError, Replica, ServerRefusedError, StationKey, SyncError
 from caresync.enrolment import RENEW_BEFORE_MS, check_code, format_code, new_code, normalize_code, renew_token
 from caresync.testing import FakeClock
 from tests.conftest import ReplicaFactory
@@ -124,14 +124,17 @@ def test_enrol_once_then_sync_with_no_arguments(server: Server, make_replica: Re
         chen.sync("http://elsewhere", client=server.client)
 
 
-def test_a_replica_from_before_device_keys_cannot_enrol(server: Server, make_replica: ReplicaFactory) -> None:
+def test_a_replica_from_before_device_keys_enrols_under_its_keys_fingerprint(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
     old = make_replica("old")
+    old._store.sql("DELETE FROM meta WHERE key = 'device_key'")  # a file from before devices had keys
     old._store.set_meta("replica_id", "0123456789abcdef")
     old.close()
     reopened = make_replica("old")
-    assert reopened.id == "0123456789abcdef"
-    with pytest.raises(TrustError, match="new replica file"):
-        reopened.enroll(URL, server.code("old", "knocker", LANE_A), client=server.client)
+    assert reopened.id == reopened.device_key.origin != "0123456789abcdef"
+    reopened.enroll(URL, server.code("old", "knocker", LANE_A), client=server.client)
+    assert reopened.enrolment() is not None
 
 
 def test_an_expired_token_is_renewed_on_the_next_sync_and_no_work_is_lost(

@@ -172,26 +172,26 @@ def test_refused_ops_are_kept_with_the_reason_and_do_not_block_the_rest(
     courier, station = make_replica("courier"), make_replica("station")
     tc = server.enroll("courier", role="courier", grids=[GRID])
     ts = server.enroll("station")
-    ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)
+    wang = courier.residents.register(name="Not a courier's job", grid=GRID)
     parcel = courier.parcels.register(code="P-7", grid=GRID)
     courier.parcels.hop(parcel.id, "picked_up")
 
     result = courier.sync(URL, token=tc, client=server.client)
-    assert [r.record for r in result.refused] == [ticket.id]
+    assert [r.record for r in result.refused] == [wang.id]
     assert result.refused[0].code == "forbidden" and "courier" in result.refused[0].reason
     assert result.pushed == 2 and result.unsent == 0
     assert [r.op for r in courier.refusals()] == [r.op for r in result.refused]
-    assert courier.tickets.get(ticket.id).title == "Not a courier's job"  # kept on the device
+    assert courier.residents.get(wang.id).name == "Not a courier's job"  # kept on the device
 
     station.sync(URL, token=ts, client=server.client)
     assert station.parcels.get(parcel.id).stage == "picked_up"
-    with pytest.raises(Exception, match=ticket.id):
-        station.tickets.get(ticket.id)
+    with pytest.raises(Exception, match=wang.id):
+        station.residents.get(wang.id)
 
     assert courier.sync(URL, token=tc, client=server.client).refused == []  # not pushed again by itself
     assert courier.retry_refused() == 1
     again = courier.sync(URL, token=tc, client=server.client)
-    assert [r.record for r in again.refused] == [ticket.id]  # the server's answer is the same
+    assert [r.record for r in again.refused] == [wang.id]  # the server's answer is the same
 
 
 def test_a_revoked_or_unknown_token_is_refused_and_nothing_is_lost(

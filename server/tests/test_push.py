@@ -148,8 +148,8 @@ def test_ops_the_origin_device_may_not_make_are_refused_and_the_rest_flows(
 ) -> None:
     courier = make_replica("courier")
     token = server.enroll("courier", "courier", GRID)
-    ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)  # seq 1
-    courier.tickets.edit(ticket.id, title="Still not")  # seq 2: builds on seq 1
+    resident = courier.residents.register(name="Not a courier's job", grid=GRID)  # seq 1
+    courier.residents.edit(resident.id, phone="139 0000 0000")  # seq 2: builds on seq 1
     parcel = courier.parcels.register(code="P-7", grid=GRID)  # seq 3
     courier.parcels.hop(parcel.id, "picked_up")  # seq 4
     outside = courier.parcels.register(code="P-8", grid="changnan/lane-7")  # seq 5: outside its grid
@@ -160,7 +160,8 @@ def test_ops_the_origin_device_may_not_make_are_refused_and_the_rest_flows(
     assert answer["stored"] == 2 and answer["acked"] == [[courier.id, 1, 6]]
     refused = {r["op"]: r for r in answer["refused"]}
     assert refused[f"{courier.id}:1"]["code"] == "forbidden"
-    assert "courier" in refused[f"{courier.id}:1"]["reason"] and "ticket.create" in refused[f"{courier.id}:1"]["reason"]
+    reason = refused[f"{courier.id}:1"]["reason"]
+    assert "courier" in reason and "resident.create" in reason
     assert refused[f"{courier.id}:2"]["code"] == "depends_on_refused"
     assert f"{courier.id}:1" in refused[f"{courier.id}:2"]["reason"]
     assert (
@@ -182,10 +183,10 @@ def test_a_later_edit_on_a_refused_record_from_another_device_is_refused_too(
 ) -> None:
     courier, phone = make_replica("courier"), make_replica("phone")
     tc, tp = server.enroll("courier", "courier", GRID), server.enroll("phone", "grid_worker", "changnan")
-    ticket = courier.tickets.submit(title="Not a courier's job", kind="repair", grid=GRID)
+    resident = courier.residents.register(name="Not a courier's job", grid=GRID)
     _answer(server.push(tc, courier.id, own_ops(courier)))
     phone.sync_with(courier)
-    phone.tickets.edit(ticket.id, title="Taken over")
+    phone.residents.edit(resident.id, phone="139 0000 0000")
     phone.residents.register(name="Old Wang", grid=GRID)
     answer = _answer(server.push(tp, phone.id, own_ops(phone)))
     assert [(r["op"], r["code"]) for r in answer["refused"]] == [(f"{phone.id}:1", "depends_on_refused")]

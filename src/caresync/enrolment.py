@@ -297,12 +297,7 @@ def enroll(replica: Replica, server_url: str, code: str, *, client: httpx.Client
     problem = check_code(code)
     if problem is not None:
         raise InvalidInputError("Cannot enrol this device", [("code", problem)])
-    key = replica.device_key
-    if key is None or key.origin != replica.id:
-        raise TrustError(
-            f"Replica {replica.id} was made before devices had keys, so it cannot enrol; open a new replica file "
-            "on this device and enrol that one."
-        )
+    key = replica.device_key  # Replica.open makes the replica's id its key's fingerprint, old files included
     base = server_url.rstrip("/")
     with _http(client, 30.0) as http:
         answer = _call(
