@@ -29,6 +29,7 @@ import httpx
 from .domain import EntityType, Role
 from .errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
 from .model import ms_to_datetime
+from .netsync import refusal
 from .scopes import RecordScope, covers, may_read
 
 if TYPE_CHECKING:
@@ -264,22 +265,7 @@ def _call(http: httpx.Client, method: str, url: str, *, token: str | None = None
         if not isinstance(data, dict):
             raise SyncError("The sync server sent an answer this device cannot read (not a JSON object)")
         return data
-    code, message = "http_error", response.reason_phrase
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    if response.status_code >= 500:
-        raise SyncError(
-            f"The sync server has a problem (HTTP {response.status_code}: {message}). Nothing changed on this "
-            "device; try again later or tell the station."
-        )
-    raise ServerRefusedError(
-        f"The sync server refused this device: {message} (HTTP {response.status_code}, {code})",
-        status=response.status_code,
-        server_code=code,
-    )
+    raise refusal(response, url.rsplit("/v1/", 1)[0])
 
 
 # --- enrolment and tokens ----------------------------------------------------------------------------------------

@@ -146,22 +146,28 @@ class _Link:
                 raise SyncError(
                     f"The sync server at {self.base} sent an answer this device cannot read: {exc}"
                 ) from exc
-        code, message = "http_error", response.reason_phrase
-        try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            pass
-        if response.status_code >= 500:
-            raise SyncError(
-                f"The sync server at {self.base} has a problem (HTTP {response.status_code}: {message}). "
-                "Your work is kept on this device; try again later or tell the station."
-            )
-        raise ServerRefusedError(
-            f"The sync server refused this device: {message} (HTTP {response.status_code}, {code})",
-            status=response.status_code,
-            server_code=code,
+        raise refusal(response, self.base)
+
+
+def refusal(response: httpx.Response, base: str) -> SyncError:
+    """The error for a server's answer that is not a success: its error envelope's code and message, as a
+    :class:`SyncError` for a server that failed (5xx, worth trying again) or a :class:`ServerRefusedError`."""
+    code, message = "http_error", response.reason_phrase
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    if response.status_code >= 500:
+        return SyncError(
+            f"The sync server at {base} has a problem (HTTP {response.status_code}: {message}). "
+            "Your work is kept on this device; try again later or tell the station."
         )
+    return ServerRefusedError(
+        f"The sync server refused this device: {message} (HTTP {response.status_code}, {code})",
+        status=response.status_code,
+        server_code=code,
+    )
 
 
 def sync(

@@ -548,36 +548,25 @@ class Replica:
             ServerRefusedError: the server refused the device or a batch (the message says why).
             SyncError: the server could not be reached or failed, or the device is not enrolled; nothing is lost.
         """
+        options: dict[str, Any] = {
+            "push_batch": push_batch,
+            "pull_batch": pull_batch,
+            "retries": retries,
+            "backoff_s": backoff_s,
+            "timeout_s": timeout_s,
+            "progress": progress,
+            "client": client,
+        }
         if token is None:
             found = enrolment.enrolment(self)
             if url is not None and found is not None and url.rstrip("/") != found.server_url:
                 raise InvalidInputError(
                     "Cannot sync", [("token", f"this device is enrolled with {found.server_url}, not {url}")]
                 )
-            return enrolment.sync(
-                self,
-                push_batch=push_batch,
-                pull_batch=pull_batch,
-                retries=retries,
-                backoff_s=backoff_s,
-                timeout_s=timeout_s,
-                progress=progress,
-                client=client,
-            )
+            return enrolment.sync(self, **options)
         if url is None:
             raise InvalidInputError("Cannot sync", [("url", "give the server address with the token")])
-        return netsync.sync(
-            self,
-            url,
-            token=token,
-            push_batch=push_batch,
-            pull_batch=pull_batch,
-            retries=retries,
-            backoff_s=backoff_s,
-            timeout_s=timeout_s,
-            progress=progress,
-            client=client,
-        )
+        return netsync.sync(self, url, token=token, **options)
 
     def unsent_count(self) -> int:
         """How many ops the sync server has not acknowledged yet (refused ones excluded)."""

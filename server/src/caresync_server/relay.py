@@ -21,7 +21,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from caresync import Role
 from caresync.bundles import check_bundle, seal_answer
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError
 from caresync.ops import ops_from_rows, validate_ops
@@ -130,23 +129,6 @@ def _parse_cursor(cursor: str) -> int:
     return 0  # no cursor, or one this server did not give: the answer starts from the beginning
 
 
-def _origin_device(storage: Storage, origin: str) -> Device | None:
-    with storage.engine.connect() as conn:
-        row = conn.execute(select(devices).where(devices.c.replica_id == origin)).first()
-    if row is None:
-        return None
-    return Device(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        grids=tuple(json.loads(row.grids)),
-        replica_id=row.replica_id,
-        revoked_at=row.revoked_at,
-        last_sync_at=row.last_sync_at,
-        clock_offset_ms=row.last_clock_offset_ms,
-    )
-
-
 def _record(
     conn: Connection, bundle: str, origin: str, event: str, at_ms: int, by: str, *, once: bool, **detail: Any
 ) -> None:
@@ -240,7 +222,7 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
         code = "bundle_expired" if "expired" in exc.message else "bundle_forged"
         return _refusal(code, exc.message, bundle_id)
     origin = bundle["origin"]
-    device = _origin_device(storage, origin)
+    device = storage.device_by_replica(origin)
     if device is None:
         return _refusal(
             "device_unknown",

@@ -689,6 +689,12 @@ class Storage:
             station = self._station_key(conn)
         return Credentials(replace(device, token_expires_at=expires), token, expires, station)
 
+    def device_by_replica(self, origin: str) -> Device | None:
+        """The device bound to replica ``origin`` (revoked or not); None when no device syncs as it."""
+        with self._read() as conn:
+            row = conn.execute(select(devices).where(devices.c.replica_id == origin)).first()
+        return None if row is None else _device(row)
+
     def device_public_key(self, origin: str) -> bytes | None:
         """The Ed25519 public key of the device bound to ``origin``, as it enrolled; None when no device with a
         key syncs that origin (for checking the signatures of its ops)."""
