@@ -175,3 +175,44 @@ def test_forged_altered_expired_and_misdirected_bundles_change_nothing(tmp_path:
     with pytest.raises(BundleError, match="give it to a courier"):
         import_answers(b, tmp_path / "ops.bundle")
     assert b.state_digest() == digest
+
+
+def test_an_answer_not_signed_by_the_server_cannot_stop_a_device_from_sending_its_work(
+    tmp_path: Path,
+) -> None:
+    """A carrier knows the device's public key (it is in every bundle), so it can seal anything to the device;
+    only the server's signature makes an answer's acknowledgements believable."""
+    from caresync.bundles import BUNDLE_FORMAT, seal_answer
+    from caresync.keys import DeviceKey
+    from caresync.netsync import SERVER_KEY_META
+
+    server_key, carrier_key = DeviceKey.generate(), DeviceKey.generate()
+    with Replica.open(tmp_path / "kiosk.db", actor="kiosk") as kiosk:
+        kiosk.tickets.submit(title="Lift broken", kind="repair", grid="changnan/lane-7")
+        kiosk.tickets.submit(title="Stair light", kind="repair", grid="changnan/lane-7")
+        bundle = make_bundle(kiosk)
+        claim = {"ops": [], "cursor": "0", "acked": [[kiosk.id, 1, 2]], "refused": [], "more": False}
+
+        def answers_file(name: str, signer: DeviceKey) -> Path:
+            answer = seal_answer(
+                kiosk.device_key.public_key,
+                claim,
+                server_key=signer,
+                origin=kiosk.id,
+                bundle_id=bundle["id"],
+                now_ms=bundle["created_ms"],
+            )
+            path = tmp_path / name
+            path.write_text(json.dumps({"caresync_bundle": BUNDLE_FORMAT, "type": "answers", "answers": [answer]}))
+            return path
+
+        # a device that never met the server directly cannot tell: it keeps its work queued
+        kept = import_answers(kiosk, answers_file("unknown.answers", carrier_key), now_ms=bundle["created_ms"])
+        assert kept.answers == 1 and kept.acked == 0 and kiosk.unsent_count() == 2
+
+        kiosk._store.set_meta(SERVER_KEY_META, server_key.public_key.hex())  # what enrolment or a sync keeps
+        with pytest.raises(BundleError, match="not signed by the sync server"):
+            import_answers(kiosk, answers_file("forged.answers", carrier_key), now_ms=bundle["created_ms"])
+        assert kiosk.unsent_count() == 2
+        real = import_answers(kiosk, answers_file("real.answers", server_key), now_ms=bundle["created_ms"])
+        assert real.acked == 2 and kiosk.unsent_count() == 0

@@ -277,6 +277,7 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
             ("entities", "kind_hlc"),
         ):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("DELETE FROM meta WHERE key = 'server_signing_key'")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         db.commit()
     storage = Storage(settings)
@@ -288,6 +289,7 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
         page = storage.pull(device, "a" * 16, 0, 100, 0, START_MS)  # tickets got their kind: the dispute shows
         assert [json.loads(row[8])["title"] for row in page.rows] == ["Noise"]  # row: ..., body, sig
         assert storage.issue_code("new-phone", "courier", [GRID]).code
+        assert len(storage.server_key().public_key) == 32  # the migration gave the server its signing key
     finally:
         storage.close()
 

@@ -29,6 +29,7 @@ An answer file holds ``{"caresync_bundle": 1, "type": "answers", "answers": [{"i
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import secrets
@@ -45,6 +46,7 @@ from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25
 
 from .errors import BundleError, CaresyncError, InvalidInputError
 from .keys import DeviceKey, origin_of, verify_signature
+from .netsync import SERVER_KEY_META
 from .ops import paused_gc
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ DEFAULT_TTL_HOURS = 7 * 24
 MAX_BUNDLE_OPS = 2000
 #: Where a device keeps the server cursor of the answers relayed to it.
 RELAY_CURSOR_META = "relay_cursor"
+#: The key of the server's signature inside an answer's sealed payload.
+SERVER_SIG = "server_sig"
 _RECEIPTS_META = "relay_receipts"
 _HOUR = 3_600_000
 _MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -222,15 +226,19 @@ def seal_answer(
     device_public_key: bytes,
     payload: Mapping[str, Any],
     *,
+    server_key: DeviceKey,
     origin: str,
     bundle_id: str,
     now_ms: int,
     ttl_hours: int = DEFAULT_TTL_HOURS,
 ) -> dict[str, Any]:
-    """The server's answer to a bundle, sealed to the device's key (Ed25519 converted to X25519)."""
+    """The server's answer to a bundle, signed by the server's key (so a carrier cannot forge acknowledgements,
+    which would make the device stop sending work the server never got) and sealed to the device's key
+    (Ed25519 converted to X25519, so the carrier cannot read it)."""
+    signed = {**payload, SERVER_SIG: base64.b64encode(server_key.sign(canonical(payload))).decode("ascii")}
     x25519 = crypto_sign_ed25519_pk_to_curve25519(device_public_key)
     box = nacl.public.SealedBox(nacl.public.PublicKey(x25519))
-    sealed = base64.b64encode(box.encrypt(canonical(payload))).decode("ascii")
+    sealed = base64.b64encode(box.encrypt(canonical(signed))).decode("ascii")
     return {
         "id": secrets.token_hex(8),
         "for": origin,
@@ -251,6 +259,26 @@ def open_sealed(key: DeviceKey, sealed: str) -> Any:
         raise BundleError(
             "This answer cannot be opened with this device's key: it is for another device, or damaged."
         ) from None
+
+
+def _signed_by_server(payload: dict[str, Any], server_key: bytes | None, answer_id: str) -> bool:
+    """Takes the server's signature out of an opened answer; True when it is the signature of the server this
+    device knows. An answer signed by another key, or altered, is refused; with no server key known (a device
+    that never met the server directly), the answer's ops are applied (each is signed by its own device) but its
+    acknowledgements and refusals are not believed, so the device keeps sending its work until it can tell."""
+    raw = payload.pop(SERVER_SIG, None)
+    if server_key is None:
+        return False
+    try:
+        signature = base64.b64decode(str(raw), validate=True)
+    except (binascii.Error, ValueError):
+        signature = b""
+    if not verify_signature(server_key, canonical(payload), signature):
+        raise BundleError(
+            f"Answer {answer_id} is not signed by the sync server this device knows: it was altered or forged on "
+            "the way. Nothing of it was applied; your unsent work stays queued."
+        )
+    return True
 
 
 @dataclass(frozen=True)
@@ -287,6 +315,8 @@ def import_answers(replica: Replica, path: str | Path, *, now_ms: int | None = N
         raise BundleError("This replica has no device key; open it with Replica.open.")
     now = replica.clock.physical_ms() if now_ms is None else now_ms
     store = replica._store
+    known = store.get_meta(SERVER_KEY_META)
+    server_key = bytes.fromhex(known) if known else None
     applied = answers = acked = refused = 0
     more = False
     skipped: list[str] = []
@@ -297,6 +327,7 @@ def import_answers(replica: Replica, path: str | Path, *, now_ms: int | None = N
             skipped.append(f"answer {answer.get('id')} expired")
             continue
         payload = open_sealed(replica.device_key, str(answer.get("sealed", "")))
+        trusted = _signed_by_server(payload, server_key, str(answer.get("id")))
         try:
             ops = payload["ops"]
             cursor = str(payload["cursor"])
@@ -311,6 +342,8 @@ def import_answers(replica: Replica, path: str | Path, *, now_ms: int | None = N
         newest = max(current, cursor, key=_cursor_key)
         with paused_gc(), store.write():
             result = replica._apply(ops, defer_rows=True, from_server=True, meta={RELAY_CURSOR_META: newest})
+            if not trusted:  # only the server's own word may stop this device from sending its work again
+                acks, refusals = [], []
             acked += store.mark_sent(acks)
             rows = []
             for text, code, reason in refusals:

@@ -29,7 +29,7 @@ import httpx
 from .domain import EntityType, Role
 from .errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
 from .model import ms_to_datetime
-from .netsync import refusal
+from .netsync import SERVER_KEY_META, refusal
 from .scopes import RecordScope, covers, may_read
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ META_KEYS = {
     "server_grids": "its grids (JSON list)",
     "server_scope_version": "the version of its role and grids last applied",
     "station_public_key": "the station's X25519 public key, hex (what private content is sealed to)",
+    "server_public_key": "the server's Ed25519 public key, hex (what signs the answers couriers carry back)",
     "scope_changes": "the log of scope changes (JSON list)",
     "scope_purge_pending": "set while records outside the scope are kept for their unsent work",
 }
@@ -219,6 +220,9 @@ def _save(replica: Replica, answer: Mapping[str, Any], server_url: str | None = 
         station = answer.get("station_public_key")
         if station is not None:
             values["station_public_key"] = bytes.fromhex(str(station)).hex()
+        server = answer.get("server_public_key")
+        if server is not None and len(bytes.fromhex(str(server))) == 32:
+            values[SERVER_KEY_META] = bytes.fromhex(str(server)).hex()
     except (KeyError, TypeError, ValueError) as exc:
         raise SyncError(f"The sync server sent credentials this device cannot read ({exc}); try again.") from exc
     store = replica._store

@@ -30,7 +30,10 @@ from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
 if TYPE_CHECKING:
     from .replica import Replica
 
-__all__ = ["CLOCK_TOLERANCE_MS", "Refusal", "SyncProgress", "SyncResult", "sync"]
+__all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "refusal", "sync"]
+
+#: The replica meta key holding the sync server's Ed25519 public key (hex), learnt at enrolment or first sync.
+SERVER_KEY_META = "server_public_key"
 
 #: A device clock off by more than this from the server's is corrected after a sync exchange.
 CLOCK_TOLERANCE_MS = 2_000
@@ -111,6 +114,14 @@ class _Link:
     def close(self) -> None:
         if self.own_client:
             self.client.close()
+
+    def get(self, path: str) -> Any:
+        """One GET (no retries: what it asks for can wait for the next sync)."""
+        try:
+            response = self.client.get(self.base + path, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise SyncError(f"Cannot reach the sync server at {self.base} ({type(exc).__name__}: {exc}).") from exc
+        return self._answer(response)
 
     def post(self, path: str, *, json: Any = None, content: bytes | None = None, compact: bool = False) -> Any:
         headers = dict(self.headers)
@@ -196,11 +207,24 @@ def sync(
     try:
         _push(replica, link, push_batch, result, progress)
         _pull(replica, link, pull_batch, result, progress)
+        _learn_server_key(replica, link)
     finally:
         link.close()
         replica.settle()
     result.unsent = replica.unsent_count()
     return result
+
+
+def _learn_server_key(replica: Replica, link: _Link) -> None:
+    """Keeps the server's public key (``GET /v1/info``), the first time this device syncs with it directly: the
+    answers couriers bring back from the server are believed only when signed by it."""
+    store = replica._store
+    if store.get_meta(SERVER_KEY_META):
+        return
+    info = link.get("/v1/info")
+    key = info.get("server_public_key") if isinstance(info, dict) else None
+    if isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key):
+        store.set_meta(SERVER_KEY_META, key.lower())
 
 
 def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:

@@ -256,6 +256,7 @@ def info(ctx: _ContextDep) -> Info:
             max_pull_limit=ctx.settings.max_pull_limit,
         ),
         server_time_ms=ctx.now_ms(),
+        server_public_key=ctx.storage.server_key().public_key.hex(),
     )
 
 

@@ -155,6 +155,9 @@ class Info(BaseModel):
     media_types: list[str] = Field(description="The forms op batches may travel in.")
     limits: Limits
     server_time_ms: int = Field(description="The server's clock: what a device signs to renew its token.")
+    server_public_key: str = Field(
+        description="Hex Ed25519 key that signs the answers couriers carry back to devices (relay answers)."
+    )
 
 
 HexKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -201,6 +204,7 @@ class DeviceResponse(BaseModel):
     scope_version: int = Field(description="Raised whenever the station changes the device's role or grids.")
     token_expires_at_ms: int | None
     station_public_key: str | None = Field(description="Hex; null until the station registers one.")
+    server_public_key: str = Field(description="Hex Ed25519 key that signs relay answers (see `GET /v1/info`).")
     server_time_ms: int
 
 

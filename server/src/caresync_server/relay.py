@@ -260,7 +260,14 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
         "more": page.more,
         "server_time_ms": now,
     }
-    answer = seal_answer(bytes.fromhex(bundle["public_key"]), payload, origin=origin, bundle_id=bundle_id, now_ms=now)
+    answer = seal_answer(
+        bytes.fromhex(bundle["public_key"]),
+        payload,
+        server_key=storage.server_key(),
+        origin=origin,
+        bundle_id=bundle_id,
+        now_ms=now,
+    )
     with _write(storage) as conn:
         _record(conn, bundle_id, origin, "made", bundle["created_ms"], device.name, once=True, ops=len(known))
         carried_since = body.get("carried_since_ms")

@@ -39,7 +39,7 @@ from caresync import EntityType, Role
 from caresync.domain import check_grid
 from caresync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
 from caresync.errors import InvalidInputError
-from caresync.keys import origin_of, verify_signature
+from caresync.keys import DeviceKey, origin_of, verify_signature
 from caresync.ops import REDACTABLE_KINDS, OpDict, redact_body
 from sqlalchemy import (
     BigInteger,
@@ -109,6 +109,8 @@ __all__ = [
 
 #: The layout of the server's tables; a database written by a newer server is refused.
 SCHEMA_VERSION = 2
+#: The meta row holding the seed of the server's signing key (:meth:`Storage.server_key`).
+SERVER_KEY_META = "server_signing_key"
 #: A pull examines at most this many ops past the device's cursor (or ``limit``, if larger), so that a device
 #: that sees little of the log still gets an answer quickly; its cursor moves past what was examined.
 PULL_SCAN_WINDOW = 50_000
@@ -332,6 +334,7 @@ class Storage:
         """PostgreSQL: the advisory lock every push transaction holds from before it draws cursors to COMMIT."""
         self._ddl_lock = _lock_key("ddl", self.schema)
         self.engine = self._create_engine()
+        self._server_key: DeviceKey | None = None
 
     def _create_engine(self) -> Engine:
         url = self.settings.database_url
@@ -454,6 +457,7 @@ class Storage:
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "created_at", "value": str(self.now_ms())},
+                    {"key": SERVER_KEY_META, "value": DeviceKey.generate().seed.hex()},
                 ],
             )
             return SCHEMA_VERSION
@@ -492,7 +496,19 @@ class Storage:
             for eid, (hlc, value) in kinds.items():
                 conn.execute(entities.update().where(entities.c.eid == eid).values(kind=value, kind_hlc=hlc))
                 conn.execute(ops.update().where(ops.c.eid == eid).values(rkind=value))
+            if conn.execute(select(meta.c.value).where(meta.c.key == SERVER_KEY_META)).first() is None:
+                conn.execute(meta.insert().values(key=SERVER_KEY_META, value=DeviceKey.generate().seed.hex()))
             conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+    def server_key(self) -> DeviceKey:
+        """The server's own Ed25519 key, made with the database: it signs what a device must be able to trust as
+        the server's without a connection of its own (the answers couriers carry back). Devices learn its public
+        half at enrolment and from ``GET /v1/info``."""
+        if self._server_key is None:
+            with self._read() as conn:
+                seed = conn.execute(select(meta.c.value).where(meta.c.key == SERVER_KEY_META)).scalar_one()
+            self._server_key = DeviceKey(bytes.fromhex(seed))
+        return self._server_key
 
     def ping(self) -> int:
         """The schema version, read from the database: raises unless the server can serve."""

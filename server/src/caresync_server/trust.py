@@ -64,6 +64,7 @@ def _described(storage: Storage, device: Device, now: int) -> dict[str, Any]:
         "scope_version": device.scope_version,
         "token_expires_at_ms": device.token_expires_at,
         "station_public_key": None if station is None else station.hex(),
+        "server_public_key": storage.server_key().public_key.hex(),
         "server_time_ms": now,
     }
 
