@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 
 import caresync.ops
 import caresync.replica
-from caresync import Replica, StoreVersionError
+from caresync import InvalidInputError, Replica, StoreVersionError
 from caresync.schema import SCHEMA_VERSION
 from caresync.testing import FakeClock, key_for, sign
 
@@ -222,3 +222,13 @@ def test_redaction_erases_personal_data_everywhere(make_replica: ReplicaFactory)
         for secret in ("Zhang Guilan", "5555 0199", "Teachers' Dorm", "Zhang Min"):
             assert secret.encode() not in raw, (r.path.name, secret)
     assert station.state_digest() == phone.state_digest() == relay.state_digest()
+
+
+def test_a_new_file_takes_the_device_key_it_is_given_and_keeps_it(tmp_path: Path) -> None:
+    key = key_for("the kiosk in the lobby")
+    with Replica.open(tmp_path / "kiosk.db", actor="kiosk", device_key=key) as r:
+        assert r.id == key.origin
+    with Replica.open(tmp_path / "kiosk.db", actor="kiosk") as r:
+        assert r.device_key.public_key == key.public_key
+    with pytest.raises(InvalidInputError, match="another device's key"):
+        Replica.open(tmp_path / "kiosk.db", actor="kiosk", device_key=key_for("someone else"))

@@ -149,6 +149,7 @@ class Replica:
         max_clock_forward_ms: int = DEFAULT_MAX_FORWARD_MS,
         due_hours: Mapping[TicketKind | str, int] | None = None,
         logger: logging.Logger | None = None,
+        device_key: DeviceKey | None = None,
     ) -> Replica:
         """Opens the replica file at ``path``, creating it (with a new replica id) if it does not exist.
 
@@ -159,9 +160,12 @@ class Replica:
             max_clock_forward_ms: how far stamps seen from other devices may push this device's clock.
             due_hours: hours from submission to due, by ticket kind (default 48; emergencies 2).
             logger: where to report migrations, deferred ops and clock anomalies.
+            device_key: the key a new file is made with (default: a new random one), for a device whose
+                identity is made elsewhere, or a repeatable simulation; a file that has a key keeps it.
 
         Raises:
-            StoreError: the file cannot be opened; StoreVersionError: it is from a newer caresync.
+            StoreError: the file cannot be opened; StoreVersionError: it is from a newer caresync;
+            InvalidInputError: ``device_key`` is not the key the file already has.
         """
         if not actor or not actor.strip():
             raise InvalidInputError("Say who is working on this device", [("actor", "must not be empty")])
@@ -170,10 +174,15 @@ class Replica:
         try:
             seed = store.get_meta("device_key")
             if seed is None:
-                key = DeviceKey.generate()
+                key = device_key or DeviceKey.generate()
                 store.set_meta("device_key", key.seed.hex())
             else:
                 key = DeviceKey(bytes.fromhex(seed))
+                if device_key is not None and device_key.public_key != key.public_key:
+                    raise InvalidInputError(
+                        f"Cannot open {path} with another device's key",
+                        [("device_key", f"the file is device {key.origin}, the key is {device_key.origin}'s")],
+                    )
             replica_id = store.get_meta("replica_id")
             if replica_id != key.origin:
                 # The device's origin is its key's fingerprint: a key proves itself. A file from before signed
