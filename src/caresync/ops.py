@@ -42,6 +42,7 @@ from .domain import (
     VisitOutcome,
 )
 from .errors import InvalidOpError
+from .numbers import NUMBER_PATTERN
 
 __all__ = [
     "ENTITY_PREFIX",
@@ -224,6 +225,7 @@ class TicketCreate(TypedDict):
     resident_id: NotRequired[EntityId | None]
     visit_id: NotRequired[EntityId | None]
     parcel_id: NotRequired[EntityId | None]
+    number: NotRequired[Annotated[str, StringConstraints(pattern=NUMBER_PATTERN)] | None]  # see caresync.numbers
 
 
 @with_config(_FORBID)
