@@ -20,12 +20,13 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import IntentError, InvalidInputError
+from .errors import IntentError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
+    from .model import Ticket
     from .replica import Replica
 
-__all__ = ["NUMBER_PATTERN", "NumberBlock", "TicketNumbers", "fallback_number", "is_ticket_number"]
+__all__ = ["NUMBER_PATTERN", "NumberBlock", "TicketNumbers", "fallback_number", "find_ticket", "is_ticket_number"]
 
 #: What a ticket number looks like: a block number (digits) or a fallback ``<origin>-<n>``.
 NUMBER_PATTERN = r"^(?:[1-9][0-9]{0,11}|[0-9a-f]{16}-[1-9][0-9]{0,11})$"
@@ -136,3 +137,21 @@ class TicketNumbers:
         counter = int(self._r._store.get_meta(_LOCAL_KEY) or 0) + 1
         self._r._store.set_meta(_LOCAL_KEY, str(counter))
         return fallback_number(self._r.id, counter)
+
+
+def find_ticket(replica: Replica, ref: str) -> Ticket:
+    """The ticket a clerk means by ``ref``: its number (what the resident was told) or its id.
+
+    Raises:
+        NotFoundError: no ticket with that number or id on this device.
+    """
+    ref = ref.strip()
+    if ref.startswith("T-"):
+        return replica.tickets.get(ref)
+    if is_ticket_number(ref):
+        for ticket in replica.tickets.list(include_deleted=True):
+            if ticket.number == ref:
+                return ticket
+    raise NotFoundError(
+        f"No ticket with number or id {ref!r} on this device. Check the number on the slip, or sync to fetch it."
+    )
