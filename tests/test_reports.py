@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -120,5 +122,7 @@ def test_the_html_page_shows_the_figures_as_svg(week: Replica) -> None:
     assert [round(float(x), 4) for x in parser.rates[:4]] == [0.6667, 0.75, 0.75, 0.5]
     assert parser.bars["repair"] == "2" and parser.bars["walk_in"] == "4" and parser.bars[DORM] == "5"
     assert "满意率" in page and "66.7%" in page
+    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
+        ElementTree.fromstring(svg)  # each chart is well-formed SVG
     english = render_html(station_report(week, start=T0, end=T0 + hours(72)), lang="en")
     assert "Satisfaction" in english and 'lang="en"' in english

@@ -55,6 +55,11 @@ _WORDS: dict[str, tuple[str, str]] = {
     "outcome.settled": ("调解成功", "settled"),
     "outcome.not_settled": ("未达成", "not settled"),
     "outcome.referred": ("已移交", "referred"),
+    # resident flags: "the old and the young" (一老一小)
+    "resident.lives_alone": ("独居", "lives alone"),
+    "resident.elderly": ("老人", "elderly"),
+    "resident.left_behind_child": ("留守儿童", "left-behind child"),
+    "resident.disabled": ("残疾", "disabled"),
     # knock round
     "due.overdue": ("已逾期", "overdue"),
     "due.due": ("到期", "due"),

@@ -4,6 +4,7 @@ rates and bar charts for the counts, drawn as inline SVG (no script, no web font
 from __future__ import annotations
 
 import math
+from datetime import tzinfo
 from html import escape
 
 from .i18n import Catalog
@@ -87,14 +88,17 @@ def _bars(counts: dict[str, int], title: str, names: dict[str, str], empty: str)
     return f"<section><h2>{escape(title)}</h2>{''.join(parts)}</section>"
 
 
-def render_html(report: StationReport, *, lang: str = "zh") -> str:
-    """The report as a complete HTML page in ``lang`` (``zh`` or ``en``), ready to print or to open offline."""
+def render_html(report: StationReport, *, lang: str = "zh", tz: tzinfo | None = None) -> str:
+    """The report as a complete HTML page in ``lang`` (``zh`` or ``en``), ready to print or to open offline.
+
+    Times are shown in ``tz`` (default UTC, as the report carries them).
+    """
 
     def tx(key: str) -> str:
         return _TEXT(key, lang)
 
-    start = tx("since") if report.period_start is None else f"{report.period_start:%Y-%m-%d}"
-    period = f"{start} – {report.period_end:%Y-%m-%d %H:%M}"
+    start = tx("since") if report.period_start is None else f"{report.period_start.astimezone(tz):%Y-%m-%d}"
+    period = f"{start} – {report.period_end.astimezone(tz):%Y-%m-%d %H:%M}"
     grid = report.grid or tx("all")
     median = "–" if report.median_hours_to_resolve is None else f"{report.median_hours_to_resolve:.1f}"
     tiles = [

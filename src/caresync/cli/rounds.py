@@ -14,7 +14,7 @@ from ..labels import label
 from ..report_html import render_html
 from ..reports import StationReport, station_report
 from ..review import parse_value, review_queue, settle
-from ._common import Env, common_options, day_start, days, fmt_time, now_utc, parse_day, parse_moment
+from ._common import Env, common_options, day_start, days, fmt_time, local_tz, now_utc, parse_day, parse_moment
 from .station import ticket_json
 
 __all__ = ["conflicts", "report", "visit"]
@@ -246,19 +246,20 @@ def report(env: Env, start_text: str | None, end_text: str | None, grid: str | N
     with env.open() as replica:
         result = station_report(replica, start=start, end=end, grid=grid)
     if html_file is not None:
-        html_file.write_text(render_html(result, lang=env.lang), encoding="utf-8")
+        html_file.write_text(render_html(result, lang=env.lang, tz=local_tz()), encoding="utf-8")
         if not env.as_json:
             click.echo(env.t("report.written", path=html_file))
             return
 
     def text() -> None:
         period = f"{fmt_time(result.period_start) or '…'} – {fmt_time(result.period_end)}"
-        table = Table(title=env.t("report.title", period=period, grid=grid or env.t("report.all_grids")))
+        console = env.console()
+        console.print(env.t("report.title", period=period, grid=grid or env.t("report.all_grids")), markup=False)
+        table = Table()
         table.add_column(env.t("report.figure"))
         table.add_column(env.t("report.value"), justify="right")
         for name, value in _report_rows(env, result):
             table.add_row(name, value)
-        console = env.console()
         console.print(table)
         for title, counts, group in (
             (env.t("report.by_kind"), result.by_kind, "kind"),

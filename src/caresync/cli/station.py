@@ -459,7 +459,7 @@ def resident_list(env: Env, grid: str | None) -> None:
                 r.name or "",
                 r.grid,
                 r.address or "",
-                ", ".join(label("flag", f, env.lang) for f in r.flags),
+                ", ".join(label("resident", f, env.lang) for f in r.flags),
                 str(r.knock_every_days or ""),
             )
         env.console().print(table)
@@ -490,7 +490,7 @@ def resident_show(env: Env, resident_id: str) -> None:
             ("grid", found.grid),
             ("address", found.address or ""),
             ("phone", found.phone or ""),
-            ("flags", ", ".join(label("flag", f, env.lang) for f in found.flags)),
+            ("flags", ", ".join(label("resident", f, env.lang) for f in found.flags)),
             ("knock_every", found.knock_every_days or ""),
             ("birth_year", found.birth_year or ""),
         ):

@@ -1,0 +1,34 @@
+"""The station commands' messages: both languages say the same things, and every message is used."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import caresync.cli
+from caresync.cli._messages import MESSAGES
+from caresync.labels import DOMAIN_LABELS
+
+CLI = Path(caresync.cli.__file__).parent
+
+
+def _fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_both_languages_take_the_same_fields() -> None:
+    for catalog in (MESSAGES, DOMAIN_LABELS):
+        for key, texts in catalog.messages.items():
+            assert _fields(texts["zh"]) == _fields(texts["en"]), key
+
+
+def test_every_message_is_used_by_a_command() -> None:
+    source = "\n".join(p.read_text(encoding="utf-8") for p in CLI.glob("*.py") if p.name != "_messages.py")
+    literals = set(re.findall(r"[\"']([a-z_.0-9]+)[\"']", source))
+    unused = [
+        key
+        for key in MESSAGES.messages
+        if key not in literals and not (key.startswith("field.") and key.removeprefix("field.") in literals)
+    ]
+    assert unused == []
