@@ -33,10 +33,14 @@ def test_knock_round_due_overdue_and_flags(make_replica: ReplicaFactory) -> None
     station.visits.record(resident_id=zhou.id, outcome="no_answer", visited_at=t0 + timedelta(days=1))
     station.visits.record(resident_id=zhou.id, outcome="no_answer", visited_at=t0 + timedelta(days=2))
     station.visits.record(resident_id=hu.id, outcome="unwell", visited_at=t0 + timedelta(hours=12))
+    ma = reg(name="Granny Ma", grid=DORM, knock_every_days=30)  # one unanswered knock after a good one: no flag
+    station.visits.record(resident_id=ma.id, outcome="well", visited_at=t0 + timedelta(hours=1))
+    station.visits.record(resident_id=ma.id, outcome="no_answer", visited_at=t0 + timedelta(hours=2))
 
     at = t0 + timedelta(days=3, hours=1)
     everyone = knock_round(station, now=at)
     assert [e.resident_id for e in everyone.flagged] == [hu.id, zhou.id]  # flagged first, soonest due first
+    assert ma.id not in [e.resident_id for e in everyone.entries]  # not flagged, not due for 30 days
     assert everyone.flagged[1].flags == ["no_answer_twice"] and everyone.flagged[0].flags == ["unwell"]
     [wang_due] = everyone.by_building[DORM]  # Liu checked a day in: due on day 8, not listed
     assert (wang_due.resident_id, wang_due.state, wang_due.overdue_days) == (wang.id, "overdue", 1)
@@ -80,6 +84,9 @@ def test_review_queue_levels_and_settling_by_pick(make_replica: ReplicaFactory) 
     phone.tickets.edit(ticket.id, title="Septic tank overflowing")
     station.tickets.edit(ticket.id, description="30 households")  # different fields: merged, for information
     phone.tickets.edit(ticket.id, priority="high")
+    liu = station.residents.register(name="Grandma Liu", grid=DORM)
+    station.residents.edit(liu.id, phone="138 0000 1234")  # two fields on one device: nothing to review
+    station.residents.edit(liu.id, knock_every_days=3)
     station.sync_with(phone)
     items = review_queue(station)
     conflicts = [i for i in items if i.needs_decision]

@@ -233,6 +233,10 @@ def test_the_installed_script_in_both_languages(tmp_path: Path) -> None:
     report = json.loads(sh("report", "--json").stdout)
     assert report["tickets_received"] == 1 and report["tickets_resolved"] == 0
     assert sh("conflicts", "list", "--json").returncode == 0
-    assert sh("visit", "due", "--json").returncode == 0
+    liu = json.loads(sh("resident", "add", "--name", "Liu", "--grid", GRID, "--knock-every", "1", "--json").stdout)
+    assert "姓名: Liu" in sh("resident", "show", liu["id"]).stdout
+    assert json.loads(sh("visit", "due", "--json", "--at", "2099-01-01").stdout)["overdue"] == 1
+    opened = sh("dispute", "open", "--title", "Noise", "--grid", GRID, "--party", "Chen", "--lang", "en")
+    assert opened.returncode == 0 and opened.stdout.startswith("Dispute opened: number")
     unknown = sh("ticket", "fly")
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ request in one step (an emergency, or an early warning), linked to the resident 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +24,7 @@ from .model import Resident, Ticket, Visit, ms_to_datetime
 if TYPE_CHECKING:
     from .replica import Replica
 
-__all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "in_grid", "knock_round", "raise_ticket"]
+__all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "in_grid", "knock_round", "raise_ticket", "round_of"]
 
 DueState = Literal["overdue", "due", "ok"]
 #: Why a resident is flagged: two unanswered knocks in a row, or what the last knock found.
@@ -168,20 +169,44 @@ def knock_round(
             return KnockRound(at=at, flagged=[])
     elif grid:
         grids = [grid]
-    visits: dict[str, list[Visit]] = defaultdict(list)
-    for visit in replica.visits.list():
-        visits[visit.resident_id].append(visit)
+    return round_of(
+        replica.residents.list(),
+        replica.visits.list(),
+        replica.tickets.list(),
+        grids=grids,
+        at=at,
+        include_ok=include_ok,
+    )
+
+
+def round_of(
+    residents: Iterable[Resident],
+    visits: Iterable[Visit],
+    tickets: Iterable[Ticket],
+    *,
+    grids: Sequence[str],
+    at: datetime,
+    include_ok: bool = False,
+) -> KnockRound:
+    """:func:`knock_round` over records already read (the report reads them once for all its figures).
+
+    ``grids`` limits the round to residents in those grids (nested ones included); empty for everyone.
+    """
+    by_resident: dict[str, list[Visit]] = defaultdict(list)
+    for visit in visits:
+        if not visit.deleted:
+            by_resident[visit.resident_id].append(visit)
     open_raised: dict[str, str] = {}
-    for ticket in replica.tickets.list():
+    for ticket in tickets:
         if ticket.resident_id and ticket.status in OPEN_STATUSES and ticket.channel.value == "door_knock":
             open_raised.setdefault(ticket.resident_id, ticket.number or ticket.id)
     flagged: list[KnockDue] = []
     buildings: dict[str, list[KnockDue]] = defaultdict(list)
-    for resident in replica.residents.list():
+    for resident in residents:
         cadence = resident.knock_every_days
-        if not cadence or (grids and not any(in_grid(resident.grid, g) for g in grids)):
+        if resident.deleted or not cadence or (grids and not any(in_grid(resident.grid, g) for g in grids)):
             continue
-        mine = sorted(visits.get(resident.id, []), key=lambda v: (v.visited_at, v.id), reverse=True)
+        mine = sorted(by_resident.get(resident.id, []), key=lambda v: (v.visited_at, v.id), reverse=True)
         checked = [v for v in mine if v.outcome not in _ANSWERED_NOT]
         last_checked = checked[0].visited_at if checked else _registered_at(resident)
         due = last_checked + timedelta(days=cadence)

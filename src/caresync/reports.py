@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .domain import OPEN_STATUSES, HopStage, TicketKind
 from .errors import InvalidInputError, NotFoundError
-from .knock import in_grid, knock_round
+from .knock import in_grid, round_of
 from .model import Parcel, Ticket, ms_to_datetime
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ def station_report(
     def here(g: str) -> bool:
         return grid is None or in_grid(g, grid)
 
-    tickets = [t for t in replica.tickets.list() if here(t.grid)]
+    all_tickets = replica.tickets.list()
+    tickets = [t for t in all_tickets if here(t.grid)]
     received = [t for t in tickets if _within(t.submitted_at, start, end)]
     resolved = [t for t in tickets if _within(t.resolved_at, start, end)]
     spans = [(t, t.resolved_at) for t in resolved if t.resolved_at is not None]
@@ -147,13 +148,14 @@ def station_report(
     settled = sum(1 for t in with_outcome if t.outcome is not None and t.outcome.value == "settled")
 
     residents = {r.id: r for r in replica.residents.list(include_deleted=True)}
+    all_visits = replica.visits.list()
     visits = [
         v
-        for v in replica.visits.list()
+        for v in all_visits
         if _within(v.visited_at, start, end) and v.resident_id in residents and here(residents[v.resident_id].grid)
     ]
     served = {t.resident_id for t in received if t.resident_id} | {v.resident_id for v in visits}
-    knock = knock_round(replica, grid=grid, now=as_of)
+    knock = round_of(residents.values(), all_visits, all_tickets, grids=[grid] if grid else [], at=as_of)
     return StationReport(
         period_start=start,
         period_end=end,

@@ -104,6 +104,14 @@ _M: dict[str, tuple[str, str]] = {
         "处理：caresync conflicts resolve {key} --pick 序号（或 --value 值）",
         "decide: caresync conflicts resolve {key} --pick N (or --value VALUE)",
     ),
+    "conflicts.hint_status": (
+        "处理：caresync conflicts resolve {key} 确认当前状态，或直接办理下一步",
+        "decide: caresync conflicts resolve {key} keeps the status shown, or record the next step",
+    ),
+    "conflicts.hint_custody": (
+        "处理：记录下一次交接即可",
+        "decide: record the next hand-over of the parcel",
+    ),
     "conflicts.resolved": (
         "已处理 {key}；剩余 {left} 处冲突。同步后各设备一致。",
         "Settled {key}; {left} conflict(s) left. Sync to share it.",

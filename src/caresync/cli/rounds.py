@@ -183,7 +183,9 @@ def conflicts_list(env: Env, no_parallel: bool, days_back: int) -> None:
                     markup=False,
                 )
             if item.needs_decision:
-                console.print("     " + env.t("conflicts.hint", key=item.key), markup=False)
+                hints = {"status": "conflicts.hint_status", "custody": "conflicts.hint_custody"}
+                hint = hints.get(item.field or "", "conflicts.hint")
+                console.print("     " + env.t(hint, key=item.key), markup=False)
 
     env.out({"needs_decision": len(decide), "items": [i.to_json() for i in items]}, text)
 
