@@ -32,3 +32,19 @@ def test_every_message_is_used_by_a_command() -> None:
         if key not in literals and not (key.startswith("field.") and key.removeprefix("field.") in literals)
     ]
     assert unused == []
+
+
+def test_every_station_command_is_in_the_guides() -> None:
+    import click
+
+    from caresync.cli import main
+
+    docs = Path(__file__).parent.parent / "docs"
+    text = "\n".join((docs / name).read_text(encoding="utf-8") for name in ("station.md", "knock-team.md"))
+    missing = []
+    for name, command in main.commands.items():
+        subs = command.commands if isinstance(command, click.Group) else {"": command}
+        for sub in subs:
+            if not re.search(rf"caresync {name}\b[^`\n]*{re.escape(sub)}", text):
+                missing.append(f"{name} {sub}".strip())
+    assert missing == []
