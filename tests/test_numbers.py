@@ -47,3 +47,24 @@ def test_bad_or_overlapping_blocks_are_refused(make_replica: ReplicaFactory) -> 
     with pytest.raises(InvalidInputError, match="count"):
         desk.numbers.add_block(200, 0)
     assert [b.start for b in desk.numbers.blocks()] == [100]
+
+
+def test_a_ticket_is_found_by_number_id_or_the_end_of_a_fallback_number(make_replica: ReplicaFactory) -> None:
+    from caresync import NotFoundError
+    from caresync.numbers import find_ticket
+
+    desk, phone = make_replica("desk"), make_replica("phone")
+    desk.numbers.add_block(1000, 1)
+    first = desk.tickets.submit(title="a", kind="repair", grid=GRID)
+    mine = phone.tickets.submit(title="b", kind="repair", grid=GRID)
+    desk.sync_with(phone)
+    assert find_ticket(desk, "1000").id == first.id and find_ticket(desk, first.id).id == first.id
+    assert mine.number == f"{phone.id}-1"
+    assert find_ticket(desk, f"{phone.id[-4:]}-1").id == mine.id
+    with pytest.raises(NotFoundError, match="'1001'"):
+        find_ticket(desk, "1001")
+    with pytest.raises(NotFoundError):
+        find_ticket(desk, f"{phone.id[-4:]}-2")
+    desk.tickets.submit(title="c", kind="repair", grid=GRID)  # the block is used up: the fallback
+    assert find_ticket(desk, f"{desk.id}-1").title == "c"
+    assert find_ticket(desk, f"{desk.id[-6:]}-1").title == "c"

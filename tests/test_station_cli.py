@@ -72,17 +72,26 @@ def test_init_then_a_ticket_from_order_to_return(run: Run, home: Path, lang: str
     other = run("ticket", "submit", "--title", "Bench", "--kind", "repair", "--grid", GRID)
     assert run("ticket", "escalate", other["number"])["grid"] == "changnan/dorm"
     assert run("ticket", "cancel", other["number"], "--reason", "duplicate")["status"] == "cancelled"
+    with Replica.open(home / "replica.db", actor="courier-chen") as desk:
+        parcel = desk.parcels.register(code="P-0417", grid=GRID)
+    carried = run("ticket", "submit", "--title", "Form", "--kind", "errand", "--grid", GRID, "--parcel", "P-0417")
+    assert carried["parcel_id"] == parcel.id
+    run("ticket", "cancel", carried["number"], "--reason", "test")
+    nowhere = _invoke(
+        home, ["ticket", "submit", "--title", "F", "--kind", "errand", "--grid", GRID, "--parcel", "X9"], lang
+    )
+    assert nowhere.exit_code == 1 and "X9" in nowhere.stderr
     late = run("ticket", "submit", "--title", "Smoke", "--kind", "emergency", "--grid", GRID)
     listed = run("ticket", "list")["tickets"]
-    assert [x["number"] for x in listed] == ["1002", "1000"]  # open only; soonest due (emergency: 2 h) first
-    assert late["number"] == "1002"
-    assert len(run("ticket", "list", "--all")["tickets"]) == 3
+    assert [x["number"] for x in listed] == ["1003", "1000"]  # open only; soonest due (emergency: 2 h) first
+    assert late["number"] == "1003"
+    assert len(run("ticket", "list", "--all")["tickets"]) == 4
     shown = run("ticket", "show", "1000")
     assert [h["kind"] for h in shown["history"]][:2] == ["ticket.create", "ticket.transition"]
     text = _invoke(home, ["ticket", "show", "1000"], lang).stdout
     assert ("已接单" if lang == "zh" else "accepted") in text
     submitted = _invoke(home, ["ticket", "submit", "--title", "x", "--kind", "wish", "--grid", GRID], lang).stdout
-    assert ("请告知居民" if lang == "zh" else "tell the resident") in submitted and "1003" in submitted
+    assert ("请告知居民" if lang == "zh" else "tell the resident") in submitted and "1004" in submitted
 
 
 def test_residents_add_list_show_edit(run: Run, home: Path, lang: str) -> None:

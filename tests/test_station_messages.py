@@ -48,3 +48,11 @@ def test_every_station_command_is_in_the_guides() -> None:
             if not re.search(rf"caresync {name}\b[^`\n]*{re.escape(sub)}", text):
                 missing.append(f"{name} {sub}".strip())
     assert missing == []
+
+
+def test_every_error_code_has_its_chinese_lead_words() -> None:
+    import caresync
+    from caresync.cli._common import _ERROR_PREFIXES
+
+    codes = {getattr(caresync, n).code for n in caresync.__all__ if n.endswith("Error")} - {"caresync_error"}
+    assert codes == set(_ERROR_PREFIXES)

@@ -140,18 +140,33 @@ class TicketNumbers:
 
 
 def find_ticket(replica: Replica, ref: str) -> Ticket:
-    """The ticket a clerk means by ``ref``: its number (what the resident was told) or its id.
+    """The ticket a clerk means by ``ref``: its number (what the resident was told), its id, or the end of a
+    fallback number from the last four characters of the device on (``eb50-17`` for
+    ``3f9a0c1d2b4eeb50-17``), when only one ticket here ends that way.
 
     Raises:
         NotFoundError: no ticket with that number or id on this device.
+        IntentError: the end of a fallback number matches several tickets (the message lists them).
     """
     ref = ref.strip()
     if ref.startswith("T-"):
         return replica.tickets.get(ref)
-    if is_ticket_number(ref):
-        for ticket in replica.tickets.list(include_deleted=True):
+    tail = _TAIL_RE.match(ref)
+    if is_ticket_number(ref) or tail:
+        tickets = replica.tickets.list(include_deleted=True)
+        for ticket in tickets:
             if ticket.number == ref:
                 return ticket
+        if tail:
+            found = [t for t in tickets if t.number and "-" in t.number and t.number.endswith(ref)]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                numbers = ", ".join(sorted(t.number or "" for t in found))
+                raise IntentError(f"{ref!r} is the end of several ticket numbers ({numbers}); give the whole number.")
     raise NotFoundError(
         f"No ticket with number or id {ref!r} on this device. Check the number on the slip, or sync to fetch it."
     )
+
+
+_TAIL_RE = re.compile(r"^[0-9a-f]{4,15}-[1-9][0-9]{0,11}$")

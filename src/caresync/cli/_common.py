@@ -222,7 +222,9 @@ class StationGroup(click.Group):
         try:
             return super().main(argv, prog_name, complete_var, False, **extra)
         except CaresyncError as exc:
-            _report(lang, as_json, getattr(exc, "code", "caresync_error"), t("err.prefix", lang), str(exc))
+            code = getattr(exc, "code", "caresync_error")
+            prefix = _ERROR_PREFIXES.get(code, "err.prefix")
+            _report(lang, as_json, code, t(prefix, lang), str(exc))
             sys.exit(1)
         except click.exceptions.Abort:
             click.echo(t("err.aborted", lang), err=True)
@@ -238,6 +240,22 @@ class StationGroup(click.Group):
             sys.exit(exc.exit_code)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
+
+
+#: Error codes with their own lead words in Chinese (the message itself is the library's, in English).
+_ERROR_PREFIXES = {
+    "invalid_input": "err.invalid_input",
+    "invalid_op": "err.invalid_op",
+    "not_found": "err.not_found",
+    "invalid_action": "err.invalid_action",
+    "merge_error": "err.merge_error",
+    "op_fork": "err.op_fork",
+    "store_error": "err.store_error",
+    "store_version": "err.store_version",
+    "sync_failed": "err.sync_failed",
+    "server_refused": "err.server_refused",
+    "trust_failed": "err.trust_failed",
+}
 
 
 def _report(lang: str, as_json: bool, code: str, prefix: str, message: str) -> None:

@@ -10,6 +10,18 @@ _M: dict[str, tuple[str, str]] = {
     # errors
     "err.prefix": ("错误", "Error"),
     "err.usage": ("用法错误", "Usage error"),
+    # what each error code means, said first in Chinese (the library's detail follows in English)
+    "err.invalid_input": ("错误（输入有误）", "Error"),
+    "err.invalid_op": ("错误（收到的变更无效）", "Error"),
+    "err.not_found": ("错误（找不到记录）", "Error"),
+    "err.invalid_action": ("错误（此操作现在不可行）", "Error"),
+    "err.merge_error": ("错误（数据合并冲突）", "Error"),
+    "err.op_fork": ("错误（设备数据被复制或恢复过）", "Error"),
+    "err.store_error": ("错误（无法读写数据文件）", "Error"),
+    "err.store_version": ("错误（数据文件来自更新版本）", "Error"),
+    "err.sync_failed": ("错误（同步未完成，数据未丢失）", "Error"),
+    "err.server_refused": ("错误（服务器拒绝）", "Error"),
+    "err.trust_failed": ("错误（签名或密钥校验失败）", "Error"),
     "err.help": ("用 {command} --help 查看用法", "see {command} --help"),
     "err.aborted": ("已中止。", "Aborted."),
     "err.config": (
@@ -48,6 +60,10 @@ _M: dict[str, tuple[str, str]] = {
         "Submitted: number {number} (tell the resident), due {due}. Record {id}",
     ),
     "ticket.moved": ("诉求 {number}：{status}", "Ticket {number}: {status}"),
+    "ticket.no_parcel": (
+        "找不到信封编号为 {code} 的邮件：请核对编号，或先同步。",
+        "No parcel with the envelope code {code} on this device: check the code, or sync first.",
+    ),
     "ticket.rated": ("诉求 {number} 已评价。", "Ticket {number}: rating recorded."),
     "ticket.noted": ("诉求 {number} 已添加备注。", "Ticket {number}: note added."),
     "ticket.escalated": ("诉求 {number} 已上报至 {grid}。", "Ticket {number} escalated to {grid}."),

@@ -7,6 +7,7 @@ clerk's language) or JSON. No rule lives here.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ import click
 from rich.table import Table
 
 from ..domain import Channel, DisputeOutcome, Priority, ResidentFlag, Role, TicketKind, TicketStatus
-from ..errors import CaresyncError, InvalidInputError
+from ..errors import CaresyncError, InvalidInputError, NotFoundError
 from ..labels import label
 from ..model import Resident, Ticket, Worker
 from ..numbers import find_ticket
@@ -165,7 +166,7 @@ def ticket() -> None:
 @click.option("--priority", type=_choice(Priority), default="normal", show_default=True)
 @click.option("--description", default=None)
 @click.option("--due-hours", type=click.IntRange(1, 24 * 365), default=None, help="Due this many hours from now.")
-@click.option("--parcel", "parcel_id", default=None, help="The parcel that carried the request, if any.")
+@click.option("--parcel", "parcel_id", default=None, help="The parcel (id or envelope code) that carried the request.")
 @common_options
 def ticket_submit(
     env: Env,
@@ -181,6 +182,12 @@ def ticket_submit(
 ) -> None:
     """Places a request and prints the number to tell the resident."""
     with env.open() as replica:
+        if parcel_id is not None:  # the code on the envelope, or the parcel's id
+            parcel = replica.parcels.by_code(parcel_id)
+            if parcel is not None:
+                parcel_id = parcel.id
+            elif not re.match(r"^P-[0-9a-f]{16}-[0-9]+$", parcel_id):
+                raise NotFoundError(env.t("ticket.no_parcel", code=parcel_id))
         due = None if due_hours is None else now_utc() + timedelta(hours=due_hours)
         made = replica.tickets.submit(
             title=title,
