@@ -111,14 +111,20 @@ class Env:
         return str(actor)
 
     @contextmanager
-    def open(self) -> Iterator[Replica]:
+    def open(self, *, writes: bool = True) -> Iterator[Replica]:
         """Opens this device's replica; it must exist (``caresync init`` makes it), so a mistyped folder never
-        starts an empty replica unnoticed."""
+        starts an empty replica unnoticed. A command that only reads (``writes=False``) needs no actor."""
         path = self.replica_path
         if not path.exists():
             key = "err.no_db" if self.db is not None else "err.no_home"
             raise CaresyncError(t(key, self.lang, path=path, home=self.home))
-        with Replica.open(path, actor=self.who()) as replica:
+        try:
+            actor = self.who()
+        except CaresyncError:
+            if writes:
+                raise
+            actor = "reader"
+        with Replica.open(path, actor=actor) as replica:
             yield replica
 
     def t(self, key: str, /, **fields: Any) -> str:

@@ -240,7 +240,7 @@ def sync(env: Env, path: Path | None, url: str | None, token: str) -> None:
     as_json = env.as_json
     opened: AbstractContextManager[Replica]
     if path is None:
-        opened = env.open()
+        opened = env.open(writes=False)  # a sync records nothing of its own: no actor needed
     else:
         actor = env.actor or env.config().get("actor") or "sync"
         opened = Replica.open(path, actor=actor)

@@ -219,7 +219,7 @@ def ticket_list(
     """Tickets, overdue ones first, then soonest due."""
     from ..knock import in_grid
 
-    with env.open() as replica:
+    with env.open(writes=False) as replica:
         now = now_utc()
         found = replica.tickets.list(status=status, assignee=assignee, kind=kind)
         found = [
@@ -261,7 +261,7 @@ def ticket_list(
 @common_options
 def ticket_show(env: Env, ref: str) -> None:
     """One ticket by its number or id: details, notes, mediation record and history."""
-    with env.open() as replica:
+    with env.open(writes=False) as replica:
         found = find_ticket(replica, ref)
         now = now_utc()
         env.out(ticket_json(found, now, history=True), lambda: _show_ticket(env, found, now))
@@ -452,7 +452,7 @@ def resident_list(env: Env, grid: str | None) -> None:
     """Residents, by grid."""
     from ..knock import in_grid
 
-    with env.open() as replica:
+    with env.open(writes=False) as replica:
         found = [r for r in replica.residents.list() if grid is None or in_grid(r.grid, grid)]
         found.sort(key=lambda r: (r.grid, r.name or "", r.id))
 
@@ -479,7 +479,7 @@ def resident_list(env: Env, grid: str | None) -> None:
 @common_options
 def resident_show(env: Env, resident_id: str) -> None:
     """One resident, with their recent knocks and requests."""
-    with env.open() as replica:
+    with env.open(writes=False) as replica:
         found = replica.residents.get(resident_id)
         visits = replica.visits.list(resident_id=resident_id)[:10]
         tickets = replica.tickets.list(resident_id=resident_id)
@@ -580,7 +580,7 @@ def worker_add(env: Env, name: str, role: str, grids: tuple[str, ...], phone: st
 @common_options
 def worker_list(env: Env, role: str | None) -> None:
     """Workers, optionally of one role."""
-    with env.open() as replica:
+    with env.open(writes=False) as replica:
         found = replica.workers.list(role=role)
 
     def text() -> None:
