@@ -13,7 +13,8 @@ import pytest
 from caresync import InvalidInputError, Replica
 from caresync.report_html import render_html
 from caresync.reports import station_report
-from caresync.testing import DEFAULT_START_MS
+from caresync.testing import DEFAULT_START_MS, FakeClock
+from tests.conftest import ReplicaFactory
 from tests.station_data import DORM, build_week, hours, t0_of
 
 T0 = t0_of(DEFAULT_START_MS)
@@ -74,6 +75,9 @@ def test_one_grid_and_a_later_period(week: Replica) -> None:
     assert later.tickets_resolved == 2  # t3 at 30 h, t2 at 50 h
     assert later.median_hours_to_resolve == pytest.approx(40)
     assert later.disputes_mediated == 0 and later.mediation_success_rate is None
+    first_day = station_report(week, start=T0, end=T0 + hours(24))
+    assert (first_day.tickets_open, first_day.tickets_overdue) == (4, 0)  # t2, t3, t5, t6 (t1, t4 resolved, t7 gone)
+    assert first_day.residents_overdue == 0  # E, daily and never checked, is due at 24 h, overdue only at 48 h
     with pytest.raises(InvalidInputError, match="ends"):
         station_report(week, start=T0 + hours(5), end=T0)
 
@@ -126,3 +130,19 @@ def test_the_html_page_shows_the_figures_as_svg(week: Replica) -> None:
         ElementTree.fromstring(svg)  # each chart is well-formed SVG
     english = render_html(station_report(week, start=T0, end=T0 + hours(72)), lang="en")
     assert "Satisfaction" in english and 'lang="en"' in english
+
+
+def test_figures_at_a_past_moment_ignore_what_happened_after(make_replica: ReplicaFactory) -> None:
+    clock = FakeClock(DEFAULT_START_MS, step_ms=0)
+    station = make_replica("station", clock=clock)
+    hu = station.residents.register(name="Uncle Hu", grid=DORM, knock_every_days=1)
+    bench = station.tickets.submit(title="Bench", kind="repair", grid=DORM)  # due at 48 h
+    clock.advance(60 * 3_600_000)
+    station.visits.record(resident_id=hu.id, outcome="well")  # at 60 h
+    station.tickets.resolve(bench.id)  # at 60 h
+    then = station_report(station, start=T0, end=T0 + hours(50))
+    assert (then.tickets_open, then.tickets_overdue, then.tickets_resolved) == (1, 1, 0)
+    assert then.residents_overdue == 1  # due at 24 h, overdue at 48 h: the knock at 60 h came later
+    clock.advance(3_600_000)
+    now = station_report(station, start=T0)
+    assert (now.tickets_open, now.residents_overdue, now.tickets_resolved) == (0, 0, 1)

@@ -11,8 +11,10 @@ resident's grid, nested grids included):
 * *on time*: of the resolved tickets, the share resolved by their due time (the SLA).
 * *mediated*: disputes with a mediation session held in the period (or, with no session recorded, an
   outcome recorded in the period); *mediation success*: settled over those with an outcome.
+* *open*, *overdue*: tickets open at the end of the period (or now, if that is earlier), and those of them
+  past their due time.
 * *visits*: door-knocks made in the period; *residents overdue*: residents overdue a knock at the end of
-  the period (or now, if that is earlier).
+  the period (or now, if that is earlier), counting only the knocks made by then.
 * *courier transit*: of the time the resolved tickets took, the part their linked parcel (``parcel_id``)
   spent in a courier's hands (from a pick-up or a departure for delivery to the next hand-over).
 """
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .domain import OPEN_STATUSES, HopStage, TicketKind
 from .errors import InvalidInputError, NotFoundError
 from .knock import in_grid, round_of
-from .model import Parcel, Ticket, ms_to_datetime
+from .model import Parcel, Resident, Ticket, ms_to_datetime
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -140,7 +142,7 @@ def station_report(
     total_hours = sum(h for _, h in hours)
     rated = [t for t in resolved if t.rating is not None]
     happy = sum(1 for t in rated if t.rating is not None and t.rating.score >= 4)
-    open_now = [t for t in tickets if t.status in OPEN_STATUSES and t.submitted_at < as_of]
+    open_now = [t for t in tickets if _open_at(t, as_of, now)]
     transit = _transit(replica, resolved)
 
     mediated = [t for t in tickets if t.kind is TicketKind.DISPUTE and _mediated_in(t, start, end)]
@@ -155,7 +157,13 @@ def station_report(
         if _within(v.visited_at, start, end) and v.resident_id in residents and here(residents[v.resident_id].grid)
     ]
     served = {t.resident_id for t in received if t.resident_id} | {v.resident_id for v in visits}
-    knock = round_of(residents.values(), all_visits, all_tickets, grids=[grid] if grid else [], at=as_of)
+    knock = round_of(  # as things stood at the end of the period: later knocks and residents left out
+        [r for r in residents.values() if _registered_before(r, as_of)],
+        [v for v in all_visits if v.visited_at <= as_of],
+        all_tickets,
+        grids=[grid] if grid else [],
+        at=as_of,
+    )
     return StationReport(
         period_start=start,
         period_end=end,
@@ -181,6 +189,27 @@ def station_report(
         by_channel=dict(Counter(t.channel.value for t in received).most_common()),
         by_grid=dict(sorted(Counter(t.grid for t in received).items())),
     )
+
+
+def _open_at(ticket: Ticket, moment: datetime, now: datetime) -> bool:
+    """Whether ``ticket`` was open at ``moment``: its status now, or for a past moment, its transitions up to it."""
+    if ticket.submitted_at >= moment:
+        return False
+    if moment >= now:
+        return ticket.status in OPEN_STATUSES
+    open_ = True
+    for entry in ticket.history:
+        if entry.kind == "ticket.transition" and entry.at < moment:
+            action = entry.details.get("action")
+            if action in ("resolve", "close", "cancel"):
+                open_ = False
+            elif action == "reopen":
+                open_ = True
+    return open_
+
+
+def _registered_before(resident: Resident, moment: datetime) -> bool:
+    return any(h.at <= moment for h in resident.history if h.kind.endswith(".create"))
 
 
 def _mediated_in(ticket: Ticket, start: datetime | None, end: datetime) -> bool:
