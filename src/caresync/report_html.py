@@ -78,6 +78,8 @@ def _bars(counts: dict[str, int], title: str, names: dict[str, str], empty: str)
         y = 5 + i * height
         w = bar_w * value / top
         name = names.get(key, key)
+        if len(name) > 22:  # long grid paths: keep the end, which names the building
+            name = "…" + name[-21:]
         parts.append(
             f'<text x="{label_w - 8}" y="{y + 19}" text-anchor="end" font-size="15">{escape(name)}</text>'
             f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{height - 8}" rx="3" '
