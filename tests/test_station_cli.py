@@ -211,6 +211,8 @@ def test_mistakes_are_one_line_and_change_nothing(run: Run, home: Path, lang: st
     assert usage.exit_code == 2 and len(usage.stderr.strip().splitlines()) == 1
     assert usage.stderr.startswith("用法错误" if lang == "zh" else "Usage error")
     assert run("ticket", "list", "--all") == before[1]
+    bare = CliRunner(env={"CARESYNC_HOME": str(home), "CARESYNC_LANG": lang}).invoke(main, ["ticket"])
+    assert bare.exit_code == 0 and "submit" in bare.stdout and bare.stderr == ""
     nowhere = _invoke(home / "typo", ["ticket", "list"], lang)
     assert nowhere.exit_code == 1 and "caresync init" in nowhere.stderr
     assert not (home / "typo").exists()

@@ -236,6 +236,9 @@ class StationGroup(click.Group):
             click.echo(t("err.aborted", lang), err=True)
             sys.exit(130)
         except click.UsageError as exc:
+            if isinstance(exc, _NO_ARGS) and exc.ctx is not None:  # a group run bare: its help, not an error
+                click.echo(exc.ctx.get_help())
+                sys.exit(0)
             detail = exc.format_message()
             if exc.ctx is not None:
                 detail += f" ({t('err.help', lang, command=exc.ctx.command_path)})"
@@ -247,6 +250,9 @@ class StationGroup(click.Group):
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
 
+
+#: What click raises for a group run without a command (click 8.2 and later); its message is the help text.
+_NO_ARGS: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", click.exceptions.NoSuchOption)
 
 #: Error codes with their own lead words in Chinese (the message itself is the library's, in English).
 _ERROR_PREFIXES = {
