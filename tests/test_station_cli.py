@@ -251,3 +251,40 @@ def test_the_installed_script_in_both_languages(tmp_path: Path) -> None:
     assert opened.returncode == 0 and opened.stdout.startswith("Dispute opened: number")
     unknown = sh("ticket", "fly")
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_devices_sync_through_a_real_server_from_their_folders(tmp_path: Path) -> None:
+    from caresync_server.testing import ServerProcess
+
+    from tests.server_support import enroll
+
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    tokens = {
+        "desk": enroll(database, "desk", role="station", grids=[""]),
+        "phone": enroll(database, "phone", role="grid_worker", grids=["changnan"]),
+    }
+    server = ServerProcess(database, tmp_path).start()
+    try:
+
+        def on(device: str, lang: str, *args: str) -> Result:
+            env = {"CARESYNC_HOME": str(tmp_path / device), "CARESYNC_TOKEN": tokens[device], "CARESYNC_LANG": lang}
+            return CliRunner(env=env).invoke(main, list(args))
+
+        assert on("desk", "en", "init", "--actor", "clerk-zhang", "--server", server.url).exit_code == 0
+        assert on("phone", "zh", "init", "--actor", "grid-li", "--server", server.url).exit_code == 0
+        made = json.loads(
+            on("desk", "en", "ticket", "submit", "--title", "Tap", "--kind", "repair", "--grid", GRID, "--json").stdout
+        )
+        sent = on("desk", "en", "sync")
+        assert sent.exit_code == 0 and sent.stdout.startswith("sent 1, received 0")  # the ticket
+        got = on("phone", "zh", "sync", "--json")
+        assert got.exit_code == 0 and json.loads(got.stdout)["received"] >= 1
+        taken = on("phone", "zh", "ticket", "accept", made["number"], "--assignee", "grid-li")
+        assert taken.stdout.startswith(f"诉求 {made['number']}：已接单")
+        assert on("phone", "zh", "sync").stdout.startswith("已发送 1")
+        assert on("desk", "en", "sync").exit_code == 0
+        shown = json.loads(on("desk", "en", "ticket", "show", made["number"], "--json").stdout)
+        assert (shown["status"], shown["assignee"]) == ("accepted", "grid-li")
+    finally:
+        server.stop()
