@@ -126,6 +126,9 @@ def test_knock_round_record_due_and_raise(run: Run, home: Path, lang: str) -> No
     assert ("需立即关注" if lang == "zh" else "Needs attention now") in text
     ticket = run("visit", "raise", wang["id"])
     assert (ticket["kind"], ticket["channel"], ticket["visit_id"]) == ("early_warning", "door_knock", second["id"])
+    assert ticket["title"] == (
+        "Old Wang 连续两次敲门无人应答" if lang == "zh" else "Old Wang did not answer two knocks in a row"
+    )
     assert run("visit", "due", "--at", later)["flagged"][0]["open_ticket"] == ticket["number"]
 
 

@@ -12,7 +12,7 @@ request in one step (an emergency, or an early warning), linked to the resident 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -107,6 +107,13 @@ class KnockRound:
             "flagged": [e.to_json() for e in self.flagged],
             "by_building": {b: [e.to_json() for e in rows] for b, rows in self.by_building.items()},
         }
+
+
+_TITLES = {
+    "emergency": "Emergency found at the door: {name}",
+    "unwell": "{name} was unwell at the last knock",
+    "no_answer_twice": "{name} did not answer two knocks in a row",
+}
 
 
 def _registered_at(resident: Resident) -> datetime:
@@ -234,11 +241,24 @@ def round_of(
     return KnockRound(at=at, flagged=flagged, by_building=ordered)
 
 
-def raise_ticket(replica: Replica, resident_id: str, *, actor: str | None = None) -> Ticket:
+def raise_ticket(
+    replica: Replica,
+    resident_id: str,
+    *,
+    titles: Mapping[str, str] | None = None,
+    actor: str | None = None,
+) -> Ticket:
     """Raises a request about a flagged resident in one step, linked to the resident and their last knock.
 
     An emergency found at the door becomes an ``emergency`` request on the green channel; an unwell resident
     or two unanswered knocks an ``early_warning``. The knock is linked to the request.
+
+    Args:
+        replica: where to record it.
+        resident_id: the flagged resident.
+        titles: the request's title by flag reason (``no_answer_twice``, ``unwell``, ``emergency``), each
+            formatted with ``{name}``; default English ones (the station tools pass the clerk's language).
+        actor: who raised it.
 
     Raises:
         NotFoundError: no such resident here.
@@ -257,17 +277,12 @@ def raise_ticket(replica: Replica, resident_id: str, *, actor: str | None = None
     reason = entry.flags[0]
     last = entry.last_visit
     assert last is not None  # a flag always comes from a knock
-    who = resident.name or resident_id
-    titles = {
-        "emergency": f"Emergency found at the door: {who}",
-        "unwell": f"{who} was unwell at the last knock",
-        "no_answer_twice": f"{who} did not answer two knocks in a row",
-    }
-    if len(titles[reason]) > 200:
+    title = {**_TITLES, **(titles or {})}[reason].format(name=resident.name or resident_id)
+    if len(title) > 200:
         raise InvalidInputError("Cannot raise the ticket", [("title", "the resident's name is too long")])
     with replica.batch():
         ticket = replica.tickets.submit(
-            title=titles[reason],
+            title=title,
             kind=TicketKind.EMERGENCY.value if reason == "emergency" else TicketKind.EARLY_WARNING.value,
             grid=resident.grid,
             channel="door_knock",

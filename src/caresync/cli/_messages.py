@@ -90,6 +90,9 @@ _M: dict[str, tuple[str, str]] = {
         "Attention: {reason}. Raise a request in one step: caresync visit raise {resident}",
     ),
     "visit.raised": ("已发起诉求 {number}：{title}", "Raised ticket {number}: {title}"),
+    "raise.no_answer_twice": ("{name} 连续两次敲门无人应答", "{name} did not answer two knocks in a row"),
+    "raise.unwell": ("{name} 上次敲门时身体不适", "{name} was unwell at the last knock"),
+    "raise.emergency": ("敲门发现紧急情况：{name}", "Emergency found at the door: {name}"),
     "visit.list_title": ("敲门记录 {n} 条", "{n} door-knocks"),
     "due.summary": (
         "逾期 {overdue} 人，到期 {due} 人，需立即关注 {flagged} 人",

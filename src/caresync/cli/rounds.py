@@ -143,7 +143,12 @@ def visit_due(env: Env, knocker: str | None, grid: str | None, include_ok: bool,
 def visit_raise(env: Env, resident_id: str) -> None:
     """Raises a request about a flagged resident in one step (emergency or early warning, green channel)."""
     with env.open() as replica:
-        made = raise_ticket(replica, resident_id)
+        titles = {
+            "no_answer_twice": env.t("raise.no_answer_twice"),
+            "unwell": env.t("raise.unwell"),
+            "emergency": env.t("raise.emergency"),
+        }
+        made = raise_ticket(replica, resident_id, titles=titles)
         env.out(ticket_json(made, now_utc()), env.t("visit.raised", number=made.number, title=made.title))
 
 
