@@ -105,6 +105,10 @@ def test_residents_add_list_show_edit(run: Run, home: Path, lang: str) -> None:
     assert shown["knock_every_days"] == 3 and shown["visits"] == [] and shown["tickets"] == []
     listed = _invoke(home, ["resident", "list"], lang).stdout
     assert ("居民 2 人" if lang == "zh" else "2 residents") in listed
+    first = CliRunner(env={"CARESYNC_LANG": ""}).invoke(main, ["--home", str(home), "--lang", lang, "resident", "list"])
+    assert first.stdout == listed  # the options may come before the command
+    both = CliRunner().invoke(main, ["--json", "--home", str(home), "resident", "list", "--grid", "changnan/lane-7"])
+    assert [r["name"] for r in json.loads(both.stdout)["residents"]] == ["Mr Chen"]
 
 
 def test_knock_round_record_due_and_raise(run: Run, home: Path, lang: str) -> None:

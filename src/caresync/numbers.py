@@ -106,15 +106,16 @@ class TicketNumbers:
             problems.append(("count", f"the block would end past {_MAX}"))
         if problems:
             raise InvalidInputError("Cannot add the block of ticket numbers", problems)
-        blocks = self._blocks()
-        for s, c, _ in blocks:
-            if start <= s + c - 1 and s <= start + count - 1:
-                raise IntentError(
-                    f"The block {start}-{start + count - 1} overlaps the block {s}-{s + c - 1} this device already "
-                    "holds; ask the station for a new block."
-                )
-        blocks.append([start, count, 0])
-        self._r._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
+        with self._r._store.write():  # read and write the blocks in one transaction
+            blocks = self._blocks()
+            for s, c, _ in blocks:
+                if start <= s + c - 1 and s <= start + count - 1:
+                    raise IntentError(
+                        f"The block {start}-{start + count - 1} overlaps the block {s}-{s + c - 1} this device "
+                        "already holds; ask the station for a new block."
+                    )
+            blocks.append([start, count, 0])
+            self._r._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
         return NumberBlock(start=start, count=count, used=0)
 
     def peek(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from ._common import StationGroup
+from ._common import StationGroup, global_options
 from ._devtools import demo, inspect, sync
 from .rounds import conflicts, report, visit
 from .station import dispute, init, resident, ticket, worker
@@ -21,8 +21,12 @@ __all__ = ["main"]
 
 @click.group(cls=StationGroup)
 @click.version_option(__version__, prog_name="caresync")
-def main() -> None:
-    """caresync: offline-first records for neighbourhood service stations."""
+@global_options
+def main(**_: object) -> None:
+    """caresync: offline-first records for neighbourhood service stations.
+
+    The options can come before the command too (``caresync --lang zh ticket list``); a command's own win.
+    """
 
 
 for _command in (init, ticket, resident, worker, visit, dispute, conflicts, report, sync, demo, inspect):

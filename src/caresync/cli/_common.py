@@ -26,6 +26,7 @@ __all__ = [
     "Env",
     "StationGroup",
     "common_options",
+    "global_options",
     "local_tz",
     "parse_day",
     "parse_moment",
@@ -159,38 +160,61 @@ def _default_home() -> str:
     return os.environ.get("CARESYNC_HOME") or click.get_app_dir("caresync")
 
 
+def _option_decorators() -> list[Callable[[Any], Any]]:
+    return [
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option(
+            "--lang", type=click.Choice(["zh", "en"]), default=None, help="zh or en (else CARESYNC_LANG, the locale)."
+        ),
+        click.option(
+            "--home",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="This device's folder (else CARESYNC_HOME, else the user's caresync folder).",
+        ),
+        click.option(
+            "--db",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Open this replica file instead.",
+        ),
+        click.option(
+            "--actor", default=None, help="Who is working (else CARESYNC_ACTOR, else the name given to init)."
+        ),
+    ]
+
+
+def global_options(func: F) -> F:
+    """The same options on the ``caresync`` group, so they can also come first (``caresync --lang zh ticket list``);
+    a command's own option wins."""
+    for decorate in reversed(_option_decorators()):
+        func = decorate(func)
+    return func
+
+
 def common_options(func: F) -> F:
     """Adds ``--json``, ``--lang``, ``--home``, ``--db`` and ``--actor`` to a command; it receives ``env``."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-    @click.option(
-        "--lang", type=click.Choice(["zh", "en"]), default=None, help="zh or en (else CARESYNC_LANG, then the locale)."
-    )
-    @click.option(
-        "--home",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="This device's folder (else CARESYNC_HOME, else the user's caresync folder).",
-    )
-    @click.option(
-        "--db", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Open this replica file instead."
-    )
-    @click.option("--actor", default=None, help="Who is working (else CARESYNC_ACTOR, else the name given to init).")
     def wrapper(
         *args: Any, as_json: bool, lang: str | None, home: Path | None, db: Path | None, actor: str | None, **kw: Any
     ) -> Any:
+        ctx = click.get_current_context(silent=True)
+        root = ctx.find_root().params if ctx is not None else {}
         env = Env(
-            lang=pick_language(lang),
-            as_json=as_json,
-            home=home or Path(_default_home()),
-            db=db,
-            actor=actor,
+            lang=pick_language(lang or root.get("lang")),
+            as_json=as_json or bool(root.get("as_json")),
+            home=home or root.get("home") or Path(_default_home()),
+            db=db or root.get("db"),
+            actor=actor or root.get("actor"),
         )
         return func(*args, env=env, **kw)
 
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
-    return wrapper  # type: ignore[return-value]
+    decorated: Any = wrapper
+    for decorate in reversed(_option_decorators()):
+        decorated = decorate(decorated)
+    return decorated  # type: ignore[no-any-return]
 
 
 def _argv_lang(args: Sequence[str]) -> str:
