@@ -13,7 +13,7 @@ from ..knock import KnockDue, knock_round, raise_ticket
 from ..labels import label
 from ..report_html import render_html
 from ..reports import StationReport, station_report
-from ..review import parse_value, review_queue, settle
+from ..review import find_conflict, parse_value, review_queue, settle
 from ._common import Env, common_options, day_start, days, fmt_time, local_tz, now_utc, parse_day, parse_moment
 from .station import ticket_json
 
@@ -202,8 +202,11 @@ def conflicts_list(env: Env, no_parallel: bool, days_back: int) -> None:
 @common_options
 def conflicts_resolve(env: Env, key: str, value_text: str | None, pick: int | None) -> None:
     """Settles one conflict (RECORD#FIELD) with an ordinary later edit; sync carries it to everyone."""
-    value = None if value_text is None else parse_value(value_text)
     with env.open() as replica:
+        value: Any = None
+        if value_text is not None:  # text for a text field (a title of digits stays text), else JSON
+            texts = all(isinstance(v.value, str) for v in find_conflict(replica, key).values)
+            value = value_text if texts else parse_value(value_text)
         before = settle(replica, key, value=value, pick=pick)
         left = len(replica.conflicts())
     env.out(
