@@ -260,6 +260,8 @@ class Ticket(_Entity):
     resident_id: str | None = None
     visit_id: str | None = None
     parcel_id: str | None = None
+    number: str | None = None
+    """The human-readable number told to the resident (see caresync.numbers); None on older tickets."""
     assignee: str | None = None
     submitted_by: str
     submitted_at: datetime
@@ -350,6 +352,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
             resident_id=_v(state, "resident_id"),
             visit_id=_v(state, "visit_id"),
             parcel_id=_v(state, "parcel_id"),
+            number=_v(state, "number"),
             assignee=_v(state, "assignee"),
             submitted_by=state["created"][1],
             submitted_at=ms_to_datetime(state["created"][2]),

@@ -51,6 +51,7 @@ from .domain import (
     VisitOutcome,
 )
 from .errors import InvalidOpError
+from .numbers import NUMBER_PATTERN
 from .signing import field_digest
 
 __all__ = [
@@ -269,6 +270,7 @@ class TicketCreate(TypedDict):
     resident_id: NotRequired[EntityId | None]
     visit_id: NotRequired[EntityId | None]
     parcel_id: NotRequired[EntityId | None]
+    number: NotRequired[Annotated[str, StringConstraints(pattern=NUMBER_PATTERN)] | None]  # see caresync.numbers
 
 
 @with_config(_FORBID)

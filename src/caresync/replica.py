@@ -49,6 +49,7 @@ from .model import (
     ms_to_datetime,
 )
 from .netsync import Refusal, SyncProgressCallback, SyncResult
+from .numbers import TicketNumbers
 from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
 from .schema import ENTITY_TABLES
 from .signing import open_sealed, seal_body, sign_op, verify_ops
@@ -136,6 +137,8 @@ class Replica:
         self.mailboxes = Mailboxes(self)
         self.parcels = Parcels(self)
         self.workers = Workers(self)
+        self.numbers = TicketNumbers(self)
+        """Where this device's ticket numbers come from (server-reserved blocks, then a fallback)."""
 
     # --- lifetime -------------------------------------------------------------------------------------------
 
@@ -819,7 +822,10 @@ class Tickets(_Collection):
         parcel_id: str | None = None,
         actor: str | None = None,
     ) -> Ticket:
-        """Places a request (下单). Due by default 48 hours after submission (see ``due_hours``)."""
+        """Places a request (下单). Due by default 48 hours after submission (see ``due_hours``).
+
+        The ticket gets the device's next human-readable number (``ticket.number``, see :attr:`Replica.numbers`).
+        """
         try:
             hours = self._r.due_hours[TicketKind(kind)]
         except ValueError:
@@ -842,7 +848,9 @@ class Tickets(_Collection):
             "visit_id": visit_id,
             "parcel_id": parcel_id,
         }
-        result: Ticket = self._create(body, actor, at=now)
+        with self._r.batch():  # the number is taken in the ticket's transaction: a failed submit gives it back
+            body["number"] = self._r.numbers.take()
+            result: Ticket = self._create(body, actor, at=now)
         return result
 
     def get(self, ticket_id: str) -> Ticket:

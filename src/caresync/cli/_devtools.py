@@ -1,8 +1,8 @@
-"""The ``caresync`` command: a demo of offline replicas merging, a look inside a replica file, and a sync of one
-with a server.
+"""``caresync demo``, ``caresync inspect`` and ``caresync sync``: a demo of offline replicas merging, a look
+inside a replica file, and a sync of this device (or of any replica file) with a server.
 
 The CLI is thin: it parses, calls the library, renders. Every error a user can meet is a CaresyncError,
-shown as one line and exit code 1, never a traceback.
+shown as one line and exit code 1, never a traceback (see ``_common.StationGroup``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import random
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from . import __version__
-from .errors import CaresyncError
-from .netsync import SyncProgress
-from .replica import Replica
-from .testing import FakeClock
+from ..errors import CaresyncError
+from ..netsync import SyncProgress
+from ..replica import Replica
+from ..testing import FakeClock
+from ._common import Env, common_options
 
-__all__ = ["main"]
+__all__ = ["demo", "enroll", "inspect", "sync"]
 
 HOUR = 3_600_000
 
@@ -37,12 +37,6 @@ def _errors() -> Iterator[None]:
         yield
     except CaresyncError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-@click.group()
-@click.version_option(__version__, prog_name="caresync")
-def main() -> None:
-    """caresync: offline-first records for neighbourhood service stations."""
 
 
 def _demo_world(root: Path, seed: int, step: Callable[[str], None]) -> dict[str, Any]:
@@ -150,7 +144,7 @@ def _demo_world(root: Path, seed: int, step: Callable[[str], None]) -> dict[str,
         }
 
 
-@main.command()
+@click.command()
 @click.option(
     "--dir",
     "folder",
@@ -203,7 +197,7 @@ def demo(folder: Path | None, seed: int, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-@main.command()
+@click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def inspect(path: Path, as_json: bool) -> None:
@@ -228,37 +222,55 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(f"{key}: {value}")
 
 
-@main.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("code")
+@click.command()
+@click.argument("args", nargs=-1, required=True, metavar="[PATH] CODE")
 @click.option("--server", "url", required=True, envvar="CARESYNC_SERVER", help="The sync server's address.")
-@click.option("--actor", default="sync", show_default=True, help="Who is working on this device.")
-def enroll(path: Path, code: str, url: str, actor: str) -> None:
-    """Enrols the replica file PATH with a caresync server, once, with the enrolment CODE the station gave;
-    afterwards `caresync sync PATH` needs no address and no token."""
-    with _errors(), Replica.open(path, actor=actor) as replica:
-        found = replica.enroll(url, code)
-    click.echo(
-        f"Enrolled as {found.device}: {found.role.value} in {', '.join(g or 'everywhere' for g in found.grids)}, "
-        f"with {found.server_url}."
+@common_options
+def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
+    """Enrols this device (or the replica file PATH) with a caresync server, once, with the one-time CODE the
+    station printed; afterwards `caresync sync` needs no address and no token (it renews its token itself)."""
+    if len(args) not in (1, 2):
+        raise click.UsageError(env.t("enroll.usage"))
+    opened: AbstractContextManager[Replica]
+    if len(args) == 1:
+        opened = env.open(writes=False)
+    else:
+        opened = Replica.open(Path(args[0]), actor=env.actor or env.config().get("actor") or "sync")
+    with _errors(), opened as replica:
+        found = replica.enroll(url, args[-1])
+    grids = ", ".join(g or "*" for g in found.grids)
+    env.out(
+        {"device": found.device, "role": found.role.value, "grids": list(found.grids), "url": found.server_url},
+        env.t("enroll.done", device=found.device, role=found.role.value, grids=grids, url=found.server_url),
     )
 
 
-@main.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--server", "url", envvar="CARESYNC_SERVER", help="The sync server's address (enrolled: not needed).")
-@click.option("--token", envvar="CARESYNC_TOKEN", help="This device's token (enrolled: not needed).")
-@click.option("--actor", default="sync", show_default=True, help="Who is working (recorded on local changes).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, without a progress display.")
-def sync(path: Path, url: str | None, token: str | None, actor: str, as_json: bool) -> None:
-    """Syncs the replica file PATH with a caresync server: sends what it has not acknowledged, fetches the rest.
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--server", "url", default=None, envvar="CARESYNC_SERVER", help="The sync server's address.")
+@click.option("--token", default=None, envvar="CARESYNC_TOKEN", help="This device's token (enrolled: not needed).")
+@common_options
+def sync(env: Env, path: Path | None, url: str | None, token: str | None) -> None:
+    """Syncs this device (or the replica file PATH) with a caresync server: sends what it has not acknowledged,
+    fetches the rest.
 
     A file enrolled with `caresync enroll` syncs with its server and renews its token by itself; otherwise give
     --server and --token. Safe to interrupt: the next run resumes where this one stopped. Ops the server refused
     stay on the device and are listed with the server's reason.
     """
+    if token is not None:
+        url = url or env.config().get("server")
+        if not url:
+            raise CaresyncError(env.t("err.no_server"))
+    as_json = env.as_json
+    opened: AbstractContextManager[Replica]
+    if path is None:
+        opened = env.open(writes=False)  # a sync records nothing of its own: no actor needed
+    else:
+        actor = env.actor or env.config().get("actor") or "sync"
+        opened = Replica.open(path, actor=actor)
     console = Console(stderr=True, quiet=as_json)
-    with _errors(), Replica.open(path, actor=actor) as replica, Progress(console=console, transient=True) as bars:
+    with _errors(), opened as replica, Progress(console=console, transient=True) as bars:
         tasks: dict[str, Any] = {}
 
         def progress(p: SyncProgress) -> None:
@@ -281,9 +293,9 @@ def sync(path: Path, url: str | None, token: str | None, actor: str, as_json: bo
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=2))
         return
-    click.echo(
-        f"sent {result.pushed:,}, received {result.pulled:,}, still to send {result.unsent:,}"
-        + (f" ({result.waiting:,} waiting for others' changes)" if result.waiting else "")
-    )
+    line = env.t("sync.done", sent=f"{result.pushed:,}", received=f"{result.pulled:,}", unsent=f"{result.unsent:,}")
+    if result.waiting:
+        line += env.t("sync.waiting", n=f"{result.waiting:,}")
+    click.echo(line)
     for r in result.refused:
-        click.echo(f"refused {r.kind} on {r.record}: {r.reason}")
+        click.echo(env.t("sync.refused", kind=r.kind, record=r.record, reason=r.reason))

@@ -1,0 +1,48 @@
+"""The ``caresync`` command for station staff, grid workers, door-knockers and mediators.
+
+``init`` sets up a device; ``ticket``, ``resident``, ``worker``, ``visit``, ``dispute``, ``conflicts`` and
+``report`` are the station's daily work; ``sync`` exchanges changes with the server; ``demo`` and ``inspect``
+show what a replica holds. Every command takes ``--json``, ``--lang zh|en``, ``--home DIR`` (or
+``CARESYNC_HOME``) and ``--db FILE``. The commands are thin: they parse, call the library and render.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..bundle_cli import bundle
+from ._common import StationGroup, global_options
+from ._devtools import demo, enroll, inspect, sync
+from .rounds import conflicts, report, visit
+from .station import dispute, init, resident, ticket, worker
+
+__all__ = ["main"]
+
+
+@click.group(cls=StationGroup)
+@click.version_option(__version__, prog_name="caresync")
+@global_options
+def main(**_: object) -> None:
+    """caresync: offline-first records for neighbourhood service stations.
+
+    The options can come before the command too (``caresync --lang zh ticket list``); a command's own win.
+    """
+
+
+for _command in (
+    init,
+    ticket,
+    resident,
+    worker,
+    visit,
+    dispute,
+    conflicts,
+    report,
+    enroll,
+    sync,
+    bundle,
+    demo,
+    inspect,
+):
+    main.add_command(_command)

@@ -1,0 +1,311 @@
+"""What every station command shares: the device's folder, the replica, the language, JSON or text output,
+and the one place where errors become a single line and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from ..errors import CaresyncError, InvalidInputError
+from ..i18n import pick_language
+from ..replica import Replica
+from ._messages import MESSAGES
+
+__all__ = [
+    "REPLICA_FILE",
+    "Env",
+    "StationGroup",
+    "common_options",
+    "global_options",
+    "local_tz",
+    "parse_day",
+    "parse_moment",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The replica file inside the device's folder (``--home``).
+REPLICA_FILE = "replica.db"
+CONFIG_FILE = "config.json"
+
+
+def local_tz() -> Any:
+    """This computer's time zone: the one dates typed by a clerk are meant in."""
+    return datetime.now().astimezone().tzinfo
+
+
+def fmt_time(moment: datetime | None) -> str:
+    """A time as a clerk reads it, in this computer's time zone."""
+    return "" if moment is None else moment.astimezone(local_tz()).strftime("%Y-%m-%d %H:%M")
+
+
+def parse_day(text: str, field: str) -> date:
+    """A date typed as YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError("Cannot read the date", [(field, f"{text!r} is not a date like 2026-11-29")]) from None
+
+
+def parse_moment(text: str, field: str) -> datetime:
+    """A time typed as YYYY-MM-DD or YYYY-MM-DDTHH:MM (this computer's zone unless one is given)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            "Cannot read the time", [(field, f"{text!r} is not a time like 2026-11-29T14:30")]
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=local_tz())
+
+
+def day_start(day: date) -> datetime:
+    """Midnight at the start of ``day`` in this computer's time zone."""
+    return datetime.combine(day, time(0, 0), tzinfo=local_tz())
+
+
+def t(key: str, lang: str, /, **fields: Any) -> str:
+    """A message of the station tools in ``lang``."""
+    return MESSAGES(key, lang, **fields)
+
+
+@dataclass
+class Env:
+    """One command's settings, from its options and the environment."""
+
+    lang: str
+    as_json: bool
+    home: Path
+    db: Path | None
+    actor: str | None
+
+    @property
+    def replica_path(self) -> Path:
+        """The replica file this command works on."""
+        return self.db if self.db is not None else self.home / REPLICA_FILE
+
+    def config(self) -> dict[str, Any]:
+        """The device's settings saved by ``caresync init`` (empty without a folder)."""
+        path = self.home / CONFIG_FILE
+        if self.db is not None or not path.exists():
+            return {}
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise CaresyncError(t("err.config", self.lang, path=path)) from None
+        return data
+
+    def who(self) -> str:
+        """Who is working: ``--actor``, else CARESYNC_ACTOR, else the name saved by ``caresync init``."""
+        actor = self.actor or os.environ.get("CARESYNC_ACTOR") or self.config().get("actor")
+        if not actor:
+            raise CaresyncError(t("err.no_actor", self.lang))
+        return str(actor)
+
+    @contextmanager
+    def open(self, *, writes: bool = True) -> Iterator[Replica]:
+        """Opens this device's replica; it must exist (``caresync init`` makes it), so a mistyped folder never
+        starts an empty replica unnoticed. A command that only reads (``writes=False``) needs no actor."""
+        path = self.replica_path
+        if not path.exists():
+            key = "err.no_db" if self.db is not None else "err.no_home"
+            raise CaresyncError(t(key, self.lang, path=path, home=self.home))
+        try:
+            actor = self.who()
+        except CaresyncError:
+            if writes:
+                raise
+            actor = "reader"
+        with Replica.open(path, actor=actor) as replica:
+            yield replica
+
+    def t(self, key: str, /, **fields: Any) -> str:
+        """A message in this command's language."""
+        return t(key, self.lang, **fields)
+
+    def console(self) -> Console:
+        """Where text output goes (stdout; wide enough for tables when piped)."""
+        return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
+
+    def out(self, data: Any, text: Callable[[], None] | str) -> None:
+        """Prints ``data`` as JSON with ``--json``, else the text (a string, or a function that prints)."""
+        if self.as_json:
+            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default))
+        elif isinstance(text, str):
+            click.echo(text)
+        else:
+            text()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _default_home() -> str:
+    return os.environ.get("CARESYNC_HOME") or click.get_app_dir("caresync")
+
+
+def _option_decorators() -> list[Callable[[Any], Any]]:
+    return [
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option(
+            "--lang", type=click.Choice(["zh", "en"]), default=None, help="zh or en (else CARESYNC_LANG, the locale)."
+        ),
+        click.option(
+            "--home",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="This device's folder (else CARESYNC_HOME, else the user's caresync folder).",
+        ),
+        click.option(
+            "--db",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Open this replica file instead.",
+        ),
+        click.option(
+            "--actor", default=None, help="Who is working (else CARESYNC_ACTOR, else the name given to init)."
+        ),
+    ]
+
+
+def global_options(func: F) -> F:
+    """The same options on the ``caresync`` group, so they can also come first (``caresync --lang zh ticket list``);
+    a command's own option wins."""
+    for decorate in reversed(_option_decorators()):
+        func = decorate(func)
+    return func
+
+
+def common_options(func: F) -> F:
+    """Adds ``--json``, ``--lang``, ``--home``, ``--db`` and ``--actor`` to a command; it receives ``env``."""
+
+    def wrapper(
+        *args: Any, as_json: bool, lang: str | None, home: Path | None, db: Path | None, actor: str | None, **kw: Any
+    ) -> Any:
+        ctx = click.get_current_context(silent=True)
+        root = ctx.find_root().params if ctx is not None else {}
+        env = Env(
+            lang=pick_language(lang or root.get("lang")),
+            as_json=as_json or bool(root.get("as_json")),
+            home=home or root.get("home") or Path(_default_home()),
+            db=db or root.get("db"),
+            actor=actor or root.get("actor"),
+        )
+        return func(*args, env=env, **kw)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    decorated: Any = wrapper
+    for decorate in reversed(_option_decorators()):
+        decorated = decorate(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+def _argv_lang(args: Sequence[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg == "--lang" and i + 1 < len(args):
+            return pick_language(args[i + 1])
+        if arg.startswith("--lang="):
+            return pick_language(arg.partition("=")[2])
+    return pick_language()
+
+
+def fail(message: str) -> NoReturn:
+    """Stops the command with a message for the clerk (exit code 1)."""
+    raise CaresyncError(message)
+
+
+class StationGroup(click.Group):
+    """The ``caresync`` group: every mistake is one line on stderr (and a JSON envelope with ``--json``).
+
+    CaresyncError → exit 1 with its message; a usage mistake (unknown option, missing argument, bad choice)
+    → exit 2 with click's explanation on one line; never a traceback.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        lang = _argv_lang(argv)
+        as_json = "--json" in argv
+        try:
+            return super().main(argv, prog_name, complete_var, False, **extra)
+        except CaresyncError as exc:
+            code = getattr(exc, "code", "caresync_error")
+            prefix = _ERROR_PREFIXES.get(code, "err.prefix")
+            _report(lang, as_json, code, t(prefix, lang), str(exc))
+            sys.exit(1)
+        except click.exceptions.Abort:
+            click.echo(t("err.aborted", lang), err=True)
+            sys.exit(130)
+        except click.UsageError as exc:
+            if isinstance(exc, _NO_ARGS) and exc.ctx is not None:  # a group run bare: its help, not an error
+                click.echo(exc.ctx.get_help())
+                sys.exit(0)
+            detail = exc.format_message()
+            if exc.ctx is not None:
+                detail += f" ({t('err.help', lang, command=exc.ctx.command_path)})"
+            _report(lang, as_json, "usage", t("err.usage", lang), detail)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            _report(lang, as_json, "error", t("err.prefix", lang), exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+#: What click raises for a group run without a command (click 8.2 and later); its message is the help text.
+_NO_ARGS: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", click.exceptions.NoSuchOption)
+
+#: Error codes with their own lead words in Chinese (the message itself is the library's, in English).
+_ERROR_PREFIXES = {
+    "invalid_input": "err.invalid_input",
+    "invalid_op": "err.invalid_op",
+    "not_found": "err.not_found",
+    "invalid_action": "err.invalid_action",
+    "merge_error": "err.merge_error",
+    "op_fork": "err.op_fork",
+    "store_error": "err.store_error",
+    "store_version": "err.store_version",
+    "sync_failed": "err.sync_failed",
+    "server_refused": "err.server_refused",
+    "trust_failed": "err.trust_failed",
+}
+
+
+def _report(lang: str, as_json: bool, code: str, prefix: str, message: str) -> None:
+    line = " ".join(f"{prefix}: {message}".split())
+    click.echo(line, err=True)
+    if as_json:
+        click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+
+
+def now_utc() -> datetime:
+    """Now, as an aware UTC time."""
+    return datetime.now(UTC)
+
+
+def days(n: int) -> timedelta:
+    """``n`` days."""
+    return timedelta(days=n)

@@ -1,0 +1,213 @@
+"""The station commands' messages in Simplified Chinese and English (a test checks every key is used)."""
+
+from __future__ import annotations
+
+from ..i18n import Catalog
+
+__all__ = ["MESSAGES"]
+
+_M: dict[str, tuple[str, str]] = {
+    # errors
+    "err.prefix": ("错误", "Error"),
+    "err.usage": ("用法错误", "Usage error"),
+    # what each error code means, said first in Chinese (the library's detail follows in English)
+    "err.invalid_input": ("错误（输入有误）", "Error"),
+    "err.invalid_op": ("错误（收到的变更无效）", "Error"),
+    "err.not_found": ("错误（找不到记录）", "Error"),
+    "err.invalid_action": ("错误（此操作现在不可行）", "Error"),
+    "err.merge_error": ("错误（数据合并冲突）", "Error"),
+    "err.op_fork": ("错误（设备数据被复制或恢复过）", "Error"),
+    "err.store_error": ("错误（无法读写数据文件）", "Error"),
+    "err.store_version": ("错误（数据文件来自更新版本）", "Error"),
+    "err.sync_failed": ("错误（同步未完成，数据未丢失）", "Error"),
+    "err.server_refused": ("错误（服务器拒绝）", "Error"),
+    "err.trust_failed": ("错误（签名或密钥校验失败）", "Error"),
+    "err.help": ("用 {command} --help 查看用法", "see {command} --help"),
+    "err.aborted": ("已中止。", "Aborted."),
+    "err.config": (
+        "无法读取设置文件 {path}：请重新运行 caresync init。",
+        "Cannot read the settings file {path}: run caresync init again.",
+    ),
+    "err.no_actor": (
+        "请说明谁在使用本设备：加上 --actor 姓名，或先运行 caresync init --actor 姓名。",
+        "Say who is working: add --actor NAME, or run caresync init --actor NAME first.",
+    ),
+    "err.init_actor": (
+        "初始化需要使用者姓名：caresync init --actor 姓名",
+        "Setting up needs who works on this device: caresync init --actor NAME",
+    ),
+    "err.no_home": (
+        "{home} 中没有本设备的数据：请先运行 caresync init --actor 姓名（或用 --home 指定文件夹）。",
+        "No replica in {home}: run caresync init --actor NAME first (or point --home at the right folder).",
+    ),
+    "err.no_db": ("找不到数据文件 {path}：请检查路径。", "No replica file {path}: check the path."),
+    "err.no_server": (
+        "未指定同步服务器：加上 --server 地址，或运行 caresync init --server 地址。",
+        "No sync server given: add --server URL, or save one with caresync init --server URL.",
+    ),
+    # init
+    "init.created": (
+        "已初始化本设备：{path}（设备 {device}，使用者 {actor}）",
+        "Set up this device: {path} (device {device}, actor {actor})",
+    ),
+    "init.exists": (
+        "本设备已初始化：{path}（设备 {device}，使用者 {actor}）",
+        "This device is already set up: {path} (device {device}, actor {actor})",
+    ),
+    # tickets
+    "ticket.submitted": (
+        "已下单，编号 {number}（请告知居民），截止 {due}。记录号 {id}",
+        "Submitted: number {number} (tell the resident), due {due}. Record {id}",
+    ),
+    "ticket.moved": ("诉求 {number}：{status}", "Ticket {number}: {status}"),
+    "ticket.no_parcel": (
+        "找不到信封编号为 {code} 的邮件：请核对编号，或先同步。",
+        "No parcel with the envelope code {code} on this device: check the code, or sync first.",
+    ),
+    "ticket.rated": ("诉求 {number} 已评价。", "Ticket {number}: rating recorded."),
+    "ticket.noted": ("诉求 {number} 已添加备注。", "Ticket {number}: note added."),
+    "ticket.escalated": ("诉求 {number} 已上报至 {grid}。", "Ticket {number} escalated to {grid}."),
+    "ticket.none": ("没有符合条件的诉求。", "No tickets match."),
+    "ticket.list_title": ("诉求 {n} 件，其中超时 {overdue} 件", "{n} tickets, {overdue} overdue"),
+    "ticket.overdue_mark": ("（超时）", "(overdue)"),
+    "ticket.has_conflicts": (
+        "{n} 处冲突待处理（caresync conflicts list）",
+        "{n} conflict(s) to review (caresync conflicts list)",
+    ),
+    "ticket.history": ("处理记录：", "History:"),
+    "numbers.block": ("号段 {start}-{end}，剩余 {left} 个", "block {start}-{end}, {left} left"),
+    "numbers.next": ("下一个编号：{number}", "next number: {number}"),
+    # residents, workers
+    "resident.added": ("已登记居民 {name}（{id}）", "Registered {name} ({id})"),
+    "resident.edited": ("已修改 {name}：{fields}", "Changed {name}: {fields}"),
+    "resident.nothing": ("没有要修改的内容", "Nothing to change"),
+    "resident.list_title": ("居民 {n} 人", "{n} residents"),
+    "worker.added": ("已添加工作人员 {name}（{id}）", "Added worker {name} ({id})"),
+    # visits
+    "visit.recorded": ("已记录敲门：{resident}，{outcome}", "Knock recorded: {resident}, {outcome}"),
+    "visit.flagged": (
+        "注意：{reason}。一步发起诉求：caresync visit raise {resident}",
+        "Attention: {reason}. Raise a request in one step: caresync visit raise {resident}",
+    ),
+    "visit.raised": ("已发起诉求 {number}：{title}", "Raised ticket {number}: {title}"),
+    "raise.no_answer_twice": ("{name} 连续两次敲门无人应答", "{name} did not answer two knocks in a row"),
+    "raise.unwell": ("{name} 上次敲门时身体不适", "{name} was unwell at the last knock"),
+    "raise.emergency": ("敲门发现紧急情况：{name}", "Emergency found at the door: {name}"),
+    "visit.list_title": ("敲门记录 {n} 条", "{n} door-knocks"),
+    "due.summary": (
+        "逾期 {overdue} 人，到期 {due} 人，需立即关注 {flagged} 人",
+        "{overdue} overdue, {due} due, {flagged} flagged",
+    ),
+    "due.flagged_title": ("需立即关注", "Needs attention now"),
+    "due.raise_hint": ("caresync visit raise {resident}", "caresync visit raise {resident}"),
+    "unit.days": ("天", " d"),
+    # disputes
+    "dispute.opened": (
+        "已受理纠纷，编号 {number}，当事人 {parties} 方",
+        "Dispute opened: number {number}, {parties} parties",
+    ),
+    "dispute.party_added": ("纠纷 {number}：已添加当事人", "Dispute {number}: party added"),
+    "dispute.session_added": ("纠纷 {number}：已记录调解", "Dispute {number}: session recorded"),
+    "dispute.outcome_set": (
+        "纠纷 {number}：{status}，已记录调解结果",
+        "Dispute {number}: {status}, outcome recorded",
+    ),
+    # conflicts
+    "conflicts.none": ("没有待处理的冲突。", "Nothing to review."),
+    "conflicts.summary": (
+        "需要决定 {conflicts} 处；同时修改（已合并，仅供知悉）{parallel} 处",
+        "{conflicts} need a decision; {parallel} edited in parallel (merged, for information)",
+    ),
+    "conflicts.shown": ("← 当前显示", "<- shown now"),
+    "conflicts.hint": (
+        "处理：caresync conflicts resolve {key} --pick 序号（或 --value 值）",
+        "decide: caresync conflicts resolve {key} --pick N (or --value VALUE)",
+    ),
+    "conflicts.hint_status": (
+        "处理：caresync conflicts resolve {key} 确认当前状态，或直接办理下一步",
+        "decide: caresync conflicts resolve {key} keeps the status shown, or record the next step",
+    ),
+    "conflicts.hint_custody": (
+        "处理：记录下一次交接即可",
+        "decide: record the next hand-over of the parcel",
+    ),
+    "conflicts.resolved": (
+        "已处理 {key}；剩余 {left} 处冲突。同步后各设备一致。",
+        "Settled {key}; {left} conflict(s) left. Sync to share it.",
+    ),
+    # sync
+    "sync.done": (
+        "已发送 {sent}，已接收 {received}，待发送 {unsent}",
+        "sent {sent}, received {received}, still to send {unsent}",
+    ),
+    "enroll.done": (
+        "已登记为 {device}：{role}，网格 {grids}，服务器 {url}。",
+        "Enrolled as {device}: {role} in {grids}, with {url}.",
+    ),
+    "enroll.usage": (
+        "用法：caresync enroll [文件] 登记码 --server 地址",
+        "Usage: caresync enroll [FILE] CODE --server URL",
+    ),
+    "sync.waiting": ("（{n} 条等待其他设备的变更）", " ({n} waiting for others' changes)"),
+    "sync.refused": ("服务器拒收 {kind}（{record}）：{reason}", "refused {kind} on {record}: {reason}"),
+    # report
+    "report.title": ("服务站报表 {period}（{grid}）", "Station report {period} ({grid})"),
+    "report.all_grids": ("全部网格", "all grids"),
+    "report.figure": ("指标", "Figure"),
+    "report.value": ("数值", "Value"),
+    "report.received": ("收到诉求", "Requests received"),
+    "report.resolved": ("办结诉求", "Requests resolved"),
+    "report.satisfaction": ("满意率（已评价数）", "Satisfaction (rated)"),
+    "report.within48": ("48小时内办结", "Resolved within 48 h"),
+    "report.on_time": ("按时办结", "Resolved on time"),
+    "report.median": ("办结用时中位数", "Median time to resolve"),
+    "report.open": ("未办结", "Open"),
+    "report.overdue_n": ("超时 {n}", "{n} overdue"),
+    "report.transit": ("快递小哥传递用时", "Time in courier transit"),
+    "report.mediated": ("调解纠纷", "Disputes mediated"),
+    "report.mediation_success": ("调解成功率", "Mediation success"),
+    "report.visits": ("敲门探访", "Door-knocks"),
+    "report.served": ("服务居民", "Residents served"),
+    "report.residents_overdue": ("逾期未探访居民", "Residents overdue a knock"),
+    "report.by_kind": ("按类别", "By kind"),
+    "report.by_channel": ("按渠道", "By channel"),
+    "report.by_grid": ("按网格", "By grid"),
+    "report.written": ("报表已写入 {path}", "Report written to {path}"),
+    # field names
+    "field.number": ("编号", "number"),
+    "field.id": ("记录号", "id"),
+    "field.title": ("事项", "title"),
+    "field.status": ("状态", "status"),
+    "field.kind": ("类别", "kind"),
+    "field.channel": ("渠道", "channel"),
+    "field.priority": ("优先级", "priority"),
+    "field.grid": ("网格", "grid"),
+    "field.assignee": ("承办人", "assignee"),
+    "field.resident": ("居民", "resident"),
+    "field.submitted": ("下单时间", "submitted"),
+    "field.due": ("截止", "due"),
+    "field.resolved": ("办结时间", "resolved"),
+    "field.closed": ("回单时间", "closed"),
+    "field.rating": ("评价", "rating"),
+    "field.description": ("说明", "description"),
+    "field.mediator": ("调解员", "mediator"),
+    "field.outcome": ("结果", "outcome"),
+    "field.party": ("当事人", "party"),
+    "field.session": ("调解记录", "session"),
+    "field.note": ("备注", "note"),
+    "field.conflicts": ("冲突", "conflicts"),
+    "field.name": ("姓名", "name"),
+    "field.address": ("地址", "address"),
+    "field.phone": ("电话", "phone"),
+    "field.flags": ("标记", "flags"),
+    "field.knock_every": ("敲门间隔（天）", "knock every (days)"),
+    "field.birth_year": ("出生年份", "birth year"),
+    "field.when": ("时间", "when"),
+    "field.visitor": ("敲门人", "visitor"),
+    "field.last_visit": ("上次敲门", "last knock"),
+    "field.reason": ("原因", "reason"),
+    "field.ticket": ("诉求", "ticket"),
+    "field.state": ("状态", "state"),
+}
+
+MESSAGES = Catalog({key: {"zh": zh, "en": en} for key, (zh, en) in _M.items()})
