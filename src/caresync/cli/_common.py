@@ -291,6 +291,8 @@ _ERROR_PREFIXES = {
     "sync_failed": "err.sync_failed",
     "server_refused": "err.server_refused",
     "trust_failed": "err.trust_failed",
+    "bad_signature": "err.bad_signature",
+    "bundle_refused": "err.bundle_refused",
 }
 
 

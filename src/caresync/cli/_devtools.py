@@ -238,7 +238,7 @@ def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
         opened = Replica.open(Path(args[0]), actor=env.actor or env.config().get("actor") or "sync")
     with _errors(), opened as replica:
         found = replica.enroll(url, args[-1])
-    grids = ", ".join(g or "*" for g in found.grids)
+    grids = ", ".join(g or env.t("enroll.everywhere") for g in found.grids)
     env.out(
         {"device": found.device, "role": found.role.value, "grids": list(found.grids), "url": found.server_url},
         env.t("enroll.done", device=found.device, role=found.role.value, grids=grids, url=found.server_url),

@@ -22,6 +22,8 @@ _M: dict[str, tuple[str, str]] = {
     "err.sync_failed": ("错误（同步未完成，数据未丢失）", "Error"),
     "err.server_refused": ("错误（服务器拒绝）", "Error"),
     "err.trust_failed": ("错误（签名或密钥校验失败）", "Error"),
+    "err.bad_signature": ("错误（变更的签名不符，可能被篡改）", "Error"),
+    "err.bundle_refused": ("错误（中转包无法使用）", "Error"),
     "err.help": ("用 {command} --help 查看用法", "see {command} --help"),
     "err.aborted": ("已中止。", "Aborted."),
     "err.config": (
@@ -144,6 +146,7 @@ _M: dict[str, tuple[str, str]] = {
         "已登记为 {device}：{role}，网格 {grids}，服务器 {url}。",
         "Enrolled as {device}: {role} in {grids}, with {url}.",
     ),
+    "enroll.everywhere": ("全部网格", "everywhere"),
     "enroll.usage": (
         "用法：caresync enroll [文件] 登记码 --server 地址",
         "Usage: caresync enroll [FILE] CODE --server URL",
