@@ -315,3 +315,19 @@ def test_ops_waiting_for_another_device_do_not_wedge_the_rest_of_the_queue(
     station.sync(URL, token=ts, client=server.client)
     assert station.tickets.get(t.id).title == "Edited by B"
     assert len(station.tickets.list()) == 9
+
+
+def test_a_sync_brings_short_ticket_numbers_no_other_device_gets(server: Server, make_replica: ReplicaFactory) -> None:
+    desk, phone = make_replica("desk"), make_replica("phone")
+    before = desk.tickets.submit(title="Before any sync", kind="repair", grid=GRID)
+    assert before.number == f"{desk.id}-1"  # offline and never synced: the device's own, never-colliding form
+    desk_token = server.enroll("desk")
+    desk.sync(URL, token=desk_token, client=server.client)
+    phone.sync(URL, token=server.enroll("phone"), client=server.client)
+    numbers = {r.id: [r.numbers.peek()] for r in (desk, phone)}
+    assert numbers == {desk.id: ["1000"], phone.id: ["1100"]}
+    taken = [desk.tickets.submit(title=f"Desk {i}", kind="repair", grid=GRID).number for i in range(85)]
+    assert taken[0] == "1000" and taken[-1] == "1084"
+    desk.sync(URL, token=desk_token, client=server.client)  # 15 left: a new block is reserved
+    assert [(b.start, b.count) for b in desk.numbers.blocks()] == [(1000, 100), (1200, 100)]
+    assert phone.tickets.submit(title="Phone", kind="repair", grid=GRID).number == "1100"

@@ -34,6 +34,10 @@ __all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "
 
 #: The replica meta key holding the sync server's Ed25519 public key (hex), learnt at enrolment or first sync.
 SERVER_KEY_META = "server_public_key"
+#: A device asks for a new block of ticket numbers when it has fewer than this many left ...
+NUMBERS_LOW = 20
+#: ... and asks for this many.
+NUMBERS_BLOCK = 100
 
 #: A device clock off by more than this from the server's is corrected after a sync exchange.
 CLOCK_TOLERANCE_MS = 2_000
@@ -208,6 +212,7 @@ def sync(
         _push(replica, link, push_batch, result, progress)
         _pull(replica, link, pull_batch, result, progress)
         _learn_server_key(replica, link)
+        _top_up_numbers(replica, link)
     finally:
         link.close()
         replica.settle()
@@ -225,6 +230,19 @@ def _learn_server_key(replica: Replica, link: _Link) -> None:
     key = info.get("server_public_key") if isinstance(info, dict) else None
     if isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdefABCDEF" for c in key):
         store.set_meta(SERVER_KEY_META, key.lower())
+
+
+def _top_up_numbers(replica: Replica, link: _Link) -> None:
+    """Asks the server for a new block of ticket numbers when this device has fewer than
+    :data:`NUMBERS_LOW` left, so the tickets it opens offline get short numbers (see :mod:`caresync.numbers`).
+    A server that cannot answer now only delays it to the next sync: the device falls back to its own numbers."""
+    if sum(block.left for block in replica.numbers.blocks()) >= NUMBERS_LOW:
+        return
+    try:
+        answer = link.post("/v1/numbers", json={"count": NUMBERS_BLOCK})
+        replica.numbers.add_block(int(answer["start"]), int(answer["count"]))
+    except (SyncError, KeyError, TypeError, ValueError, InvalidInputError) as exc:
+        replica.log.warning("no new block of ticket numbers this time (%s); the next sync asks again", exc)
 
 
 def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:

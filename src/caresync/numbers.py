@@ -1,7 +1,8 @@
 """Human-readable ticket numbers that a clerk can tell a resident on the spot, even offline.
 
 A ticket's id (``T-<origin>-<seq>``) is its identity in the op log; its *number* is for people. A device
-takes numbers, in order, from blocks the sync server reserved for it (``add_block(start, count)``): short
+takes numbers, in order, from blocks the sync server reserved for it (``add_block(start, count)``; a sync asks
+the server for a new block, ``POST /v1/numbers``, when fewer than 20 numbers are left): short
 decimal numbers such as ``1042`` that no other device was given. With no block left, the device falls back
 to ``<origin>-<n>``: its own origin (unique to the device, as it is the fingerprint of the device's key)
 and a counter kept on the device, so two devices can never hand out the same number, even if neither has

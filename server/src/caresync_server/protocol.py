@@ -194,6 +194,21 @@ class StationKeyRequest(BaseModel):
     public_key: HexKey
 
 
+class NumberBlockRequest(BaseModel):
+    """``POST /v1/numbers``: how many ticket numbers the device wants reserved for it."""
+
+    model_config = _REQUEST
+
+    count: int = Field(default=100, ge=1, le=1000)
+
+
+class NumberBlockResponse(BaseModel):
+    """A block of ticket numbers reserved for the asking device alone: ``start`` to ``start + count - 1``."""
+
+    start: int
+    count: int
+
+
 class DeviceResponse(BaseModel):
     """``GET /v1/device``: the device the token belongs to, and its scope now."""
 

@@ -55,6 +55,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
@@ -111,6 +112,10 @@ __all__ = [
 SCHEMA_VERSION = 2
 #: The meta row holding the seed of the server's signing key (:meth:`Storage.server_key`).
 SERVER_KEY_META = "server_signing_key"
+#: The meta row holding the last ticket number reserved for a device (:meth:`Storage.reserve_numbers`).
+NUMBERS_META = "ticket_numbers_reserved"
+#: The first ticket number a station hands out: four digits, easy to say on the phone.
+FIRST_TICKET_NUMBER = 1000
 #: A pull examines at most this many ops past the device's cursor (or ``limit``, if larger), so that a device
 #: that sees little of the log still gets an answer quickly; its cursor moves past what was examined.
 PULL_SCAN_WINDOW = 50_000
@@ -458,6 +463,7 @@ class Storage:
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "created_at", "value": str(self.now_ms())},
                     {"key": SERVER_KEY_META, "value": DeviceKey.generate().seed.hex()},
+                    {"key": NUMBERS_META, "value": str(FIRST_TICKET_NUMBER - 1)},
                 ],
             )
             return SCHEMA_VERSION
@@ -496,9 +502,27 @@ class Storage:
             for eid, (hlc, value) in kinds.items():
                 conn.execute(entities.update().where(entities.c.eid == eid).values(kind=value, kind_hlc=hlc))
                 conn.execute(ops.update().where(ops.c.eid == eid).values(rkind=value))
-            if conn.execute(select(meta.c.value).where(meta.c.key == SERVER_KEY_META)).first() is None:
-                conn.execute(meta.insert().values(key=SERVER_KEY_META, value=DeviceKey.generate().seed.hex()))
+            new_rows = [
+                (SERVER_KEY_META, DeviceKey.generate().seed.hex()),
+                (NUMBERS_META, str(FIRST_TICKET_NUMBER - 1)),
+            ]
+            for key, value in new_rows:
+                if conn.execute(select(meta.c.value).where(meta.c.key == key)).first() is None:
+                    conn.execute(meta.insert().values(key=key, value=value))
             conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+    def reserve_numbers(self, count: int) -> tuple[int, int]:
+        """Reserves the next ``count`` ticket numbers for one device: ``(start, count)``. Numbers are never
+        given twice, whatever the number of server processes (one atomic update of a counter)."""
+        with self._write() as conn:
+            counter = cast(meta.c.value, BigInteger)
+            end = conn.execute(
+                meta.update()
+                .where(meta.c.key == NUMBERS_META)
+                .values(value=cast(counter + count, Text))
+                .returning(meta.c.value)
+            ).scalar_one()
+        return int(end) - count + 1, count
 
     def server_key(self) -> DeviceKey:
         """The server's own Ed25519 key, made with the database: it signs what a device must be able to trust as

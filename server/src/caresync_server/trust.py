@@ -13,7 +13,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from .errors import ApiError, ErrorCode, ErrorDetail
-from .protocol import CredentialsResponse, DeviceResponse, EnrollRequest, ErrorEnvelope, StationKeyRequest, TokenRequest
+from .protocol import (
+    CredentialsResponse,
+    DeviceResponse,
+    EnrollRequest,
+    ErrorEnvelope,
+    NumberBlockRequest,
+    NumberBlockResponse,
+    StationKeyRequest,
+    TokenRequest,
+)
 from .storage import Credentials, Device, Storage
 
 __all__ = ["router"]
@@ -145,3 +154,18 @@ def station_key(body: StationKeyRequest, storage: _StorageDep, found: Annotated[
             "station key.",
         )
     storage.set_station_public_key(bytes.fromhex(body.public_key))
+
+
+@router.post(
+    "/v1/numbers",
+    response_model=NumberBlockResponse,
+    responses=_errors((401, "No token, or an unknown or expired one."), (403, "The device was revoked (`revoked`).")),
+    summary="Reserve a block of ticket numbers for this device",
+)
+def numbers(
+    body: NumberBlockRequest, storage: _StorageDep, found: Annotated[Device, Depends(_device)]
+) -> NumberBlockResponse:
+    """Short ticket numbers (from 1000) that this device alone hands out, even offline; a device asks for a new
+    block when its blocks run low."""
+    start, count = storage.reserve_numbers(body.count)
+    return NumberBlockResponse(start=start, count=count)
