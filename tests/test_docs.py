@@ -212,3 +212,21 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "reference" / "replica" / "index.html").read_text(encoding="utf-8").count("Replica.sync") > 0
+
+
+def _python_blocks() -> list[tuple[str, str]]:
+    """Every ```python block of the README and docs/, with where it is; blocks that talk to a server at an
+    address (``http``) are left out: examples/device_and_server.py runs that path for real."""
+    blocks = []
+    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for n, block in enumerate(re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S), start=1):
+            if "http" not in block:
+                blocks.append((f"{page.relative_to(ROOT)}#{n}", block))
+    return blocks
+
+
+@pytest.mark.parametrize(("where", "code"), _python_blocks(), ids=[w for w, _ in _python_blocks()])
+def test_python_snippets_in_the_docs_run(where: str, code: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, f"the snippet {where} fails:\n{done.stderr}"
