@@ -91,7 +91,7 @@ def test_public_api_has_docstrings() -> None:
             obj = getattr(module, attr)
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 missing += _undocumented(f"{name}.{attr}", obj)
-    assert missing == [], "public API without a docstring (Args/Returns/Raises, see STYLE.md)"
+    assert missing == [], f"public API without a docstring (Args/Returns/Raises, see STYLE.md): {missing}"
 
 
 def test_the_reference_covers_the_server_and_every_public_caresync_module() -> None:
@@ -100,8 +100,8 @@ def test_the_reference_covers_the_server_and_every_public_caresync_module() -> N
     submodules = {m.name for m in pkgutil.iter_modules(caresync.__path__) if not m.name.startswith("_")}
     neither = sorted(m for m in submodules if f"caresync.{m}" not in documented and m not in INTERNAL)
     assert neither == [], (
-        "add a page docs/reference/<module>.md (`::: caresync.<module>`), a link in docs/python-api.md and a nav "
-        "line in mkdocs.yml, or name the module in INTERNAL in tests/test_docs.py"
+        f"modules {neither}: for each, add a page docs/reference/<module>.md (`::: caresync.<module>`), a link "
+        "in docs/python-api.md and a nav line in mkdocs.yml, or name the module in INTERNAL in tests/test_docs.py"
     )
     assert sorted(m for m in INTERNAL if m not in submodules) == [], "INTERNAL names a module that is gone"
     api_page = (DOCS / "python-api.md").read_text(encoding="utf-8")
@@ -115,9 +115,8 @@ def test_the_reference_covers_the_server_and_every_public_caresync_module() -> N
 def test_every_page_is_in_the_site_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if "_tools" not in p.parts)
-    assert [p for p in pages if not re.search(rf":\s+{re.escape(p)}\s*$", nav, flags=re.M)] == [], (
-        "add these pages to the nav in mkdocs.yml"
-    )
+    outside = [p for p in pages if not re.search(rf":\s+{re.escape(p)}\s*$", nav, flags=re.M)]
+    assert outside == [], f"add {outside} to the nav in mkdocs.yml"
 
 
 def test_the_cli_reference_is_current() -> None:
