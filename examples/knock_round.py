@@ -1,5 +1,7 @@
-"""A door-knock round: a knocker records visits offline; a no-answer becomes an early-warning request
-that the station sees after the knocker syncs.
+"""A door-knock round: a knocker of the "one-metre ding-dong" team records visits offline; a door nobody
+answers becomes an early-warning request on the green channel, which the station sees once the knocker's phone
+syncs with the station desk (in one process here, with ``sync_with``; through a server it is ``replica.sync()``,
+as in device_and_server.py).
 
 Run: python examples/knock_round.py [FOLDER]
 """
@@ -41,7 +43,9 @@ def main(folder: Path) -> None:
         for t in station.tickets.list(status="submitted"):
             print(f"station sees: {t.title} ({t.kind.value}, {t.priority.value}), due {t.due_at:%Y-%m-%d %H:%M}")
         for v in station.visits.list():
-            print(f"visit: {v.resident_id} by {v.visitor}: {v.outcome.value}")
+            who = station.residents.get(v.resident_id).name
+            request = v.ticket_id or "no request"
+            print(f"visit: {who} by {v.visitor} at {v.visited_at:%H:%M}: {v.outcome.value} ({request})")
 
 
 if __name__ == "__main__":
