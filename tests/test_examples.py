@@ -17,6 +17,7 @@ PROMISES = {
     "parcel_journey.py": "open custody conflicts: 0",
     "device_and_server.py": "station sees: 'Septic tank blocked' is resolved",
     "parcel_relay.py": "contents intact since the pick-up: True",
+    "reading_a_report.py": "resolved within 48 hours: 67%",
 }
 # Lines that must not appear: what the scripts show must stay true.
 BROKEN = {
