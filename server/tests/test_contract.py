@@ -33,7 +33,7 @@ def _spec(tmp_path: Path) -> dict[str, Any]:
 
 def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key"}
+    trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key", "/v1/numbers"}
     relay = {"/v1/relay", "/v1/relays"}
     assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust | relay
     schemas = spec["components"]["schemas"]
@@ -49,6 +49,8 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
         "TokenRequest",
         "CredentialsResponse",
         "DeviceResponse",
+        "NumberBlockRequest",
+        "NumberBlockResponse",
     ):
         assert model in schemas, model
     assert "HTTPValidationError" not in schemas  # every error is the one envelope
@@ -88,6 +90,7 @@ def test_the_protocol_page_explains_every_code() -> None:
         "POST /v1/token",
         "GET /v1/device",
         "PUT /v1/station-key",
+        "POST /v1/numbers",
         "POST /v1/relay",
         "GET /v1/relays",
     ):
