@@ -169,3 +169,26 @@ def test_the_station_side_bundle_commands(tmp_path: Path, make_replica: ReplicaF
     assert json.loads(made.stdout)["ops"] == 1
     wrong = runner.invoke(bundle, ["import", str(tmp_path / "d.bundle"), "--replica", path])
     assert wrong.exit_code == 1 and "give it to a courier" in wrong.output and "Traceback" not in wrong.output
+
+
+def test_the_station_checks_that_the_contents_sealed_at_pickup_arrived_intact(make_replica: ReplicaFactory) -> None:
+    from caresync import TrustError
+
+    station_key = StationKey.generate()
+    station, chen, stray = make_replica("station"), make_replica("chen"), make_replica("stray")
+    station.install_station_key(station_key)
+    station.mailboxes.add(code="MB-07", name="Lane 7 mailbox", grid="changnan/lane-7")
+    chen.sync_with(station)
+    stray.sync_with(station)
+    courier.remember_station_key(chen, station_key.public_key)
+    courier.remember_station_key(stray, StationKey.generate().public_key)  # set up with another station's key
+    good = courier.pickup(chen, "E-1", mailbox="MB-07", contents="低保证明 for Mrs Zhou")
+    bad = courier.pickup(stray, "E-2", mailbox="MB-07", contents="pension form")
+    for device in (chen, stray):
+        device.sync_with(station)
+
+    assert [c.intact for c in custody.check_contents(station, good.id)] == [True]
+    assert [(c.who, c.intact) for c in custody.check_contents(station, bad.id)] == [("stray", False)]
+    assert station.parcels.get(good.id).hops[-1].contents == "低保证明 for Mrs Zhou"  # the station reads it
+    with pytest.raises(TrustError, match="station device"):
+        custody.check_contents(chen, good.id)  # a courier can neither read nor check it

@@ -17,12 +17,24 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .domain import HopStage
+from .errors import TrustError
+from .keys import unseal_value
 from .model import Hop, Parcel
 
 if TYPE_CHECKING:
     from .replica import Replica
 
-__all__ = ["CustodyAnomaly", "CustodyStep", "anomalies", "chain", "custodian", "handover_pending", "parcel_anomalies"]
+__all__ = [
+    "ContentCheck",
+    "CustodyAnomaly",
+    "CustodyStep",
+    "anomalies",
+    "chain",
+    "check_contents",
+    "custodian",
+    "handover_pending",
+    "parcel_anomalies",
+]
 
 
 @dataclass(frozen=True)
@@ -183,4 +195,42 @@ def anomalies(replica: Replica) -> list[CustodyAnomaly]:
                         f"envelope code {code} was registered twice ({parcel.id} and {others}): merge them by hand",
                     )
                 )
+    return out
+
+
+@dataclass(frozen=True)
+class ContentCheck:
+    """What the station found when it opened the contents a courier sealed at one hop."""
+
+    op: str
+    """The hop's op id."""
+    who: str
+    """Who captured the contents."""
+    intact: bool
+    """True when the opened contents hash to the content hash taken at capture; False when they do not, or the
+    seal cannot be opened with this station's key (altered, or sealed to another station)."""
+
+
+def check_contents(replica: Replica, parcel_id: str) -> list[ContentCheck]:
+    """Opens, with the station's key, every sealed ``contents`` of a parcel's hops, and compares each with the
+    content hash taken when it was captured: proof that the seal was intact from the pickup to the station.
+
+    Raises:
+        TrustError: this device does not hold the station's key (only station devices can check).
+        NotFoundError: no such parcel here.
+    """
+    key = replica.station_key
+    if key is None:
+        raise TrustError("Only a station device (one holding the station's key) can open and check sealed contents.")
+    replica.parcels.get(parcel_id)  # NotFoundError for an unknown parcel
+    out = []
+    for op in replica._store.ops_of(parcel_id):  # as stored: sealed, whatever this device shows when reading
+        body = op["body"]
+        if op["kind"] != "parcel.hop" or not body.get("contents"):
+            continue
+        try:
+            intact = unseal_value(key, body["contents"])[1] == body.get("content_hash")
+        except TrustError:
+            intact = False
+        out.append(ContentCheck(op=f"{op['origin']}:{op['seq']}", who=op["actor"], intact=intact))
     return out
