@@ -119,3 +119,11 @@ def test_a_folder_with_replicas_is_refused_in_one_line(text_run: tuple[Path, Res
     assert result.exit_code == 1
     assert "already holds replica files" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_inspect_reads_the_offline_kiosks_file(json_run: tuple[Path, dict[str, Any]]) -> None:
+    folder, outcome = json_run
+    shown = _invoke(["inspect", str(folder / "kiosk-lane3.db"), "--json"])
+    info = json.loads(shown.stdout)
+    kiosk = next(d for d in outcome["devices"] if d["name"] == "kiosk-lane3")
+    assert info["ops"] == kiosk["ops"] and info["tickets"] > 0 and info["conflicts"] == []

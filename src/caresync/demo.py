@@ -676,10 +676,13 @@ class _World:
         replica = device.replica
         at = ms_to_datetime(replica.clock.physical_ms())
         residents = replica.residents.list()
-        knock = round_of(residents, replica.visits.list(), [], grids=device.grids, at=at)
-        due = [e for e in knock.entries if e.state != "ok" or e.flagged]
+        knock = round_of(residents, replica.visits.list(), [], grids=device.grids, at=at, include_ok=True)
         quota = 12 if device.name == "knocker-fang" else 8
-        chosen = sorted(due, key=lambda e: (e.resident_id != self.wang, e.due_at, e.resident_id))[:quota]
+        # Old Wang first (checked daily), then the flagged, then the most overdue; a round fills its day with
+        # those checked longest ago, due or not yet
+        chosen = sorted(
+            knock.entries, key=lambda e: (e.resident_id != self.wang, not e.flagged, e.due_at, e.resident_id)
+        )[:quota]
         with replica.batch():
             for entry in chosen:
                 if entry.resident_id == self.wang:
