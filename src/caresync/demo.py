@@ -399,8 +399,7 @@ class _World:
         for device in self.devices.values():  # at the station, on the first morning, each device is enrolled
             code = self.server.issue_code(device.name, device.role, device.grids)
             device.replica.enroll(self.server.url, code, client=self.http)
-        station = self.station
-        station.install_station_key(station_key)
+        station = self.station  # it seals to the key it learnt at enrolment; it reads sealed fields once it holds it
         with station.batch():
             for name, role, grids, _ in cast:
                 if role != "station" and name != "kiosk-lane3":
@@ -408,6 +407,7 @@ class _World:
             for i, area in enumerate(self.areas, 1):
                 station.mailboxes.add(code=f"MB-{i:02d}", name=f"Lane {i} mailbox", grid=area)
             self._register_residents()
+        station.install_station_key(station_key)
         self.stats.add("enrolled", len(self.devices))
         self.step(
             f"set-up: caresync-server on a loopback port (simulated clock); {len(self.devices)} devices enrolled "
