@@ -97,6 +97,7 @@ def test_json_outcome_proves_convergence_and_tells_the_story(json_run: tuple[Pat
     assert {"status", "assignee", "title"} <= fields
     assert any("raised" in e and "no_answer_twice" in e for e in outcome["events"])
     assert outcome["counts"]["parcels_receipted"] >= 1
+    assert outcome["counts"]["tokens_renewed"] >= 1  # two-day tokens, renewed by the devices themselves
 
 
 def test_same_seed_same_output_in_a_real_process(tmp_path: Path, text_run: tuple[Path, Result]) -> None:
@@ -127,3 +128,20 @@ def test_inspect_reads_the_offline_kiosks_file(json_run: tuple[Path, dict[str, A
     info = json.loads(shown.stdout)
     kiosk = next(d for d in outcome["devices"] if d["name"] == "kiosk-lane3")
     assert info["ops"] == kiosk["ops"] and info["tickets"] > 0 and info["conflicts"] == []
+
+
+def test_without_the_server_distribution_it_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import caresync.demo
+
+    real = caresync.demo.importlib.util.find_spec
+    monkeypatch.setattr(
+        caresync.demo.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "caresync_server" else real(name, *a),
+    )
+    result = CliRunner().invoke(main, [*ARGS, "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "caresync_server is not installed: pip install . ./server" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

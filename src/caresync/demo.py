@@ -455,13 +455,13 @@ class _World:
     def sync(self, name: str) -> None:
         device = self.devices[name]
         replica = device.replica
-        renewals = replica._store.get_meta("server_token")
+        token = enrolment.current_token(replica)
         result = replica.sync(client=self.http)
-        if replica._store.get_meta("server_token") != renewals:
+        if enrolment.current_token(replica) != token:  # the device renewed its token by itself
             self.stats.add("tokens_renewed")
         self.stats.add("syncs")
         self.stats.add("ops_pushed", result.pushed)
-        if device.role == "courier" and name == "courier-ma":
+        if name == "courier-ma":  # she carries the kiosk's bundles: delivered on her sync, answers kept in her bag
             token = enrolment.current_token(replica) or ""
             with bundles.Bag(self.bag_path) as bag:
                 for d in bundles.deliver(
