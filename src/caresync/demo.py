@@ -333,6 +333,7 @@ class _World:
         self.residents_by_area: dict[str, list[str]] = {}
         self.wang = ""
         self.wang_knocks = 0
+        self.mail_tickets: dict[str, str] = {}  # parcel id -> the request it carries
         self.septic = ""
         self.noise = ""
 
@@ -540,19 +541,26 @@ class _World:
         self._settle(day)
         self._raise_flagged(day)
         for parcel in station.parcels.list():
-            if handover_pending(parcel):
-                courier.confirm_handover(station, parcel.code)
-                self.stats.add("parcels_receipted")
-                kind = self.rng.choice(("errand", "legal_aid"))
-                self.submit(
+            first = parcel.hops[0] if parcel.hops else None
+            if parcel.direction == "to_station" and parcel.id not in self.mail_tickets and first is not None:
+                # the request is placed when the resident drops it in the mailbox: the station opens it as soon as
+                # it sees the pick-up, and reads what the resident asks for (sealed to it; the courier cannot)
+                made = self.submit(
                     station,
-                    kind=kind,
+                    kind=self.rng.choice(("errand", "legal_aid")),
                     channel="mailbox",
                     resident=None,
                     grid=parcel.grid,
-                    title=f"Paperwork from mailbox, envelope {parcel.code}",
+                    title=f"Mailbox paperwork, envelope {parcel.code}",
+                    description=first.contents or "(no note)",
                     parcel_id=parcel.id,
                 )
+                self.mail_tickets[parcel.id] = made.id
+                self.held.add(made.id)  # the grid worker waits for the paper to reach the station
+            if handover_pending(parcel):
+                courier.confirm_handover(station, parcel.code)
+                self.stats.add("parcels_receipted")
+                self.held.discard(self.mail_tickets.get(parcel.id, ""))
         with station.batch():
             for ticket in station.tickets.list(status="resolved"):
                 if ticket.id in self.held or ticket.conflicts:
