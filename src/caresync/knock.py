@@ -176,8 +176,10 @@ def knock_round(
             return KnockRound(at=at, flagged=[])
     elif grid:
         grids = [grid]
+    # a building has no grids inside it: its residents are the exact match (no need to read the whole city)
+    building = [grid] if grid and not knocker and grid.count("/") == 2 else []
     return round_of(
-        replica.residents.list(),
+        replica.residents.list(grid=building[0]) if building else replica.residents.list(),
         replica.visits.list(),
         replica.tickets.list(),
         grids=grids,

@@ -328,6 +328,11 @@ def _v(state: State, name: str) -> Any:
     return value_of(state, name)
 
 
+def _text_list(value: Any) -> list[str]:
+    """A list of texts; sealed (read on a device without the station key) it is one sealed text in a list."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
     """The public record for a folded state."""
     common: dict[str, Any] = {
@@ -370,7 +375,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
                     held_at=ms_to_datetime(i[6]["held_at"]),
                     mediator=i[6]["mediator"],
                     summary=i[6]["summary"],
-                    attendees=i[6].get("attendees", []),
+                    attendees=_text_list(i[6].get("attendees", [])),
                 )
                 for i in _items(state, "sessions")
             ],

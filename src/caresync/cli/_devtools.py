@@ -7,11 +7,13 @@ shown as one line and exit code 1, never a traceback (see ``_common.StationGroup
 
 from __future__ import annotations
 
+import functools
 import json
-import random
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,15 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from ..demo import DemoConfig, DemoOutcome, run_demo
 from ..errors import CaresyncError
+from ..i18n import pick_language
 from ..netsync import SyncProgress
 from ..replica import Replica
-from ..testing import FakeClock
 from ._common import Env, common_options
+from .rounds import render_report
 
 __all__ = ["demo", "enroll", "inspect", "sync"]
-
-HOUR = 3_600_000
 
 
 @contextmanager
@@ -39,109 +41,8 @@ def _errors() -> Iterator[None]:
         raise click.ClickException(str(exc)) from exc
 
 
-def _demo_world(root: Path, seed: int, step: Callable[[str], None]) -> dict[str, Any]:
-    """A day in one neighbourhood: five devices work offline, then sync pairwise. Returns what happened."""
-    rng = random.Random(seed)
-    start = 1_796_083_200_000 + rng.randrange(0, 30) * 86_400_000
-    devices = {
-        "station": ("clerk-zhang", 0),
-        "grid-li": ("grid-li", 2_000),
-        "grid-wang": ("grid-wang", -1_500),
-        "knocker-fang": ("knocker-fang", 3 * 86_400_000),  # this phone's clock is three days ahead
-        "courier-chen": ("courier-chen", 500),
-    }
-    clocks = {name: FakeClock(start + skew, step_ms=1) for name, (_, skew) in devices.items()}
-    with ExitStack() as stack:
-        r = {
-            name: stack.enter_context(Replica.open(root / f"{name}.db", actor=actor, now_ms=clocks[name]))
-            for name, (actor, _) in devices.items()
-        }
-        station = r["station"]
-        step("station registers residents, a mailbox and the morning's requests")
-        grid = "changnan/teachers-dorm/3"
-        wang = station.residents.register(
-            name="Old Wang", grid=grid, flags=["lives_alone", "elderly"], knock_every_days=2, birth_year=1938
-        )
-        liu = station.residents.register(name="Grandma Liu", grid=grid, flags=["elderly"], knock_every_days=7)
-        box = station.mailboxes.add(code="MB-07", name="Lane 7 mailbox", grid="changnan/lane-7")
-        tank = station.tickets.submit(
-            title="Septic tank blocked, 30 households", kind="repair", grid=grid, resident_id=liu.id
-        )
-        noise = station.tickets.submit(title="Renovation noise at night", kind="dispute", grid=grid)
-        parcel = station.parcels.register(
-            code="P-0417", grid="changnan/lane-7", mailbox_id=box.id, summary="pension form"
-        )
-        station.parcels.hop(parcel.id, "dropped", place="MB-07")
-        for name, replica in r.items():
-            if name != "station":
-                replica.sync_with(station)
-
-        step("everyone works offline: two grid workers take the same request")
-        r["grid-li"].tickets.accept(tank.id, assignee="grid-li")
-        r["grid-wang"].tickets.accept(tank.id, assignee="grid-wang")
-        r["grid-wang"].tickets.note(tank.id, "called the sanitation team")
-        r["grid-li"].tickets.edit(tank.id, title="Septic tank blocked (teachers' dorm, 30 households)")
-        r["grid-wang"].tickets.edit(tank.id, title="Septic tank overflowing")
-        r["knocker-fang"].visits.record(resident_id=wang.id, outcome="no_answer", note="knocked twice")
-        r["knocker-fang"].visits.record(resident_id=liu.id, outcome="well")
-        r["courier-chen"].parcels.hop(parcel.id, "picked_up", place="MB-07")
-        station.tickets.add_party(noise.id, name="Mr Chen", side="renovating")
-        station.tickets.add_party(noise.id, name="Ms Zhou", side="downstairs")
-        station.tickets.accept(noise.id, assignee="peacemaker-hu")
-        for clock in clocks.values():
-            clock.advance(4 * HOUR)
-
-        step("back online: devices sync in pairs, in any order")
-        names = list(r)
-        pairs = [(a, b) for a in names for b in names if a < b]
-        rng.shuffle(pairs)
-        for a, b in pairs:
-            r[a].sync_with(r[b])
-        raised = [c.describe() for c in station.conflicts()]
-
-        step("the station settles the conflicts with ordinary edits, and the work goes on")
-        for conflict in station.conflicts():
-            station.resolve(conflict, "grid-li" if conflict.field == "assignee" else None)
-        station.tickets.start(tank.id, actor="grid-li")
-        station.tickets.resolve(tank.id, resolution="pipe cleared", actor="grid-li")
-        station.tickets.close(tank.id)
-        station.tickets.rate(tank.id, score=5, comment="fixed within two days")
-        station.tickets.record_session(noise.id, mediator="Teacher Hu", summary="works 9:00-17:00 only")
-        station.tickets.set_outcome(noise.id, "settled", mediator="Teacher Hu")
-        station.tickets.resolve(noise.id)
-        station.tickets.close(noise.id)
-        r["courier-chen"].sync_with(station)
-        r["courier-chen"].parcels.hop(parcel.id, "handed_in", place="station")
-        for name in names[1:]:
-            r[name].sync_with(station)
-        for name in names[1:]:
-            r[name].sync_with(station)
-
-        tickets = station.tickets.list(include_deleted=True)
-        return {
-            "folder": str(root),
-            "devices": {
-                name: {"file": str(rep.path), "id": rep.id, "ops": rep.op_count(), "digest": rep.state_digest()}
-                for name, rep in r.items()
-            },
-            "conflicts_raised": raised,
-            "conflicts_left": [c.describe() for c in station.conflicts()],
-            "tickets": [
-                {
-                    "id": t.id,
-                    "title": t.title,
-                    "status": t.status.value,
-                    "assignee": t.assignee,
-                    "rating": t.rating.score if t.rating else None,
-                }
-                for t in tickets
-            ],
-            "clock_anomalies": [
-                {"device": a.device, "hours_ahead": round(a.ahead_ms / HOUR, 1)} for a in station.clock_anomalies()
-            ],
-            "visits": len(station.visits.list()),
-            "parcel_stage": station.parcels.get(parcel.id).stage,
-        }
+def _console(*, stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 140)
 
 
 @click.command()
@@ -150,51 +51,97 @@ def _demo_world(root: Path, seed: int, step: Callable[[str], None]) -> dict[str,
     "folder",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to leave the replica files (default: a new temporary folder).",
+    help="Where to leave the replica files and the server's database (default: a new temporary folder).",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Makes the run repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def demo(folder: Path | None, seed: int, as_json: bool) -> None:
-    """Five offline devices record a day's work, conflict, sync and converge (SQLite files, no server)."""
+@click.option("--days", type=click.IntRange(3, 28), default=7, show_default=True, help="Days to simulate.")
+@click.option(
+    "--residents", type=click.IntRange(10, 1_000_000), default=60, show_default=True, help="Residents in the city."
+)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None, help="The report's language.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (progress goes to stderr).")
+def demo(folder: Path | None, seed: int, days: int, residents: int, lang: str | None, as_json: bool) -> None:
+    """A simulated week of a neighbourhood station: eleven devices work offline and sync through a real
+    caresync-server on a loopback port; prints the station's report, the conflicts settled and a proof that
+    every device converged."""
     root = folder or Path(tempfile.mkdtemp(prefix="caresync-demo-"))
-    root.mkdir(parents=True, exist_ok=True)
-    if any(root.glob("*.db")):
+    if root.exists() and any(root.glob("*.db")):
         raise click.ClickException(f"{root} already holds replica files; choose an empty folder with --dir.")
-    console = Console(stderr=as_json)
+    lang = pick_language(lang)
+    console = _console(stderr=as_json)
+    began = time.perf_counter()
+    config = DemoConfig(folder=root, seed=seed, days=days, residents=residents)
     with _errors(), Progress(console=console, transient=True) as progress:
-        task = progress.add_task("demo", total=4)
+        task = progress.add_task("caresync demo", total=days + 3)
 
         def step(text: str) -> None:
-            progress.console.print(f"[bold]•[/bold] {text}")
+            progress.console.print(f"[bold]•[/bold] {text}", soft_wrap=True)
             progress.advance(task)
 
-        outcome = _demo_world(root, seed, step)
+        try:
+            outcome = run_demo(config, step=step)
+        except CaresyncError:
+            raise
+        except Exception as exc:  # a bug: still one line, saying where to look
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise CaresyncError(
+                f"The demo failed ({type(exc).__name__}: {detail}); this is a bug in caresync, please report it "
+                f"with the files in {root}"
+            ) from exc
+    elapsed = time.perf_counter() - began
     if as_json:
-        click.echo(json.dumps(outcome, ensure_ascii=False, indent=2, default=str))
-        return
-    console.print("\n[bold]Conflicts raised while offline[/bold] (nothing was lost; people decide):")
-    for line in outcome["conflicts_raised"]:
-        console.print(f"  - {line}")
-    console.print(f"Conflicts left after the station's edits: {len(outcome['conflicts_left'])}")
-    for a in outcome["clock_anomalies"]:
-        console.print(f"Clock warning: device {a['device']} stamps ops {a['hours_ahead']} hours ahead")
-    table = Table(title="Tickets at the station")
-    for col in ("id", "title", "status", "assignee", "rating"):
-        table.add_column(col)
-    for t in outcome["tickets"]:
-        table.add_row(t["id"], t["title"], t["status"], str(t["assignee"]), str(t["rating"] or ""))
-    console.print(table)
-    devices = Table(title="Every device holds the same ops and state")
-    for col in ("device", "ops", "state digest", "file"):
-        devices.add_column(col)
-    for name, d in outcome["devices"].items():
-        devices.add_row(name, str(d["ops"]), d["digest"][:16], d["file"])
-    console.print(devices)
-    same = len({d["digest"] for d in outcome["devices"].values()}) == 1
-    console.print("[green]converged[/green]" if same else "[red]NOT converged[/red]")
-    console.print(f"Explore the files with: caresync inspect {root}/station.db")
-    if not same:
+        click.echo(json.dumps({**outcome.to_json(), "elapsed_s": round(elapsed, 2)}, ensure_ascii=False, indent=2))
+    else:
+        _render_demo(console, outcome, lang, elapsed)
+    if not outcome.converged:
         raise SystemExit(1)
+
+
+def _render_demo(console: Console, outcome: DemoOutcome, lang: str, elapsed: float) -> None:
+    """The demo's outcome as text: long lines are not cut (folders differ in length from run to run)."""
+    say = functools.partial(console.print, soft_wrap=True)
+    station = outcome.files()["clerk-zhang"]
+    say("\n[bold]What happened[/bold]")
+    for line in outcome.events:
+        say(f"  - {line}", markup=False)
+    period = f"--from {outcome.first_day} --to {outcome.last_day}"
+    say("\n[bold]The station's report[/bold]")
+    say(f"(the same as: caresync --db {station} report {period})", markup=False)
+    render_report(console, outcome.report, lang)
+    say("\n[bold]Conflicts raised by offline work[/bold] (nothing was lost; the station decided):")
+    for c in outcome.conflicts:
+        say(f"  - day {c.day}, {c.label} [{c.key}]: {' / '.join(c.values)}", markup=False)
+        say(f"    settled: {c.decision}", markup=False)
+    if not outcome.conflicts:
+        say("  (none)")
+    say(
+        "\n[bold]Convergence[/bold]: each device's state digest equals that of a fresh replica enrolled with the "
+        "same role and grids and pulled from the server, plus the device's own ops, and the server acknowledged "
+        "all its ops. The fingerprint hashes the op ids a device holds (sealed values are random, so state digests "
+        "differ from run to run; op ids do not)."
+    )
+    table = Table()
+    for col in ("device", "role", "grids", "ops", "own", "fingerprint", "converged"):
+        table.add_column(col)
+    for p in outcome.proofs:
+        table.add_row(
+            p.name,
+            p.role,
+            ", ".join(p.grids),
+            f"{p.ops:,}",
+            f"{p.own_ops:,}",
+            p.fingerprint,
+            "[green]yes[/green]" if p.converged else "[red]NO[/red]",
+        )
+    console.print(table)
+    n = len(outcome.proofs)
+    say(f"All {n} devices converged." if outcome.converged else "[red]NOT every device converged.[/red]")
+    say(f"\n[bold]Files[/bold] (the folder: {outcome.folder})", highlight=False)
+    say("  one replica per device (<device>.db); the server's database in server/; relay bundles in relay/.")
+    say(f"  caresync --db {station} ticket list", markup=False)
+    say(f"  caresync --db {station} conflicts list", markup=False)
+    say(f"  caresync inspect {outcome.files()['kiosk-lane3']}", markup=False)
+    say(f"Took {elapsed:.1f} s.", markup=False)
 
 
 @click.command()

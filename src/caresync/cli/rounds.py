@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from ..domain import VisitOutcome
@@ -14,10 +15,10 @@ from ..labels import label
 from ..report_html import render_html
 from ..reports import StationReport, station_report
 from ..review import find_conflict, parse_value, review_queue, settle
-from ._common import Env, common_options, day_start, days, fmt_time, local_tz, now_utc, parse_day, parse_moment
+from ._common import Env, common_options, day_start, days, fmt_time, local_tz, now_utc, parse_day, parse_moment, t
 from .station import ticket_json
 
-__all__ = ["conflicts", "report", "visit"]
+__all__ = ["conflicts", "render_report", "report", "visit"]
 
 
 @click.group()
@@ -222,24 +223,24 @@ def _pct(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
-def _report_rows(env: Env, r: StationReport) -> list[tuple[str, str]]:
+def _report_rows(lang: str, r: StationReport) -> list[tuple[str, str]]:
     return [
-        (env.t("report.received"), str(r.tickets_received)),
-        (env.t("report.resolved"), str(r.tickets_resolved)),
-        (env.t("report.satisfaction"), f"{_pct(r.satisfaction_rate)} ({r.tickets_rated})"),
-        (env.t("report.within48"), _pct(r.resolved_within_48h_rate)),
-        (env.t("report.on_time"), _pct(r.resolved_on_time_rate)),
+        (t("report.received", lang), str(r.tickets_received)),
+        (t("report.resolved", lang), str(r.tickets_resolved)),
+        (t("report.satisfaction", lang), f"{_pct(r.satisfaction_rate)} ({r.tickets_rated})"),
+        (t("report.within48", lang), _pct(r.resolved_within_48h_rate)),
+        (t("report.on_time", lang), _pct(r.resolved_on_time_rate)),
         (
-            env.t("report.median"),
+            t("report.median", lang),
             "-" if r.median_hours_to_resolve is None else f"{r.median_hours_to_resolve:.1f} h",
         ),
-        (env.t("report.open"), f"{r.tickets_open} ({env.t('report.overdue_n', n=r.tickets_overdue)})"),
-        (env.t("report.transit"), f"{r.courier_transit_hours:.1f} h ({_pct(r.courier_transit_share)})"),
-        (env.t("report.mediated"), str(r.disputes_mediated)),
-        (env.t("report.mediation_success"), _pct(r.mediation_success_rate)),
-        (env.t("report.visits"), str(r.visits)),
-        (env.t("report.served"), str(r.residents_served)),
-        (env.t("report.residents_overdue"), str(r.residents_overdue)),
+        (t("report.open", lang), f"{r.tickets_open} ({t('report.overdue_n', lang, n=r.tickets_overdue)})"),
+        (t("report.transit", lang), f"{r.courier_transit_hours:.1f} h ({_pct(r.courier_transit_share)})"),
+        (t("report.mediated", lang), str(r.disputes_mediated)),
+        (t("report.mediation_success", lang), _pct(r.mediation_success_rate)),
+        (t("report.visits", lang), str(r.visits)),
+        (t("report.served", lang), str(r.residents_served)),
+        (t("report.residents_overdue", lang), str(r.residents_overdue)),
     ]
 
 
@@ -261,24 +262,27 @@ def report(env: Env, start_text: str | None, end_text: str | None, grid: str | N
             click.echo(env.t("report.written", path=html_file))
             return
 
-    def text() -> None:
-        period = f"{fmt_time(result.period_start) or '…'} – {fmt_time(result.period_end)}"
-        console = env.console()
-        console.print(env.t("report.title", period=period, grid=grid or env.t("report.all_grids")), markup=False)
-        table = Table()
-        table.add_column(env.t("report.figure"))
-        table.add_column(env.t("report.value"), justify="right")
-        for name, value in _report_rows(env, result):
-            table.add_row(name, value)
-        console.print(table)
-        for title, counts, group in (
-            (env.t("report.by_kind"), result.by_kind, "kind"),
-            (env.t("report.by_channel"), result.by_channel, "channel"),
-            (env.t("report.by_grid"), result.by_grid, None),
-        ):
-            if counts:
-                parts = ", ".join(f"{label(group, k, env.lang) if group else k} {v}" for k, v in counts.items())
-                console.print(f"{title}: {parts}", markup=False)
-
     data: dict[str, Any] = result.to_json()
-    env.out(data, text)
+    env.out(data, lambda: render_report(env.console(), result, env.lang))
+
+
+def render_report(console: Console, result: StationReport, lang: str) -> None:
+    """Prints a station report as `caresync report` shows it: a title, the table of figures, and the counts by
+    kind, channel and grid (``caresync demo`` prints its report with this too)."""
+    period = f"{fmt_time(result.period_start) or '…'} – {fmt_time(result.period_end)}"
+    grid = result.grid or t("report.all_grids", lang)
+    console.print(t("report.title", lang, period=period, grid=grid), markup=False)
+    table = Table()
+    table.add_column(t("report.figure", lang))
+    table.add_column(t("report.value", lang), justify="right")
+    for name, value in _report_rows(lang, result):
+        table.add_row(name, value)
+    console.print(table)
+    for title, counts, group in (
+        (t("report.by_kind", lang), result.by_kind, "kind"),
+        (t("report.by_channel", lang), result.by_channel, "channel"),
+        (t("report.by_grid", lang), result.by_grid, None),
+    ):
+        if counts:
+            parts = ", ".join(f"{label(group, k, lang) if group else k} {v}" for k, v in counts.items())
+            console.print(f"{title}: {parts}", markup=False)
