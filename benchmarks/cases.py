@@ -93,14 +93,19 @@ def file_bytes(path: Path) -> int:
     return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
-def _open(path: Path, seal: bool = False) -> Replica:
-    """Opens (or creates) a caresync replica file; with ``seal``, one that seals private fields to a station."""
-    from caresync import Replica
-    from caresync.testing import key_for
+def _open(path: Path, seal: bool = False, station: bool = False) -> Replica:
+    """Opens (or creates) a caresync replica file; with ``seal``, one that seals private fields to a station;
+    with ``station``, one that holds the station's key (it reads sealed fields)."""
+    import hashlib
+
+    from caresync import Replica, StationKey
 
     replica = Replica.open(path, actor=ACTOR)
-    if seal:
-        replica.set_station_public_key(bytes(key_for("benchmark station").public_key))
+    key = StationKey(hashlib.blake2b(b"benchmark station", digest_size=32).digest())
+    if station:
+        replica.install_station_key(key)
+    elif seal:
+        replica.set_station_public_key(key.public_key)
     return replica
 
 

@@ -75,10 +75,10 @@ def _enroll(database_url: str, name: str) -> str:
     return enroll(database_url, name, role="station", grids=[""])
 
 
-def _open(path: Path, seal: bool = False) -> Any:
+def _open(path: Path, seal: bool = False, station: bool = False) -> Any:
     from .cases import _open as open_replica
 
-    return open_replica(path, seal)
+    return open_replica(path, seal, station)
 
 
 def sync_initial_and_incremental(cfg: Config) -> list[Row]:
@@ -89,7 +89,7 @@ def sync_initial_and_incremental(cfg: Config) -> list[Row]:
     plan = cfg.plan()
     with _server(cfg, url) as (base,):
         src_token, dev_token = _enroll(url, "source"), _enroll(url, "device")
-        with _open(src_path, cfg.seal) as src, _open(cfg.workdir / "device.db") as dev:
+        with _open(src_path, cfg.seal) as src, _open(cfg.workdir / "device.db", station=cfg.seal) as dev:
             started = time.perf_counter()
             src.sync(base, token=src_token)
             push_s = time.perf_counter() - started
