@@ -292,6 +292,9 @@ class Replica:
             "at": self.clock.physical_ms() if at is None else at,
             "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
         }
+        prev = self._store.own_link(self.id, seq - 1)  # the link of this device's previous op: signed over
+        if seq > 1:
+            op["pd"] = prev.hex()
         try:
             known, _ = validate_ops([op])
             if self._station_public_key is not None:
@@ -302,8 +305,9 @@ class Replica:
             raise InvalidInputError(
                 f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
             ) from None
-        sign_op(known[0], self.device_key)
-        new = self._store.append_local(known[0], state)  # the clock's own stamps are kept in origins.max_hlc
+        sign_op(known[0], self.device_key, prev)
+        # the clock's own stamps are kept in origins.max_hlc; the op's link is kept with it, for the next op
+        new = self._store.append_local(known[0], state)
         self._next_seq = seq + 1
         return known[0], new
 
