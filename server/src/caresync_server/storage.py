@@ -178,6 +178,7 @@ ops = Table(
     Column("at", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
     Column("sig", Text),  # the op's signature (caresync.signing); checked before the op was admitted
+    Column("pd", String(32)),  # its link to its device's previous op (NULL for seq 1): sent where not derivable
     Column("rtype", String(16), nullable=False),
     Column("grid", Text, nullable=False),
     Column("grid_to", Text),
@@ -292,7 +293,8 @@ class SyncReport:
 
 @dataclass(frozen=True)
 class PullPage:
-    """One pull's answer: the op rows (``origin, seq, hlc, eid, kind, v, actor, at, body``), the new cursor."""
+    """One pull's answer: the op rows (``origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd``), the new
+    cursor."""
 
     rows: list[tuple[Any, ...]]
     cursor: int
@@ -471,6 +473,7 @@ class Storage:
                 ("devices", "scope_version", "INTEGER NOT NULL DEFAULT 1"),
                 ("devices", "last_proof_ms", "BIGINT"),
                 ("ops", "sig", "TEXT"),
+                ("ops", "pd", "VARCHAR(32)"),
                 ("ops", "rkind", "TEXT"),
                 ("ops", "rkind_from", "TEXT"),
                 ("entities", "kind", "TEXT"),
@@ -932,6 +935,7 @@ class Storage:
                     ops.c.at,
                     ops.c.body,
                     ops.c.sig,
+                    ops.c.pd,
                     ops.c.cursor,
                 )
                 .where(ops.c.cursor > after, ops.c.cursor <= end, ops.c.origin != replica)
@@ -1059,6 +1063,7 @@ class Storage:
                         "at": a.op["at"],
                         "body": body,
                         "sig": a.op.get("sig"),
+                        "pd": a.op.get("pd"),
                         "rtype": a.type,
                         "grid": a.grid,
                         "grid_to": a.grid_to,
