@@ -293,6 +293,7 @@ def test_a_device_moves_records_within_its_grids_or_up(server: Server, make_repl
     phone.residents.edit(wang.id, grid="xinan/lane-1")  # seq 6: moved out of the device's grids
     ops = own_ops(phone)
     ops[4] = sign({**ops[4], "body": {**ops[4]["body"], "to_grid": "xinan"}}, phone.device_key)
+    ops[5] = sign(dict(ops[5]), phone.device_key)  # chained to the changed op 5, as the device would have
     answer = _answer(server.push(token, phone.id, ops))
     assert answer["stored"] == 4
     refused = {r["op"]: r for r in answer["refused"]}

@@ -270,6 +270,8 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
             ("devices", "enrolled_at"),
             ("devices", "scope_version"),
             ("devices", "last_proof_ms"),
+            ("ops", "sig"),
+            ("ops", "pd"),
             ("ops", "rkind"),
             ("ops", "rkind_from"),
             ("entities", "kind"),
@@ -285,7 +287,7 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
         device = storage.authenticate(token)  # the old token still works, and never expires
         assert device.scope_version == 1 and device.token_expires_at is None
         page = storage.pull(device, "a" * 16, 0, 100, 0, START_MS)  # tickets got their kind: the dispute shows
-        assert [json.loads(row[-1])["title"] for row in page.rows] == ["Noise"]
+        assert [json.loads(row[8])["title"] for row in page.rows] == ["Noise"]
         assert storage.issue_code("new-phone", "courier", [GRID]).code
     finally:
         storage.close()
