@@ -113,7 +113,7 @@ def test_an_altered_link_is_refused_and_named(make_replica: ReplicaFactory, wher
 
 
 def test_an_altered_link_on_an_op_after_held_ones_is_a_forgery_not_a_fork(make_replica: ReplicaFactory) -> None:
-    a, ops = _source(make_replica)
+    _, ops = _source(make_replica)
     b = make_replica("b")
     b.apply_ops(ops[:4])
     batch = _copy(ops[4:])
