@@ -272,9 +272,14 @@ class Store:
         once instead of once per batch. ``sent`` marks ops that came from the sync server (it has them).
         ``verify`` checks the ops not held yet before anything is stored (their signatures: checking only
         those spares the duplicates every sync resends, whose content is compared with what is held instead).
+        Each op's ``pd`` (its link to its device's previous op, see :mod:`caresync.signing`) is stored with it:
+        taken from the held predecessor when a new run of ops starts right after one and lacks it, derived by
+        ``verify`` inside the batch; then the run's last op is checked against a held successor.
 
         Raises:
-            OpForkError: an op has the identity of a stored op but different content; nothing is stored.
+            OpForkError: an op has the identity of a stored op but different content, or a signed ``pd`` names
+                another predecessor than the held one (or a held op names another one than a new op); nothing
+                is stored.
             Whatever ``verify`` raises; nothing is stored.
         """
         result = IngestResult()
