@@ -451,16 +451,16 @@ class Store:
         new ops, by origin and seq (for :meth:`_check_held_successors`), and a fork for each op whose ``pd``
         names another predecessor than the one held (raised once its signature checked: its device then
         signed two histories)."""
+        holding = {origin for origin, (_, held, _) in origins.items() if held}
         by_origin: dict[str, dict[int, OpDict]] = defaultdict(dict)
         for op in fresh:
-            by_origin[op["origin"]].setdefault(op["seq"], op)
+            if op["origin"] in holding:  # a device this replica holds nothing of has no held neighbours
+                by_origin[op["origin"]].setdefault(op["seq"], op)
         ends: dict[str, dict[int, OpDict]] = {}
         forks: list[OpForkError] = []
         for origin, items in by_origin.items():
             ends[origin] = {seq: op for seq, op in items.items() if seq + 1 not in items}
-            contig, held, _ = origins.get(origin, (0, 0, 0))
-            if not held:
-                continue
+            contig, held, _ = origins[origin]
             wanted = [s - 1 for s in items if s > 1 and s - 1 not in items and (s - 1 <= contig or held > contig)]
             for part in _int_chunks(sorted(wanted)):
                 marks = ",".join("?" * len(part))
