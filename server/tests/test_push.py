@@ -388,3 +388,25 @@ def test_ops_signed_after_another_history_are_a_fork(server: Server, make_replic
     assert error["code"] == "op_fork" and error["details"][0]["op"] == f"{station.id}:2"
     assert server.counts() == counts
     assert other["seq"] == 2
+
+
+def test_an_op_that_follows_another_op_than_the_one_held_is_a_fork(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    station = make_replica("station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    station.tickets.note(ticket.id, "first")
+    station.tickets.note(ticket.id, "second")
+    ops = own_ops(station)
+    assert _answer(server.push(token, station.id, ops[:2]))["stored"] == 2
+    sign({**ops[1], "body": {"text": "another history"}}, station.device_key)  # op 2, signed twice
+    follows_other = sign(dict(ops[2]), station.device_key)  # op 3, chained to the other op 2
+    counts = server.counts()
+    for compact in (False, True):
+        response = server.push(token, station.id, [follows_other], compact=compact)
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert error["code"] == "op_fork" and error["details"][0]["op"] == f"{station.id}:2"
+    assert server.counts() == counts
+    assert _answer(server.push(token, station.id, ops[2:]))["stored"] == 1  # the op the device really made
