@@ -51,7 +51,7 @@ from .model import (
 from .netsync import Refusal, SyncProgressCallback, SyncResult
 from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
 from .schema import ENTITY_TABLES
-from .signing import open_sealed, seal_body, sign_op, verify_ops
+from .signing import open_sealed, seal_body, sign_linked, verify_ops
 from .store import IngestResult, Store
 
 __all__ = [
@@ -305,9 +305,9 @@ class Replica:
             raise InvalidInputError(
                 f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
             ) from None
-        sign_op(known[0], self.device_key, prev)
+        link = sign_linked(known[0], self.device_key, prev)
         # the clock's own stamps are kept in origins.max_hlc; the op's link is kept with it, for the next op
-        new = self._store.append_local(known[0], state)
+        new = self._store.append_local(known[0], state, link)
         self._next_seq = seq + 1
         return known[0], new
 

@@ -48,6 +48,7 @@ __all__ = [
     "field_digest",
     "open_sealed",
     "seal_body",
+    "sign_linked",
     "sign_op",
     "signer_of",
     "signing_message",
@@ -126,6 +127,12 @@ def sign_op(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -> di
     """Sets ``op["sig"]`` (the op must be ``key``'s: its origin is the key's fingerprint), and ``op["pd"]`` to
     ``prev``, the link of the device's op before it (:func:`chain_link`; by default the op's own ``pd``, or
     :data:`ZERO_LINK` for seq 1); returns the op."""
+    sign_linked(op, key, prev)
+    return op
+
+
+def sign_linked(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -> bytes:
+    """:func:`sign_op`, returning the op's own link (:func:`chain_link`) for the device's next op."""
     if op["origin"] != key.origin:
         raise TrustError(f"Device {key.origin} cannot sign an op of device {op['origin']}.")
     if prev is None:
@@ -136,8 +143,10 @@ def sign_op(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -> di
         op.pop("pd", None)
     else:
         op["pd"] = prev.hex()
-    op["sig"] = base64.b64encode(key.public_key + key.sign(signing_message(op, prev))).decode("ascii")
-    return op
+    message = signing_message(op, prev)
+    raw = key.public_key + key.sign(message)
+    op["sig"] = base64.b64encode(raw).decode("ascii")
+    return hashlib.blake2b(message + raw, digest_size=16).digest()
 
 
 def chain_link(op: Mapping[str, Any], prev: bytes | None = None) -> bytes:

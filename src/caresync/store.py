@@ -202,15 +202,18 @@ class Store:
 
     # --- the log --------------------------------------------------------------------------------------------
 
-    def append_local(self, op: OpDict, state: State | None) -> State:
+    def append_local(self, op: OpDict, state: State | None, link: bytes | None = None) -> State:
         """Stores one op this replica just made and folds it into ``state`` (its record's current state).
 
         The fast path for local writes: the op is new by construction (its seq is this replica's next) and
         sorts after everything known for its record (its stamp took the record's floor), so it is applied to
         the state in memory. Redactions take the general path, which also rewrites earlier ops.
+        ``link``, the op's chain link (:func:`caresync.signing.chain_link`, computed when not given), is kept in
+        the meta table in the same transaction, for the device's next op.
         """
         entity = entity_type_of(op["kind"])
-        link = chain_link(op) if "sig" in op else None
+        if link is None and "sig" in op:
+            link = chain_link(op)  # the link this device's next op signs
         if op["kind"] == "resident.redact" or (state is None and not op["kind"].endswith(".create")):
             with self.write():
                 self.ingest([op], [])
