@@ -60,7 +60,8 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
         conn.execute("DROP INDEX ix_ops_unsent")
         conn.execute("ALTER TABLE ops DROP COLUMN sent")
         conn.execute("ALTER TABLE ops DROP COLUMN sig")
-        conn.execute("DELETE FROM meta WHERE key = 'device_key'")
+        conn.execute("ALTER TABLE ops DROP COLUMN pd")
+        conn.execute("DELETE FROM meta WHERE key IN ('device_key', 'chain_link')")
         conn.execute("PRAGMA user_version = 1")
     conn.close()
     with caplog.at_level(logging.INFO), Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caresync import InvalidInputError
+from caresync.signing import verify_ops
 from caresync.testing import key_for
 from caresync.wire import MAX_DECODED_BYTES, decode_envelope, encode_envelope
 from tests.property.test_fuzz_ops import VALID, json_values
@@ -22,7 +23,7 @@ hex16 = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
 @st.composite
 def op_like(draw: st.DrawFn) -> dict[str, Any]:
     """Op-shaped dicts with ids and references in the forms the codec shortens, and in other forms."""
-    origin = draw(hex16)
+    origin = draw(st.sampled_from(["0" * 16, draw(hex16)]))  # a shared origin makes runs of seqs
     other = draw(st.sampled_from([origin, draw(hex16)]))
     eid = draw(
         st.one_of(
@@ -42,12 +43,14 @@ def op_like(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     sig = draw(st.one_of(st.none(), st.binary(min_size=96, max_size=96).map(lambda b: base64.b64encode(b).decode())))
+    pd = draw(st.one_of(st.none(), st.binary(min_size=16, max_size=16).map(bytes.hex)))
     return {
         **({} if sig is None else {"sig": sig}),
+        **({} if pd is None else {"pd": pd}),
         "v": draw(st.integers(1, 3)),
         "kind": draw(st.sampled_from(["ticket.set", "resident.set", "ticket.note", "visit.create", "x.y"])),
         "origin": origin,
-        "seq": draw(st.integers(1, 2**62 - 1)),
+        "seq": draw(st.one_of(st.integers(1, 4), st.integers(1, 2**62 - 1))),
         "hlc": draw(st.integers(0, 2**63 - 1)),
         "eid": eid,
         "actor": draw(st.text(min_size=1, max_size=10)),
@@ -63,14 +66,66 @@ def op_like(draw: st.DrawFn) -> dict[str, Any]:
 )
 def test_round_trip_is_exact(ops: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     envelope = {**extra, "ops": ops}
-    assert decode_envelope(encode_envelope(envelope)) == envelope
+    assert decode_envelope(encode_envelope(envelope)) == {**extra, "ops": _as_sent(ops)}
+
+
+def _as_sent(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ops as they come out of the compact form: without the links a receiver derives (an op's ``pd`` when
+    the op before it in the batch from the same device is its predecessor)."""
+    last: dict[str, int] = {}
+    out = []
+    for op in ops:
+        before = last.get(op["origin"])
+        last[op["origin"]] = op["seq"]
+        out.append({k: v for k, v in op.items() if k != "pd" or before != op["seq"] - 1})
+    return out
 
 
 def test_real_ops_round_trip_and_shrink() -> None:
     envelope = {"ops": VALID, "cursor": "17", "more": False}
     data = encode_envelope(envelope)
-    assert decode_envelope(data) == envelope
+    decoded = decode_envelope(data)
+    assert all("pd" not in op for op in decoded["ops"])  # one run from its first op: every link is derived
+    verify_ops(decoded["ops"])  # which derives them
+    assert decoded == envelope
     assert len(data) < len(zlib.compress(json.dumps(envelope).encode(), 9))
+
+
+def test_links_travel_only_where_the_receiver_cannot_derive_them() -> None:
+    assert all(("pd" in op) == (op["seq"] > 1) for op in VALID)
+    unlinked = [{k: v for k, v in op.items() if k != "pd"} for op in VALID]
+    assert len(encode_envelope({"ops": VALID})) == len(encode_envelope({"ops": unlinked}))  # none travels
+    # a pull filtered by scope: no op follows its predecessor, each carries its 16-byte link, and verifies
+    every_other = VALID[1::2]
+    data = encode_envelope({"ops": every_other})
+    assert data.endswith(b"".join(bytes.fromhex(op["pd"]) for op in every_other))
+    decoded = decode_envelope(data)["ops"]
+    assert decoded == every_other
+    verify_ops(decoded)
+    # a batch that starts after ops the receiver holds carries its first link, and only that one
+    tail = VALID[3:]
+    decoded = decode_envelope(encode_envelope({"ops": tail}))["ops"]
+    assert [op["seq"] for op in decoded if "pd" in op] == [tail[0]["seq"]]
+    verify_ops(decoded)
+    assert decoded == tail
+    # reordered: a link travels wherever the op before it in the batch is not its predecessor
+    backwards = tail[::-1]
+    decoded = decode_envelope(encode_envelope({"ops": backwards}))["ops"]
+    assert decoded == backwards
+    verify_ops(decoded)
+
+
+def test_link_positions_that_do_not_fit_are_refused() -> None:
+    from caresync import wire
+
+    columns = wire._columns(VALID[1::2])
+    for links in ([0, 0], [len(VALID)], [-1], ["0"], {}):
+        packed = wire._pack({**columns, "links": links})
+        packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
+        data = b"CS\x02\x01" + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
+        trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
+        with pytest.raises(InvalidInputError, match="damaged"):
+            decode_envelope(data + trailer)
 
 
 def test_envelope_without_ops() -> None:
@@ -129,7 +184,9 @@ def test_signatures_travel_as_raw_bytes_and_come_back_exact() -> None:
     envelope = {"ops": VALID}
     assert all("sig" in op for op in VALID)
     data = encode_envelope(envelope)
-    assert decode_envelope(data) == envelope
+    decoded = decode_envelope(data)
+    verify_ops(decoded["ops"])
+    assert decoded == envelope
     # a signature does not compress: each op adds its 64 bytes after the compressed part, each key 32 once
     keys = {op["sig"][:43] for op in VALID}
     assert data.endswith(base64.b64decode(VALID[-1]["sig"])[32:])
@@ -140,7 +197,7 @@ def test_an_op_signed_by_another_key_than_its_devices_travels_as_it_is() -> None
     other = key_for("someone else")
     forged = {**VALID[1], "sig": base64.b64encode(other.public_key + bytes(64)).decode()}
     mixed = [VALID[0], forged, {k: v for k, v in VALID[2].items() if k != "sig"}, *VALID[3:]]
-    assert decode_envelope(encode_envelope({"ops": mixed})) == {"ops": mixed}
+    assert decode_envelope(encode_envelope({"ops": mixed})) == {"ops": _as_sent(mixed)}
 
 
 def test_signature_bytes_that_do_not_match_the_ops_are_refused() -> None:

@@ -7,6 +7,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from caresync.signing import verify_ops
 
 from caresync_server import storage
 from caresync_server.settings import Settings
@@ -148,6 +149,9 @@ def test_the_compact_answer_is_chosen_by_the_accept_header(server: Server, make_
         )
         assert response.headers["content-type"].split(";")[0] == media
     compact, plain = server.pull(token, "a" * 16, compact=True), server.pull(token, "a" * 16)
+    assert all("pd" in op for op in plain["ops"] if op["seq"] > 1)
+    assert any("pd" not in op for op in compact["ops"] if op["seq"] > 1)  # left out where it can be derived
+    verify_ops(compact["ops"])  # which derives them
     assert (compact["ops"], compact["cursor"], compact["more"]) == (plain["ops"], plain["cursor"], plain["more"])
 
 

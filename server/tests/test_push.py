@@ -294,6 +294,7 @@ def test_a_device_moves_records_within_its_grids_or_up(server: Server, make_repl
     phone.residents.edit(wang.id, grid="xinan/lane-1")  # seq 6: moved out of the device's grids
     ops = own_ops(phone)
     ops[4] = sign({**ops[4], "body": {**ops[4]["body"], "to_grid": "xinan"}}, phone.device_key)
+    ops[5] = sign(dict(ops[5]), phone.device_key)  # chained to the changed op 5, as the device would have
     answer = _answer(server.push(token, phone.id, ops))
     assert answer["stored"] == 4
     refused = {r["op"]: r for r in answer["refused"]}
@@ -318,3 +319,95 @@ def test_ops_naming_a_record_of_another_type_are_refused(server: Server, make_re
         (f"{station.id}:3", "wrong_record"),
         (f"{station.id}:4", "wrong_record"),
     ]
+
+
+def _links(server: Server, origin: str) -> dict[int, str | None]:
+    """The links the server stored for ``origin``'s ops (read as a station device that sees everything)."""
+    reader = server.storage.authenticate(server.enroll("reader"))
+    page = server.storage.pull(reader, "f" * 16, 0, 10_000, 0, START_MS)
+    return {row[1]: row[10] for row in page.rows if row[0] == origin}
+
+
+def test_links_are_derived_stored_and_pulled_where_they_cannot_be_derived(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    from caresync.signing import chain_link
+
+    station, phone = make_replica("station"), make_replica("phone")
+    ts, tp = server.enroll("station"), server.enroll("phone", "grid_worker", GRID)
+    here = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    away = station.tickets.submit(title="Noise", kind="repair", grid="xinan")
+    for i in range(3):
+        station.tickets.note(here.id, f"here {i}")
+        station.tickets.note(away.id, f"away {i}")
+    ops = own_ops(station)
+    assert _answer(server.push(ts, station.id, ops[:4], compact=True))["stored"] == 4  # links 2-4 derived
+    assert _answer(server.push(ts, station.id, ops[4:], compact=True))["stored"] == 4  # link 5 sent
+    stored = _links(server, station.id)
+    assert stored == {op["seq"]: op.get("pd") for op in ops}
+    assert stored[2] == chain_link(ops[0]).hex()
+    # the phone sees one ticket: every other op, each sent with its link, and each checks
+    for compact in (True, False):
+        pulled = server.pull(tp, phone.id, compact=compact)["ops"]
+        assert [op["seq"] for op in pulled] == [1, 3, 5, 7]
+        assert all(("pd" in op) == (op["seq"] > 1) for op in pulled)
+    phone.apply_ops(pulled)
+    assert phone.tickets.get(here.id).title == "Leak"
+
+
+def test_a_forged_op_inside_a_run_is_refused_whole_and_named(server: Server, make_replica: ReplicaFactory) -> None:
+    station = make_replica("station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    for i in range(5):
+        station.tickets.note(ticket.id, f"note {i}")
+    ops = own_ops(station)
+    counts = server.counts()
+    for compact in (False, True):
+        altered = [dict(op) for op in ops]
+        altered[2] = {**altered[2], "body": {"text": "never said"}}
+        response = server.push(token, station.id, altered, compact=compact)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "bad_signature" and f"op {station.id}:3 (ticket.note)" in error["details"][0]["field"]
+    assert server.counts() == counts
+
+
+def test_ops_signed_after_another_history_are_a_fork(server: Server, make_replica: ReplicaFactory) -> None:
+    station = make_replica("station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    station.tickets.note(ticket.id, "first")
+    station.tickets.note(ticket.id, "second")
+    ops = own_ops(station)
+    other = sign({**ops[1], "body": {"text": "another history"}}, station.device_key)
+    follows_other = sign(dict(ops[2]), station.device_key)
+    counts = server.counts()
+    response = server.push(token, station.id, [ops[0], ops[1], follows_other])
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "op_fork" and error["details"][0]["op"] == f"{station.id}:2"
+    assert server.counts() == counts
+    assert other["seq"] == 2
+
+
+def test_an_op_that_follows_another_op_than_the_one_held_is_a_fork(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    station = make_replica("station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    station.tickets.note(ticket.id, "first")
+    station.tickets.note(ticket.id, "second")
+    ops = own_ops(station)
+    assert _answer(server.push(token, station.id, ops[:2]))["stored"] == 2
+    sign({**ops[1], "body": {"text": "another history"}}, station.device_key)  # op 2, signed twice
+    follows_other = sign(dict(ops[2]), station.device_key)  # op 3, chained to the other op 2
+    counts = server.counts()
+    for compact in (False, True):
+        response = server.push(token, station.id, [follows_other], compact=compact)
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert error["code"] == "op_fork" and error["details"][0]["op"] == f"{station.id}:2"
+    assert server.counts() == counts
+    assert _answer(server.push(token, station.id, ops[2:]))["stored"] == 1  # the op the device really made

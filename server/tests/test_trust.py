@@ -271,6 +271,7 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
             ("devices", "scope_version"),
             ("devices", "last_proof_ms"),
             ("ops", "sig"),
+            ("ops", "pd"),
             ("ops", "rkind"),
             ("ops", "rkind_from"),
             ("entities", "kind"),

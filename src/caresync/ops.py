@@ -7,7 +7,9 @@ An op travels and is stored as a plain JSON object::
      "body": {"field": "title", "value": "Septic tank blocked", "replaces": ["3f9a0c1d2b4e5f60:3"]}}
 
 ``(origin, seq)`` is the op's identity; ``hlc`` its place in the total order; ``eid`` the record it is about;
-``actor`` who did it and ``at`` when (the device's corrected wall time, for people to read). ``v`` is the
+``actor`` who did it and ``at`` when (the device's corrected wall time, for people to read). ``sig`` is the
+signature of the op's device and ``pd``, on every op after a device's first, the link to its previous op
+(see :mod:`caresync.signing`; a batch may leave ``pd`` out where the op before it is in the batch too). ``v`` is the
 op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked together as a
 discriminated union in one call per batch (TypedDict schemas: a batch of 100,000 ops validates in about
 a second on two cores). An op whose kind or version this library does not know is kept, not dropped: it passes an
@@ -101,6 +103,8 @@ def _sealed_or(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 _Private = WrapValidator(_sealed_or)
 #: An op's signature: base64 of the signer's Ed25519 public key (32 bytes) then the signature (64 bytes).
 Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{128}$")]
+#: The link to the device's previous op (:func:`caresync.signing.chain_link`), on ops after its first.
+Link = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 #: Digests of the values a redaction erased, by body key, so the op's signature still checks.
 Redacted = Annotated[dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]], Field(max_length=8)]
 #: Text that must arrive sealed (what a courier captures at pickup is sealed on the handheld).
@@ -171,9 +175,9 @@ def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[
 
 
 def ops_from_rows(rows: Sequence[Sequence[Any]]) -> list[OpDict]:
-    """Ops from stored rows ``(origin, seq, hlc, eid, kind, v, actor, at, body, sig)``, ``body`` as JSON text
-    and ``sig`` None for an op written before signing (how replicas and the server store them). The bodies are
-    parsed in one call, several times faster than one by one."""
+    """Ops from stored rows ``(origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd)``, ``body`` as JSON
+    text, ``sig`` None for an op written before signing and ``pd`` None for a device's first op (how replicas
+    and the server store them). The bodies are parsed in one call, several times faster than one by one."""
     if not rows:
         return []
     bodies = from_json("[" + ",".join(row[8] for row in rows) + "]")
@@ -189,12 +193,15 @@ def ops_from_rows(rows: Sequence[Sequence[Any]]) -> list[OpDict]:
             "at": at,
             "body": b,
             "sig": sig,
+            "pd": pd,
         }
-        for (origin, seq, hlc, eid, kind, v, actor, at, _, sig), b in zip(rows, bodies, strict=True)
+        for (origin, seq, hlc, eid, kind, v, actor, at, _, sig, pd), b in zip(rows, bodies, strict=True)
     ]
     for op in ops:
         if op["sig"] is None:
             del op["sig"]
+        if op["pd"] is None:
+            del op["pd"]
     return ops
 
 
@@ -466,6 +473,7 @@ def _envelope(kind_type: Any, body_type: Any, name: str) -> Any:
             "at": Millis,
             "body": body_type,
             "sig": NotRequired[Signature],  # checked by caresync.signing.verify_ops
+            "pd": NotRequired[Link],  # checked (and filled in where a batch left it out) by verify_ops
         },
     )
 

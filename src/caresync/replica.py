@@ -52,7 +52,7 @@ from .netsync import Refusal, SyncProgressCallback, SyncResult
 from .numbers import TicketNumbers
 from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
 from .schema import ENTITY_TABLES
-from .signing import open_sealed, seal_body, sign_op, verify_ops
+from .signing import open_sealed, seal_body, sign_linked, verify_ops
 from .store import IngestResult, Store
 
 __all__ = [
@@ -304,6 +304,9 @@ class Replica:
             "at": self.clock.physical_ms() if at is None else at,
             "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
         }
+        prev = self._store.own_link(self.id, seq - 1)  # the link of this device's previous op: signed over
+        if seq > 1:
+            op["pd"] = prev.hex()
         try:
             known, _ = validate_ops([op])
             if self._station_public_key is not None:
@@ -314,8 +317,9 @@ class Replica:
             raise InvalidInputError(
                 f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
             ) from None
-        sign_op(known[0], self.device_key)
-        new = self._store.append_local(known[0], state)  # the clock's own stamps are kept in origins.max_hlc
+        link = sign_linked(known[0], self.device_key, prev)
+        # the clock's own stamps are kept in origins.max_hlc; the op's link is kept with it, for the next op
+        new = self._store.append_local(known[0], state, link)
         self._next_seq = seq + 1
         return known[0], new
 

@@ -53,6 +53,7 @@ class OpRow(SQLModel, table=True):
     body: str
     sent: int = 0
     sig: str | None = None
+    pd: str | None = None
     __table_args__ = (
         Index("ix_ops_eid_hlc", "eid", "hlc"),
         Index("ix_ops_unsent", "hlc", "origin", "seq", sqlite_where=text("sent = 0")),
@@ -331,8 +332,14 @@ _V5 = [
     "ALTER TABLE ops ADD COLUMN sig TEXT",
 ]
 
+# Chained signatures: ``ops.pd`` holds each op's link to its device's previous op (NULL for a device's first
+# op, and for ops held from before the chain), so an op can be sent on without its predecessor.
+_V6 = [
+    "ALTER TABLE ops ADD COLUMN pd TEXT",
+]
+
 #: ``MIGRATIONS[k]`` takes a file from schema version ``k`` to ``k + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -7,6 +7,17 @@ registry has to be trusted. The message covers the envelope and, for each body k
 so that a redaction can erase a value and keep its digest (in the body's ``redacted`` map): the signature
 still checks, and the erased value cannot be recovered from it when it was sealed (sealed text is random).
 
+**The chain.** The message also covers ``prev``, the *link* of the device's previous op (seq - 1; 16 zero
+bytes for seq 1), and every op with seq > 1 carries that link as ``pd`` (32 hex digits). An op's link is
+``blake2b-128(signing_message(op, prev) || public key || signature)`` (:func:`chain_link`): it covers the
+signature bytes too, so a valid signature on the last op of a run of consecutive seqs pins the content, key
+and signature of every op before it in the run. :func:`verify_ops` therefore checks one Ed25519 signature per
+run (plus each op's key fingerprint), and only when a run fails checks its ops one by one to name the forged
+one. A receiver derives ``pd`` for an op whose predecessor is in the same batch (the compact wire form leaves
+it out there, see :mod:`caresync.wire`) and stores it, so it can send the op on without its predecessor (a
+pull filtered by scope, an op the server refused). Redaction keeps links valid: it never touches ``sig``, and
+the body digests the message covers survive it.
+
 **Sealing.** The private fields of :data:`SEALED_FIELDS` are sealed to the station's X25519 public key on the
 device that captures them, before the op is signed: logs, the server and relays hold ciphertext only, and
 only a device holding the station's secret (:class:`caresync.keys.StationKey`) reads them.
@@ -26,23 +37,28 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from pydantic_core import to_json
 
-from .errors import ForgedOpError, TrustError
+from .errors import ForgedOpError, OpForkError, TrustError
 from .keys import DeviceKey, StationKey, is_sealed, origin_of, seal_value, unseal_value
 
 __all__ = [
     "SEALED_FIELDS",
     "SEALED_SET_FIELDS",
+    "ZERO_LINK",
+    "chain_link",
     "field_digest",
     "open_sealed",
     "seal_body",
+    "sign_linked",
     "sign_op",
     "signer_of",
     "signing_message",
     "verify_ops",
 ]
 
-_CONTEXT = b"caresync-op-signature/1\n"
-_PARALLEL_FROM = 512  # ops in a batch from which signatures are checked on two threads (libsodium frees the GIL)
+_CONTEXT = b"caresync-op-signature/2\n"
+_PARALLEL_FROM = 256  # runs in a batch from which signatures are checked on two threads (libsodium frees the GIL)
+#: The link before a device's first op (seq 1).
+ZERO_LINK = bytes(16)
 _SCALARS = (str, int, bool, type(None))
 
 #: Body keys sealed at capture, by op kind: residents' personal data, what people say, mediation content.
@@ -77,9 +93,10 @@ def field_digest(value: Any) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
-def signing_message(op: Mapping[str, Any]) -> bytes:
-    """The bytes an op's signature covers: its envelope, then each body key with the digest of its value (or,
-    for a value a redaction erased, the digest it kept)."""
+def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
+    """The bytes an op's signature covers: ``prev`` (the link of the device's previous op, :data:`ZERO_LINK` for
+    seq 1), its envelope, then each body key with the digest of its value (or, for a value a redaction erased,
+    the digest it kept)."""
     body = op["body"]
     redacted = body.get("redacted") if type(body) is dict else None
     digests = []
@@ -93,15 +110,51 @@ def signing_message(op: Mapping[str, Any]) -> bytes:
                 continue
         digests.append((key, field_digest(value)))
     envelope = [op["v"], op["kind"], op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], digests]
-    return _CONTEXT + to_json(envelope)
+    return _CONTEXT + prev + to_json(envelope)
 
 
-def sign_op(op: dict[str, Any], key: DeviceKey) -> dict[str, Any]:
-    """Sets ``op["sig"]`` (the op must be ``key``'s: its origin is the key's fingerprint); returns the op."""
+def _prev_of(op: Mapping[str, Any]) -> bytes:
+    """The link an op names for its predecessor: :data:`ZERO_LINK` for seq 1, else its ``pd``."""
+    if op["seq"] == 1:
+        return ZERO_LINK
+    pd = op.get("pd")
+    if pd is None:
+        raise TrustError(f"Op {op['origin']}:{op['seq']} does not carry the link to the op before it (pd).")
+    return bytes.fromhex(pd)
+
+
+def sign_op(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -> dict[str, Any]:
+    """Sets ``op["sig"]`` (the op must be ``key``'s: its origin is the key's fingerprint), and ``op["pd"]`` to
+    ``prev``, the link of the device's op before it (:func:`chain_link`; by default the op's own ``pd``, or
+    :data:`ZERO_LINK` for seq 1); returns the op."""
+    sign_linked(op, key, prev)
+    return op
+
+
+def sign_linked(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -> bytes:
+    """:func:`sign_op`, returning the op's own link (:func:`chain_link`) for the device's next op."""
     if op["origin"] != key.origin:
         raise TrustError(f"Device {key.origin} cannot sign an op of device {op['origin']}.")
-    op["sig"] = base64.b64encode(key.public_key + key.sign(signing_message(op))).decode("ascii")
-    return op
+    if prev is None:
+        prev = _prev_of(op)
+    if op["seq"] == 1:
+        if prev != ZERO_LINK:
+            raise TrustError("A device's first op (seq 1) links to nothing: prev must be ZERO_LINK.")
+        op.pop("pd", None)
+    else:
+        op["pd"] = prev.hex()
+    message = signing_message(op, prev)
+    raw = key.public_key + key.sign(message)
+    op["sig"] = base64.b64encode(raw).decode("ascii")
+    return hashlib.blake2b(message + raw, digest_size=16).digest()
+
+
+def chain_link(op: Mapping[str, Any], prev: bytes | None = None) -> bytes:
+    """The link of a signed op, which the device's next op commits to: blake2b-128 of its signing message,
+    public key and signature. ``prev`` defaults to the link the op names (its ``pd``; zeros for seq 1)."""
+    if prev is None:
+        prev = _prev_of(op)
+    return hashlib.blake2b(signing_message(op, prev) + base64.b64decode(op["sig"]), digest_size=16).digest()
 
 
 def signer_of(op: Mapping[str, Any]) -> str | None:
@@ -119,41 +172,198 @@ def _forged(op: Mapping[str, Any], why: str) -> ForgedOpError:
     )
 
 
-def _check(ops: Sequence[Mapping[str, Any]], start: int, owners: dict[bytes, str]) -> tuple[int, str] | None:
-    for i, op in enumerate(ops, start):
-        try:
-            raw = base64.b64decode(op["sig"], validate=True)
-        except (binascii.Error, KeyError, TypeError, ValueError):
-            return i, "has no readable signature"
-        public_key = raw[:32]
-        owner = owners.get(public_key)
-        if owner is None:
-            owner = owners[public_key] = origin_of(public_key) if len(public_key) == 32 else ""
-        if owner != op["origin"]:
-            return i, "is signed by a key that is not its device's"
-        try:
-            crypto_sign_open(raw[32:] + signing_message(op), public_key)
-        except (BadSignatureError, ValueError):
-            return i, "has a signature that does not match its content"
+_Found = tuple[Mapping[str, Any], str]
+_NO_MATCH = "has a signature that does not match its content"
+
+
+def _raw_sig(op: Mapping[str, Any]) -> bytes | None:
+    try:
+        raw = base64.b64decode(op["sig"], validate=True)
+    except (binascii.Error, KeyError, TypeError, ValueError):
+        return None
+    return raw if len(raw) == 96 else None
+
+
+def _owner(public_key: bytes, owners: dict[bytes, str]) -> str:
+    owner = owners.get(public_key)
+    if owner is None:
+        owner = owners[public_key] = origin_of(public_key)
+    return owner
+
+
+def _runs(ops: Sequence[Mapping[str, Any]]) -> tuple[list[list[Mapping[str, Any]]], list[Mapping[str, Any]]]:
+    """The batch's maximal runs of consecutive seqs of one device, in seq order, and the ops that repeat an
+    ``(origin, seq)`` already in the batch."""
+    by_origin: dict[str, dict[int, Mapping[str, Any]]] = {}
+    repeats: list[Mapping[str, Any]] = []
+    for op in ops:
+        items = by_origin.get(op["origin"])
+        if items is None:
+            items = by_origin[op["origin"]] = {}
+        seq = op["seq"]
+        if seq in items:
+            repeats.append(op)
+        else:
+            items[seq] = op
+    runs: list[list[Mapping[str, Any]]] = []
+    for items in by_origin.values():
+        run: list[Mapping[str, Any]] = []
+        last = -1
+        for seq in sorted(items):
+            if seq != last + 1 and run:
+                runs.append(run)
+                run = []
+            run.append(items[seq])
+            last = seq
+        runs.append(run)
+    return runs, repeats
+
+
+def _first_prev(op: Mapping[str, Any]) -> bytes | _Found:
+    """The link the first op of a run starts from, or why it has none."""
+    pd = op.get("pd")
+    if op["seq"] == 1:
+        return ZERO_LINK if pd is None else (op, "links to an op before its device's first")
+    if pd is None:
+        return op, "cannot be checked: it lacks the link to the op before it (pd), and that op is not in the batch"
+    return bytes.fromhex(pd)
+
+
+def _signed(raw: bytes, message: bytes) -> bool:
+    try:
+        crypto_sign_open(raw[32:] + message, raw[:32])
+    except (BadSignatureError, ValueError):
+        return False
+    return True
+
+
+def _check_run(run: list[Mapping[str, Any]], owners: dict[bytes, str]) -> _Found | OpForkError | None:
+    """Checks one run: every key's fingerprint, every link, and the signature of the last op only (its link
+    pins every op before it). Fills in ``pd`` where the batch left it out (it is derived from the run).
+
+    An op whose ``pd`` names another predecessor than the op before it in the run starts a new part, checked
+    the same way: if every part is signed, the device signed two histories (a fork); if not, the op whose own
+    signature fails is named (an altered ``pd`` fails its op's signature, which covers it)."""
+    first = run[0]
+    prev = _first_prev(first)
+    if type(prev) is not bytes:
+        return prev  # type: ignore[return-value]
+    start = 0
+    fork: OpForkError | None = None
+    message = raw = b""
+    blake2b = hashlib.blake2b
+    for i, op in enumerate(run):
+        sig = _raw_sig(op)
+        if sig is None:
+            return op, "has no readable signature"
+        if _owner(sig[:32], owners) != op["origin"]:
+            return op, "is signed by a key that is not its device's"
+        if i:
+            pd = op.get("pd")
+            if pd is None:
+                op["pd"] = prev.hex()  # type: ignore[index]
+            elif pd != prev.hex():
+                if not _signed(raw, message):
+                    return _name_forged(run[start:i])
+                start, prev = i, bytes.fromhex(pd)
+                fork = fork or _fork(run[i - 1], op)
+        message = signing_message(op, prev)
+        raw = sig
+        prev = blake2b(message + raw, digest_size=16).digest()
+    if not _signed(raw, message):
+        return _name_forged(run[start:])
+    return fork
+
+
+class _LinkFork(OpForkError):
+    """An op of the batch follows another op than the one of that identity in the batch; ``op`` names it."""
+
+    def __init__(self, message: str, op: str) -> None:
+        super().__init__(message)
+        self.op = op
+
+
+def _fork(held: Mapping[str, Any], op: Mapping[str, Any]) -> OpForkError:
+    return _LinkFork(
+        f"Two different ops both claim to be op {held['origin']}:{held['seq']}: op {op['origin']}:{op['seq']}, "
+        f"signed by the same device, follows another one than the one in this batch. The device {op['origin']} "
+        "was probably restored from a backup or copied to another phone; stop using that copy and ask the station "
+        "to re-enrol it. Nothing from this batch was applied.",
+        f"{held['origin']}:{held['seq']}",
+    )
+
+
+def _name_forged(run: list[Mapping[str, Any]]) -> _Found:
+    """The first op of a failed run whose own signature does not check (each op against the link before it)."""
+    prev = _first_prev(run[0])
+    assert type(prev) is bytes  # _check_run returned earlier otherwise
+    for op in run:
+        raw = _raw_sig(op)
+        assert raw is not None
+        message = signing_message(op, prev)
+        if not _signed(raw, message):
+            return op, _NO_MATCH
+        prev = hashlib.blake2b(message + raw, digest_size=16).digest()
+    return run[-1], _NO_MATCH
+
+
+def _check_runs(runs: Sequence[list[Mapping[str, Any]]]) -> _Found | OpForkError | None:
+    """The first forged op of the runs; else the first fork; else None."""
+    owners: dict[bytes, str] = {}
+    fork: OpForkError | None = None
+    for run in runs:
+        found = _check_run(run, owners)
+        if isinstance(found, OpForkError):
+            fork = fork or found
+        elif found is not None:
+            return found
+    return fork
+
+
+def _check_repeats(
+    repeats: Sequence[Mapping[str, Any]], ops: Sequence[Mapping[str, Any]]
+) -> _Found | OpForkError | None:
+    """Ops that repeat an identity in the batch are checked one by one (rare: a resent op)."""
+    kept = {(op["origin"], op["seq"]): op for op in reversed(ops)}
+    owners: dict[bytes, str] = {}
+    for op in repeats:
+        if "pd" not in op and op["seq"] > 1 and "pd" in kept[(op["origin"], op["seq"])]:
+            op["pd"] = kept[(op["origin"], op["seq"])]["pd"]  # type: ignore[index]
+        found = _check_run([op], owners)
+        if found is not None:
+            return found
     return None
 
 
 def verify_ops(ops: Sequence[Mapping[str, Any]]) -> None:
-    """Checks every op's signature (ops already validated, so every field is present).
+    """Checks the ops' signatures and links (ops already validated, so every field is present), and fills in
+    the ``pd`` of each op whose predecessor is in the batch when it lacks one.
+
+    The batch is split by device into runs of consecutive seqs; each run's ops are linked in order and only
+    the last op's signature is checked (see the module doc). The first op of a run needs its ``pd`` unless
+    its seq is 1: a caller that holds its predecessor fills it in first (:meth:`caresync.store.Store.ingest`).
 
     Raises:
-        ForgedOpError: naming the first op whose signature is missing, not its device's, or does not match.
+        ForgedOpError: naming an op whose signature is missing, not its device's, or does not match, whose
+            link was altered, or that cannot be checked because its link is missing.
+        OpForkError: every op is signed, but one names another predecessor than the op of that identity in
+            the batch: its device signed two histories.
     """
-    if len(ops) < _PARALLEL_FROM:
-        found = _check(ops, 0, {})
+    runs, repeats = _runs(ops)
+    if len(runs) < _PARALLEL_FROM:
+        found = _check_runs(runs)
     else:
-        half = len(ops) // 2
+        half = len(runs) // 2
         with ThreadPoolExecutor(2) as pool:
-            parts = pool.map(lambda part: _check(ops[part[0] : part[1]], part[0], {}), [(0, half), (half, len(ops))])
-            found = next((f for f in parts if f is not None), None)
+            parts = list(pool.map(_check_runs, [runs[:half], runs[half:]]))
+        forged = [f for f in parts if f is not None and not isinstance(f, OpForkError)]
+        found = forged[0] if forged else next((f for f in parts if f is not None), None)
+    if (found is None or isinstance(found, OpForkError)) and repeats:
+        found = _check_repeats(repeats, ops) or found
+    if isinstance(found, OpForkError):
+        raise found
     if found is not None:
-        index, why = found
-        raise _forged(ops[index], why)
+        raise _forged(*found)
 
 
 def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dict[str, Any]:

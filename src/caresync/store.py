@@ -34,18 +34,20 @@ from .errors import OpForkError, StoreError, StoreVersionError
 from .merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
 from .ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, paused_gc, redact_body
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
+from .signing import ZERO_LINK, chain_link
 
 __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
 _BULK = 10_000  # ops in a batch into an empty log from which its indexes are rebuilt rather than updated
 _INSERT_OP = (
-    "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent, sig) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent, sig, pd) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body, sig"
+_OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd"
 _ENVELOPE = itemgetter("origin", "seq", "hlc", "eid", "kind", "v", "actor", "at")  # _op_row's first columns
 _ORDER = itemgetter("hlc", "origin", "seq")  # op_key, without a Python call per op
+_LINK_META = "chain_link"  # "<origin>:<seq>:<link hex>" of this device's newest op
 _TABLE = {entity: table.__tablename__ for entity, table in ENTITY_TABLES.items()}
 _UPSERT = {entity: upsert_sql(entity) for entity in ENTITY_TABLES}
 
@@ -64,7 +66,7 @@ class IngestResult:
 
 def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
     """The ``ops`` table row of an op (in the column order of :data:`_INSERT_OP`)."""
-    return (*_ENVELOPE(op), known, to_json(op["body"]).decode(), sent, op.get("sig"))
+    return (*_ENVELOPE(op), known, to_json(op["body"]).decode(), sent, op.get("sig"), op.get("pd"))
 
 
 class Store:
@@ -77,6 +79,7 @@ class Store:
         self._closed = False
         self._scrub = False
         self._pending = False
+        self._link: tuple[str, int, bytes] | None = None  # this device's newest (origin, seq, link)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine: Engine = create_engine(
@@ -199,20 +202,27 @@ class Store:
 
     # --- the log --------------------------------------------------------------------------------------------
 
-    def append_local(self, op: OpDict, state: State | None) -> State:
+    def append_local(self, op: OpDict, state: State | None, link: bytes | None = None) -> State:
         """Stores one op this replica just made and folds it into ``state`` (its record's current state).
 
         The fast path for local writes: the op is new by construction (its seq is this replica's next) and
         sorts after everything known for its record (its stamp took the record's floor), so it is applied to
         the state in memory. Redactions take the general path, which also rewrites earlier ops.
+        ``link``, the op's chain link (:func:`caresync.signing.chain_link`, computed when not given), is kept in
+        the meta table in the same transaction, for the device's next op.
         """
         entity = entity_type_of(op["kind"])
+        if link is None and "sig" in op:
+            link = chain_link(op)  # the link this device's next op signs
         if op["kind"] == "resident.redact" or (state is None and not op["kind"].endswith(".create")):
-            self.ingest([op], [])
+            with self.write():
+                self.ingest([op], [])
+                self._keep_link(op, link)
             found = self.state(entity, op["eid"])
             assert found is not None
             return found
         with self.write():
+            self._keep_link(op, link)
             db = self._db
             db.execute(_INSERT_OP, _op_row(op, 1))
             db.execute(
@@ -226,6 +236,28 @@ class Store:
             apply_op(state, op)
             db.execute(_UPSERT[entity], row_values(state))
         return state
+
+    def _keep_link(self, op: OpDict, link: bytes | None) -> None:
+        """Remembers the link of this device's newest op (in the caller's transaction), for its next op."""
+        if link is not None:
+            self.set_meta(_LINK_META, f"{op['origin']}:{op['seq']}:{link.hex()}")
+            self._link = (op["origin"], op["seq"], link)
+
+    def own_link(self, origin: str, seq: int) -> bytes:
+        """The link of this device's op ``seq`` (the one its op ``seq + 1`` commits to; zeros for seq 0): kept
+        in memory and in the meta table with the op, recomputed from the stored op when missing."""
+        if seq == 0:
+            return ZERO_LINK
+        cached = self._link
+        if cached is not None and cached[:2] == (origin, seq):
+            return cached[2]
+        kept = (self.get_meta(_LINK_META) or "").split(":")
+        if len(kept) == 3 and kept[0] == origin and kept[1] == str(seq):
+            return bytes.fromhex(kept[2])
+        found = ops_from_rows(self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq = ?", (origin, seq)))
+        if not found or "sig" not in found[0]:
+            raise StoreError(f"The replica file {self.path} lacks this device's signed op {seq}: cannot chain to it.")
+        return chain_link(found[0])
 
     def ingest(
         self,
@@ -243,9 +275,14 @@ class Store:
         once instead of once per batch. ``sent`` marks ops that came from the sync server (it has them).
         ``verify`` checks the ops not held yet before anything is stored (their signatures: checking only
         those spares the duplicates every sync resends, whose content is compared with what is held instead).
+        Each op's ``pd`` (its link to its device's previous op, see :mod:`caresync.signing`) is stored with it:
+        taken from the held predecessor when a new run of ops starts right after one and lacks it, derived by
+        ``verify`` inside the batch; then the run's last op is checked against a held successor.
 
         Raises:
-            OpForkError: an op has the identity of a stored op but different content; nothing is stored.
+            OpForkError: an op has the identity of a stored op but different content, or a signed ``pd`` names
+                another predecessor than the held one (or a held op names another one than a new op); nothing
+                is stored.
             Whatever ``verify`` raises; nothing is stored.
         """
         result = IngestResult()
@@ -255,8 +292,14 @@ class Store:
             fresh_deferred = self._new_only(deferred, origins, result)
             if not fresh_known and not fresh_deferred:
                 return result
+            fresh = fresh_known + fresh_deferred
+            ends, forks = self._link_to_held(fresh, origins)
             if verify is not None:
-                verify(fresh_known + fresh_deferred)
+                verify(fresh)  # first: an altered pd is a forgery, a signed one that disagrees a fork
+            if forks:
+                raise forks[0]
+            if verify is not None:
+                self._check_held_successors(ends, origins)
             self._apply_redactions(fresh_known)
             mark = int(sent)
             rows = [_op_row(o, 1, mark) for o in fresh_known]
@@ -377,7 +420,7 @@ class Store:
                     existing = {
                         r[0]: r
                         for r in self.sql(
-                            "SELECT seq, hlc, eid, kind, actor, at, body FROM ops "
+                            "SELECT seq, hlc, eid, kind, actor, at, body, pd FROM ops "
                             "WHERE origin = ? AND seq BETWEEN ? AND ?",
                             (origin, low, high),
                         )
@@ -397,13 +440,72 @@ class Store:
                     "at": row[5],
                     "body": from_json(row[6]),
                 }
+                if row[7] is not None:
+                    stored_op["pd"] = row[7]
                 self._check_same(stored_op, op)
                 result.duplicates += 1
         return fresh
 
+    def _link_to_held(
+        self, fresh: list[OpDict], origins: dict[str, tuple[int, int, int]]
+    ) -> tuple[dict[str, dict[int, OpDict]], list[OpForkError]]:
+        """Fills in the ``pd`` of each new op whose predecessor is held and that lacks one, from the held op: a
+        run of new ops then verifies without its predecessor in the batch. Returns the last op of each run of
+        new ops, by origin and seq (for :meth:`_check_held_successors`), and a fork for each op whose ``pd``
+        names another predecessor than the one held (raised once its signature checked: its device then
+        signed two histories)."""
+        holding = {origin for origin, (_, held, _) in origins.items() if held}
+        by_origin: dict[str, dict[int, OpDict]] = defaultdict(dict)
+        for op in fresh:
+            if op["origin"] in holding:  # a device this replica holds nothing of has no held neighbours
+                by_origin[op["origin"]].setdefault(op["seq"], op)
+        ends: dict[str, dict[int, OpDict]] = {}
+        forks: list[OpForkError] = []
+        for origin, items in by_origin.items():
+            ends[origin] = {seq: op for seq, op in items.items() if seq + 1 not in items}
+            contig, held, _ = origins[origin]
+            wanted = [s - 1 for s in items if s > 1 and s - 1 not in items and (s - 1 <= contig or held > contig)]
+            for part in _int_chunks(sorted(wanted)):
+                marks = ",".join("?" * len(part))
+                for before in ops_from_rows(
+                    self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq IN ({marks})", [origin, *part])
+                ):
+                    if "sig" not in before or (before["seq"] > 1 and "pd" not in before):
+                        continue  # held from before ops were signed or chained: nothing to link to
+                    op = items[before["seq"] + 1]
+                    link = chain_link(before).hex()
+                    if op.get("pd", link) != link:
+                        forks.append(_fork(op, "names another op before it than the one this replica holds"))
+                    op["pd"] = op.get("pd", link)
+        return ends, forks
+
+    def _check_held_successors(
+        self, ends: dict[str, dict[int, OpDict]], origins: dict[str, tuple[int, int, int]]
+    ) -> None:
+        """Checks that a held op following a run of new ops names the run's last op as its predecessor.
+
+        Raises:
+            OpForkError: it names another one (its device signed two histories).
+        """
+        for origin, last in ends.items():
+            contig, held, _ = origins.get(origin, (0, 0, 0))
+            if held <= contig:
+                continue  # nothing is held beyond a gap, so no held op follows a new one
+            wanted = sorted(seq + 1 for seq in last if seq + 1 > contig)
+            for part in _int_chunks(wanted):
+                marks = ",".join("?" * len(part))
+                for seq, pd in self.sql(
+                    f"SELECT seq, pd FROM ops WHERE origin = ? AND seq IN ({marks}) AND pd IS NOT NULL",
+                    [origin, *part],
+                ):
+                    op = last[seq - 1]
+                    if "sig" in op and chain_link(op).hex() != pd:
+                        raise _fork(op, f"is not the op that op {origin}:{seq}, held here, follows")
+
     @staticmethod
     def _check_same(a: OpDict, b: OpDict) -> None:
         same = all(a[k] == b[k] for k in ("hlc", "eid", "kind", "actor", "at"))
+        same = same and a.get("pd", b.get("pd")) == b.get("pd", a.get("pd"))
         if same and a["kind"] not in REDACTABLE_KINDS:
             same = json.dumps(a["body"], sort_keys=True) == json.dumps(b["body"], sort_keys=True)
         if not same:
@@ -613,7 +715,7 @@ class Store:
             f"SELECT {', '.join('o.' + c.strip() for c in _OP_COLUMNS.split(','))}, r.code, r.reason, r.at "
             "FROM refusals r JOIN ops o ON o.origin = r.origin AND o.seq = r.seq ORDER BY r.at, r.origin, r.seq"
         )
-        return [(op, r[10], r[11], r[12]) for op, r in zip(ops_from_rows([r[:10] for r in rows]), rows, strict=True)]
+        return [(op, r[11], r[12], r[13]) for op, r in zip(ops_from_rows([r[:11] for r in rows]), rows, strict=True)]
 
     def retry_refused(self) -> int:
         """Puts refused ops back in the queue (after the station changed what the device may do)."""
@@ -709,6 +811,19 @@ def _fold_new(entity: str, items: dict[str, list[OpDict]], saved: dict[str, _Sav
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
+
+
+def _int_chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _fork(op: OpDict, what: str) -> OpForkError:
+    return OpForkError(
+        f"Op {op['origin']}:{op['seq']} {what}: its device {op['origin']} signed two different histories. It was "
+        "probably restored from a backup or copied to another phone; stop using that copy and ask the station to "
+        "re-enrol it. Nothing from this batch was applied."
+    )
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

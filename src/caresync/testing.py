@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from .keys import DeviceKey
-from .signing import sign_op
+from .signing import chain_link, sign_op
 
 __all__ = ["FakeClock", "key_for", "sign"]
 
@@ -39,6 +39,16 @@ def key_for(name: str) -> DeviceKey:
     return DeviceKey(hashlib.blake2b(name.encode(), digest_size=32, person=b"caresync-test").digest())
 
 
+_LINKS: dict[tuple[str, int], bytes] = {}  # the link of the op of each (origin, seq) this helper signed last
+
+
 def sign(op: dict[str, Any], key: DeviceKey) -> dict[str, Any]:
-    """Signs an op made by hand with ``key`` (its ``origin`` must be ``key.origin``); returns it."""
-    return sign_op(op, key)
+    """Signs an op made by hand with ``key`` (its ``origin`` must be ``key.origin``); returns it.
+
+    The op is chained (see :mod:`caresync.signing`) to the op of seq - 1 this helper signed last for the same
+    device, or else to the ``pd`` the op carries (nothing for seq 1): sign a device's ops in seq order, and
+    sign again the ops after one you change."""
+    prev = _LINKS.get((key.origin, op["seq"] - 1)) if op["seq"] > 1 else None
+    sign_op(op, key, prev)
+    _LINKS[(key.origin, op["seq"])] = chain_link(op)
+    return op

@@ -20,16 +20,22 @@ compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns t
 * signatures (``sig``, see :mod:`caresync.signing`): the signers' public keys once each, and per op an index
   into them (left out when it is the op's device index, as it always is for honest ops); the keys and the
   64-byte signatures themselves travel as raw bytes after the compressed part, since they do not compress.
+* links (``pd``, see :mod:`caresync.signing`): only where the receiver cannot derive it, that is where the
+  op before it in the batch from the same device is not its predecessor (seq - 1): after a gap, at the start
+  of a batch, in a pull filtered by scope. ``links`` lists those ops' positions as differences from the
+  previous one (mostly 1, or none at all); the 16-byte links travel raw after the signatures. A decoded op
+  lacks ``pd`` where it was left out: :func:`caresync.signing.verify_ops` derives it from its predecessor.
 
 The columns travel as one positional list, without keys (see ``_pack``): ``[n, v, kind, origin, seq, hw, hc,
-eid, actor, at, body, set, origins, keys, key, unsigned]``, where a table column with one value is just
+eid, actor, at, body, set, origins, keys, key, unsigned, links]``, where a table column with one value is just
 ``[table]``, an all-zero column is ``[]``, ``body`` is ``[]`` when every body is in ``set``, ``keys`` is the
 number of public keys, ``key`` is ``[]`` when every op is signed by its device's key, and ``unsigned`` lists the
 ops without a signature (written before caresync signed ops); an empty batch is ``[0]``. That JSON is
 compressed with raw deflate and a preset dictionary of the words every batch uses (kinds, field names, body
 keys, the column skeleton), so even a batch of ten ops compresses well: framing is most of a small batch.
 Layout: ``b"CS"``, a format byte (2), a compression byte (1 = raw deflate with dictionary 1), the deflate
-stream, then the public keys (32 bytes each) and the signatures of the signed ops in order (64 bytes each).
+stream, then the public keys (32 bytes each), the signatures of the signed ops in order (64 bytes each), and
+the links that travel (16 bytes each).
 Decoding checks
 every column and refuses anything else with :class:`~caresync.errors.InvalidInputError`; the ops it returns
 still go through :func:`caresync.ops.validate_ops` like any others.
@@ -44,7 +50,7 @@ import binascii
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -62,6 +68,7 @@ _MAGIC = b"CS"
 _FORMAT = 2
 _KEY = 32
 _SIG = 64
+_LINK = 16
 _DEFLATE_DICT_1 = 1
 _HLC_SHIFT = 20
 _HLC_MASK = (1 << _HLC_SHIFT) - 1
@@ -198,6 +205,7 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             },
         }
         keys, key_index, unsigned, signatures = _signatures(ops, origin_index)
+        links, link_bytes = _links(ops)
     except (KeyError, TypeError, AttributeError, ValueError, binascii.Error) as exc:
         raise InvalidInputError(
             "Cannot encode a batch: an op lacks a field or has a wrong type", [("ops", str(exc))]
@@ -207,7 +215,32 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     columns["key"] = [] if key_index == origin_index else key_index
     columns["unsigned"] = unsigned
     columns["signatures"] = signatures
+    columns["links"] = links
+    columns["link_bytes"] = link_bytes
     return columns
+
+
+def _links(ops: Sequence[Mapping[str, Any]]) -> tuple[list[int], bytes]:
+    """The positions (as differences) and bytes of the ``pd`` links the receiver cannot derive: those of ops
+    whose previous op in the batch from the same device is not their predecessor."""
+    last: dict[str, int] = {}
+    positions: list[int] = []
+    raw = bytearray()
+    before = 0
+    for i, op in enumerate(ops):
+        origin, seq = op["origin"], op["seq"]
+        previous = last.get(origin)
+        last[origin] = seq
+        pd = op.get("pd")
+        if pd is None or previous == seq - 1:
+            continue
+        link = bytes.fromhex(pd)
+        if len(link) != _LINK:
+            raise ValueError(f"op #{i}: a link (pd) must be {_LINK} bytes, got {len(link)}")
+        positions.append(i - before)
+        before = i
+        raw += link
+    return positions, bytes(raw)
 
 
 def _signatures(
@@ -268,6 +301,7 @@ def _pack(columns: dict[str, Any]) -> list[Any]:
         len(columns["keys"]),
         columns["key"],
         columns["unsigned"],
+        columns["links"],
     ]
 
 
@@ -284,9 +318,9 @@ def _unpacked_zeros(packed: Any, n: int) -> Any:
 def _unpack(packed: Any) -> dict[str, Any]:
     """The columns of :func:`_pack`, with what it left out put back (its shape is checked here, its values by
     the decoder)."""
-    if not isinstance(packed, list) or len(packed) != 16 or type(packed[0]) is not int or packed[0] < 0:
-        raise _damaged("ops", "the op columns are not 16 columns with their count first")
-    n, v, kind, origin, seq, hw, hc, eid, actor, at, body, sets, origins, keys, key, unsigned = packed
+    if not isinstance(packed, list) or len(packed) != 17 or type(packed[0]) is not int or packed[0] < 0:
+        raise _damaged("ops", "the op columns are not 17 columns with their count first")
+    n, v, kind, origin, seq, hw, hc, eid, actor, at, body, sets, origins, keys, key, unsigned, links = packed
     if not isinstance(eid, list) or len(eid) not in (4, 6):
         raise _damaged("eid", "is not a set of record id columns")
     if not isinstance(sets, list) or len(sets) != 3 or not isinstance(sets[1], list):
@@ -317,6 +351,7 @@ def _unpack(packed: Any) -> dict[str, Any]:
         "keys": keys,
         "key": key,
         "unsigned": unsigned,
+        "links": links,
     }
 
 
@@ -329,7 +364,7 @@ def encode_envelope(envelope: Mapping[str, Any]) -> bytes:
         if ops:
             columns = _columns(ops)
             plain["ops"] = _pack(columns)
-            trailer = b"".join(columns["keys"]) + columns["signatures"]
+            trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
         else:
             plain["ops"] = [0]
     packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICT_1)
@@ -470,7 +505,20 @@ def _set_bodies(columns: Any, origins: list[str], count: int) -> list[dict[str, 
     ]
 
 
-def _signatures_from(columns: dict[str, Any], n: int, origins: list[str], trailer: bytes) -> list[str | None]:
+def _links_from(columns: dict[str, Any], n: int) -> list[int]:
+    """The positions of the ops whose link travels, increasing."""
+    links = columns.get("links")
+    if not isinstance(links, list) or any(type(d) is not int or d < 0 for d in links):
+        raise _damaged("links", "is not a list of op positions")
+    positions = list(accumulate(links))
+    if any(b <= a for a, b in pairwise(positions)) or (positions and positions[-1] >= n):
+        raise _damaged("links", "is not a list of increasing op positions")
+    return positions
+
+
+def _signatures_from(
+    columns: dict[str, Any], n: int, origins: list[str], trailer: bytes, linked: int
+) -> list[str | None]:
     count = columns.get("keys")
     if type(count) is not int or not 0 <= count <= n:
         raise _damaged("keys", "is not a count of public keys")
@@ -478,7 +526,7 @@ def _signatures_from(columns: dict[str, Any], n: int, origins: list[str], traile
     if not isinstance(unsigned, list) or any(type(i) is not int or not 0 <= i < n for i in unsigned):
         raise _damaged("unsigned", "is not a list of op positions")
     unsigned_set = set(unsigned)
-    if len(trailer) != count * _KEY + (n - len(unsigned_set)) * _SIG:
+    if len(trailer) != count * _KEY + (n - len(unsigned_set)) * _SIG + linked * _LINK:
         raise _damaged("signatures", "the keys and signatures after the columns do not match the ops")
     keys = [trailer[i * _KEY : (i + 1) * _KEY] for i in range(count)]
     key = columns.get("key")
@@ -523,7 +571,8 @@ def _ops_from_columns(columns: Any, trailer: bytes = b"") -> list[dict[str, Any]
     if set_count:
         set_bodies = iter(_set_bodies(columns.get("set"), origins, set_count))
         bodies = [next(set_bodies) if body is None else body for body in bodies]
-    sigs = _signatures_from(columns, n, origins, trailer)
+    linked = _links_from(columns, n)
+    sigs = _signatures_from(columns, n, origins, trailer, len(linked))
     ops = [
         {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b, "sig": g}
         for v, k, o, s, h, e, a, t, b, g in zip(
@@ -533,4 +582,8 @@ def _ops_from_columns(columns: Any, trailer: bytes = b"") -> list[dict[str, Any]
     for op in ops:
         if op["sig"] is None:
             del op["sig"]
+    at = len(trailer) - len(linked) * _LINK
+    for i in linked:
+        ops[i]["pd"] = trailer[at : at + _LINK].hex()
+        at += _LINK
     return ops

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError
+from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError, OpForkError
 from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
 from caresync.signing import verify_ops
 from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
@@ -420,12 +420,24 @@ def _validated(raw_ops: list[Any]) -> list[OpDict]:
             problems,
         )
     try:
-        verify_ops(known)
+        verify_ops(known)  # also fills in the pd links the batch left out, which are stored with the ops
     except ForgedOpError as exc:
         raise ApiError(
             ErrorCode.BAD_SIGNATURE,
             exc.message,
             [{"field": field, "problem": problem} for field, problem in exc.problems],
+        ) from exc
+    except OpForkError as exc:  # two signed ops claim one place in the device's chain
+        raise ApiError(
+            ErrorCode.OP_FORK,
+            exc.message,
+            [
+                {
+                    "field": "ops",
+                    "problem": "a signed op follows another op of that identity",
+                    "op": getattr(exc, "op", ""),
+                }
+            ],
         ) from exc
     return known
 
@@ -494,10 +506,10 @@ def _accepts(accept: str, media: str) -> bool:
 def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
     """The JSON answer, with each stored body spliced in as it is (it is stored as canonical JSON text)."""
     parts = []
-    for origin, seq, hlc, eid, kind, v, actor, at, body, sig in page.rows:
-        # origin, eid, kind and sig passed validation: hex, [A-Za-z0-9._:-], a known kind and base64, nothing
-        # to escape
-        signed = f',"sig":"{sig}"' if sig is not None else ""
+    for origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd in page.rows:
+        # origin, eid, kind, sig and pd passed validation: hex, [A-Za-z0-9._:-], a known kind, base64 and hex,
+        # nothing to escape
+        signed = (f',"sig":"{sig}"' if sig is not None else "") + (f',"pd":"{pd}"' if pd is not None else "")
         parts.append(
             f'{{"v":{v},"kind":"{kind}","origin":"{origin}","seq":{seq},"hlc":{hlc},"eid":"{eid}",'
             f'"actor":{json.dumps(actor, ensure_ascii=False)},"at":{at},"body":{body}{signed}}}'

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from caresync.bundles import check_bundle, seal_answer
-from caresync.errors import BundleError, ForgedOpError, InvalidOpError
+from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
 from caresync.ops import ops_from_rows, validate_ops
 from caresync.signing import verify_ops
 from fastapi import APIRouter, Depends, Request
@@ -241,6 +241,8 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
         verify_ops(known)
     except ForgedOpError as exc:
         return _refusal("bad_signature", f"Bundle {bundle_id} holds an op its device did not sign: {exc}", bundle_id)
+    except OpForkError as exc:
+        return _refusal("op_fork", f"Bundle {bundle_id} holds two histories of its device: {exc}", bundle_id)
     except (InvalidOpError, UnicodeEncodeError) as exc:
         return _refusal("invalid_ops", f"Bundle {bundle_id} holds ops that are not valid: {exc}", bundle_id)
     if deferred:

@@ -40,7 +40,8 @@ from caresync.domain import check_grid
 from caresync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
 from caresync.errors import InvalidInputError
 from caresync.keys import DeviceKey, origin_of, verify_signature
-from caresync.ops import REDACTABLE_KINDS, OpDict, redact_body
+from caresync.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
+from caresync.signing import chain_link
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -185,6 +186,7 @@ ops = Table(
     Column("at", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
     Column("sig", Text),  # the op's signature (caresync.signing); checked before the op was admitted
+    Column("pd", String(32)),  # its link to its device's previous op (NULL for seq 1): sent where not derivable
     Column("rtype", String(16), nullable=False),
     Column("grid", Text, nullable=False),
     Column("grid_to", Text),
@@ -299,7 +301,8 @@ class SyncReport:
 
 @dataclass(frozen=True)
 class PullPage:
-    """One pull's answer: the op rows (``origin, seq, hlc, eid, kind, v, actor, at, body``), the new cursor."""
+    """One pull's answer: the op rows (``origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd``), the new
+    cursor."""
 
     rows: list[tuple[Any, ...]]
     cursor: int
@@ -481,6 +484,7 @@ class Storage:
                 ("devices", "scope_version", "INTEGER NOT NULL DEFAULT 1"),
                 ("devices", "last_proof_ms", "BIGINT"),
                 ("ops", "sig", "TEXT"),
+                ("ops", "pd", "VARCHAR(32)"),
                 ("ops", "rkind", "TEXT"),
                 ("ops", "rkind_from", "TEXT"),
                 ("entities", "kind", "TEXT"),
@@ -915,6 +919,7 @@ class Storage:
         """
         with self._write(cursors=True) as conn:
             self._bind(conn, device_id, replica)
+            self._check_links(conn, ops_in)
             verdict = admit(ops_in, pusher=replica, known=self._knowledge(conn, ops_in))
             self._store(conn, verdict, now)
             conn.execute(
@@ -978,6 +983,7 @@ class Storage:
                     ops.c.at,
                     ops.c.body,
                     ops.c.sig,
+                    ops.c.pd,
                     ops.c.cursor,
                 )
                 .where(ops.c.cursor > after, ops.c.cursor <= end, ops.c.origin != replica)
@@ -993,6 +999,55 @@ class Storage:
         return PullPage([r[:-1] for r in rows], end, end < top)
 
     # --- the push transaction --------------------------------------------------------------------------------
+
+    def _check_links(self, conn: Connection, batch: Sequence[OpDict]) -> None:
+        """Compares the batch's links (``pd``, see :mod:`caresync.signing`; the batch was verified, so they are
+        signed) with the ops the server holds next to it: the first op of each run must name the held op
+        before it, and a held op after a run's last op must name that one.
+
+        Raises:
+            ApiError: ``op_fork``: they disagree; the device signed two histories. Nothing is stored.
+        """
+        by_origin: dict[str, dict[int, OpDict]] = defaultdict(dict)
+        for op in batch:
+            by_origin[op["origin"]].setdefault(op["seq"], op)
+        neighbours = sorted(
+            {
+                (origin, seq)
+                for origin, items in by_origin.items()
+                for s in items
+                for seq in (s - 1, s + 1)
+                if seq >= 1 and seq not in items
+            }
+        )
+        for pairs in _chunks(neighbours):
+            rows = conn.execute(
+                select(
+                    ops.c.origin,
+                    ops.c.seq,
+                    ops.c.hlc,
+                    ops.c.eid,
+                    ops.c.kind,
+                    ops.c.v,
+                    ops.c.actor,
+                    ops.c.at,
+                    ops.c.body,
+                    ops.c.sig,
+                    ops.c.pd,
+                ).where(tuple_(ops.c.origin, ops.c.seq).in_(pairs))
+            )
+            for held in ops_from_rows([tuple(r) for r in rows]):
+                items = by_origin[held["origin"]]
+                after, before = items.get(held["seq"] + 1), items.get(held["seq"] - 1)
+                if after is not None and after.get("pd") and _linkable(held) and chain_link(held).hex() != after["pd"]:
+                    raise _link_fork(held, after)
+                if (
+                    before is not None
+                    and held.get("pd")
+                    and _linkable(before)
+                    and chain_link(before).hex() != held["pd"]
+                ):
+                    raise _link_fork(before, held)
 
     def _knowledge(self, conn: Connection, batch: Sequence[OpDict]) -> Knowledge:
         """What the server holds that bears on ``batch``, read inside the push transaction."""
@@ -1105,6 +1160,7 @@ class Storage:
                         "at": a.op["at"],
                         "body": body,
                         "sig": a.op.get("sig"),
+                        "pd": a.op.get("pd"),
                         "rtype": a.type,
                         "grid": a.grid,
                         "grid_to": a.grid_to,
@@ -1226,6 +1282,23 @@ class Storage:
                     updates,
                 )
         return bodies
+
+
+def _linkable(op: OpDict) -> bool:
+    """True when an op's link can be computed: it is signed, and names its predecessor's (or is a first op)."""
+    return "sig" in op and (op["seq"] == 1 or "pd" in op)
+
+
+def _link_fork(first: OpDict, then: OpDict) -> ApiError:
+    identity = f"{first['origin']}:{first['seq']}"
+    return ApiError(
+        ErrorCode.OP_FORK,
+        f"Two different ops both claim to be op {identity}: op {then['origin']}:{then['seq']}, signed by the same "
+        f"device, follows another one than the one the server holds. The device {first['origin']} was probably "
+        "restored from a backup or copied to another phone. Stop using that copy and ask the station to enrol the "
+        "device again. Nothing from this batch was stored.",
+        [{"field": "ops", "problem": "a signed op follows another op of that identity", "op": identity}],
+    )
 
 
 def _device(row: Any) -> Device:
