@@ -195,6 +195,22 @@ ops = Table(
     UniqueConstraint("origin", "seq", name="ops_identity"),
     Index("ops_by_record", "eid"),
 )
+
+#: An op's columns in the order :func:`caresync.ops.ops_from_rows` reads them.
+_OP_ROW = (
+    ops.c.origin,
+    ops.c.seq,
+    ops.c.hlc,
+    ops.c.eid,
+    ops.c.kind,
+    ops.c.v,
+    ops.c.actor,
+    ops.c.at,
+    ops.c.body,
+    ops.c.sig,
+    ops.c.pd,
+)
+
 origins = Table(
     "origins",
     _metadata,
@@ -972,20 +988,7 @@ class Storage:
             ).scalar_one_or_none()
             end = top if window_end is None else int(window_end)
             query = (
-                select(
-                    ops.c.origin,
-                    ops.c.seq,
-                    ops.c.hlc,
-                    ops.c.eid,
-                    ops.c.kind,
-                    ops.c.v,
-                    ops.c.actor,
-                    ops.c.at,
-                    ops.c.body,
-                    ops.c.sig,
-                    ops.c.pd,
-                    ops.c.cursor,
-                )
+                select(*_OP_ROW, ops.c.cursor)
                 .where(ops.c.cursor > after, ops.c.cursor <= end, ops.c.origin != replica)
                 .order_by(ops.c.cursor)
                 .limit(limit)
@@ -1021,21 +1024,7 @@ class Storage:
             }
         )
         for pairs in _chunks(neighbours):
-            rows = conn.execute(
-                select(
-                    ops.c.origin,
-                    ops.c.seq,
-                    ops.c.hlc,
-                    ops.c.eid,
-                    ops.c.kind,
-                    ops.c.v,
-                    ops.c.actor,
-                    ops.c.at,
-                    ops.c.body,
-                    ops.c.sig,
-                    ops.c.pd,
-                ).where(tuple_(ops.c.origin, ops.c.seq).in_(pairs))
-            )
+            rows = conn.execute(select(*_OP_ROW).where(tuple_(ops.c.origin, ops.c.seq).in_(pairs)))
             for held in ops_from_rows([tuple(r) for r in rows]):
                 items = by_origin[held["origin"]]
                 after, before = items.get(held["seq"] + 1), items.get(held["seq"] - 1)
