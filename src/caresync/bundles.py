@@ -106,8 +106,6 @@ def _cursor_key(cursor: str) -> tuple[int, int]:
 def make_bundle(replica: Replica, *, ttl_hours: int = DEFAULT_TTL_HOURS, now_ms: int | None = None) -> dict[str, Any]:
     """A signed bundle of ``replica``'s unsent ops (up to :data:`MAX_BUNDLE_OPS`), with its relay cursor and
     the receipts of the answers it imported. Changes nothing on the replica."""
-    if replica.device_key is None:
-        raise BundleError("This replica has no device key; open it with Replica.open.")
     if not 1 <= ttl_hours <= 24 * 90:
         raise InvalidInputError("Cannot make a bundle", [("ttl_hours", "must be 1 to 2160 (90 days)")])
     now = replica.clock.physical_ms() if now_ms is None else now_ms
@@ -311,8 +309,6 @@ def import_answers(replica: Replica, path: str | Path, *, now_ms: int | None = N
         raise BundleError(
             f"{path} is a bundle of ops for the server, not answers for a device: give it to a courier to carry."
         )
-    if replica.device_key is None:
-        raise BundleError("This replica has no device key; open it with Replica.open.")
     now = replica.clock.physical_ms() if now_ms is None else now_ms
     store = replica._store
     known = store.get_meta(SERVER_KEY_META)
