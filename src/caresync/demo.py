@@ -26,9 +26,6 @@ import logging
 import os
 import random
 import shutil
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -240,18 +237,21 @@ class _Server:
             )
         from caresync_server.settings import Settings
         from caresync_server.storage import Storage
-        from caresync_server.testing import free_port
+        from caresync_server.testing import ServerProcess
 
         folder.mkdir(parents=True, exist_ok=True)
         self.database = folder / "caresync-server.db"
         self.clock_file = folder / "clock"
-        self.log = folder / "server.log"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.now = 0
         self.settings = Settings(database_url=f"sqlite:///{self.database}", token_lifetime_days=2)
         self.storage = Storage(self.settings, now_ms=lambda: self.now)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = ServerProcess(
+            self.settings.database_url,
+            folder,
+            environment={"CARESYNC_TOKEN_LIFETIME_DAYS": str(self.settings.token_lifetime_days)},
+            program=("caresync_server.simulated", "--clock-file", str(self.clock_file)),
+        )
+        self.url = self.process.url
 
     def set_time(self, ms: int) -> None:
         self.now = ms
@@ -261,38 +261,14 @@ class _Server:
 
     def start(self) -> None:
         self.storage.ensure_schema(create=True)
-        env = {
-            **os.environ,
-            "CARESYNC_DATABASE_URL": self.settings.database_url,
-            "CARESYNC_TOKEN_LIFETIME_DAYS": str(self.settings.token_lifetime_days),
-            "CARESYNC_DATABASE_SCHEMA": "",
-        }
-        command = [sys.executable, "-m", "caresync_server.simulated", "--clock-file", str(self.clock_file)]
-        command += ["--port", str(self.port)]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise CaresyncError(f"The demo's sync server stopped at start; see {self.log}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise CaresyncError(f"The demo's sync server did not answer within a minute; see {self.log}")
+        try:
+            self.process.start()
+        except RuntimeError as exc:
+            raise CaresyncError(f"The demo's sync server did not start ({exc}); see {self.process.log}") from exc
 
     def stop(self) -> None:
         self.storage.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.process.stop()
 
     def issue_code(self, name: str, role: str, grids: list[str]) -> str:
         return str(self.storage.issue_code(name, role, grids).code)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -62,8 +63,12 @@ class ServerProcess:
         *,
         database_schema: str | None = None,
         environment: dict[str, str] | None = None,
+        program: Sequence[str] = ("caresync_server", "serve"),
     ) -> None:
         self.workdir = workdir
+        self.program = tuple(program)
+        """What ``python -m`` runs; it is given ``--host``, ``--port`` and ``--log-level`` (the default is
+        ``caresync-server serve``; ``caresync demo`` runs ``caresync_server.simulated`` with its clock file)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"server-{self.port}.log"
@@ -74,7 +79,7 @@ class ServerProcess:
 
     def start(self, *, timeout_s: float = 60) -> ServerProcess:
         """Starts the process and waits until ``/healthz`` answers 200."""
-        command = [sys.executable, "-m", "caresync_server", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [sys.executable, "-m", *self.program, "--host", "127.0.0.1", "--port", str(self.port)]
         command += ["--log-level", "warning"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(command, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=self.env)
