@@ -28,7 +28,7 @@ from rich.progress import Progress
 
 from . import bundles, courier, enrolment
 from .errors import CaresyncError, ServerRefusedError, SyncError
-from .i18n import Catalog, pick_language
+from .i18n import Catalog, language_in_argv, pick_language
 from .netsync import SyncProgress
 from .replica import Replica
 
@@ -238,15 +238,6 @@ class _Env:
                 click.echo(line)
 
 
-def _argv_lang(argv: Sequence[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--lang" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--lang="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def _usage_detail(message: str, lang: str) -> str:
     guess = re.search(r"\s*Did you mean '?(.+?)'?\?$", message)
     if guess and lang == "zh":
@@ -274,7 +265,7 @@ class _CourierGroup(click.Group):
         **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        lang = pick_language(_argv_lang(argv))
+        lang = language_in_argv(argv)
         as_json = "--json" in argv
         try:
             code = super().main(argv, prog_name or "caresync-courier", complete_var, standalone_mode=False, **extra)

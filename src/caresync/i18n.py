@@ -7,10 +7,10 @@ language from ``--lang``, then ``CARESYNC_LANG``, then the locale (``LC_ALL``, `
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["LANGUAGES", "Catalog", "pick_language"]
+__all__ = ["LANGUAGES", "Catalog", "language_in_argv", "pick_language"]
 
 LANGUAGES = ("zh", "en")
 
@@ -26,6 +26,17 @@ def pick_language(explicit: str | None = None, environ: Mapping[str, str] | None
             if low.startswith("en") or low in ("c", "posix") or explicit:
                 return "en"
     return "en"
+
+
+def language_in_argv(argv: Sequence[str]) -> str:
+    """The language a command line asks for (``--lang X`` or ``--lang=X`` anywhere in it), else as
+    :func:`pick_language` finds it: for reporting errors before the options are parsed."""
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return pick_language(argv[i + 1])
+        if arg.startswith("--lang="):
+            return pick_language(arg.partition("=")[2])
+    return pick_language()
 
 
 class Catalog:

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from ..errors import CaresyncError, InvalidInputError
-from ..i18n import pick_language
+from ..i18n import language_in_argv, pick_language
 from ..replica import Replica
 from ._messages import MESSAGES
 
@@ -217,15 +217,6 @@ def common_options(func: F) -> F:
     return decorated  # type: ignore[no-any-return]
 
 
-def _argv_lang(args: Sequence[str]) -> str:
-    for i, arg in enumerate(args):
-        if arg == "--lang" and i + 1 < len(args):
-            return pick_language(args[i + 1])
-        if arg.startswith("--lang="):
-            return pick_language(arg.partition("=")[2])
-    return pick_language()
-
-
 def fail(message: str) -> NoReturn:
     """Stops the command with a message for the clerk (exit code 1)."""
     raise CaresyncError(message)
@@ -247,7 +238,7 @@ class StationGroup(click.Group):
         **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        lang = _argv_lang(argv)
+        lang = language_in_argv(argv)
         as_json = "--json" in argv
         try:
             return super().main(argv, prog_name, complete_var, False, **extra)
