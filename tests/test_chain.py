@@ -258,3 +258,67 @@ def test_hand_made_ops_chain_in_seq_order() -> None:
         ops.append(sign(op, key))
     assert "pd" not in ops[0] and ops[1]["pd"] == chain_link(ops[0], ZERO_LINK).hex()
     verify_ops(ops)
+
+
+def _hand_run(v: int, bodies: list[dict[str, Any]], kind: str = "ticket.note") -> list[dict[str, Any]]:
+    key = key_for(f"hand v{v}")
+    ops = []
+    for seq, body in enumerate(bodies, start=1):
+        op = {
+            "v": v,
+            "kind": kind,
+            "origin": key.origin,
+            "seq": seq,
+            "hlc": seq << 20,
+            "eid": f"T-{key.origin}-1",
+            "actor": "x",
+            "at": 1,
+            "body": body,
+        }
+        ops.append(sign(op, key))
+    return ops
+
+
+@pytest.mark.parametrize("v", [1, 2])
+def test_ops_of_either_format_are_checked(v: int) -> None:
+    """Format 1 ops sign a digest per body value, format 2 ops their body itself: both pin the content."""
+    ops = _hand_run(v, [{"text": f"note {i}"} for i in range(5)])
+    verify_ops(_copy(ops))
+    for where in range(5):
+        batch = _copy(ops)
+        batch[where]["body"]["text"] = "altered"
+        with pytest.raises(ForgedOpError) as info:
+            verify_ops(batch)
+        assert info.value.problems[0][0].startswith(f"op {ops[0]['origin']}:{where + 1} (")
+        batch = _copy(ops)
+        batch[where]["v"] = 3 - v  # claiming the other format changes what the signature must cover
+        with pytest.raises(ForgedOpError):
+            verify_ops(batch)
+
+
+def test_a_format_2_signature_does_not_depend_on_the_order_of_keys() -> None:
+    body = {"summary": "s", "attendees": ["b", "a"], "extra": {"y": [1, {"q": 2, "p": 1}], "x": None}}
+    (op,) = _hand_run(2, [body], kind="ticket.session")
+    reordered = dict(
+        op, body={"extra": {"x": None, "y": [1, {"p": 1, "q": 2}]}, "attendees": ["b", "a"], "summary": "s"}
+    )
+    verify_ops([reordered])
+    for altered in (
+        {**reordered["body"], "attendees": ["a", "b"]},  # list order is content
+        {**reordered["body"], "extra": {"x": None, "y": [1, {"p": 1, "q": 3}]}},
+        {**reordered["body"], "extra": {"x": 0, "y": [1, {"p": 1, "q": 2}]}},
+    ):
+        with pytest.raises(ForgedOpError):
+            verify_ops([dict(op, body=altered)])
+
+
+def test_format_2_ops_of_the_redactable_kinds_are_signed_per_value(make_replica: ReplicaFactory) -> None:
+    """A redaction erases values of resident ops: their signatures must still check afterwards."""
+    a = make_replica("a")
+    rid = a.residents.register(name="Zhang Guilan", grid=GRID, phone="13800000000").id
+    ops = a.export_ops()
+    assert {op["v"] for op in ops} == {2}
+    a.residents.redact(rid, fields=["name", "phone"], reason="moved away")
+    redacted = a.export_ops()
+    assert redacted[0]["body"]["name"] is None and "redacted" in redacted[0]["body"]
+    verify_ops(redacted)

@@ -12,10 +12,13 @@ from sqlmodel import SQLModel
 import caresync.ops
 import caresync.replica
 from caresync import InvalidInputError, Replica, StoreVersionError
+from caresync.ops import FORMAT_VERSION
 from caresync.schema import SCHEMA_VERSION
 from caresync.testing import FakeClock, key_for, sign
 
 from .conftest import ReplicaFactory
+
+NEXT = FORMAT_VERSION + 1  # an op format newer than this library's
 
 GRID = "changnan/teachers-dorm/3"
 RELAY = key_for("a device running a newer caresync")
@@ -112,7 +115,7 @@ def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
     newer = {**station.export_ops()[-1]}
     newer.update(
         seq=2,
-        v=2,
+        v=NEXT,
         kind="ticket.set",
         hlc=newer["hlc"] + 1,
         body={"field": "title", "value": "written by caresync 2", "replaces": []},
@@ -145,8 +148,8 @@ def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
     # "upgrade" to a caresync that knows format version 2 of ticket.set
     path = relay.path
     relay.close()
-    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", 2)
-    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", NEXT)
     with Replica.open(path, actor="relay") as upgraded:
         assert upgraded.tickets.get(tid).title == "written by caresync 2"
         assert [k for k, _, _ in upgraded.deferred()] == ["ticket.photo"]
@@ -157,7 +160,7 @@ def test_a_deferred_op_that_is_invalid_after_the_upgrade_stays_deferred(
 ) -> None:
     r = make_replica("relay")
     bad = {
-        "v": 2,
+        "v": NEXT,
         "kind": "ticket.set",
         "origin": RELAY.origin,
         "seq": 1,
@@ -170,10 +173,10 @@ def test_a_deferred_op_that_is_invalid_after_the_upgrade_stays_deferred(
     assert r.apply_ops([sign(bad, RELAY)]).deferred == 1
     path = r.path
     r.close()
-    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", 2)
-    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", NEXT)
     with caplog.at_level(logging.WARNING), Replica.open(path, actor="relay") as upgraded:
-        assert upgraded.deferred() == [("ticket.set", 2, 1)]
+        assert upgraded.deferred() == [("ticket.set", NEXT, 1)]
         assert upgraded.op_count() == 1
     assert "stays deferred" in caplog.text
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from caresync import Replica
+from caresync.ops import FORMAT_VERSION
 from caresync.wire import MEDIA_TYPE, encode_envelope
 
 from caresync_server.app import create_app
@@ -139,7 +140,7 @@ CASES: dict[str, tuple[Callable[[World], Request], int, str]] = {
         "unknown_kind",
     ),
     "a newer op format": (
-        lambda w: ("POST", "/v1/push", {"json": w.with_op(v=2), "headers": w.auth()}),
+        lambda w: ("POST", "/v1/push", {"json": w.with_op(v=FORMAT_VERSION + 1), "headers": w.auth()}),
         422,
         "unknown_kind",
     ),

@@ -2,7 +2,7 @@
 
 An op travels and is stored as a plain JSON object::
 
-    {"v": 1, "kind": "ticket.set", "origin": "3f9a0c1d2b4e5f60", "seq": 17, "hlc": 1902323410468864000,
+    {"v": 2, "kind": "ticket.set", "origin": "3f9a0c1d2b4e5f60", "seq": 17, "hlc": 1902323410468864000,
      "eid": "T-3f9a0c1d2b4e5f60-3", "actor": "wang-li", "at": 1764392877123,
      "body": {"field": "title", "value": "Septic tank blocked", "replaces": ["3f9a0c1d2b4e5f60:3"]}}
 
@@ -54,7 +54,7 @@ from .domain import (
 )
 from .errors import InvalidOpError
 from .numbers import NUMBER_PATTERN
-from .signing import field_digest
+from .signing import REDACTABLE_KINDS, field_digest
 
 __all__ = [
     "ENTITY_PREFIX",
@@ -73,8 +73,10 @@ __all__ = [
     "validate_ops",
 ]
 
-#: The op format this library writes and understands completely.
-FORMAT_VERSION = 1
+#: The op format this library writes and understands completely. Format 2 changed only what a signature covers
+#: (the body itself rather than a digest per value, except for the redactable kinds: :mod:`caresync.signing`);
+#: format 1 ops are still read, checked and folded as before.
+FORMAT_VERSION = 2
 
 _OPID_RE = r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$"
 ReplicaIdStr = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
@@ -150,8 +152,6 @@ def paused_gc() -> Iterator[None]:
         gc.enable()
 
 
-#: The op kinds whose bodies a ``resident.redact`` rewrites (so their bodies are not compared to tell duplicates).
-REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set", "resident.note"})
 
 
 def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

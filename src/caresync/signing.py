@@ -3,9 +3,10 @@
 **Signatures.** Every op carries ``sig``: base64 of its maker's Ed25519 public key (32 bytes) followed by the
 signature (64 bytes) of :func:`signing_message`. The key proves itself: its fingerprint must be the op's
 ``origin`` (:func:`caresync.keys.origin_of`), so no one can sign in another device's name, and no key
-registry has to be trusted. The message covers the envelope and, for each body key, a digest of its value,
-so that a redaction can erase a value and keep its digest (in the body's ``redacted`` map): the signature
-still checks, and the erased value cannot be recovered from it when it was sealed (sealed text is random).
+registry has to be trusted. The message covers the envelope and the body (:func:`signing_message`); for the
+op kinds a redaction may rewrite it covers a digest of each body value instead, so that a redaction can erase a
+value and keep its digest (in the body's ``redacted`` map): the signature still checks, and the erased value
+cannot be recovered from it when it was sealed (sealed text is random).
 
 **The chain.** The message also covers ``prev``, the *link* of the device's previous op (seq - 1; 16 zero
 bytes for seq 1), and every op with seq > 1 carries that link as ``pd`` (32 hex digits). An op's link is
@@ -41,6 +42,7 @@ from .errors import ForgedOpError, OpForkError, TrustError
 from .keys import DeviceKey, StationKey, is_sealed, origin_of, seal_value, unseal_value
 
 __all__ = [
+    "REDACTABLE_KINDS",
     "SEALED_FIELDS",
     "SEALED_SET_FIELDS",
     "ZERO_LINK",
@@ -55,11 +57,16 @@ __all__ = [
     "verify_ops",
 ]
 
-_CONTEXT = b"caresync-op-signature/2\n"
+_CONTEXT = b"caresync-op-signature/2\n"  # format 1 ops: per-field digests of every body
+_CONTEXT_V2 = b"caresync-op-signature/3\n"  # format 2 ops: the body itself, but for the redactable kinds
 _PARALLEL_FROM = 256  # runs in a batch from which signatures are checked on two threads (libsodium frees the GIL)
 #: The link before a device's first op (seq 1).
 ZERO_LINK = bytes(16)
 _SCALARS = (str, int, bool, type(None))
+_NESTED = (dict, list)
+
+#: The op kinds whose bodies a ``resident.redact`` rewrites: their signatures cover a digest per body value.
+REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set", "resident.note"})
 
 #: Body keys sealed at capture, by op kind: residents' personal data, what people say, mediation content.
 SEALED_FIELDS: dict[str, frozenset[str]] = {
@@ -93,11 +100,41 @@ def field_digest(value: Any) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
+def _canonical(value: Any) -> Any:
+    """``value`` with the keys of every dict in it sorted, so that its JSON is the same bytes wherever it is made
+    (a body's keys come in the order its maker, or the wire decoder, happened to insert them)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if kind is list and any(type(item) in _NESTED for item in value):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
     """The bytes an op's signature covers: ``prev`` (the link of the device's previous op, :data:`ZERO_LINK` for
-    seq 1), its envelope, then each body key with the digest of its value (or, for a value a redaction erased,
-    the digest it kept)."""
+    seq 1), its envelope, and its body.
+
+    Ops of format 2 and later carry their body itself (keys sorted at every level), in one JSON array with the
+    envelope, except the kinds a redaction may rewrite (:data:`REDACTABLE_KINDS`): those carry, for each body
+    key, the digest of its value (or, for a value a redaction erased, the digest it kept), so a signature
+    still checks after an erasure. Format 1 ops carry digests for every kind. Formats after 2 must keep this
+    message: a replica that defers an op of a newer format still checks its signature.
+    """
     body = op["body"]
+    kind = op["kind"]
+    if op["v"] >= 2 and kind not in REDACTABLE_KINDS:
+        if type(body) is dict:
+            flat = True
+            for value in body.values():
+                if type(value) in _NESTED:
+                    flat = False
+                    break
+            ordered = {key: body[key] for key in sorted(body)} if flat else _canonical(body)
+        else:
+            ordered = _canonical(body)
+        envelope = [op["v"], kind, op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], ordered]
+        return _CONTEXT_V2 + prev + to_json(envelope)
     redacted = body.get("redacted") if type(body) is dict else None
     digests = []
     for key in sorted(body):
@@ -109,7 +146,7 @@ def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
                 digests.append((key, redacted[key]))
                 continue
         digests.append((key, field_digest(value)))
-    envelope = [op["v"], op["kind"], op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], digests]
+    envelope = [op["v"], kind, op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], digests]
     return _CONTEXT + prev + to_json(envelope)
 
 
@@ -178,7 +215,7 @@ _NO_MATCH = "has a signature that does not match its content"
 
 def _raw_sig(op: Mapping[str, Any]) -> bytes | None:
     try:
-        raw = base64.b64decode(op["sig"], validate=True)
+        raw = binascii.a2b_base64(op["sig"], strict_mode=True)
     except (binascii.Error, KeyError, TypeError, ValueError):
         return None
     return raw if len(raw) == 96 else None
@@ -252,17 +289,22 @@ def _check_run(run: list[Mapping[str, Any]], owners: dict[bytes, str]) -> _Found
     fork: OpForkError | None = None
     message = raw = b""
     blake2b = hashlib.blake2b
+    origin = first["origin"]  # a run is one device's
+    key: bytes | None = None
     for i, op in enumerate(run):
         sig = _raw_sig(op)
         if sig is None:
             return op, "has no readable signature"
-        if _owner(sig[:32], owners) != op["origin"]:
-            return op, "is signed by a key that is not its device's"
+        if sig[:32] != key:
+            if _owner(sig[:32], owners) != origin:
+                return op, "is signed by a key that is not its device's"
+            key = sig[:32]
         if i:
             pd = op.get("pd")
+            link = prev.hex()
             if pd is None:
-                op["pd"] = prev.hex()  # type: ignore[index]
-            elif pd != prev.hex():
+                op["pd"] = link  # type: ignore[index]
+            elif pd != link:
                 if not _signed(raw, message):
                     return _name_forged(run[start:i])
                 start, prev = i, bytes.fromhex(pd)
