@@ -152,8 +152,6 @@ def paused_gc() -> Iterator[None]:
         gc.enable()
 
 
-
-
 def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
     """The body of a ``kind`` op written before a redaction of ``fields``: those set to None (``notes`` erases
     note texts), each erased value's digest kept under ``redacted`` so the op's signature still checks. Every
