@@ -7,6 +7,7 @@ Heavy imports (caresync, loro, pycrdt) happen inside the cases, so a process pay
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sqlite3
 import time
@@ -211,20 +212,24 @@ def _floor_rows(plan: Plan) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
     return ops, recs
 
 
-def _floor(cfg: Config, upsert: bool) -> Row:
-    """Times one ``executemany`` of the op rows (and of the record upserts) in one transaction."""
+def _floor(cfg: Config, upsert: bool, signed: bool = False) -> Row:
+    """Times one ``executemany`` of the op rows (and of the record upserts) in one transaction; ``signed`` adds
+    to each row what a signed op carries: 96 bytes of key and signature and the 16-byte link (random bytes)."""
     plan = cfg.plan()
     ops, recs = _floor_rows(plan)
-    path = cfg.workdir / "floor.db"
+    if signed:
+        rng = random.Random(cfg.seed)
+        ops = [(*row, rng.randbytes(96), rng.randbytes(16)) for row in ops]
+    path = cfg.workdir / ("floor_signed.db" if signed else "floor.db")
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode = WAL")
     con.execute("PRAGMA synchronous = NORMAL")
-    con.execute(_FLOOR_DDL)
+    con.execute(_FLOOR_DDL.replace("body TEXT,", "body TEXT, sig BLOB, pd BLOB,") if signed else _FLOOR_DDL)
     if upsert:
         con.execute(_RECORDS_DDL)
     start = time.perf_counter()
     con.execute("BEGIN")
-    con.executemany("INSERT INTO ops VALUES (?, ?, ?, ?, ?, ?)", ops)
+    con.executemany(f"INSERT INTO ops VALUES ({', '.join('?' * len(ops[0]))})", ops)
     if upsert:
         con.executemany(_UPSERT, recs)
     con.execute("COMMIT")
@@ -237,12 +242,19 @@ def _floor(cfg: Config, upsert: bool) -> Row:
     con.close()
     size = file_bytes(path)
     what = "ops + records upsert (LWW on hlc)" if upsert else "floor: sqlite3 executemany insert-only"
+    if signed:
+        what = "the floor's insert, each row with a 96-byte signature and a 16-byte link"
     return _row(plan.ops, seconds, f"{what}; rows pre-encoded; 1 txn", size / plan.ops)
 
 
 def floor_insert(cfg: Config) -> Row:
     """Plain sqlite3: the op rows with one executemany in one transaction."""
     return _floor(cfg, upsert=False)
+
+
+def floor_insert_signed(cfg: Config) -> Row:
+    """The floor with the bytes a signed op adds (for scale: the ``x floor`` ratios stay against the floor)."""
+    return _floor(cfg, upsert=False, signed=True)
 
 
 def floor_insert_upsert(cfg: Config) -> Row:
@@ -531,6 +543,7 @@ CASES: dict[str, Case] = {
     for c in (
         Case("floor_insert", "floor_insert", floor_insert),
         Case("floor_insert_upsert", "floor_insert_upsert", floor_insert_upsert),
+        Case("floor_insert_signed", "floor_insert_signed", floor_insert_signed),
         Case("caresync_local_writes/commit", "caresync_local_writes", local_writes_commit),
         Case("caresync_local_writes/batch", "caresync_local_writes", local_writes_batch),
         Case("caresync_merge/sync_with", "caresync_merge", merge_sync),
