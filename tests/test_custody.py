@@ -157,18 +157,24 @@ def test_enroll_refuses_a_wrong_address_or_a_mistyped_code_before_sending_anythi
 
 
 def test_the_station_side_bundle_commands(tmp_path: Path, make_replica: ReplicaFactory) -> None:
-    from caresync.bundle_cli import bundle
+    from caresync.cli import main as station_cli
 
     device = make_replica("device")
     device.parcels.register(code="E-1", grid="changnan/lane-1")
     path = str(device.path)
     device.close()
     runner = CliRunner()
-    made = runner.invoke(bundle, ["export", str(tmp_path / "d.bundle"), "--replica", path, "--json"])
+    made = runner.invoke(station_cli, ["bundle", "export", str(tmp_path / "d.bundle"), "--db", path, "--json"])
     assert made.exit_code == 0, made.output
     assert json.loads(made.stdout)["ops"] == 1
-    wrong = runner.invoke(bundle, ["import", str(tmp_path / "d.bundle"), "--replica", path])
+    said = runner.invoke(station_cli, ["--lang", "zh", "--db", path, "bundle", "export", str(tmp_path / "e.bundle")])
+    assert said.exit_code == 0 and "已把 1 条未发送的变更写入" in said.output
+    wrong = runner.invoke(station_cli, ["--lang", "en", "bundle", "import", str(tmp_path / "d.bundle"), "--db", path])
     assert wrong.exit_code == 1 and "give it to a courier" in wrong.output and "Traceback" not in wrong.output
+    missing = runner.invoke(
+        station_cli, ["bundle", "export", str(tmp_path / "f.bundle"), "--db", str(tmp_path / "no.db")]
+    )
+    assert missing.exit_code == 1 and not (tmp_path / "no.db").exists()
 
 
 def test_the_station_checks_that_the_contents_sealed_at_pickup_arrived_intact(make_replica: ReplicaFactory) -> None:

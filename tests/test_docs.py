@@ -35,7 +35,6 @@ INTERNAL = {
     "i18n": "message catalogues of the programs",
     "cli": "the caresync command: documented in docs/cli.md",
     "courier_cli": "the caresync-courier command: documented in docs/cli.md",
-    "bundle_cli": "the caresync bundle commands: documented in docs/cli.md",
     "labels": "the words the station's commands show for statuses, kinds and outcomes, in zh and en",
 }
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from ..bundle_cli import bundle
 from ._common import StationGroup, global_options
 from ._devtools import demo, enroll, inspect, sync
+from .bundle import bundle
 from .rounds import conflicts, report, visit
 from .station import dispute, init, resident, ticket, worker
 

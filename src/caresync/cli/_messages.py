@@ -151,6 +151,18 @@ _M: dict[str, tuple[str, str]] = {
         "用法：caresync enroll [文件] 登记码 --server 地址",
         "Usage: caresync enroll [FILE] CODE --server URL",
     ),
+    "bundle.exported": (
+        "已把 {n} 条未发送的变更写入 {file}（中转包 {bundle}，有效期至 {until}）；收到服务器回执前它们仍留在本设备上。",
+        "wrote {n} unsent change(s) to {file} (bundle {bundle}, valid until {until}); they stay on this device "
+        "until the answer comes back",
+    ),
+    "bundle.imported": (
+        "已导入 {answers} 份回执：收到 {received} 条新变更，服务器已保存本设备 {acked} 条变更，拒收 {refused} 条。",
+        "imported {answers} answer(s): {received} new change(s), {acked} of this device's changes stored by the "
+        "server, {refused} refused",
+    ),
+    "bundle.more": ("服务器还有更多内容：请再导出一个中转包。", "the server has more: export another bundle"),
+    "bundle.skipped": ("已跳过：{reason}", "skipped: {reason}"),
     "sync.waiting": ("（{n} 条等待其他设备的变更）", " ({n} waiting for others' changes)"),
     "sync.refused": ("服务器拒收 {kind}（{record}）：{reason}", "refused {kind} on {record}: {reason}"),
     # report
