@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from caresync import ForgedOpError, OpForkError, Replica
-from caresync.signing import ZERO_LINK, chain_link, verify_ops
+from caresync.signing import ZERO_LINK, chain_link, failing_signatures, signature_needed, verify_each, verify_ops
 from caresync.testing import key_for, sign
 from caresync.wire import decode_envelope, encode_envelope
 from tests.conftest import ReplicaFactory
@@ -78,6 +78,18 @@ def test_an_altered_op_anywhere_in_a_run_is_refused_and_named(
     alter(batch[where])
     if form == "compact":
         batch = _compact(batch)
+    if how == "signature bytes" and where < N - 1:
+        # a format 2 link pins the content of the ops before it, not their own signatures: the batch is taken
+        # (its content is what the device signed), and the altered signature is found by whoever relies on it
+        # alone: this replica before it sends the op to the server, the server before it keeps it
+        b.apply_ops(batch)
+        assert b.state_digest() == a.state_digest()
+        verify_ops(batch)  # fills in the links the compact form leaves out, which a check of each op needs
+        assert [(o["origin"], o["seq"]) for o in failing_signatures(batch)] == [(a.id, where + 1)]
+        with pytest.raises(ForgedOpError) as info:
+            verify_each(batch)
+        assert info.value.problems[0][0].startswith(f"op {a.id}:{where + 1} (")
+        return
     with pytest.raises(ForgedOpError, match="altered on the way, or forged") as info:
         b.apply_ops(batch)
     assert info.value.problems[0][0].startswith(f"op {a.id}:{where + 1} (")
@@ -322,3 +334,80 @@ def test_format_2_ops_of_the_redactable_kinds_are_signed_per_value(make_replica:
     redacted = a.export_ops()
     assert redacted[0]["body"]["name"] is None and "redacted" in redacted[0]["body"]
     verify_ops(redacted)
+
+
+def _as_pulled(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ops as a server's pull answer sends them: a signature only on the last op of each run."""
+    needed = signature_needed([(op["origin"], op["seq"], op["v"]) for op in ops])
+    return [
+        op if keep else {k: v for k, v in op.items() if k != "sig"} for op, keep in zip(_copy(ops), needed, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("where", [0, N // 2, N - 1])
+def test_a_run_that_travels_with_one_signature_pins_every_op(make_replica: ReplicaFactory, where: int) -> None:
+    a, ops = _source(make_replica)
+    pulled = _as_pulled(ops)
+    assert [("sig" in op) for op in pulled] == [False] * (N - 1) + [True]
+    b = make_replica("b")
+    before = b.state_digest()
+    altered = _copy(pulled)
+    _alter_content(altered[where])
+    with pytest.raises(ForgedOpError) as info:
+        b.apply_ops(_compact(altered))
+    assert info.value.problems[0][0].startswith(f"op {a.id}:{N} (")  # the signature that no longer matches
+    without_end = _copy(pulled)[:-1]
+    with pytest.raises(ForgedOpError, match="altered on the way") as info:
+        b.apply_ops(without_end)
+    assert "travelled without its signature" in info.value.problems[0][1]
+    assert b.state_digest() == before and b.op_count() == 0
+    b.apply_ops(_compact(pulled))
+    assert b.state_digest() == a.state_digest()
+    assert b.history(ops[0]["eid"])[0].signed_by == a.device_key.public_key.hex()  # known from the run's end
+
+
+def test_ops_held_without_their_signature_are_sent_on_in_checkable_runs(make_replica: ReplicaFactory) -> None:
+    """A replica that holds ops as a pull answer left them (one signature per run) sends them to a peer in runs
+    that end at a signed op, whatever its batches cut, and never pushes them to the server (which has them)."""
+    a, ops = _source(make_replica, notes=40)
+    b, c = make_replica("b"), make_replica("c")
+    b.apply_ops(_as_pulled(ops))
+    assert b.unsent_count() == 1  # only the signed op: the others came as only a pull answer sends them
+    c.sync_with(b, batch_size=7)
+    assert c.state_digest() == a.state_digest() and c.op_count() == len(ops)
+
+
+def test_other_devices_signatures_are_checked_before_they_go_to_the_server(make_replica: ReplicaFactory) -> None:
+    a, ops = _source(make_replica)
+    b = make_replica("b")
+    batch = _copy(ops)
+    _alter_sig(batch[3])
+    b.apply_ops(batch)
+    assert b.unsent_count() == len(ops)
+    store = b._store
+    sent = store.unsent(None, limit=100, own=b.id)
+    assert [(o["origin"], o["seq"]) for o in sent] == [(a.id, s) for s in range(1, N + 1) if s != 4]
+    verify_each(sent)  # every signature that goes out checks
+    assert b.unsent_count() == len(ops) - 1 and b.op_count() == len(ops)  # the op stays, left to its device
+    c = make_replica("c")
+    c.sync_with(b)
+    assert c.state_digest() == a.state_digest()
+
+
+def test_a_run_is_checked_through_the_ops_of_the_batch_already_held(make_replica: ReplicaFactory) -> None:
+    """A pull answer that sends again ops a device holds (a widened scope, a resent page) pins the new ops before
+    them through them: the run's signature is on its last op, held or not."""
+    a, ops = _source(make_replica)
+    b = make_replica("b")
+    pulled = _as_pulled(ops)
+    b.apply_ops(_copy(pulled[5:]))
+    assert b.op_count() == N - 5
+    result = b.apply_ops(_copy(pulled))
+    assert (result.applied, result.duplicates) == (5, N - 5)
+    assert b.state_digest() == a.state_digest()
+    altered = _as_pulled(ops)
+    _alter_content(altered[2])
+    c = make_replica("c")
+    c.apply_ops(_copy(pulled[5:]))
+    with pytest.raises(ForgedOpError):
+        c.apply_ops(altered)

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caresync import InvalidInputError
-from caresync.signing import verify_ops
-from caresync.testing import key_for
-from caresync.wire import MAX_DECODED_BYTES, decode_envelope, encode_envelope
+from caresync.signing import signature_needed, verify_ops
+from caresync.testing import key_for, sign
+from caresync.wire import FORMATS, MAX_DECODED_BYTES, decode_envelope, encode_envelope
 from tests.property.test_fuzz_ops import VALID, json_values
 
 hex16 = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
@@ -66,7 +66,8 @@ def op_like(draw: st.DrawFn) -> dict[str, Any]:
 )
 def test_round_trip_is_exact(ops: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     envelope = {**extra, "ops": ops}
-    assert decode_envelope(encode_envelope(envelope)) == {**extra, "ops": _as_sent(ops)}
+    for fmt in FORMATS:
+        assert decode_envelope(encode_envelope(envelope, fmt)) == {**extra, "ops": _as_sent(ops)}
 
 
 def _as_sent(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +121,7 @@ def test_link_positions_that_do_not_fit_are_refused() -> None:
 
     columns = wire._columns(VALID[1::2])
     for links in ([0, 0], [len(VALID)], [-1], ["0"], {}):
-        packed = wire._pack({**columns, "links": links})
+        packed = wire._pack({**columns, "links": links}, 2)
         packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
         data = b"CS\x02\x01" + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
         trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
@@ -152,7 +153,7 @@ def test_damaged_bytes_are_refused_or_decoded_never_crash(data: st.DataObject) -
     [
         (b"", "not a caresync batch"),
         (b'{"ops": []}', "not a caresync batch"),
-        (b"CS\x03\x01xx", "newer caresync"),
+        (b"CS\x04\x01xx", "newer caresync"),
         (b"CS\x01\x01xx", "older caresync"),
         (b"CS\x02\x01" + b"\x00garbage", "damaged"),
     ],
@@ -208,3 +209,38 @@ def test_signature_bytes_that_do_not_match_the_ops_are_refused() -> None:
         assert "signatures" in str(info.value)
     with pytest.raises(InvalidInputError, match="no ops"):
         decode_envelope(encode_envelope({"cursor": "1"}) + b"\x00" * 64)
+
+
+def _unsigned_inside(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ops as a pull answer sends them: a signature only where no later op of its run follows."""
+    needed = signature_needed([(op["origin"], op["seq"], op["v"]) for op in ops])
+    return [op if keep else {k: v for k, v in op.items() if k != "sig"} for op, keep in zip(ops, needed, strict=True)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ops_without_their_signature_travel_in_every_format(fmt: int) -> None:
+    key = key_for("runs")
+    ops = [sign({**VALID[0], "v": 2, "origin": key.origin, "seq": seq, "hlc": seq << 20}, key) for seq in range(1, 41)]
+    sparse = _unsigned_inside(ops)
+    assert sum("sig" in op for op in sparse) == 1
+    data = encode_envelope({"ops": sparse}, fmt)
+    assert data[2] == fmt
+    back = decode_envelope(data)["ops"]
+    assert [op.get("sig") for op in back] == [op.get("sig") for op in sparse]
+    verify_ops(back)  # one signature checks the run
+    if fmt == 3:  # the positions of the unsigned ops are differences there: a long run costs a few bytes
+        assert len(data) < len(encode_envelope({"ops": sparse}, 2)) - 40
+
+
+@pytest.mark.parametrize("unsigned", [[0, 0], [1, 0], [5, 99], [-1], ["1"]])
+def test_unsigned_positions_that_do_not_fit_are_refused(unsigned: list[Any]) -> None:
+    from caresync import wire
+
+    columns = wire._columns(VALID[1::2])
+    packed = wire._pack(columns, 3)
+    packed[15] = unsigned
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
+    data = b"CS\x03\x01" + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
+    trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
+    with pytest.raises(InvalidInputError, match="damaged"):
+        decode_envelope(data + trailer)

@@ -411,3 +411,60 @@ def test_an_op_that_follows_another_op_than_the_one_held_is_a_fork(
         assert error["code"] == "op_fork" and error["details"][0]["op"] == f"{station.id}:2"
     assert server.counts() == counts
     assert _answer(server.push(token, station.id, ops[2:]))["stored"] == 1  # the op the device really made
+
+
+def test_every_signature_the_server_keeps_is_checked(server: Server, make_replica: ReplicaFactory) -> None:
+    """A run's last signature pins the content of the ops before it, not their own signatures; the server keeps
+    those and sends each on alone where a pull filtered by scope breaks the run, so it checks every one."""
+    import base64
+
+    station = make_replica("station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    for i in range(5):
+        station.tickets.note(ticket.id, f"note {i}")
+    ops = own_ops(station)
+    counts = server.counts()
+    raw = bytearray(base64.b64decode(ops[2]["sig"]))
+    raw[50] ^= 1
+    flipped = {**ops[2], "sig": base64.b64encode(bytes(raw)).decode()}
+    unsigned = {k: v for k, v in ops[2].items() if k != "sig"}
+    for bad, why in ((flipped, "does not match its content"), (unsigned, "travelled without its signature")):
+        for compact in (False, True):
+            response = server.push(token, station.id, [*ops[:2], bad, *ops[3:]], compact=compact)
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error["code"] == "bad_signature"
+            assert f"op {station.id}:3 (ticket.note)" in error["details"][0]["field"]
+            assert why in error["details"][0]["problem"]
+    assert server.counts() == counts
+
+
+def test_pull_answers_carry_one_signature_per_run(server: Server, make_replica: ReplicaFactory) -> None:
+    from caresync.wire import MEDIA_TYPE, decode_envelope
+
+    station, reader, phone = make_replica("station"), make_replica("reader"), make_replica("phone")
+    ts, tr, tp = server.enroll("station"), server.enroll("reader"), server.enroll("phone", "grid_worker", GRID)
+    here = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    away = station.tickets.submit(title="Noise", kind="repair", grid="xinan")
+    for i in range(4):
+        station.tickets.note(here.id, f"here {i}")
+        station.tickets.note(away.id, f"away {i}")
+    assert _answer(server.push(ts, station.id, own_ops(station)))["stored"] == 10
+    for compact in (True, False):
+        everything = server.pull(tr, reader.id, compact=compact)["ops"]
+        assert [("sig" in op) for op in everything] == [False] * 9 + [True]
+        filtered = server.pull(tp, phone.id, compact=compact)["ops"]
+        assert [op["seq"] for op in filtered] == [1, 3, 5, 7, 9]
+        assert all("sig" in op for op in filtered)  # no op of the phone's follows another: each is a run
+    reader.apply_ops(everything)
+    phone.apply_ops(filtered)
+    assert reader.state_digest() == station.state_digest()
+    assert phone.tickets.get(here.id).title == "Leak"
+    # the compact format follows what the device says it reads; a device from before format 3 gets format 2
+    body = {"replica": reader.id, "cursor": "", "limit": 100, "time_ms": START_MS}
+    for accept, fmt in ((MEDIA_TYPE, 2), (f"{MEDIA_TYPE};format=3", 3), (f"{MEDIA_TYPE};format=9", 2)):
+        headers = {"Authorization": f"Bearer {tr}", "Accept": accept}
+        response = server.client.post("/v1/pull", json=body, headers=headers)
+        assert response.content[2] == fmt
+        assert [("sig" in op) for op in decode_envelope(response.content)["ops"]] == [False] * 9 + [True]

@@ -120,7 +120,7 @@ def make_bundle(replica: Replica, *, ttl_hours: int = DEFAULT_TTL_HOURS, now_ms:
         "expires_ms": now + ttl_hours * _HOUR,
         "cursor": store.get_meta(RELAY_CURSOR_META) or "",
         "receipts": json.loads(store.get_meta(_RECEIPTS_META) or "[]"),
-        "ops": store.unsent(None, limit=MAX_BUNDLE_OPS),
+        "ops": store.unsent(None, limit=MAX_BUNDLE_OPS, own=replica.id),
     }
     bundle["sig"] = replica.device_key.sign(canonical(bundle)).hex()
     return bundle

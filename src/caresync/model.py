@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -68,7 +69,8 @@ class HistoryEntry(_Record):
     details: dict[str, Any]
     signed_by: str | None = None
     """The Ed25519 public key (hex) that signed the change; its fingerprint is ``device``. None only for a
-    change written before caresync signed ops (every op received since is checked before it is stored)."""
+    change written before caresync signed ops (every op received since is checked before it is stored: by its
+    own signature, or by the signature of a later op of its device whose chain of links pins it)."""
 
     @property
     def action(self) -> str:
@@ -136,8 +138,9 @@ def _conflicts(state: State) -> list[Conflict]:
     ]
 
 
-def history_of(ops: list[OpDict]) -> list[HistoryEntry]:
-    """History entries for a record's ops (already in HLC order)."""
+def history_of(ops: list[OpDict], key_of: Callable[[str], str | None] | None = None) -> list[HistoryEntry]:
+    """History entries for a record's ops (already in HLC order). ``key_of`` gives a device's public key (hex)
+    for the ops that arrived without their own signature, pinned by a later op of their device."""
     return [
         HistoryEntry(
             op_id=f"{o['origin']}:{o['seq']}",
@@ -147,7 +150,7 @@ def history_of(ops: list[OpDict]) -> list[HistoryEntry]:
             at=ms_to_datetime(o["at"]),
             hlc=o["hlc"],
             details=o["body"],
-            signed_by=signer_of(o),
+            signed_by=signer_of(o) or (key_of(o["origin"]) if key_of is not None and o["v"] >= 2 else None),
         )
         for o in ops
     ]

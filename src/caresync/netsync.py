@@ -25,7 +25,7 @@ import httpx
 
 from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
 from .ops import OpDict, op_id, paused_gc
-from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
+from .wire import FORMAT, MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -132,7 +132,7 @@ class _Link:
         if content is not None:
             headers["Content-Type"] = MEDIA_TYPE
         if compact:
-            headers["Accept"] = f"{MEDIA_TYPE}, application/json;q=0.5"
+            headers["Accept"] = f"{MEDIA_TYPE};format={FORMAT}, application/json;q=0.5"
         url = self.base + path
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
@@ -257,7 +257,7 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     carried: list[OpDict] = []
     done = 0
     while len(carried) < batch:
-        fresh = store.unsent(after, limit=batch - len(carried))
+        fresh = store.unsent(after, limit=batch - len(carried), own=replica.id)
         if not fresh:
             break
         ops = carried + fresh

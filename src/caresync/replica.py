@@ -52,7 +52,7 @@ from .netsync import Refusal, SyncProgressCallback, SyncResult
 from .numbers import TicketNumbers
 from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
 from .schema import ENTITY_TABLES
-from .signing import open_sealed, seal_body, sign_linked, verify_ops
+from .signing import open_sealed, seal_body, sign_linked, signer_of, verify_ops
 from .store import IngestResult, Store
 
 __all__ = [
@@ -131,6 +131,7 @@ class Replica:
         self._station_public_key: bytes | None = bytes.fromhex(public) if public else None
         self._station_key: StationKey | None = StationKey(bytes.fromhex(secret)) if secret else None
         self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding the station key
+        self._device_keys: dict[str, str | None] = {}  # device id -> its public key (hex), for history
         self.tickets = Tickets(self)
         self.residents = Residents(self)
         self.visits = Visits(self)
@@ -342,7 +343,7 @@ class Replica:
         if self._station_key is not None:
             state = open_sealed(state, self._station_key, self._opened)
             ops = [{**op, "body": open_sealed(op["body"], self._station_key, self._opened)} for op in ops]
-        return build_record(state, history_of(ops))
+        return build_record(state, history_of(ops, self._device_public_key))
 
     def _records(self, entity: EntityType, where: str = "", params: Iterable[Any] = (), order: str = "id") -> list[Any]:
         self._store.settle()
@@ -356,7 +357,16 @@ class Replica:
         ops = self._store.ops_of(entity_id)
         if self._station_key is not None:
             ops = [{**op, "body": open_sealed(op["body"], self._station_key, self._opened)} for op in ops]
-        return history_of(ops)
+        return history_of(ops, self._device_public_key)
+
+    def _device_public_key(self, origin: str) -> str | None:
+        """The public key (hex) of device ``origin``, from any op of it held with its signature (checked then:
+        its key's fingerprint is ``origin``)."""
+        key = self._device_keys.get(origin)
+        if key is None:
+            rows = self._store.sql("SELECT sig FROM ops WHERE origin = ? AND sig IS NOT NULL LIMIT 1", (origin,))
+            key = self._device_keys[origin] = signer_of({"sig": rows[0][0]}) if rows else None
+        return key
 
     # --- keys -----------------------------------------------------------------------------------------------
 

@@ -10,14 +10,17 @@ cannot be recovered from it when it was sealed (sealed text is random).
 
 **The chain.** The message also covers ``prev``, the *link* of the device's previous op (seq - 1; 16 zero
 bytes for seq 1), and every op with seq > 1 carries that link as ``pd`` (32 hex digits). An op's link is
-``blake2b-128(signing_message(op, prev) || public key || signature)`` (:func:`chain_link`): it covers the
-signature bytes too, so a valid signature on the last op of a run of consecutive seqs pins the content, key
-and signature of every op before it in the run. :func:`verify_ops` therefore checks one Ed25519 signature per
-run (plus each op's key fingerprint), and only when a run fails checks its ops one by one to name the forged
-one. A receiver derives ``pd`` for an op whose predecessor is in the same batch (the compact wire form leaves
-it out there, see :mod:`caresync.wire`) and stores it, so it can send the op on without its predecessor (a
-pull filtered by scope, an op the server refused). Redaction keeps links valid: it never touches ``sig``, and
-the body digests the message covers survive it.
+``blake2b-128(signing_message(op, prev))`` for format 2 ops (:func:`chain_link`; format 1 links also covered the
+key and the signature), so a valid signature on the last op of a run of consecutive seqs pins the content of every
+op before it: :func:`verify_ops` checks one Ed25519 signature per run (plus the key fingerprint of every signature
+present), and ops inside a run may travel without theirs (pull answers leave them out, see
+:func:`signature_needed`). Their own signatures, when present, are not pinned: the server checks each one
+before it keeps it (:func:`verify_each`), and a replica checks those of other devices' ops before it sends them
+on to the server (:func:`failing_signatures`). When a run fails, the signatures present are checked one by one
+to name the forged op. A receiver derives ``pd`` for an op whose predecessor is in the same batch (the compact
+wire form leaves it out there, see :mod:`caresync.wire`) and stores it, so it can send the op on without its
+predecessor (a pull filtered by scope, an op the server refused). Redaction keeps links valid: it never touches
+``sig``, and the body digests the message covers survive it.
 
 **Sealing.** The private fields of :data:`SEALED_FIELDS` are sealed to the station's X25519 public key on the
 device that captures them, before the op is signed: logs, the server and relays hold ciphertext only, and
@@ -47,13 +50,17 @@ __all__ = [
     "SEALED_SET_FIELDS",
     "ZERO_LINK",
     "chain_link",
+    "failing_signatures",
     "field_digest",
+    "linkable",
     "open_sealed",
     "seal_body",
     "sign_linked",
     "sign_op",
+    "signature_needed",
     "signer_of",
     "signing_message",
+    "verify_each",
     "verify_ops",
 ]
 
@@ -183,15 +190,77 @@ def sign_linked(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -
     message = signing_message(op, prev)
     raw = key.public_key + key.sign(message)
     op["sig"] = base64.b64encode(raw).decode("ascii")
-    return hashlib.blake2b(message + raw, digest_size=16).digest()
+    return hashlib.blake2b(message if op["v"] >= 2 else message + raw, digest_size=16).digest()
 
 
 def chain_link(op: Mapping[str, Any], prev: bytes | None = None) -> bytes:
-    """The link of a signed op, which the device's next op commits to: blake2b-128 of its signing message,
-    public key and signature. ``prev`` defaults to the link the op names (its ``pd``; zeros for seq 1)."""
+    """The link of an op, which the device's next op commits to: blake2b-128 of its signing message (format 2 and
+    later; the op needs no signature for it), or of its message, public key and signature (format 1, which
+    must be signed). ``prev`` defaults to the link the op names (its ``pd``; zeros for seq 1)."""
     if prev is None:
         prev = _prev_of(op)
-    return hashlib.blake2b(signing_message(op, prev) + base64.b64decode(op["sig"]), digest_size=16).digest()
+    message = signing_message(op, prev)
+    if op["v"] >= 2:
+        return hashlib.blake2b(message, digest_size=16).digest()
+    return hashlib.blake2b(message + base64.b64decode(op["sig"]), digest_size=16).digest()
+
+
+def linkable(op: Mapping[str, Any]) -> bool:
+    """Whether :func:`chain_link` can be computed for ``op``: it names its predecessor (or is its device's
+    first), and it is of format 2 or later or signed (ops from before signing and chaining have no link)."""
+    return (op["seq"] == 1 or bool(op.get("pd"))) and (op["v"] >= 2 or bool(op.get("sig")))
+
+
+def signature_needed(keys: Sequence[tuple[str, int, int]]) -> list[bool]:
+    """For the ``(origin, seq, v)`` of each op of a batch, whether its signature must travel with it: a format 2
+    op whose successor (seq + 1, same device, format 2 or later) is in the batch too is pinned by the link the
+    successor signs, so the receiver checks the signature at the end of the run instead (:func:`verify_ops`).
+    Pull answers leave the others out."""
+    later = {(origin, seq) for origin, seq, v in keys if v >= 2}
+    return [v < 2 or (origin, seq + 1) not in later for origin, seq, v in keys]
+
+
+def verify_each(ops: Sequence[Mapping[str, Any]]) -> None:
+    """Checks every op's own signature against the link it names. The server does, for what devices push, before
+    it keeps them: it sends any of them on alone, where a pull filtered by scope breaks a run, and the receiver
+    then checks that signature. Call after :func:`verify_ops`, which fills in the links a batch leaves out.
+
+    Raises:
+        ForgedOpError: naming the first op whose signature is missing, unreadable, not its device's, or does
+            not match.
+    """
+    if len(ops) >= _PARALLEL_FROM:
+        half = len(ops) // 2
+        with ThreadPoolExecutor(2) as pool:
+            parts = list(pool.map(_first_bad, [ops[:half], ops[half:]]))
+        found = next((f for f in parts if f is not None), None)
+    else:
+        found = _first_bad(ops)
+    if found is not None:
+        raise _forged(*found)
+
+
+def failing_signatures(ops: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The ops whose own signature does not check (missing, unreadable, not their device's, not matching): a
+    replica keeps the signatures of ops inside a run unchecked (the run's last one pins their content), and
+    checks those of other devices' ops with this before it sends them to the server, which checks each."""
+    return [op for op in ops if _first_bad([op]) is not None]
+
+
+def _first_bad(ops: Sequence[Mapping[str, Any]]) -> _Found | None:
+    owners: dict[bytes, str] = {}
+    for op in ops:
+        raw = _raw_sig(op)
+        if raw is None:
+            return op, "has no readable signature" if op.get("sig") else "travelled without its signature"
+        if _owner(raw[:32], owners) != op["origin"]:
+            return op, "is signed by a key that is not its device's"
+        prev = _first_prev(op)
+        if type(prev) is not bytes:
+            return prev  # type: ignore[return-value]
+        if not _signed(raw, signing_message(op, prev)):
+            return op, _NO_MATCH
+    return None
 
 
 def signer_of(op: Mapping[str, Any]) -> str | None:
@@ -211,6 +280,13 @@ def _forged(op: Mapping[str, Any], why: str) -> ForgedOpError:
 
 _Found = tuple[Mapping[str, Any], str]
 _NO_MATCH = "has a signature that does not match its content"
+_NO_MATCH_RUN = (
+    "has a signature that does not match its content or that of an op before it in the batch that travelled "
+    "without its own signature"
+)
+_UNCHECKABLE = (
+    "cannot be checked: it travelled without its signature, and no later op of its device in the batch carries one"
+)
 
 
 def _raw_sig(op: Mapping[str, Any]) -> bytes | None:
@@ -275,8 +351,9 @@ def _signed(raw: bytes, message: bytes) -> bool:
 
 
 def _check_run(run: list[Mapping[str, Any]], owners: dict[bytes, str]) -> _Found | OpForkError | None:
-    """Checks one run: every key's fingerprint, every link, and the signature of the last op only (its link
-    pins every op before it). Fills in ``pd`` where the batch left it out (it is derived from the run).
+    """Checks one run: every link, the key fingerprint of every signature present, and the signature of the
+    last op only (its link pins the content of every op before it; for format 1 ops, their signatures too).
+    Fills in ``pd`` where the batch left it out (it is derived from the run).
 
     An op whose ``pd`` names another predecessor than the op before it in the run starts a new part, checked
     the same way: if every part is signed, the device signed two histories (a fork); if not, the op whose own
@@ -287,31 +364,41 @@ def _check_run(run: list[Mapping[str, Any]], owners: dict[bytes, str]) -> _Found
         return prev  # type: ignore[return-value]
     start = 0
     fork: OpForkError | None = None
-    message = raw = b""
+    message = b""
+    raw: bytes | None = None
     blake2b = hashlib.blake2b
     origin = first["origin"]  # a run is one device's
     key: bytes | None = None
     for i, op in enumerate(run):
-        sig = _raw_sig(op)
-        if sig is None:
-            return op, "has no readable signature"
-        if sig[:32] != key:
-            if _owner(sig[:32], owners) != origin:
-                return op, "is signed by a key that is not its device's"
-            key = sig[:32]
+        current = op.get("sig")
+        sig: bytes | None = None
+        if current is not None:
+            sig = _raw_sig(op)
+            if sig is None:
+                return op, "has no readable signature"
+            if sig[:32] != key:
+                if _owner(sig[:32], owners) != origin:
+                    return op, "is signed by a key that is not its device's"
+                key = sig[:32]
+        elif op["v"] < 2:
+            return op, "has no readable signature"  # a format 1 link covers the signature
         if i:
             pd = op.get("pd")
             link = prev.hex()
             if pd is None:
                 op["pd"] = link  # type: ignore[index]
             elif pd != link:
+                if raw is None:
+                    return run[i - 1], _UNCHECKABLE
                 if not _signed(raw, message):
                     return _name_forged(run[start:i])
                 start, prev = i, bytes.fromhex(pd)
                 fork = fork or _fork(run[i - 1], op)
         message = signing_message(op, prev)
         raw = sig
-        prev = blake2b(message + raw, digest_size=16).digest()
+        prev = blake2b(message if op["v"] >= 2 else message + sig, digest_size=16).digest()  # type: ignore[operator]
+    if raw is None:
+        return run[-1], _UNCHECKABLE
     if not _signed(raw, message):
         return _name_forged(run[start:])
     return fork
@@ -336,17 +423,17 @@ def _fork(held: Mapping[str, Any], op: Mapping[str, Any]) -> OpForkError:
 
 
 def _name_forged(run: list[Mapping[str, Any]]) -> _Found:
-    """The first op of a failed run whose own signature does not check (each op against the link before it)."""
+    """The first op of a failed run whose own signature does not check (each op against the link before it),
+    or its last op when every signature present checks (then an op without its own signature was altered)."""
     prev = _first_prev(run[0])
     assert type(prev) is bytes  # _check_run returned earlier otherwise
     for op in run:
-        raw = _raw_sig(op)
-        assert raw is not None
+        raw = _raw_sig(op) if op.get("sig") is not None else None
         message = signing_message(op, prev)
-        if not _signed(raw, message):
+        if raw is not None and not _signed(raw, message):
             return op, _NO_MATCH
-        prev = hashlib.blake2b(message + raw, digest_size=16).digest()
-    return run[-1], _NO_MATCH
+        prev = hashlib.blake2b(message if op["v"] >= 2 else message + raw, digest_size=16).digest()  # type: ignore[operator]
+    return run[-1], _NO_MATCH_RUN
 
 
 def _check_runs(runs: Sequence[list[Mapping[str, Any]]]) -> _Found | OpForkError | None:
@@ -382,12 +469,14 @@ def verify_ops(ops: Sequence[Mapping[str, Any]]) -> None:
     the ``pd`` of each op whose predecessor is in the batch when it lacks one.
 
     The batch is split by device into runs of consecutive seqs; each run's ops are linked in order and only
-    the last op's signature is checked (see the module doc). The first op of a run needs its ``pd`` unless
-    its seq is 1: a caller that holds its predecessor fills it in first (:meth:`caresync.store.Store.ingest`).
+    the last op's signature is checked (see the module doc): format 2 ops before it may come without theirs.
+    The first op of a run needs its ``pd`` unless its seq is 1: a caller that holds its predecessor fills it in
+    first (:meth:`caresync.store.Store.ingest`).
 
     Raises:
-        ForgedOpError: naming an op whose signature is missing, not its device's, or does not match, whose
-            link was altered, or that cannot be checked because its link is missing.
+        ForgedOpError: naming an op whose signature does not match or is not its device's, a format 1 op
+            without one, the last op of a run without one, an op whose link was altered, or one that cannot be
+            checked because its link is missing.
         OpForkError: every op is signed, but one names another predecessor than the op of that identity in
             the batch: its device signed two histories.
     """

@@ -34,7 +34,7 @@ from .errors import OpForkError, StoreError, StoreVersionError
 from .merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
 from .ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, paused_gc, redact_body
 from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
-from .signing import ZERO_LINK, chain_link
+from .signing import ZERO_LINK, chain_link, failing_signatures, linkable
 
 __all__ = ["IngestResult", "Store"]
 
@@ -62,6 +62,27 @@ class IngestResult:
     refolded: int = 0
     records: int = 0
     max_hlc_by_origin: dict[str, int] = field(default_factory=dict)
+
+
+def _closing(fresh: list[OpDict], batch: list[OpDict]) -> list[OpDict]:
+    """The ops of ``batch`` already held that a run of ``fresh`` ops needs to be checked: a run that ends at an
+    op that came without its signature (a pull answer leaves it out when the device's next op follows in the
+    answer) is pinned by the next ops of the batch, up to a signed one, even when those are held already."""
+    if all("sig" in op for op in fresh):
+        return []
+    new = {(op["origin"], op["seq"]) for op in fresh}
+    by_id = {(op["origin"], op["seq"]): op for op in batch}
+    extra: list[OpDict] = []
+    for op in fresh:
+        origin, seq = op["origin"], op["seq"] + 1
+        if "sig" in op or (origin, seq) in new:
+            continue
+        while (nxt := by_id.get((origin, seq))) is not None and (origin, seq) not in new:
+            extra.append(nxt)
+            if "sig" in nxt:
+                break
+            seq += 1
+    return extra
 
 
 def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
@@ -295,15 +316,19 @@ class Store:
             fresh = fresh_known + fresh_deferred
             ends, forks = self._link_to_held(fresh, origins)
             if verify is not None:
-                verify(fresh)  # first: an altered pd is a forgery, a signed one that disagrees a fork
+                # first: an altered pd is a forgery, a signed one that disagrees a fork
+                verify(fresh + _closing(fresh, known + deferred))
             if forks:
                 raise forks[0]
             if verify is not None:
                 self._check_held_successors(ends, origins)
             self._apply_redactions(fresh_known)
+            # an op that came without its signature (pinned by a later op's link) came from a server's pull
+            # answer, at first or second hand: the server holds it, so it is never pushed (it could not be: the
+            # server keeps only ops it checked the signature of)
             mark = int(sent)
-            rows = [_op_row(o, 1, mark) for o in fresh_known]
-            rows += [_op_row(o, 0, mark) for o in fresh_deferred]
+            rows = [_op_row(o, 1, mark if "sig" in o else 1) for o in fresh_known]
+            rows += [_op_row(o, 0, mark if "sig" in o else 1) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
             if len(rows) >= _BULK and not self.sql("SELECT 1 FROM ops LIMIT 1"):
@@ -470,7 +495,7 @@ class Store:
                 for before in ops_from_rows(
                     self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq IN ({marks})", [origin, *part])
                 ):
-                    if "sig" not in before or (before["seq"] > 1 and "pd" not in before):
+                    if not linkable(before):
                         continue  # held from before ops were signed or chained: nothing to link to
                     op = items[before["seq"] + 1]
                     link = chain_link(before).hex()
@@ -499,7 +524,7 @@ class Store:
                     [origin, *part],
                 ):
                     op = last[seq - 1]
-                    if "sig" in op and chain_link(op).hex() != pd:
+                    if linkable(op) and chain_link(op).hex() != pd:
                         raise _fork(op, f"is not the op that op {origin}:{seq}, held here, follows")
 
     @staticmethod
@@ -660,10 +685,12 @@ class Store:
             if held == 0 or (contig >= held and since >= contig):
                 continue
             out.extend(
-                ops_from_rows(
-                    self.sql(
-                        f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?",
-                        (origin, since, limit - len(out)),
+                self._checkable(
+                    ops_from_rows(
+                        self.sql(
+                            f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?",
+                            (origin, since, limit - len(out)),
+                        )
                     )
                 )
             )
@@ -671,16 +698,75 @@ class Store:
                 break
         return out
 
+    def _checkable(self, ops: list[OpDict]) -> list[OpDict]:
+        """One device's ops (in seq order) as a receiver can check them: every run of consecutive seqs must end
+        at an op that carries its signature (:func:`caresync.signing.verify_ops`). Ops that came in a pull
+        answer without theirs (see :func:`caresync.signing.signature_needed`) are followed by held ones up to a
+        signed op; a run cut short by the page is completed from the log, and ops whose run no held signed op
+        closes (a scope change purged it) are left out: the receiver gets them from the server."""
+        if not ops or all("sig" in op for op in ops):
+            return ops
+        origin = ops[0]["origin"]
+        while "sig" not in ops[-1]:
+            more = ops_from_rows(
+                self.sql(
+                    f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq > ? ORDER BY seq LIMIT 1000",
+                    (origin, ops[-1]["seq"]),
+                )
+            )
+            run: list[OpDict] = []
+            for op in more:
+                if op["seq"] != ops[-1]["seq"] + len(run) + 1:
+                    break
+                run.append(op)
+                if "sig" in op:
+                    break
+            ops.extend(run)
+            if len(run) < 1000:
+                break  # closed by a signed op, or by a gap (or the end of the log): nothing more to follow
+        kept: list[OpDict] = []
+        closed = False  # whether the op after the current one is kept and consecutive
+        for op in reversed(ops):
+            closed = "sig" in op or (closed and kept[-1]["seq"] == op["seq"] + 1)
+            if closed:
+                kept.append(op)
+        kept.reverse()
+        return kept
+
     # --- what the sync server has ----------------------------------------------------------------------------
 
-    def unsent(self, after: tuple[int, str, int] | None, *, limit: int) -> list[OpDict]:
-        """Up to ``limit`` ops the server has not acknowledged, in ``(hlc, origin, seq)`` order after ``after``."""
+    def unsent(self, after: tuple[int, str, int] | None, *, limit: int, own: str | None = None) -> list[OpDict]:
+        """Up to ``limit`` ops the server has not acknowledged, in ``(hlc, origin, seq)`` order after ``after``.
+
+        With ``own`` (this replica's id), the signatures of other devices' ops are checked first: they came in
+        runs whose last signature was checked, so theirs were not, and the server refuses a batch with one that
+        does not check. An op whose signature fails loses it and is left to its own device to send (it stays
+        here, pinned by the run it came in)."""
         where, params = ("", []) if after is None else ("AND (hlc, origin, seq) > (?, ?, ?)", list(after))
         rows = self.sql(
             f"SELECT {_OP_COLUMNS} FROM ops WHERE sent = 0 {where} ORDER BY hlc, origin, seq LIMIT ?",
             [*params, limit],
         )
-        return ops_from_rows(rows)
+        ops = ops_from_rows(rows)
+        if own is None:
+            return ops
+        bad = failing_signatures([op for op in ops if op["origin"] != own])
+        if not bad:
+            return ops
+        with self.write():
+            self._many(
+                "UPDATE ops SET sig = NULL, sent = 1 WHERE origin = ? AND seq = ?",
+                [(o["origin"], o["seq"]) for o in bad],
+            )
+        self.log.warning(
+            "dropped the signatures of %d op(s) of other devices that did not check (first: %s:%s); their own "
+            "devices send them to the server",
+            len(bad),
+            bad[0]["origin"],
+            bad[0]["seq"],
+        )
+        dropped = {id(op) for op in bad}
+        return [op for op in ops if id(op) not in dropped]
 
     def unsent_stats(
         self, *, besides: tuple[tuple[int, str, int], tuple[int, str, int]] | None = None

@@ -57,7 +57,7 @@ from pydantic_core import from_json, to_json
 
 from .errors import InvalidInputError
 
-__all__ = ["MAX_DECODED_BYTES", "MEDIA_TYPE", "decode_envelope", "encode_envelope"]
+__all__ = ["FORMAT", "FORMATS", "MAX_DECODED_BYTES", "MEDIA_TYPE", "decode_envelope", "encode_envelope"]
 
 #: The HTTP media type of the compact form.
 MEDIA_TYPE = "application/x-caresync-batch"
@@ -65,7 +65,10 @@ MEDIA_TYPE = "application/x-caresync-batch"
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 _MAGIC = b"CS"
-_FORMAT = 2
+#: The format this library writes by default; it reads every format in :data:`FORMATS`.
+FORMAT = 3
+#: Formats this library reads: 2, and 3, which lists the ops without a signature as differences of positions.
+FORMATS = (2, 3)
 _KEY = 32
 _SIG = 64
 _LINK = 16
@@ -276,9 +279,13 @@ def _packed_zeros(values: list[int]) -> list[int]:
     return values if any(values) else []
 
 
-def _pack(columns: dict[str, Any]) -> list[Any]:
+def _pack(columns: dict[str, Any], fmt: int) -> list[Any]:
     """The columns as one positional list (no keys), leaving out what is implied: indexes into one-value
-    tables, all-zero columns, bodies that all travel in the ``set`` columns."""
+    tables, all-zero columns, bodies that all travel in the ``set`` columns. Format 3 lists the unsigned ops'
+    positions as differences (format 2 as they are)."""
+    unsigned = columns["unsigned"]
+    if fmt >= 3:
+        unsigned = [b - a for a, b in zip([0, *unsigned], unsigned, strict=False)]
     eid = columns["eid"]
     packed_eid = [eid["t"], _packed_zeros(eid["p"]), _packed_zeros(eid["o"]), eid["n"]]
     if "raw" in eid:
@@ -300,7 +307,7 @@ def _pack(columns: dict[str, Any]) -> list[Any]:
         columns["origins"],
         len(columns["keys"]),
         columns["key"],
-        columns["unsigned"],
+        unsigned,
         columns["links"],
     ]
 
@@ -355,21 +362,24 @@ def _unpack(packed: Any) -> dict[str, Any]:
     }
 
 
-def encode_envelope(envelope: Mapping[str, Any]) -> bytes:
-    """The compact form of ``envelope`` (its ``"ops"``, if any, by column)."""
+def encode_envelope(envelope: Mapping[str, Any], fmt: int = FORMAT) -> bytes:
+    """The compact form of ``envelope`` (its ``"ops"``, if any, by column), in format ``fmt`` (one of
+    :data:`FORMATS`: a server answers a device in the newest format it says it reads)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt} is not one of {FORMATS}")
     plain = {key: value for key, value in envelope.items() if key != "ops"}
     ops = envelope.get("ops")
     trailer = b""
     if ops is not None:
         if ops:
             columns = _columns(ops)
-            plain["ops"] = _pack(columns)
+            plain["ops"] = _pack(columns, fmt)
             trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
         else:
             plain["ops"] = [0]
     packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICT_1)
     data = packer.compress(to_json(plain)) + packer.flush()
-    return _MAGIC + bytes((_FORMAT, _DEFLATE_DICT_1)) + data + trailer
+    return _MAGIC + bytes((fmt, _DEFLATE_DICT_1)) + data + trailer
 
 
 def decode_envelope(data: bytes) -> dict[str, Any]:
@@ -384,12 +394,13 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
     if data[2] == 1:
         raise InvalidInputError(
             "This batch was written by an older caresync, from before ops were signed; upgrade the device that sent it",
-            [("body", "format 1; this caresync reads format 2")],
+            [("body", "format 1; this caresync reads formats 2 and 3")],
         )
-    if data[2] != _FORMAT or data[3] != _DEFLATE_DICT_1:
+    fmt = data[2]
+    if fmt not in FORMATS or data[3] != _DEFLATE_DICT_1:
         raise InvalidInputError(
             "This batch was written by a newer caresync; upgrade to read it",
-            [("body", f"format {data[2]}, compression {data[3]}; this caresync reads format 2, compression 1")],
+            [("body", f"format {fmt}, compression {data[3]}; this caresync reads formats 2 and 3, compression 1")],
         )
     unpacker = zlib.decompressobj(-15, zdict=_DICT_1)
     try:
@@ -410,7 +421,7 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
         raise InvalidInputError("A batch must hold a JSON object", [("body", f"got {type(plain).__name__}")])
     if "ops" in plain:
         packed = plain["ops"]
-        plain["ops"] = [] if packed == [0] else _ops_from_columns(_unpack(packed), unpacker.unused_data)
+        plain["ops"] = [] if packed == [0] else _ops_from_columns(_unpack(packed), unpacker.unused_data, fmt)
     elif unpacker.unused_data:
         raise _damaged("signatures", "bytes follow a batch that has no ops")
     return plain
@@ -517,14 +528,20 @@ def _links_from(columns: dict[str, Any], n: int) -> list[int]:
 
 
 def _signatures_from(
-    columns: dict[str, Any], n: int, origins: list[str], trailer: bytes, linked: int
+    columns: dict[str, Any], n: int, origins: list[str], trailer: bytes, linked: int, fmt: int
 ) -> list[str | None]:
     count = columns.get("keys")
     if type(count) is not int or not 0 <= count <= n:
         raise _damaged("keys", "is not a count of public keys")
     unsigned = columns.get("unsigned")
-    if not isinstance(unsigned, list) or any(type(i) is not int or not 0 <= i < n for i in unsigned):
+    if not isinstance(unsigned, list) or any(type(i) is not int or i < 0 for i in unsigned):
         raise _damaged("unsigned", "is not a list of op positions")
+    if fmt >= 3:
+        unsigned = list(accumulate(unsigned))
+        if any(b <= a for a, b in pairwise(unsigned)):
+            raise _damaged("unsigned", "is not a list of increasing op positions")
+    if any(i >= n for i in unsigned):
+        raise _damaged("unsigned", "names an op the batch does not hold")
     unsigned_set = set(unsigned)
     if len(trailer) != count * _KEY + (n - len(unsigned_set)) * _SIG + linked * _LINK:
         raise _damaged("signatures", "the keys and signatures after the columns do not match the ops")
@@ -544,7 +561,7 @@ def _signatures_from(
     return out
 
 
-def _ops_from_columns(columns: Any, trailer: bytes = b"") -> list[dict[str, Any]]:
+def _ops_from_columns(columns: Any, trailer: bytes = b"", fmt: int = FORMAT) -> list[dict[str, Any]]:
     if not isinstance(columns, dict) or type(columns.get("n")) is not int or columns["n"] < 0:
         raise _damaged("n", "the op columns lack their count")
     n = columns["n"]
@@ -572,7 +589,7 @@ def _ops_from_columns(columns: Any, trailer: bytes = b"") -> list[dict[str, Any]
         set_bodies = iter(_set_bodies(columns.get("set"), origins, set_count))
         bodies = [next(set_bodies) if body is None else body for body in bodies]
     linked = _links_from(columns, n)
-    sigs = _signatures_from(columns, n, origins, trailer, len(linked))
+    sigs = _signatures_from(columns, n, origins, trailer, len(linked), fmt)
     ops = [
         {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b, "sig": g}
         for v, k, o, s, h, e, a, t, b, g in zip(

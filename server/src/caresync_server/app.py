@@ -19,8 +19,8 @@ from typing import Annotated, Any, cast
 
 from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError, OpForkError
 from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
-from caresync.signing import verify_ops
-from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
+from caresync.signing import verify_each, verify_ops
+from caresync.wire import FORMATS, MEDIA_TYPE, decode_envelope, encode_envelope
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -218,7 +218,8 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     offset = now - body.time_ms
     limit = min(body.limit, ctx.settings.max_pull_limit)
     page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
-    if _accepts(request.headers.get("accept", ""), MEDIA_TYPE):
+    fmt = _compact_format(request.headers.get("accept", ""))
+    if fmt is not None:
         envelope = {
             "ops": ops_from_rows(page.rows),
             "cursor": _format_cursor(page.cursor),
@@ -226,7 +227,7 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
             "server_time_ms": now,
             "clock_offset_ms": offset,
         }
-        return Response(encode_envelope(envelope), media_type=MEDIA_TYPE)
+        return Response(encode_envelope(envelope, fmt), media_type=MEDIA_TYPE)
     return _json_answer(_pull_json(page, now, offset), request)
 
 
@@ -421,6 +422,7 @@ def _validated(raw_ops: list[Any]) -> list[OpDict]:
         )
     try:
         verify_ops(known)  # also fills in the pd links the batch left out, which are stored with the ops
+        verify_each(known)  # every signature kept here may be sent on alone (a pull filtered by scope)
     except ForgedOpError as exc:
         raise ApiError(
             ErrorCode.BAD_SIGNATURE,
@@ -484,6 +486,24 @@ def _parse_cursor(cursor: str) -> int:
         "start over.",
         [{"field": "cursor", "problem": f"{cursor[:40]!r} is not a cursor of this server"}],
     )
+
+
+def _compact_format(accept: str) -> int | None:
+    """The compact format to answer in: None when the Accept header does not name the compact form, else the
+    newest of the formats it lists (``application/x-caresync-batch;format=3``) that this server writes; 2 when
+    it lists none (devices from before format 3)."""
+    if not _accepts(accept, MEDIA_TYPE):
+        return None
+    listed: set[int] = set()
+    for part in accept.split(","):
+        name, *params = (p.strip() for p in part.split(";"))
+        if name.lower() == MEDIA_TYPE:
+            for param in params:
+                key, _, value = param.partition("=")
+                if key.strip().lower() == "format" and value.strip().isdigit():
+                    listed.add(int(value))
+    usable = listed & set(FORMATS)
+    return max(usable) if usable else 2
 
 
 def _accepts(accept: str, media: str) -> bool:

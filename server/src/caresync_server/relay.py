@@ -24,7 +24,7 @@ from typing import Annotated, Any, cast
 from caresync.bundles import check_bundle, seal_answer
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
 from caresync.ops import ops_from_rows, validate_ops
-from caresync.signing import verify_ops
+from caresync.signing import verify_each, verify_ops
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -239,6 +239,7 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
         for op in known:
             body_text(op["body"]).encode()
         verify_ops(known)
+        verify_each(known)
     except ForgedOpError as exc:
         return _refusal("bad_signature", f"Bundle {bundle_id} holds an op its device did not sign: {exc}", bundle_id)
     except OpForkError as exc:

@@ -41,7 +41,7 @@ from caresync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_
 from caresync.errors import InvalidInputError
 from caresync.keys import DeviceKey, origin_of, verify_signature
 from caresync.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
-from caresync.signing import chain_link
+from caresync.signing import chain_link, linkable, signature_needed
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -996,10 +996,11 @@ class Storage:
             if scope is not None:
                 query = query.where(scope)
             rows = [tuple(r) for r in conn.execute(query)]
+        page = _without_inner_signatures([r[:-1] for r in rows])
         if len(rows) == limit:
             cursor = int(rows[-1][-1])
-            return PullPage([r[:-1] for r in rows], cursor, cursor < top)
-        return PullPage([r[:-1] for r in rows], end, end < top)
+            return PullPage(page, cursor, cursor < top)
+        return PullPage(page, end, end < top)
 
     # --- the push transaction --------------------------------------------------------------------------------
 
@@ -1028,12 +1029,12 @@ class Storage:
             for held in ops_from_rows([tuple(r) for r in rows]):
                 items = by_origin[held["origin"]]
                 after, before = items.get(held["seq"] + 1), items.get(held["seq"] - 1)
-                if after is not None and after.get("pd") and _linkable(held) and chain_link(held).hex() != after["pd"]:
+                if after is not None and after.get("pd") and linkable(held) and chain_link(held).hex() != after["pd"]:
                     raise _link_fork(held, after)
                 if (
                     before is not None
                     and held.get("pd")
-                    and _linkable(before)
+                    and linkable(before)
                     and chain_link(before).hex() != held["pd"]
                 ):
                     raise _link_fork(before, held)
@@ -1273,9 +1274,11 @@ class Storage:
         return bodies
 
 
-def _linkable(op: OpDict) -> bool:
-    """True when an op's link can be computed: it is signed, and names its predecessor's (or is a first op)."""
-    return "sig" in op and (op["seq"] == 1 or "pd" in op)
+def _without_inner_signatures(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Op rows with the signature left out where the op after it in the page pins it
+    (:func:`caresync.signing.signature_needed`): the receiver checks one signature per run of a device's ops."""
+    needed = signature_needed([(r[0], r[1], r[5]) for r in rows])
+    return [row if keep else (*row[:9], None, *row[10:]) for row, keep in zip(rows, needed, strict=True)]
 
 
 def _link_fork(first: OpDict, then: OpDict) -> ApiError:
