@@ -318,9 +318,9 @@ class Store:
 
     def _insert(self, statement: str, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Runs an insert ``statement`` into ``table`` for each row. A large batch into an empty table (the log, or
-        the rows of a record type, in a first sync) is inserted without the table's secondary indexes, which are
-        then rebuilt from the sorted rows (in the same transaction, with the same statements): cheaper than
-        inserting each row into them at random places, and it leaves them packed."""
+        a record table, when a replica's first batch is large and folded at once) is inserted without the table's
+        secondary indexes, which are then rebuilt from the sorted rows (in the same transaction, with the same
+        statements): cheaper than inserting each row into them at random places, and it leaves them packed."""
         if len(rows) < _BULK or self.sql(f"SELECT 1 FROM {table} LIMIT 1"):
             self._many(statement, rows)
             return
