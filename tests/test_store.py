@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 
 import caresync.ops
 import caresync.replica
+import caresync.store
 from caresync import InvalidInputError, Replica, StoreVersionError
 from caresync.ops import FORMAT_VERSION
 from caresync.schema import SCHEMA_VERSION
@@ -236,3 +237,31 @@ def test_a_new_file_takes_the_device_key_it_is_given_and_keeps_it(tmp_path: Path
         assert r.device_key.public_key == key.public_key
     with pytest.raises(InvalidInputError, match="another device's key"):
         Replica.open(tmp_path / "kiosk.db", actor="kiosk", device_key=key_for("someone else"))
+
+
+def test_a_large_batch_into_an_empty_replica_rebuilds_the_indexes_and_reads_the_same(
+    make_replica: ReplicaFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = make_replica("a"), make_replica("b")
+    ids = [a.tickets.submit(title=f"Leak {i}", kind="repair", grid=GRID).id for i in range(6)]
+    b.sync_with(a)
+    for round_ in range(3):  # both devices edit the same tickets: the batch is not in HLC order
+        for i, tid in enumerate(ids):
+            a.tickets.edit(tid, title=f"Leak {i}, round {round_}")
+            b.tickets.edit(tid, priority="high" if round_ % 2 else "low")
+        a.sync_with(b)
+    ops = a.export_ops()
+    shuffled = list(reversed(ops))
+
+    def indexes(r: Replica) -> list[tuple[str, str]]:
+        return r._store.sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+
+    row_by_row = make_replica("row_by_row")
+    row_by_row.apply_ops(ops)
+    monkeypatch.setattr(caresync.store, "_BULK", 1)
+    for name, batch in (("bulk", ops), ("bulk_shuffled", shuffled)):
+        bulk = make_replica(name)
+        bulk.apply_ops(batch)
+        assert bulk.state_digest() == row_by_row.state_digest() == a.state_digest()
+        assert indexes(bulk) == indexes(row_by_row)
+        assert [t.title for t in bulk.tickets.list(grid=GRID)] == [t.title for t in a.tickets.list(grid=GRID)]

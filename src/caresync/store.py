@@ -39,7 +39,7 @@ from .signing import ZERO_LINK, chain_link, failing_signatures, linkable
 __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
-_BULK = 10_000  # ops in a batch into an empty log from which its indexes are rebuilt rather than updated
+_BULK = 10_000  # rows in a batch into an empty table from which its indexes are rebuilt rather than updated
 _INSERT_OP = (
     "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent, sig, pd) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -48,7 +48,7 @@ _OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd"
 _ENVELOPE = itemgetter("origin", "seq", "hlc", "eid", "kind", "v", "actor", "at")  # _op_row's first columns
 _ORDER = itemgetter("hlc", "origin", "seq")  # op_key, without a Python call per op
 _LINK_META = "chain_link"  # "<origin>:<seq>:<link hex>" of this device's newest op
-_TABLE = {entity: table.__tablename__ for entity, table in ENTITY_TABLES.items()}
+_TABLE: dict[str, str] = {entity: str(table.__tablename__) for entity, table in ENTITY_TABLES.items()}
 _UPSERT = {entity: upsert_sql(entity) for entity in ENTITY_TABLES}
 
 
@@ -331,10 +331,7 @@ class Store:
             rows += [_op_row(o, 0, mark if "sig" in o else 1) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
-            if len(rows) >= _BULK and not self.sql("SELECT 1 FROM ops LIMIT 1"):
-                self._bulk_insert_ops(rows)
-            else:
-                self._many(_INSERT_OP, rows)
+            self._insert(_INSERT_OP, "ops", rows)
             self._update_origins(fresh_known + fresh_deferred, origins, result)
             if defer_rows:
                 marks = {(o["kind"][: o["kind"].index(".")], o["eid"]) for o in fresh_known}
@@ -344,18 +341,22 @@ class Store:
                 self.materialise(fresh_known, result)
         return result
 
-    def _bulk_insert_ops(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Fills an empty log: the secondary indexes of ``ops`` are dropped, then rebuilt from the sorted rows
-        (in the same transaction, with the same statements), which is cheaper than inserting a large batch
-        into them at random places, and leaves them packed."""
+    def _insert(self, statement: str, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Runs an insert ``statement`` into ``table`` for each row. A large batch into an empty table (the log, or
+        a record table, when a replica's first batch is large and folded at once) is inserted without the table's
+        secondary indexes, which are then rebuilt from the sorted rows (in the same transaction, with the same
+        statements): cheaper than inserting each row into them at random places, and it leaves them packed."""
+        if len(rows) < _BULK or self.sql(f"SELECT 1 FROM {table} LIMIT 1"):
+            self._many(statement, rows)
+            return
         indexes = self.sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ops' AND sql IS NOT NULL"
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
         )
         for name, _ in indexes:
             self.sql(f"DROP INDEX {name}")
-        self._many(_INSERT_OP, rows)
-        for _, statement in indexes:
-            self.sql(statement)
+        self._many(statement, rows)
+        for _, index in indexes:
+            self.sql(index)
 
     def _fold_from_log(self, entity: str, eids: Sequence[str]) -> dict[str, State]:
         """Folds records afresh from all their stored ops, fetching the ops of many records per query."""
@@ -642,7 +643,7 @@ class Store:
                 if state is None:
                     state = refolded[eid]
                 rows.append(row_values(state))
-            self._many(_UPSERT[entity], rows)
+            self._insert(_UPSERT[entity], _TABLE[entity], rows)
             if result is not None:
                 result.refolded += len(late)
                 result.records += len(rows)
@@ -859,6 +860,10 @@ def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
     groups: dict[str, dict[str, list[OpDict]]] = {}
     by_kind: dict[str, dict[str, list[OpDict]]] = {}  # the group of each kind seen, to skip parsing it again
     unsorted: list[list[OpDict]] = []
+    # While every op has a higher HLC than the one before it in the batch (a batch from one device, or an export
+    # in HLC order), each record's ops are in order already: only the neighbour in the batch, near in memory, is
+    # compared, not the record's previous op (one cache miss per op in a large batch).
+    ordered, top = True, -1
     for op in ops:
         kind = op["kind"]
         items = by_kind.get(kind)
@@ -866,10 +871,16 @@ def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
             items = by_kind[kind] = groups.setdefault(kind[: kind.index(".")], {})
         eid = op["eid"]
         record = items.get(eid)
+        if ordered:
+            hlc = op["hlc"]
+            if hlc > top:
+                top = hlc
+            else:
+                ordered = False
         if record is None:
             items[eid] = [op]
         else:
-            if op["hlc"] <= record[-1]["hlc"]:  # not plainly after the previous one: sort this record
+            if not ordered and op["hlc"] <= record[-1]["hlc"]:  # not plainly after the previous one: sort this record
                 unsorted.append(record)
             record.append(op)
     for record in unsorted:
