@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from .ops import OpDict, op_id, paused_gc
+from .ops import OpDict, op_id, paused_gc, validate_ops
 from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def sync(
     *,
     token: str,
     push_batch: int = 2000,
-    pull_batch: int = 5000,
+    pull_batch: int = 10_000,
     retries: int = 5,
     backoff_s: float = 0.5,
     timeout_s: float = 60.0,
@@ -301,24 +301,48 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     result.waiting = len(carried)
 
 
+@dataclass
+class _Page:
+    """One pull answer, its ops already validated (on the fetching thread)."""
+
+    known: list[OpDict]
+    deferred: list[OpDict]
+    cursor: str
+    more: bool
+    answer: Mapping[str, Any]
+
+
+def _refused_ops(link: _Link, exc: CaresyncError) -> SyncError:
+    return SyncError(
+        f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch was applied. "
+        "Tell the station."
+    )
+
+
 def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
-    """Pulls pages until the server has no more, fetching the next page while the current one is applied.
+    """Pulls pages until the server has no more, fetching and validating the next page while the current one is
+    stored.
 
     The request for page k+1 uses the cursor page k returned, so it can go out before page k is committed; the
     cursor saved is still only ever the one of a committed page. A crash or an error loses at most the page
     in flight, which the next sync asks for again."""
     key = f"sync_cursor {link.base}"
 
-    def fetch(cursor: str, time_ms: int) -> tuple[list[Any], str, bool, Mapping[str, Any]]:
+    def fetch(cursor: str, time_ms: int) -> _Page:
         answer = link.post(
             "/v1/pull",
             json={"replica": replica.id, "cursor": cursor, "limit": batch, "time_ms": time_ms},
             compact=True,
         )
         try:
-            return answer["ops"], str(answer["cursor"]), bool(answer["more"]), answer
+            ops, new_cursor, more = answer["ops"], str(answer["cursor"]), bool(answer["more"])
         except (KeyError, TypeError) as exc:
             raise SyncError(f"The sync server at {link.base} sent a pull answer this device cannot read") from exc
+        try:
+            known, deferred = validate_ops(ops)  # pure: done here, while the main thread stores the page before
+        except CaresyncError as exc:
+            raise _refused_ops(link, exc) from exc
+        return _Page(known, deferred, new_cursor, more, answer)
 
     def raw_time() -> int:
         return replica.clock.physical_ms() - replica.clock.offset_ms
@@ -327,20 +351,21 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     try:
         with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
             cursor = replica._store.get_meta(key) or ""
-            page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
+            page: Future[_Page] | None = pool.submit(fetch, cursor, raw_time())
             while page is not None:
-                ops, new_cursor, more, answer = page.result()
-                page = pool.submit(fetch, new_cursor, raw_time()) if more and new_cursor != cursor else None
+                got = page.result()
+                more = got.more and got.cursor != cursor
+                page = pool.submit(fetch, got.cursor, raw_time()) if more else None
                 try:
-                    applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
+                    applied = replica._apply_valid(
+                        got.known, got.deferred, defer_rows=True, from_server=True, meta={key: got.cursor}
+                    )
                 except CaresyncError as exc:
-                    raise SyncError(
-                        f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that "
-                        "batch was applied. Tell the station."
-                    ) from exc
-                cursor = new_cursor
+                    raise _refused_ops(link, exc) from exc
+                cursor = got.cursor
                 result.pulled += applied.applied + applied.deferred
-                _correct_clock(replica, answer, result)
+                _correct_clock(replica, got.answer, result)
+                del got  # its ops are stored: let them go before the next page arrives
                 if progress is not None:
                     progress(SyncProgress("pull", result.pulled, None))
     finally:
