@@ -19,16 +19,19 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
+from .merge import State, apply_sorted, new_state
 from .ops import OpDict, op_id, paused_gc, validate_ops
 from .wire import MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from .replica import ApplyResult, Replica
 
 __all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "refusal", "sync"]
 
@@ -312,6 +315,71 @@ class _Page:
     answer: Mapping[str, Any]
 
 
+#: A pull into an empty replica folds at most this many records in memory (the others are folded from the log).
+FOLD_IN_MEMORY_RECORDS = 100_000
+_ORDER = itemgetter("hlc", "origin", "seq")
+
+
+class _Folded:
+    """The records of a pull into an empty replica, folded in memory as its pages are stored.
+
+    Pages are still stored with ``defer_rows`` (their records marked pending in the page's transaction), so a
+    crash leaves a file that :meth:`Store.settle` repairs from the log as always; but at the end of the pull
+    the rows are written from these states (``settle(folded=...)``) instead of every op being read back from
+    the log and folded again. A state is kept only while it is provably the fold of every op its record holds:
+    the replica held no op when the pull began, and every op of the record arrived after the ones folded
+    (:func:`caresync.merge.apply_sorted` on a saved state, as the store's own incremental fold). A record with
+    an op from its past, or a redaction (which rewrites stored ops), is left to the log; so is everything if a
+    page held an op the replica already had, or the replica gained ops some other way during the pull."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.states: dict[tuple[str, str], State] = {}
+        self.last: dict[tuple[str, str], tuple[int, str, int]] = {}
+        self.spoiled: set[tuple[str, str]] = set()
+        self.held = 0
+        self.limit = FOLD_IN_MEMORY_RECORDS if limit is None else limit
+        self.valid = True
+
+    def add(self, known: list[OpDict], deferred: int, applied: ApplyResult) -> None:
+        """Folds a page's known ops, once the page is committed (``applied`` says what was stored)."""
+        if applied.applied != len(known) or applied.deferred != deferred or applied.duplicates:
+            self.valid = False
+        if not self.valid:
+            return
+        self.held += applied.applied + applied.deferred
+        records: dict[tuple[str, str], list[OpDict]] = {}
+        for op in known:
+            kind = op["kind"]
+            records.setdefault((kind[: kind.index(".")], op["eid"]), []).append(op)
+        states, last, spoiled = self.states, self.last, self.spoiled
+        for key, ops in records.items():
+            if key in spoiled:
+                continue
+            if any(a["hlc"] >= b["hlc"] for a, b in pairwise(ops)):
+                ops.sort(key=_ORDER)
+            before = last.get(key)
+            state = states.get(key)
+            if (
+                (before is not None and _ORDER(ops[0]) <= before)
+                or any(op["kind"].endswith(".redact") for op in ops)
+                or (state is None and len(states) >= self.limit)
+            ):
+                spoiled.add(key)
+                states.pop(key, None)
+                last.pop(key, None)
+                continue
+            if state is None:
+                state = states[key] = new_state(*key)
+            apply_sorted(state, ops)
+            last[key] = _ORDER(ops[-1])
+
+    def settle(self, replica: Replica) -> None:
+        """Writes the pending rows, from these states where they hold."""
+        store = replica._store
+        usable = self.valid and self.states and store.op_count() == self.held
+        store.settle(folded=self.states if usable else None)
+
+
 def _refused_ops(link: _Link, exc: CaresyncError) -> SyncError:
     return SyncError(
         f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch was applied. "
@@ -348,6 +416,7 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         return replica.clock.physical_ms() - replica.clock.offset_ms
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull")
+    folded = _Folded() if replica._store.op_count() == 0 else None
     try:
         with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
             cursor = replica._store.get_meta(key) or ""
@@ -362,6 +431,8 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
                     )
                 except CaresyncError as exc:
                     raise _refused_ops(link, exc) from exc
+                if folded is not None:
+                    folded.add(got.known, len(got.deferred), applied)
                 cursor = got.cursor
                 result.pulled += applied.applied + applied.deferred
                 _correct_clock(replica, got.answer, result)
@@ -371,6 +442,8 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     finally:
         # on an error the page in flight is abandoned, not waited for (its answer would be thrown away anyway)
         pool.shutdown(wait=False, cancel_futures=True)
+        if folded is not None:
+            folded.settle(replica)
 
 
 def _correct_clock(replica: Replica, answer: Mapping[str, Any], result: SyncResult) -> None:
