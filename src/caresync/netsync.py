@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import pairwise
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -333,9 +332,10 @@ class _Folded:
     page held an op the replica already had, or the replica gained ops some other way during the pull."""
 
     def __init__(self, limit: int | None = None) -> None:
-        self.states: dict[tuple[str, str], State] = {}
-        self.last: dict[tuple[str, str], tuple[int, str, int]] = {}
-        self.spoiled: set[tuple[str, str]] = set()
+        self.states: dict[str, dict[str, State]] = {}
+        """By record type, then id."""
+        self.spoiled: set[str] = set()
+        self.count = 0
         self.held = 0
         self.limit = FOLD_IN_MEMORY_RECORDS if limit is None else limit
         self.valid = True
@@ -347,36 +347,52 @@ class _Folded:
         if not self.valid:
             return
         self.held += applied.applied + applied.deferred
-        records: dict[tuple[str, str], list[OpDict]] = {}
+        groups: dict[str, dict[str, list[OpDict]]] = {}
+        by_kind: dict[str, dict[str, list[OpDict]]] = {}
+        unsorted: list[list[OpDict]] = []
+        spoiled = self.spoiled
         for op in known:
             kind = op["kind"]
-            records.setdefault((kind[: kind.index(".")], op["eid"]), []).append(op)
-        states, last, spoiled = self.states, self.last, self.spoiled
-        for key, ops in records.items():
-            if key in spoiled:
-                continue
-            if any(a["hlc"] >= b["hlc"] for a, b in pairwise(ops)):
-                ops.sort(key=_ORDER)
-            before = last.get(key)
-            state = states.get(key)
-            if (
-                (before is not None and _ORDER(ops[0]) <= before)
-                or any(op["kind"].endswith(".redact") for op in ops)
-                or (state is None and len(states) >= self.limit)
-            ):
-                spoiled.add(key)
-                states.pop(key, None)
-                last.pop(key, None)
-                continue
-            if state is None:
-                state = states[key] = new_state(*key)
-            apply_sorted(state, ops)
-            last[key] = _ORDER(ops[-1])
+            items = by_kind.get(kind)
+            if items is None:
+                items = by_kind[kind] = groups.setdefault(kind[: kind.index(".")], {})
+                if kind.endswith(".redact"):  # it rewrites the stored ops before it: leave the record to the log
+                    spoiled.update(o["eid"] for o in known if o["kind"] == kind)
+            eid = op["eid"]
+            ops = items.get(eid)
+            if ops is None:
+                items[eid] = [op]
+            else:
+                if op["hlc"] <= ops[-1]["hlc"]:
+                    unsorted.append(ops)
+                ops.append(op)
+        for ops in unsorted:
+            ops.sort(key=_ORDER)
+        for entity, items in groups.items():
+            states = self.states.setdefault(entity, {})
+            for eid, ops in items.items():
+                if eid in spoiled:
+                    states.pop(eid, None)
+                    continue
+                state = states.get(eid)
+                if state is None:
+                    if self.count >= self.limit:
+                        spoiled.add(eid)
+                        continue
+                    state = states[eid] = new_state(entity, eid)
+                    self.count += 1
+                else:
+                    first = ops[0]
+                    if [first["hlc"], first["origin"], first["seq"]] <= state["last"]:  # an op from its past
+                        spoiled.add(eid)
+                        del states[eid]
+                        continue
+                apply_sorted(state, ops)
 
     def settle(self, replica: Replica) -> None:
         """Writes the pending rows, from these states where they hold."""
         store = replica._store
-        usable = self.valid and self.states and store.op_count() == self.held
+        usable = self.valid and self.count and store.op_count() == self.held
         store.settle(folded=self.states if usable else None)
 
 

@@ -351,12 +351,12 @@ class Store:
                 apply_sorted(state, record_ops)
         return states
 
-    def settle(self, *, chunk: int = 2000, folded: Mapping[tuple[str, str], State] | None = None) -> int:
+    def settle(self, *, chunk: int = 2000, folded: Mapping[str, Mapping[str, State]] | None = None) -> int:
         """Re-folds every pending record from its ops and writes its row; returns how many.
 
         Called before anything reads rows, at the end of a sync, and when a file left by an interrupted sync
-        is opened. Each chunk is its own transaction, so a crash here loses nothing either. ``folded`` maps
-        ``(entity, id)`` to states the caller already folded from *every* known op its record has in the log
+        is opened. Each chunk is its own transaction, so a crash here loses nothing either. ``folded`` holds, by
+        record type and id, states the caller already folded from *every* known op its record has in the log
         (a pull into an empty replica folds its pages as they arrive): those rows are written as given, the
         other pending records are folded from the log.
         """
@@ -368,7 +368,7 @@ class Store:
             self._checkpoint()
         return done
 
-    def _settle(self, chunk: int, folded: Mapping[tuple[str, str], State]) -> int:
+    def _settle(self, chunk: int, folded: Mapping[str, Mapping[str, State]]) -> int:
         done = 0
         while True:
             pending = self.sql("SELECT entity, id FROM pending ORDER BY entity, id LIMIT ?", (chunk,))
@@ -379,8 +379,9 @@ class Store:
                 for entity, eid in pending:
                     by_entity[entity].append(eid)
                 for entity, eids in by_entity.items():
-                    ready = [folded[entity, eid] for eid in eids if (entity, eid) in folded]
-                    rest = [eid for eid in eids if (entity, eid) not in folded] if ready else eids
+                    have = folded.get(entity, {})
+                    ready = [have[eid] for eid in eids if eid in have]
+                    rest = [eid for eid in eids if eid not in have] if ready else eids
                     states = [*ready, *self._fold_from_log(entity, rest).values()]
                     self._many(_UPSERT[entity], [row_values(st) for st in states])
                 self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
