@@ -404,10 +404,14 @@ def test_an_empty_device_folds_its_pull_in_memory_to_the_rows_the_log_gives(
     monkeypatch.setattr(netsync, "FOLD_IN_MEMORY_RECORDS", 0)  # the old way: every row folded from the log
     slow.sync(URL, token=server.enroll("slow"), pull_batch=7, client=server.client)
     assert folds[1].count == 0
-    assert fresh.state_digest() == slow.state_digest() == full.state_digest()
+    monkeypatch.setattr(netsync, "FOLD_IN_MEMORY_RECORDS", 5)  # both ways in one settle
+    mixed = make_replica("mixed")
+    mixed.sync(URL, token=server.enroll("mixed"), pull_batch=7, client=server.client)
+    assert folds[2].count == 5 and len(folds[2].spoiled) > 5
+    assert fresh.state_digest() == slow.state_digest() == mixed.state_digest() == full.state_digest()
     assert _digest_folded_from_log(fresh, tmp_path) == fresh.state_digest()
     again = fresh.sync(URL, token=token, client=server.client)  # not empty now: the log way
-    assert again.pulled == 0 and len(folds) == 2
+    assert again.pulled == 0 and len(folds) == 3
 
 
 def test_a_pull_into_an_empty_device_cut_mid_way_keeps_correct_rows_and_resumes(
