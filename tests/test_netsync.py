@@ -481,3 +481,29 @@ def test_a_device_killed_during_an_in_memory_pull_repairs_its_rows_from_the_log(
         assert _digest_folded_from_log(reopened, tmp_path) == reopened.state_digest()
         reopened.sync(URL, token=token, client=server.client)
         assert reopened.state_digest() == full.state_digest()
+
+
+def test_a_pull_interrupted_while_it_folds_a_page_in_memory_writes_its_rows_from_the_log(
+    server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caresync import merge, netsync
+
+    full = _history(server, make_replica)
+    fresh = make_replica("fresh")
+    token = server.enroll("fresh")
+    calls = []
+
+    def fold_then_stop(state: Any, ops: Any) -> None:
+        calls.append(1)
+        if len(calls) == 30:  # half-way through a page: some records have it folded, others not
+            raise KeyboardInterrupt
+        merge.apply_sorted(state, ops)
+
+    monkeypatch.setattr(netsync, "apply_sorted", fold_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.sync(URL, token=token, pull_batch=9, client=server.client)
+    assert not folds[0].valid and 0 < fresh.op_count() < full.op_count()
+    assert _digest_folded_from_log(fresh, tmp_path) == fresh.state_digest()
+    monkeypatch.undo()
+    fresh.sync(URL, token=token, client=server.client)
+    assert fresh.state_digest() == full.state_digest()

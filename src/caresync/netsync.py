@@ -343,11 +343,11 @@ class _Folded:
 
     def add(self, known: list[OpDict], deferred: int, applied: ApplyResult) -> None:
         """Folds a page's known ops, once the page is committed (``applied`` says what was stored)."""
-        if applied.applied != len(known) or applied.deferred != deferred or applied.duplicates:
-            self.valid = False
         if not self.valid:
             return
-        self.held += applied.applied + applied.deferred
+        self.valid = False  # until the page is folded: an error or an interrupt half-way leaves every row to the log
+        if applied.applied != len(known) or applied.deferred != deferred or applied.duplicates:
+            return
         groups: dict[str, dict[str, list[OpDict]]] = {}
         by_kind: dict[str, dict[str, list[OpDict]]] = {}
         unsorted: list[list[OpDict]] = []
@@ -389,6 +389,8 @@ class _Folded:
                         del states[eid]
                         continue
                 apply_sorted(state, ops)
+        self.held += applied.applied + applied.deferred
+        self.valid = True
 
     def settle(self, replica: Replica) -> None:
         """Writes the pending rows, from these states where they hold."""
