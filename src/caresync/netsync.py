@@ -6,7 +6,10 @@ what this device may see.
   it; refused ops are kept with the server's reason (:meth:`Replica.refusals`); ops the server cannot place
   yet ("waiting") stay queued for the next sync.
 * **Pull**: from the cursor the server gave last time. Each batch is applied and the new cursor saved in the
-  same transaction, so a cut link or a killed process resumes exactly where it stopped.
+  same transaction, so a cut link or a killed process resumes exactly where it stopped. The next page is
+  fetched and validated on another thread while one is stored; the records a page touches are marked pending and
+  folded once at the end, from the log, or, in a replica that was empty when the pull began, from states folded
+  in memory as the pages were stored (:class:`_Folded`).
 * Every answer carries the device's clock offset from the server; a device whose clock is off by more than
   :data:`CLOCK_TOLERANCE_MS` corrects it (:meth:`Replica.set_clock_offset`).
 * Network failures and busy servers (5xx, 429) are retried with exponential backoff; push is idempotent and
