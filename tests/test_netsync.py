@@ -331,3 +331,179 @@ def test_a_sync_brings_short_ticket_numbers_no_other_device_gets(server: Server,
     desk.sync(URL, token=desk_token, client=server.client)  # 15 left: a new block is reserved
     assert [(b.start, b.count) for b in desk.numbers.blocks()] == [(1000, 100), (1200, 100)]
     assert phone.tickets.submit(title="Phone", kind="repair", grid=GRID).number == "1100"
+
+
+# --- a pull into an empty replica folds its pages in memory ---------------------------------------------------
+
+
+def _history(server: Server, make_replica: ReplicaFactory) -> Replica:
+    """Three devices edit each other's records over several rounds (so a record's ops reach the server out of
+    clock order), a resident is redacted; returns a device holding everything the server holds."""
+    rng = random.Random(11)
+    devices = [make_replica(f"h{i}") for i in range(3)]
+    tokens = [server.enroll(f"h{i}") for i in range(3)]
+    for _ in range(3):
+        for d in devices:
+            random_work(d, rng, 25)
+        for d, tok in [*zip(devices, tokens, strict=True), (devices[0], tokens[0])]:
+            d.sync(URL, token=tok, client=server.client)
+    resident = devices[0].residents.list()[0]
+    devices[0].residents.redact(resident.id, reason="moved away, asked to be forgotten")
+    devices[0].tickets.edit(devices[0].tickets.list()[0].id, title="After the redaction")
+    for d, tok in [*zip(devices, tokens, strict=True), (devices[0], tokens[0])]:
+        d.sync(URL, token=tok, client=server.client)
+    return devices[0]
+
+
+def _digest_folded_from_log(replica: Replica, tmp_path: Path) -> str:
+    """The state digest of a copy of ``replica`` whose every record is folded again from its log."""
+    import shutil
+    import sqlite3
+
+    from caresync.schema import ENTITY_TABLES
+
+    copy = tmp_path / f"refold-{replica.id}.db"
+    replica._store.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(replica.path, copy)
+    with contextlib.closing(sqlite3.connect(copy)) as db, db:
+        for entity, table in ENTITY_TABLES.items():
+            db.execute(f"INSERT OR IGNORE INTO pending (entity, id) SELECT ?, id FROM {table.__tablename__}", (entity,))
+            db.execute(f"DELETE FROM {table.__tablename__}")  # nothing of the old rows may survive
+    with Replica.open(copy, actor="check") as again:  # opening settles what is pending, from the log
+        return again.state_digest()
+
+
+@pytest.fixture
+def folds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every in-memory fold a pull makes, to look at after it."""
+    from caresync import netsync
+
+    made: list[Any] = []
+
+    class Spy(netsync._Folded):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(netsync, "_Folded", Spy)
+    return made
+
+
+def test_an_empty_device_folds_its_pull_in_memory_to_the_rows_the_log_gives(
+    server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caresync import netsync
+
+    full = _history(server, make_replica)
+    fresh, slow = make_replica("fresh"), make_replica("slow")
+    token = server.enroll("fresh")
+    fresh.sync(URL, token=token, pull_batch=7, client=server.client)
+    [fold] = folds
+    assert fold.valid and fold.states and fold.spoiled  # some records had ops from their past, or a redaction
+    assert any(eid.startswith("R-") for eid in fold.spoiled)  # the redacted resident
+    monkeypatch.setattr(netsync, "FOLD_IN_MEMORY_RECORDS", 0)  # the old way: every row folded from the log
+    slow.sync(URL, token=server.enroll("slow"), pull_batch=7, client=server.client)
+    assert folds[1].count == 0
+    monkeypatch.setattr(netsync, "FOLD_IN_MEMORY_RECORDS", 5)  # both ways in one settle
+    mixed = make_replica("mixed")
+    mixed.sync(URL, token=server.enroll("mixed"), pull_batch=7, client=server.client)
+    assert folds[2].count == 5 and len(folds[2].spoiled) > 5
+    assert fresh.state_digest() == slow.state_digest() == mixed.state_digest() == full.state_digest()
+    assert _digest_folded_from_log(fresh, tmp_path) == fresh.state_digest()
+    again = fresh.sync(URL, token=token, client=server.client)  # not empty now: the log way
+    assert again.pulled == 0 and len(folds) == 3
+
+
+def test_a_pull_into_an_empty_device_cut_mid_way_keeps_correct_rows_and_resumes(
+    server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path
+) -> None:
+    full = _history(server, make_replica)
+    fresh = make_replica("fresh")
+    token = server.enroll("fresh")
+
+    class CutAfter(httpx.BaseTransport):
+        def __init__(self, inner: httpx.BaseTransport, n: int) -> None:
+            self.inner, self.left = inner, n
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if self.left == 0:
+                raise httpx.ConnectError("no signal (test)", request=request)
+            self.left -= 1
+            return self.inner.handle_request(request)
+
+    cut = CutAfter(server.client._transport, 6)
+    with httpx.Client(transport=cut, base_url=URL) as client, pytest.raises(SyncError):
+        fresh.sync(URL, token=token, pull_batch=9, retries=0, client=client)
+    assert 0 < fresh.op_count() < full.op_count() and folds[0].count
+    assert _digest_folded_from_log(fresh, tmp_path) == fresh.state_digest()
+    fresh.sync(URL, token=token, pull_batch=9, client=server.client)
+    assert fresh.state_digest() == full.state_digest()
+
+
+def test_a_device_killed_during_an_in_memory_pull_repairs_its_rows_from_the_log(
+    server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill skips every ``finally``: the rows of the pages stored so far were never written, but the pages
+    left their records marked pending, and opening the file folds them from the log."""
+    from caresync import netsync
+
+    full = _history(server, make_replica)
+    token = server.enroll("fresh")
+    path = tmp_path / "fresh.db"
+
+    class Killed(BaseException):
+        pass
+
+    class KillAfter(httpx.BaseTransport):
+        def __init__(self, inner: httpx.BaseTransport, n: int) -> None:
+            self.inner, self.left = inner, n
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if self.left == 0:
+                raise Killed
+            self.left -= 1
+            return self.inner.handle_request(request)
+
+    monkeypatch.setattr(netsync._Folded, "settle", lambda self, replica: None)  # the kill skips it
+    monkeypatch.setattr(Replica, "settle", lambda self: 0)
+    fresh = Replica.open(path, actor="fresh", now_ms=FakeClock())
+    with httpx.Client(transport=KillAfter(server.client._transport, 5), base_url=URL) as client, pytest.raises(Killed):
+        fresh.sync(URL, token=token, pull_batch=9, retries=0, client=client)
+    assert folds[0].count
+    held = fresh.op_count()
+    assert 0 < held < full.op_count()
+    assert fresh._store.sql("SELECT COUNT(*) FROM pending")[0][0] > 0  # rows not written
+    fresh._store.close()  # no settle on the way out, like a kill
+    monkeypatch.undo()
+    with Replica.open(path, actor="fresh", now_ms=FakeClock()) as reopened:
+        assert reopened._store.sql("SELECT COUNT(*) FROM pending")[0][0] == 0
+        assert reopened.op_count() == held
+        assert _digest_folded_from_log(reopened, tmp_path) == reopened.state_digest()
+        reopened.sync(URL, token=token, client=server.client)
+        assert reopened.state_digest() == full.state_digest()
+
+
+def test_a_pull_interrupted_while_it_folds_a_page_in_memory_writes_its_rows_from_the_log(
+    server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caresync import merge, netsync
+
+    full = _history(server, make_replica)
+    fresh = make_replica("fresh")
+    token = server.enroll("fresh")
+    calls = []
+
+    def fold_then_stop(state: Any, ops: Any) -> None:
+        calls.append(1)
+        if len(calls) == 30:  # half-way through a page: some records have it folded, others not
+            raise KeyboardInterrupt
+        merge.apply_sorted(state, ops)
+
+    monkeypatch.setattr(netsync, "apply_sorted", fold_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.sync(URL, token=token, pull_batch=9, client=server.client)
+    assert not folds[0].valid and 0 < fresh.op_count() < full.op_count()
+    assert _digest_folded_from_log(fresh, tmp_path) == fresh.state_digest()
+    monkeypatch.undo()
+    fresh.sync(URL, token=token, client=server.client)
+    assert fresh.state_digest() == full.state_digest()

@@ -6,7 +6,10 @@ what this device may see.
   it; refused ops are kept with the server's reason (:meth:`Replica.refusals`); ops the server cannot place
   yet ("waiting") stay queued for the next sync.
 * **Pull**: from the cursor the server gave last time. Each batch is applied and the new cursor saved in the
-  same transaction, so a cut link or a killed process resumes exactly where it stopped.
+  same transaction, so a cut link or a killed process resumes exactly where it stopped. The next page is
+  fetched and validated on another thread while one is stored; the records a page touches are marked pending and
+  folded once at the end, from the log, or, in a replica that was empty when the pull began, from states folded
+  in memory as the pages were stored (:class:`_Folded`).
 * Every answer carries the device's clock offset from the server; a device whose clock is off by more than
   :data:`CLOCK_TOLERANCE_MS` corrects it (:meth:`Replica.set_clock_offset`).
 * Network failures and busy servers (5xx, 429) are retried with exponential backoff; push is idempotent and
@@ -19,16 +22,18 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from .ops import OpDict, op_id, paused_gc
+from .merge import State, apply_sorted, new_state
+from .ops import OpDict, op_id, paused_gc, validate_ops
 from .wire import FORMAT, MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from .replica import ApplyResult, Replica
 
 __all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "refusal", "sync"]
 
@@ -191,7 +196,7 @@ def sync(
     *,
     token: str,
     push_batch: int = 2000,
-    pull_batch: int = 5000,
+    pull_batch: int = 10_000,
     retries: int = 5,
     backoff_s: float = 0.5,
     timeout_s: float = 60.0,
@@ -301,51 +306,166 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     result.waiting = len(carried)
 
 
+@dataclass
+class _Page:
+    """One pull answer, its ops already validated (on the fetching thread)."""
+
+    known: list[OpDict]
+    deferred: list[OpDict]
+    cursor: str
+    more: bool
+    answer: Mapping[str, Any]
+
+
+#: A pull into an empty replica folds at most this many records in memory (the others are folded from the log):
+#: a record of ten field edits holds about 2.5 KiB there, so some 50 MiB at most in that case.
+FOLD_IN_MEMORY_RECORDS = 20_000
+_ORDER = itemgetter("hlc", "origin", "seq")
+
+
+class _Folded:
+    """The records of a pull into an empty replica, folded in memory as its pages are stored.
+
+    Pages are still stored with ``defer_rows`` (their records marked pending in the page's transaction), so a
+    crash leaves a file that :meth:`Store.settle` repairs from the log as always; but at the end of the pull
+    the rows are written from these states (``settle(folded=...)``) instead of every op being read back from
+    the log and folded again. A state is kept only while it is provably the fold of every op its record holds:
+    the replica held no op when the pull began, and every op of the record arrived after the ones folded
+    (:func:`caresync.merge.apply_sorted` on a saved state, as the store's own incremental fold). A record with
+    an op from its past, or a redaction (which rewrites stored ops), is left to the log; so is everything if a
+    page held an op the replica already had, or the replica gained ops some other way during the pull."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.states: dict[str, dict[str, State]] = {}
+        """By record type, then id."""
+        self.spoiled: set[str] = set()
+        self.count = 0
+        self.held = 0
+        self.limit = FOLD_IN_MEMORY_RECORDS if limit is None else limit
+        self.valid = True
+
+    def add(self, known: list[OpDict], deferred: int, applied: ApplyResult) -> None:
+        """Folds a page's known ops, once the page is committed (``applied`` says what was stored)."""
+        if not self.valid:
+            return
+        self.valid = False  # until the page is folded: an error or an interrupt half-way leaves every row to the log
+        if applied.applied != len(known) or applied.deferred != deferred or applied.duplicates:
+            return
+        groups: dict[str, dict[str, list[OpDict]]] = {}
+        by_kind: dict[str, dict[str, list[OpDict]]] = {}
+        unsorted: list[list[OpDict]] = []
+        spoiled = self.spoiled
+        for op in known:
+            kind = op["kind"]
+            items = by_kind.get(kind)
+            if items is None:
+                items = by_kind[kind] = groups.setdefault(kind[: kind.index(".")], {})
+                if kind.endswith(".redact"):  # it rewrites the stored ops before it: leave the record to the log
+                    spoiled.update(o["eid"] for o in known if o["kind"] == kind)
+            eid = op["eid"]
+            ops = items.get(eid)
+            if ops is None:
+                items[eid] = [op]
+            else:
+                if op["hlc"] <= ops[-1]["hlc"]:
+                    unsorted.append(ops)
+                ops.append(op)
+        for ops in unsorted:
+            ops.sort(key=_ORDER)
+        for entity, items in groups.items():
+            states = self.states.setdefault(entity, {})
+            for eid, ops in items.items():
+                if eid in spoiled:
+                    states.pop(eid, None)
+                    continue
+                state = states.get(eid)
+                if state is None:
+                    if self.count >= self.limit:
+                        spoiled.add(eid)
+                        continue
+                    state = states[eid] = new_state(entity, eid)
+                    self.count += 1
+                else:
+                    first = ops[0]
+                    if [first["hlc"], first["origin"], first["seq"]] <= state["last"]:  # an op from its past
+                        spoiled.add(eid)
+                        del states[eid]
+                        continue
+                apply_sorted(state, ops)
+        self.held += applied.applied + applied.deferred
+        self.valid = True
+
+    def settle(self, replica: Replica) -> None:
+        """Writes the pending rows, from these states where they hold."""
+        store = replica._store
+        usable = self.valid and self.count and store.op_count() == self.held
+        store.settle(folded=self.states if usable else None)
+
+
+def _refused_ops(link: _Link, exc: CaresyncError) -> SyncError:
+    return SyncError(
+        f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch was applied. "
+        "Tell the station."
+    )
+
+
 def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
-    """Pulls pages until the server has no more, fetching the next page while the current one is applied.
+    """Pulls pages until the server has no more, fetching and validating the next page while the current one is
+    stored.
 
     The request for page k+1 uses the cursor page k returned, so it can go out before page k is committed; the
     cursor saved is still only ever the one of a committed page. A crash or an error loses at most the page
     in flight, which the next sync asks for again."""
     key = f"sync_cursor {link.base}"
 
-    def fetch(cursor: str, time_ms: int) -> tuple[list[Any], str, bool, Mapping[str, Any]]:
+    def fetch(cursor: str, time_ms: int) -> _Page:
         answer = link.post(
             "/v1/pull",
             json={"replica": replica.id, "cursor": cursor, "limit": batch, "time_ms": time_ms},
             compact=True,
         )
         try:
-            return answer["ops"], str(answer["cursor"]), bool(answer["more"]), answer
+            ops, new_cursor, more = answer["ops"], str(answer["cursor"]), bool(answer["more"])
         except (KeyError, TypeError) as exc:
             raise SyncError(f"The sync server at {link.base} sent a pull answer this device cannot read") from exc
+        try:
+            known, deferred = validate_ops(ops)  # pure: done here, while the main thread stores the page before
+        except CaresyncError as exc:
+            raise _refused_ops(link, exc) from exc
+        return _Page(known, deferred, new_cursor, more, answer)
 
     def raw_time() -> int:
         return replica.clock.physical_ms() - replica.clock.offset_ms
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull")
+    folded = _Folded() if replica._store.op_count() == 0 else None
     try:
         with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
             cursor = replica._store.get_meta(key) or ""
-            page: Future[tuple[list[Any], str, bool, Mapping[str, Any]]] | None = pool.submit(fetch, cursor, raw_time())
+            page: Future[_Page] | None = pool.submit(fetch, cursor, raw_time())
             while page is not None:
-                ops, new_cursor, more, answer = page.result()
-                page = pool.submit(fetch, new_cursor, raw_time()) if more and new_cursor != cursor else None
+                got = page.result()
+                more = got.more and got.cursor != cursor
+                page = pool.submit(fetch, got.cursor, raw_time()) if more else None
                 try:
-                    applied = replica._apply(ops, defer_rows=True, from_server=True, meta={key: new_cursor})
+                    applied = replica._apply_valid(
+                        got.known, got.deferred, defer_rows=True, from_server=True, meta={key: got.cursor}
+                    )
                 except CaresyncError as exc:
-                    raise SyncError(
-                        f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that "
-                        "batch was applied. Tell the station."
-                    ) from exc
-                cursor = new_cursor
+                    raise _refused_ops(link, exc) from exc
+                if folded is not None:
+                    folded.add(got.known, len(got.deferred), applied)
+                cursor = got.cursor
                 result.pulled += applied.applied + applied.deferred
-                _correct_clock(replica, answer, result)
+                _correct_clock(replica, got.answer, result)
+                del got  # its ops are stored: let them go before the next page arrives
                 if progress is not None:
                     progress(SyncProgress("pull", result.pulled, None))
     finally:
         # on an error the page in flight is abandoned, not waited for (its answer would be thrown away anyway)
         pool.shutdown(wait=False, cancel_futures=True)
+        if folded is not None:
+            folded.settle(replica)
 
 
 def _correct_clock(replica: Replica, answer: Mapping[str, Any], result: SyncResult) -> None:

@@ -476,7 +476,20 @@ class Replica:
         """:meth:`apply_ops`, also marking the ops as held by the server and setting ``meta`` in the same
         transaction (network sync saves its cursor that way)."""
         with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
-            known, deferred = validate_ops(ops)
+            return self._apply_valid(*validate_ops(ops), defer_rows=defer_rows, from_server=from_server, meta=meta)
+
+    def _apply_valid(
+        self,
+        known: list[OpDict],
+        deferred: list[OpDict],
+        *,
+        defer_rows: bool,
+        from_server: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> ApplyResult:
+        """:meth:`_apply` of ops :func:`~caresync.ops.validate_ops` already checked and split (network sync
+        validates a page on its fetching thread, while the page before it is stored)."""
+        with paused_gc():
             with self._store.write():
                 result: IngestResult = self._store.ingest(
                     known, deferred, defer_rows=defer_rows, sent=from_server, verify=verify_ops
@@ -555,7 +568,7 @@ class Replica:
         token: str | None = None,
         progress: SyncProgressCallback | None = None,
         push_batch: int = 2000,
-        pull_batch: int = 5000,
+        pull_batch: int = 10_000,
         retries: int = 5,
         backoff_s: float = 0.5,
         timeout_s: float = 60.0,

@@ -17,7 +17,7 @@ import json
 import logging
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -377,21 +377,24 @@ class Store:
                 apply_sorted(state, record_ops)
         return states
 
-    def settle(self, *, chunk: int = 2000) -> int:
+    def settle(self, *, chunk: int = 2000, folded: Mapping[str, Mapping[str, State]] | None = None) -> int:
         """Re-folds every pending record from its ops and writes its row; returns how many.
 
         Called before anything reads rows, at the end of a sync, and when a file left by an interrupted sync
-        is opened. Each chunk is its own transaction, so a crash here loses nothing either.
+        is opened. Each chunk is its own transaction, so a crash here loses nothing either. ``folded`` holds, by
+        record type and id, states the caller already folded from *every* known op its record has in the log
+        (a pull into an empty replica folds its pages as they arrive): those rows are written as given, the
+        other pending records are folded from the log.
         """
         if not self._pending:
             return 0
         with paused_gc():
-            done = self._settle(chunk)
+            done = self._settle(chunk, folded or {})
         if self._scrub and self._depth == 0:
             self._checkpoint()
         return done
 
-    def _settle(self, chunk: int) -> int:
+    def _settle(self, chunk: int, folded: Mapping[str, Mapping[str, State]]) -> int:
         done = 0
         while True:
             pending = self.sql("SELECT entity, id FROM pending ORDER BY entity, id LIMIT ?", (chunk,))
@@ -402,8 +405,11 @@ class Store:
                 for entity, eid in pending:
                     by_entity[entity].append(eid)
                 for entity, eids in by_entity.items():
-                    states = self._fold_from_log(entity, eids)
-                    self._many(_UPSERT[entity], [row_values(st) for st in states.values()])
+                    have = folded.get(entity, {})
+                    ready = [have[eid] for eid in eids if eid in have]
+                    rest = [eid for eid in eids if eid not in have] if ready else eids
+                    states = [*ready, *self._fold_from_log(entity, rest).values()]
+                    self._many(_UPSERT[entity], [row_values(st) for st in states])
                 self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
             done += len(pending)
         self._pending = False

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError, OpForkError
-from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
+from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, paused_gc, validate_ops
 from caresync.signing import verify_each, verify_ops
 from caresync.wire import FORMATS, MEDIA_TYPE, decode_envelope, encode_envelope
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -217,18 +217,21 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     now = ctx.now_ms()
     offset = now - body.time_ms
     limit = min(body.limit, ctx.settings.max_pull_limit)
-    page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
-    fmt = _compact_format(request.headers.get("accept", ""))
-    if fmt is not None:
-        envelope = {
-            "ops": ops_from_rows(page.rows),
-            "cursor": _format_cursor(page.cursor),
-            "more": page.more,
-            "server_time_ms": now,
-            "clock_offset_ms": offset,
-        }
-        return Response(encode_envelope(envelope, fmt), media_type=MEDIA_TYPE)
-    return _json_answer(_pull_json(page, now, offset), request)
+    # a page is some 10,000 rows, op dicts and columns, alive until it is encoded and forming no cycles: cyclic
+    # collections in the middle would walk them (and the whole app) again and again for nothing
+    with paused_gc():
+        page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
+        fmt = _compact_format(request.headers.get("accept", ""))
+        if fmt is not None:
+            envelope = {
+                "ops": ops_from_rows(page.rows),
+                "cursor": _format_cursor(page.cursor),
+                "more": page.more,
+                "server_time_ms": now,
+                "clock_offset_ms": offset,
+            }
+            return Response(encode_envelope(envelope, fmt), media_type=MEDIA_TYPE)
+        return _json_answer(_pull_json(page, now, offset), request)
 
 
 @_router.get(
