@@ -244,3 +244,18 @@ def test_unsigned_positions_that_do_not_fit_are_refused(unsigned: list[Any]) -> 
     trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
     with pytest.raises(InvalidInputError, match="damaged"):
         decode_envelope(data + trailer)
+
+
+def test_ids_that_only_look_like_the_short_forms_travel_as_they_are() -> None:
+    origin = "0123456789abcdef"
+    op = {
+        **VALID[0],
+        "origin": origin,
+        "eid": f"T-{origin}-5\n",
+        "body": {"field": "title", "value": "x", "replaces": [f"{origin}:3\n"]},
+        "kind": "ticket.set",
+    }
+    op.pop("sig", None)
+    op.pop("pd", None)
+    back = decode_envelope(encode_envelope({"ops": [op]}))["ops"][0]
+    assert back["eid"] == op["eid"] and back["body"] == op["body"]

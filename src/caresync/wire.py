@@ -75,8 +75,8 @@ _LINK = 16
 _DEFLATE_DICT_1 = 1
 _HLC_SHIFT = 20
 _HLC_MASK = (1 << _HLC_SHIFT) - 1
-_EID_RE = re.compile(r"^([A-Z])-([0-9a-f]{16})-([1-9][0-9]{0,17})$")
-_REF_RE = re.compile(r"^([0-9a-f]{16}):([1-9][0-9]{0,17})$")
+_EID_RE = re.compile(r"([A-Z])-([0-9a-f]{16})-([1-9][0-9]{0,17})")  # used with fullmatch: "$" would let "\n" in
+_REF_RE = re.compile(r"([0-9a-f]{16}):([1-9][0-9]{0,17})")
 
 # Words every batch uses, most common last (deflate finds late bytes with the shortest distances).
 # Frozen for format 1: never edit this string; a new dictionary needs a new compression byte.
@@ -140,7 +140,7 @@ class _Origins:
         p, o, n = [], [], []
         raw_at, raw = [], []
         for position, eid in enumerate(eids):
-            match = _EID_RE.match(eid)
+            match = _EID_RE.fullmatch(eid)
             if match is None:
                 p.append(0)
                 o.append(0)
@@ -159,7 +159,7 @@ class _Origins:
     def ref(self, ref: str) -> Any:
         """An op reference ``<origin>:<seq>`` as the seq alone when the origin is the batch's first device (the
         common case: a device replacing its own or the first sender's write), else ``[origin index, seq]``."""
-        match = _REF_RE.match(ref)
+        match = _REF_RE.fullmatch(ref)
         if match is None:
             return ref
         index = self.index(match[1])
