@@ -271,6 +271,13 @@ def _read_push(
     ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes, now: int
 ) -> tuple[str, list[OpDict], SyncReport]:
     """Decodes and checks a push body: its replica, its validated ops, and what the device reports."""
+    with paused_gc():  # thousands of op dicts alive until checked, forming no cycles (see the pull route)
+        return _read_push_unpaused(ctx, device, headers, body, now)
+
+
+def _read_push_unpaused(
+    ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes, now: int
+) -> tuple[str, list[OpDict], SyncReport]:
     envelope = _decode(headers.get("content-type", ""), headers.get("content-encoding", ""), body, ctx.settings)
     request, raw_ops = _push_request(envelope)
     check_replica(device, request.replica)  # before the ops are looked at; checked again when storing

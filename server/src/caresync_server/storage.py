@@ -40,7 +40,7 @@ from caresync.domain import check_grid
 from caresync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
 from caresync.errors import InvalidInputError
 from caresync.keys import DeviceKey, origin_of, verify_signature
-from caresync.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
+from caresync.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, paused_gc, redact_body
 from caresync.signing import chain_link, linkable, signature_needed
 from sqlalchemy import (
     BigInteger,
@@ -933,7 +933,7 @@ class Storage:
             ApiError: the device may not push (``revoked``, ``replica_mismatch``) or the batch is refused
                 whole (``op_fork``, ``seq_gap``); nothing was stored.
         """
-        with self._write(cursors=True) as conn:
+        with paused_gc(), self._write(cursors=True) as conn:  # the batch's dicts form no cycles: see paused_gc
             self._bind(conn, device_id, replica)
             self._check_links(conn, ops_in)
             verdict = admit(ops_in, pusher=replica, known=self._knowledge(conn, ops_in))
