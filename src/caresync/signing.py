@@ -131,10 +131,11 @@ def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
     body = op["body"]
     kind = op["kind"]
     if op["v"] >= 2 and kind not in REDACTABLE_KINDS:
-        if type(body) is dict:
+        if type(body) is dict:  # the common case: values are scalars, or lists of scalars (op references)
             flat = True
             for value in body.values():
-                if type(value) in _NESTED:
+                kind_of = type(value)
+                if kind_of is dict or (kind_of is list and any(type(item) in _NESTED for item in value)):
                     flat = False
                     break
             ordered = {key: body[key] for key in sorted(body)} if flat else _canonical(body)
