@@ -79,6 +79,15 @@ class ApplyResult:
     deferred: int
     records: int
     refolded: int
+    unchecked: int = 0
+    """Ops left out because nothing in the batch vouches for them: they came without their signature (as a pull
+    answer sends the ops inside a run) and the op that closes their run did not come. They are not applied;
+    sent again with it, they are."""
+
+
+def _verify_partial(ops: list[OpDict]) -> list[Mapping[str, Any]]:
+    """:func:`~caresync.signing.verify_ops` for ops from another replica: runs nothing vouches for are left out."""
+    return verify_ops(ops, partial=True)
 
 
 @dataclass(frozen=True)
@@ -454,6 +463,8 @@ class Replica:
 
         Ops are never refused for being late: their effect is folded and what no longer fits is surfaced as a
         conflict. Ops of a kind or version this library does not know are kept and folded after an upgrade.
+        Ops that came without their signature (a pull answer sends only the last of a run) and without the op
+        that closes their run are left out, counted in ``unchecked``: nothing in the batch vouches for them.
 
         ``defer_rows=True`` is for one batch of a longer exchange: the touched records are marked pending in
         the same transaction and re-folded once by :meth:`settle` (and before any read), instead of having
@@ -492,7 +503,11 @@ class Replica:
         with paused_gc():
             with self._store.write():
                 result: IngestResult = self._store.ingest(
-                    known, deferred, defer_rows=defer_rows, sent=from_server, verify=verify_ops
+                    known,
+                    deferred,
+                    defer_rows=defer_rows,
+                    sent=from_server,
+                    verify=verify_ops if from_server else _verify_partial,
                 )
                 now = self.clock.physical_ms()
                 for origin, stamp in result.max_hlc_by_origin.items():
@@ -504,12 +519,19 @@ class Replica:
             del known, deferred  # freed now, before the collector resumes and would walk them once more
         if result.deferred:
             self.log.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
+        if result.unchecked:
+            self.log.info(
+                "left out %d op(s) that came without their signature and without the op that closes their run; "
+                "they are taken when they come with it",
+                result.unchecked,
+            )
         return ApplyResult(
             applied=result.applied,
             duplicates=result.duplicates,
             deferred=result.deferred,
             records=result.records,
             refolded=result.refolded,
+            unchecked=result.unchecked,
         )
 
     def _record_anomaly(self, origin: str, stamp: int, now: int) -> None:

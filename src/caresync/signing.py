@@ -285,6 +285,10 @@ _NO_MATCH_RUN = (
     "has a signature that does not match its content or that of an op before it in the batch that travelled "
     "without its own signature"
 )
+_UNLINKED = (
+    "is not the op that the next op of its device in the batch follows, and has no signature of its own: one of "
+    "them was altered"
+)
 _UNCHECKABLE = (
     "cannot be checked: it travelled without its signature, and no later op of its device in the batch carries one"
 )
@@ -351,29 +355,49 @@ def _signed(raw: bytes, message: bytes) -> bool:
     return True
 
 
-def _check_run(run: list[Mapping[str, Any]], owners: dict[bytes, str]) -> _Found | OpForkError | None:
+def _check_run(
+    run: list[Mapping[str, Any]], owners: dict[bytes, str], unchecked: list[Mapping[str, Any]] | None
+) -> _Found | OpForkError | None:
     """Checks one run: every link, the key fingerprint of every signature present, and the signature of the
-    last op only (its link pins the content of every op before it; for format 1 ops, their signatures too).
-    Fills in ``pd`` where the batch left it out (it is derived from the run).
+    last signed op only (its link pins the content of every op before it; for format 1 ops, their signatures
+    too). Fills in ``pd`` where the batch left it out (it is derived from the run).
 
-    An op whose ``pd`` names another predecessor than the op before it in the run starts a new part, checked
-    the same way: if every part is signed, the device signed two histories (a fork); if not, the op whose own
-    signature fails is named (an altered ``pd`` fails its op's signature, which covers it)."""
+    Ops after the run's last signature are vouched for by nothing in the batch: they are added to
+    ``unchecked`` (the caller leaves them out) or, when it is None, named as uncheckable. An op whose ``pd``
+    names another predecessor than the op before it in the run starts a new part, checked the same way: if
+    every part is signed, the device signed two histories (a fork); if not, the op whose own signature fails
+    is named (an altered ``pd`` fails its op's signature, which covers it)."""
     first = run[0]
     prev = _first_prev(first)
     if type(prev) is not bytes:
         return prev  # type: ignore[return-value]
     start = 0
     fork: OpForkError | None = None
-    message = b""
-    raw: bytes | None = None
+    signed: tuple[int, bytes, bytes] | None = None  # the part's last signed op: index, signature, message
     blake2b = hashlib.blake2b
     origin = first["origin"]  # a run is one device's
     key: bytes | None = None
+
+    def close(end: int, broken: bool) -> _Found | None:
+        """Checks the part run[start:end] by its last signature; what follows that signature is unchecked: an
+        error at a break of the chain (``broken``: the op after the part does not follow its last op, which
+        nothing vouches for) or without ``unchecked`` to put it in."""
+        last = start - 1
+        if signed is not None:
+            last, raw, message = signed
+            if not _signed(raw, message):
+                return _name_forged(run[start : last + 1])
+        if last < end - 1:
+            if broken:
+                return run[end - 1], _UNLINKED
+            if unchecked is None:
+                return run[end - 1], _UNCHECKABLE
+            unchecked.extend(run[last + 1 : end])
+        return None
+
     for i, op in enumerate(run):
-        current = op.get("sig")
         sig: bytes | None = None
-        if current is not None:
+        if op.get("sig") is not None:
             sig = _raw_sig(op)
             if sig is None:
                 return op, "has no readable signature"
@@ -389,20 +413,19 @@ def _check_run(run: list[Mapping[str, Any]], owners: dict[bytes, str]) -> _Found
             if pd is None:
                 op["pd"] = link  # type: ignore[index]
             elif pd != link:
-                if raw is None:
-                    return run[i - 1], _UNCHECKABLE
-                if not _signed(raw, message):
-                    return _name_forged(run[start:i])
-                start, prev = i, bytes.fromhex(pd)
-                fork = fork or _fork(run[i - 1], op)
+                found = close(i, True)
+                if found is not None:
+                    return found
+                if signed is not None and signed[0] == i - 1:  # both sides signed: two histories
+                    fork = fork or _fork(run[i - 1], op)
+                start, prev, signed = i, bytes.fromhex(pd), None
         message = signing_message(op, prev)
-        raw = sig
-        prev = blake2b(message if op["v"] >= 2 else message + sig, digest_size=16).digest()  # type: ignore[operator]
-    if raw is None:
-        return run[-1], _UNCHECKABLE
-    if not _signed(raw, message):
-        return _name_forged(run[start:])
-    return fork
+        if sig is not None:
+            signed = (i, sig, message)
+            prev = blake2b(message if op["v"] >= 2 else message + sig, digest_size=16).digest()
+        else:
+            prev = blake2b(message, digest_size=16).digest()
+    return close(len(run), False) or fork
 
 
 class _LinkFork(OpForkError):
@@ -437,12 +460,14 @@ def _name_forged(run: list[Mapping[str, Any]]) -> _Found:
     return run[-1], _NO_MATCH_RUN
 
 
-def _check_runs(runs: Sequence[list[Mapping[str, Any]]]) -> _Found | OpForkError | None:
+def _check_runs(
+    runs: Sequence[list[Mapping[str, Any]]], unchecked: list[Mapping[str, Any]] | None
+) -> _Found | OpForkError | None:
     """The first forged op of the runs; else the first fork; else None."""
     owners: dict[bytes, str] = {}
     fork: OpForkError | None = None
     for run in runs:
-        found = _check_run(run, owners)
+        found = _check_run(run, owners, unchecked)
         if isinstance(found, OpForkError):
             fork = fork or found
         elif found is not None:
@@ -453,19 +478,20 @@ def _check_runs(runs: Sequence[list[Mapping[str, Any]]]) -> _Found | OpForkError
 def _check_repeats(
     repeats: Sequence[Mapping[str, Any]], ops: Sequence[Mapping[str, Any]]
 ) -> _Found | OpForkError | None:
-    """Ops that repeat an identity in the batch are checked one by one (rare: a resent op)."""
+    """Ops that repeat an identity in the batch are checked one by one (rare: a resent op); one without its
+    own signature is the same op as the one kept (the store compares them), so it is not checked again."""
     kept = {(op["origin"], op["seq"]): op for op in reversed(ops)}
     owners: dict[bytes, str] = {}
     for op in repeats:
         if "pd" not in op and op["seq"] > 1 and "pd" in kept[(op["origin"], op["seq"])]:
             op["pd"] = kept[(op["origin"], op["seq"])]["pd"]  # type: ignore[index]
-        found = _check_run([op], owners)
+        found = _check_run([op], owners, [])
         if found is not None:
             return found
     return None
 
 
-def verify_ops(ops: Sequence[Mapping[str, Any]]) -> None:
+def verify_ops(ops: Sequence[Mapping[str, Any]], *, partial: bool = False) -> list[Mapping[str, Any]]:
     """Checks the ops' signatures and links (ops already validated, so every field is present), and fills in
     the ``pd`` of each op whose predecessor is in the batch when it lacks one.
 
@@ -474,28 +500,39 @@ def verify_ops(ops: Sequence[Mapping[str, Any]]) -> None:
     The first op of a run needs its ``pd`` unless its seq is 1: a caller that holds its predecessor fills it in
     first (:meth:`caresync.store.Store.ingest`).
 
+    Ops at the end of a run that came without their signature are vouched for by nothing in the batch. With
+    ``partial`` they are returned, for the caller to leave out (a lossy link between replicas dropped the op
+    that closes their run; they come again with it); otherwise they are refused like a forgery (a server's
+    pull answer always closes its runs, and what a device pushes is signed op by op). Returns the ops left
+    out (none without ``partial``).
+
     Raises:
         ForgedOpError: naming an op whose signature does not match or is not its device's, a format 1 op
-            without one, the last op of a run without one, an op whose link was altered, or one that cannot be
-            checked because its link is missing.
+            without one, an op whose link was altered, one that cannot be checked because its link is missing,
+            or (without ``partial``) one that nothing in the batch vouches for.
         OpForkError: every op is signed, but one names another predecessor than the op of that identity in
             the batch: its device signed two histories.
     """
     runs, repeats = _runs(ops)
+    unchecked: list[Mapping[str, Any]] | None = [] if partial else None
     if len(runs) < _PARALLEL_FROM:
-        found = _check_runs(runs)
+        found = _check_runs(runs, unchecked)
     else:
         half = len(runs) // 2
+        halves: list[list[Mapping[str, Any]] | None] = [[], []] if partial else [None, None]
         with ThreadPoolExecutor(2) as pool:
-            parts = list(pool.map(_check_runs, [runs[:half], runs[half:]]))
+            parts = list(pool.map(_check_runs, [runs[:half], runs[half:]], halves))
         forged = [f for f in parts if f is not None and not isinstance(f, OpForkError)]
         found = forged[0] if forged else next((f for f in parts if f is not None), None)
+        if unchecked is not None:
+            unchecked = [op for half_ops in halves for op in half_ops or ()]
     if (found is None or isinstance(found, OpForkError)) and repeats:
         found = _check_repeats(repeats, ops) or found
     if isinstance(found, OpForkError):
         raise found
     if found is not None:
         raise _forged(*found)
+    return unchecked or []
 
 
 def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class IngestResult:
     deferred: int = 0
     refolded: int = 0
     records: int = 0
+    unchecked: int = 0
     max_hlc_by_origin: dict[str, int] = field(default_factory=dict)
 
 
@@ -287,7 +288,7 @@ class Store:
         *,
         defer_rows: bool = False,
         sent: bool = False,
-        verify: Callable[[list[OpDict]], None] | None = None,
+        verify: Callable[[list[OpDict]], Sequence[Mapping[str, Any]]] | None = None,
     ) -> IngestResult:
         """Stores validated ops and folds the known ones into their records, in one transaction.
 
@@ -317,7 +318,14 @@ class Store:
             ends, forks = self._link_to_held(fresh, origins)
             if verify is not None:
                 # first: an altered pd is a forgery, a signed one that disagrees a fork
-                verify(fresh + _closing(fresh, known + deferred))
+                left_out = verify(fresh + _closing(fresh, known + deferred))
+                if left_out:  # nothing in the batch vouches for them (see caresync.signing.verify_ops)
+                    ids = {id(op) for op in left_out}
+                    fresh_known = [op for op in fresh_known if id(op) not in ids]
+                    fresh_deferred = [op for op in fresh_deferred if id(op) not in ids]
+                    result.unchecked = len(fresh) - len(fresh_known) - len(fresh_deferred)
+                    if not fresh_known and not fresh_deferred:
+                        return result
             if forks:
                 raise forks[0]
             if verify is not None:

@@ -21,6 +21,7 @@ from pydantic_core import from_json, to_json
 
 from caresync import IntentError, InvalidOpError, Replica
 from caresync.merge import fold
+from caresync.signing import signature_needed
 from caresync.testing import FakeClock
 
 DAY = 86_400_000
@@ -96,7 +97,7 @@ def _flatten(rounds: list[tuple[list[Any], list[Any]]]) -> list[tuple[Any, ...]]
 script = st.lists(round_, min_size=2, max_size=7).map(_flatten)
 
 #: How often the interesting paths ran, checked by the last test of this module.
-SEEN = {"refolds": 0, "conflicts": 0, "examples": 0, "rollbacks": 0}
+SEEN = {"refolds": 0, "conflicts": 0, "examples": 0, "rollbacks": 0, "unsigned": 0}
 
 
 class World:
@@ -227,11 +228,20 @@ def deliver(src: Replica, dst: Replica, seed: int) -> None:
     """A lossy, duplicating, reordering link: some of src's ops reach dst, shuffled, some twice."""
     rng = random.Random(seed)
     ops = src.export_ops(dst.version_vector(), limit=10_000)
-    chosen = [o for o in ops if rng.random() < 0.6]
-    chosen += rng.sample(chosen, k=len(chosen) // 3) if chosen else []
-    rng.shuffle(chosen)
-    third = len(chosen) // 3
-    parts = [p for p in (chosen[:third], chosen[third : 2 * third], chosen[2 * third :]) if p]
+    if rng.random() < 0.4:
+        # as a server's pull answers: pages in order, each with a signature only where a run of a device's ops
+        # ends in it, a page sometimes sent twice (an answer lost on the way)
+        cuts = sorted(rng.sample(range(1, len(ops)), k=min(2, len(ops) - 1))) if len(ops) > 1 else []
+        pages = [ops[a:b] for a, b in zip([0, *cuts], [*cuts, len(ops)], strict=True) if ops[a:b]]
+        if pages and rng.random() < 0.3:
+            pages.insert(rng.randrange(len(pages)) + 1, pages[0])
+        parts = [_as_pulled(page) for page in pages]
+    else:
+        chosen = [o for o in ops if rng.random() < 0.6]
+        chosen += rng.sample(chosen, k=len(chosen) // 3) if chosen else []
+        rng.shuffle(chosen)
+        third = len(chosen) // 3
+        parts = [p for p in (chosen[:third], chosen[third : 2 * third], chosen[2 * third :]) if p]
     if rng.random() < 0.5:
         for part in parts:
             SEEN["refolds"] += dst.apply_ops(part).refolded
@@ -248,6 +258,15 @@ def deliver(src: Replica, dst: Replica, seed: int) -> None:
                 SEEN["rollbacks"] += 1
         dst.apply_ops(part, defer_rows=True)
     dst.settle()
+
+
+def _as_pulled(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    needed = signature_needed([(op["origin"], op["seq"], op["v"]) for op in ops])
+    stripped = [
+        op if keep else {k: v for k, v in op.items() if k != "sig"} for op, keep in zip(ops, needed, strict=True)
+    ]
+    SEEN["unsigned"] += len(ops) - sum(needed)
+    return stripped
 
 
 class _RolledBack(Exception):
@@ -377,3 +396,4 @@ def test_the_generator_reaches_the_interesting_paths() -> None:
     assert SEEN["refolds"] > SEEN["examples"] // 10, SEEN
     assert SEEN["conflicts"] > SEEN["examples"] // 10, SEEN
     assert SEEN["rollbacks"] > SEEN["examples"] // 20, SEEN
+    assert SEEN["unsigned"] > SEEN["examples"], SEEN  # ops delivered without their signature, pinned by a later one
