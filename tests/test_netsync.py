@@ -138,23 +138,24 @@ def test_a_link_cut_at_every_batch_boundary_loses_and_doubles_nothing(
     assert all(all_ops(d) == made for d in devices)
 
 
+class CutAfter(httpx.BaseTransport):
+    """Lets ``n`` requests through, then the link is gone."""
+
+    def __init__(self, inner: httpx.BaseTransport, n: int) -> None:
+        self.inner, self.left = inner, n
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.left == 0:
+            raise httpx.ConnectError("no signal (test)", request=request)
+        self.left -= 1
+        return self.inner.handle_request(request)
+
+
 def test_a_cut_pull_resumes_from_its_last_committed_batch(server: Server, make_replica: ReplicaFactory) -> None:
     src, dst = make_replica("src"), make_replica("dst")
     ts, td = server.enroll("src"), server.enroll("dst")
     _requests(src, 60)
     src.sync(URL, token=ts, client=server.client)
-
-    class CutAfter(httpx.BaseTransport):
-        """Lets ``n`` requests through, then the link is gone."""
-
-        def __init__(self, inner: httpx.BaseTransport, n: int) -> None:
-            self.inner, self.left = inner, n
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if self.left == 0:
-                raise httpx.ConnectError("no signal (test)", request=request)
-            self.left -= 1
-            return self.inner.handle_request(request)
 
     pulls: list[int] = []
     link = httpx.Client(transport=CutAfter(server.client._transport, 3), base_url=URL)  # 3 pulls, then gone
@@ -420,16 +421,6 @@ def test_a_pull_into_an_empty_device_cut_mid_way_keeps_correct_rows_and_resumes(
     full = _history(server, make_replica)
     fresh = make_replica("fresh")
     token = server.enroll("fresh")
-
-    class CutAfter(httpx.BaseTransport):
-        def __init__(self, inner: httpx.BaseTransport, n: int) -> None:
-            self.inner, self.left = inner, n
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if self.left == 0:
-                raise httpx.ConnectError("no signal (test)", request=request)
-            self.left -= 1
-            return self.inner.handle_request(request)
 
     cut = CutAfter(server.client._transport, 6)
     with httpx.Client(transport=cut, base_url=URL) as client, pytest.raises(SyncError):

@@ -121,12 +121,17 @@ def test_link_positions_that_do_not_fit_are_refused() -> None:
 
     columns = wire._columns(VALID[1::2])
     for links in ([0, 0], [len(VALID)], [-1], ["0"], {}):
-        packed = wire._pack({**columns, "links": links}, 2)
-        packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
-        data = b"CS\x02\x01" + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
-        trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
         with pytest.raises(InvalidInputError, match="damaged"):
-            decode_envelope(data + trailer)
+            decode_envelope(_by_hand(columns, wire._pack({**columns, "links": links}, 2), 2))
+
+
+def _by_hand(columns: dict[str, Any], packed: list[Any], fmt: int) -> bytes:
+    """A compact batch of ``packed`` columns put together as the encoder would (to damage one column)."""
+    from caresync import wire
+
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
+    data = b"CS" + bytes((fmt, 1)) + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
+    return data + b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
 
 
 def test_envelope_without_ops() -> None:
@@ -239,11 +244,8 @@ def test_unsigned_positions_that_do_not_fit_are_refused(unsigned: list[Any]) -> 
     columns = wire._columns(VALID[1::2])
     packed = wire._pack(columns, 3)
     packed[15] = unsigned
-    packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
-    data = b"CS\x03\x01" + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
-    trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
     with pytest.raises(InvalidInputError, match="damaged"):
-        decode_envelope(data + trailer)
+        decode_envelope(_by_hand(columns, packed, 3))
 
 
 def test_ids_that_only_look_like_the_short_forms_travel_as_they_are() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from caresync import Replica
 from caresync.testing import sign
 
 from support import GRID, START_MS, ReplicaFactory, Server, keys, own_ops
@@ -355,13 +356,18 @@ def test_links_are_derived_stored_and_pulled_where_they_cannot_be_derived(
     assert phone.tickets.get(here.id).title == "Leak"
 
 
-def test_a_forged_op_inside_a_run_is_refused_whole_and_named(server: Server, make_replica: ReplicaFactory) -> None:
+def _a_run_of_notes(server: Server, make_replica: ReplicaFactory) -> tuple[Replica, str, list[dict[str, Any]]]:
+    """A station device with a ticket and five notes on it (six ops in a run), its token, and the ops."""
     station = make_replica("station")
     token = server.enroll("station")
     ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
     for i in range(5):
         station.tickets.note(ticket.id, f"note {i}")
-    ops = own_ops(station)
+    return station, token, own_ops(station)
+
+
+def test_a_forged_op_inside_a_run_is_refused_whole_and_named(server: Server, make_replica: ReplicaFactory) -> None:
+    station, token, ops = _a_run_of_notes(server, make_replica)
     counts = server.counts()
     for compact in (False, True):
         altered = [dict(op) for op in ops]
@@ -418,12 +424,7 @@ def test_every_signature_the_server_keeps_is_checked(server: Server, make_replic
     those and sends each on alone where a pull filtered by scope breaks the run, so it checks every one."""
     import base64
 
-    station = make_replica("station")
-    token = server.enroll("station")
-    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
-    for i in range(5):
-        station.tickets.note(ticket.id, f"note {i}")
-    ops = own_ops(station)
+    station, token, ops = _a_run_of_notes(server, make_replica)
     counts = server.counts()
     raw = bytearray(base64.b64decode(ops[2]["sig"]))
     raw[50] ^= 1
