@@ -456,7 +456,7 @@ def _name_forged(run: list[Mapping[str, Any]]) -> _Found:
         message = signing_message(op, prev)
         if raw is not None and not _signed(raw, message):
             return op, _NO_MATCH
-        prev = hashlib.blake2b(message if op["v"] >= 2 else message + raw, digest_size=16).digest()  # type: ignore[operator]
+        prev = hashlib.blake2b(message if raw is None or op["v"] >= 2 else message + raw, digest_size=16).digest()
     return run[-1], _NO_MATCH_RUN
 
 
