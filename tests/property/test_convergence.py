@@ -396,4 +396,4 @@ def test_the_generator_reaches_the_interesting_paths() -> None:
     assert SEEN["refolds"] > SEEN["examples"] // 10, SEEN
     assert SEEN["conflicts"] > SEEN["examples"] // 10, SEEN
     assert SEEN["rollbacks"] > SEEN["examples"] // 20, SEEN
-    assert SEEN["unsigned"] > SEEN["examples"] // 10, SEEN  # ops delivered without their signature, pinned by a later one
+    assert SEEN["unsigned"] > SEEN["examples"] // 10, SEEN  # ops pinned by a later op of their run
