@@ -30,12 +30,13 @@ The columns travel as one positional list, without keys (see ``_pack``): ``[n, v
 eid, actor, at, body, set, origins, keys, key, unsigned, links]``, where a table column with one value is just
 ``[table]``, an all-zero column is ``[]``, ``body`` is ``[]`` when every body is in ``set``, ``keys`` is the
 number of public keys, ``key`` is ``[]`` when every op is signed by its device's key, and ``unsigned`` lists the
-ops without a signature (written before caresync signed ops); an empty batch is ``[0]``. That JSON is
+ops without a signature (inside a run, whose last signature pins them: see :mod:`caresync.signing`), as
+differences of positions in format 3 and as positions in format 2; an empty batch is ``[0]``. That JSON is
 compressed with raw deflate and a preset dictionary of the words every batch uses (kinds, field names, body
 keys, the column skeleton), so even a batch of ten ops compresses well: framing is most of a small batch.
-Layout: ``b"CS"``, a format byte (2), a compression byte (1 = raw deflate with dictionary 1), the deflate
-stream, then the public keys (32 bytes each), the signatures of the signed ops in order (64 bytes each), and
-the links that travel (16 bytes each).
+Layout: ``b"CS"``, a format byte (3; format 2 is read too), a compression byte (1 = raw deflate with
+dictionary 1), the deflate stream, then the public keys (32 bytes each), the signatures of the signed ops in
+order (64 bytes each), and the links that travel (16 bytes each).
 Decoding checks
 every column and refuses anything else with :class:`~caresync.errors.InvalidInputError`; the ops it returns
 still go through :func:`caresync.ops.validate_ops` like any others.
