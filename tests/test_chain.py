@@ -418,7 +418,7 @@ def test_a_run_is_checked_through_the_ops_of_the_batch_already_held(make_replica
 def test_signatures_of_a_large_batch_are_checked_on_two_threads_with_the_same_answer(
     make_replica: ReplicaFactory,
 ) -> None:
-    a, ops = _source(make_replica, notes=299)
+    _, ops = _source(make_replica, notes=299)
     batch = _copy(ops)
     for where in (3, 280):
         _alter_sig(batch[where])
