@@ -504,33 +504,34 @@ def _compact_format(accept: str) -> int | None:
     it lists none (devices from before format 3)."""
     if not _accepts(accept, MEDIA_TYPE):
         return None
-    listed: set[int] = set()
-    for part in accept.split(","):
-        name, *params = (p.strip() for p in part.split(";"))
-        if name.lower() == MEDIA_TYPE:
-            for param in params:
-                key, _, value = param.partition("=")
-                if key.strip().lower() == "format" and value.strip().isdigit():
-                    listed.add(int(value))
+    listed = {int(value) for params in _entries(accept, MEDIA_TYPE) if (value := params.get("format", "")).isdigit()}
     usable = listed & set(FORMATS)
     return max(usable) if usable else 2
 
 
 def _accepts(accept: str, media: str) -> bool:
-    """True when an Accept header names ``media`` with a quality above zero."""
+    """True when an Accept header names ``media`` with a quality above zero (its first entry for it decides)."""
+    entries = _entries(accept, media)
+    if not entries:
+        return False
+    quality = entries[0].get("q")
+    if quality is None:
+        return True
+    try:
+        return float(quality) > 0
+    except ValueError:
+        return False
+
+
+def _entries(accept: str, media: str) -> list[dict[str, str]]:
+    """The parameters (names lower-cased, values stripped) of each entry of an Accept header naming ``media``."""
+    found = []
     for part in accept.split(","):
         name, *params = (p.strip() for p in part.split(";"))
-        if name.lower() != media:
-            continue
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    return float(value) > 0
-                except ValueError:
-                    return False
-        return True
-    return False
+        if name.lower() == media:
+            pairs = (param.partition("=") for param in params)
+            found.append({key.strip().lower(): value.strip() for key, _, value in pairs})
+    return found
 
 
 def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
