@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +267,24 @@ def test_a_large_batch_into_an_empty_replica_rebuilds_the_indexes_and_reads_the_
         assert bulk.state_digest() == row_by_row.state_digest() == a.state_digest()
         assert indexes(bulk) == indexes(row_by_row)
         assert [t.title for t in bulk.tickets.list(grid=GRID)] == [t.title for t in a.tickets.list(grid=GRID)]
+
+
+def test_the_log_is_copied_into_the_file_by_a_thread_of_its_own_soon_after_a_commit(
+    make_replica: ReplicaFactory,
+) -> None:
+    """A commit does not wait for the write-ahead log to be copied into the file (automatic checkpoints are off),
+    yet the copy follows within moments, and closing the replica ends the thread that makes it."""
+    a, b = make_replica("a"), make_replica("b")
+    assert a._store.sql("PRAGMA wal_autocheckpoint") == [(0,)]
+    title = "Checkpointed: the lift on the 7th floor"
+    for i in range(50):
+        a.tickets.submit(title=f"Leak {i}", kind="repair", grid=GRID)
+    a.tickets.submit(title=title, kind="repair", grid=GRID)
+    b.apply_ops(a.export_ops())
+    deadline = time.monotonic() + 20
+    while title.encode() not in Path(b.path).read_bytes():  # only in the log until it is checkpointed
+        assert time.monotonic() < deadline, "the log was not copied into the file"
+        time.sleep(0.05)
+    a.close()
+    b.close()
+    assert not [t for t in threading.enumerate() if t.name == "caresync-checkpoint"]

@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import sqlite3
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ from .signing import ZERO_LINK, chain_link, failing_signatures, linkable
 __all__ = ["IngestResult", "Store"]
 
 _CHUNK = 500
+_SCRUB_TRIES = 100  # a checkpoint that must empty the log retries this often while another process checkpoints
 _BULK = 10_000  # rows in a batch into an empty table from which its indexes are rebuilt rather than updated
 _INSERT_OP = (
     "INSERT INTO ops (origin, seq, hlc, eid, kind, v, actor, at, known, body, sent, sig, pd) "
@@ -102,6 +105,7 @@ class Store:
         self._scrub = False
         self._pending = False
         self._link: tuple[str, int, bytes] | None = None  # this device's newest (origin, seq, link)
+        self._checkpointer = _Checkpointer(self.path, self.log)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._engine: Engine = create_engine(
@@ -128,6 +132,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        self._checkpointer.stop()  # before the store's own connection: the last one to close empties the log
         self.conn.close()
         self._engine.dispose()
 
@@ -187,8 +192,11 @@ class Store:
             db.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
-        if depth == 0 and self._scrub and not self._pending:
-            self._checkpoint()
+        if depth == 0:
+            if self._scrub and not self._pending:
+                self._checkpoint()
+            else:
+                self._checkpointer.poke()
 
     def _checkpoint(self) -> None:
         """Redacted data must not linger in the write-ahead log: copy it into the file and empty the log.
@@ -196,7 +204,14 @@ class Store:
         Runs after the commit that erased it, or, when rows are still pending, after they are settled (the
         old rows hold the data too)."""
         self._scrub = False
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._checkpointer.lock:  # a checkpoint under way on the thread would make this one give up
+            for _ in range(_SCRUB_TRIES):
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.01)  # another process is checkpointing the same file
+        self.log.warning("could not empty the write-ahead log of %s after a redaction; it is retried later", self.path)
+        self._scrub = True
 
     def sql(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         """Runs one SQL statement and returns its rows (for the library's own queries)."""
@@ -937,6 +952,66 @@ def _fork(op: OpDict, what: str) -> OpForkError:
     )
 
 
+class _Checkpointer:
+    """Copies the write-ahead log into the replica file on a thread of its own, so that a commit never waits for it.
+
+    SQLite's automatic checkpoint runs inside the commit that crosses its threshold: after a large batch (a first
+    sync, a bundle) that is tens of megabytes copied and synced before the call returns, on the thread that
+    needs to get on with the next page or the next screen. The store's connection turns it off
+    (``wal_autocheckpoint = 0``) and pokes this one after each commit; it waits a moment for a burst of commits
+    to pass, then checkpoints with its own connection, ``PASSIVE`` (it never blocks the writer or a reader; what
+    a reader still uses is copied next time). The log is valid until it has been copied, so a process that
+    dies in the middle loses nothing, and the last connection to close the file empties the log as always.
+    """
+
+    _SETTLE_S = 0.05
+
+    def __init__(self, path: Path, log: logging.Logger) -> None:
+        self._path = path
+        self._log = log
+        self._wake = threading.Event()
+        self.lock = threading.Lock()
+        """Held while a checkpoint runs: one that must complete (after a redaction) takes it too."""
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def poke(self) -> None:
+        """Asks for a checkpoint soon (after a commit); starts the thread on first use."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="caresync-checkpoint", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finishes the checkpoint under way, if any, and ends the thread."""
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+        except sqlite3.Error as exc:
+            self._log.warning("cannot open %s to checkpoint its log: %s", self._path, exc)
+            return
+        try:
+            while not self._stopping:
+                self._wake.wait()
+                time.sleep(self._SETTLE_S)
+                self._wake.clear()  # a poke from here on asks for one more checkpoint
+                if self._stopping:
+                    break
+                try:
+                    with self.lock:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or failing disk: the log stays valid, the next poke retries
+                    self._log.warning("checkpoint of %s failed: %s", self._path, exc)
+        finally:
+            conn.close()
+
+
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode = WAL")
@@ -945,6 +1020,7 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys = ON")
     cur.execute("PRAGMA cache_size = -65536")  # 64 MiB: a big merge touches the (eid, hlc) index all over
     cur.execute("PRAGMA secure_delete = ON")  # overwritten personal data is zeroed, not left in free space
+    cur.execute("PRAGMA wal_autocheckpoint = 0")  # a _Checkpointer copies the log into the file instead
     cur.close()
 
 
