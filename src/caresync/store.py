@@ -970,9 +970,9 @@ class _Checkpointer:
         self._path = path
         self._log = log
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         self.lock = threading.Lock()
         """Held while a checkpoint runs: one that must complete (after a redaction) takes it too."""
-        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def poke(self) -> None:
@@ -983,9 +983,10 @@ class _Checkpointer:
         self._wake.set()
 
     def stop(self) -> None:
-        """Finishes the checkpoint under way, if any, and ends the thread."""
+        """Ends the thread, after the checkpoint under way if there is one. What is left in the log is copied
+        when the store's own connection, the last one, closes."""
         if self._thread is not None:
-            self._stopping = True
+            self._stopping.set()
             self._wake.set()
             self._thread.join()
             self._thread = None
@@ -997,12 +998,11 @@ class _Checkpointer:
             self._log.warning("cannot open %s to checkpoint its log: %s", self._path, exc)
             return
         try:
-            while not self._stopping:
+            while True:
                 self._wake.wait()
-                time.sleep(self._SETTLE_S)
-                self._wake.clear()  # a poke from here on asks for one more checkpoint
-                if self._stopping:
+                if self._stopping.wait(self._SETTLE_S):  # let a burst of commits pass; a stop cuts the wait short
                     break
+                self._wake.clear()  # a poke from here on asks for one more checkpoint
                 try:
                     with self.lock:
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
