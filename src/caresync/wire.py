@@ -52,6 +52,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from itertools import accumulate, filterfalse, islice
+from operator import sub
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -116,13 +117,8 @@ def _dictionary(values: Sequence[Any]) -> dict[str, list[Any]]:
     return {"t": list(table), "i": index}
 
 
-def _deltas(values: Sequence[int]) -> list[int]:
-    out = []
-    previous = 0
-    for value in values:
-        out.append(value - previous)
-        previous = value
-    return out
+def _deltas(values: list[int]) -> list[int]:
+    return list(map(sub, values, [0, *values[:-1]]))
 
 
 class _Origins:
@@ -134,14 +130,21 @@ class _Origins:
     def index(self, origin: str) -> int:
         return self.table.setdefault(origin, len(self.table))
 
+    def indexes(self, origins: Sequence[str]) -> list[int]:
+        """:meth:`index` of each."""
+        table = self.table
+        return [table.setdefault(origin, len(table)) for origin in origins]
+
     def eids(self, eids: Sequence[str]) -> dict[str, Any]:
         """Record ids ``T-<origin>-<seq>`` as three columns (letter index, origin index, seq); ids of any other
         form are listed in ``raw`` by position, with zeros in the columns."""
         letters: dict[str, int] = {}
+        table = self.table
         p, o, n = [], [], []
         raw_at, raw = [], []
+        fullmatch = _EID_RE.fullmatch
         for position, eid in enumerate(eids):
-            match = _EID_RE.fullmatch(eid)
+            match = fullmatch(eid)
             if match is None:
                 p.append(0)
                 o.append(0)
@@ -149,9 +152,10 @@ class _Origins:
                 raw_at.append(position)
                 raw.append(eid)
             else:
-                p.append(letters.setdefault(match[1], len(letters)))
-                o.append(self.index(match[2]))
-                n.append(int(match[3]))
+                letter, origin, number = match.groups()
+                p.append(letters.setdefault(letter, len(letters)))
+                o.append(table.setdefault(origin, len(table)))
+                n.append(int(number))
         out: dict[str, Any] = {"t": list(letters), "p": p, "o": o, "n": n}
         if raw:
             out["raw"] = {"i": raw_at, "v": raw}
@@ -167,16 +171,17 @@ class _Origins:
         return int(match[2]) if index == 0 else [index, int(match[2])]
 
 
-def _is_plain_set(op: Mapping[str, Any]) -> bool:
-    body = op["body"]
+def _is_plain_set(kind: str, body: Any) -> bool:
+    """Whether an op's body travels in the ``set`` columns: a ``<record>.set`` body of exactly ``field`` (text),
+    ``value`` and ``replaces`` (a list of text)."""
+    if not kind.endswith(".set") or type(body) is not dict or len(body) != 3:
+        return False
+    replaces = body.get("replaces")
     return (
-        op["kind"].endswith(".set")
-        and type(body) is dict
-        and len(body) == 3
-        and type(body.get("field")) is str
-        and type(body.get("replaces")) is list
+        type(body.get("field")) is str
+        and type(replaces) is list
         and "value" in body
-        and all(type(r) is str for r in body["replaces"])
+        and (not replaces or (len(replaces) == 1 and type(replaces[0]) is str) or all(type(r) is str for r in replaces))
     )
 
 
@@ -185,22 +190,27 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     try:
         versions = [op["v"] for op in ops]
         hlcs = [op["hlc"] for op in ops]
-        origin_index = [origins.index(op["origin"]) for op in ops]
+        origin_index = origins.indexes([op["origin"] for op in ops])
         eids = origins.eids([op["eid"] for op in ops])
-        plain_sets = [_is_plain_set(op) for op in ops]
-        bodies = [None if plain else op["body"] for op, plain in zip(ops, plain_sets, strict=True)]
-        set_bodies = [op["body"] for op, plain in zip(ops, plain_sets, strict=True) if plain]
+        bodies = [op["body"] for op in ops]
+        kinds = [op["kind"] for op in ops]
+        set_bodies = []
+        for i, (kind, body) in enumerate(zip(kinds, bodies, strict=True)):
+            if _is_plain_set(kind, body):
+                set_bodies.append(body)
+                bodies[i] = None
+        walls = [h >> _HLC_SHIFT for h in hlcs]
         columns: dict[str, Any] = {
             "n": len(ops),
             "v": versions[0] if len(set(versions)) == 1 else versions,
-            "kind": _dictionary([op["kind"] for op in ops]),
+            "kind": _dictionary(kinds),
             "origin": origin_index,
             "seq": _deltas([op["seq"] for op in ops]),
-            "hw": _deltas([h >> _HLC_SHIFT for h in hlcs]),
+            "hw": _deltas(walls),
             "hc": [h & _HLC_MASK for h in hlcs],
             "eid": eids,
             "actor": _dictionary([op["actor"] for op in ops]),
-            "at": [op["at"] - (h >> _HLC_SHIFT) for op, h in zip(ops, hlcs, strict=True)],
+            "at": list(map(sub, [op["at"] for op in ops], walls)),
             "body": bodies,
             "set": {
                 "field": _dictionary([b["field"] for b in set_bodies]),
