@@ -51,7 +51,8 @@ import binascii
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from itertools import accumulate, pairwise
+from itertools import accumulate, filterfalse, islice
+from operator import sub
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -116,13 +117,8 @@ def _dictionary(values: Sequence[Any]) -> dict[str, list[Any]]:
     return {"t": list(table), "i": index}
 
 
-def _deltas(values: Sequence[int]) -> list[int]:
-    out = []
-    previous = 0
-    for value in values:
-        out.append(value - previous)
-        previous = value
-    return out
+def _deltas(values: list[int]) -> list[int]:
+    return list(map(sub, values, [0, *values[:-1]]))
 
 
 class _Origins:
@@ -134,14 +130,21 @@ class _Origins:
     def index(self, origin: str) -> int:
         return self.table.setdefault(origin, len(self.table))
 
+    def indexes(self, origins: Sequence[str]) -> list[int]:
+        """:meth:`index` of each."""
+        table = self.table
+        return [table.setdefault(origin, len(table)) for origin in origins]
+
     def eids(self, eids: Sequence[str]) -> dict[str, Any]:
         """Record ids ``T-<origin>-<seq>`` as three columns (letter index, origin index, seq); ids of any other
         form are listed in ``raw`` by position, with zeros in the columns."""
         letters: dict[str, int] = {}
+        table = self.table
         p, o, n = [], [], []
         raw_at, raw = [], []
+        fullmatch = _EID_RE.fullmatch
         for position, eid in enumerate(eids):
-            match = _EID_RE.fullmatch(eid)
+            match = fullmatch(eid)
             if match is None:
                 p.append(0)
                 o.append(0)
@@ -149,9 +152,10 @@ class _Origins:
                 raw_at.append(position)
                 raw.append(eid)
             else:
-                p.append(letters.setdefault(match[1], len(letters)))
-                o.append(self.index(match[2]))
-                n.append(int(match[3]))
+                letter, origin, number = match.groups()
+                p.append(letters.setdefault(letter, len(letters)))
+                o.append(table.setdefault(origin, len(table)))
+                n.append(int(number))
         out: dict[str, Any] = {"t": list(letters), "p": p, "o": o, "n": n}
         if raw:
             out["raw"] = {"i": raw_at, "v": raw}
@@ -167,16 +171,17 @@ class _Origins:
         return int(match[2]) if index == 0 else [index, int(match[2])]
 
 
-def _is_plain_set(op: Mapping[str, Any]) -> bool:
-    body = op["body"]
+def _is_plain_set(kind: str, body: Any) -> bool:
+    """Whether an op's body travels in the ``set`` columns: a ``<record>.set`` body of exactly ``field`` (text),
+    ``value`` and ``replaces`` (a list of text)."""
+    if not kind.endswith(".set") or type(body) is not dict or len(body) != 3:
+        return False
+    replaces = body.get("replaces")
     return (
-        op["kind"].endswith(".set")
-        and type(body) is dict
-        and len(body) == 3
-        and type(body.get("field")) is str
-        and type(body.get("replaces")) is list
+        type(body.get("field")) is str
+        and type(replaces) is list
         and "value" in body
-        and all(type(r) is str for r in body["replaces"])
+        and (not replaces or (len(replaces) == 1 and type(replaces[0]) is str) or all(type(r) is str for r in replaces))
     )
 
 
@@ -185,22 +190,27 @@ def _columns(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     try:
         versions = [op["v"] for op in ops]
         hlcs = [op["hlc"] for op in ops]
-        origin_index = [origins.index(op["origin"]) for op in ops]
+        origin_index = origins.indexes([op["origin"] for op in ops])
         eids = origins.eids([op["eid"] for op in ops])
-        plain_sets = [_is_plain_set(op) for op in ops]
-        bodies = [None if plain else op["body"] for op, plain in zip(ops, plain_sets, strict=True)]
-        set_bodies = [op["body"] for op, plain in zip(ops, plain_sets, strict=True) if plain]
+        bodies = [op["body"] for op in ops]
+        kinds = [op["kind"] for op in ops]
+        set_bodies = []
+        for i, (kind, body) in enumerate(zip(kinds, bodies, strict=True)):
+            if _is_plain_set(kind, body):
+                set_bodies.append(body)
+                bodies[i] = None
+        walls = [h >> _HLC_SHIFT for h in hlcs]
         columns: dict[str, Any] = {
             "n": len(ops),
             "v": versions[0] if len(set(versions)) == 1 else versions,
-            "kind": _dictionary([op["kind"] for op in ops]),
+            "kind": _dictionary(kinds),
             "origin": origin_index,
             "seq": _deltas([op["seq"] for op in ops]),
-            "hw": _deltas([h >> _HLC_SHIFT for h in hlcs]),
+            "hw": _deltas(walls),
             "hc": [h & _HLC_MASK for h in hlcs],
             "eid": eids,
             "actor": _dictionary([op["actor"] for op in ops]),
-            "at": [op["at"] - (h >> _HLC_SHIFT) for op, h in zip(ops, hlcs, strict=True)],
+            "at": list(map(sub, [op["at"] for op in ops], walls)),
             "body": bodies,
             "set": {
                 "field": _dictionary([b["field"] for b in set_bodies]),
@@ -461,7 +471,7 @@ def _undictionary(column: Any, n: int, name: str) -> list[Any]:
     if not isinstance(column, dict) or not isinstance(column.get("t"), list):
         raise _damaged(name, "is not a table of values with indexes")
     table = column["t"]
-    return [table[i] for i in _indexes(column.get("i"), n, len(table), name)]
+    return list(map(table.__getitem__, _indexes(column.get("i"), n, len(table), name)))
 
 
 def _origin_at(origins: list[str], index: Any, name: str) -> str:
@@ -485,12 +495,18 @@ def _eids_from(column: Any, n: int, origins: list[str]) -> list[Any]:
     raw_values = _expect_list(raw.get("v"), len(raw.get("i") or []), "eid.raw")
     raw_at = _indexes(raw.get("i"), len(raw_values), n, "eid.raw")
     exceptions = dict(zip(raw_at, raw_values, strict=True))
-    if (not letters or not origins) and len(exceptions) != n:
+    if len(exceptions) == n:
+        return [exceptions[i] for i in range(n)]
+    if not letters or not origins:
         raise _damaged("eid", "names a letter or a device that is not in its table")
-    return [
-        exceptions[i] if i in exceptions else f"{letters[pi]}-{origins[oi]}-{ni}"
-        for i, (pi, oi, ni) in enumerate(zip(p, o, numbers, strict=True))
-    ]
+    if len(letters) == 1:  # one record type (the usual batch): each id is one of a few prefixes and its number
+        heads = [f"{letters[0]}-{origin}-" for origin in origins]
+        eids = [f"{heads[oi]}{ni}" for oi, ni in zip(o, numbers, strict=True)]
+    else:
+        eids = [f"{letters[pi]}-{origins[oi]}-{ni}" for pi, oi, ni in zip(p, o, numbers, strict=True)]
+    for i, eid in exceptions.items():
+        eids[i] = eid
+    return eids
 
 
 def _ref_from(origins: list[str], item: Any) -> Any:
@@ -511,37 +527,57 @@ def _set_bodies(columns: Any, origins: list[str], count: int) -> list[dict[str, 
     replaces = _expect_list(columns.get("replaces"), count, "set.replaces")
     if replaces and set(map(type, replaces)) != {list}:
         raise _damaged("set.replaces", "holds a value that is not a list")
+    if not origins:  # every reference must be text: _ref_from refuses the others
+        return [
+            {"field": field, "value": value, "replaces": [_ref_from(origins, r) for r in refs]}
+            for field, value, refs in zip(fields, values, replaces, strict=True)
+        ]
+    first = f"{origins[0]}:"  # a bare seq names an op of the first device (see _Origins.ref)
     return [
-        {"field": field, "value": value, "replaces": [_ref_from(origins, r) for r in refs]}
+        {
+            "field": field,
+            "value": value,
+            "replaces": (
+                [f"{first}{refs[0]}"]  # the usual write replaces one op of the first device: no inner loop
+                if len(refs) == 1 and type(refs[0]) is int
+                else [f"{first}{r}" if type(r) is int else _ref_from(origins, r) for r in refs]
+            ),
+        }
         for field, value, refs in zip(fields, values, replaces, strict=True)
     ]
 
 
+def _positions(column: Any, name: str) -> list[int]:
+    """Increasing op positions from their differences (the first from 0): integers, the first at least 0, the
+    others at least 1 (checked for the whole column at once)."""
+    if not isinstance(column, list) or (column and (set(map(type, column)) != {int} or min(column) < 0)):
+        raise _damaged(name, "is not a list of op positions")
+    if len(column) > 1 and min(islice(column, 1, None)) < 1:
+        raise _damaged(name, "is not a list of increasing op positions")
+    return list(accumulate(column))
+
+
 def _links_from(columns: dict[str, Any], n: int) -> list[int]:
     """The positions of the ops whose link travels, increasing."""
-    links = columns.get("links")
-    if not isinstance(links, list) or any(type(d) is not int or d < 0 for d in links):
-        raise _damaged("links", "is not a list of op positions")
-    positions = list(accumulate(links))
-    if any(b <= a for a, b in pairwise(positions)) or (positions and positions[-1] >= n):
+    positions = _positions(columns.get("links"), "links")
+    if positions and positions[-1] >= n:
         raise _damaged("links", "is not a list of increasing op positions")
     return positions
 
 
 def _signatures_from(
     columns: dict[str, Any], n: int, origins: list[str], trailer: bytes, linked: int, fmt: int
-) -> list[str | None]:
+) -> list[tuple[int, str]]:
+    """The signed ops' positions and ``sig`` values, in order (in a pull answer most ops are unsigned)."""
     count = columns.get("keys")
     if type(count) is not int or not 0 <= count <= n:
         raise _damaged("keys", "is not a count of public keys")
     unsigned = columns.get("unsigned")
-    if not isinstance(unsigned, list) or any(type(i) is not int or i < 0 for i in unsigned):
-        raise _damaged("unsigned", "is not a list of op positions")
     if fmt >= 3:
-        unsigned = list(accumulate(unsigned))
-        if any(b <= a for a, b in pairwise(unsigned)):
-            raise _damaged("unsigned", "is not a list of increasing op positions")
-    if any(i >= n for i in unsigned):
+        unsigned = _positions(unsigned, "unsigned")
+    elif not isinstance(unsigned, list) or (unsigned and (set(map(type, unsigned)) != {int} or min(unsigned) < 0)):
+        raise _damaged("unsigned", "is not a list of op positions")
+    if unsigned and max(unsigned) >= n:
         raise _damaged("unsigned", "names an op the batch does not hold")
     unsigned_set = set(unsigned)
     if len(trailer) != count * _KEY + (n - len(unsigned_set)) * _SIG + linked * _LINK:
@@ -549,15 +585,12 @@ def _signatures_from(
     keys = [trailer[i * _KEY : (i + 1) * _KEY] for i in range(count)]
     key = columns.get("key")
     key_index = _ints(columns.get("origin") if key == [] else key, n, "key")
-    out: list[str | None] = []
+    out: list[tuple[int, str]] = []
     at = count * _KEY
-    for i in range(n):
-        if i in unsigned_set:
-            out.append(None)
-            continue
+    for i in filterfalse(unsigned_set.__contains__, range(n)):
         if not 0 <= key_index[i] < count:
             raise _damaged("key", "names a public key the batch does not hold")
-        out.append(base64.b64encode(keys[key_index[i]] + trailer[at : at + _SIG]).decode("ascii"))
+        out.append((i, base64.b64encode(keys[key_index[i]] + trailer[at : at + _SIG]).decode("ascii")))
         at += _SIG
     return out
 
@@ -574,7 +607,7 @@ def _ops_from_columns(columns: Any, trailer: bytes = b"", fmt: int = FORMAT) -> 
     if not isinstance(origins, list) or (origins and set(map(type, origins)) != {str}):
         raise _damaged("origins", "is not a list of device ids")
     kinds = _undictionary(columns.get("kind"), n, "kind")
-    op_origins = [origins[i] for i in _indexes(columns.get("origin"), n, len(origins), "origin")]
+    op_origins = list(map(origins.__getitem__, _indexes(columns.get("origin"), n, len(origins), "origin")))
     seqs = _undelta(columns.get("seq"), n, "seq")
     walls = _undelta(columns.get("hw"), n, "hw")
     counters = _ints(columns.get("hc"), n, "hc")
@@ -590,16 +623,15 @@ def _ops_from_columns(columns: Any, trailer: bytes = b"", fmt: int = FORMAT) -> 
         set_bodies = iter(_set_bodies(columns.get("set"), origins, set_count))
         bodies = [next(set_bodies) if body is None else body for body in bodies]
     linked = _links_from(columns, n)
-    sigs = _signatures_from(columns, n, origins, trailer, len(linked), fmt)
+    signed = _signatures_from(columns, n, origins, trailer, len(linked), fmt)
     ops = [
-        {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b, "sig": g}
-        for v, k, o, s, h, e, a, t, b, g in zip(
-            versions, kinds, op_origins, seqs, hlcs, eids, actors, ats, bodies, sigs, strict=True
+        {"v": v, "kind": k, "origin": o, "seq": s, "hlc": h, "eid": e, "actor": a, "at": t, "body": b}
+        for v, k, o, s, h, e, a, t, b in zip(
+            versions, kinds, op_origins, seqs, hlcs, eids, actors, ats, bodies, strict=True
         )
     ]
-    for op in ops:
-        if op["sig"] is None:
-            del op["sig"]
+    for i, sig in signed:
+        ops[i]["sig"] = sig
     at = len(trailer) - len(linked) * _LINK
     for i in linked:
         ops[i]["pd"] = trailer[at : at + _LINK].hex()
