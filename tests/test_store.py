@@ -288,3 +288,29 @@ def test_the_log_is_copied_into_the_file_by_a_thread_of_its_own_soon_after_a_com
     a.close()
     b.close()
     assert not [t for t in threading.enumerate() if t.name == "caresync-checkpoint"]
+
+
+def test_closing_never_waits_forever_for_the_checkpoint_thread(tmp_path: Path) -> None:
+    """A stop that lands just before the thread clears its wake-up (after waiting out a burst of commits) still
+    ends it: such a stop once left close() joining forever. The race is forced here, not waited for."""
+    with Replica.open(tmp_path / "r.db", actor="a", now_ms=FakeClock()):
+        pass  # a replica file with its log
+    checkpointer = caresync.store._Checkpointer(tmp_path / "r.db", logging.getLogger("test"))
+    stopper = threading.Thread(target=checkpointer.stop, daemon=True)
+
+    class StopLandsBeforeTheClear(threading.Event):
+        def clear(self) -> None:
+            if not stopper.is_alive() and stopper.ident is None:
+                stopper.start()
+                while not checkpointer._stopping.is_set():
+                    time.sleep(0.001)
+                time.sleep(0.05)  # stop() has set the wake-up too, and joins
+            super().clear()
+
+    checkpointer._wake = StopLandsBeforeTheClear()
+    checkpointer.poke()
+    deadline = time.monotonic() + 10
+    while stopper.ident is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopper.join(10)
+    assert stopper.ident is not None and not stopper.is_alive(), "close() still waiting for the checkpoint thread"

@@ -998,7 +998,7 @@ class _Checkpointer:
             self._log.warning("cannot open %s to checkpoint its log: %s", self._path, exc)
             return
         try:
-            while True:
+            while not self._stopping.is_set():  # checked after each checkpoint: the clear below may eat stop's wake
                 self._wake.wait()
                 if self._stopping.wait(self._SETTLE_S):  # let a burst of commits pass; a stop cuts the wait short
                     break
