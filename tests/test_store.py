@@ -285,9 +285,11 @@ def test_the_log_is_copied_into_the_file_by_a_thread_of_its_own_soon_after_a_com
     while title.encode() not in Path(b.path).read_bytes():  # only in the log until it is checkpointed
         assert time.monotonic() < deadline, "the log was not copied into the file"
         time.sleep(0.05)
+    threads = [r._store._checkpointer._thread for r in (a, b)]
+    assert all(t is not None and t.name == "caresync-checkpoint" for t in threads)
     a.close()
     b.close()
-    assert not [t for t in threading.enumerate() if t.name == "caresync-checkpoint"]
+    assert not any(t is not None and t.is_alive() for t in threads)
 
 
 def test_closing_never_waits_forever_for_the_checkpoint_thread(tmp_path: Path) -> None:
