@@ -586,9 +586,10 @@ CASES: dict[str, Case] = {
         Case("floor_insert", "floor_insert", floor_insert),
         Case("floor_insert_upsert", "floor_insert_upsert", floor_insert_upsert),
         Case("floor_insert_signed", "floor_insert_signed", floor_insert_signed),
-        Case("floor_checked", "floor_checked", floor_checked),
         Case("caresync_local_writes/commit", "caresync_local_writes", local_writes_commit),
         Case("caresync_local_writes/batch", "caresync_local_writes", local_writes_batch),
+        # after the batch row: it reuses the source replica that row leaves
+        Case("floor_checked", "floor_checked", floor_checked),
         Case("caresync_merge/sync_with", "caresync_merge", merge_sync),
         Case("caresync_merge/apply_ops", "caresync_merge", merge_apply),
         Case("caresync_refold/late", "caresync_refold", refold_late),
