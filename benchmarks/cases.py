@@ -212,6 +212,15 @@ def _floor_rows(plan: Plan) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]
     return ops, recs
 
 
+def _floor_db(path: Path, ddl: str) -> sqlite3.Connection:
+    """A new floor database at ``path`` (WAL, ``synchronous=NORMAL``, as caresync's files) with the table ``ddl``."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA synchronous = NORMAL")
+    con.execute(ddl)
+    return con
+
+
 def _floor(cfg: Config, upsert: bool, signed: bool = False) -> Row:
     """Times one ``executemany`` of the op rows (and of the record upserts) in one transaction; ``signed`` adds
     to each row what a signed op carries: 96 bytes of key and signature and the 16-byte link (random bytes)."""
@@ -221,10 +230,7 @@ def _floor(cfg: Config, upsert: bool, signed: bool = False) -> Row:
         rng = random.Random(cfg.seed)
         ops = [(*row, rng.randbytes(96), rng.randbytes(16)) for row in ops]
     path = cfg.workdir / ("floor_signed.db" if signed else "floor.db")
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode = WAL")
-    con.execute("PRAGMA synchronous = NORMAL")
-    con.execute(_FLOOR_DDL.replace("body TEXT,", "body TEXT, sig BLOB, pd BLOB,") if signed else _FLOOR_DDL)
+    con = _floor_db(path, _FLOOR_DDL.replace("body TEXT,", "body TEXT, sig BLOB, pd BLOB,") if signed else _FLOOR_DDL)
     if upsert:
         con.execute(_RECORDS_DDL)
     start = time.perf_counter()
@@ -279,10 +285,7 @@ def floor_checked(cfg: Config) -> Row:
     with _open(ensure_source(cfg)) as src:
         ops = export_all(src, plan.ops)
     path = cfg.workdir / "floor_checked.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode = WAL")
-    con.execute("PRAGMA synchronous = NORMAL")
-    con.execute(_FLOOR_DDL.replace("body TEXT,", "body TEXT, sig TEXT, pd BLOB,"))
+    con = _floor_db(path, _FLOOR_DDL.replace("body TEXT,", "body TEXT, sig TEXT, pd BLOB,"))
     blake2b = hashlib.blake2b
     with paused_gc():  # as caresync's merge does: the batch's dicts form no cycles
         start = time.perf_counter()
@@ -300,6 +303,8 @@ def floor_checked(cfg: Config) -> Row:
         seconds = time.perf_counter() - start
     assert con.execute("SELECT count(*) FROM ops").fetchone()[0] == plan.ops
     con.close()
+    wrong = sum(1 for op, row in zip(known, rows, strict=True) if "pd" in op and row[-1].hex() != op["pd"])
+    assert wrong == 0, f"{wrong} of the links computed differ from the ones the ops carry"
     notes = "validate (caresync's schema) + chain links + JSON bodies + the floor's insert; no fold, no rows; 1 txn"
     return _row(plan.ops, seconds, notes, file_bytes(path) / plan.ops)
 
