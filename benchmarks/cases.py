@@ -278,8 +278,8 @@ def floor_checked(cfg: Config) -> Row:
 
     from pydantic_core import to_json
 
-    from caresync.ops import paused_gc, validate_ops
-    from caresync.signing import ZERO_LINK, signing_message
+    from caresync.core.ops import paused_gc, validate_ops
+    from caresync.trust.signing import ZERO_LINK, signing_message
 
     plan = cfg.plan()
     with _open(ensure_source(cfg)) as src:

@@ -7,8 +7,8 @@ What it shows:
   the station and both couriers enrol with one-time codes (``issue_code`` + ``replica.enroll``);
 - sealing: the station registers its X25519 public key with the server (``PUT /v1/station-key``), the couriers
   receive it when they enrol, and what the resident asks for is sealed to the station at pick-up
-  (``caresync.courier.pickup(..., contents=...)``); neither the carrying courier nor the server can read it;
-- the relay (``caresync.bundles``): ``write_bundle`` on the phone with no network, ``Bag.take`` and ``deliver`` on
+  (``caresync.field.courier.pickup(..., contents=...)``); neither the carrying courier nor the server can read it;
+- the relay (``caresync.sync.bundles.relay``): ``write_bundle`` on the phone with no network, ``Bag.take`` and ``deliver`` on
   the carrier's handheld, ``Bag.export_answers`` for the phone, ``import_answers`` on the phone: its work is
   acknowledged, and the answer brings what the station did meanwhile (a reply to deliver);
 - the station opens the sealed contents, and the content hash taken at pick-up proves them intact.
@@ -28,10 +28,11 @@ from pathlib import Path
 import httpx
 from caresync_server.testing import ServerProcess, issue_code
 
-from caresync import Replica, StationKey, courier
-from caresync.bundles import Bag, deliver, import_answers, write_bundle
-from caresync.enrolment import current_token
-from caresync.keys import unseal_value
+from caresync import Replica, StationKey
+from caresync.field import courier
+from caresync.sync.bundles.relay import Bag, deliver, import_answers, write_bundle
+from caresync.sync.enrolment import current_token
+from caresync.trust.keys import unseal_value
 
 REQUEST = "低保证明申请 / a request for a low-income certificate: Old Wang, room 302"
 

@@ -1,6 +1,6 @@
 """Reading the station's report from its records: a few requests are taken, worked, returned (回单) and rated,
-a dispute is mediated, a knocker's visit is recorded; then ``caresync.reports.station_report`` gives the figures
-a station reports (the same as ``caresync report --json``), and ``caresync.report_html`` the page for the wall.
+a dispute is mediated, a knocker's visit is recorded; then ``caresync.field.reports.station_report`` gives the figures
+a station reports (the same as ``caresync report --json``), and ``caresync.field.report_html`` the page for the wall.
 
 Run: python examples/reading_a_report.py [FOLDER]
 """
@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from caresync import Replica
-from caresync.report_html import render_html
-from caresync.reports import station_report
+from caresync.field.report_html import render_html
+from caresync.field.reports import station_report
 from caresync.testing import FakeClock
 
 HOUR = 3_600_000

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from caresync import Replica
-from caresync.model import ms_to_datetime
+from caresync.core.model import ms_to_datetime
 from caresync.testing import FakeClock
 
 HOUR = 3_600_000

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from caresync_server.testing import ServerProcess
 
-from caresync import BundleError, Replica, StationKey, courier
-from caresync.bundles import Bag, check_bundle, deliver, import_answers, make_bundle, read_file, write_bundle
-from caresync.keys import unseal_value
+from caresync import BundleError, Replica, StationKey
+from caresync.field import courier
+from caresync.sync.bundles.relay import Bag, check_bundle, deliver, import_answers, make_bundle, read_file, write_bundle
+from caresync.trust.keys import unseal_value
 from tests.server_support import enroll
 
 SECRETS = ["需要办理低保证明-甲", "pension form for Mrs Zhou-乙", "phone 13907981234-丙"]
@@ -182,9 +183,9 @@ def test_an_answer_not_signed_by_the_server_cannot_stop_a_device_from_sending_it
 ) -> None:
     """A carrier knows the device's public key (it is in every bundle), so it can seal anything to the device;
     only the server's signature makes an answer's acknowledgements believable."""
-    from caresync.bundles import BUNDLE_FORMAT, seal_answer
-    from caresync.keys import DeviceKey
-    from caresync.netsync import SERVER_KEY_META
+    from caresync.sync.bundles.relay import BUNDLE_FORMAT, seal_answer
+    from caresync.sync.netsync import SERVER_KEY_META
+    from caresync.trust.keys import DeviceKey
 
     server_key, carrier_key = DeviceKey.generate(), DeviceKey.generate()
     with Replica.open(tmp_path / "kiosk.db", actor="kiosk") as kiosk:

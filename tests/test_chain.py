@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from caresync import ForgedOpError, OpForkError, Replica
-from caresync.signing import ZERO_LINK, chain_link, failing_signatures, signature_needed, verify_each, verify_ops
+from caresync.sync.wire import decode_envelope, encode_envelope
 from caresync.testing import key_for, sign
-from caresync.wire import decode_envelope, encode_envelope
+from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, signature_needed, verify_each, verify_ops
 from tests.conftest import ReplicaFactory
 
 GRID = "changnan/dorm/3"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caresync.clock import (
+from caresync.core.clock import (
     COUNTER_BITS,
     DEFAULT_MAX_FORWARD_MS,
     HybridClock,

@@ -16,9 +16,10 @@ import pytest
 from caresync_server.testing import ServerProcess, issue_code
 from click.testing import CliRunner, Result
 
-from caresync import Replica, StationKey, courier, custody
-from caresync.courier_cli import cli
-from caresync.keys import unseal_value
+from caresync import Replica, StationKey
+from caresync.cli.courier import cli
+from caresync.field import courier, custody
+from caresync.trust.keys import unseal_value
 from tests.server_support import enroll
 
 SECRET = "申请高龄津贴，需要复印户口本"

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from caresync.store.store.schema import ENTITY_TABLES, row_values, upsert_sql
 from pydantic_core import from_json, to_json
 
 from caresync import Replica
-from caresync.clock import pack_hlc
-from caresync.merge import fold, value_of
-from caresync.schema import ENTITY_TABLES, row_values, upsert_sql
+from caresync.core.clock import pack_hlc
+from caresync.core.merge import fold, value_of
 from caresync.testing import key_for, sign
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from caresync import InvalidInputError, StationKey, courier, custody
-from caresync.courier_cli import cli
+from caresync import InvalidInputError, StationKey
+from caresync.cli.courier import cli
+from caresync.field import courier, custody
 from caresync.testing import FakeClock
 from tests.conftest import ReplicaFactory
 

@@ -133,11 +133,11 @@ def test_inspect_reads_the_offline_kiosks_file(json_run: tuple[Path, dict[str, A
 def test_without_the_server_distribution_it_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import caresync.demo
+    import caresync.field.demo
 
-    real = caresync.demo.importlib.util.find_spec
+    real = caresync.field.demo.importlib.util.find_spec
     monkeypatch.setattr(
-        caresync.demo.importlib.util,
+        caresync.field.demo.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "caresync_server" else real(name, *a),
     )

@@ -1,4 +1,4 @@
-"""Enrolment, tokens and scope changes on the device (caresync.enrolment, Replica.enroll / sync / scope_changes),
+"""Enrolment, tokens and scope changes on the device (caresync.sync.enrolment, Replica.enroll / sync / scope_changes),
 against the real server app over real storage in-process, and once against a real uvicorn server process."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from caresync import InvalidInputError, Replica, ServerRefusedError, StationKey, SyncError
-from caresync.enrolment import RENEW_BEFORE_MS, check_code, format_code, new_code, normalize_code, renew_token
+from caresync.sync.enrolment import RENEW_BEFORE_MS, check_code, format_code, new_code, normalize_code, renew_token
 from caresync.testing import FakeClock
 from tests.conftest import ReplicaFactory
 from tests.server_support import issue_code

@@ -18,8 +18,8 @@ from caresync import (
     OpForkError,
     Replica,
 )
-from caresync.signing import verify_ops
 from caresync.testing import key_for, sign
+from caresync.trust.signing import verify_ops
 
 from .conftest import ReplicaFactory
 

@@ -290,7 +290,7 @@ def test_a_server_without_its_database_is_a_sync_error_and_nothing_is_lost(
     ("header", "wait"), [("5", 5.0), ("0.25", 0.25), ("600", 30.0), ("-3", 0.0), ("Wed, 21 Oct 2026 07:28:00 GMT", 0.0)]
 )
 def test_a_busy_servers_retry_after_is_honoured_within_bounds(header: str, wait: float) -> None:
-    from caresync.netsync import _retry_after
+    from caresync.sync.netsync import _retry_after
 
     assert _retry_after(httpx.Response(503, headers={"Retry-After": header})) == wait
     assert _retry_after(httpx.Response(503)) == 0.0
@@ -361,7 +361,7 @@ def _digest_folded_from_log(replica: Replica, tmp_path: Path) -> str:
     import shutil
     import sqlite3
 
-    from caresync.schema import ENTITY_TABLES
+    from caresync.store.store.schema import ENTITY_TABLES
 
     copy = tmp_path / f"refold-{replica.id}.db"
     replica._store.sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -377,7 +377,7 @@ def _digest_folded_from_log(replica: Replica, tmp_path: Path) -> str:
 @pytest.fixture
 def folds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every in-memory fold a pull makes, to look at after it."""
-    from caresync import netsync
+    from caresync.sync import netsync
 
     made: list[Any] = []
 
@@ -393,7 +393,7 @@ def folds(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_an_empty_device_folds_its_pull_in_memory_to_the_rows_the_log_gives(
     server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from caresync import netsync
+    from caresync.sync import netsync
 
     full = _history(server, make_replica)
     fresh, slow = make_replica("fresh"), make_replica("slow")
@@ -436,7 +436,7 @@ def test_a_device_killed_during_an_in_memory_pull_repairs_its_rows_from_the_log(
 ) -> None:
     """A kill skips every ``finally``: the rows of the pages stored so far were never written, but the pages
     left their records marked pending, and opening the file folds them from the log."""
-    from caresync import netsync
+    from caresync.sync import netsync
 
     full = _history(server, make_replica)
     token = server.enroll("fresh")
@@ -477,7 +477,8 @@ def test_a_device_killed_during_an_in_memory_pull_repairs_its_rows_from_the_log(
 def test_a_pull_interrupted_while_it_folds_a_page_in_memory_writes_its_rows_from_the_log(
     server: Server, make_replica: ReplicaFactory, folds: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from caresync import merge, netsync
+    from caresync.core import merge
+    from caresync.sync import netsync
 
     full = _history(server, make_replica)
     fresh = make_replica("fresh")

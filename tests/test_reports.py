@@ -11,8 +11,8 @@ from xml.etree import ElementTree
 import pytest
 
 from caresync import InvalidInputError, Replica
-from caresync.report_html import render_html
-from caresync.reports import station_report
+from caresync.field.report_html import render_html
+from caresync.field.reports import station_report
 from caresync.testing import DEFAULT_START_MS, FakeClock
 from tests.conftest import ReplicaFactory
 from tests.station_data import DORM, build_week, hours, t0_of

@@ -1,11 +1,11 @@
-"""The role table (caresync.scopes): its answers for each role, and docs/security.md, which prints it."""
+"""The role table (caresync.trust.scopes): its answers for each role, and docs/security.md, which prints it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from caresync import Role
-from caresync.scopes import RecordScope, may_read, may_write, role_table_markdown
+from caresync.trust.scopes import RecordScope, may_read, may_write, role_table_markdown
 
 SECURITY = Path(__file__).parent.parent / "docs" / "security.md"
 DORM = ("changnan/dorm",)
@@ -14,7 +14,7 @@ DORM = ("changnan/dorm",)
 def test_docs_security_prints_the_role_table_as_the_code_has_it() -> None:
     page = SECURITY.read_text(encoding="utf-8")
     assert role_table_markdown() in page, (
-        "docs/security.md is stale: paste the output of python -c 'from caresync.scopes import role_table_markdown; "
+        "docs/security.md is stale: paste the output of python -c 'from caresync.trust.scopes import role_table_markdown; "
         "print(role_table_markdown())' into its section Roles and scopes"
     )
 

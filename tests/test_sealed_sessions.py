@@ -3,7 +3,7 @@ its sealed attendees show as one sealed text, and the station reads them in full
 
 from __future__ import annotations
 
-from caresync.keys import StationKey, is_sealed
+from caresync.trust.keys import StationKey, is_sealed
 from tests.conftest import ReplicaFactory
 
 

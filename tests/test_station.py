@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 
 from caresync import IntentError, NotFoundError
-from caresync.knock import knock_round, raise_ticket
-from caresync.model import ms_to_datetime
-from caresync.review import review_queue, settle
-from caresync.sla import is_overdue, sla_sorted
+from caresync.core.model import ms_to_datetime
+from caresync.field.knock import knock_round, raise_ticket
+from caresync.field.review import review_queue, settle
+from caresync.field.sla import is_overdue, sla_sorted
 from caresync.testing import FakeClock
 from tests.conftest import ReplicaFactory
 

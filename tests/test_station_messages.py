@@ -8,7 +8,7 @@ from pathlib import Path
 
 import caresync.cli
 from caresync.cli._messages import MESSAGES
-from caresync.labels import DOMAIN_LABELS
+from caresync.field.labels import DOMAIN_LABELS
 
 CLI = Path(caresync.cli.__file__).parent
 

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from caresync.store.store.schema import SCHEMA_VERSION
 from sqlmodel import SQLModel
 
-import caresync.ops
+import caresync.core.ops
 import caresync.replica
-import caresync.store
+import caresync.store.store
 from caresync import InvalidInputError, Replica, StoreVersionError
-from caresync.ops import FORMAT_VERSION
-from caresync.schema import SCHEMA_VERSION
+from caresync.core.ops import FORMAT_VERSION
 from caresync.testing import FakeClock, key_for, sign
 
 from .conftest import ReplicaFactory
@@ -151,7 +151,7 @@ def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
     # "upgrade" to a caresync that knows format version 2 of ticket.set
     path = relay.path
     relay.close()
-    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(caresync.core.ops, "FORMAT_VERSION", NEXT)
     monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", NEXT)
     with Replica.open(path, actor="relay") as upgraded:
         assert upgraded.tickets.get(tid).title == "written by caresync 2"
@@ -176,7 +176,7 @@ def test_a_deferred_op_that_is_invalid_after_the_upgrade_stays_deferred(
     assert r.apply_ops([sign(bad, RELAY)]).deferred == 1
     path = r.path
     r.close()
-    monkeypatch.setattr(caresync.ops, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(caresync.core.ops, "FORMAT_VERSION", NEXT)
     monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", NEXT)
     with caplog.at_level(logging.WARNING), Replica.open(path, actor="relay") as upgraded:
         assert upgraded.deferred() == [("ticket.set", NEXT, 1)]
@@ -260,7 +260,7 @@ def test_a_large_batch_into_an_empty_replica_rebuilds_the_indexes_and_reads_the_
 
     row_by_row = make_replica("row_by_row")
     row_by_row.apply_ops(ops)
-    monkeypatch.setattr(caresync.store, "_BULK", 1)
+    monkeypatch.setattr(caresync.store.store, "_BULK", 1)
     for name, batch in (("bulk", ops), ("bulk_shuffled", shuffled)):
         bulk = make_replica(name)
         bulk.apply_ops(batch)
@@ -297,7 +297,7 @@ def test_closing_never_waits_forever_for_the_checkpoint_thread(tmp_path: Path) -
     ends it: such a stop once left close() joining forever. The race is forced here, not waited for."""
     with Replica.open(tmp_path / "r.db", actor="a", now_ms=FakeClock()):
         pass  # a replica file with its log
-    checkpointer = caresync.store._Checkpointer(tmp_path / "r.db", logging.getLogger("test"))
+    checkpointer = caresync.store.store._Checkpointer(tmp_path / "r.db", logging.getLogger("test"))
     stopper = threading.Thread(target=checkpointer.stop, daemon=True)
 
     class StopLandsBeforeTheClear(threading.Event):

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from caresync import Replica, StationKey, TrustError
-from caresync.keys import seal_value, unseal_value
-from caresync.signing import verify_ops
 from caresync.testing import FakeClock
+from caresync.trust.keys import seal_value, unseal_value
+from caresync.trust.signing import verify_ops
 from tests.conftest import ReplicaFactory
 from tests.server_support import enroll, postgres_database
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caresync import InvalidInputError
-from caresync.signing import signature_needed, verify_ops
+from caresync.sync.wire import FORMATS, MAX_DECODED_BYTES, decode_envelope, encode_envelope
 from caresync.testing import key_for, sign
-from caresync.wire import FORMATS, MAX_DECODED_BYTES, decode_envelope, encode_envelope
+from caresync.trust.signing import signature_needed, verify_ops
 from tests.property.test_fuzz_ops import VALID, json_values
 
 hex16 = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
@@ -117,7 +117,7 @@ def test_links_travel_only_where_the_receiver_cannot_derive_them() -> None:
 
 
 def test_link_positions_that_do_not_fit_are_refused() -> None:
-    from caresync import wire
+    from caresync.sync import wire
 
     columns = wire._columns(VALID[1::2])
     for links in ([0, 0], [len(VALID)], [-1], ["0"], {}):
@@ -127,7 +127,7 @@ def test_link_positions_that_do_not_fit_are_refused() -> None:
 
 def _by_hand(columns: dict[str, Any], packed: list[Any], fmt: int) -> bytes:
     """A compact batch of ``packed`` columns put together as the encoder would (to damage one column)."""
-    from caresync import wire
+    from caresync.sync import wire
 
     packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
     data = b"CS" + bytes((fmt, 1)) + packer.compress(json.dumps({"ops": packed}).encode()) + packer.flush()
@@ -177,7 +177,7 @@ def test_columns_that_disagree_are_refused() -> None:
 
 
 def test_a_batch_that_inflates_too_far_is_refused() -> None:
-    from caresync import wire
+    from caresync.sync import wire
 
     packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
     bomb = b"CS\x02\x01" + packer.compress(b" " * (MAX_DECODED_BYTES + 10)) + packer.flush()
@@ -239,7 +239,7 @@ def test_ops_without_their_signature_travel_in_every_format(fmt: int) -> None:
 
 @pytest.mark.parametrize("unsigned", [[0, 0], [1, 0], [5, 99], [-1], ["1"]])
 def test_unsigned_positions_that_do_not_fit_are_refused(unsigned: list[Any]) -> None:
-    from caresync import wire
+    from caresync.sync import wire
 
     columns = wire._columns(VALID[1::2])
     packed = wire._pack(columns, 3)

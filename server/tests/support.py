@@ -15,8 +15,8 @@ import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from caresync import Replica
+from caresync.sync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
 from caresync.testing import FakeClock
-from caresync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
 from sqlalchemy import create_engine, text
 
 from caresync_server.app import create_app

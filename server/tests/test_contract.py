@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
-from caresync.wire import MEDIA_TYPE
+from caresync.sync.wire import MEDIA_TYPE
 
 from caresync_server.app import create_app
 from caresync_server.cli import main

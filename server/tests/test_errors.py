@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from caresync import Replica
-from caresync.ops import FORMAT_VERSION
-from caresync.wire import MEDIA_TYPE, encode_envelope
+from caresync.core.ops import FORMAT_VERSION
+from caresync.sync.wire import MEDIA_TYPE, encode_envelope
 
 from caresync_server.app import create_app
 from caresync_server.settings import Settings

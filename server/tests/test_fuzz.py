@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import pytest
+from caresync.core.ops import KNOWN_KINDS
 from caresync.errors import CaresyncError
-from caresync.ops import KNOWN_KINDS
-from caresync.wire import MEDIA_TYPE, encode_envelope
+from caresync.sync.wire import MEDIA_TYPE, encode_envelope
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select

@@ -7,7 +7,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from caresync.signing import verify_ops
+from caresync.trust.signing import verify_ops
 
 from caresync_server import storage
 from caresync_server.settings import Settings

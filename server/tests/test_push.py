@@ -332,7 +332,7 @@ def _links(server: Server, origin: str) -> dict[int, str | None]:
 def test_links_are_derived_stored_and_pulled_where_they_cannot_be_derived(
     server: Server, make_replica: ReplicaFactory
 ) -> None:
-    from caresync.signing import chain_link
+    from caresync.trust.signing import chain_link
 
     station, phone = make_replica("station"), make_replica("phone")
     ts, tp = server.enroll("station"), server.enroll("phone", "grid_worker", GRID)
@@ -442,7 +442,7 @@ def test_every_signature_the_server_keeps_is_checked(server: Server, make_replic
 
 
 def test_pull_answers_carry_one_signature_per_run(server: Server, make_replica: ReplicaFactory) -> None:
-    from caresync.wire import MEDIA_TYPE, decode_envelope
+    from caresync.sync.wire import MEDIA_TYPE, decode_envelope
 
     station, reader, phone = make_replica("station"), make_replica("reader"), make_replica("phone")
     ts, tr, tp = server.enroll("station"), server.enroll("reader"), server.enroll("phone", "grid_worker", GRID)

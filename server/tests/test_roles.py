@@ -5,7 +5,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from caresync import EntityType, Role
-from caresync.ops import KNOWN_KINDS
+from caresync.core.ops import KNOWN_KINDS
 
 from caresync_server.roles import EVERYWHERE, KIND_ONLY, PERMISSIONS, ROLE_TABLE, covers
 

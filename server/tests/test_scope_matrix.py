@@ -1,6 +1,6 @@
 """The whole role table against the real app over real storage: every role, every op kind it can make through the
 library, on records inside and outside its scope (its grids; for tickets also dispute or not), pushed to the
-server, whose answer must be exactly what :mod:`caresync.scopes` says; then every device pulls, and every op it
+server, whose answer must be exactly what :mod:`caresync.trust.scopes` says; then every device pulls, and every op it
 receives is checked against the table (nothing out of scope leaves the server), and nothing in scope is missing.
 
 One app per database, one station's records, one device per role: no process per case.
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from caresync import Replica, Role
-from caresync.ops import KNOWN_KINDS
-from caresync.scopes import RecordScope, may_read, may_write
+from caresync.core.ops import KNOWN_KINDS
+from caresync.trust.scopes import RecordScope, may_read, may_write
 
 from support import ReplicaFactory, Server, keys, own_ops
 

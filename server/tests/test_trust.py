@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from caresync import DeviceKey, StationKey
-from caresync.enrolment import check_code, normalize_code, token_proof
+from caresync.sync.enrolment import check_code, normalize_code, token_proof
 from click.testing import CliRunner
 from sqlalchemy import select
 

@@ -6,8 +6,8 @@ merges with any other replica deterministically: conflicts are surfaced to peopl
 
 import logging as _logging
 
-from .clock import HybridClock
-from .domain import (
+from caresync.core.clock import HybridClock
+from caresync.core.domain import (
     Channel,
     DisputeOutcome,
     EntityType,
@@ -20,24 +20,7 @@ from .domain import (
     TicketStatus,
     VisitOutcome,
 )
-from .errors import (
-    BundleError,
-    CaresyncError,
-    ForgedOpError,
-    IntentError,
-    InvalidInputError,
-    InvalidOpError,
-    MergeError,
-    NotFoundError,
-    OpForkError,
-    ServerRefusedError,
-    StoreError,
-    StoreVersionError,
-    SyncError,
-    TrustError,
-)
-from .keys import DeviceKey, StationKey
-from .model import (
+from caresync.core.model import (
     ClockAnomaly,
     Conflict,
     ConflictValue,
@@ -54,8 +37,25 @@ from .model import (
     Visit,
     Worker,
 )
-from .netsync import Refusal, SyncProgress, SyncResult
-from .replica import ApplyResult, Replica, SyncReport
+from caresync.errors import (
+    BundleError,
+    CaresyncError,
+    ForgedOpError,
+    IntentError,
+    InvalidInputError,
+    InvalidOpError,
+    MergeError,
+    NotFoundError,
+    OpForkError,
+    ServerRefusedError,
+    StoreError,
+    StoreVersionError,
+    SyncError,
+    TrustError,
+)
+from caresync.replica import ApplyResult, Replica, SyncReport
+from caresync.sync.netsync import Refusal, SyncProgress, SyncResult
+from caresync.trust.keys import DeviceKey, StationKey
 
 __version__ = "0.1.0"
 

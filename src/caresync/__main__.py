@@ -1,5 +1,5 @@
 """``python -m caresync``: the caresync command."""
 
-from .cli import main
+from caresync.cli import main
 
 main()

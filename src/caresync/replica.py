@@ -20,9 +20,8 @@ from typing import Any, Self
 import httpx
 from pydantic_core import from_json
 
-from . import enrolment, netsync
-from .clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
-from .domain import (
+from caresync.core.clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
+from caresync.core.domain import (
     CLOSABLE_WITHOUT_OUTCOME,
     DEFAULT_DUE_HOURS,
     EntityType,
@@ -30,11 +29,8 @@ from .domain import (
     grid_parent,
     ticket_transition,
 )
-from .enrolment import Enrolment, ScopeChange
-from .errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
-from .keys import DeviceKey, StationKey
-from .merge import State, value_of
-from .model import (
+from caresync.core.merge import State, value_of
+from caresync.core.model import (
     ClockAnomaly,
     Conflict,
     HistoryEntry,
@@ -48,12 +44,25 @@ from .model import (
     history_of,
     ms_to_datetime,
 )
-from .netsync import Refusal, SyncProgressCallback, SyncResult
-from .numbers import TicketNumbers
-from .ops import FORMAT_VERSION, KNOWN_KINDS, SETTABLE_FIELDS, OpDict, entity_id_for, op_id, paused_gc, validate_ops
-from .schema import ENTITY_TABLES
-from .signing import open_sealed, seal_body, sign_linked, signer_of, verify_ops
-from .store import IngestResult, Store
+from caresync.core.ops import (
+    FORMAT_VERSION,
+    KNOWN_KINDS,
+    SETTABLE_FIELDS,
+    OpDict,
+    entity_id_for,
+    op_id,
+    paused_gc,
+    validate_ops,
+)
+from caresync.errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
+from caresync.store.numbers import TicketNumbers
+from caresync.store.schema import ENTITY_TABLES
+from caresync.store.store import IngestResult, Store
+from caresync.sync import enrolment, netsync
+from caresync.sync.enrolment import Enrolment, ScopeChange
+from caresync.sync.netsync import Refusal, SyncProgressCallback, SyncResult
+from caresync.trust.keys import DeviceKey, StationKey
+from caresync.trust.signing import open_sealed, seal_body, sign_linked, signer_of, verify_ops
 
 __all__ = [
     "ApplyResult",
@@ -86,7 +95,7 @@ class ApplyResult:
 
 
 def _verify_partial(ops: list[OpDict]) -> list[Mapping[str, Any]]:
-    """:func:`~caresync.signing.verify_ops` for ops from another replica: runs nothing vouches for are left out."""
+    """:func:`~caresync.trust.signing.verify_ops` for ops from another replica: runs nothing vouches for are left out."""
     return verify_ops(ops, partial=True)
 
 
@@ -498,7 +507,7 @@ class Replica:
         from_server: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> ApplyResult:
-        """:meth:`_apply` of ops :func:`~caresync.ops.validate_ops` already checked and split (network sync
+        """:meth:`_apply` of ops :func:`~caresync.core.ops.validate_ops` already checked and split (network sync
         validates a page on its fetching thread, while the page before it is stored)."""
         with paused_gc():
             with self._store.write():
@@ -1226,7 +1235,7 @@ class Parcels(_Collection):
 
         A hop that does not follow from the current stage is still recorded (it happened) and shows as a
         custody conflict for the station to review. ``contents`` must already be sealed to the station
-        (:func:`caresync.keys.seal_value`); :func:`caresync.courier.pickup` does that.
+        (:func:`caresync.trust.keys.seal_value`); :func:`caresync.field.courier.pickup` does that.
         """
         state = self._state(parcel_id)
         if stage == "delivered" and not confirm_code:

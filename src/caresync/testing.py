@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .keys import DeviceKey
-from .signing import chain_link, sign_op
+from caresync.trust.keys import DeviceKey
+from caresync.trust.signing import chain_link, sign_op
 
 __all__ = ["FakeClock", "key_for", "sign"]
 
@@ -45,7 +45,7 @@ _LINKS: dict[tuple[str, int], bytes] = {}  # the link of the op of each (origin,
 def sign(op: dict[str, Any], key: DeviceKey) -> dict[str, Any]:
     """Signs an op made by hand with ``key`` (its ``origin`` must be ``key.origin``); returns it.
 
-    The op is chained (see :mod:`caresync.signing`) to the op of seq - 1 this helper signed last for the same
+    The op is chained (see :mod:`caresync.trust.signing`) to the op of seq - 1 this helper signed last for the same
     device, or else to the ``pd`` the op carries (nothing for seq 1): sign a device's ops in seq order, and
     sign again the ops after one you change."""
     prev = _LINKS.get((key.origin, op["seq"] - 1)) if op["seq"] > 1 else None

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from pydantic_core import from_json, to_json
 
 from caresync import IntentError, InvalidOpError, Replica
-from caresync.merge import fold
-from caresync.signing import signature_needed
+from caresync.core.merge import fold
 from caresync.testing import FakeClock
+from caresync.trust.signing import signature_needed
 
 DAY = 86_400_000
 GRIDS = ["changnan", "changnan/dorm", "changnan/dorm/3", "xishan/lane-2/7"]

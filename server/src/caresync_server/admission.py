@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from caresync import EntityType, Role
-from caresync.domain import grid_parent
-from caresync.ops import REDACTABLE_KINDS, OpDict, entity_id_for, entity_type_of, op_id
+from caresync.core.domain import grid_parent
+from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_id_for, entity_type_of, op_id
 
 from .errors import ApiError, ErrorCode
 from .roles import EVERYWHERE, GLOBAL_TYPES, KIND_ONLY, PERMISSIONS, covers
@@ -426,7 +426,7 @@ def _new_kind(op: OpDict) -> str | None:
 def _forbidden(
     device: OriginDevice, kind: str, rtype: str, eid: str, record: Record, destination: str | None
 ) -> str | None:
-    """Why the device that made an op may not make it, or None when it may (see :mod:`caresync.scopes`)."""
+    """Why the device that made an op may not make it, or None when it may (see :mod:`caresync.trust.scopes`)."""
     grid = record.grid
     if kind not in PERMISSIONS[device.role].writes:
         return (

@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
+from caresync.core.ops import FORMAT_VERSION, OpDict, ops_from_rows, paused_gc, validate_ops
 from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError, OpForkError
-from caresync.ops import FORMAT_VERSION, OpDict, ops_from_rows, paused_gc, validate_ops
-from caresync.signing import verify_each, verify_ops
-from caresync.wire import FORMATS, MEDIA_TYPE, decode_envelope, encode_envelope
+from caresync.sync.wire import FORMATS, MEDIA_TYPE, decode_envelope, encode_envelope
+from caresync.trust.signing import verify_each, verify_ops
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -63,7 +63,7 @@ The caresync sync server, protocol v1. Devices push the ops they made (and ops t
 of their scope, following a cursor. See docs/protocol.md in the caresync repository for the full contract:
 cursor semantics, idempotence, acknowledged ranges, waiting and refused ops, clock offsets, every error code.
 
-Op batches travel as JSON or in the compact form `application/x-caresync-batch` (defined by `caresync.wire`).
+Op batches travel as JSON or in the compact form `application/x-caresync-batch` (defined by `caresync.sync.wire`).
 Every request except `/healthz` and `/v1/info` carries `Authorization: Bearer <device token>`.
 """
 

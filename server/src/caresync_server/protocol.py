@@ -2,7 +2,7 @@
 
 These models are the contract published at ``/openapi.json`` and described in docs/protocol.md. Requests'
 envelope fields are checked with them (strictly: a number must be a JSON number, a string a JSON string); the
-ops inside a push are checked by :func:`caresync.ops.validate_ops`, the library's own rules, not by
+ops inside a push are checked by :func:`caresync.core.ops.validate_ops`, the library's own rules, not by
 :class:`Op`, which documents their shape.
 """
 

@@ -1,5 +1,5 @@
 """Relay sync on the server: a courier delivers bundles that offline devices signed, and carries back the
-answers, sealed to each device (see :mod:`caresync.bundles`).
+answers, sealed to each device (see :mod:`caresync.sync.bundles.relay`).
 
 * ``POST /v1/relay`` (any enrolled device may carry): checks the bundle's signature against its origin's public
   key (which must be the origin's own key: ``origin_of(public_key) == origin``) and its expiry, admits its ops
@@ -21,10 +21,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from caresync.bundles import check_bundle, seal_answer
+from caresync.core.ops import ops_from_rows, validate_ops
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
-from caresync.ops import ops_from_rows, validate_ops
-from caresync.signing import verify_each, verify_ops
+from caresync.sync.bundles.relay import check_bundle, seal_answer
+from caresync.trust.signing import verify_each, verify_ops
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer

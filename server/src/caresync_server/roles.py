@@ -1,4 +1,4 @@
-"""Who may do what, on the server: the library's one role table (:mod:`caresync.scopes`), expanded.
+"""Who may do what, on the server: the library's one role table (:mod:`caresync.trust.scopes`), expanded.
 
 The table itself lives in the library so that devices apply the same rules when they purge what they may no
 longer hold; this module only expands it into the sets the server's checks use. A rule may restrict a role to
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from caresync import Role
-from caresync.scopes import EVERYWHERE, GLOBAL_TYPES, ROLE_TABLE, covers, rule_for
+from caresync.trust.scopes import EVERYWHERE, GLOBAL_TYPES, ROLE_TABLE, covers, rule_for
 
 __all__ = [
     "EVERYWHERE",

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from caresync import EntityType, Role
-from caresync.domain import check_grid
-from caresync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
+from caresync.core.domain import check_grid
+from caresync.core.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, paused_gc, redact_body
 from caresync.errors import InvalidInputError
-from caresync.keys import DeviceKey, origin_of, verify_signature
-from caresync.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, paused_gc, redact_body
-from caresync.signing import chain_link, linkable, signature_needed
+from caresync.sync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
+from caresync.trust.keys import DeviceKey, origin_of, verify_signature
+from caresync.trust.signing import chain_link, linkable, signature_needed
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -185,7 +185,7 @@ ops = Table(
     Column("actor", Text, nullable=False),
     Column("at", BigInteger, nullable=False),
     Column("body", Text, nullable=False),
-    Column("sig", Text),  # the op's signature (caresync.signing); checked before the op was admitted
+    Column("sig", Text),  # the op's signature (caresync.trust.signing); checked before the op was admitted
     Column("pd", String(32)),  # its link to its device's previous op (NULL for seq 1): sent where not derivable
     Column("rtype", String(16), nullable=False),
     Column("grid", Text, nullable=False),
@@ -196,7 +196,7 @@ ops = Table(
     Index("ops_by_record", "eid"),
 )
 
-#: An op's columns in the order :func:`caresync.ops.ops_from_rows` reads them.
+#: An op's columns in the order :func:`caresync.core.ops.ops_from_rows` reads them.
 _OP_ROW = (
     ops.c.origin,
     ops.c.seq,
@@ -277,7 +277,7 @@ class EnrolmentCode:
 
     device: DeviceHealth
     code: str
-    """Grouped base32 with a check character (:func:`caresync.enrolment.format_code`)."""
+    """Grouped base32 with a check character (:func:`caresync.sync.enrolment.format_code`)."""
     expires_at: int
 
 
@@ -706,7 +706,7 @@ class Storage:
 
     def renew_token(self, replica: str, time_ms: int, signature: bytes) -> Credentials:
         """A new token for the device bound to ``replica``, which proves itself by signing
-        :func:`caresync.enrolment.token_proof` of ``replica`` and a recent server time ``time_ms`` with its
+        :func:`caresync.sync.enrolment.token_proof` of ``replica`` and a recent server time ``time_ms`` with its
         device key. The old token stops working; a proof is accepted once.
 
         Raises:
@@ -925,7 +925,7 @@ class Storage:
         Args:
             device_id: the pushing device (authenticated).
             replica: the replica it pushes from; bound to the device on first use.
-            ops_in: the batch, validated by :func:`caresync.ops.validate_ops`.
+            ops_in: the batch, validated by :func:`caresync.core.ops.validate_ops`.
             report: the device's backlog and clock offset, kept for the station's ``devices`` listing.
             now: the server's time of the request.
 
@@ -1005,7 +1005,7 @@ class Storage:
     # --- the push transaction --------------------------------------------------------------------------------
 
     def _check_links(self, conn: Connection, batch: Sequence[OpDict]) -> None:
-        """Compares the batch's links (``pd``, see :mod:`caresync.signing`; the batch was verified, so they are
+        """Compares the batch's links (``pd``, see :mod:`caresync.trust.signing`; the batch was verified, so they are
         signed) with the ops the server holds next to it: the first op of each run must name the held op
         before it, and a held op after a run's last op must name that one.
 
@@ -1276,7 +1276,7 @@ class Storage:
 
 def _without_inner_signatures(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Op rows with the signature left out where the op after it in the page pins it
-    (:func:`caresync.signing.signature_needed`): the receiver checks one signature per run of a device's ops."""
+    (:func:`caresync.trust.signing.signature_needed`): the receiver checks one signature per run of a device's ops."""
     needed = signature_needed([(r[0], r[1], r[5]) for r in rows])
     return [row if keep else (*row[:9], None, *row[10:]) for row, keep in zip(rows, needed, strict=True)]
 

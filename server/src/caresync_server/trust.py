@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, cast
 
 from caresync import Role
-from caresync.enrolment import check_code
+from caresync.sync.enrolment import check_code
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool

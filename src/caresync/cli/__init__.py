@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
-from ._common import StationGroup, global_options
-from ._devtools import demo, enroll, inspect, sync
-from .bundle import bundle
-from .rounds import conflicts, report, visit
-from .station import dispute, init, resident, ticket, worker
+from caresync import __version__
+from caresync.cli._common import StationGroup, global_options
+from caresync.cli._devtools import demo, enroll, inspect, sync
+from caresync.cli.bundle import bundle
+from caresync.cli.rounds import conflicts, report, visit
+from caresync.cli.station import dispute, init, resident, ticket, worker
 
 __all__ = ["main"]
 

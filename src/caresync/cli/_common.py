@@ -16,10 +16,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from ..errors import CaresyncError, InvalidInputError
-from ..i18n import language_in_argv, pick_language
-from ..replica import Replica
-from ._messages import MESSAGES
+from caresync.cli._messages import MESSAGES
+from caresync.errors import CaresyncError, InvalidInputError
+from caresync.field.i18n import language_in_argv, pick_language
+from caresync.replica import Replica
 
 __all__ = [
     "REPLICA_FILE",

@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..demo import DemoConfig, DemoOutcome, run_demo
-from ..errors import CaresyncError
-from ..i18n import pick_language
-from ..netsync import SyncProgress
-from ..replica import Replica
-from ._common import Env, common_options
-from .rounds import render_report
+from caresync.cli._common import Env, common_options
+from caresync.cli.rounds import render_report
+from caresync.errors import CaresyncError
+from caresync.field.demo import DemoConfig, DemoOutcome, run_demo
+from caresync.field.i18n import pick_language
+from caresync.replica import Replica
+from caresync.sync.netsync import SyncProgress
 
 __all__ = ["demo", "enroll", "inspect", "sync"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..i18n import Catalog
+from caresync.field.i18n import Catalog
 
 __all__ = ["MESSAGES"]
 

@@ -1,7 +1,7 @@
 """``caresync bundle export|import``: relay bundles for a station-side device with no network.
 
 The device is chosen like for every other station command (``--home`` or ``--db``); the commands call
-:mod:`caresync.bundles` and print in the clerk's language, or JSON with ``--json``.
+:mod:`caresync.sync.bundles.relay` and print in the clerk's language, or JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
-from .. import bundles
-from ..model import ms_to_datetime
-from ._common import Env, common_options
+from caresync.cli._common import Env, common_options
+from caresync.core.model import ms_to_datetime
+from caresync.sync.bundles import relay as bundles
 
 __all__ = ["bundle"]
 

@@ -9,14 +9,25 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..domain import VisitOutcome
-from ..knock import KnockDue, knock_round, raise_ticket
-from ..labels import label
-from ..report_html import render_html
-from ..reports import StationReport, station_report
-from ..review import find_conflict, parse_value, review_queue, settle
-from ._common import Env, common_options, day_start, days, fmt_time, local_tz, now_utc, parse_day, parse_moment, t
-from .station import ticket_json
+from caresync.cli._common import (
+    Env,
+    common_options,
+    day_start,
+    days,
+    fmt_time,
+    local_tz,
+    now_utc,
+    parse_day,
+    parse_moment,
+    t,
+)
+from caresync.cli.station import ticket_json
+from caresync.core.domain import VisitOutcome
+from caresync.field.knock import KnockDue, knock_round, raise_ticket
+from caresync.field.labels import label
+from caresync.field.report_html import render_html
+from caresync.field.reports import StationReport, station_report
+from caresync.field.review import find_conflict, parse_value, review_queue, settle
 
 __all__ = ["conflicts", "render_report", "report", "visit"]
 

@@ -14,14 +14,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..domain import Channel, DisputeOutcome, Priority, ResidentFlag, Role, TicketKind, TicketStatus
-from ..errors import CaresyncError, InvalidInputError, NotFoundError
-from ..labels import label
-from ..model import Resident, Ticket, Worker
-from ..numbers import find_ticket
-from ..replica import Replica
-from ..sla import is_overdue, sla_sorted
-from ._common import CONFIG_FILE, Env, common_options, fmt_time, now_utc, parse_moment
+from caresync.cli._common import CONFIG_FILE, Env, common_options, fmt_time, now_utc, parse_moment
+from caresync.core.domain import Channel, DisputeOutcome, Priority, ResidentFlag, Role, TicketKind, TicketStatus
+from caresync.core.model import Resident, Ticket, Worker
+from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
+from caresync.field.labels import label
+from caresync.field.sla import is_overdue, sla_sorted
+from caresync.replica import Replica
+from caresync.store.numbers import find_ticket
 
 __all__ = ["dispute", "init", "resident", "ticket", "ticket_json", "worker"]
 
@@ -217,7 +217,7 @@ def ticket_list(
     env: Env, status: str | None, grid: str | None, assignee: str | None, kind: str | None, show_all: bool
 ) -> None:
     """Tickets, overdue ones first, then soonest due."""
-    from ..knock import in_grid
+    from caresync.field.knock import in_grid
 
     with env.open(writes=False) as replica:
         now = now_utc()
@@ -450,7 +450,7 @@ def resident_add(
 @common_options
 def resident_list(env: Env, grid: str | None) -> None:
     """Residents, by grid."""
-    from ..knock import in_grid
+    from caresync.field.knock import in_grid
 
     with env.open(writes=False) as replica:
         found = [r for r in replica.residents.list() if grid is None or in_grid(r.grid, grid)]

@@ -15,7 +15,7 @@ from pydantic_core import to_json
 from sqlalchemy import Connection, Index, text
 from sqlmodel import Field, SQLModel
 
-from .merge import State, conflict_count, value_of
+from caresync.core.merge import State, conflict_count, value_of
 
 __all__ = [
     "ENTITY_TABLES",

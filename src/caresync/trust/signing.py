@@ -2,7 +2,7 @@
 
 **Signatures.** Every op carries ``sig``: base64 of its maker's Ed25519 public key (32 bytes) followed by the
 signature (64 bytes) of :func:`signing_message`. The key proves itself: its fingerprint must be the op's
-``origin`` (:func:`caresync.keys.origin_of`), so no one can sign in another device's name, and no key
+``origin`` (:func:`caresync.trust.keys.origin_of`), so no one can sign in another device's name, and no key
 registry has to be trusted. The message covers the envelope and the body (:func:`signing_message`); for the
 op kinds a redaction may rewrite it covers a digest of each body value instead, so that a redaction can erase a
 value and keep its digest (in the body's ``redacted`` map): the signature still checks, and the erased value
@@ -18,13 +18,13 @@ present), and ops inside a run may travel without theirs (pull answers leave the
 before it keeps it (:func:`verify_each`), and a replica checks those of other devices' ops before it sends them
 on to the server (:func:`failing_signatures`). When a run fails, the signatures present are checked one by one
 to name the forged op. A receiver derives ``pd`` for an op whose predecessor is in the same batch (the compact
-wire form leaves it out there, see :mod:`caresync.wire`) and stores it, so it can send the op on without its
+wire form leaves it out there, see :mod:`caresync.sync.wire`) and stores it, so it can send the op on without its
 predecessor (a pull filtered by scope, an op the server refused). Redaction keeps links valid: it never touches
 ``sig``, and the body digests the message covers survive it.
 
 **Sealing.** The private fields of :data:`SEALED_FIELDS` are sealed to the station's X25519 public key on the
 device that captures them, before the op is signed: logs, the server and relays hold ciphertext only, and
-only a device holding the station's secret (:class:`caresync.keys.StationKey`) reads them.
+only a device holding the station's secret (:class:`caresync.trust.keys.StationKey`) reads them.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from pydantic_core import to_json
 
-from .errors import ForgedOpError, OpForkError, TrustError
-from .keys import DeviceKey, StationKey, is_sealed, origin_of, seal_value, unseal_value
+from caresync.errors import ForgedOpError, OpForkError, TrustError
+from caresync.trust.keys import DeviceKey, StationKey, is_sealed, origin_of, seal_value, unseal_value
 
 __all__ = [
     "REDACTABLE_KINDS",
@@ -506,7 +506,7 @@ def verify_ops(ops: Sequence[Mapping[str, Any]], *, partial: bool = False) -> li
     The batch is split by device into runs of consecutive seqs; each run's ops are linked in order and only
     the last op's signature is checked (see the module doc): format 2 ops before it may come without theirs.
     The first op of a run needs its ``pd`` unless its seq is 1: a caller that holds its predecessor fills it in
-    first (:meth:`caresync.store.Store.ingest`).
+    first (:meth:`caresync.store.store.Store.ingest`).
 
     Ops at the end of a run that came without their signature are vouched for by nothing in the batch. With
     ``partial`` they are returned, for the caller to leave out (a lossy link between replicas dropped the op

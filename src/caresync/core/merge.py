@@ -26,8 +26,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .domain import grid_parent, hop_fits, ticket_transition
-from .ops import OpDict, op_id
+from caresync.core.domain import grid_parent, hop_fits, ticket_transition
+from caresync.core.ops import OpDict, op_id
 
 __all__ = [
     "FOLD_VERSION",

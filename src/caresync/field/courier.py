@@ -5,9 +5,9 @@ parses, calls and renders:
 
 * a parcel is found by the code on its envelope; one picked up from a mailbox that nobody registered yet is
   registered on the spot (the resident dropped it in the lane);
-* what the resident asks for is sealed to the station at capture (:func:`caresync.keys.seal_value`): the
+* what the resident asks for is sealed to the station at capture (:func:`caresync.trust.keys.seal_value`): the
   handheld keeps only the sealed text and its content hash, so a lost phone leaks nothing;
-* custody passes at the station only when the station receipts the hand-in too (:mod:`caresync.custody`);
+* custody passes at the station only when the station receipts the hand-in too (:mod:`caresync.field.custody`);
 * a delivery needs the resident's confirmation code from the slip;
 * a local action that makes no sense now is refused with a :class:`CourierError` and records nothing.
 
@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .custody import chain, handover_pending
-from .domain import HopStage, TicketKind
-from .errors import IntentError, NotFoundError
-from .i18n import Catalog
-from .keys import seal_value
-from .model import Parcel, Ticket, ms_to_datetime
+from caresync.core.domain import HopStage, TicketKind
+from caresync.core.model import Parcel, Ticket, ms_to_datetime
+from caresync.errors import IntentError, NotFoundError
+from caresync.field.custody import chain, handover_pending
+from caresync.field.i18n import Catalog
+from caresync.trust.keys import seal_value
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from caresync.replica import Replica
 
 __all__ = [
     "ERRORS",
@@ -422,7 +422,7 @@ class CourierStatus:
     conflicts: list[str]
     """Conflicts on this handheld's records, described."""
     custody: list[str]
-    """Parcels whose hops do not add up (:func:`caresync.custody.anomalies`)."""
+    """Parcels whose hops do not add up (:func:`caresync.field.custody.anomalies`)."""
     refusals: list[dict[str, str]]
     """Changes the server refused, with its reason: they stay on the handheld."""
     holding: list[str]
@@ -431,7 +431,7 @@ class CourierStatus:
 
 def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierStatus:
     """Unsent changes, carried bundles, last sync, clock offset, conflicts, custody anomalies and refusals."""
-    from .custody import anomalies
+    from caresync.field.custody import anomalies
 
     last = replica._store.get_meta(_LAST_SYNC_META)
     holding = [

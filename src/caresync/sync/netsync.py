@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from .merge import State, apply_sorted, new_state
-from .ops import OpDict, op_id, paused_gc, validate_ops
-from .wire import FORMAT, MEDIA_TYPE, decode_envelope, encode_envelope
+from caresync.core.merge import State, apply_sorted, new_state
+from caresync.core.ops import OpDict, op_id, paused_gc, validate_ops
+from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
+from caresync.sync.wire import FORMAT, MEDIA_TYPE, decode_envelope, encode_envelope
 
 if TYPE_CHECKING:
-    from .replica import ApplyResult, Replica
+    from caresync.replica import ApplyResult, Replica
 
 __all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "refusal", "sync"]
 
@@ -240,7 +240,7 @@ def _learn_server_key(replica: Replica, link: _Link) -> None:
 
 def _top_up_numbers(replica: Replica, link: _Link) -> None:
     """Asks the server for a new block of ticket numbers when this device has fewer than
-    :data:`NUMBERS_LOW` left, so the tickets it opens offline get short numbers (see :mod:`caresync.numbers`).
+    :data:`NUMBERS_LOW` left, so the tickets it opens offline get short numbers (see :mod:`caresync.store.numbers`).
     A server that cannot answer now only delays it to the next sync: the device falls back to its own numbers."""
     if sum(block.left for block in replica.numbers.blocks()) >= NUMBERS_LOW:
         return
@@ -346,7 +346,7 @@ class _Folded:
     the rows are written from these states (``settle(folded=...)``) instead of every op being read back from
     the log and folded again. A state is kept only while it is provably the fold of every op its record holds:
     the replica held no op when the pull began, and every op of the record arrived after the ones folded
-    (:func:`caresync.merge.apply_sorted` on a saved state, as the store's own incremental fold). A record with
+    (:func:`caresync.core.merge.apply_sorted` on a saved state, as the store's own incremental fold). A record with
     an op from its past, or a redaction (which rewrites stored ops), is left to the log; so is everything if a
     page held an op the replica already had, or the replica gained ops some other way during the pull."""
 

@@ -9,7 +9,7 @@ An op travels and is stored as a plain JSON object::
 ``(origin, seq)`` is the op's identity; ``hlc`` its place in the total order; ``eid`` the record it is about;
 ``actor`` who did it and ``at`` when (the device's corrected wall time, for people to read). ``sig`` is the
 signature of the op's device and ``pd``, on every op after a device's first, the link to its previous op
-(see :mod:`caresync.signing`; a batch may leave ``pd`` out where the op before it is in the batch too). ``v`` is the
+(see :mod:`caresync.trust.signing`; a batch may leave ``pd`` out where the op before it is in the batch too). ``v`` is the
 op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked together as a
 discriminated union in one call per batch (TypedDict schemas: a batch of 100,000 ops validates in about
 a second on two cores). An op whose kind or version this library does not know is kept, not dropped: it passes an
@@ -39,7 +39,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticCustomError, from_json
 from typing_extensions import TypedDict
 
-from .domain import (
+from caresync.core.domain import (
     Channel,
     DisputeOutcome,
     EntityType,
@@ -52,9 +52,9 @@ from .domain import (
     TicketKind,
     VisitOutcome,
 )
-from .errors import InvalidOpError
-from .numbers import NUMBER_PATTERN
-from .signing import REDACTABLE_KINDS, field_digest
+from caresync.errors import InvalidOpError
+from caresync.store.numbers import NUMBER_PATTERN
+from caresync.trust.signing import REDACTABLE_KINDS, field_digest
 
 __all__ = [
     "ENTITY_PREFIX",
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 #: The op format this library writes and understands completely. Format 2 changed only what a signature covers
-#: (the body itself rather than a digest per value, except for the redactable kinds: :mod:`caresync.signing`);
+#: (the body itself rather than a digest per value, except for the redactable kinds: :mod:`caresync.trust.signing`);
 #: format 1 ops are still read, checked and folded as before.
 FORMAT_VERSION = 2
 
@@ -101,11 +101,11 @@ def _sealed_or(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return handler(value)
 
 
-#: A private field's type: its plain type, or a value sealed to the station (see :mod:`caresync.signing`).
+#: A private field's type: its plain type, or a value sealed to the station (see :mod:`caresync.trust.signing`).
 _Private = WrapValidator(_sealed_or)
 #: An op's signature: base64 of the signer's Ed25519 public key (32 bytes) then the signature (64 bytes).
 Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{128}$")]
-#: The link to the device's previous op (:func:`caresync.signing.chain_link`), on ops after its first.
+#: The link to the device's previous op (:func:`caresync.trust.signing.chain_link`), on ops after its first.
 Link = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 #: Digests of the values a redaction erased, by body key, so the op's signature still checks.
 Redacted = Annotated[dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]], Field(max_length=8)]
@@ -275,7 +275,7 @@ class TicketCreate(TypedDict):
     resident_id: NotRequired[EntityId | None]
     visit_id: NotRequired[EntityId | None]
     parcel_id: NotRequired[EntityId | None]
-    number: NotRequired[Annotated[str, StringConstraints(pattern=NUMBER_PATTERN)] | None]  # see caresync.numbers
+    number: NotRequired[Annotated[str, StringConstraints(pattern=NUMBER_PATTERN)] | None]  # see caresync.store.numbers
 
 
 @with_config(_FORBID)
@@ -345,7 +345,7 @@ class HopBody(TypedDict):
     confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
     reason: NotRequired[Text | None]
     contents: NotRequired[SealedText | None]
-    """What the resident asks for, sealed to the station at capture (never plaintext: see caresync.keys)."""
+    """What the resident asks for, sealed to the station at capture (never plaintext: see caresync.trust.keys)."""
     content_hash: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None]
     """The salted hash of the sealed contents, so the station can prove them intact."""
 
@@ -470,7 +470,7 @@ def _envelope(kind_type: Any, body_type: Any, name: str) -> Any:
             "actor": Name,
             "at": Millis,
             "body": body_type,
-            "sig": NotRequired[Signature],  # checked by caresync.signing.verify_ops
+            "sig": NotRequired[Signature],  # checked by caresync.trust.signing.verify_ops
             "pd": NotRequired[Link],  # checked (and filled in where a batch left it out) by verify_ops
         },
     )

@@ -7,9 +7,9 @@ import math
 from datetime import tzinfo
 from html import escape
 
-from .i18n import Catalog
-from .labels import label
-from .reports import StationReport
+from caresync.field.i18n import Catalog
+from caresync.field.labels import label
+from caresync.field.reports import StationReport
 
 __all__ = ["render_html"]
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from .domain import EntityType
-from .errors import IntentError, InvalidInputError, NotFoundError
-from .model import Conflict, HistoryEntry, ms_to_datetime
+from caresync.core.domain import EntityType
+from caresync.core.model import Conflict, HistoryEntry, ms_to_datetime
+from caresync.errors import IntentError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from caresync.replica import Replica
 
 __all__ = ["Change", "ReviewItem", "conflict_key", "find_conflict", "parse_value", "review_queue", "settle"]
 

@@ -32,11 +32,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from .errors import OpForkError, StoreError, StoreVersionError
-from .merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
-from .ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, paused_gc, redact_body
-from .schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
-from .signing import ZERO_LINK, chain_link, failing_signatures, linkable
+from caresync.core.merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
+from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, paused_gc, redact_body
+from caresync.errors import OpForkError, StoreError, StoreVersionError
+from caresync.store.schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
+from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, linkable
 
 __all__ = ["IngestResult", "Store"]
 
@@ -99,7 +99,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, logger: logging.Logger | None = None) -> None:
         self.path = Path(path)
-        self.log = logger or logging.getLogger("caresync.store")
+        self.log = logger or logging.getLogger("caresync.store.store")
         self._depth = 0
         self._closed = False
         self._scrub = False
@@ -245,7 +245,7 @@ class Store:
         The fast path for local writes: the op is new by construction (its seq is this replica's next) and
         sorts after everything known for its record (its stamp took the record's floor), so it is applied to
         the state in memory. Redactions take the general path, which also rewrites earlier ops.
-        ``link``, the op's chain link (:func:`caresync.signing.chain_link`, computed when not given), is kept in
+        ``link``, the op's chain link (:func:`caresync.trust.signing.chain_link`, computed when not given), is kept in
         the meta table in the same transaction, for the device's next op.
         """
         entity = entity_type_of(op["kind"])
@@ -312,7 +312,7 @@ class Store:
         once instead of once per batch. ``sent`` marks ops that came from the sync server (it has them).
         ``verify`` checks the ops not held yet before anything is stored (their signatures: checking only
         those spares the duplicates every sync resends, whose content is compared with what is held instead).
-        Each op's ``pd`` (its link to its device's previous op, see :mod:`caresync.signing`) is stored with it:
+        Each op's ``pd`` (its link to its device's previous op, see :mod:`caresync.trust.signing`) is stored with it:
         taken from the held predecessor when a new run of ops starts right after one and lacks it, derived by
         ``verify`` inside the batch; then the run's last op is checked against a held successor.
 
@@ -334,7 +334,7 @@ class Store:
             if verify is not None:
                 # first: an altered pd is a forgery, a signed one that disagrees a fork
                 left_out = verify(fresh + _closing(fresh, known + deferred))
-                if left_out:  # nothing in the batch vouches for them (see caresync.signing.verify_ops)
+                if left_out:  # nothing in the batch vouches for them (see caresync.trust.signing.verify_ops)
                     ids = {id(op) for op in left_out}
                     fresh_known = [op for op in fresh_known if id(op) not in ids]
                     fresh_deferred = [op for op in fresh_deferred if id(op) not in ids]
@@ -730,8 +730,8 @@ class Store:
 
     def _checkable(self, ops: list[OpDict]) -> list[OpDict]:
         """One device's ops (in seq order) as a receiver can check them: every run of consecutive seqs must end
-        at an op that carries its signature (:func:`caresync.signing.verify_ops`). Ops that came in a pull
-        answer without theirs (see :func:`caresync.signing.signature_needed`) are followed by held ones up to a
+        at an op that carries its signature (:func:`caresync.trust.signing.verify_ops`). Ops that came in a pull
+        answer without theirs (see :func:`caresync.trust.signing.signature_needed`) are followed by held ones up to a
         signed op; a run cut short by the page is completed from the log, and ops whose run no held signed op
         closes (a scope change purged it) are left out: the receiver gets them from the server."""
         if not ops or all("sig" in op for op in ops):

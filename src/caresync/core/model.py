@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .domain import (
+from caresync.core.domain import (
     Channel,
     DisputeOutcome,
     EntityType,
@@ -20,9 +20,9 @@ from .domain import (
     TicketStatus,
     VisitOutcome,
 )
-from .merge import State, conflicts_of, value_of
-from .ops import OpDict
-from .signing import signer_of
+from caresync.core.merge import State, conflicts_of, value_of
+from caresync.core.ops import OpDict
+from caresync.trust.signing import signer_of
 
 __all__ = [
     "ClockAnomaly",
@@ -264,7 +264,7 @@ class Ticket(_Entity):
     visit_id: str | None = None
     parcel_id: str | None = None
     number: str | None = None
-    """The human-readable number told to the resident (see caresync.numbers); None on older tickets."""
+    """The human-readable number told to the resident (see caresync.store.numbers); None on older tickets."""
     assignee: str | None = None
     submitted_by: str
     submitted_at: datetime

@@ -21,11 +21,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import IntentError, InvalidInputError, NotFoundError
+from caresync.errors import IntentError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from .model import Ticket
-    from .replica import Replica
+    from caresync.core.model import Ticket
+    from caresync.replica import Replica
 
 __all__ = ["NUMBER_PATTERN", "NumberBlock", "TicketNumbers", "fallback_number", "find_ticket", "is_ticket_number"]
 

@@ -8,7 +8,7 @@
   revoked device cannot renew.
 * **Scope changes.** Every sync first asks the server for the device's role and grids (``GET /v1/device``). When
   they changed, the sync pushes what the device has not sent, then purges the records the device may no longer
-  hold (by the role table of :mod:`caresync.scopes`) with their ops, keeps every record with work the server has
+  hold (by the role table of :mod:`caresync.trust.scopes`) with their ops, keeps every record with work the server has
   not acknowledged, and logs what it did (:func:`scope_changes`). A wider scope pulls again from the start, so
   the device gets the history of what it may now hold.
 """
@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .domain import EntityType, Role
-from .errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
-from .model import ms_to_datetime
-from .netsync import SERVER_KEY_META, refusal
-from .scopes import RecordScope, covers, may_read
+from caresync.core.domain import EntityType, Role
+from caresync.core.model import ms_to_datetime
+from caresync.errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
+from caresync.sync.netsync import SERVER_KEY_META, refusal
+from caresync.trust.scopes import RecordScope, covers, may_read
 
 if TYPE_CHECKING:
-    from .netsync import SyncResult
-    from .replica import Replica
+    from caresync.replica import Replica
+    from caresync.sync.netsync import SyncResult
 
 __all__ = [
     "CODE_ALPHABET",
@@ -347,13 +347,13 @@ def sync(
     **options: Any,
 ) -> SyncResult:
     """Syncs with the server this device enrolled with, using and renewing its stored token, and applies a
-    change of its scope (see the module doc). ``options`` are those of :func:`caresync.netsync.sync`.
+    change of its scope (see the module doc). ``options`` are those of :func:`caresync.sync.netsync.sync`.
 
     Raises:
         SyncError: not enrolled, or the server could not be reached; ServerRefusedError: the server refused the
             device (revoked, for one).
     """
-    from . import netsync
+    from caresync.sync import netsync
 
     creds = _require(replica)
     with _http(client, timeout_s) as http:
@@ -479,7 +479,7 @@ def purge_out_of_scope(replica: Replica, role: Role | str, grids: tuple[str, ...
     Returns:
         ``(removed records by type, ids of the records kept for their unsent work)``.
     """
-    from .schema import ENTITY_TABLES
+    from caresync.store.schema import ENTITY_TABLES
 
     store = replica._store
     store.settle()

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from .domain import OPEN_STATUSES, TicketKind, VisitOutcome
-from .errors import IntentError, InvalidInputError
-from .model import Resident, Ticket, Visit, ms_to_datetime
+from caresync.core.domain import OPEN_STATUSES, TicketKind, VisitOutcome
+from caresync.core.model import Resident, Ticket, Visit, ms_to_datetime
+from caresync.errors import IntentError, InvalidInputError
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from caresync.replica import Replica
 
 __all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "in_grid", "knock_round", "raise_ticket", "round_of"]
 

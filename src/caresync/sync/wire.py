@@ -1,6 +1,6 @@
 """The compact wire form of a sync envelope: ops stored by column, then deflated with a preset dictionary.
 
-A sync envelope is a JSON object whose ``"ops"`` member is a list of ops (see :mod:`caresync.ops`), with any
+A sync envelope is a JSON object whose ``"ops"`` member is a list of ops (see :mod:`caresync.core.ops`), with any
 other members beside it (cursor, clock, counts). Sent as plain JSON and deflated, an op costs about 21 bytes on
 the wire in a large batch, because every op repeats its keys, its device id and two large clock values. The
 compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns the ops into columns:
@@ -17,20 +17,20 @@ compact form (media type :data:`MEDIA_TYPE`) keeps the same envelope but turns t
 * ``set``: the bodies of ``<record>.set`` ops (by far the most common) as three columns, field, value and
   replaced ops; ``body``: every other body as it is, ``null`` where the ``set`` columns hold it.
 
-* signatures (``sig``, see :mod:`caresync.signing`): the signers' public keys once each, and per op an index
+* signatures (``sig``, see :mod:`caresync.trust.signing`): the signers' public keys once each, and per op an index
   into them (left out when it is the op's device index, as it always is for honest ops); the keys and the
   64-byte signatures themselves travel as raw bytes after the compressed part, since they do not compress.
-* links (``pd``, see :mod:`caresync.signing`): only where the receiver cannot derive it, that is where the
+* links (``pd``, see :mod:`caresync.trust.signing`): only where the receiver cannot derive it, that is where the
   op before it in the batch from the same device is not its predecessor (seq - 1): after a gap, at the start
   of a batch, in a pull filtered by scope. ``links`` lists those ops' positions as differences from the
   previous one (mostly 1, or none at all); the 16-byte links travel raw after the signatures. A decoded op
-  lacks ``pd`` where it was left out: :func:`caresync.signing.verify_ops` derives it from its predecessor.
+  lacks ``pd`` where it was left out: :func:`caresync.trust.signing.verify_ops` derives it from its predecessor.
 
 The columns travel as one positional list, without keys (see ``_pack``): ``[n, v, kind, origin, seq, hw, hc,
 eid, actor, at, body, set, origins, keys, key, unsigned, links]``, where a table column with one value is just
 ``[table]``, an all-zero column is ``[]``, ``body`` is ``[]`` when every body is in ``set``, ``keys`` is the
 number of public keys, ``key`` is ``[]`` when every op is signed by its device's key, and ``unsigned`` lists the
-ops without a signature (inside a run, whose last signature pins them: see :mod:`caresync.signing`), as
+ops without a signature (inside a run, whose last signature pins them: see :mod:`caresync.trust.signing`), as
 differences of positions in format 3 and as positions in format 2; an empty batch is ``[0]``. That JSON is
 compressed with raw deflate and a preset dictionary of the words every batch uses (kinds, field names, body
 keys, the column skeleton), so even a batch of ten ops compresses well: framing is most of a small batch.
@@ -39,7 +39,7 @@ dictionary 1), the deflate stream, then the public keys (32 bytes each), the sig
 order (64 bytes each), and the links that travel (16 bytes each).
 Decoding checks
 every column and refuses anything else with :class:`~caresync.errors.InvalidInputError`; the ops it returns
-still go through :func:`caresync.ops.validate_ops` like any others.
+still go through :func:`caresync.core.ops.validate_ops` like any others.
 
 The dictionary belongs to format 1 and never changes: a different dictionary is a new format byte.
 """
@@ -57,7 +57,7 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
-from .errors import InvalidInputError
+from caresync.errors import InvalidInputError
 
 __all__ = ["FORMAT", "FORMATS", "MAX_DECODED_BYTES", "MEDIA_TYPE", "decode_envelope", "encode_envelope"]
 

@@ -2,7 +2,7 @@
 
 :data:`ROLE_TABLE` is declarative: per role, one :class:`Rule` per record type the role may read or change. The
 sync server enforces it on push (which ops a device may make) and on pull (which ops leave the server); a device
-uses the same table to purge what it may no longer hold when its scope shrinks (:mod:`caresync.enrolment`); and
+uses the same table to purge what it may no longer hold when its scope shrinks (:mod:`caresync.sync.enrolment`); and
 docs/security.md prints it (:func:`role_table_markdown`, kept in step by a test).
 
 Scopes are grids: paths ``community/area/building``. A device enrolled for ``changnan/dorm`` covers that grid and
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from .domain import EntityType, Role
-from .ops import KNOWN_KINDS
+from caresync.core.domain import EntityType, Role
+from caresync.core.ops import KNOWN_KINDS
 
 __all__ = [
     "EVERYWHERE",
@@ -44,7 +44,7 @@ class Rule:
     """What one role may do with one record type, within the device's grids."""
 
     record: str
-    """The record type (:class:`~caresync.domain.EntityType` value)."""
+    """The record type (:class:`~caresync.core.domain.EntityType` value)."""
     read: bool = False
     """May hold the records and pull their ops."""
     write: tuple[str, ...] = ()

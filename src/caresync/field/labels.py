@@ -6,7 +6,7 @@ everywhere. :func:`label` falls back to the code itself for a value it does not 
 
 from __future__ import annotations
 
-from .i18n import Catalog
+from caresync.field.i18n import Catalog
 
 __all__ = ["DOMAIN_LABELS", "label"]
 

@@ -1,6 +1,6 @@
 """``caresync-courier``: the courier's handheld, in Simplified Chinese or English.
 
-The command parses, calls :mod:`caresync.courier`, :mod:`caresync.bundles` and the replica, and renders; every
+The command parses, calls :mod:`caresync.field.courier`, :mod:`caresync.sync.bundles.relay` and the replica, and renders; every
 rule lives in the library. Its home folder (``--home``, ``CARESYNC_HOME``, default ``click.get_app_dir``) holds
 the replica (``courier.db``), the bag of carried bundles (``carried.db``) and the server settings
 (``server.json``, readable by its owner only).
@@ -26,11 +26,13 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
-from . import bundles, courier, enrolment
-from .errors import CaresyncError, ServerRefusedError, SyncError
-from .i18n import Catalog, language_in_argv, pick_language
-from .netsync import SyncProgress
-from .replica import Replica
+from caresync.errors import CaresyncError, ServerRefusedError, SyncError
+from caresync.field import courier
+from caresync.field.i18n import Catalog, language_in_argv, pick_language
+from caresync.replica import Replica
+from caresync.sync import enrolment
+from caresync.sync.bundles import relay as bundles
+from caresync.sync.netsync import SyncProgress
 
 __all__ = ["MESSAGES", "cli", "main"]
 
@@ -701,7 +703,7 @@ def bundle_import(env: _Env, file: Path) -> None:
 
 
 def _when(ms: int) -> str:
-    from .model import ms_to_datetime
+    from caresync.core.model import ms_to_datetime
 
     return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
 

@@ -23,7 +23,7 @@ import nacl.public
 import nacl.signing
 from nacl.bindings import crypto_sign_open
 
-from .errors import InvalidInputError, TrustError
+from caresync.errors import InvalidInputError, TrustError
 
 __all__ = [
     "SEALED_PREFIX",

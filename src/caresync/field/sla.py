@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from .model import Ticket
+from caresync.core.model import Ticket
 
 __all__ = ["is_overdue", "overdue_by", "sla_sorted"]
 

@@ -44,13 +44,13 @@ import nacl.exceptions
 import nacl.public
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
 
-from .errors import BundleError, CaresyncError, InvalidInputError
-from .keys import DeviceKey, origin_of, verify_signature
-from .netsync import SERVER_KEY_META
-from .ops import paused_gc
+from caresync.core.ops import paused_gc
+from caresync.errors import BundleError, CaresyncError, InvalidInputError
+from caresync.sync.netsync import SERVER_KEY_META
+from caresync.trust.keys import DeviceKey, origin_of, verify_signature
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from caresync.replica import Replica
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -592,7 +592,7 @@ def deliver(
         SyncError: the server cannot be reached; nothing is lost, the bundles stay in the bag.
         ServerRefusedError: the server refused the courier (token).
     """
-    from .netsync import _Link  # one HTTP client with retries and the error envelope of protocol v1
+    from caresync.sync.netsync import _Link  # one HTTP client with retries and the error envelope of protocol v1
 
     link = _Link(url, token, client, retries, 0.5, timeout_s)
     out: list[Delivery] = []

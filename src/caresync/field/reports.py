@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .domain import OPEN_STATUSES, HopStage, TicketKind
-from .errors import InvalidInputError, NotFoundError
-from .knock import in_grid, round_of
-from .model import Parcel, Resident, Ticket, ms_to_datetime
+from caresync.core.domain import OPEN_STATUSES, HopStage, TicketKind
+from caresync.core.model import Parcel, Resident, Ticket, ms_to_datetime
+from caresync.errors import InvalidInputError, NotFoundError
+from caresync.field.knock import in_grid, round_of
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from caresync.replica import Replica
 
 __all__ = ["StationReport", "courier_hours", "station_report"]
 

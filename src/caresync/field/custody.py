@@ -2,7 +2,7 @@
 
 Custody passes at the station only when both sides record it: the courier records ``handed_in`` (their
 claim), and a station device records ``handed_in`` after it (the receipt). Until the receipt, the courier
-still holds the parcel. Pure functions over :class:`~caresync.model.Parcel` records; :func:`anomalies`
+still holds the parcel. Pure functions over :class:`~caresync.core.model.Parcel` records; :func:`anomalies`
 reads a replica.
 
 >>> for anomaly in anomalies(station):
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from .domain import HopStage
-from .errors import TrustError
-from .keys import unseal_value
-from .model import Hop, Parcel
+from caresync.core.domain import HopStage
+from caresync.core.model import Hop, Parcel
+from caresync.errors import TrustError
+from caresync.trust.keys import unseal_value
 
 if TYPE_CHECKING:
-    from .replica import Replica
+    from caresync.replica import Replica
 
 __all__ = [
     "ContentCheck",

@@ -37,17 +37,19 @@ from typing import Any
 
 import httpx
 
-from . import bundles, courier, enrolment
-from .custody import handover_pending
-from .domain import HopStage, TicketStatus
-from .errors import CaresyncError
-from .keys import StationKey
-from .knock import in_grid, raise_ticket, round_of
-from .model import Ticket, ms_to_datetime
-from .replica import Replica
-from .reports import StationReport, station_report
-from .review import review_queue, settle
-from .testing import FakeClock, key_for
+from caresync.core.domain import HopStage, TicketStatus
+from caresync.core.model import Ticket, ms_to_datetime
+from caresync.errors import CaresyncError
+from caresync.field import courier
+from caresync.field.custody import handover_pending
+from caresync.field.knock import in_grid, raise_ticket, round_of
+from caresync.field.reports import StationReport, station_report
+from caresync.field.review import review_queue, settle
+from caresync.replica import Replica
+from caresync.sync import enrolment
+from caresync.sync.bundles import relay as bundles
+from caresync.testing import FakeClock, key_for
+from caresync.trust.keys import StationKey
 
 __all__ = [
     "COMMUNITY",
@@ -216,7 +218,7 @@ def _ms(day: int, hour: float) -> int:
 
 
 def _quiet_logger() -> logging.Logger:
-    log = logging.getLogger("caresync.demo")
+    log = logging.getLogger("caresync.field.demo")
     log.propagate = False
     if not log.handlers:
         log.addHandler(logging.NullHandler())
