@@ -278,7 +278,8 @@ def floor_checked(cfg: Config) -> Row:
 
     from pydantic_core import to_json
 
-    from caresync.core.ops import paused_gc, validate_ops
+    from caresync.core.gcpause import paused_gc
+    from caresync.core.ops import validate_ops
     from caresync.trust.signing import ZERO_LINK, signing_message
 
     plan = cfg.plan()

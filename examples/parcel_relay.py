@@ -30,7 +30,8 @@ from caresync_server.testing import ServerProcess, issue_code
 
 from caresync import Replica, StationKey
 from caresync.field import courier
-from caresync.sync.bundles.relay import Bag, deliver, import_answers, write_bundle
+from caresync.sync.bundles.bag import Bag
+from caresync.sync.bundles.relay import deliver, import_answers, write_bundle
 from caresync.sync.enrolment import current_token
 from caresync.trust.keys import unseal_value
 

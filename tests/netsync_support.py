@@ -85,7 +85,7 @@ class FlakyTransport(httpx.BaseTransport):
 
 def all_ops(replica: Replica) -> set[tuple[str, int]]:
     """Every op identity the replica holds."""
-    return {(o, s) for o, s in replica._store.sql("SELECT origin, seq FROM ops")}
+    return {(o, s) for o, s in replica.device_log.store.sql("SELECT origin, seq FROM ops")}
 
 
 def describe(replica: Replica) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from caresync_server.testing import ServerProcess
 
 from caresync import BundleError, Replica, StationKey
 from caresync.field import courier
-from caresync.sync.bundles.relay import Bag, check_bundle, deliver, import_answers, make_bundle, read_file, write_bundle
+from caresync.sync.bundles.bag import Bag
+from caresync.sync.bundles.format import check_bundle, read_file
+from caresync.sync.bundles.relay import deliver, import_answers, make_bundle, write_bundle
 from caresync.trust.keys import unseal_value
 from tests.server_support import enroll
 
@@ -109,9 +111,9 @@ def test_relay_round_trip_duplicate_stale_and_replayed(tmp_path: Path) -> None:
                 deliver(bag, server.url, token=tokens["courier-b"], courier="b", now_ms=new["created_ms"])
                 bag.export_answers(a.id, tmp_path / "all.bundle", now_ms=new["created_ms"])
             assert import_answers(a, tmp_path / "all.bundle").received == 1 and a.parcels.by_code("R-2") is not None
-            cursor = a._store.get_meta("relay_cursor")
+            cursor = a.device_log.store.get_meta("relay_cursor")
             import_answers(a, tmp_path / "answers.bundle")
-            assert a._store.get_meta("relay_cursor") == cursor
+            assert a.device_log.store.get_meta("relay_cursor") == cursor
             log = httpx.get(server.url + "/v1/relays", headers={"Authorization": f"Bearer {tokens['station']}"}).json()
             entry = next(r for r in log["relays"] if r["bundle"] == new["id"])
             events = [e["event"] for e in entry["events"]]
@@ -183,7 +185,7 @@ def test_an_answer_not_signed_by_the_server_cannot_stop_a_device_from_sending_it
 ) -> None:
     """A carrier knows the device's public key (it is in every bundle), so it can seal anything to the device;
     only the server's signature makes an answer's acknowledgements believable."""
-    from caresync.sync.bundles.relay import BUNDLE_FORMAT, seal_answer
+    from caresync.sync.bundles.format import BUNDLE_FORMAT, seal_answer
     from caresync.sync.netsync import SERVER_KEY_META
     from caresync.trust.keys import DeviceKey
 
@@ -211,7 +213,7 @@ def test_an_answer_not_signed_by_the_server_cannot_stop_a_device_from_sending_it
         kept = import_answers(kiosk, answers_file("unknown.answers", carrier_key), now_ms=bundle["created_ms"])
         assert kept.answers == 1 and kept.acked == 0 and kiosk.unsent_count() == 2
 
-        kiosk._store.set_meta(SERVER_KEY_META, server_key.public_key.hex())  # what enrolment or a sync keeps
+        kiosk.device_log.store.set_meta(SERVER_KEY_META, server_key.public_key.hex())  # what enrolment or a sync keeps
         with pytest.raises(BundleError, match="not signed by the sync server"):
             import_answers(kiosk, answers_file("forged.answers", carrier_key), now_ms=bundle["created_ms"])
         assert kiosk.unsent_count() == 2

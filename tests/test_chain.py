@@ -386,7 +386,7 @@ def test_other_devices_signatures_are_checked_before_they_go_to_the_server(make_
     _alter_sig(batch[3])
     b.apply_ops(batch)
     assert b.unsent_count() == len(ops)
-    store = b._store
+    store = b.device_log.store
     sent = store.unsent(None, limit=100, own=b.id)
     assert [(o["origin"], o["seq"]) for o in sent] == [(a.id, s) for s in range(1, N + 1) if s != 4]
     verify_each(sent)  # every signature that goes out checks

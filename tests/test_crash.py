@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caresync.store.store.schema import ENTITY_TABLES, row_values, upsert_sql
 from pydantic_core import from_json, to_json
 
 from caresync import Replica
 from caresync.core.clock import pack_hlc
 from caresync.core.merge import fold, value_of
+from caresync.store.schema import ENTITY_TABLES, row_values, upsert_sql
 from caresync.testing import key_for, sign
 
 pytestmark = pytest.mark.slow
@@ -144,7 +144,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
     with Replica.open(path, actor="station-clerk") as src:
         for i in range(0, len(ops), 10_000):
             src.apply_ops(ops[i : i + 10_000])
-        synthetic = [r[0] for r in src._store.sql("SELECT id FROM tickets ORDER BY id LIMIT 30")]
+        synthetic = [r[0] for r in src.device_log.store.sql("SELECT id FROM tickets ORDER BY id LIMIT 30")]
         with src.batch():  # and some history written here, through the public API
             for i in range(API_TICKETS):
                 t = src.tickets.submit(title=f"Boiler {i} leaks", kind="repair", grid="changnan/dorm/3")
@@ -154,9 +154,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
                 src.tickets.edit(eid, title=f"{eid} (checked)")
         _assert_consistent(src)
         total = src.op_count()
-        tickets = src._store.sql("SELECT COUNT(*) FROM tickets WHERE complete = 1")[0][0]
+        tickets = src.device_log.store.sql("SELECT COUNT(*) FROM tickets WHERE complete = 1")[0][0]
         assert tickets == SYNTH_TICKETS + API_TICKETS
-        assert src._store.sql("SELECT SUM(conflicts) FROM tickets")[0][0] > 0, "expected some concurrent edits"
+        assert src.device_log.store.sql("SELECT SUM(conflicts) FROM tickets")[0][0] > 0, "expected some concurrent edits"
         return Source(path=path, total=total, tickets=tickets, digest=src.state_digest(), vv=src.version_vector())
 
 
@@ -319,7 +319,7 @@ def _columns(entity: str) -> list[str]:
 
 def _assert_consistent(r: Replica) -> None:
     """The materialised rows, the op log and the origins table of a replica agree with each other."""
-    sql = r._store.sql
+    sql = r.device_log.store.sql
     assert sql("PRAGMA integrity_check") == [("ok",)]
     assert sql("PRAGMA foreign_key_check") == []
     n_ops = sql("SELECT COUNT(*) FROM ops")[0][0]
@@ -335,7 +335,7 @@ def _assert_consistent(r: Replica) -> None:
         assert {row[0] for row in rows} == eids_by_entity[entity], f"{entity} rows and ops disagree"
         state_at = columns.index("state")
         for row in rows:
-            expected = from_json(to_json(fold(entity, row[0], r._store.ops_of(row[0]))))
+            expected = from_json(to_json(fold(entity, row[0], r.device_log.store.ops_of(row[0]))))
             stored = from_json(row[state_at])
             assert stored == expected, f"{entity} {row[0]}: the stored state is not the fold of its ops"
             want = row_values(expected)
@@ -364,7 +364,7 @@ def _assert_recovered(dst: Path, source: Source, log: ChildLog, test_id: str) ->
     """Opens the killed destination, checks it, and syncs it to the end. Returns the ops it held."""
     with Replica.open(dst, actor="after-crash") as r:
         assert r.id == log.replica_id, "the replica's identity must survive the crash"
-        held = r._store.sql("SELECT COUNT(*) FROM ops")[0][0]
+        held = r.device_log.store.sql("SELECT COUNT(*) FROM ops")[0][0]
         KILLS[test_id] = (log.landing(), log.committed, held, source.total)
         assert held in log.allowed_counts(), (
             f"killed {log.landing()} with {log.committed} ops committed (+{log.pending} pending): holds {held}"
@@ -372,17 +372,17 @@ def _assert_recovered(dst: Path, source: Source, log: ChildLog, test_id: str) ->
         assert held == source.total or held % BATCH == 0, f"{held} ops: part of a batch survived"
         _assert_consistent(r)
 
-        created = r._store.sql("SELECT COUNT(DISTINCT eid) FROM ops WHERE kind = 'ticket.create' AND known = 1")
+        created = r.device_log.store.sql("SELECT COUNT(DISTINCT eid) FROM ops WHERE kind = 'ticket.create' AND known = 1")
         listed = r.tickets.list()
         assert len(listed) == created[0][0]
         if listed:
             some = max(listed, key=lambda t: len(t.notes))
-            state = r._store.state("ticket", some.id)
+            state = r.device_log.store.state("ticket", some.id)
             assert state is not None
             got = r.tickets.get(some.id)
             assert got.title == value_of(state, "title")
             assert len(got.notes) == len(state["c"].get("notes", []))
-            assert len(got.conflicts) == r._store.sql("SELECT conflicts FROM tickets WHERE id = ?", (some.id,))[0][0]
+            assert len(got.conflicts) == r.device_log.store.sql("SELECT conflicts FROM tickets WHERE id = ?", (some.id,))[0][0]
 
         # nothing lost: one more sync makes it the source's twin (the source's digest is taken once, in the
         # fixture: nothing writes to the source, which the version vector and op count below confirm)
@@ -391,7 +391,7 @@ def _assert_recovered(dst: Path, source: Source, log: ChildLog, test_id: str) ->
             assert r.op_count() == src.op_count() == source.total
             assert r.version_vector() == src.version_vector() == source.vv
         assert r.state_digest() == source.digest
-        assert r._store.sql("SELECT COUNT(*) FROM tickets WHERE complete = 1")[0][0] == source.tickets
+        assert r.device_log.store.sql("SELECT COUNT(*) FROM tickets WHERE complete = 1")[0][0] == source.tickets
     return int(held)
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from caresync import InvalidInputError, Replica, ServerRefusedError, StationKey, SyncError
-from caresync.sync.enrolment import RENEW_BEFORE_MS, check_code, format_code, new_code, normalize_code, renew_token
+from caresync.sync.enrolment import RENEW_BEFORE_MS, renew_token
 from caresync.testing import FakeClock
+from caresync.trust.codes import check_code, format_code, new_code, normalize_code
 from tests.conftest import ReplicaFactory
 from tests.server_support import issue_code
 
@@ -128,8 +129,8 @@ def test_a_replica_from_before_device_keys_enrols_under_its_keys_fingerprint(
     server: Server, make_replica: ReplicaFactory
 ) -> None:
     old = make_replica("old")
-    old._store.sql("DELETE FROM meta WHERE key = 'device_key'")  # a file from before devices had keys
-    old._store.set_meta("replica_id", "0123456789abcdef")
+    old.device_log.store.sql("DELETE FROM meta WHERE key = 'device_key'")  # a file from before devices had keys
+    old.device_log.store.set_meta("replica_id", "0123456789abcdef")
     old.close()
     reopened = make_replica("old")
     assert reopened.id == reopened.device_key.origin != "0123456789abcdef"
@@ -143,21 +144,21 @@ def test_an_expired_token_is_renewed_on_the_next_sync_and_no_work_is_lost(
     device_clock = FakeClock()
     fang = _enrolled(server, make_replica, "fang", "grid_worker", "changnan", clock=device_clock)
     fang.sync(client=server.client)
-    before = fang._store.get_meta("server_token")
+    before = fang.device_log.store.get_meta("server_token")
     server.clock.advance(45 * DAY)  # the server's month passes; the phone's clock does not know
     with fang.batch():
         for i in range(5):
             fang.tickets.submit(title=f"Stairwell light {i}", kind="repair", grid=LANE_A)
     result = fang.sync(client=server.client)  # 401 token_expired, renewed with the device key, then synced
     assert result.pushed == 5 and result.unsent == 0
-    after = fang._store.get_meta("server_token")
+    after = fang.device_log.store.get_meta("server_token")
     assert after != before
     found = fang.enrolment()
     assert found is not None and found.token_expires_at.timestamp() * 1000 > server.clock.ms + 29 * DAY
 
     device_clock.ms = server.clock.ms + 30 * DAY - RENEW_BEFORE_MS + DAY  # close to expiry: renewed before it
     fang.sync(client=server.client)
-    assert fang._store.get_meta("server_token") not in (before, after)
+    assert fang.device_log.store.get_meta("server_token") not in (before, after)
 
 
 def test_a_revoked_device_is_cut_off_keeps_its_work_and_cannot_renew(
@@ -201,7 +202,7 @@ def test_a_shrunk_scope_pushes_unsent_work_then_purges_and_logs(server: Server, 
     assert chen.mailboxes.list() == []
     assert {r.op for r in chen.refusals()} == {f"{chen.id}:1", f"{chen.id}:3"}  # nothing lost: both still here
     gone = set(mine[1:]) | {box.id}
-    assert not chen._store.sql(f"SELECT 1 FROM ops WHERE eid IN ({','.join('?' * len(gone))})", sorted(gone))
+    assert not chen.device_log.store.sql(f"SELECT 1 FROM ops WHERE eid IN ({','.join('?' * len(gone))})", sorted(gone))
     [change] = chen.scope_changes()
     assert (change.grids_before, change.grids_after) == ((LANE_A, LANE_B), (LANE_B,))
     assert change.purged == {"parcel": 2, "mailbox": 1} and change.kept == sorted([mine[0], late.id])
@@ -235,11 +236,11 @@ def test_enrol_renew_and_revoke_against_a_real_server_process(tmp_path: Path) ->
             li.enroll(server.url, code)
             li.tickets.submit(title="Blocked drain", kind="repair", grid="changnan/dorm/3")
             assert li.sync().pushed == 1
-            first = li._store.get_meta("server_token")
+            first = li.device_log.store.get_meta("server_token")
             time.sleep(lifetime_s + 0.5)  # the token expires: the next sync renews it with the device key
             li.tickets.submit(title="Broken lamp", kind="repair", grid="changnan/dorm/3")
             assert li.sync().pushed == 1
-            assert li._store.get_meta("server_token") != first
+            assert li.device_log.store.get_meta("server_token") != first
             from caresync_server.settings import Settings
             from caresync_server.storage import Storage
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from caresync import Replica, ServerRefusedError, SyncError, SyncProgress
+from caresync.store.devicelog import DeviceLog
 from caresync.testing import FakeClock
 from tests.conftest import ReplicaFactory
 from tests.netsync_support import FlakyTransport, all_ops, random_work
@@ -290,7 +291,7 @@ def test_a_server_without_its_database_is_a_sync_error_and_nothing_is_lost(
     ("header", "wait"), [("5", 5.0), ("0.25", 0.25), ("600", 30.0), ("-3", 0.0), ("Wed, 21 Oct 2026 07:28:00 GMT", 0.0)]
 )
 def test_a_busy_servers_retry_after_is_honoured_within_bounds(header: str, wait: float) -> None:
-    from caresync.sync.netsync import _retry_after
+    from caresync.sync._http import _retry_after
 
     assert _retry_after(httpx.Response(503, headers={"Retry-After": header})) == wait
     assert _retry_after(httpx.Response(503)) == 0.0
@@ -361,10 +362,10 @@ def _digest_folded_from_log(replica: Replica, tmp_path: Path) -> str:
     import shutil
     import sqlite3
 
-    from caresync.store.store.schema import ENTITY_TABLES
+    from caresync.store.schema import ENTITY_TABLES
 
     copy = tmp_path / f"refold-{replica.id}.db"
-    replica._store.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    replica.device_log.store.sql("PRAGMA wal_checkpoint(TRUNCATE)")
     shutil.copy(replica.path, copy)
     with contextlib.closing(sqlite3.connect(copy)) as db, db:
         for entity, table in ENTITY_TABLES.items():
@@ -456,18 +457,18 @@ def test_a_device_killed_during_an_in_memory_pull_repairs_its_rows_from_the_log(
             return self.inner.handle_request(request)
 
     monkeypatch.setattr(netsync._Folded, "settle", lambda self, replica: None)  # the kill skips it
-    monkeypatch.setattr(Replica, "settle", lambda self: 0)
+    monkeypatch.setattr(DeviceLog, "settle", lambda self: 0)
     fresh = Replica.open(path, actor="fresh", now_ms=FakeClock())
     with httpx.Client(transport=KillAfter(server.client._transport, 5), base_url=URL) as client, pytest.raises(Killed):
         fresh.sync(URL, token=token, pull_batch=9, retries=0, client=client)
     assert folds[0].count
     held = fresh.op_count()
     assert 0 < held < full.op_count()
-    assert fresh._store.sql("SELECT COUNT(*) FROM pending")[0][0] > 0  # rows not written
-    fresh._store.close()  # no settle on the way out, like a kill
+    assert fresh.device_log.store.sql("SELECT COUNT(*) FROM pending")[0][0] > 0  # rows not written
+    fresh.device_log.store.close()  # no settle on the way out, like a kill
     monkeypatch.undo()
     with Replica.open(path, actor="fresh", now_ms=FakeClock()) as reopened:
-        assert reopened._store.sql("SELECT COUNT(*) FROM pending")[0][0] == 0
+        assert reopened.device_log.store.sql("SELECT COUNT(*) FROM pending")[0][0] == 0
         assert reopened.op_count() == held
         assert _digest_folded_from_log(reopened, tmp_path) == reopened.state_digest()
         reopened.sync(URL, token=token, client=server.client)

@@ -50,9 +50,8 @@ def test_bad_or_overlapping_blocks_are_refused(make_replica: ReplicaFactory) -> 
 
 
 def test_a_ticket_is_found_by_number_id_or_the_end_of_a_fallback_number(make_replica: ReplicaFactory) -> None:
-    from caresync.store.store.numbers import find_ticket
-
     from caresync import NotFoundError
+    from caresync.replica import find_ticket
 
     desk, phone = make_replica("desk"), make_replica("phone")
     desk.numbers.add_block(1000, 1)

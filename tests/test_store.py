@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-from caresync.store.store.schema import SCHEMA_VERSION
 from sqlmodel import SQLModel
 
 import caresync.core.ops
-import caresync.replica
+import caresync.store.devicelog
 import caresync.store.store
 from caresync import InvalidInputError, Replica, StoreVersionError
 from caresync.core.ops import FORMAT_VERSION
+from caresync.store.schema import SCHEMA_VERSION
 from caresync.testing import FakeClock, key_for, sign
 
 from .conftest import ReplicaFactory
@@ -93,7 +93,7 @@ def test_rows_are_refolded_when_the_merge_rules_change(tmp_path: Path, caplog: p
     conn.close()
     with caplog.at_level(logging.INFO), Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
         assert r.tickets.get(tid).title == "right"
-        assert r._store.sql("SELECT title FROM tickets")[0][0] == "right"
+        assert r.device_log.store.sql("SELECT title FROM tickets")[0][0] == "right"
     assert "merge rules changed" in caplog.text
 
 
@@ -152,7 +152,7 @@ def test_ops_from_a_newer_version_are_kept_synced_and_folded_after_upgrade(
     path = relay.path
     relay.close()
     monkeypatch.setattr(caresync.core.ops, "FORMAT_VERSION", NEXT)
-    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(caresync.store.devicelog, "FORMAT_VERSION", NEXT)
     with Replica.open(path, actor="relay") as upgraded:
         assert upgraded.tickets.get(tid).title == "written by caresync 2"
         assert [k for k, _, _ in upgraded.deferred()] == ["ticket.photo"]
@@ -177,7 +177,7 @@ def test_a_deferred_op_that_is_invalid_after_the_upgrade_stays_deferred(
     path = r.path
     r.close()
     monkeypatch.setattr(caresync.core.ops, "FORMAT_VERSION", NEXT)
-    monkeypatch.setattr(caresync.replica, "FORMAT_VERSION", NEXT)
+    monkeypatch.setattr(caresync.store.devicelog, "FORMAT_VERSION", NEXT)
     with caplog.at_level(logging.WARNING), Replica.open(path, actor="relay") as upgraded:
         assert upgraded.deferred() == [("ticket.set", NEXT, 1)]
         assert upgraded.op_count() == 1
@@ -256,7 +256,7 @@ def test_a_large_batch_into_an_empty_replica_rebuilds_the_indexes_and_reads_the_
     shuffled = list(reversed(ops))
 
     def indexes(r: Replica) -> list[tuple[str, str]]:
-        return r._store.sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        return r.device_log.store.sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
 
     row_by_row = make_replica("row_by_row")
     row_by_row.apply_ops(ops)
@@ -275,7 +275,7 @@ def test_the_log_is_copied_into_the_file_by_a_thread_of_its_own_soon_after_a_com
     """A commit does not wait for the write-ahead log to be copied into the file (automatic checkpoints are off),
     yet the copy follows within moments, and closing the replica ends the thread that makes it."""
     a, b = make_replica("a"), make_replica("b")
-    assert a._store.sql("PRAGMA wal_autocheckpoint") == [(0,)]
+    assert a.device_log.store.sql("PRAGMA wal_autocheckpoint") == [(0,)]
     title = "Checkpointed: the lift on the 7th floor"
     for i in range(50):
         a.tickets.submit(title=f"Leak {i}", kind="repair", grid=GRID)
@@ -285,7 +285,7 @@ def test_the_log_is_copied_into_the_file_by_a_thread_of_its_own_soon_after_a_com
     while title.encode() not in Path(b.path).read_bytes():  # only in the log until it is checkpointed
         assert time.monotonic() < deadline, "the log was not copied into the file"
         time.sleep(0.05)
-    threads = [r._store._checkpointer._thread for r in (a, b)]
+    threads = [r.device_log.store._checkpointer._thread for r in (a, b)]
     assert all(t is not None and t.name == "caresync-checkpoint" for t in threads)
     a.close()
     b.close()

@@ -130,7 +130,7 @@ def test_every_role_every_kind_in_and_out_of_scope(server: Server, make_replica:
         token = server.enroll(f"device-{role.value}", role.value, *DEVICE_GRIDS)
         expected: dict[str, bool] = {}
         for kind, scope, action in cases:
-            before = device._next_seq
+            before = device.device_log._next_seq
             record = action(device)
             made = [op for op in own_ops(device) if op["seq"] >= before]
             assert [op["kind"] for op in made] == [kind], (role, kind, made)

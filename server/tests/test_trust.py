@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from caresync_server.cli import main
 from caresync_server.settings import Settings
-from caresync_server.storage import SCHEMA_VERSION, Storage, SyncReport, devices, token_hash
+from caresync_server.storage import SCHEMA_VERSION, DeviceReport, Storage, devices, token_hash
 from support import GRID, START_MS, Server, own_ops, replica
 
 DAY = 86_400_000
@@ -256,7 +256,7 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
     try:
         station.tickets.submit(title="Noise", kind="dispute", grid=GRID)
         station.tickets.submit(title="Leak", kind="repair", grid=GRID)
-        storage.push(desk.id, station.id, own_ops(station), SyncReport(0, None, 0), START_MS)
+        storage.push(desk.id, station.id, own_ops(station), DeviceReport(0, None, 0), START_MS)
     finally:
         station.close()
     storage.close()

@@ -6,6 +6,7 @@ merges with any other replica deterministically: conflicts are surfaced to peopl
 
 import logging as _logging
 
+from caresync._version import __version__
 from caresync.core.clock import HybridClock
 from caresync.core.domain import (
     Channel,
@@ -56,8 +57,6 @@ from caresync.errors import (
 from caresync.replica import ApplyResult, Replica, SyncReport
 from caresync.sync.netsync import Refusal, SyncProgress, SyncResult
 from caresync.trust.keys import DeviceKey, StationKey
-
-__version__ = "0.1.0"
 
 # A library reports through logging but never prints on its own: applications choose the handlers.
 _logging.getLogger("caresync").addHandler(_logging.NullHandler())

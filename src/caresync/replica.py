@@ -4,13 +4,17 @@
 ...     ticket = station.tickets.submit(title="Septic tank blocked", kind="repair", channel="walk_in",
 ...                                     grid="changnan/teachers-dorm/3")
 ...     station.tickets.accept(ticket.id, assignee="grid-li")
+
+The :class:`Replica` is the facade people use; the engine under it, the device's op log that sync works on, is
+:class:`~caresync.store.devicelog.DeviceLog` (:attr:`Replica.device_log`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+import re
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +22,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-from pydantic_core import from_json
 
 from caresync.core.clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from caresync.core.domain import (
@@ -29,6 +32,8 @@ from caresync.core.domain import (
     grid_parent,
     ticket_transition,
 )
+from caresync.core.gcpause import paused_gc
+from caresync.core.ids import op_id
 from caresync.core.merge import State, value_of
 from caresync.core.model import (
     ClockAnomaly,
@@ -44,25 +49,14 @@ from caresync.core.model import (
     history_of,
     ms_to_datetime,
 )
-from caresync.core.ops import (
-    FORMAT_VERSION,
-    KNOWN_KINDS,
-    SETTABLE_FIELDS,
-    OpDict,
-    entity_id_for,
-    op_id,
-    paused_gc,
-    validate_ops,
-)
-from caresync.errors import IntentError, InvalidInputError, InvalidOpError, NotFoundError
-from caresync.store.numbers import TicketNumbers
-from caresync.store.schema import ENTITY_TABLES
-from caresync.store.store import IngestResult, Store
+from caresync.core.ops import SETTABLE_FIELDS, OpDict
+from caresync.errors import IntentError, InvalidInputError, NotFoundError
+from caresync.store.devicelog import ApplyResult, DeviceLog
+from caresync.store.numbers import TicketNumbers, is_ticket_number
 from caresync.sync import enrolment, netsync
 from caresync.sync.enrolment import Enrolment, ScopeChange
 from caresync.sync.netsync import Refusal, SyncProgressCallback, SyncResult
 from caresync.trust.keys import DeviceKey, StationKey
-from caresync.trust.signing import open_sealed, seal_body, sign_linked, signer_of, verify_ops
 
 __all__ = [
     "ApplyResult",
@@ -74,29 +68,10 @@ __all__ = [
     "Tickets",
     "Visits",
     "Workers",
+    "find_ticket",
 ]
 
 ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What applying a batch of ops did: how many were new, already held, deferred, and records touched."""
-
-    applied: int
-    duplicates: int
-    deferred: int
-    records: int
-    refolded: int
-    unchecked: int = 0
-    """Ops left out because nothing in the batch vouches for them: they came without their signature (as a pull
-    answer sends the ops inside a run) and the op that closes their run did not come. They are not applied;
-    sent again with it, they are."""
-
-
-def _verify_partial(ops: list[OpDict]) -> list[Mapping[str, Any]]:
-    """:func:`~caresync.trust.signing.verify_ops` for ops from another replica: runs nothing vouches for are left out."""
-    return verify_ops(ops, partial=True)
 
 
 @dataclass(frozen=True)
@@ -126,38 +101,20 @@ class Replica:
 
     def __init__(
         self,
-        store: Store,
+        device_log: DeviceLog,
         *,
-        replica_id: str,
-        device_key: DeviceKey,
         actor: str,
-        clock: HybridClock,
         due_hours: Mapping[TicketKind, int],
-        logger: logging.Logger,
     ) -> None:
-        self._store = store
-        self.id = replica_id
+        self._device_log = device_log
         self.actor = actor
-        self.clock = clock
         self.due_hours = dict(due_hours)
-        self.log = logger
-        self._next_seq = store.version_vector().get(replica_id, 0) + 1
-        self.device_key = device_key
-        """This device's Ed25519 signing key; ``id`` is its fingerprint."""
-        public = store.get_meta("station_public_key")
-        secret = store.get_meta("station_key")
-        self._station_public_key: bytes | None = bytes.fromhex(public) if public else None
-        self._station_key: StationKey | None = StationKey(bytes.fromhex(secret)) if secret else None
-        self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding the station key
-        self._device_keys: dict[str, str | None] = {}  # device id -> its public key (hex), for history
         self.tickets = Tickets(self)
         self.residents = Residents(self)
         self.visits = Visits(self)
         self.mailboxes = Mailboxes(self)
         self.parcels = Parcels(self)
         self.workers = Workers(self)
-        self.numbers = TicketNumbers(self)
-        """Where this device's ticket numbers come from (server-reserved blocks, then a fallback)."""
 
     # --- lifetime -------------------------------------------------------------------------------------------
 
@@ -191,55 +148,22 @@ class Replica:
         """
         if not actor or not actor.strip():
             raise InvalidInputError("Say who is working on this device", [("actor", "must not be empty")])
-        log = logger or logging.getLogger("caresync")
-        store = Store(path, logger=log)
-        try:
-            seed = store.get_meta("device_key")
-            if seed is None:
-                key = device_key or DeviceKey.generate()
-                store.set_meta("device_key", key.seed.hex())
-            else:
-                key = DeviceKey(bytes.fromhex(seed))
-                if device_key is not None and device_key.public_key != key.public_key:
-                    raise InvalidInputError(
-                        f"Cannot open {path} with another device's key",
-                        [("device_key", f"the file is device {key.origin}, the key is {device_key.origin}'s")],
-                    )
-            replica_id = store.get_meta("replica_id")
-            if replica_id != key.origin:
-                # The device's origin is its key's fingerprint: a key proves itself. A file from before signed
-                # ops keeps its old, unsigned ops under its old id and makes new ones under the key's.
-                if replica_id is not None:
-                    log.info("replica %s now signs its changes as %s", replica_id, key.origin)
-                replica_id = key.origin
-                store.set_meta("replica_id", replica_id)
-            offset = int(store.get_meta("clock_offset_ms") or 0)
-            last = int(store.get_meta("clock_last") or 0)
-            clock = HybridClock(now_ms, offset_ms=offset, max_forward_ms=max_clock_forward_ms, last=last)
-            own = store.sql("SELECT max_hlc FROM origins WHERE origin = ?", (replica_id,))
-            if own:
-                clock.observe(own[0][0])  # this device's own last stamp, bounded like any other
-            hours: dict[TicketKind, int] = {k: 48 for k in TicketKind}
-            hours.update(DEFAULT_DUE_HOURS)
-            for kind, h in (due_hours or {}).items():
-                if kind not in TicketKind.__members__.values() or not isinstance(h, int) or h < 1:
-                    raise InvalidInputError(
-                        "Cannot open the replica", [("due_hours", f"{kind!r}: {h!r} is not a ticket kind and hours")]
-                    )
-                hours[TicketKind(kind)] = h
-            replica = cls(
-                store, replica_id=replica_id, device_key=key, actor=actor, clock=clock, due_hours=hours, logger=log
-            )
-            replica._fold_upgraded()
-            store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
-        except BaseException:
-            store.close()
-            raise
-        return replica
+        hours: dict[TicketKind, int] = {k: 48 for k in TicketKind}
+        hours.update(DEFAULT_DUE_HOURS)
+        for kind, h in (due_hours or {}).items():
+            if kind not in TicketKind.__members__.values() or not isinstance(h, int) or h < 1:
+                raise InvalidInputError(
+                    "Cannot open the replica", [("due_hours", f"{kind!r}: {h!r} is not a ticket kind and hours")]
+                )
+            hours[TicketKind(kind)] = h
+        device_log = DeviceLog.open(
+            path, now_ms=now_ms, max_clock_forward_ms=max_clock_forward_ms, logger=logger, device_key=device_key
+        )
+        return cls(device_log, actor=actor, due_hours=hours)
 
     def close(self) -> None:
         """Closes the replica file; calling it again does nothing."""
-        self._store.close()
+        self._device_log.close()
 
     def __enter__(self) -> Self:
         return self
@@ -250,47 +174,45 @@ class Replica:
         self.close()
 
     @property
+    def device_log(self) -> DeviceLog:
+        """The device's op log under this replica: what sync, enrolment and relay bundles work on."""
+        return self._device_log
+
+    @property
     def path(self) -> Path:
         """The replica file."""
-        return self._store.path
+        return self._device_log.path
 
-    def _fold_upgraded(self) -> None:
-        """Folds deferred ops whose kind and version this library now knows (after an upgrade)."""
-        kinds = self._store.deferred_kinds()
-        if not kinds:
-            return
-        if any(k in KNOWN_KINDS and v <= FORMAT_VERSION for k, v, _ in kinds):
-            now_known: list[OpDict] = []
-            for op in self._store.deferred_ops():
-                try:
-                    now_known.extend(validate_ops([op])[0])
-                except InvalidOpError as exc:  # kept as it is: one bad op must not stop the replica opening
-                    self.log.warning("op %s:%s stays deferred: %s", op["origin"], op["seq"], exc)
-            if now_known:
-                self._store.mark_known(now_known)
-                self.log.info("folded %d ops deferred until this upgrade", len(now_known))
-            kinds = self._store.deferred_kinds()
-        for kind, version, count in kinds:
-            self.log.warning(
-                "holding %d op(s) of kind %s version %d that this caresync cannot read yet; "
-                "they are kept and synced, and will count once caresync is upgraded",
-                count,
-                kind,
-                version,
-            )
+    @property
+    def id(self) -> str:
+        """This device's id: its key's fingerprint, the origin of every change it makes."""
+        return self._device_log.id
+
+    @property
+    def clock(self) -> HybridClock:
+        """This device's hybrid logical clock (its wall time corrected by what the server reports)."""
+        return self._device_log.clock
+
+    @property
+    def device_key(self) -> DeviceKey:
+        """This device's Ed25519 signing key; :attr:`id` is its fingerprint."""
+        return self._device_log.device_key
+
+    @property
+    def log(self) -> logging.Logger:
+        """Where this replica reports migrations, deferred ops and clock anomalies."""
+        return self._device_log.logger
+
+    @property
+    def numbers(self) -> TicketNumbers:
+        """Where this device's ticket numbers come from (server-reserved blocks, then a fallback)."""
+        return self._device_log.numbers
 
     # --- writing --------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> AbstractContextManager[None]:
         """Groups local writes in one transaction: all of them land, or none (and about twice as fast)."""
-        seq = self._next_seq
-        try:
-            with self._store.write():
-                yield
-        except BaseException:
-            self._next_seq = seq
-            raise
+        return self._device_log.batch()
 
     def _emit(
         self,
@@ -303,124 +225,57 @@ class Replica:
         entity: EntityType | None = None,
         at: int | None = None,
     ) -> tuple[OpDict, State]:
-        """Makes, validates and stores one local op; returns it and its record's new state.
-
-        ``state`` is the record's current state (None for a create): the op is stamped after everything
-        known for the record, and folded into that state without reading it again.
-        """
-        seq = self._next_seq
-        if eid is None:
-            assert entity is not None
-            eid = entity_id_for(entity, self.id, seq)
-        op: OpDict = {
-            "v": FORMAT_VERSION,
-            "kind": kind,
-            "origin": self.id,
-            "seq": seq,
-            "hlc": self.clock.tick(self._floor(state) if state is not None else 0),
-            "eid": eid,
-            "actor": actor or self.actor,
-            "at": self.clock.physical_ms() if at is None else at,
-            "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
-        }
-        prev = self._store.own_link(self.id, seq - 1)  # the link of this device's previous op: signed over
-        if seq > 1:
-            op["pd"] = prev.hex()
-        try:
-            known, _ = validate_ops([op])
-            if self._station_public_key is not None:
-                sealed = seal_body(kind, known[0]["body"], self._station_public_key)
-                if sealed != known[0]["body"]:
-                    known, _ = validate_ops([{**known[0], "body": sealed}])  # a sealed value has limits too
-        except InvalidOpError as exc:
-            raise InvalidInputError(
-                f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
-            ) from None
-        link = sign_linked(known[0], self.device_key, prev)
-        # the clock's own stamps are kept in origins.max_hlc; the op's link is kept with it, for the next op
-        new = self._store.append_local(known[0], state, link)
-        self._next_seq = seq + 1
-        return known[0], new
+        """Makes, validates and stores one local op (:meth:`DeviceLog.emit`) in the name of ``actor`` or, by
+        default, of the person working on this device."""
+        return self._device_log.emit(kind, eid, body, actor=actor or self.actor, state=state, entity=entity, at=at)
 
     def _state(self, entity: EntityType, eid: str, noun: str) -> State:
-        state = self._store.state(entity.value, eid)
+        state = self._device_log.state(entity, eid)
         if state is None or state["created"] is None:
             raise NotFoundError(
                 f"No {noun} with id {eid!r} on this device. Check the id, or sync to fetch it from the station."
             )
         return state
 
-    def _floor(self, state: State) -> int:
-        last = state["last"]
-        return int(last[0]) if last else 0
-
     # --- reading --------------------------------------------------------------------------------------------
 
     def _record(self, state: State) -> Any:
-        ops = self._store.ops_of(state["id"])
-        if self._station_key is not None:
-            state = open_sealed(state, self._station_key, self._opened)
-            ops = [{**op, "body": open_sealed(op["body"], self._station_key, self._opened)} for op in ops]
-        return build_record(state, history_of(ops, self._device_public_key))
-
-    def _records(self, entity: EntityType, where: str = "", params: Iterable[Any] = (), order: str = "id") -> list[Any]:
-        self._store.settle()
-        table = ENTITY_TABLES[entity.value].__tablename__
-        rows = self._store.sql(f"SELECT state FROM {table} WHERE complete = 1 {where} ORDER BY {order}", list(params))
-
-        return [self._record(from_json(r[0])) for r in rows]
+        log = self._device_log
+        return build_record(log.readable(state), history_of(log.readable_ops(state["id"]), log.device_public_key))
 
     def history(self, entity_id: str) -> list[HistoryEntry]:
         """Every change to one record, oldest first: who did what, when, on which device, signed by which key."""
-        ops = self._store.ops_of(entity_id)
-        if self._station_key is not None:
-            ops = [{**op, "body": open_sealed(op["body"], self._station_key, self._opened)} for op in ops]
-        return history_of(ops, self._device_public_key)
-
-    def _device_public_key(self, origin: str) -> str | None:
-        """The public key (hex) of device ``origin``, from any op of it held with its signature (checked then:
-        its key's fingerprint is ``origin``)."""
-        key = self._device_keys.get(origin)
-        if key is None:
-            rows = self._store.sql("SELECT sig FROM ops WHERE origin = ? AND sig IS NOT NULL LIMIT 1", (origin,))
-            key = self._device_keys[origin] = signer_of({"sig": rows[0][0]}) if rows else None
-        return key
+        log = self._device_log
+        return history_of(log.readable_ops(entity_id), log.device_public_key)
 
     # --- keys -----------------------------------------------------------------------------------------------
 
     @property
     def station_public_key(self) -> bytes | None:
         """The station's X25519 public key private fields are sealed to (None: this device seals nothing)."""
-        return self._station_public_key
+        return self._device_log.station_public_key
 
     @property
     def station_key(self) -> StationKey | None:
         """The station's key pair, on a device the station trusts to read sealed fields; None elsewhere."""
-        return self._station_key
+        return self._device_log.station_key
 
     def set_station_public_key(self, public_key: bytes) -> None:
         """From now on, seals the private fields of every change made here to this station key (enrolment
         sets it). Changes made before stay as they were written."""
-        if len(public_key) != 32:
-            raise InvalidInputError("Not a station key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
-        self._store.set_meta("station_public_key", public_key.hex())
-        self._station_public_key = bytes(public_key)
+        self._device_log.set_station_public_key(public_key)
 
     def install_station_key(self, key: StationKey) -> None:
         """Makes this a device that reads sealed fields (a station device): keeps ``key`` in the replica file
         and seals to it. Only for devices the station trusts with every resident's private data."""
-        with self._store.write():
-            self._store.set_meta("station_key", key.secret.hex())
-            self._store.set_meta("station_public_key", key.public_key.hex())
-        self._station_key = key
-        self._station_public_key = key.public_key
+        self._device_log.install_station_key(key)
 
     def conflicts(self) -> list[Conflict]:
         """Every unresolved conflict on this replica, across all records."""
         out: list[Conflict] = []
         for entity in EntityType:
-            for record in self._records(entity, "AND conflicts > 0"):
-                out.extend(record.conflicts)
+            for state in self._device_log.conflicted_states(entity):
+                out.extend(self._record(state).conflicts)
         return out
 
     def resolve(self, conflict: Conflict, value: Any = None, *, actor: str | None = None) -> None:
@@ -461,11 +316,11 @@ class Replica:
 
     def version_vector(self) -> dict[str, int]:
         """For each device, the highest op seq this replica holds with none missing before it."""
-        return self._store.version_vector()
+        return self._device_log.version_vector()
 
     def export_ops(self, since: Mapping[str, int] | None = None, *, limit: int = 5000) -> list[dict[str, Any]]:
         """Up to ``limit`` ops a replica with version vector ``since`` may lack, as plain JSON objects."""
-        return self._store.ops_after(dict(since or {}), limit=limit)
+        return self._device_log.export_ops(since, limit=limit)
 
     def apply_ops(self, ops: Iterable[Mapping[str, Any]], *, defer_rows: bool = False) -> ApplyResult:
         """Validates and applies a batch of ops from another replica, all or nothing.
@@ -483,82 +338,7 @@ class Replica:
             InvalidOpError: an op is malformed (the message names it and the field); nothing was applied.
             OpForkError: an op reuses the identity of a different op; nothing was applied.
         """
-        return self._apply(ops, defer_rows=defer_rows)
-
-    def _apply(
-        self,
-        ops: Iterable[Mapping[str, Any]],
-        *,
-        defer_rows: bool,
-        from_server: bool = False,
-        meta: Mapping[str, str] | None = None,
-    ) -> ApplyResult:
-        """:meth:`apply_ops`, also marking the ops as held by the server and setting ``meta`` in the same
-        transaction (network sync saves its cursor that way)."""
-        with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
-            return self._apply_valid(*validate_ops(ops), defer_rows=defer_rows, from_server=from_server, meta=meta)
-
-    def _apply_valid(
-        self,
-        known: list[OpDict],
-        deferred: list[OpDict],
-        *,
-        defer_rows: bool,
-        from_server: bool = False,
-        meta: Mapping[str, str] | None = None,
-    ) -> ApplyResult:
-        """:meth:`_apply` of ops :func:`~caresync.core.ops.validate_ops` already checked and split (network sync
-        validates a page on its fetching thread, while the page before it is stored)."""
-        with paused_gc():
-            with self._store.write():
-                result: IngestResult = self._store.ingest(
-                    known,
-                    deferred,
-                    defer_rows=defer_rows,
-                    sent=from_server,
-                    verify=verify_ops if from_server else _verify_partial,
-                )
-                now = self.clock.physical_ms()
-                for origin, stamp in result.max_hlc_by_origin.items():
-                    if origin != self.id and self.clock.observe(stamp):
-                        self._record_anomaly(origin, stamp, now)
-                self._store.set_meta("clock_last", str(self.clock.last))
-                for key, value in (meta or {}).items():
-                    self._store.set_meta(key, value)
-            del known, deferred  # freed now, before the collector resumes and would walk them once more
-        if result.deferred:
-            self.log.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
-        if result.unchecked:
-            self.log.info(
-                "left out %d op(s) that came without their signature and without the op that closes their run; "
-                "they are taken when they come with it",
-                result.unchecked,
-            )
-        return ApplyResult(
-            applied=result.applied,
-            duplicates=result.duplicates,
-            deferred=result.deferred,
-            records=result.records,
-            refolded=result.refolded,
-            unchecked=result.unchecked,
-        )
-
-    def _record_anomaly(self, origin: str, stamp: int, now: int) -> None:
-        ahead = self.clock.ahead_ms(stamp)
-        known = self._store.sql("SELECT ahead_ms FROM clock_anomalies WHERE origin = ?", (origin,))
-        if known and known[0][0] >= ahead:
-            return
-        self._store.sql(
-            "INSERT OR REPLACE INTO clock_anomalies (origin, ahead_ms, seen_at, hlc) VALUES (?, ?, ?, ?)",
-            (origin, ahead, now, stamp),
-        )
-        if not known:
-            self.log.warning(
-                "device %s stamps its changes %.1f hours ahead of this device's clock; one of the two clocks is "
-                "wrong (nothing is lost: see docs/concepts.md, clock trouble)",
-                origin,
-                ahead / 3_600_000,
-            )
+        return self._device_log.apply(ops, defer_rows=defer_rows)
 
     def sync_with(
         self, other: Replica, *, batch_size: int = 5000, progress: ProgressCallback | None = None
@@ -582,15 +362,15 @@ class Replica:
             InvalidInputError: the code is mistyped; ServerRefusedError: the server refused it (used, expired);
             SyncError: the server could not be reached; TrustError: this replica file predates device keys.
         """
-        return enrolment.enroll(self, server_url, code, client=client)
+        return enrolment.enroll(self._device_log, server_url, code, client=client)
 
     def enrolment(self) -> Enrolment | None:
         """This device's enrolment (server, role, grids, token expiry, station key), or None if not enrolled."""
-        return enrolment.enrolment(self)
+        return enrolment.enrolment(self._device_log)
 
     def scope_changes(self) -> list[ScopeChange]:
         """Every change of this device's role or grids it applied, with what it removed and what it kept."""
-        return enrolment.scope_changes(self)
+        return enrolment.scope_changes(self._device_log)
 
     def sync(
         self,
@@ -628,64 +408,62 @@ class Replica:
             "client": client,
         }
         if token is None:
-            found = enrolment.enrolment(self)
+            found = enrolment.enrolment(self._device_log)
             if url is not None and found is not None and url.rstrip("/") != found.server_url:
                 raise InvalidInputError(
                     "Cannot sync", [("token", f"this device is enrolled with {found.server_url}, not {url}")]
                 )
-            return enrolment.sync(self, **options)
+            return enrolment.sync(self._device_log, **options)
         if url is None:
             raise InvalidInputError("Cannot sync", [("url", "give the server address with the token")])
-        return netsync.sync(self, url, token=token, **options)
+        return netsync.sync(self._device_log, url, token=token, **options)
 
     def unsent_count(self) -> int:
         """How many ops the sync server has not acknowledged yet (refused ones excluded)."""
-        return self._store.unsent_stats()[0]
+        return self._device_log.unsent_count()
 
     def refusals(self) -> list[Refusal]:
         """Every op the sync server refused, with its reason; they stay on this device, unsent."""
         return [
             Refusal(op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=code, reason=reason)
-            for op, code, reason, _ in self._store.refusals()
+            for op, code, reason, _ in self._device_log.store.refusals()
         ]
 
     def retry_refused(self) -> int:
         """Queues the refused ops to be sent again (once the station changed what this device may do)."""
-        return self._store.retry_refused()
+        return self._device_log.store.retry_refused()
 
     def settle(self) -> int:
         """Re-folds the records that batches applied with ``defer_rows`` left pending; returns how many.
 
         Reads do this by themselves; call it to choose when the work happens (say, at the end of a sync).
         """
-        return self._store.settle()
+        return self._device_log.settle()
 
     def state_digest(self) -> str:
         """A stable hash of every record's state and every op held: equal exactly when two replicas hold the
         same ops (with the same caresync version)."""
-        return self._store.digest()
+        return self._device_log.store.digest()
 
     def op_count(self) -> int:
         """How many ops this replica holds."""
-        return self._store.op_count()
+        return self._device_log.store.op_count()
 
     def deferred(self) -> list[tuple[str, int, int]]:
         """``(kind, version, count)`` of ops held but not folded until caresync is upgraded."""
-        return self._store.deferred_kinds()
+        return self._device_log.store.deferred_kinds()
 
     # --- clock ----------------------------------------------------------------------------------------------
 
     def set_clock_offset(self, offset_ms: int) -> None:
         """Corrects this device's wall clock by ``offset_ms`` (what the sync server reports); persisted."""
-        self.clock.correct(int(offset_ms))
-        self._store.set_meta("clock_offset_ms", str(int(offset_ms)))
-        self._store.set_meta("clock_last", str(self.clock.last))
+        self._device_log.set_clock_offset(offset_ms)
 
     def clock_anomalies(self) -> list[ClockAnomaly]:
         """Devices whose stamps arrived far ahead of this device's clock (either clock may be the wrong one)."""
         return [
             ClockAnomaly(device=o, ahead_ms=a, seen_at=ms_to_datetime(s))
-            for o, a, s in self._store.sql("SELECT origin, ahead_ms, seen_at FROM clock_anomalies ORDER BY origin")
+            for o, a, s in self._device_log.clock_anomalies()
         ]
 
 
@@ -702,15 +480,6 @@ def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCal
                 progress(total, len(batch))
             if result.applied + result.deferred == 0:
                 return total  # everything offered is already held (gaps beyond what the peer has)
-
-
-def _local_field(label: str) -> str:
-    _, _, path = label.partition(") ")
-    path = path.removeprefix("body.")
-    parts = path.split(".")
-    if len(parts) >= 2 and parts[-1] == "value":
-        return parts[-2]
-    return parts[-1] if parts and parts[0] not in ("", "(op)") else label
 
 
 # --- collections ---------------------------------------------------------------------------------------------
@@ -734,14 +503,8 @@ class _Collection:
         return self._r._record(self._state(eid))
 
     def _list(self, filters: dict[str, Any], include_deleted: bool, order: str = "id") -> list[Any]:
-        where, params = [], []
-        for column, value in filters.items():
-            if value is not None:
-                where.append(f"AND {column} = ?")
-                params.append(str(value))
-        if not include_deleted:
-            where.append("AND deleted = 0")
-        return self._r._records(self.entity, " ".join(where), params, order)
+        states = self._r.device_log.states(self.entity, filters, include_deleted=include_deleted, order=order)
+        return [self._r._record(state) for state in states]
 
     def edit(self, eid: str, *, actor: str | None = None, **fields: Any) -> Any:
         """Changes fields of a record; each change replaces every value this device has seen for it."""
@@ -1253,3 +1016,36 @@ class Parcels(_Collection):
         }
         _, state = self._r._emit("parcel.hop", parcel_id, body, actor=actor, state=state)
         return self._typed(state)
+
+
+def find_ticket(replica: Replica, ref: str) -> Ticket:
+    """The ticket a clerk means by ``ref``: its number (what the resident was told), its id, or the end of a
+    fallback number from the last four characters of the device on (``eb50-17`` for
+    ``3f9a0c1d2b4eeb50-17``), when only one ticket here ends that way.
+
+    Raises:
+        NotFoundError: no ticket with that number or id on this device.
+        IntentError: the end of a fallback number matches several tickets (the message lists them).
+    """
+    ref = ref.strip()
+    if ref.startswith("T-"):
+        return replica.tickets.get(ref)
+    tail = _TAIL_RE.match(ref)
+    if is_ticket_number(ref) or tail:
+        tickets = replica.tickets.list(include_deleted=True)
+        for ticket in tickets:
+            if ticket.number == ref:
+                return ticket
+        if tail:
+            found = [t for t in tickets if t.number and "-" in t.number and t.number.endswith(ref)]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                numbers = ", ".join(sorted(t.number or "" for t in found))
+                raise IntentError(f"{ref!r} is the end of several ticket numbers ({numbers}); give the whole number.")
+    raise NotFoundError(
+        f"No ticket with number or id {ref!r} on this device. Check the number on the slip, or sync to fetch it."
+    )
+
+
+_TAIL_RE = re.compile(r"^[0-9a-f]{4,15}-[1-9][0-9]{0,11}$")

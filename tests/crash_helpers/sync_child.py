@@ -72,7 +72,7 @@ def main() -> None:
             return getattr(self._db, name)
 
     with Replica.open(src_path, actor="crash-src") as src, Replica.open(dst_path, actor="crash-dst") as dst:
-        dst._store._db = Watched(dst._store._db)  # type: ignore[assignment]
+        dst.device_log.store._db = Watched(dst.device_log.store._db)  # type: ignore[assignment]
         say(f"started {dst.id}")
         report = dst.sync_with(src, batch_size=batch_size)
         say(f"done {report.received}")

@@ -132,7 +132,7 @@ class World:
 
 
 def _ids(r: Replica, table: str, where: str = "") -> list[str]:
-    return [row[0] for row in r._store.sql(f"SELECT id FROM {table} WHERE complete = 1 {where} ORDER BY id")]
+    return [row[0] for row in r.device_log.store.sql(f"SELECT id FROM {table} WHERE complete = 1 {where} ORDER BY id")]
 
 
 def _pick(items: list[str], k: int) -> str | None:
@@ -251,7 +251,7 @@ def deliver(src: Replica, dst: Replica, seed: int) -> None:
     for part in parts:
         if rng.random() < 0.2:
             try:
-                with dst._store.write():
+                with dst.device_log.store.write():
                     dst.apply_ops(part, defer_rows=True)
                     raise _RolledBack
             except _RolledBack:
@@ -317,8 +317,8 @@ def snapshot(r: Replica) -> Any:
 
 def assert_rows_match_fold(r: Replica) -> None:
     for table, entity in (("tickets", "ticket"), ("residents", "resident"), ("visits", "visit"), ("parcels", "parcel")):
-        for eid, state in r._store.sql(f"SELECT id, state FROM {table}"):
-            expected = from_json(to_json(fold(entity, eid, r._store.ops_of(eid))))
+        for eid, state in r.device_log.store.sql(f"SELECT id, state FROM {table}"):
+            expected = from_json(to_json(fold(entity, eid, r.device_log.store.ops_of(eid))))
             assert from_json(state) == expected, f"{eid}: incremental state differs from a fresh fold"
 
 

@@ -28,9 +28,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from caresync import EntityType, Role
-from caresync.core.domain import grid_parent
-from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_id_for, entity_type_of, op_id
+from caresync.core.domain import EntityType, Role, grid_parent
+from caresync.core.ids import entity_id_for, op_id
+from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of
 
 from .errors import ApiError, ErrorCode
 from .roles import EVERYWHERE, GLOBAL_TYPES, KIND_ONLY, PERMISSIONS, covers

@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from caresync.core.ops import FORMAT_VERSION, OpDict, ops_from_rows, paused_gc, validate_ops
+from caresync.core.gcpause import paused_gc
+from caresync.core.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
 from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError, OpForkError
 from caresync.sync.wire import FORMATS, MEDIA_TYPE, decode_envelope, encode_envelope
 from caresync.trust.signing import verify_each, verify_ops
@@ -47,7 +48,7 @@ from .protocol import (
 )
 from .relay import router as relay_router
 from .settings import Settings
-from .storage import CURSOR_CLOCK_SHIFT, Device, PullPage, Storage, SyncReport, check_replica, system_time_ms
+from .storage import CURSOR_CLOCK_SHIFT, Device, DeviceReport, PullPage, Storage, check_replica, system_time_ms
 from .trust import router as trust_router
 
 __all__ = ["app_from_env", "create_app"]
@@ -269,7 +270,7 @@ def info(ctx: _ContextDep) -> Info:
 
 def _read_push(
     ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes, now: int
-) -> tuple[str, list[OpDict], SyncReport]:
+) -> tuple[str, list[OpDict], DeviceReport]:
     """Decodes and checks a push body: its replica, its validated ops, and what the device reports."""
     with paused_gc():  # thousands of op dicts alive until checked, forming no cycles (see the pull route)
         return _read_push_unpaused(ctx, device, headers, body, now)
@@ -277,7 +278,7 @@ def _read_push(
 
 def _read_push_unpaused(
     ctx: _Context, device: Device, headers: Mapping[str, str], body: bytes, now: int
-) -> tuple[str, list[OpDict], SyncReport]:
+) -> tuple[str, list[OpDict], DeviceReport]:
     envelope = _decode(headers.get("content-type", ""), headers.get("content-encoding", ""), body, ctx.settings)
     request, raw_ops = _push_request(envelope)
     check_replica(device, request.replica)  # before the ops are looked at; checked again when storing
@@ -289,7 +290,7 @@ def _read_push_unpaused(
             [{"field": "ops", "problem": f"{len(raw_ops)} ops, more than {ctx.settings.max_batch_ops}"}],
         )
     ops = _validated(raw_ops)
-    return request.replica, ops, SyncReport(request.pending, request.oldest_unsent_ms, now - request.time_ms)
+    return request.replica, ops, DeviceReport(request.pending, request.oldest_unsent_ms, now - request.time_ms)
 
 
 def _decode(content_type: str, encoding: str, body: bytes, settings: Settings) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 import segno
 import uvicorn
-from caresync import Role
+from caresync.core.domain import Role
 from rich.console import Console
 from rich.table import Table
 

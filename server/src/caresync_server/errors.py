@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import NotRequired
 
-from caresync import CaresyncError
+from caresync.errors import CaresyncError
 from typing_extensions import TypedDict
 
 __all__ = [

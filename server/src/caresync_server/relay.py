@@ -23,7 +23,7 @@ from typing import Annotated, Any, cast
 
 from caresync.core.ops import ops_from_rows, validate_ops
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
-from caresync.sync.bundles.relay import check_bundle, seal_answer
+from caresync.sync.bundles.format import check_bundle, seal_answer
 from caresync.trust.signing import verify_each, verify_ops
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from .admission import body_text
 from .errors import ApiError, DatabaseUnavailable, ErrorCode
 from .protocol import ErrorEnvelope
-from .storage import CURSOR_CLOCK_SHIFT, Device, Storage, SyncReport, devices
+from .storage import CURSOR_CLOCK_SHIFT, Device, DeviceReport, Storage, devices
 
 __all__ = ["ANSWER_OPS", "relay_events", "router"]
 
@@ -164,7 +164,7 @@ def _admit(storage: Storage, device: Device, ops: list[dict[str, Any]], max_batc
     ordered = sorted(ops, key=lambda o: (o["hlc"], o["origin"], o["seq"]))
     carried: list[dict[str, Any]] = []
     start = 0
-    report = SyncReport(0, None, device.clock_offset_ms or 0)
+    report = DeviceReport(0, None, device.clock_offset_ms or 0)
     while start < len(ordered):
         room = max(1, max_batch - len(carried))
         batch = carried + ordered[start : start + room]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from caresync import Role
+from caresync.core.domain import Role
 from caresync.trust.scopes import EVERYWHERE, GLOBAL_TYPES, ROLE_TABLE, covers, rule_for
 
 __all__ = [

@@ -35,11 +35,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from caresync import EntityType, Role
-from caresync.core.domain import check_grid
-from caresync.core.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, paused_gc, redact_body
+from caresync.core.domain import EntityType, Role, check_grid
+from caresync.core.gcpause import paused_gc
+from caresync.core.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
 from caresync.errors import InvalidInputError
-from caresync.sync.enrolment import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
+from caresync.trust.codes import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
 from caresync.trust.keys import DeviceKey, origin_of, verify_signature
 from caresync.trust.signing import chain_link, linkable, signature_needed
 from sqlalchemy import (
@@ -97,7 +97,7 @@ __all__ = [
     "EnrolmentCode",
     "PullPage",
     "Storage",
-    "SyncReport",
+    "DeviceReport",
     "check_replica",
     "devices",
     "entities",
@@ -277,7 +277,7 @@ class EnrolmentCode:
 
     device: DeviceHealth
     code: str
-    """Grouped base32 with a check character (:func:`caresync.sync.enrolment.format_code`)."""
+    """Grouped base32 with a check character (:func:`caresync.trust.codes.format_code`)."""
     expires_at: int
 
 
@@ -304,7 +304,7 @@ class DeviceHealth:
 
 
 @dataclass(frozen=True)
-class SyncReport:
+class DeviceReport:
     """What a device reports with a push: its backlog, and its clock offset as the server measured it."""
 
     pending: int
@@ -706,7 +706,7 @@ class Storage:
 
     def renew_token(self, replica: str, time_ms: int, signature: bytes) -> Credentials:
         """A new token for the device bound to ``replica``, which proves itself by signing
-        :func:`caresync.sync.enrolment.token_proof` of ``replica`` and a recent server time ``time_ms`` with its
+        :func:`caresync.trust.codes.token_proof` of ``replica`` and a recent server time ``time_ms`` with its
         device key. The old token stops working; a proof is accepted once.
 
         Raises:
@@ -919,7 +919,7 @@ class Storage:
         check_replica(device, replica)
         return device
 
-    def push(self, device_id: int, replica: str, ops_in: list[OpDict], report: SyncReport, now: int) -> Verdict:
+    def push(self, device_id: int, replica: str, ops_in: list[OpDict], report: DeviceReport, now: int) -> Verdict:
         """Stores a validated batch in one transaction (see :mod:`caresync_server.admission`).
 
         Args:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, cast
 
-from caresync import Role
-from caresync.sync.enrolment import check_code
+from caresync.core.domain import Role
+from caresync.trust.codes import check_code
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool

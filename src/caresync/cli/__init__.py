@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from caresync import __version__
+from caresync._version import __version__
 from caresync.cli._common import StationGroup, global_options
 from caresync.cli._devtools import demo, enroll, inspect, sync
 from caresync.cli.bundle import bundle

@@ -13,6 +13,7 @@ import click
 from caresync.cli._common import Env, common_options
 from caresync.core.model import ms_to_datetime
 from caresync.sync.bundles import relay as bundles
+from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
 
 __all__ = ["bundle"]
 
@@ -27,7 +28,7 @@ def bundle() -> None:
 @click.option(
     "--ttl-hours",
     type=click.IntRange(1, 2160),
-    default=bundles.DEFAULT_TTL_HOURS,
+    default=DEFAULT_TTL_HOURS,
     show_default=True,
     help="How long the server accepts the bundle.",
 )

@@ -20,8 +20,7 @@ from caresync.core.model import Resident, Ticket, Worker
 from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
 from caresync.field.labels import label
 from caresync.field.sla import is_overdue, sla_sorted
-from caresync.replica import Replica
-from caresync.store.numbers import find_ticket
+from caresync.replica import Replica, find_ticket
 
 __all__ = ["dispute", "init", "resident", "ticket", "ticket_json", "worker"]
 

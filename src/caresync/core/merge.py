@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from caresync.core.domain import grid_parent, hop_fits, ticket_transition
-from caresync.core.ops import OpDict, op_id
+from caresync.core.ids import op_id
+from caresync.core.ops import OpDict
 
 __all__ = [
     "FOLD_VERSION",

@@ -21,8 +21,7 @@ from caresync.core.domain import (
     VisitOutcome,
 )
 from caresync.core.merge import State, conflicts_of, value_of
-from caresync.core.ops import OpDict
-from caresync.trust.signing import signer_of
+from caresync.core.ops import OpDict, signer_of
 
 __all__ = [
     "ClockAnomaly",

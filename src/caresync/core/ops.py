@@ -9,8 +9,8 @@ An op travels and is stored as a plain JSON object::
 ``(origin, seq)`` is the op's identity; ``hlc`` its place in the total order; ``eid`` the record it is about;
 ``actor`` who did it and ``at`` when (the device's corrected wall time, for people to read). ``sig`` is the
 signature of the op's device and ``pd``, on every op after a device's first, the link to its previous op
-(see :mod:`caresync.trust.signing`; a batch may leave ``pd`` out where the op before it is in the batch too). ``v`` is the
-op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked together as a
+(see :mod:`caresync.trust.signing`; a batch may leave ``pd`` out where the op before it is in the batch
+too). ``v`` is the op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked together as a
 discriminated union in one call per batch (TypedDict schemas: a batch of 100,000 ops validates in about
 a second on two cores). An op whose kind or version this library does not know is kept, not dropped: it passes an
 envelope check, is stored as *deferred*, and is folded once the library is upgraded.
@@ -18,10 +18,11 @@ envelope check, is stored as *deferred*, and is folded once the library is upgra
 
 from __future__ import annotations
 
-import gc
+import base64
+import hashlib
+import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NotRequired, TypeAlias, Union
 
@@ -36,7 +37,7 @@ from pydantic import (
     with_config,
 )
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import PydanticCustomError, from_json
+from pydantic_core import PydanticCustomError, from_json, to_json
 from typing_extensions import TypedDict
 
 from caresync.core.domain import (
@@ -52,12 +53,11 @@ from caresync.core.domain import (
     TicketKind,
     VisitOutcome,
 )
+from caresync.core.gcpause import paused_gc
+from caresync.core.ids import NUMBER_PATTERN
 from caresync.errors import InvalidOpError
-from caresync.store.numbers import NUMBER_PATTERN
-from caresync.trust.signing import REDACTABLE_KINDS, field_digest
 
 __all__ = [
-    "ENTITY_PREFIX",
     "FORMAT_VERSION",
     "KNOWN_KINDS",
     "REDACTABLE_KINDS",
@@ -66,10 +66,9 @@ __all__ = [
     "OpDict",
     "OpIdStr",
     "ReplicaIdStr",
-    "entity_id_for",
     "entity_type_of",
-    "op_id",
-    "paused_gc",
+    "field_digest",
+    "signer_of",
     "validate_ops",
 ]
 
@@ -113,43 +112,25 @@ Redacted = Annotated[dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a
 SealedText = Annotated[str, StringConstraints(pattern=r"^sealed:1:[A-Za-z0-9+/]+={0,2}$", max_length=8000)]
 
 OpDict = dict[str, Any]
+_SCALARS = (str, int, bool, type(None))
 
-ENTITY_PREFIX: dict[EntityType, str] = {
-    EntityType.RESIDENT: "R",
-    EntityType.WORKER: "W",
-    EntityType.TICKET: "T",
-    EntityType.VISIT: "V",
-    EntityType.MAILBOX: "M",
-    EntityType.PARCEL: "P",
-}
+#: The op kinds whose bodies a ``resident.redact`` rewrites: their signatures cover a digest per body value.
+REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set", "resident.note"})
 
 
-def op_id(origin: str, seq: int) -> str:
-    """The text form of an op's identity, ``origin:seq``, used in references between ops."""
-    return f"{origin}:{seq}"
+def field_digest(value: Any) -> str:
+    """The digest a signature covers for one body value: blake2b-128 of its canonical JSON, in hex."""
+    if type(value) in _SCALARS:
+        canonical = to_json(value)
+    else:
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
-def entity_id_for(entity: EntityType, origin: str, seq: int) -> str:
-    """The id of a record created by op ``(origin, seq)``: unique without coordination, e.g. ``T-3f9a…-17``."""
-    return f"{ENTITY_PREFIX[entity]}-{origin}-{seq}"
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pauses the cyclic garbage collector for one bulk step (validating or storing a batch of ops).
-
-    A batch allocates hundreds of thousands of dicts and lists that all stay alive until the step ends and
-    form no cycles; every collection the allocations trigger would walk all of them again, which costs more
-    than the step's own work. Reference counting still frees everything as usual; the collector resumes
-    afterwards (it is left alone when the caller had disabled it)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+def signer_of(op: Mapping[str, Any]) -> str | None:
+    """The hex public key that signed ``op`` (None for an op written before signing existed)."""
+    sig = op.get("sig")
+    return base64.b64decode(sig)[:32].hex() if sig else None
 
 
 def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:

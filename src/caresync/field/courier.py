@@ -404,7 +404,7 @@ _LAST_SYNC_META = "courier_last_sync_ms"
 
 def record_sync(replica: Replica, *, now_ms: int | None = None) -> None:
     """Remembers when this handheld last finished a sync with the server."""
-    replica._store.set_meta(_LAST_SYNC_META, str(replica.clock.physical_ms() if now_ms is None else now_ms))
+    replica.device_log.store.set_meta(_LAST_SYNC_META, str(replica.clock.physical_ms() if now_ms is None else now_ms))
 
 
 @dataclass(frozen=True)
@@ -433,7 +433,7 @@ def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierSt
     """Unsent changes, carried bundles, last sync, clock offset, conflicts, custody anomalies and refusals."""
     from caresync.field.custody import anomalies
 
-    last = replica._store.get_meta(_LAST_SYNC_META)
+    last = replica.device_log.store.get_meta(_LAST_SYNC_META)
     holding = [
         p.code
         for p in replica.parcels.list()

@@ -224,7 +224,7 @@ def check_contents(replica: Replica, parcel_id: str) -> list[ContentCheck]:
         raise TrustError("Only a station device (one holding the station's key) can open and check sealed contents.")
     replica.parcels.get(parcel_id)  # NotFoundError for an unknown parcel
     out = []
-    for op in replica._store.ops_of(parcel_id):  # as stored: sealed, whatever this device shows when reading
+    for op in replica.device_log.ops_of(parcel_id):  # as stored: sealed, whatever this device shows when reading
         body = op["body"]
         if op["kind"] != "parcel.hop" or not body.get("contents"):
             continue

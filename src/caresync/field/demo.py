@@ -48,6 +48,7 @@ from caresync.field.review import review_queue, settle
 from caresync.replica import Replica
 from caresync.sync import enrolment
 from caresync.sync.bundles import relay as bundles
+from caresync.sync.bundles.bag import Bag
 from caresync.testing import FakeClock, key_for
 from caresync.trust.keys import StationKey
 
@@ -442,7 +443,7 @@ class _World:
         self.stats.add("ops_pushed", result.pushed)
         if name == "courier-ma":  # she carries the kiosk's bundles: delivered on her sync, answers kept in her bag
             token = enrolment.current_token(replica) or ""
-            with bundles.Bag(self.bag_path) as bag:
+            with Bag(self.bag_path) as bag:
                 for d in bundles.deliver(
                     bag, self.server.url, token=token, courier=name, now_ms=self.now, client=self.http
                 ):
@@ -755,7 +756,7 @@ class _World:
         the kiosk's import said the server has more for it."""
         kiosk = self.dev("kiosk-lane3")
         more = False
-        with bundles.Bag(self.bag_path) as bag:
+        with Bag(self.bag_path) as bag:
             if kiosk.id in bag.devices_with_answers():
                 path = self.relay_dir / f"answers-{day}-{self.bundle_n}.json"
                 bag.export_answers(kiosk.id, path, now_ms=self.now)

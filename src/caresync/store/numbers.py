@@ -19,18 +19,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from caresync.errors import IntentError, InvalidInputError, NotFoundError
+from caresync.core.ids import NUMBER_PATTERN
+from caresync.errors import IntentError, InvalidInputError
+from caresync.store.store import Store
 
-if TYPE_CHECKING:
-    from caresync.core.model import Ticket
-    from caresync.replica import Replica
-
-__all__ = ["NUMBER_PATTERN", "NumberBlock", "TicketNumbers", "fallback_number", "find_ticket", "is_ticket_number"]
+__all__ = ["NumberBlock", "TicketNumbers", "fallback_number", "is_ticket_number"]
 
 #: What a ticket number looks like: a block number (digits) or a fallback ``<origin>-<n>``.
-NUMBER_PATTERN = r"^(?:[1-9][0-9]{0,11}|[0-9a-f]{16}-[1-9][0-9]{0,11})$"
 _NUMBER_RE = re.compile(NUMBER_PATTERN)
 _BLOCKS_KEY = "ticket_number_blocks"
 _LOCAL_KEY = "ticket_number_local"
@@ -75,11 +71,12 @@ class TicketNumbers:
     Blocks added with :meth:`add_block` are used first, oldest first; then the never-colliding fallback.
     """
 
-    def __init__(self, replica: Replica) -> None:
-        self._r = replica
+    def __init__(self, store: Store, origin: str) -> None:
+        self._store = store
+        self._origin = origin
 
     def _blocks(self) -> list[list[int]]:
-        raw = self._r._store.get_meta(_BLOCKS_KEY)
+        raw = self._store.get_meta(_BLOCKS_KEY)
         blocks: list[list[int]] = json.loads(raw) if raw else []
         return blocks
 
@@ -107,7 +104,7 @@ class TicketNumbers:
             problems.append(("count", f"the block would end past {_MAX}"))
         if problems:
             raise InvalidInputError("Cannot add the block of ticket numbers", problems)
-        with self._r._store.write():  # read and write the blocks in one transaction
+        with self._store.write():  # read and write the blocks in one transaction
             blocks = self._blocks()
             for s, c, _ in blocks:
                 if start <= s + c - 1 and s <= start + count - 1:
@@ -116,7 +113,7 @@ class TicketNumbers:
                         "already holds; ask the station for a new block."
                     )
             blocks.append([start, count, 0])
-            self._r._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
+            self._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
         return NumberBlock(start=start, count=count, used=0)
 
     def peek(self) -> str:
@@ -124,7 +121,7 @@ class TicketNumbers:
         for s, c, u in self._blocks():
             if u < c:
                 return str(s + u)
-        return fallback_number(self._r.id, int(self._r._store.get_meta(_LOCAL_KEY) or 0) + 1)
+        return fallback_number(self._origin, int(self._store.get_meta(_LOCAL_KEY) or 0) + 1)
 
     def take(self) -> str:
         """Hands out the next number. Call it inside the transaction that stores the ticket (``replica.batch()``)
@@ -134,41 +131,8 @@ class TicketNumbers:
             start, count, used = block
             if used < count:
                 block[2] = used + 1
-                self._r._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
+                self._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
                 return str(start + used)
-        counter = int(self._r._store.get_meta(_LOCAL_KEY) or 0) + 1
-        self._r._store.set_meta(_LOCAL_KEY, str(counter))
-        return fallback_number(self._r.id, counter)
-
-
-def find_ticket(replica: Replica, ref: str) -> Ticket:
-    """The ticket a clerk means by ``ref``: its number (what the resident was told), its id, or the end of a
-    fallback number from the last four characters of the device on (``eb50-17`` for
-    ``3f9a0c1d2b4eeb50-17``), when only one ticket here ends that way.
-
-    Raises:
-        NotFoundError: no ticket with that number or id on this device.
-        IntentError: the end of a fallback number matches several tickets (the message lists them).
-    """
-    ref = ref.strip()
-    if ref.startswith("T-"):
-        return replica.tickets.get(ref)
-    tail = _TAIL_RE.match(ref)
-    if is_ticket_number(ref) or tail:
-        tickets = replica.tickets.list(include_deleted=True)
-        for ticket in tickets:
-            if ticket.number == ref:
-                return ticket
-        if tail:
-            found = [t for t in tickets if t.number and "-" in t.number and t.number.endswith(ref)]
-            if len(found) == 1:
-                return found[0]
-            if found:
-                numbers = ", ".join(sorted(t.number or "" for t in found))
-                raise IntentError(f"{ref!r} is the end of several ticket numbers ({numbers}); give the whole number.")
-    raise NotFoundError(
-        f"No ticket with number or id {ref!r} on this device. Check the number on the slip, or sync to fetch it."
-    )
-
-
-_TAIL_RE = re.compile(r"^[0-9a-f]{4,15}-[1-9][0-9]{0,11}$")
+        counter = int(self._store.get_meta(_LOCAL_KEY) or 0) + 1
+        self._store.set_meta(_LOCAL_KEY, str(counter))
+        return fallback_number(self._origin, counter)

@@ -32,8 +32,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from caresync.core.gcpause import paused_gc
 from caresync.core.merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
-from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, paused_gc, redact_body
+from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, redact_body
 from caresync.errors import OpForkError, StoreError, StoreVersionError
 from caresync.store.schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, linkable

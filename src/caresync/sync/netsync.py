@@ -3,7 +3,7 @@ what this device may see.
 
 * **Push**: the ops the server has not acknowledged (``ops.sent = 0``), in ``(hlc, origin, seq)`` order, in
   bounded batches in the compact wire form. An op is marked sent only when the server's answer acknowledges
-  it; refused ops are kept with the server's reason (:meth:`Replica.refusals`); ops the server cannot place
+  it; refused ops are kept with the server's reason (:meth:`DeviceLog.refusals`); ops the server cannot place
   yet ("waiting") stay queued for the next sync.
 * **Pull**: from the cursor the server gave last time. Each batch is applied and the new cursor saved in the
   same transaction, so a cut link or a killed process resumes exactly where it stopped. The next pages are
@@ -11,32 +11,32 @@ what this device may see.
   folded once at the end, from the log, or, in a replica that was empty when the pull began, from states folded
   in memory as the pages were stored (:class:`_Folded`).
 * Every answer carries the device's clock offset from the server; a device whose clock is off by more than
-  :data:`CLOCK_TOLERANCE_MS` corrects it (:meth:`Replica.set_clock_offset`).
+  :data:`CLOCK_TOLERANCE_MS` corrects it (:meth:`DeviceLog.set_clock_offset`).
 * Network failures and busy servers (5xx, 429) are retried with exponential backoff; push is idempotent and
   pull reads only, so a retry never doubles anything.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
+from caresync.core.gcpause import paused_gc
+from caresync.core.ids import op_id
 from caresync.core.merge import State, apply_sorted, new_state
-from caresync.core.ops import OpDict, op_id, paused_gc, validate_ops
-from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from caresync.sync.wire import FORMAT, MEDIA_TYPE, decode_envelope, encode_envelope
+from caresync.core.ops import OpDict, validate_ops
+from caresync.errors import CaresyncError, InvalidInputError, SyncError
+from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
+from caresync.sync._http import Link
+from caresync.sync.wire import encode_envelope
 
-if TYPE_CHECKING:
-    from caresync.replica import ApplyResult, Replica
-
-__all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "refusal", "sync"]
+__all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "sync"]
 
 #: The replica meta key holding the sync server's Ed25519 public key (hex), learnt at enrolment or first sync.
 SERVER_KEY_META = "server_public_key"
@@ -47,16 +47,6 @@ NUMBERS_BLOCK = 100
 
 #: A device clock off by more than this from the server's is corrected after a sync exchange.
 CLOCK_TOLERANCE_MS = 2_000
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_MAX_BACKOFF_S = 30.0
-
-
-def _retry_after(response: httpx.Response) -> float:
-    """The wait a busy server asks for (``Retry-After`` in seconds), at most :data:`_MAX_BACKOFF_S`; else 0."""
-    try:
-        return min(max(float(response.headers.get("retry-after", 0)), 0.0), _MAX_BACKOFF_S)
-    except ValueError:
-        return 0.0  # an HTTP date, or nonsense: fall back to our own backoff
 
 
 @dataclass(frozen=True)
@@ -81,14 +71,14 @@ class SyncProgress:
 
 @dataclass
 class SyncResult:
-    """What one :meth:`Replica.sync` did."""
+    """What one :meth:`DeviceLog.sync` did."""
 
     pushed: int = 0
     """Ops the server stored from this device's queue."""
     already_held: int = 0
     """Ops the server already had (sent before, or relayed by someone else)."""
     refused: list[Refusal] = field(default_factory=list)
-    """Ops refused in this sync; they stay on the device (see :meth:`Replica.refusals`)."""
+    """Ops refused in this sync; they stay on the device (see :meth:`DeviceLog.refusals`)."""
     waiting: int = 0
     """Ops the server could not place yet (a record or a device it does not know yet); sent again next time."""
     pulled: int = 0
@@ -102,97 +92,8 @@ class SyncResult:
 SyncProgressCallback = Callable[[SyncProgress], None]
 
 
-class _Link:
-    """One HTTP client with the token, retries and the error envelope of protocol v1."""
-
-    def __init__(
-        self,
-        url: str,
-        token: str,
-        client: httpx.Client | None,
-        retries: int,
-        backoff_s: float,
-        timeout_s: float,
-    ) -> None:
-        self.base = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}", "User-Agent": "caresync"}
-        self.own_client = client is None
-        self.client = client or httpx.Client(timeout=timeout_s)
-        self.retries = retries
-        self.backoff_s = backoff_s
-
-    def close(self) -> None:
-        if self.own_client:
-            self.client.close()
-
-    def get(self, path: str) -> Any:
-        """One GET (no retries: what it asks for can wait for the next sync)."""
-        try:
-            response = self.client.get(self.base + path, headers=self.headers)
-        except httpx.HTTPError as exc:
-            raise SyncError(f"Cannot reach the sync server at {self.base} ({type(exc).__name__}: {exc}).") from exc
-        return self._answer(response)
-
-    def post(self, path: str, *, json: Any = None, content: bytes | None = None, compact: bool = False) -> Any:
-        headers = dict(self.headers)
-        if content is not None:
-            headers["Content-Type"] = MEDIA_TYPE
-        if compact:
-            headers["Accept"] = f"{MEDIA_TYPE};format={FORMAT}, application/json;q=0.5"
-        url = self.base + path
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client.post(url, json=json, content=content, headers=headers)
-            except httpx.HTTPError as exc:
-                if attempt == self.retries:
-                    raise SyncError(
-                        f"Cannot reach the sync server at {self.base} ({type(exc).__name__}: {exc}). "
-                        "Your work is kept on this device; sync again when the network is back."
-                    ) from exc
-            else:
-                if response.status_code not in _RETRY_STATUS or attempt == self.retries:
-                    return self._answer(response)
-                delay = max(delay, _retry_after(response))
-            time.sleep(delay)
-            delay = min(delay * 2, _MAX_BACKOFF_S)
-        raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
-
-    def _answer(self, response: httpx.Response) -> Any:
-        kind = response.headers.get("content-type", "").split(";")[0].strip()
-        if response.is_success:
-            try:
-                return decode_envelope(response.content) if kind == MEDIA_TYPE else response.json()
-            except (InvalidInputError, ValueError) as exc:
-                raise SyncError(
-                    f"The sync server at {self.base} sent an answer this device cannot read: {exc}"
-                ) from exc
-        raise refusal(response, self.base)
-
-
-def refusal(response: httpx.Response, base: str) -> SyncError:
-    """The error for a server's answer that is not a success: its error envelope's code and message, as a
-    :class:`SyncError` for a server that failed (5xx, worth trying again) or a :class:`ServerRefusedError`."""
-    code, message = "http_error", response.reason_phrase
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    if response.status_code >= 500:
-        return SyncError(
-            f"The sync server at {base} has a problem (HTTP {response.status_code}: {message}). "
-            "Your work is kept on this device; try again later or tell the station."
-        )
-    return ServerRefusedError(
-        f"The sync server refused this device: {message} (HTTP {response.status_code}, {code})",
-        status=response.status_code,
-        server_code=code,
-    )
-
-
 def sync(
-    replica: Replica,
+    holder: DeviceLog | HasDeviceLog,
     url: str,
     *,
     token: str,
@@ -212,24 +113,25 @@ def sync(
         SyncError: the server could not be reached after the retries, or failed; what was exchanged before
             is kept, and the next sync resumes from there.
     """
-    link = _Link(url, token, client, retries, backoff_s, timeout_s)
+    device = device_log_of(holder)
+    link = Link(url, token, client, retries, backoff_s, timeout_s)
     result = SyncResult()
     try:
-        _push(replica, link, push_batch, result, progress)
-        _pull(replica, link, pull_batch, result, progress)
-        _learn_server_key(replica, link)
-        _top_up_numbers(replica, link)
+        _push(device, link, push_batch, result, progress)
+        _pull(device, link, pull_batch, result, progress)
+        _learn_server_key(device, link)
+        _top_up_numbers(device, link)
     finally:
         link.close()
-        replica.settle()
-    result.unsent = replica.unsent_count()
+        device.settle()
+    result.unsent = device.unsent_count()
     return result
 
 
-def _learn_server_key(replica: Replica, link: _Link) -> None:
+def _learn_server_key(device: DeviceLog, link: Link) -> None:
     """Keeps the server's public key (``GET /v1/info``), the first time this device syncs with it directly: the
     answers couriers bring back from the server are believed only when signed by it."""
-    store = replica._store
+    store = device.store
     if store.get_meta(SERVER_KEY_META):
         return
     info = link.get("/v1/info")
@@ -238,32 +140,32 @@ def _learn_server_key(replica: Replica, link: _Link) -> None:
         store.set_meta(SERVER_KEY_META, key.lower())
 
 
-def _top_up_numbers(replica: Replica, link: _Link) -> None:
+def _top_up_numbers(device: DeviceLog, link: Link) -> None:
     """Asks the server for a new block of ticket numbers when this device has fewer than
     :data:`NUMBERS_LOW` left, so the tickets it opens offline get short numbers (see :mod:`caresync.store.numbers`).
     A server that cannot answer now only delays it to the next sync: the device falls back to its own numbers."""
-    if sum(block.left for block in replica.numbers.blocks()) >= NUMBERS_LOW:
+    if sum(block.left for block in device.numbers.blocks()) >= NUMBERS_LOW:
         return
     try:
         answer = link.post("/v1/numbers", json={"count": NUMBERS_BLOCK})
-        replica.numbers.add_block(int(answer["start"]), int(answer["count"]))
+        device.numbers.add_block(int(answer["start"]), int(answer["count"]))
     except (SyncError, KeyError, TypeError, ValueError, InvalidInputError) as exc:
-        replica.log.warning("no new block of ticket numbers this time (%s); the next sync asks again", exc)
+        device.logger.warning("no new block of ticket numbers this time (%s); the next sync asks again", exc)
 
 
-def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
+def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
     """Pushes the unsent ops in ``(hlc, origin, seq)`` order, ``batch`` at a time.
 
     Ops the server answers "waiting" (it cannot place them yet) are sent again at the head of every later batch
     of this sync: the server requires a device's own ops without holes, and a waiting op left out of the next
     batch would be one, refusing everything after it."""
-    store = replica._store
+    store = device.store
     total, _ = store.unsent_stats()
     after: tuple[int, str, int] | None = None
     carried: list[OpDict] = []
     done = 0
     while len(carried) < batch:
-        fresh = store.unsent(after, limit=batch - len(carried), own=replica.id)
+        fresh = store.unsent(after, limit=batch - len(carried), own=device.id)
         if not fresh:
             break
         ops = carried + fresh
@@ -271,8 +173,8 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         after = (ops[-1]["hlc"], ops[-1]["origin"], ops[-1]["seq"])
         pending, oldest = store.unsent_stats(besides=(first, after))  # what waits once this batch is in
         envelope = {
-            "replica": replica.id,
-            "time_ms": replica.clock.physical_ms() - replica.clock.offset_ms,
+            "replica": device.id,
+            "time_ms": device.clock.physical_ms() - device.clock.offset_ms,
             "pending": pending,
             "oldest_unsent_ms": oldest,
             "ops": ops,
@@ -290,7 +192,7 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
             stored, duplicates = int(answer.get("stored", 0)), int(answer.get("duplicates", 0))
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
             raise SyncError(f"The sync server at {link.base} sent a push answer this device cannot read") from exc
-        now = replica.clock.physical_ms()
+        now = device.clock.physical_ms()
         with store.write():
             store.mark_refused((by_id[o]["origin"], by_id[o]["seq"], c, r, now) for o, c, r in refused)
             store.mark_sent(acked)
@@ -300,7 +202,7 @@ def _push(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         result.refused.extend(
             Refusal(op=o, kind=by_id[o]["kind"], record=by_id[o]["eid"], code=c, reason=r) for o, c, r in refused
         )
-        _correct_clock(replica, answer, result)
+        _correct_clock(device, answer, result)
         done += len(fresh)
         if progress is not None:
             progress(SyncProgress("push", done, total))
@@ -339,7 +241,7 @@ _ORDER = itemgetter("hlc", "origin", "seq")
 
 
 class _Folded:
-    """The records of a pull into an empty replica, folded in memory as its pages are stored.
+    """The records of a pull into an empty device, folded in memory as its pages are stored.
 
     Pages are still stored with ``defer_rows`` (their records marked pending in the page's transaction), so a
     crash leaves a file that :meth:`Store.settle` repairs from the log as always; but at the end of the pull
@@ -410,21 +312,21 @@ class _Folded:
         self.held += applied.applied + applied.deferred
         self.valid = True
 
-    def settle(self, replica: Replica) -> None:
+    def settle(self, device: DeviceLog) -> None:
         """Writes the pending rows, from these states where they hold."""
-        store = replica._store
+        store = device.store
         usable = self.valid and self.count and store.op_count() == self.held
         store.settle(folded=self.states if usable else None)
 
 
-def _refused_ops(link: _Link, exc: CaresyncError) -> SyncError:
+def _refused_ops(link: Link, exc: CaresyncError) -> SyncError:
     return SyncError(
         f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch was applied. "
         "Tell the station."
     )
 
 
-def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
+def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:
     """Pulls pages until the server has no more, fetching and validating up to :data:`PAGES_AHEAD` pages on
     another thread while the current one is stored.
 
@@ -434,10 +336,10 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
     key = f"sync_cursor {link.base}"
 
     def fetch(cursor: str) -> _Page:
-        time_ms = replica.clock.physical_ms() - replica.clock.offset_ms  # read as the request leaves
+        time_ms = device.clock.physical_ms() - device.clock.offset_ms  # read as the request leaves
         answer = link.post(
             "/v1/pull",
-            json={"replica": replica.id, "cursor": cursor, "limit": batch, "time_ms": time_ms},
+            json={"replica": device.id, "cursor": cursor, "limit": batch, "time_ms": time_ms},
             compact=True,
         )
         try:
@@ -456,10 +358,10 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         return None if before is None or before.last else fetch(before.cursor)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caresync-pull")
-    folded = _Folded() if replica._store.op_count() == 0 else None
+    folded = _Folded() if device.store.op_count() == 0 else None
     try:
         with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
-            newest: Future[_Page | None] = pool.submit(fetch, replica._store.get_meta(key) or "")
+            newest: Future[_Page | None] = pool.submit(fetch, device.store.get_meta(key) or "")
             ahead = deque([newest])
             while ahead:
                 got = ahead.popleft().result()
@@ -470,7 +372,7 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
                         newest = pool.submit(fetch_after, newest)
                         ahead.append(newest)
                 try:
-                    applied = replica._apply_valid(
+                    applied = device.apply_valid(
                         got.known, got.deferred, defer_rows=True, from_server=True, meta={key: got.cursor}
                     )
                 except CaresyncError as exc:
@@ -478,7 +380,7 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
                 if folded is not None:
                     folded.add(got.known, len(got.deferred), applied)
                 result.pulled += applied.applied + applied.deferred
-                _correct_clock(replica, got.answer, result)
+                _correct_clock(device, got.answer, result)
                 del got  # its ops are stored: let them go before the next page arrives
                 if progress is not None:
                     progress(SyncProgress("pull", result.pulled, None))
@@ -486,14 +388,16 @@ def _pull(replica: Replica, link: _Link, batch: int, result: SyncResult, progres
         # on an error the page in flight is abandoned, not waited for (its answer would be thrown away anyway)
         pool.shutdown(wait=False, cancel_futures=True)
         if folded is not None:
-            folded.settle(replica)
+            folded.settle(device)
 
 
-def _correct_clock(replica: Replica, answer: Mapping[str, Any], result: SyncResult) -> None:
+def _correct_clock(device: DeviceLog, answer: Mapping[str, Any], result: SyncResult) -> None:
     offset = answer.get("clock_offset_ms")
     if type(offset) is not int:
         return
     result.clock_offset_ms = offset
-    if abs(offset - replica.clock.offset_ms) > CLOCK_TOLERANCE_MS:
-        replica.log.warning("this device's clock is off by %.1f s from the sync server's; correcting it", offset / 1000)
-        replica.set_clock_offset(offset)
+    if abs(offset - device.clock.offset_ms) > CLOCK_TOLERANCE_MS:
+        device.logger.warning(
+            "this device's clock is off by %.1f s from the sync server's; correcting it", offset / 1000
+        )
+        device.set_clock_offset(offset)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,8 +40,9 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from pydantic_core import to_json
 
+from caresync.core.ops import REDACTABLE_KINDS, field_digest, signer_of
 from caresync.errors import ForgedOpError, OpForkError, TrustError
-from caresync.trust.keys import DeviceKey, StationKey, is_sealed, origin_of, seal_value, unseal_value
+from caresync.trust.keys import DeviceKey, origin_of
 
 __all__ = [
     "REDACTABLE_KINDS",
@@ -71,40 +71,6 @@ _PARALLEL_FROM = 256  # runs in a batch from which signatures are checked on two
 ZERO_LINK = bytes(16)
 _SCALARS = (str, int, bool, type(None))
 _NESTED = (dict, list)
-
-#: The op kinds whose bodies a ``resident.redact`` rewrites: their signatures cover a digest per body value.
-REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set", "resident.note"})
-
-#: Body keys sealed at capture, by op kind: residents' personal data, what people say, mediation content.
-SEALED_FIELDS: dict[str, frozenset[str]] = {
-    "resident.create": frozenset({"name", "address", "phone"}),
-    "resident.note": frozenset({"text"}),
-    "ticket.create": frozenset({"description"}),
-    "ticket.transition": frozenset({"reason"}),
-    "ticket.note": frozenset({"text"}),
-    "ticket.party": frozenset({"name"}),
-    "ticket.session": frozenset({"summary", "attendees"}),
-    "visit.create": frozenset({"note"}),
-    "visit.note": frozenset({"text"}),
-    "parcel.create": frozenset({"summary"}),
-    "parcel.hop": frozenset({"contents"}),
-}
-#: Fields whose ``<record>.set`` value is sealed, by record type.
-SEALED_SET_FIELDS: dict[str, frozenset[str]] = {
-    "resident": frozenset({"name", "address", "phone"}),
-    "ticket": frozenset({"description"}),
-    "visit": frozenset({"note"}),
-    "parcel": frozenset({"summary"}),
-}
-
-
-def field_digest(value: Any) -> str:
-    """The digest a signature covers for one body value: blake2b-128 of its canonical JSON, in hex."""
-    if type(value) in _SCALARS:
-        canonical = to_json(value)
-    else:
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def _canonical(value: Any) -> Any:
@@ -270,12 +236,6 @@ def _first_bad(ops: Sequence[Mapping[str, Any]]) -> _Found | None:
         if not _signed(raw, signing_message(op, prev)):
             return op, _NO_MATCH
     return None
-
-
-def signer_of(op: Mapping[str, Any]) -> str | None:
-    """The hex public key that signed ``op`` (None for an op written before signing existed)."""
-    sig = op.get("sig")
-    return base64.b64decode(sig)[:32].hex() if sig else None
 
 
 def _forged(op: Mapping[str, Any], why: str) -> ForgedOpError:
@@ -541,40 +501,3 @@ def verify_ops(ops: Sequence[Mapping[str, Any]], *, partial: bool = False) -> li
     if found is not None:
         raise _forged(*found)
     return unchecked or []
-
-
-def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dict[str, Any]:
-    """``body`` with its private values (:data:`SEALED_FIELDS`) sealed to the station; values already sealed,
-    and None, are left as they are."""
-    if kind.endswith(".set"):
-        fields = SEALED_SET_FIELDS.get(kind[:-4], frozenset())
-        keys: frozenset[str] | tuple[str, ...] = ("value",) if body.get("field") in fields else ()
-    else:
-        keys = SEALED_FIELDS.get(kind, frozenset())
-    sealed = dict(body)
-    for key in keys:
-        value = body.get(key)
-        if value is not None and not is_sealed(value):
-            sealed[key] = seal_value(station_public_key, value)[0]
-    return sealed
-
-
-def open_sealed(value: Any, key: StationKey, cache: dict[str, Any]) -> Any:
-    """``value`` with every sealed string inside it opened with ``key`` (nested lists and dicts too); a value
-    that cannot be opened stays sealed. ``cache`` keeps opened values (opening costs about 50 µs)."""
-    if type(value) is str:
-        if not value.startswith("sealed:1:"):
-            return value
-        opened = cache.get(value, cache)
-        if opened is cache:
-            try:
-                opened = unseal_value(key, value)[0]
-            except TrustError:
-                opened = value
-            cache[value] = opened
-        return opened
-    if type(value) is list:
-        return [open_sealed(item, key, cache) for item in value]
-    if type(value) is dict:
-        return {k: open_sealed(v, key, cache) for k, v in value.items()}
-    return value

@@ -32,6 +32,8 @@ from caresync.field.i18n import Catalog, language_in_argv, pick_language
 from caresync.replica import Replica
 from caresync.sync import enrolment
 from caresync.sync.bundles import relay as bundles
+from caresync.sync.bundles.bag import Bag
+from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
 from caresync.sync.netsync import SyncProgress
 
 __all__ = ["MESSAGES", "cli", "main"]
@@ -226,9 +228,9 @@ class _Env:
             yield replica
 
     @contextmanager
-    def bag(self) -> Iterator[bundles.Bag]:
+    def bag(self) -> Iterator[Bag]:
         self.home.mkdir(parents=True, exist_ok=True)
-        with bundles.Bag(self.home / "carried.db") as bag:
+        with Bag(self.home / "carried.db") as bag:
             yield bag
 
     def out(self, data: dict[str, Any], lines: Sequence[str]) -> None:
@@ -674,7 +676,7 @@ def bundle() -> None:
 
 @bundle.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--ttl-hours", type=click.IntRange(1, 2160), default=bundles.DEFAULT_TTL_HOURS, show_default=True)
+@click.option("--ttl-hours", type=click.IntRange(1, 2160), default=DEFAULT_TTL_HOURS, show_default=True)
 @_common
 @_pass_env
 def bundle_export(env: _Env, file: Path, ttl_hours: int) -> None:

@@ -1,0 +1,530 @@
+"""The device's op log: one replica file's identity, clock, keys and ops, and what sync needs of it.
+
+A :class:`DeviceLog` makes this device's ops (stamped, chained, sealed, signed), applies other devices' ops,
+exports what a peer lacks, and keeps the marks sync leaves behind (cursors, what the server acknowledged). The
+:class:`~caresync.replica.Replica` is the facade people use over it; network sync, enrolment and relay bundles
+(``caresync.sync``) are handed the log and never see the facade, so the layers stay one way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic_core import from_json
+
+from caresync.core.clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
+from caresync.core.domain import EntityType
+from caresync.core.gcpause import paused_gc
+from caresync.core.ids import entity_id_for
+from caresync.core.merge import State
+from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
+from caresync.errors import InvalidInputError, InvalidOpError
+from caresync.store.numbers import TicketNumbers
+from caresync.store.schema import ENTITY_TABLES
+from caresync.store.store import IngestResult, Store
+from caresync.trust.keys import DeviceKey, StationKey
+from caresync.trust.scopes import RecordScope, may_read
+from caresync.trust.sealing import open_sealed, seal_body
+from caresync.trust.signing import sign_linked, verify_ops
+
+__all__ = ["ApplyResult", "DeviceLog", "HasDeviceLog", "device_log_of"]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying a batch of ops did: how many were new, already held, deferred, and records touched."""
+
+    applied: int
+    duplicates: int
+    deferred: int
+    records: int
+    refolded: int
+    unchecked: int = 0
+    """Ops left out because nothing in the batch vouches for them: they came without their signature (as a pull
+    answer sends the ops inside a run) and the op that closes their run did not come. They are not applied;
+    sent again with it, they are."""
+
+
+def _verify_partial(ops: list[OpDict]) -> list[Mapping[str, Any]]:
+    """:func:`~caresync.trust.signing.verify_ops` for ops from another replica: runs nothing vouches for are
+    left out."""
+    return verify_ops(ops, partial=True)
+
+
+def _local_field(label: str) -> str:
+    """The field a validation problem of a local op is about, as the person who typed it named it."""
+    _, _, path = label.partition(") ")
+    path = path.removeprefix("body.")
+    parts = path.split(".")
+    if len(parts) >= 2 and parts[-1] == "value":
+        return parts[-2]
+    return parts[-1] if parts and parts[0] not in ("", "(op)") else label
+
+
+#: Per record type, the columns that place a record in scope: its id, grid, ticket kind and resident.
+_SCOPE_COLUMNS = {
+    "resident": "id, grid, NULL, NULL",
+    "worker": "id, NULL, NULL, NULL",
+    "ticket": "id, grid, kind, NULL",
+    "visit": "id, NULL, NULL, resident_id",
+    "mailbox": "id, grid, NULL, NULL",
+    "parcel": "id, grid, NULL, NULL",
+}
+
+
+class DeviceLog:
+    """One device's op log over its replica file: identity, clock, keys, local ops, applied ops, sync marks.
+
+    Open it with :meth:`open`; :meth:`close` closes the file. ``store`` is the file's :class:`Store`, for the
+    bookkeeping sync does in the same transactions as the ops (cursors, acknowledgements).
+    """
+
+    def __init__(
+        self, store: Store, *, replica_id: str, device_key: DeviceKey, clock: HybridClock, logger: logging.Logger
+    ) -> None:
+        self.store = store
+        self.id = replica_id
+        """This device's id: its key's fingerprint, the origin of every op it makes."""
+        self.device_key = device_key
+        self.clock = clock
+        self.logger = logger
+        self._next_seq = store.version_vector().get(replica_id, 0) + 1
+        public = store.get_meta("station_public_key")
+        secret = store.get_meta("station_key")
+        self._station_public_key: bytes | None = bytes.fromhex(public) if public else None
+        self._station_key: StationKey | None = StationKey(bytes.fromhex(secret)) if secret else None
+        self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding the station key
+        self._device_keys: dict[str, str | None] = {}  # device id -> its public key (hex), for history
+        self.numbers = TicketNumbers(store, replica_id)
+        """Where this device's ticket numbers come from (server-reserved blocks, then a fallback)."""
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        now_ms: Callable[[], int] = system_time_ms,
+        max_clock_forward_ms: int = DEFAULT_MAX_FORWARD_MS,
+        logger: logging.Logger | None = None,
+        device_key: DeviceKey | None = None,
+    ) -> DeviceLog:
+        """Opens the replica file at ``path`` (creating it with a new device key, or ``device_key``).
+
+        Raises:
+            StoreError: the file cannot be opened; StoreVersionError: it is from a newer caresync;
+            InvalidInputError: ``device_key`` is not the key the file already has.
+        """
+        log = logger or logging.getLogger("caresync")
+        store = Store(path, logger=log)
+        try:
+            seed = store.get_meta("device_key")
+            if seed is None:
+                key = device_key or DeviceKey.generate()
+                store.set_meta("device_key", key.seed.hex())
+            else:
+                key = DeviceKey(bytes.fromhex(seed))
+                if device_key is not None and device_key.public_key != key.public_key:
+                    raise InvalidInputError(
+                        f"Cannot open {path} with another device's key",
+                        [("device_key", f"the file is device {key.origin}, the key is {device_key.origin}'s")],
+                    )
+            replica_id = store.get_meta("replica_id")
+            if replica_id != key.origin:
+                # The device's origin is its key's fingerprint: a key proves itself. A file from before signed
+                # ops keeps its old, unsigned ops under its old id and makes new ones under the key's.
+                if replica_id is not None:
+                    log.info("replica %s now signs its changes as %s", replica_id, key.origin)
+                replica_id = key.origin
+                store.set_meta("replica_id", replica_id)
+            offset = int(store.get_meta("clock_offset_ms") or 0)
+            last = int(store.get_meta("clock_last") or 0)
+            clock = HybridClock(now_ms, offset_ms=offset, max_forward_ms=max_clock_forward_ms, last=last)
+            own = store.sql("SELECT max_hlc FROM origins WHERE origin = ?", (replica_id,))
+            if own:
+                clock.observe(own[0][0])  # this device's own last stamp, bounded like any other
+            device_log = cls(store, replica_id=replica_id, device_key=key, clock=clock, logger=log)
+            device_log.fold_upgraded()
+            store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
+        except BaseException:
+            store.close()
+            raise
+        return device_log
+
+    def close(self) -> None:
+        """Closes the replica file; calling it again does nothing."""
+        self.store.close()
+
+    @property
+    def path(self) -> Path:
+        """The replica file."""
+        return self.store.path
+
+    def fold_upgraded(self) -> None:
+        """Folds deferred ops whose kind and version this library now knows (after an upgrade)."""
+        kinds = self.store.deferred_kinds()
+        if not kinds:
+            return
+        if any(k in KNOWN_KINDS and v <= FORMAT_VERSION for k, v, _ in kinds):
+            now_known: list[OpDict] = []
+            for op in self.store.deferred_ops():
+                try:
+                    now_known.extend(validate_ops([op])[0])
+                except InvalidOpError as exc:  # kept as it is: one bad op must not stop the replica opening
+                    self.logger.warning("op %s:%s stays deferred: %s", op["origin"], op["seq"], exc)
+            if now_known:
+                self.store.mark_known(now_known)
+                self.logger.info("folded %d ops deferred until this upgrade", len(now_known))
+            kinds = self.store.deferred_kinds()
+        for kind, version, count in kinds:
+            self.logger.warning(
+                "holding %d op(s) of kind %s version %d that this caresync cannot read yet; "
+                "they are kept and synced, and will count once caresync is upgraded",
+                count,
+                kind,
+                version,
+            )
+
+    # --- local ops ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Groups local writes in one transaction: all of them land, or none."""
+        seq = self._next_seq
+        try:
+            with self.store.write():
+                yield
+        except BaseException:
+            self._next_seq = seq
+            raise
+
+    def emit(
+        self,
+        kind: str,
+        eid: str | None,
+        body: dict[str, Any],
+        *,
+        actor: str,
+        state: State | None = None,
+        entity: EntityType | None = None,
+        at: int | None = None,
+    ) -> tuple[OpDict, State]:
+        """Makes, validates, seals, signs and stores one local op; returns it and its record's new state.
+
+        ``state`` is the record's current state (None for a create): the op is stamped after everything
+        known for the record, and folded into that state without reading it again.
+
+        Raises:
+            InvalidInputError: the op is not valid; the message names the field as the caller called it.
+        """
+        seq = self._next_seq
+        if eid is None:
+            assert entity is not None
+            eid = entity_id_for(entity, self.id, seq)
+        last = state["last"] if state is not None else None
+        op: OpDict = {
+            "v": FORMAT_VERSION,
+            "kind": kind,
+            "origin": self.id,
+            "seq": seq,
+            "hlc": self.clock.tick(int(last[0]) if last else 0),
+            "eid": eid,
+            "actor": actor,
+            "at": self.clock.physical_ms() if at is None else at,
+            "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
+        }
+        prev = self.store.own_link(self.id, seq - 1)  # the link of this device's previous op: signed over
+        if seq > 1:
+            op["pd"] = prev.hex()
+        try:
+            known, _ = validate_ops([op])
+            if self._station_public_key is not None:
+                sealed = seal_body(kind, known[0]["body"], self._station_public_key)
+                if sealed != known[0]["body"]:
+                    known, _ = validate_ops([{**known[0], "body": sealed}])  # a sealed value has limits too
+        except InvalidOpError as exc:
+            raise InvalidInputError(
+                f"Cannot record {kind.replace('.', ' ')}", [(_local_field(f), m) for f, m in exc.problems]
+            ) from None
+        link = sign_linked(known[0], self.device_key, prev)
+        # the clock's own stamps are kept in origins.max_hlc; the op's link is kept with it, for the next op
+        new = self.store.append_local(known[0], state, link)
+        self._next_seq = seq + 1
+        return known[0], new
+
+    # --- reading --------------------------------------------------------------------------------------------
+
+    def state(self, entity: EntityType, eid: str) -> State | None:
+        """A record's folded state, None when this device holds no op of it."""
+        return self.store.state(entity.value, eid)
+
+    def states(
+        self, entity: EntityType, filters: Mapping[str, Any], *, include_deleted: bool, order: str = "id"
+    ) -> list[State]:
+        """The states of the complete records of one type whose columns equal ``filters`` (None: any)."""
+        where, params = [], []
+        for column, value in filters.items():
+            if value is not None:
+                where.append(f"AND {column} = ?")
+                params.append(str(value))
+        if not include_deleted:
+            where.append("AND deleted = 0")
+        return self._states(entity, " ".join(where), params, order)
+
+    def conflicted_states(self, entity: EntityType) -> list[State]:
+        """The states of the records of one type that hold an unresolved conflict."""
+        return self._states(entity, "AND conflicts > 0", (), "id")
+
+    def _states(self, entity: EntityType, where: str, params: Iterable[Any], order: str) -> list[State]:
+        self.store.settle()
+        table = ENTITY_TABLES[entity.value].__tablename__
+        rows = self.store.sql(f"SELECT state FROM {table} WHERE complete = 1 {where} ORDER BY {order}", list(params))
+        return [from_json(r[0]) for r in rows]
+
+    def readable(self, value: Any) -> Any:
+        """``value`` (a state or an op body) with what this device's keys open opened; the rest as it is."""
+        if self._station_key is None:
+            return value
+        return open_sealed(value, self._station_key, self._opened)
+
+    def ops_of(self, eid: str) -> list[OpDict]:
+        """Every op of one record, oldest first, as stored (sealed)."""
+        return self.store.ops_of(eid)
+
+    def readable_ops(self, eid: str) -> list[OpDict]:
+        """Every op of one record, oldest first, opened where this device's keys open them."""
+        ops = self.store.ops_of(eid)
+        if self._station_key is None:
+            return ops
+        return [{**op, "body": self.readable(op["body"])} for op in ops]
+
+    def device_public_key(self, origin: str) -> str | None:
+        """The public key (hex) of device ``origin``, from any op of it held with its signature (checked then:
+        its key's fingerprint is ``origin``)."""
+        key = self._device_keys.get(origin)
+        if key is None:
+            rows = self.store.sql("SELECT sig FROM ops WHERE origin = ? AND sig IS NOT NULL LIMIT 1", (origin,))
+            key = self._device_keys[origin] = signer_of({"sig": rows[0][0]}) if rows else None
+        return key
+
+    # --- keys -----------------------------------------------------------------------------------------------
+
+    @property
+    def station_public_key(self) -> bytes | None:
+        """The station's X25519 public key private fields are sealed to (None: this device seals nothing)."""
+        return self._station_public_key
+
+    @property
+    def station_key(self) -> StationKey | None:
+        """The station's key pair, on a device the station trusts to read sealed fields; None elsewhere."""
+        return self._station_key
+
+    def set_station_public_key(self, public_key: bytes) -> None:
+        """From now on, seals the private fields of every change made here to this station key."""
+        if len(public_key) != 32:
+            raise InvalidInputError("Not a station key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
+        self.store.set_meta("station_public_key", public_key.hex())
+        self._station_public_key = bytes(public_key)
+
+    def install_station_key(self, key: StationKey) -> None:
+        """Keeps the station's key pair in the replica file: this device reads sealed fields and seals to it."""
+        with self.store.write():
+            self.store.set_meta("station_key", key.secret.hex())
+            self.store.set_meta("station_public_key", key.public_key.hex())
+        self._station_key = key
+        self._station_public_key = key.public_key
+
+    # --- other devices' ops ---------------------------------------------------------------------------------
+
+    def version_vector(self) -> dict[str, int]:
+        """For each device, the highest op seq this replica holds with none missing before it."""
+        return self.store.version_vector()
+
+    def export_ops(self, since: Mapping[str, int] | None = None, *, limit: int = 5000) -> list[dict[str, Any]]:
+        """Up to ``limit`` ops a replica with version vector ``since`` may lack, as plain JSON objects."""
+        return self.store.ops_after(dict(since or {}), limit=limit)
+
+    def apply(
+        self,
+        ops: Iterable[Mapping[str, Any]],
+        *,
+        defer_rows: bool,
+        from_server: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> ApplyResult:
+        """Validates and applies a batch of ops from another replica, all or nothing; ``from_server`` marks
+        them as held by the server, and ``meta`` is set in the same transaction (sync saves its cursor so).
+
+        Raises:
+            InvalidOpError: an op is malformed (the message names it and the field); nothing was applied.
+            OpForkError: an op reuses the identity of a different op; nothing was applied.
+        """
+        with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
+            return self.apply_valid(*validate_ops(ops), defer_rows=defer_rows, from_server=from_server, meta=meta)
+
+    def apply_valid(
+        self,
+        known: list[OpDict],
+        deferred: list[OpDict],
+        *,
+        defer_rows: bool,
+        from_server: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> ApplyResult:
+        """:meth:`apply` of ops :func:`~caresync.core.ops.validate_ops` already checked and split (network sync
+        validates a page on its fetching thread, while the page before it is stored)."""
+        with paused_gc():
+            with self.store.write():
+                result: IngestResult = self.store.ingest(
+                    known,
+                    deferred,
+                    defer_rows=defer_rows,
+                    sent=from_server,
+                    verify=verify_ops if from_server else _verify_partial,
+                )
+                now = self.clock.physical_ms()
+                for origin, stamp in result.max_hlc_by_origin.items():
+                    if origin != self.id and self.clock.observe(stamp):
+                        self._record_anomaly(origin, stamp, now)
+                self.store.set_meta("clock_last", str(self.clock.last))
+                for key, value in (meta or {}).items():
+                    self.store.set_meta(key, value)
+            del known, deferred  # freed now, before the collector resumes and would walk them once more
+        if result.deferred:
+            self.logger.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
+        if result.unchecked:
+            self.logger.info(
+                "left out %d op(s) that came without their signature and without the op that closes their run; "
+                "they are taken when they come with it",
+                result.unchecked,
+            )
+        return ApplyResult(
+            applied=result.applied,
+            duplicates=result.duplicates,
+            deferred=result.deferred,
+            records=result.records,
+            refolded=result.refolded,
+            unchecked=result.unchecked,
+        )
+
+    def _record_anomaly(self, origin: str, stamp: int, now: int) -> None:
+        ahead = self.clock.ahead_ms(stamp)
+        known = self.store.sql("SELECT ahead_ms FROM clock_anomalies WHERE origin = ?", (origin,))
+        if known and known[0][0] >= ahead:
+            return
+        self.store.sql(
+            "INSERT OR REPLACE INTO clock_anomalies (origin, ahead_ms, seen_at, hlc) VALUES (?, ?, ?, ?)",
+            (origin, ahead, now, stamp),
+        )
+        if not known:
+            self.logger.warning(
+                "device %s stamps its changes %.1f hours ahead of this device's clock; one of the two clocks is "
+                "wrong (nothing is lost: see docs/concepts.md, clock trouble)",
+                origin,
+                ahead / 3_600_000,
+            )
+
+    def clock_anomalies(self) -> list[tuple[str, int, int]]:
+        """``(device, ms ahead, seen at ms)`` for each device whose stamps arrived far ahead of this clock."""
+        rows = self.store.sql("SELECT origin, ahead_ms, seen_at FROM clock_anomalies ORDER BY origin")
+        return [(str(o), int(a), int(s)) for o, a, s in rows]
+
+    def set_clock_offset(self, offset_ms: int) -> None:
+        """Corrects this device's wall clock by ``offset_ms`` (what the sync server reports); persisted."""
+        self.clock.correct(int(offset_ms))
+        self.store.set_meta("clock_offset_ms", str(int(offset_ms)))
+        self.store.set_meta("clock_last", str(self.clock.last))
+
+    # --- what sync leaves behind ----------------------------------------------------------------------------
+
+    def meta(self, *keys: str) -> dict[str, str]:
+        """The stored values of these meta keys (those set)."""
+        marks = ",".join("?" * len(keys))
+        return {k: v for k, v in self.store.sql(f"SELECT key, value FROM meta WHERE key IN ({marks})", list(keys))}
+
+    def forget_meta(self, *, key: str | None = None, prefix: str | None = None) -> None:
+        """Removes one meta key, or every key that starts with ``prefix`` (say, every pull cursor)."""
+        if key is not None:
+            self.store.sql("DELETE FROM meta WHERE key = ?", (key,))
+        if prefix is not None:
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            self.store.sql("DELETE FROM meta WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",))
+
+    def unsent_count(self) -> int:
+        """How many ops the sync server has not acknowledged yet (refused ones excluded)."""
+        return self.store.unsent_stats()[0]
+
+    def settle(self) -> int:
+        """Re-folds the records that batches applied with ``defer_rows`` left pending; returns how many."""
+        return self.store.settle()
+
+    def purge_out_of_scope(self, role: str, grids: tuple[str, ...]) -> tuple[dict[str, int], list[str]]:
+        """Removes the records a device of ``role`` in ``grids`` may not hold, with their ops, in one transaction.
+
+        A record with an op the server has not acknowledged (unsent, waiting, refused) is kept: it is someone's
+        work. The device's own op counter is left as it is, so its next op never reuses an old identity.
+
+        Returns:
+            ``(removed records by type, ids of the records kept for their unsent work)``.
+        """
+        store = self.store
+        store.settle()
+        residents = {rid: grid for rid, grid in store.sql("SELECT id, grid FROM residents")}
+        out: dict[str, list[str]] = defaultdict(list)
+        for entity in EntityType:
+            table = ENTITY_TABLES[entity.value].__tablename__
+            for rid, grid, kind, resident in store.sql(f"SELECT {_SCOPE_COLUMNS[entity.value]} FROM {table}"):
+                if entity is EntityType.VISIT:
+                    grid = residents.get(resident)
+                visible = (grid is not None or entity.value == "worker") and may_read(
+                    role, grids, RecordScope(entity.value, grid, kind)
+                )
+                if not visible:
+                    out[entity.value].append(rid)
+        unsent = {eid for (eid,) in store.sql("SELECT DISTINCT eid FROM ops WHERE sent != 1")}
+        kept = sorted(eid for eids in out.values() for eid in eids if eid in unsent)
+        purged: dict[str, int] = {}
+        with store.write():
+            for entity_name, eids in out.items():
+                gone = [eid for eid in eids if eid not in unsent]
+                if not gone:
+                    continue
+                purged[entity_name] = len(gone)
+                table = ENTITY_TABLES[entity_name].__tablename__
+                for start in range(0, len(gone), 500):
+                    part = gone[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    removed = store.sql(
+                        f"SELECT origin, COUNT(*), MIN(seq) FROM ops WHERE eid IN ({marks}) GROUP BY origin", part
+                    )
+                    store.sql(f"DELETE FROM ops WHERE eid IN ({marks})", part)
+                    store.sql(f"DELETE FROM {table} WHERE id IN ({marks})", part)
+                    store.sql(f"DELETE FROM pending WHERE entity = ? AND id IN ({marks})", [entity_name, *part])
+                    for origin, count, lowest in removed:
+                        if origin == self.id:  # keep contig: the next local op must follow the last one ever made
+                            store.sql("UPDATE origins SET held = held - ? WHERE origin = ?", (count, origin))
+                        else:
+                            store.sql(
+                                "UPDATE origins SET held = held - ?, contig = MIN(contig, ?) WHERE origin = ?",
+                                (count, lowest - 1, origin),
+                            )
+        return purged, kept
+
+
+class HasDeviceLog(Protocol):
+    """Anything that carries a device's op log, such as a :class:`~caresync.replica.Replica`."""
+
+    @property
+    def device_log(self) -> DeviceLog:
+        """The op log sync works on."""
+        ...
+
+
+def device_log_of(holder: DeviceLog | HasDeviceLog) -> DeviceLog:
+    """The op log itself, or the one a replica carries: sync's functions take either."""
+    return holder if isinstance(holder, DeviceLog) else holder.device_log

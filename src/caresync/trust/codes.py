@@ -1,0 +1,66 @@
+"""One-time enrolment codes and the token proof: the pure helpers the device and the server share.
+
+A code is 15 random characters of Crockford's base32 and a check character (Luhn mod 32), printed in groups of
+four and also shown as a QR code; typed back in any case, with spaces, dashes, I/L for 1 and O for 0.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+__all__ = ["CODE_ALPHABET", "PROOF_WINDOW_MS", "check_code", "format_code", "new_code", "normalize_code", "token_proof"]
+
+#: Crockford's base32: no I, L, O or U, so a code read aloud or typed from paper has no look-alikes.
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CODE_RANDOM = 15  # characters of randomness (75 bits), then one check character
+_LOOK_ALIKES = str.maketrans({"I": "1", "L": "1", "O": "0"})
+#: A signed token request must carry a server time at most this far from the server's clock.
+PROOF_WINDOW_MS = 10 * 60_000
+
+
+def _luhn(values: list[int]) -> int:
+    """Luhn mod 32: the check value that catches any one mistyped character, and every swap of two neighbours
+    except 0 with Z."""
+    n = len(CODE_ALPHABET)
+    total, factor = 0, 2
+    for value in reversed(values):
+        addend = factor * value
+        total += addend // n + addend % n
+        factor = 1 if factor == 2 else 2
+    return (n - total % n) % n
+
+
+def format_code(raw: str) -> str:
+    """A normalized code grouped by four, as printed: ``K7QM-3XHD-9PRA-B2TW``."""
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
+
+
+def new_code() -> str:
+    """A fresh one-time enrolment code, grouped for reading: 15 random base32 characters and a check character."""
+    values = [secrets.randbelow(len(CODE_ALPHABET)) for _ in range(_CODE_RANDOM)]
+    values.append(_luhn(values))
+    return format_code("".join(CODE_ALPHABET[v] for v in values))
+
+
+def normalize_code(code: str) -> str:
+    """A code as typed (any case, spaces or dashes, I/L for 1 and O for 0) in its canonical form."""
+    return "".join(ch for ch in code.upper() if ch not in " -\t").translate(_LOOK_ALIKES)
+
+
+def check_code(code: str) -> str | None:
+    """What is wrong with a typed code (too short, a character that is not in codes, a typo), or None."""
+    raw = normalize_code(code)
+    if len(raw) != _CODE_RANDOM + 1:
+        return f"an enrolment code has {_CODE_RANDOM + 1} characters, this one has {len(raw)}"
+    bad = sorted({ch for ch in raw if ch not in CODE_ALPHABET})
+    if bad:
+        return f"{', '.join(bad)} cannot appear in an enrolment code"
+    values = [CODE_ALPHABET.index(ch) for ch in raw]
+    if _luhn(values[:-1]) != values[-1]:
+        return "a character is mistyped (the check character does not match); compare it with the printed code"
+    return None
+
+
+def token_proof(replica: str, time_ms: int) -> bytes:
+    """What a device signs to get a new token: its replica id and a recent server time."""
+    return f"caresync token v1\n{replica}\n{time_ms}".encode()
