@@ -8,9 +8,9 @@ What it shows:
 - sealing: the station registers its X25519 public key with the server (``PUT /v1/station-key``), the couriers
   receive it when they enrol, and what the resident asks for is sealed to the station at pick-up
   (``caresync.field.courier.pickup(..., contents=...)``); neither the carrying courier nor the server can read it;
-- the relay (``caresync.sync.bundles.relay``): ``write_bundle`` on the phone with no network, ``Bag.take`` and ``deliver`` on
-  the carrier's handheld, ``Bag.export_answers`` for the phone, ``import_answers`` on the phone: its work is
-  acknowledged, and the answer brings what the station did meanwhile (a reply to deliver);
+- the relay (``caresync.sync.bundles``): ``write_bundle`` on the phone with no network, ``Bag.take`` and
+  ``deliver`` on the carrier's handheld, ``Bag.export_answers`` for the phone, ``import_answers`` on the phone:
+  its work is acknowledged, and the answer brings what the station did meanwhile (a reply to deliver);
 - the station opens the sealed contents, and the content hash taken at pick-up proves them intact.
 
 The couriers' command, ``caresync-courier``, does the same with ``bundle export``, ``carry import``, ``sync``,

@@ -156,7 +156,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
         total = src.op_count()
         tickets = src.device_log.store.sql("SELECT COUNT(*) FROM tickets WHERE complete = 1")[0][0]
         assert tickets == SYNTH_TICKETS + API_TICKETS
-        assert src.device_log.store.sql("SELECT SUM(conflicts) FROM tickets")[0][0] > 0, "expected some concurrent edits"
+        assert src.device_log.store.sql("SELECT SUM(conflicts) FROM tickets")[0][0] > 0, (
+            "expected some concurrent edits"
+        )
         return Source(path=path, total=total, tickets=tickets, digest=src.state_digest(), vv=src.version_vector())
 
 
@@ -372,7 +374,9 @@ def _assert_recovered(dst: Path, source: Source, log: ChildLog, test_id: str) ->
         assert held == source.total or held % BATCH == 0, f"{held} ops: part of a batch survived"
         _assert_consistent(r)
 
-        created = r.device_log.store.sql("SELECT COUNT(DISTINCT eid) FROM ops WHERE kind = 'ticket.create' AND known = 1")
+        created = r.device_log.store.sql(
+            "SELECT COUNT(DISTINCT eid) FROM ops WHERE kind = 'ticket.create' AND known = 1"
+        )
         listed = r.tickets.list()
         assert len(listed) == created[0][0]
         if listed:
@@ -382,7 +386,10 @@ def _assert_recovered(dst: Path, source: Source, log: ChildLog, test_id: str) ->
             got = r.tickets.get(some.id)
             assert got.title == value_of(state, "title")
             assert len(got.notes) == len(state["c"].get("notes", []))
-            assert len(got.conflicts) == r.device_log.store.sql("SELECT conflicts FROM tickets WHERE id = ?", (some.id,))[0][0]
+            assert (
+                len(got.conflicts)
+                == r.device_log.store.sql("SELECT conflicts FROM tickets WHERE id = ?", (some.id,))[0][0]
+            )
 
         # nothing lost: one more sync makes it the source's twin (the source's digest is taken once, in the
         # fixture: nothing writes to the source, which the version vector and op count below confirm)

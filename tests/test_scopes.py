@@ -14,8 +14,9 @@ DORM = ("changnan/dorm",)
 def test_docs_security_prints_the_role_table_as_the_code_has_it() -> None:
     page = SECURITY.read_text(encoding="utf-8")
     assert role_table_markdown() in page, (
-        "docs/security.md is stale: paste the output of python -c 'from caresync.trust.scopes import role_table_markdown; "
-        "print(role_table_markdown())' into its section Roles and scopes"
+        "docs/security.md is stale: paste the output of python -c "
+        "'from caresync.trust.scopes import role_table_markdown; print(role_table_markdown())' "
+        "into its section Roles and scopes"
     )
 
 

@@ -6,6 +6,7 @@ merges with any other replica deterministically: conflicts are surfaced to peopl
 
 import logging as _logging
 
+from caresync import _moved
 from caresync._version import __version__
 from caresync.core.clock import HybridClock
 from caresync.core.domain import (
@@ -60,6 +61,8 @@ from caresync.trust.keys import DeviceKey, StationKey
 
 # A library reports through logging but never prints on its own: applications choose the handlers.
 _logging.getLogger("caresync").addHandler(_logging.NullHandler())
+# The module paths of caresync 0.1 keep working for one release, with a DeprecationWarning (see _moved).
+_moved.install()
 
 __all__ = [
     "ApplyResult",

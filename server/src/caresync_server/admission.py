@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from caresync.core.domain import EntityType, Role, grid_parent
+from caresync.core.domain import EntityType, Role, grid_parent, in_grid
 from caresync.core.ids import entity_id_for, op_id
 from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of
 
@@ -447,7 +447,7 @@ def _forbidden(
             f"{rtype} {eid} is in grid {grid}, outside the grids of device {device.name} ({where}); ask the station "
             "to make this change or to widen the device's grids"
         )
-    if destination is not None and not covers(device.grids, destination) and not grid.startswith(destination + "/"):
+    if destination is not None and not covers(device.grids, destination) and not in_grid(grid, destination):
         return (
             f"moving {rtype} {eid} to grid {destination} is outside the grids of device {device.name} ({where}): a "
             "device moves a record within its grids or up to a parent grid; ask the station to move it"

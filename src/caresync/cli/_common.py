@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
+from caresync.cli._errors import EXIT_INTERRUPTED, EXIT_REFUSED, error_envelope
 from caresync.cli._messages import MESSAGES
 from caresync.errors import CaresyncError, InvalidInputError
 from caresync.field.i18n import language_in_argv, pick_language
@@ -218,7 +219,7 @@ def common_options(func: F) -> F:
 
 
 def fail(message: str) -> NoReturn:
-    """Stops the command with a message for the clerk (exit code 1)."""
+    """Stops the command with a message for the clerk (exit code :data:`~caresync.cli._errors.EXIT_REFUSED`)."""
     raise CaresyncError(message)
 
 
@@ -246,10 +247,10 @@ class StationGroup(click.Group):
             code = getattr(exc, "code", "caresync_error")
             prefix = _ERROR_PREFIXES.get(code, "err.prefix")
             _report(lang, as_json, code, t(prefix, lang), str(exc))
-            sys.exit(1)
+            sys.exit(EXIT_REFUSED)
         except click.exceptions.Abort:
             click.echo(t("err.aborted", lang), err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except click.UsageError as exc:
             if isinstance(exc, _NO_ARGS) and exc.ctx is not None:  # a group run bare: its help, not an error
                 click.echo(exc.ctx.get_help())
@@ -291,7 +292,7 @@ def _report(lang: str, as_json: bool, code: str, prefix: str, message: str) -> N
     line = " ".join(f"{prefix}: {message}".split())
     click.echo(line, err=True)
     if as_json:
-        click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+        click.echo(error_envelope(code, message))
 
 
 def now_utc() -> datetime:

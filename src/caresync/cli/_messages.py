@@ -1,10 +1,11 @@
-"""The station commands' messages in Simplified Chinese and English (a test checks every key is used)."""
+"""The programs' messages in Simplified Chinese and English, in one catalogue module: the station commands'
+(:data:`MESSAGES`, a test checks every key is used) and the courier's handheld (:data:`COURIER_MESSAGES`)."""
 
 from __future__ import annotations
 
 from caresync.field.i18n import Catalog
 
-__all__ = ["MESSAGES"]
+__all__ = ["COURIER_MESSAGES", "MESSAGES"]
 
 _M: dict[str, tuple[str, str]] = {
     # errors
@@ -226,3 +227,141 @@ _M: dict[str, tuple[str, str]] = {
 }
 
 MESSAGES = Catalog({key: {"zh": zh, "en": en} for key, (zh, en) in _M.items()})
+
+#: The courier's handheld (``caresync-courier``): what it says, by key, in both languages.
+COURIER_MESSAGES = Catalog(
+    {
+        "picked_up": {"en": "Picked up {code} at mailbox {place}.", "zh": "已在邮筒 {place} 取件 {code}。"},
+        "taken_out": {"en": "Took {code} from the station for delivery.", "zh": "已从驿站领取 {code}，准备派送。"},
+        "sealed": {
+            "en": "What the resident asks for is sealed to the station (hash {hash}); this handheld cannot read it.",
+            "zh": "居民的诉求已加密封存给驿站（校验码 {hash}）；本机无法读取。",
+        },
+        "handed_in": {
+            "en": "Handed {code} in at the station. Custody passes when the station confirms it; until then it is "
+            "still yours.",
+            "zh": "已在驿站交件 {code}。驿站确认后才算交接完成；确认前仍由你保管。",
+        },
+        "delivered": {"en": "Delivered {code} (confirmation {confirm}).", "zh": "已投递 {code}（确认码 {confirm}）。"},
+        "returned": {"en": "Returned {code}: {reason}.", "zh": "已退回 {code}：{reason}。"},
+        "reported": {
+            "en": "Reported ({kind}) as request {id} in grid {grid}; it goes to the station with the next sync.",
+            "zh": "已上报（{kind}），工单号 {id}，网格 {grid}；下次同步时送达驿站。",
+        },
+        "route_empty": {"en": "Nothing to pick up or deliver.", "zh": "目前没有要取或要送的邮件。"},
+        "stop_pickup": {
+            "en": "{n}. Pick up at mailbox {place} ({name}, {grid}): {count} parcel(s){due}",
+            "zh": "{n}. 到邮筒 {place}（{name}，{grid}）取件：{count} 件{due}",
+        },
+        "stop_deliver": {
+            "en": "{n}. Deliver in {place}: {count} parcel(s){due}",
+            "zh": "{n}. 到 {place} 派送：{count} 件{due}",
+        },
+        "due": {"en": " - DUE", "zh": " —— 已超时"},
+        "route_parcel": {"en": "   {code}  waiting {hours} h", "zh": "   {code}  已等待 {hours} 小时"},
+        "syncing_push": {"en": "sending", "zh": "发送中"},
+        "syncing_pull": {"en": "receiving", "zh": "接收中"},
+        "synced": {
+            "en": "Synced: sent {sent}, received {received}, still to send {unsent}.",
+            "zh": "同步完成：发送 {sent} 条，接收 {received} 条，待发送 {unsent} 条。",
+        },
+        "relayed": {
+            "en": "Delivered bundle {bundle} of device {origin}: {stored} new, {duplicates} already held.",
+            "zh": "已送达设备 {origin} 的数据包 {bundle}：新 {stored} 条，已有 {duplicates} 条。",
+        },
+        "relay_refused": {
+            "en": "The server refused bundle {bundle} of device {origin}: {reason}",
+            "zh": "服务器拒收设备 {origin} 的数据包 {bundle}：{reason}",
+        },
+        "refused_op": {
+            "en": "Refused by the server ({kind} on {record}): {reason}",
+            "zh": "服务器拒收（{kind}，{record}）：{reason}",
+        },
+        "offline": {
+            "en": "No network: cannot reach the server at {url}. Nothing is lost: {unsent} change(s) and {carried} "
+            "carried bundle(s) stay on this handheld. Sync again when you have signal.",
+            "zh": "没有网络：连不上服务器 {url}。数据没有丢失：{unsent} 条记录和 {carried} 个代送数据包都保存在本机。"
+            "有信号时再同步。",
+        },
+        "server_refused": {
+            "en": "The server refused this handheld: {detail}",
+            "zh": "服务器拒绝了本机：{detail}",
+        },
+        "not_connected": {
+            "en": "This handheld is not enrolled with a server yet: run caresync-courier enroll SERVER_URL CODE.",
+            "zh": "本机还没有登记到服务器：请运行 caresync-courier enroll 服务器地址 登记码。",
+        },
+        "enrolled": {
+            "en": "Enrolled with {url} as {name}; this handheld is device {replica}.",
+            "zh": "已登记到 {url}，名字 {name}；本机设备号 {replica}。",
+        },
+        "bad_url": {
+            "en": "{url} is not a server address; write it as https://host or http://host:port.",
+            "zh": "{url} 不是服务器地址；请写成 https://主机 或 http://主机:端口。",
+        },
+        "bad_key": {
+            "en": "The station key must be 64 hexadecimal characters.",
+            "zh": "驿站密钥必须是 64 位十六进制字符。",
+        },
+        "status_line": {"en": "{label}: {value}", "zh": "{label}：{value}"},
+        "l_device": {"en": "Device", "zh": "设备"},
+        "l_unsent": {"en": "Unsent changes", "zh": "待发送记录"},
+        "l_carried": {"en": "Carried bundles", "zh": "代送数据包"},
+        "l_last_sync": {"en": "Last sync", "zh": "上次同步"},
+        "l_offset": {"en": "Clock offset", "zh": "时钟偏差"},
+        "l_conflicts": {"en": "Conflicts", "zh": "冲突"},
+        "l_refusals": {"en": "Refused by the server", "zh": "被服务器拒收"},
+        "l_holding": {"en": "Parcels you hold", "zh": "你手上的邮件"},
+        "never": {"en": "never", "zh": "从未同步"},
+        "none": {"en": "none", "zh": "无"},
+        "carry_new": {
+            "en": "Carrying bundle {bundle} from device {origin}: {ops} change(s); its private parts are sealed. "
+            "It goes to the server with your next sync.",
+            "zh": "已收下设备 {origin} 的数据包 {bundle}：{ops} 条记录，隐私内容已加密。下次同步时送达服务器。",
+        },
+        "carry_dup": {
+            "en": "Already carrying bundle {bundle}; nothing changed.",
+            "zh": "数据包 {bundle} 已在本机，未作改动。",
+        },
+        "carry_empty": {"en": "No bundles carried.", "zh": "没有代送的数据包。"},
+        "carry_row": {
+            "en": "{bundle}  device {origin}  {ops} change(s)  {status}{reason}",
+            "zh": "{bundle}  设备 {origin}  {ops} 条记录  {status}{reason}",
+        },
+        "carry_exported": {
+            "en": "Wrote {n} answer(s) for device {device} to {file}: give the file to that device "
+            "(caresync bundle import FILE).",
+            "zh": "已把设备 {device} 的 {n} 个回执写入 {file}：请交给该设备导入（caresync bundle import 文件）。",
+        },
+        "bundle_written": {
+            "en": "Wrote {ops} unsent change(s) to {file} (bundle {bundle}, valid until {until}). Give it to a "
+            "courier; your changes stay here until the answer comes back.",
+            "zh": "已把 {ops} 条待发送记录写入 {file}（数据包 {bundle}，有效期至 {until}）。请交给外卖员代送；"
+            "回执带回之前，记录仍保存在本机。",
+        },
+        "bundle_imported": {
+            "en": "Imported {answers} answer(s): {received} new change(s), {acked} of yours confirmed by the server, "
+            "{refused} refused.",
+            "zh": "已导入 {answers} 个回执：新记录 {received} 条，服务器确认收到你的 {acked} 条，拒收 {refused} 条。",
+        },
+        "bundle_more": {
+            "en": "The server has more for this device: write another bundle.",
+            "zh": "服务器还有更多数据：请再导出一个数据包。",
+        },
+        "usage": {
+            "en": "Wrong command or argument: {detail} Run caresync-courier --help.",
+            "zh": "命令或参数有误：{detail} 请运行 caresync-courier --help 查看用法。",
+        },
+        "error": {"en": "{detail}", "zh": "操作未完成：{detail}"},
+        "io_error": {
+            "en": "Cannot use the folder {path}: {detail}. Choose another with --home.",
+            "zh": "无法使用文件夹 {path}：{detail}。请用 --home 换一个文件夹。",
+        },
+        "aborted": {"en": "Stopped.", "zh": "已停止。"},
+        "s_carried": {"en": "waiting for sync", "zh": "待送达"},
+        "s_delivered": {"en": "delivered, answer in the bag", "zh": "已送达，回执在本机"},
+        "s_handed_back": {"en": "answer handed back", "zh": "回执已交回"},
+        "s_refused": {"en": "refused", "zh": "被拒收"},
+        "s_expired": {"en": "expired", "zh": "已过期"},
+    }
+)

@@ -15,7 +15,16 @@ import click
 from rich.table import Table
 
 from caresync.cli._common import CONFIG_FILE, Env, common_options, fmt_time, now_utc, parse_moment
-from caresync.core.domain import Channel, DisputeOutcome, Priority, ResidentFlag, Role, TicketKind, TicketStatus
+from caresync.core.domain import (
+    Channel,
+    DisputeOutcome,
+    Priority,
+    ResidentFlag,
+    Role,
+    TicketKind,
+    TicketStatus,
+    in_grid,
+)
 from caresync.core.model import Resident, Ticket, Worker
 from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
 from caresync.field.labels import label
@@ -216,8 +225,6 @@ def ticket_list(
     env: Env, status: str | None, grid: str | None, assignee: str | None, kind: str | None, show_all: bool
 ) -> None:
     """Tickets, overdue ones first, then soonest due."""
-    from caresync.field.knock import in_grid
-
     with env.open(writes=False) as replica:
         now = now_utc()
         found = replica.tickets.list(status=status, assignee=assignee, kind=kind)
@@ -449,8 +456,6 @@ def resident_add(
 @common_options
 def resident_list(env: Env, grid: str | None) -> None:
     """Residents, by grid."""
-    from caresync.field.knock import in_grid
-
     with env.open(writes=False) as replica:
         found = [r for r in replica.residents.list() if grid is None or in_grid(r.grid, grid)]
         found.sort(key=lambda r: (r.grid, r.name or "", r.id))

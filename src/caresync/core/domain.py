@@ -31,6 +31,7 @@ __all__ = [
     "check_grid",
     "grid_parent",
     "hop_fits",
+    "in_grid",
     "ticket_transition",
 ]
 
@@ -179,6 +180,12 @@ def check_grid(value: str) -> str:
 
 
 GridPath = Annotated[str, AfterValidator(check_grid)]
+
+
+def in_grid(grid: str, within: str) -> bool:
+    """True when ``grid`` is ``within`` or nested in it (a building in its area, an area in its community): the one
+    rule of grid nesting that scopes, knock rounds, reports and the server all use."""
+    return grid == within or grid.startswith(within + "/")
 
 
 def grid_parent(grid: str) -> str | None:

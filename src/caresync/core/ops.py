@@ -10,9 +10,9 @@ An op travels and is stored as a plain JSON object::
 ``actor`` who did it and ``at`` when (the device's corrected wall time, for people to read). ``sig`` is the
 signature of the op's device and ``pd``, on every op after a device's first, the link to its previous op
 (see :mod:`caresync.trust.signing`; a batch may leave ``pd`` out where the op before it is in the batch
-too). ``v`` is the op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked together as a
-discriminated union in one call per batch (TypedDict schemas: a batch of 100,000 ops validates in about
-a second on two cores). An op whose kind or version this library does not know is kept, not dropped: it passes an
+too). ``v`` is the op format version and ``kind`` selects the body schema: one pydantic schema per kind, checked
+together as a discriminated union in one call per batch (TypedDict schemas: a batch of 100,000 ops validates in
+about a second on two cores). An op whose kind or version this library does not know is kept, not dropped: it passes an
 envelope check, is stored as *deferred*, and is folded once the library is upgraded.
 """
 

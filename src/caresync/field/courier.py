@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from caresync.core.domain import HopStage, TicketKind
 from caresync.core.model import Parcel, Ticket, ms_to_datetime
 from caresync.errors import IntentError, NotFoundError
-from caresync.field.custody import chain, handover_pending
+from caresync.field.custody import anomalies, chain, handover_pending
 from caresync.field.i18n import Catalog
 from caresync.trust.keys import seal_value
 
@@ -431,8 +431,6 @@ class CourierStatus:
 
 def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierStatus:
     """Unsent changes, carried bundles, last sync, clock offset, conflicts, custody anomalies and refusals."""
-    from caresync.field.custody import anomalies
-
     last = replica.device_log.store.get_meta(_LAST_SYNC_META)
     holding = [
         p.code

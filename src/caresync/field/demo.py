@@ -37,12 +37,12 @@ from typing import Any
 
 import httpx
 
-from caresync.core.domain import HopStage, TicketStatus
+from caresync.core.domain import HopStage, TicketStatus, in_grid
 from caresync.core.model import Ticket, ms_to_datetime
 from caresync.errors import CaresyncError
 from caresync.field import courier
 from caresync.field.custody import handover_pending
-from caresync.field.knock import in_grid, raise_ticket, round_of
+from caresync.field.knock import raise_ticket, round_of
 from caresync.field.reports import StationReport, station_report
 from caresync.field.review import review_queue, settle
 from caresync.replica import Replica
@@ -238,6 +238,7 @@ class _Server:
                 "caresync demo runs a real sync server, and caresync_server is not installed: "
                 "pip install . ./server (from a caresync checkout)"
             )
+        # here, not at the top: the server is a distribution of its own that a handheld never installs
         from caresync_server.settings import Settings
         from caresync_server.storage import Storage
         from caresync_server.testing import ServerProcess

@@ -17,24 +17,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from caresync.core.domain import OPEN_STATUSES, TicketKind, VisitOutcome
+from caresync.core.domain import OPEN_STATUSES, TicketKind, VisitOutcome, in_grid
 from caresync.core.model import Resident, Ticket, Visit, ms_to_datetime
 from caresync.errors import IntentError, InvalidInputError
 
 if TYPE_CHECKING:
     from caresync.replica import Replica
 
-__all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "in_grid", "knock_round", "raise_ticket", "round_of"]
+__all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "knock_round", "raise_ticket", "round_of"]
 
 DueState = Literal["overdue", "due", "ok"]
 #: Why a resident is flagged: two unanswered knocks in a row, or what the last knock found.
 FLAG_REASONS = ("no_answer_twice", "unwell", "emergency")
 _ANSWERED_NOT = frozenset({VisitOutcome.NO_ANSWER})
-
-
-def in_grid(grid: str, within: str) -> bool:
-    """True when ``grid`` is ``within`` or nested in it (a building in its area, an area in its community)."""
-    return grid == within or grid.startswith(within + "/")
 
 
 @dataclass(frozen=True)

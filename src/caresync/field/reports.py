@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from caresync.core.domain import OPEN_STATUSES, HopStage, TicketKind
+from caresync.core.domain import OPEN_STATUSES, HopStage, TicketKind, in_grid
 from caresync.core.model import Parcel, Resident, Ticket, ms_to_datetime
 from caresync.errors import InvalidInputError, NotFoundError
-from caresync.field.knock import in_grid, round_of
+from caresync.field.knock import round_of
 
 if TYPE_CHECKING:
     from caresync.replica import Replica

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from caresync.core.domain import EntityType, Role
+from caresync.core.domain import EntityType, Role, in_grid
 from caresync.core.ops import KNOWN_KINDS
 
 __all__ = [
@@ -102,7 +102,7 @@ def rule_for(role: Role | str, record: str) -> Rule | None:
 
 def covers(grids: Iterable[str], grid: str) -> bool:
     """True when one of ``grids`` is ``grid`` itself, an ancestor of it, or :data:`EVERYWHERE`."""
-    return any(g == EVERYWHERE or grid == g or grid.startswith(g + "/") for g in grids)
+    return any(g == EVERYWHERE or in_grid(grid, g) for g in grids)
 
 
 @dataclass(frozen=True)

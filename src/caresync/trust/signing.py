@@ -40,25 +40,18 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from pydantic_core import to_json
 
-from caresync.core.ops import REDACTABLE_KINDS, field_digest, signer_of
+from caresync.core.ops import REDACTABLE_KINDS, field_digest
 from caresync.errors import ForgedOpError, OpForkError, TrustError
 from caresync.trust.keys import DeviceKey, origin_of
 
 __all__ = [
-    "REDACTABLE_KINDS",
-    "SEALED_FIELDS",
-    "SEALED_SET_FIELDS",
     "ZERO_LINK",
     "chain_link",
     "failing_signatures",
-    "field_digest",
     "linkable",
-    "open_sealed",
-    "seal_body",
     "sign_linked",
     "sign_op",
     "signature_needed",
-    "signer_of",
     "signing_message",
     "verify_each",
     "verify_ops",
