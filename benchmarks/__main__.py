@@ -2,7 +2,8 @@
 
 Options: ``--ops N`` (default 100000), ``--records N`` (default 10000), ``--json FILE``, ``--only NAME[,NAME]``
 (case names or groups such as ``caresync_merge``; the floor row always runs, the ratios need it), ``--seed``,
-``--seal`` (devices seal private fields to a station key, to measure what sealing costs).
+``--seal`` (devices seal private fields to a station key, to measure what sealing costs), ``--big`` (also the
+``@4x`` rows: push and initial sync at four times the workload, for peak RSS as the op count grows).
 """
 
 from __future__ import annotations
@@ -75,13 +76,17 @@ def _error(message: str, detail: str = "") -> Row:
 
 
 def add_rates(rows: dict[str, Row]) -> None:
-    """Adds ops/s to every timed row and ``vs_floor``: how many times the floor's ops/s exceeds the row's."""
+    """Adds ops/s to every timed row and ``vs_floor``: how many times the floor's ops/s exceeds the row's; for a
+    row that measures size (``size``), how many times the floor's bytes per op its own are."""
     for row in rows.values():
         ok = row["status"] == "ok" and row["seconds"]
         row["ops_per_s"] = row["ops"] / row["seconds"] if ok else None
     floor = rows.get(FLOOR, {}).get("ops_per_s")
+    floor_bytes = rows.get(FLOOR, {}).get("bytes_per_op")
     for row in rows.values():
         row["vs_floor"] = floor / row["ops_per_s"] if floor and row["ops_per_s"] else None
+        if row.get("size") and row["status"] == "ok" and floor_bytes and row["bytes_per_op"]:
+            row["vs_floor"] = row["bytes_per_op"] / floor_bytes
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -171,11 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--seal", action="store_true", help="write the workload from devices that seal private fields to a station"
     )
+    parser.add_argument(
+        "--big",
+        action="store_true",
+        help="also run the @4x rows (push and initial sync at four times the workload: peak RSS as it grows)",
+    )
     args = parser.parse_args(argv)
     if args.ops < 1 or args.records < 1:
         parser.error("--ops and --records must be at least 1")
     try:
-        cases = select(args.only)
+        cases = select(args.only, args.big)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -208,7 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.print(f"{name} failed:", style="red", highlight=False, markup=False)
             log.print(row["detail"], highlight=False, markup=False)
     if args.json:
-        params = {"ops": args.ops, "records": args.records, "seed": args.seed, "only": args.only, "seal": args.seal}
+        params = {
+            "ops": args.ops,
+            "records": args.records,
+            "seed": args.seed,
+            "only": args.only,
+            "seal": args.seal,
+            "big": args.big,
+        }
         payload = {"params": params, "environment": env, "total_seconds": total, "results": rows}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 1 if any(row["status"] == "error" for row in rows.values()) else 0

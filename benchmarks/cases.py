@@ -12,7 +12,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ COMMIT_EACH_MAX_RECORDS = 500
 REFOLD_OPS = 1000
 #: How many records the correctness checks after a timed run look at.
 CHECK_SAMPLE = 50
+#: How many single writes, each its own transaction, ``caresync_local_writes/one`` times one by one.
+ONE_WRITE_COUNT = 2000
 #: Made-up replica ids for hand-built ops.
 LATE_DEVICE = "benchmark: a device whose edits arrive late"
 NEWER_DEVICE = "benchmark: a device whose edits are newer than everything"
@@ -55,10 +57,19 @@ class Config:
     cache: Path
     seal: bool = False
     """Write the workload from devices that seal private fields (ticket descriptions) to a station key."""
+    scale: int = 1
+    """The ``@4x`` rows run on ``scale`` times the ops and records (``--big``): memory that stays flat as the
+    op count grows shows there."""
 
     def plan(self) -> Plan:
         """The full workload."""
         return make_plan(self.ops, self.records, self.seed)
+
+    def scaled(self) -> Config:
+        """This config at ``scale`` times the ops and records, in a cache and workdir of its own."""
+        if self.scale == 1:
+            return self
+        return replace(self, ops=self.ops * self.scale, records=self.records * self.scale, scale=1)
 
 
 @dataclass(frozen=True)
@@ -68,12 +79,14 @@ class Case:
     name: str
     group: str
     run: Callable[[Config], Row]
+    big: bool = False
+    """Runs only when asked for (``--big``, or named in ``--only``): too slow for a routine run."""
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def _row(ops: int, seconds: float, notes: str, bytes_per_op: float | None = None) -> Row:
+def _row(ops: int, seconds: float | None, notes: str, bytes_per_op: float | None = None) -> Row:
     """A timed row."""
     return {"status": "ok", "ops": ops, "seconds": seconds, "bytes_per_op": bytes_per_op, "notes": notes}
 
@@ -125,14 +138,36 @@ def source_path(cfg: Config) -> Path:
 
 
 def ensure_source(cfg: Config) -> Path:
-    """The source replica with the full workload, written with ``batch()``; built here if no case left one."""
+    """The source replica with the full workload, written with ``batch()``; built if no case left one, in a
+    process of its own, so that what building it takes stays out of the row's peak RSS."""
     path = source_path(cfg)
     if not path.exists():
-        scratch = cfg.workdir / "source.db"
-        with _open(scratch, cfg.seal) as src, src.batch():
-            write_plan(src, cfg.plan())
-        keep_as_source(cfg, scratch)
+        in_child(build_source, cfg)
     return path
+
+
+def build_source(cfg: Config) -> None:
+    """Writes the source replica (see :func:`ensure_source`)."""
+    scratch = cfg.workdir / "source.db"
+    with _open(scratch, cfg.seal) as src, src.batch():
+        write_plan(src, cfg.plan())
+    keep_as_source(cfg, scratch)
+
+
+def in_child(function: Callable[..., None], *args: Any) -> None:
+    """Runs ``function(*args)`` (a module-level function) in a fresh process and waits for it: setup work whose
+    memory must not count in the row's own peak RSS.
+
+    Raises:
+        RuntimeError: the process failed (its traceback went to stderr).
+    """
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=function, args=args)
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{function.__name__} failed in its own process (exit code {process.exitcode})")
 
 
 def keep_as_source(cfg: Config, path: Path) -> None:
@@ -339,6 +374,72 @@ def local_writes_batch(cfg: Config) -> Row:
     size = file_bytes(path)
     keep_as_source(cfg, path)
     return _row(plan.ops, seconds, f"{plan.records} tickets, all in one batch() txn", size / plan.ops)
+
+
+def local_write_one(cfg: Config) -> Row:
+    """Single writes through the public API, each its own transaction, on a copy of the replica holding the whole
+    workload (records with their histories): each ``edit`` is timed on its own; the notes give the median and
+    the 99th percentile of one write with its commit."""
+    plan = cfg.plan()
+    path = cfg.workdir / "one.db"
+    source = ensure_source(cfg)
+    file_bytes(source)  # checkpoint, so the .db file alone holds everything
+    shutil.copyfile(source, path)
+    count = min(ONE_WRITE_COUNT, plan.ops)
+    rng = random.Random(cfg.seed)
+    times: list[float] = []
+    with _open(path, cfg.seal) as r:
+        ids = source_ids(r, plan.records)
+        picks = [(ids[rng.randrange(len(ids))], f"One write {i}: the pump is fixed") for i in range(count)]
+        tickets = r.tickets
+        clock = time.perf_counter
+        for eid, title in picks:
+            start = clock()
+            tickets.edit(eid, title=title)
+            times.append(clock() - start)
+        assert r.op_count() == plan.ops + count, f"{r.op_count()} ops held after {count} writes"
+        eid, title = picks[-1]
+        assert r.tickets.get(eid).title == title, f"{eid}: the last write does not show"
+    median, p99 = percentile(times, 0.5) * 1000, percentile(times, 0.99) * 1000
+    row = _row(
+        count,
+        sum(times),
+        f"{count} single edits on a replica holding {plan.ops:,} ops, 1 txn each: median {median:.2f} ms, "
+        f"p99 {p99:.2f} ms, max {max(times) * 1000:.1f} ms",
+    )
+    row.update(median_ms=median, p99_ms=p99)
+    return row
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The value below which ``fraction`` of ``values`` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+# --- caresync: size on disk ----------------------------------------------------------------------------------
+
+
+def store_size(cfg: Config) -> Row:
+    """Bytes per op of the replica file holding the workload (as ``batch()`` wrote it), after a checkpoint, with
+    the share of its largest tables and indexes (SQLite's ``dbstat``) in the notes."""
+    plan = cfg.plan()
+    path = cfg.workdir / "size.db"
+    source = ensure_source(cfg)
+    file_bytes(source)
+    shutil.copyfile(source, path)
+    size = file_bytes(path)
+    con = sqlite3.connect(path)
+    try:
+        parts = con.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 5").fetchall()
+        held = con.execute("SELECT COUNT(*) FROM ops").fetchone()[0]
+    finally:
+        con.close()
+    assert held == plan.ops, f"the replica holds {held} ops, expected {plan.ops}"
+    shares = ", ".join(f"{name} {pages / plan.ops:.0f}" for name, pages in parts)
+    row = _row(plan.ops, None, f"replica file after checkpoint; B/op by table or index: {shares}", size / plan.ops)
+    row["size"] = True
+    return row
 
 
 # --- caresync: merge ---------------------------------------------------------------------------------------
@@ -594,6 +695,8 @@ CASES: dict[str, Case] = {
         Case("floor_insert_signed", "floor_insert_signed", floor_insert_signed),
         Case("caresync_local_writes/commit", "caresync_local_writes", local_writes_commit),
         Case("caresync_local_writes/batch", "caresync_local_writes", local_writes_batch),
+        Case("caresync_local_writes/one", "caresync_local_writes", local_write_one),
+        Case("store/bytes_per_op", "store", store_size),
         # after the batch row: it reuses the source replica that row leaves
         Case("floor_checked", "floor_checked", floor_checked),
         Case("caresync_merge/sync_with", "caresync_merge", merge_sync),
@@ -625,6 +728,7 @@ CASES.update(
         for name, function in (
             ("sync/initial", "sync_initial"),
             ("sync/incremental", "sync_incremental"),
+            ("sync/push", "sync_push"),
             ("sync/50_devices_sqlite", "many_devices_sqlite"),
             ("sync/50_devices_postgresql", "many_devices_postgresql"),
         )
@@ -632,17 +736,41 @@ CASES.update(
 )
 
 
-def select(only: str | None) -> list[Case]:
+#: The scale of the ``@4x`` rows.
+BIG_SCALE = 4
+
+
+def _scaled(function: str) -> Callable[[Config], Row]:
+    """A network case run at :data:`BIG_SCALE` times the workload."""
+    run = _net_case(function)
+
+    def scaled(cfg: Config) -> Row:
+        return run(replace(cfg, scale=BIG_SCALE).scaled())
+
+    return scaled
+
+
+# Peak RSS as the op count grows: the same rows on four times the workload, only with --big (minutes at 400k).
+CASES.update(
+    {
+        f"{name}@{BIG_SCALE}x": Case(f"{name}@{BIG_SCALE}x", "big", _scaled(function), big=True)
+        for name, function in (("sync/push", "sync_push"), ("sync/initial", "sync_initial"))
+    }
+)
+
+
+def select(only: str | None, big: bool = False) -> list[Case]:
     """The cases named in ``only`` (names or groups, comma-separated), in table order; the floor always runs.
+    The ``big`` rows run when ``big`` is set or when ``only`` names them.
 
     Raises:
         ValueError: a name matches no case.
     """
     if not only:
-        return list(CASES.values())
+        return [c for c in CASES.values() if big or not c.big]
     wanted = {w.strip() for w in only.split(",") if w.strip()}
     known = set(CASES) | {c.group for c in CASES.values()}
     unknown = sorted(wanted - known)
     if unknown:
         raise ValueError(f"unknown workload(s): {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    return [c for c in CASES.values() if c.name == FLOOR or c.name in wanted or c.group in wanted]
+    return [c for c in CASES.values() if c.name == FLOOR or c.name in wanted or c.group in wanted or (big and c.big)]

@@ -6,10 +6,14 @@ Rows (bytes counted are the HTTP bodies as sent, i.e. compressed compact batches
   an empty device runs ``replica.sync(url)``: pull, validate, store, fold. ops/s end to end; bytes per op.
 * ``sync/incremental``: then the source edits 10 records and syncs; the device syncs again. Seconds for that
   one sync (one push of nothing and one pull: the round trip); bytes per op of the 10 ops pulled.
+* ``sync/push``: the source device pushes the whole workload to an empty server; ops/s and bytes per op sent.
 * ``sync/50_devices_sqlite`` and ``sync/50_devices_postgresql``: 50 devices, each holding 100 ops of its own,
   sync at once (threads in this process; two server processes over one database) and then once more to pull
-  what the others pushed: ops moved (pushed + pulled) per second, the server's throughput. The PostgreSQL row
-  is skipped when no server answers at 127.0.0.1:5432.
+  what the others pushed: ops moved (pushed + pulled) per second, the server's throughput, and the median and
+  99th percentile of one sync and of one request. The PostgreSQL row is skipped when no server answers at
+  127.0.0.1:5432.
+
+Rows that run a server add its peak RSS (``VmHWM``) to their notes.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cases import Config, Row, _check_copy, _row, _skipped, ensure_source, source_ids
+from .cases import Config, Row, _check_copy, _row, _skipped, ensure_source, in_child, percentile, source_ids
 
 if TYPE_CHECKING:
     import httpx
+    from caresync_server.testing import ServerProcess
 
-__all__ = ["many_devices_postgresql", "many_devices_sqlite", "sync_incremental", "sync_initial"]
+__all__ = ["many_devices_postgresql", "many_devices_sqlite", "sync_incremental", "sync_initial", "sync_push"]
 
 DEVICES = 50
 OPS_PER_DEVICE = 100
@@ -58,15 +63,30 @@ class _Counter:
 
 
 @contextmanager
-def _server(cfg: Config, database_url: str, processes: int = 1) -> Iterator[list[str]]:
+def _server(cfg: Config, database_url: str, processes: int = 1) -> Iterator[list[ServerProcess]]:
     from caresync_server.testing import ServerProcess
 
     servers = [ServerProcess(database_url, cfg.workdir) for _ in range(processes)]
     try:
-        yield [s.start().url for s in servers]
+        yield [s.start() for s in servers]
     finally:
         for s in servers:
             s.stop()
+
+
+def peak_rss_mib(server: ServerProcess) -> float | None:
+    """The peak RSS of a running server process (``VmHWM``), in MiB; None where /proc does not tell."""
+    try:
+        status = Path(f"/proc/{server.proc.pid if server.proc else 0}/status").read_text()
+    except OSError:
+        return None
+    kib = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(kib[0]) / 1024 if kib else None
+
+
+def _rss_note(server: ServerProcess) -> str:
+    peak = peak_rss_mib(server)
+    return "" if peak is None else f"; server peak RSS {peak:.0f} MiB"
 
 
 def _enroll(database_url: str, name: str) -> str:
@@ -87,12 +107,13 @@ def sync_initial_and_incremental(cfg: Config) -> list[Row]:
     src_path = cfg.workdir / "source.db"
     shutil.copy(ensure_source(cfg), src_path)
     plan = cfg.plan()
-    with _server(cfg, url) as (base,):
+    with _server(cfg, url) as (server,):
+        base = server.url
         src_token, dev_token = _enroll(url, "source"), _enroll(url, "device")
+        started = time.perf_counter()
+        in_child(push_all, src_path, base, src_token, cfg.seal)  # its memory is not the pull's
+        push_s = time.perf_counter() - started
         with _open(src_path, cfg.seal) as src, _open(cfg.workdir / "device.db", station=cfg.seal) as dev:
-            started = time.perf_counter()
-            src.sync(base, token=src_token)
-            push_s = time.perf_counter() - started
             counter = _Counter()
             with counter.client() as client:
                 started = time.perf_counter()
@@ -104,7 +125,8 @@ def sync_initial_and_incremental(cfg: Config) -> list[Row]:
                 plan.ops,
                 initial_s,
                 f"empty device pulls all over loopback (SQLite server); {counter.received / plan.ops:.1f} B/op "
-                f"received; the source pushed them in {push_s:.1f} s ({plan.ops / push_s:,.0f} ops/s)",
+                f"received; the source pushed them in {push_s:.1f} s ({plan.ops / push_s:,.0f} ops/s)"
+                f"{_rss_note(server)}",
                 counter.received / plan.ops,
             )
             ids = source_ids(src, plan.records)
@@ -132,6 +154,36 @@ def sync_initial_and_incremental(cfg: Config) -> list[Row]:
     return [initial, incremental]
 
 
+def push_all(path: Path, url: str, token: str, seal: bool) -> None:
+    """The replica at ``path`` pushes everything it holds to the server at ``url``."""
+    with _open(path, seal) as replica:
+        result = replica.sync(url, token=token)
+        assert result.unsent == 0 and not result.refused, result
+
+
+def sync_push(cfg: Config) -> Row:
+    """The source device pushes the whole workload to an empty server (a real process over SQLite)."""
+    url = f"sqlite:///{cfg.workdir / 'server.db'}"
+    src_path = cfg.workdir / "source.db"
+    shutil.copy(ensure_source(cfg), src_path)
+    plan = cfg.plan()
+    with _server(cfg, url) as (server,):
+        token = _enroll(url, "source")
+        with _open(src_path, cfg.seal) as src:
+            counter = _Counter()
+            with counter.client() as client:
+                started = time.perf_counter()
+                result = src.sync(server.url, token=token, client=client)
+                seconds = time.perf_counter() - started
+            assert result.pushed == plan.ops, f"pushed {result.pushed} of {plan.ops}"
+            assert result.unsent == 0 and not result.refused, result
+        notes = (
+            f"one device pushes all over loopback (SQLite server), {cfg.records:,} records; "
+            f"{counter.sent / plan.ops:.1f} B/op sent{_rss_note(server)}"
+        )
+    return _row(plan.ops, seconds, notes, counter.sent / plan.ops)
+
+
 def sync_initial(cfg: Config) -> Row:
     """An empty device pulls the whole workload from a real server."""
     return sync_initial_and_incremental(cfg)[0]
@@ -145,27 +197,34 @@ def sync_incremental(cfg: Config) -> Row:
 def _many_devices(cfg: Config, database_url: str, label: str) -> Row:
     from caresync import Replica
 
-    paths = [cfg.workdir / f"dev-{i}.db" for i in range(DEVICES)]
-    with _server(cfg, database_url, processes=2) as bases:
-        tokens = [_enroll(database_url, f"dev-{i}") for i in range(DEVICES)]
+    devices = min(DEVICES, max(4, cfg.ops // 20))  # a tiny run (the test) has fewer devices, with fewer ops
+    per_device = max(2, min(OPS_PER_DEVICE, cfg.ops // devices))
+    paths = [cfg.workdir / f"dev-{i}.db" for i in range(devices)]
+    with _server(cfg, database_url, processes=2) as servers:
+        bases = [s.url for s in servers]
+        tokens = [_enroll(database_url, f"dev-{i}") for i in range(devices)]
         for i, path in enumerate(paths):
             with Replica.open(path, actor=f"worker-{i}") as r, r.batch():
-                for j in range(OPS_PER_DEVICE // 2):
-                    t = r.tickets.submit(title=f"Request {i}-{j}", kind="repair", grid="changnan/dorm/3")
-                    r.tickets.edit(t.id, priority="high")
-        moved = [0] * DEVICES
+                for j in range(per_device // 2):
+                    ticket = r.tickets.submit(title=f"Request {i}-{j}", kind="repair", grid="changnan/dorm/3")
+                    r.tickets.edit(ticket.id, priority="high")
+        moved = [0] * devices
+        latencies: list[float] = []  # of every sync, seconds (list.append is atomic)
+        requests: list[float] = []  # of every HTTP request, from sending it to having read the answer
         errors: list[BaseException] = []
 
         def device(i: int) -> None:
             try:
-                with Replica.open(paths[i], actor=f"worker-{i}") as r:
+                with Replica.open(paths[i], actor=f"worker-{i}") as r, _timed_client(requests) as client:
                     for _ in range(2):
-                        res = r.sync(bases[i % len(bases)], token=tokens[i])
+                        started = time.perf_counter()
+                        res = r.sync(bases[i % len(bases)], token=tokens[i], client=client)
+                        latencies.append(time.perf_counter() - started)
                         moved[i] += res.pushed + res.pulled
             except BaseException as exc:  # reported in the row, the run goes on
                 errors.append(exc)
 
-        threads = [threading.Thread(target=device, args=(i,)) for i in range(DEVICES)]
+        threads = [threading.Thread(target=device, args=(i,)) for i in range(devices)]
         started = time.perf_counter()
         for t in threads:
             t.start()
@@ -175,14 +234,37 @@ def _many_devices(cfg: Config, database_url: str, label: str) -> Row:
         if errors:
             raise errors[0]
         with Replica.open(paths[0], actor="check") as r:
-            assert r.op_count() >= OPS_PER_DEVICE
-    total = sum(moved)
-    return _row(
-        total,
+            assert r.op_count() >= per_device
+        peaks = [peak_rss_mib(s) for s in servers]
+    assert len(latencies) == 2 * devices, f"{len(latencies)} syncs finished of {2 * devices}"
+    median, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+    request_p99 = percentile(requests, 0.99) * 1000
+    server_rss = ", ".join(f"{p:.0f}" for p in peaks if p is not None)
+    rss_note = f"; servers' peak RSS {server_rss} MiB" if server_rss else ""
+    row = _row(
+        sum(moved),
         seconds,
-        f"{DEVICES} devices x {OPS_PER_DEVICE} ops, 2 syncs each, at once; 2 server processes on {label}; "
-        "ops = pushed + pulled",
+        f"{devices} devices x {per_device} ops, 2 syncs each, at once; 2 server processes on {label}; "
+        f"ops = pushed + pulled; one sync: median {median:.0f} ms, p99 {p99:.0f} ms, no error; one request "
+        f"({len(requests)}): p99 {request_p99:.0f} ms{rss_note}",
     )
+    row.update(median_ms=median, p99_ms=p99, request_p99_ms=request_p99)
+    return row
+
+
+def _timed_client(times: list[float]) -> httpx.Client:
+    """An HTTP client that adds to ``times`` how long each request took, from sending it to its answer read (the
+    devices are threads of one process: that includes waiting for the interpreter lock)."""
+    import httpx
+
+    def on_request(request: httpx.Request) -> None:
+        request.extensions["sent_at"] = time.perf_counter()
+
+    def on_response(response: httpx.Response) -> None:
+        response.read()
+        times.append(time.perf_counter() - response.request.extensions["sent_at"])
+
+    return httpx.Client(timeout=120, event_hooks={"request": [on_request], "response": [on_response]})
 
 
 def many_devices_sqlite(cfg: Config) -> Row:
