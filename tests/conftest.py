@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak", action="store_true", help="also run the long soak and fuzz runs (marked soak)")
+    with contextlib.suppress(ValueError):  # server/tests/conftest.py adds it too when both folders are collected
+        parser.addoption("--soak", action="store_true", help="also run the long soak and fuzz runs (marked soak)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,6 +23,7 @@ from sqlalchemy import create_engine, text
 from caresync_server.app import create_app
 from caresync_server.settings import Settings
 from caresync_server.storage import Storage
+from caresync_server.testing import ServerProcess, enroll
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 #: The ``make_replica`` fixture: ``make_replica(name, start_ms=...)`` opens a device's replica file.
@@ -46,9 +48,12 @@ def postgres_schema() -> Iterator[Settings]:
     if reason is not None:
         pytest.skip(reason)
     schema = f"cs_test_{uuid.uuid4().hex[:12]}"
+    folder = tempfile.TemporaryDirectory(prefix="caresync-key-")
     try:
-        yield Settings(database_url=PG_URL, database_schema=schema)
+        key_file = str(Path(folder.name) / "server.key")
+        yield Settings(database_url=PG_URL, database_schema=schema, server_key_file=key_file)
     finally:
+        folder.cleanup()
         engine = create_engine(PG_URL)
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -153,3 +158,26 @@ def own_ops(device: Replica) -> list[dict[str, Any]]:
 
 def keys(ops: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(op["origin"], op["seq"]) for op in ops]
+
+
+class Live:
+    """A real server process over SQLite, with a station, a courier and a grid worker enrolled."""
+
+    def __init__(self, workdir: Path) -> None:
+        url = f"sqlite:///{workdir / 'server.db'}"
+        self.tokens = {
+            "station": enroll(url, "station", role="station", grids=[""]),
+            "courier": enroll(url, "courier-zhao", role="courier", grids=[""]),
+            "other": enroll(url, "courier-qian", role="courier", grids=[""]),
+            "worker": enroll(url, "phone-grid-li", role="grid_worker", grids=[GRID]),
+        }
+        self.process = ServerProcess(url, workdir).start()
+        self.http = httpx.Client(base_url=self.process.url, timeout=60)
+
+    def post(self, path: str, who: str = "station", **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}", **kwargs.pop("headers", {})}
+        return self.http.post(path, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+        self.process.stop()

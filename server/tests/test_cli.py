@@ -20,7 +20,8 @@ def run(settings: Settings) -> Iterator[tuple[CliRunner, list[str]]]:
     options = ["--database-url", settings.database_url]
     if settings.database_schema:
         options += ["--database-schema", settings.database_schema]
-    yield CliRunner(), options
+    # the key file beside the test's database, never in the folder the tests run from
+    yield CliRunner(env={"CARESYNC_SERVER_KEY_FILE": settings.server_key_file or ""}), options
 
 
 def _invoke(run: tuple[CliRunner, list[str]], *args: str) -> Result:

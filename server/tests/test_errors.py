@@ -116,23 +116,23 @@ CASES: dict[str, tuple[Callable[[World], Request], int, str]] = {
         422,
         "invalid_ops",
     ),
-    "text that is not Unicode": (
+    "text that is not Unicode (a lone surrogate escaped), refused as it is read": (
         lambda w: (
             "POST",
             "/v1/push",
             {"content": json.dumps(w.with_op(actor="\ud800")).encode(), "headers": w.auth()},
         ),
-        422,
-        "invalid_ops",
+        400,
+        "invalid_json",
     ),
-    "a kind that is not Unicode, quoted back in the error": (
+    "a kind that is not Unicode": (
         lambda w: (
             "POST",
             "/v1/push",
             {"content": json.dumps(w.envelope(ops=[{"kind": "\ud800"}])).encode(), "headers": w.auth()},
         ),
-        422,
-        "invalid_ops",
+        400,
+        "invalid_json",
     ),
     "an unknown kind": (
         lambda w: ("POST", "/v1/push", {"json": w.with_op(kind="ticket.teleport"), "headers": w.auth()}),

@@ -212,10 +212,11 @@ def _cli(settings: Settings, *args: str) -> Any:
     if settings.database_schema:
         options += ["--database-schema", settings.database_schema]
     command, *rest = args
+    runner = CliRunner(env={"CARESYNC_SERVER_KEY_FILE": settings.server_key_file or ""})
     if command == "station-key":
         command, sub, *rest = args
-        return CliRunner().invoke(main, [command, sub, *options, *rest], catch_exceptions=False)
-    return CliRunner().invoke(main, [command, *options, *rest], catch_exceptions=False)
+        return runner.invoke(main, [command, sub, *options, *rest], catch_exceptions=False)
+    return runner.invoke(main, [command, *options, *rest], catch_exceptions=False)
 
 
 def test_the_admin_commands_of_trust(settings: Settings) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import gzip
 import json
 import logging
-import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._version import __version__
 from .admission import Verdict, body_text
-from .errors import STATUS, ApiError, DatabaseError, ErrorCode, ErrorDetail
+from .bodies import inflate, max_values, read_json
+from .errors import STATUS, ApiError, ConfigError, DatabaseError, ErrorCode, ErrorDetail
 from .protocol import (
     PROTOCOL_VERSION,
     ErrorEnvelope,
@@ -45,6 +45,7 @@ from .protocol import (
     PullResponse,
     PushRequest,
     PushResponse,
+    RelayRequest,
 )
 from .relay import router as relay_router
 from .settings import Settings
@@ -80,6 +81,8 @@ class _Context:
     storage: Storage
     now_ms: Callable[[], int]
     pushes: asyncio.Semaphore
+    decoding: asyncio.Semaphore
+    """Push bodies being decoded at once: each may briefly hold some 20 times its size as Python objects."""
 
 
 def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms) -> FastAPI:
@@ -109,12 +112,15 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
         description=_DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.caresync = _Context(settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE))
+    app.state.caresync = _Context(
+        settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE), asyncio.Semaphore(PUSHES_IN_LINE)
+    )
     app.include_router(_router)
     app.include_router(trust_router)
     app.include_router(relay_router)  # relay bundles (issue 5)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DatabaseError, _database_error)
+    app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -199,7 +205,8 @@ async def push(request: Request, ctx: _ContextDep, device: _DeviceDep) -> Respon
     """Stores the ops of a batch (idempotent by `(origin, seq)`); answers what became of each."""
     body = await request.body()
     now = ctx.now_ms()
-    replica, ops, report = await run_in_threadpool(_read_push, ctx, device, request.headers, body, now)
+    async with ctx.decoding:
+        replica, ops, report = await run_in_threadpool(_read_push, ctx, device, request.headers, body, now)
     async with ctx.pushes:
         verdict = await run_in_threadpool(ctx.storage.push, device.id, replica, ops, report, now)
     answer = json.dumps(_push_answer(verdict, now, report.clock_offset_ms), ensure_ascii=False).encode()
@@ -242,8 +249,9 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     summary="Whether the server can serve",
 )
 def healthz(ctx: _ContextDep) -> Health:
-    """200 when the database answers and has this server's tables; 503 otherwise."""
+    """200 when the database answers and has this server's tables, and the server has its key; 503 otherwise."""
     version = ctx.storage.ping()
+    ctx.storage.server_key()
     return Health(status="ok", version=__version__, database=ctx.settings.dialect, schema_version=version)
 
 
@@ -294,20 +302,12 @@ def _read_push_unpaused(
 
 
 def _decode(content_type: str, encoding: str, body: bytes, settings: Settings) -> Any:
-    """The envelope a push body holds, as plain Python values."""
-    encoding = encoding.strip().lower()
-    if encoding == "gzip":
-        body = _gunzip(body, settings.max_body_bytes * 8)
-    elif encoding not in ("", "identity"):
-        raise ApiError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"The server cannot read a body sent with Content-Encoding {encoding}; send it as is or gzipped.",
-            [{"field": "Content-Encoding", "problem": f"{encoding} is not gzip or identity"}],
-        )
+    """The envelope a push body holds, as plain Python values (read with bounded work: see :mod:`.bodies`)."""
+    body = inflate(body, encoding, settings.max_body_bytes)
     media = content_type.split(";", 1)[0].strip().lower()
     if media == MEDIA_TYPE:
         try:
-            return decode_envelope(body)
+            return decode_envelope(body, max_bytes=settings.max_body_bytes)
         except InvalidInputError as exc:
             raise ApiError(
                 ErrorCode.INVALID_ENCODING,
@@ -315,53 +315,12 @@ def _decode(content_type: str, encoding: str, body: bytes, settings: Settings) -
                 [{"field": field, "problem": problem} for field, problem in exc.problems],
             ) from exc
     if media in ("", _JSON) or media.endswith("+json"):
-        return _parse_json(body)
+        return read_json(body, max_values_allowed=max_values(settings.max_batch_ops))
     raise ApiError(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         f"The server reads batches as {_JSON} or {MEDIA_TYPE}, not {media}.",
         [{"field": "Content-Type", "problem": f"{media} is not {_JSON} or {MEDIA_TYPE}"}],
     )
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        data = unpacker.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ApiError(
-            ErrorCode.INVALID_ENCODING,
-            "The body is not valid gzip; nothing was stored.",
-            [{"field": "body", "problem": str(exc)}],
-        ) from exc
-    if len(data) > limit or unpacker.unconsumed_tail:
-        raise ApiError(
-            ErrorCode.BATCH_TOO_LARGE,
-            f"The body unpacks to more than {limit} bytes; send smaller batches.",
-            [{"field": "body", "problem": f"more than {limit} bytes once unpacked"}],
-        )
-    if not unpacker.eof:
-        raise ApiError(
-            ErrorCode.INVALID_ENCODING,
-            "The gzipped body is cut short; nothing was stored.",
-            [{"field": "body", "problem": "the gzip stream ends early"}],
-        )
-    return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        problem = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
-        raise ApiError(
-            ErrorCode.INVALID_JSON,
-            "The body is not valid JSON; nothing was stored.",
-            [{"field": "body", "problem": problem}],
-        ) from None
 
 
 def _push_request(envelope: Any) -> tuple[PushRequest, list[Any]]:
@@ -596,6 +555,11 @@ async def _database_error(_request: Request, exc: Exception) -> Response:
     return _envelope(503, ErrorCode.UNAVAILABLE, str(exc), [], **_RETRY_AFTER)
 
 
+async def _config_error(_request: Request, exc: Exception) -> Response:
+    log.error("the server is not set up right: %s", exc)
+    return _envelope(503, ErrorCode.UNAVAILABLE, f"The server is not set up right: {exc}", [], **_RETRY_AFTER)
+
+
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     error = cast(RequestValidationError, exc)
     if any(e.get("type") == "json_invalid" for e in error.errors()):
@@ -628,6 +592,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return _envelope(405, ErrorCode.METHOD_NOT_ALLOWED, message, [], **headers)
     if error.status_code == 413:
         return _envelope(413, ErrorCode.BATCH_TOO_LARGE, str(error.detail), [], **headers)
+    if error.status_code == 400:  # FastAPI could not parse a JSON body (nested too deeply, for one)
+        details: list[ErrorDetail] = [{"field": "body", "problem": str(error.detail)}]
+        return _envelope(400, ErrorCode.INVALID_JSON, "The body is not valid JSON; nothing was done.", details)
     code = ErrorCode.INVALID_REQUEST if error.status_code < 500 else ErrorCode.INTERNAL
     return _envelope(error.status_code, code, str(error.detail), [], **headers)
 
@@ -677,11 +644,13 @@ class _BodyLimit:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the push request body (the route reads it itself: it may be compact)."""
+    """FastAPI's schema, plus the push and relay request bodies (their routes read them themselves: a push may be
+    compact, either may be gzipped)."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    push_body = PushRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, definition in push_body.pop("$defs", {}).items():
-        components.setdefault(name, definition)
-    components["PushRequest"] = push_body
+    for model in (PushRequest, RelayRequest):  # the bodies the routes read themselves
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in body.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components[model.__name__] = body
     return schema

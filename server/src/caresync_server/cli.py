@@ -91,6 +91,7 @@ def serve(
     storage = Storage(settings)
     try:
         version = storage.ensure_schema(create=True)
+        storage.server_key()  # made here, once, before worker processes start; or refused: no key, no serving
     finally:
         storage.close()
     click.echo(
@@ -112,13 +113,19 @@ def serve(
 @main.command()
 @_database_options
 def init(database_url: str | None, database_schema: str | None) -> None:
-    """Creates the server's tables (does nothing if they exist)."""
+    """Creates the server's tables and its key file (does nothing if they exist; moves the key of a database from
+    before key files out to the file)."""
     storage = _storage(database_url, database_schema)
     try:
         version = storage.ensure_schema(create=True)
+        storage.server_key()
     finally:
         storage.close()
     click.echo(f"Database ready: {storage.settings.safe_database_url()} (schema version {version}).")
+    click.echo(
+        f"Server key: {storage.settings.server_key_path} (mode 0600). Back it up apart from the database: "
+        "without it, devices refuse the answers couriers carry back."
+    )
 
 
 @main.command()

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from caresync.sync.bundles.format import MAX_HANDOFFS
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .errors import ErrorCode, ErrorDetail
 
 __all__ = [
+    "MAX_HANDOFFS",
+    "MAX_RECEIPTS",
     "PROTOCOL_VERSION",
+    "BundleFields",
     "CredentialsResponse",
     "DeviceResponse",
     "EnrollRequest",
     "ErrorBody",
     "ErrorEnvelope",
+    "Handoff",
     "Health",
     "Info",
     "Limits",
@@ -29,8 +34,10 @@ __all__ = [
     "PullResponse",
     "PushRequest",
     "PushResponse",
+    "Receipt",
     "Refusal",
     "RefusalCode",
+    "RelayRequest",
     "StationKeyRequest",
     "TokenRequest",
     "Waiting",
@@ -192,6 +199,66 @@ class StationKeyRequest(BaseModel):
     model_config = _REQUEST
 
     public_key: HexKey
+
+
+#: The most answer receipts a bundle may carry (a device keeps its last 50).
+MAX_RECEIPTS = 200
+BundleId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+AnswerId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")]
+
+
+class Handoff(BaseModel):
+    """An answer the carrier handed to its device (from the bag)."""
+
+    model_config = _REQUEST
+
+    answer: AnswerId = Field(description="The answer's id.")
+    bundle: BundleId = Field(description="The bundle the answer answers.")
+    origin: ReplicaId = Field(description="The device the bundle came from, and the answer is for.")
+    exported_ms: Millis = Field(description="When the carrier handed it over (its clock).")
+
+
+class RelayRequest(BaseModel):
+    """``POST /v1/relay``: one carried bundle (or none), and the answers the carrier handed to devices."""
+
+    model_config = _REQUEST
+
+    courier: Annotated[str, StringConstraints(max_length=200)] = Field("", description="The carrier's name.")
+    bundle: dict[str, Any] | None = Field(
+        None,
+        description="A bundle file's object, as the device signed it. The server checks it (fields, signature, "
+        "expiry, its ops) and answers a bundle it will not take with `status: refused` and a reason.",
+    )
+    carried_since_ms: Millis | None = Field(None, description="When the carrier took the bundle (its clock).")
+    handoffs: Annotated[list[Handoff], Field(max_length=MAX_HANDOFFS)] = Field(
+        default_factory=list,
+        description="Answers handed to their devices. Taken only from the device that delivered the bundle or "
+        "the device it is for; others are ignored (counted in `handoffs_ignored`).",
+    )
+
+
+class Receipt(BaseModel):
+    """A device's note that it imported an answer (carried in its next bundle)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    bundle: BundleId
+    imported_ms: Millis
+
+
+class BundleFields(BaseModel):
+    """The fields of a relayed bundle the server stores or compares, with their bounds (the rest is checked by
+    :func:`caresync.bundles.check_bundle` and the ops by the library's validation)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    id: BundleId
+    origin: ReplicaId
+    created_ms: Millis
+    expires_ms: Millis
+    cursor: Annotated[str, StringConstraints(max_length=40)]
+    receipts: Annotated[list[Receipt], Field(max_length=MAX_RECEIPTS)]
+    ops: list[dict[str, Any]]
 
 
 class NumberBlockRequest(BaseModel):

@@ -18,6 +18,7 @@ import json
 import threading
 import weakref
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -28,13 +29,15 @@ from caresync.trust.signing import verify_each, verify_ops
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, MetaData, String, Table, Text, select
 from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 
 from .admission import body_text
-from .errors import ApiError, DatabaseUnavailable, ErrorCode
-from .protocol import ErrorEnvelope
+from .bodies import inflate, max_values, read_json
+from .errors import ApiError, DatabaseUnavailable, ErrorCode, ErrorDetail
+from .protocol import BundleFields, ErrorEnvelope, Handoff, RelayRequest
 from .storage import CURSOR_CLOCK_SHIFT, Device, DeviceReport, Storage, devices
 
 __all__ = ["ANSWER_OPS", "relay_events", "router"]
@@ -118,6 +121,11 @@ class _write:
             self.conn.close()
 
 
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _format_cursor(cursor: int) -> str:
     return f"{cursor >> CURSOR_CLOCK_SHIFT}.{cursor & _MASK}"
 
@@ -190,32 +198,83 @@ def _refusal(code: str, reason: str, bundle_id: str | None) -> dict[str, Any]:
     return {"bundle": bundle_id, "status": "refused", "code": code, "reason": reason}
 
 
-def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, Any]:
+def _record_handoffs(conn: Connection, carrier: Device, handoffs: Sequence[Handoff]) -> int:
+    """Records the answers a carrier says it handed to their devices; returns how many were ignored.
+
+    A hand-off is taken only from the device that delivered the bundle (a ``delivered`` event by it) or from the
+    device the bundle was for, and once per carrier: anyone else's is ignored (and counted in the answer), so no
+    device can write into the station's relay log about bundles it never carried.
+    """
+    if not handoffs:
+        return 0
+    wanted = sorted({h.bundle for h in handoffs})
+    delivered: set[tuple[str, str, str]] = set()
+    handed: set[tuple[str, str]] = set()
+    for part in _chunks(wanted):
+        for bundle, origin, event, by in conn.execute(
+            select(relay_events.c.bundle, relay_events.c.origin, relay_events.c.event, relay_events.c.by).where(
+                relay_events.c.bundle.in_(part), relay_events.c.event.in_(["delivered", "answer_handed"])
+            )
+        ):
+            if event == "delivered":
+                delivered.add((bundle, origin, by))
+            elif by == carrier.name:
+                handed.add((bundle, origin))
+    carriers_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for bundle, origin, by in delivered:
+        carriers_of[(bundle, origin)].add(by)
+    rows = []
+    ignored = 0
+    for h in handoffs:
+        key = (h.bundle, h.origin)
+        if not (carrier.name in carriers_of[key] or (carriers_of[key] and carrier.replica_id == h.origin)):
+            ignored += 1
+        elif key not in handed:
+            handed.add(key)
+            rows.append(
+                {
+                    "bundle": h.bundle,
+                    "origin": h.origin,
+                    "event": "answer_handed",
+                    "at_ms": h.exported_ms,
+                    "by": carrier.name,
+                    "detail": json.dumps({"answer": h.answer}),
+                }
+            )
+    if rows:
+        conn.execute(relay_events.insert(), rows)
+    return ignored
+
+
+def _relay(storage: Storage, carrier: Device, request: RelayRequest, now: int) -> dict[str, Any]:
     _ensure_table(storage)
-    if not isinstance(body, dict):
-        raise ApiError(ErrorCode.INVALID_REQUEST, "A relay request is a JSON object with bundle and handoffs.")
-    handoffs = body.get("handoffs") or []
-    if not isinstance(handoffs, list):
-        raise ApiError(ErrorCode.INVALID_REQUEST, "handoffs must be a list.")
     with _write(storage) as conn:
-        for h in handoffs:
-            if isinstance(h, dict) and isinstance(h.get("bundle"), str) and isinstance(h.get("exported_ms"), int):
-                _record(
-                    conn,
-                    h["bundle"][:32],
-                    str(h.get("origin", ""))[:16],
-                    "answer_handed",
-                    h["exported_ms"],
-                    carrier.name,
-                    once=True,
-                    answer=str(h.get("answer", ""))[:32],
-                )
-    raw = body.get("bundle")
+        ignored = _record_handoffs(conn, carrier, request.handoffs)
+    raw = request.bundle
     if raw is None:
-        return {"bundle": None, "status": "recorded"}
-    if not isinstance(raw, dict):
-        raise ApiError(ErrorCode.INVALID_REQUEST, "bundle must be the bundle file's JSON object.")
+        return {"bundle": None, "status": "recorded", "handoffs_ignored": ignored}
+    answer = _deliver(storage, carrier, raw, request.carried_since_ms, now)
+    answer["handoffs_ignored"] = ignored
+    return answer
+
+
+def _deliver(
+    storage: Storage, carrier: Device, raw: dict[str, Any], carried_since: int | None, now: int
+) -> dict[str, Any]:
     bundle_id = str(raw.get("id"))[:32]
+    try:
+        BundleFields.model_validate(raw)
+    except PydanticValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        reason = f"Bundle {bundle_id} is not a bundle this server takes ({problems})."
+        return _refusal("bundle_invalid", reason, bundle_id)
+    if len(raw["ops"]) > storage.settings.max_batch_ops:
+        return _refusal(
+            "bundle_invalid",
+            f"Bundle {bundle_id} carries {len(raw['ops'])} ops, more than this server takes in one request "
+            f"({storage.settings.max_batch_ops}).",
+            bundle_id,
+        )
     try:
         bundle = check_bundle(raw, now_ms=now)
     except BundleError as exc:
@@ -273,8 +332,7 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
     )
     with _write(storage) as conn:
         _record(conn, bundle_id, origin, "made", bundle["created_ms"], device.name, once=True, ops=len(known))
-        carried_since = body.get("carried_since_ms")
-        if isinstance(carried_since, int):
+        if carried_since is not None:
             _record(conn, bundle_id, origin, "carried", carried_since, carrier.name, once=True)
         _record(
             conn,
@@ -288,17 +346,8 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
             duplicates=outcome.duplicates,
             refused=len(outcome.refused or []),
         )
-        for receipt in bundle["receipts"]:
-            if isinstance(receipt, dict) and isinstance(receipt.get("imported_ms"), int):
-                _record(
-                    conn,
-                    str(receipt.get("bundle"))[:32],
-                    origin,
-                    "answer_imported",
-                    receipt["imported_ms"],
-                    device.name,
-                    once=True,
-                )
+        for receipt in bundle["receipts"]:  # checked by BundleFields: a bundle id and a time each
+            _record(conn, receipt["bundle"], origin, "answer_imported", receipt["imported_ms"], device.name, once=True)
     return {
         "bundle": bundle_id,
         "status": "delivered",
@@ -313,7 +362,9 @@ def _relay(storage: Storage, carrier: Device, body: Any, now: int) -> dict[str, 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": text}
     for status, text in (
-        (400, "The body is not JSON (`invalid_json`)."),
+        (400, "The body is not JSON, or nested too deeply (`invalid_json`); not gzip (`invalid_encoding`)."),
+        (413, "More bytes or JSON values than a request may carry (`batch_too_large`)."),
+        (415, "A content encoding other than gzip (`unsupported_media_type`)."),
         (401, "No token, or a token no device has (`unauthorized`)."),
         (403, "The carrying device was revoked (`revoked`), or may not read the relay log (`forbidden`)."),
         (422, "The request's fields are not valid (`invalid_request`)."),
@@ -329,29 +380,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {
-                _JSON: {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "courier": {"type": "string"},
-                            "bundle": {"type": "object", "nullable": True},
-                            "carried_since_ms": {"type": "integer"},
-                            "handoffs": {"type": "array", "items": {"type": "object"}},
-                        },
-                    }
-                }
-            },
+            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/RelayRequest"}}},
         }
     },
 )
 async def relay(request: Request, carrier: _CarrierDep) -> Response:
     """Admits a carried bundle's ops as its origin device's push; answers with a sealed answer for the device."""
+    settings = _storage(request).settings
+    body = inflate(await request.body(), request.headers.get("content-encoding", ""), settings.max_body_bytes)
+    parsed = read_json(body, max_values_allowed=max_values(settings.max_batch_ops))
     try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise ApiError(ErrorCode.INVALID_JSON, "The body is not valid JSON; nothing was stored.") from None
-    answer = await run_in_threadpool(_relay, _storage(request), carrier, body, _now(request))
+        checked = RelayRequest.model_validate(parsed)
+    except PydanticValidationError as exc:
+        details: list[ErrorDetail] = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "problem": e["msg"]} for e in exc.errors()[:20]
+        ]
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, "The relay request's fields are not valid; nothing was stored.", details
+        ) from None
+    answer = await run_in_threadpool(_relay, _storage(request), carrier, checked, _now(request))
     return Response(json.dumps(answer, ensure_ascii=False).encode(), media_type=_JSON)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -16,10 +17,12 @@ from sqlalchemy.exc import ArgumentError
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_DATABASE_URL", "ENV_PREFIX", "Settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_KEY_FILE", "ENV_PREFIX", "Settings"]
 
 #: An SQLite file in the folder the server is started from: one station, no set-up.
 DEFAULT_DATABASE_URL = "sqlite:///caresync-server.db"
+#: The server's key file with PostgreSQL, in the folder the server is started from (see ``server_key_file``).
+DEFAULT_KEY_FILE = "caresync-server.key"
 #: Every setting can come from an environment variable named ``CARESYNC_`` + its name in capitals.
 ENV_PREFIX = "CARESYNC_"
 
@@ -45,6 +48,19 @@ class Settings(BaseModel):
     """How long a device token works; devices renew theirs before it expires (or after, with their key)."""
     code_lifetime_days: Annotated[float, Field(gt=0, le=365)] = 7
     """How long a one-time enrolment code can be redeemed."""
+    server_key_file: str | None = None
+    """The file holding the server's signing key (mode 0600; ``caresync-server init`` creates it). By default
+    beside an SQLite database, named after it (``caresync-server.key``), and ``caresync-server.key`` in the working
+    folder with PostgreSQL. Back it up apart from the database (docs/deployment.md)."""
+
+    @property
+    def server_key_path(self) -> Path:
+        """Where the server's signing key is: :attr:`server_key_file`, or its default."""
+        if self.server_key_file:
+            return Path(self.server_key_file)
+        if self.dialect == "sqlite":
+            return Path(make_url(self.database_url).database or "caresync-server.db").with_suffix(".key")
+        return Path(DEFAULT_KEY_FILE)
 
     @property
     def token_lifetime_ms(self) -> int:

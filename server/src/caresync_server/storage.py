@@ -82,7 +82,8 @@ from .admission import (
     fingerprint,
     referenced_ops,
 )
-from .errors import AdminError, ApiError, DatabaseNotReady, DatabaseUnavailable, ErrorCode
+from .errors import AdminError, ApiError, ConfigError, DatabaseNotReady, DatabaseUnavailable, ErrorCode
+from .keyfile import create_key_file, read_key_file, write_key_file
 from .roles import EVERYWHERE, GLOBAL_TYPES, ROLE_TABLE
 from .settings import Settings
 
@@ -111,8 +112,12 @@ __all__ = [
 
 #: The layout of the server's tables; a database written by a newer server is refused.
 SCHEMA_VERSION = 2
-#: The meta row holding the seed of the server's signing key (:meth:`Storage.server_key`).
+#: The meta row that held the seed of the server's signing key before it moved to its key file; a database that
+#: still has it gives it to the key file on first use, and forgets it (:meth:`Storage.server_key`).
 SERVER_KEY_META = "server_signing_key"
+#: The meta row holding the server's public key, so that a server started with another key file (or none) refuses
+#: to serve instead of signing with a key the devices do not know.
+SERVER_PUBLIC_KEY_META = "server_public_key"
 #: The meta row holding the last ticket number reserved for a device (:meth:`Storage.reserve_numbers`).
 NUMBERS_META = "ticket_numbers_reserved"
 #: The first ticket number a station hands out: four digits, easy to say on the phone.
@@ -481,7 +486,6 @@ class Storage:
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "created_at", "value": str(self.now_ms())},
-                    {"key": SERVER_KEY_META, "value": DeviceKey.generate().seed.hex()},
                     {"key": NUMBERS_META, "value": str(FIRST_TICKET_NUMBER - 1)},
                 ],
             )
@@ -522,13 +526,8 @@ class Storage:
             for eid, (hlc, value) in kinds.items():
                 conn.execute(entities.update().where(entities.c.eid == eid).values(kind=value, kind_hlc=hlc))
                 conn.execute(ops.update().where(ops.c.eid == eid).values(rkind=value))
-            new_rows = [
-                (SERVER_KEY_META, DeviceKey.generate().seed.hex()),
-                (NUMBERS_META, str(FIRST_TICKET_NUMBER - 1)),
-            ]
-            for key, value in new_rows:
-                if conn.execute(select(meta.c.value).where(meta.c.key == key)).first() is None:
-                    conn.execute(meta.insert().values(key=key, value=value))
+            if conn.execute(select(meta.c.value).where(meta.c.key == NUMBERS_META)).first() is None:
+                conn.execute(meta.insert().values(key=NUMBERS_META, value=str(FIRST_TICKET_NUMBER - 1)))
             conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     def reserve_numbers(self, count: int) -> tuple[int, int]:
@@ -545,14 +544,73 @@ class Storage:
         return int(end) - count + 1, count
 
     def server_key(self) -> DeviceKey:
-        """The server's own Ed25519 key, made with the database: it signs what a device must be able to trust as
-        the server's without a connection of its own (the answers couriers carry back). Devices learn its public
-        half at enrolment and from ``GET /v1/info``."""
-        if self._server_key is None:
-            with self._read() as conn:
-                seed = conn.execute(select(meta.c.value).where(meta.c.key == SERVER_KEY_META)).scalar_one()
-            self._server_key = DeviceKey(bytes.fromhex(seed))
-        return self._server_key
+        """The server's own Ed25519 key, from its key file (``settings.server_key_path``, mode 0600): it signs what
+        a device must be able to trust as the server's without a connection of its own (the answers couriers carry
+        back). Devices learn its public half at enrolment and from ``GET /v1/info``.
+
+        On first use over a new database, the key file is created (unless another server process made it first)
+        and the database records the public key. A database from before key files gives its key to the file and
+        forgets it (on SQLite the write-ahead log is then checkpointed and truncated, so no copy stays on disk).
+
+        Raises:
+            ConfigError: the key file is missing while the database has served with a key (restore it from its
+                backup), holds another server's key, cannot be read or written, or is readable by others.
+        """
+        if self._server_key is not None:
+            return self._server_key
+        path = self.settings.server_key_path
+        forgot = False
+        with self._write() as conn:
+            rows = dict(
+                conn.execute(
+                    select(meta.c.key, meta.c.value).where(meta.c.key.in_([SERVER_KEY_META, SERVER_PUBLIC_KEY_META]))
+                ).all()
+            )
+            old_seed, public = rows.get(SERVER_KEY_META), rows.get(SERVER_PUBLIC_KEY_META)
+            if path.exists():
+                key = read_key_file(path)
+            elif old_seed is not None:
+                key = write_key_file(path, DeviceKey(bytes.fromhex(old_seed)))
+            elif public is not None:
+                raise ConfigError(
+                    f"The server's key file {path} is missing, and this database has served with a key: restore the "
+                    "file from its backup (docs/deployment.md), or set CARESYNC_SERVER_KEY_FILE to where it is. A new "
+                    "key would make every device refuse the answers couriers carry back."
+                )
+            else:
+                key = create_key_file(path)
+            for what, expected in (("a key", old_seed), ("the public key", public)):
+                mine = key.seed.hex() if what == "a key" else key.public_key.hex()
+                if expected is not None and expected != mine:
+                    raise ConfigError(
+                        f"The server's key file {path} holds another key than the one this database has served with "
+                        f"(it records {what} of its own): use the key file of this database, restored from its backup."
+                    )
+            if public is None:
+                conn.execute(meta.insert().values(key=SERVER_PUBLIC_KEY_META, value=key.public_key.hex()))
+            if old_seed is not None:
+                conn.execute(meta.delete().where(meta.c.key == SERVER_KEY_META))
+                forgot = True
+        if forgot:
+            self.checkpoint()
+        self._server_key = key
+        return key
+
+    def checkpoint(self) -> None:
+        """SQLite: moves the write-ahead log into the database file and truncates it to nothing, so that what was
+        overwritten or deleted (an erased value, a key that moved out) leaves no copy in the ``-wal`` file (the
+        database runs with ``secure_delete``, which zeroes freed space). Does nothing on PostgreSQL, whose own WAL
+        and backups are the operator's to manage (docs/deployment.md)."""
+        if self.dialect != "sqlite":
+            return
+        with self._errors():
+            raw = self.engine.raw_connection()  # in autocommit: a checkpoint cannot run inside a transaction
+            try:
+                cursor = raw.cursor()
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cursor.close()
+            finally:
+                raw.close()
 
     def ping(self) -> int:
         """The schema version, read from the database: raises unless the server can serve."""

@@ -95,6 +95,18 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"the server did not answer /healthz: {self.log.read_text()[-2000:]}")
 
+    def memory(self) -> tuple[int, int]:
+        """``(resident, peak resident)`` bytes of the server process now (Linux: ``/proc/<pid>/status``, VmRSS and
+        VmHWM), to show that no request makes the server's memory grow without bound."""
+        if self.proc is None:
+            raise RuntimeError("the server is not running")
+        values = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024
+        return values["VmRSS"], values["VmHWM"]
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, like a power cut."""
         if self.proc is not None and self.proc.poll() is None:

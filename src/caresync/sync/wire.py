@@ -393,12 +393,16 @@ def encode_envelope(envelope: Mapping[str, Any], fmt: int = FORMAT) -> bytes:
     return _MAGIC + bytes((fmt, _DEFLATE_DICT_1)) + data + trailer
 
 
-def decode_envelope(data: bytes) -> dict[str, Any]:
+def decode_envelope(data: bytes, *, max_bytes: int = MAX_DECODED_BYTES) -> dict[str, Any]:
     """The envelope a compact form holds, ``"ops"`` as a list of op dicts.
+
+    Args:
+        data: the compact form.
+        max_bytes: the most bytes its content may inflate to (a server passes its own, smaller, limit).
 
     Raises:
         InvalidInputError: the bytes are not a compact envelope of a format this library reads, are damaged,
-            inflate beyond :data:`MAX_DECODED_BYTES`, or their columns do not agree.
+            inflate beyond ``max_bytes``, or their columns do not agree.
     """
     if len(data) < 4 or data[:2] != _MAGIC:
         raise InvalidInputError("This is not a caresync batch", [("body", "it does not start with the CS marker")])
@@ -415,11 +419,9 @@ def decode_envelope(data: bytes) -> dict[str, Any]:
         )
     unpacker = zlib.decompressobj(-15, zdict=_DICT_1)
     try:
-        text = unpacker.decompress(data[4:], MAX_DECODED_BYTES + 1)
-        if len(text) > MAX_DECODED_BYTES or unpacker.unconsumed_tail:
-            raise InvalidInputError(
-                "A batch is too large once unpacked", [("body", f"more than {MAX_DECODED_BYTES} bytes")]
-            )
+        text = unpacker.decompress(data[4:], max_bytes + 1)
+        if len(text) > max_bytes or unpacker.unconsumed_tail:
+            raise InvalidInputError("A batch is too large once unpacked", [("body", f"more than {max_bytes} bytes")])
     except zlib.error as exc:
         raise InvalidInputError("A batch is damaged and cannot be unpacked", [("body", str(exc))]) from exc
     if not unpacker.eof:

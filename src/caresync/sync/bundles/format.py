@@ -34,6 +34,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "DEFAULT_TTL_HOURS",
     "MAX_BUNDLE_OPS",
+    "MAX_HANDOFFS",
     "SERVER_SIG",
     "canonical",
     "check_bundle",
@@ -49,6 +50,9 @@ BUNDLE_FORMAT = 1
 DEFAULT_TTL_HOURS = 7 * 24
 #: At most this many ops in one bundle; the rest go in the next one (after the answer comes back).
 MAX_BUNDLE_OPS = 2000
+#: The most hand-offs (answers given to their devices) one relay request reports; a courier with more sends them
+#: in several requests.
+MAX_HANDOFFS = 500
 #: The key of the server's signature inside an answer's sealed payload.
 SERVER_SIG = "server_sig"
 HOUR_MS = 3_600_000

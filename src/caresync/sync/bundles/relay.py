@@ -48,6 +48,7 @@ from caresync.sync.bundles.format import (
     DEFAULT_TTL_HOURS,
     HOUR_MS,
     MAX_BUNDLE_OPS,
+    MAX_HANDOFFS,
     SERVER_SIG,
     canonical,
     open_answer,
@@ -261,9 +262,10 @@ def deliver(
     try:
         handoffs = bag.handoffs()
         pending = bag.to_deliver(now_ms=now_ms)
-        if not pending and handoffs:
-            link.post("/v1/relay", json={"courier": courier, "bundle": None, "handoffs": handoffs})
-            bag.reported(h["answer"] for h in handoffs)
+        while len(handoffs) > (MAX_HANDOFFS if pending else 0):  # the server takes MAX_HANDOFFS per request
+            told, handoffs = handoffs[:MAX_HANDOFFS], handoffs[MAX_HANDOFFS:]
+            link.post("/v1/relay", json={"courier": courier, "bundle": None, "handoffs": told})
+            bag.reported(h["answer"] for h in told)
         for item in pending:
             carried_since = item.pop("_imported_ms")
             answer = link.post(
