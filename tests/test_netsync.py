@@ -359,14 +359,16 @@ def _history(server: Server, make_replica: ReplicaFactory) -> Replica:
 
 def _digest_folded_from_log(replica: Replica, tmp_path: Path) -> str:
     """The state digest of a copy of ``replica`` whose every record is folded again from its log."""
-    import shutil
     import sqlite3
 
     from caresync.store.schema import ENTITY_TABLES
 
     copy = tmp_path / f"refold-{replica.id}.db"
-    replica.device_log.store.sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    shutil.copy(replica.path, copy)
+    # SQLite's backup: a consistent copy, log included. (Copying the file after a TRUNCATE checkpoint was not: the
+    # store's own checkpointer thread can hold the log then, the checkpoint answers "busy", and the copy misses
+    # pages, seen as "no such table" or stale rows under load.)
+    with contextlib.closing(sqlite3.connect(replica.path)) as live, contextlib.closing(sqlite3.connect(copy)) as out:
+        live.backup(out)
     with contextlib.closing(sqlite3.connect(copy)) as db, db:
         for entity, table in ENTITY_TABLES.items():
             db.execute(f"INSERT OR IGNORE INTO pending (entity, id) SELECT ?, id FROM {table.__tablename__}", (entity,))
