@@ -35,7 +35,8 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
     spec = _spec(tmp_path)
     trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key", "/v1/numbers"}
     relay = {"/v1/relay", "/v1/relays"}
-    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust | relay
+    admin = {"/v1/admin/devices", "/v1/admin/devices/{device}/revoke", "/v1/admin/devices/{device}/scope"}
+    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust | relay | admin
     schemas = spec["components"]["schemas"]
     for model in (
         "PushRequest",
@@ -51,6 +52,11 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
         "DeviceResponse",
         "NumberBlockRequest",
         "NumberBlockResponse",
+        "AdminDevice",
+        "AdminDevices",
+        "AdminEnrolRequest",
+        "AdminEnrolResponse",
+        "AdminScopeRequest",
     ):
         assert model in schemas, model
     assert "HTTPValidationError" not in schemas  # every error is the one envelope

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._version import __version__
+from .admin import router as admin_router
 from .admission import Verdict, body_text
 from .bodies import inflate, max_values, read_json
 from .errors import STATUS, ApiError, ConfigError, DatabaseError, ErrorCode, ErrorDetail
@@ -118,6 +119,7 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
     app.include_router(_router)
     app.include_router(trust_router)
     app.include_router(relay_router)  # relay bundles (issue 5)
+    app.include_router(admin_router)  # the station console's device management (issue 18)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DatabaseError, _database_error)
     app.add_exception_handler(ConfigError, _config_error)

@@ -19,6 +19,11 @@ __all__ = [
     "MAX_HANDOFFS",
     "MAX_RECEIPTS",
     "PROTOCOL_VERSION",
+    "AdminDevice",
+    "AdminDevices",
+    "AdminEnrolRequest",
+    "AdminEnrolResponse",
+    "AdminScopeRequest",
     "BundleFields",
     "CredentialsResponse",
     "DeviceResponse",
@@ -294,6 +299,64 @@ class CredentialsResponse(DeviceResponse):
     """A device's credentials: ``POST /v1/enroll`` and ``POST /v1/token`` answer them."""
 
     token: str = Field(description="The device token; the server keeps only its SHA-256.")
+
+
+GridPath = Annotated[str, StringConstraints(max_length=300)]
+
+
+class AdminDevice(BaseModel):
+    """A device as the station manages it (``/v1/admin/devices``)."""
+
+    id: int
+    name: str
+    role: str
+    grids: list[str] = Field(description='The grids it works in; `[""]` is everywhere.')
+    replica: str | None = Field(description="The replica id it is bound to (null until it first syncs or enrols).")
+    created_at_ms: int
+    enrolled_at_ms: int | None = Field(description="When it redeemed its enrolment code.")
+    revoked_at_ms: int | None
+    last_sync_at_ms: int | None
+    pending: int | None = Field(description="Ops it reported still unsent at its last push.")
+    refusals: int = Field(description="Ops of it the server refused.")
+    scope_version: int
+
+
+class AdminDevices(BaseModel):
+    """``GET /v1/admin/devices``: every device, revoked ones included."""
+
+    devices: list[AdminDevice]
+    server_time_ms: int
+
+
+class AdminEnrolRequest(BaseModel):
+    """``POST /v1/admin/devices``: a device to enrol."""
+
+    model_config = _REQUEST
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    role: Annotated[str, StringConstraints(min_length=1, max_length=40)] = Field(
+        description="courier, knocker, grid_worker, mediator, station or admin."
+    )
+    grids: list[GridPath] = Field(min_length=1, max_length=100, description='Its grids; `[""]` for everywhere.')
+
+
+class AdminEnrolResponse(BaseModel):
+    """The enrolled device and its one-time code, shown once (the server keeps only a hash)."""
+
+    device: AdminDevice
+    code: str
+    code_expires_at_ms: int
+
+
+class AdminScopeRequest(BaseModel):
+    """``PUT /v1/admin/devices/{device}/scope``: the device's grids (and role) from now on."""
+
+    model_config = _REQUEST
+
+    grids: list[GridPath] = Field(min_length=1, max_length=100)
+    role: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = Field(
+        None, description="A new role; the current one when left out."
+    )
 
 
 class ErrorBody(BaseModel):
