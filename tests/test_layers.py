@@ -49,6 +49,7 @@ SERVER_MAY_IMPORT = (
 #: Modules that open an SQLite file of their own that is not a replica (reason beside each).
 OWN_SQLITE = {
     "caresync.sync.bundles.bag": "the courier's bag is a file of carried bundles, not a replica",
+    "caresync.console.accounts": "the console's staff accounts and sessions, the desk's own file, not a replica",
 }
 
 

@@ -14,6 +14,8 @@ from caresync._version import __version__
 from caresync.cli._common import StationGroup, global_options
 from caresync.cli._devtools import demo, enroll, inspect, sync
 from caresync.cli.bundle import bundle
+from caresync.cli.console import console, console_user
+from caresync.cli.export import export
 from caresync.cli.rounds import conflicts, report, visit
 from caresync.cli.station import dispute, init, resident, ticket, worker
 
@@ -44,5 +46,8 @@ for _command in (
     bundle,
     demo,
     inspect,
+    console,
+    console_user,
+    export,
 ):
     main.add_command(_command)

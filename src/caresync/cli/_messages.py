@@ -224,6 +224,31 @@ _M: dict[str, tuple[str, str]] = {
     "field.reason": ("原因", "reason"),
     "field.ticket": ("诉求", "ticket"),
     "field.state": ("状态", "state"),
+    # console
+    "console.no_extra": (
+        "工作台需要额外的组件（缺少 {module}）：pip install 'caresync[console]'",
+        "The console needs its extra (missing {module}): pip install 'caresync[console]'",
+    ),
+    "console.no_accounts": (
+        "还没有工作台账号：先运行 caresync console-user add 姓名",
+        "No console account yet: run caresync console-user add NAME first.",
+    ),
+    "console.exposed": (
+        "警告：工作台将在 {host} 上开放，其他电脑也能访问登录页。请放在 HTTPS 反向代理之后，并只在可信网络中使用。",
+        "Warning: the console will answer on {host}, so other computers can reach its sign-in page. Put it behind "
+        "an HTTPS reverse proxy and use it on a network you trust.",
+    ),
+    "console.started": ("工作台已启动：{url}（按 Ctrl+C 停止）", "The console is running at {url} (Ctrl+C stops it)"),
+    "console.password": ("密码（至少 10 个字符）", "Password (at least 10 characters)"),
+    "console.user_added": ("已保存工作台账号 {name}。", "Console account {name} saved."),
+    "console.user_removed": ("已删除工作台账号 {name}。", "Console account {name} removed."),
+    "console.no_users": ("还没有工作台账号。", "No console account yet."),
+    # export
+    "export.written": ("已写入 {n} 行：{path}", "Wrote {n} row(s) to {path}"),
+    "export.format": (
+        "{what} 不能导出为 {fmt}：open311 只能是 json，其他只能是 csv 或 xlsx。",
+        "{what} cannot be written as {fmt}: open311 is json only, the others csv or xlsx.",
+    ),
 }
 
 MESSAGES = Catalog({key: {"zh": zh, "en": en} for key, (zh, en) in _M.items()})

@@ -1,0 +1,267 @@
+"""The console app over a real replica file, through httpx's ASGI transport: sign-in, CSRF, escaping, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from caresync import Replica
+
+from .support import PASSWORD, client, csrf_of, running, sign_in
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+PAGES = ["/", "/intake", "/requests", "/requests?view=board", "/conflicts"]
+
+
+def test_without_sign_in_only_the_sign_in_page_shows(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                for path in PAGES:
+                    answer = await http.get(path)
+                    assert answer.status_code == 303
+                    assert answer.headers["location"].startswith("/login?next=")
+                login = await http.get("/login")
+                assert login.status_code == 200 and 'name="password"' in login.text
+                assert "Today" not in login.text  # no navigation, no records
+                state = await http.get("/_state")
+                assert state.status_code == 401
+                posted = await http.post("/intake", data={"title": "x", "grid": "a/b/c"})
+                assert posted.status_code == 403
+
+    run(go())
+
+
+def test_wrong_password_and_unknown_user_are_refused_alike(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                for user, password in (("clerk-zhang", "not the password"), ("nobody", PASSWORD)):
+                    form = await http.get("/login")
+                    answer = await http.post(
+                        "/login", data={"csrf": csrf_of(form.text), "user": user, "password": password}
+                    )
+                    assert answer.status_code == 401
+                    assert "The user name or the password is wrong." in answer.text
+                assert (await http.get("/")).status_code == 303
+
+    run(go())
+
+
+def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                token = await sign_in(http)
+                form = {
+                    "title": "Septic tank",
+                    "kind": "repair",
+                    "channel": "walk_in",
+                    "grid": "a/b/c",
+                    "priority": "normal",
+                }
+                for sent in ({}, {"csrf": "forged"}):
+                    answer = await http.post("/intake", data={**form, **sent})
+                    assert answer.status_code == 403
+                    assert "security code" in answer.text
+                count = app.state.console.worker.call(lambda r: len(r.tickets.list()))
+                assert count == 0
+                done = await http.post("/intake", data={**form, "csrf": token})
+                assert done.status_code == 303
+                assert app.state.console.worker.call(lambda r: len(r.tickets.list())) == 1
+
+    run(go())
+
+
+def test_the_sign_in_form_needs_its_own_token(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                answer = await http.post("/login", data={"user": "clerk-zhang", "password": PASSWORD})
+                assert answer.status_code == 403
+                assert (await http.get("/")).status_code == 303
+
+    run(go())
+
+
+def test_sessions_expire_when_idle_and_after_their_lifetime(tmp_path: Path) -> None:
+    now = [1_800_000_000_000]
+
+    async def go() -> None:
+        with running(tmp_path, now_ms=lambda: now[0], session_idle_s=600, session_lifetime_s=3600) as app:
+            async with client(app) as http:
+                await sign_in(http)
+                now[0] += 599_000
+                assert (await http.get("/")).status_code == 200  # used: the idle clock starts again
+                now[0] += 601_000
+                assert (await http.get("/")).status_code == 303  # idle too long
+                await sign_in(http)
+                for _ in range(7):  # used every 9 minutes, still ends an hour after sign-in
+                    now[0] += 540_000
+                    last = await http.get("/")
+                assert last.status_code == 303
+
+    run(go())
+
+
+def test_sign_out_ends_the_session(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                token = await sign_in(http)
+                cookie = http.cookies.get("caresync_console")
+                assert (await http.post("/logout", data={"csrf": token})).status_code == 303
+                assert (await http.get("/")).status_code == 303
+                http.cookies.set("caresync_console", cookie or "")
+                assert (await http.get("/")).status_code == 303  # the old cookie opens nothing
+
+    run(go())
+
+
+def test_passwords_are_argon2_hashes_and_session_tokens_are_not_kept(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                await sign_in(http)
+                token = http.cookies.get("caresync_console")
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("console.db*"))
+        assert b"$argon2id$" in raw
+        assert PASSWORD.encode() not in raw
+        assert token and token.encode() not in raw
+
+    run(go())
+
+
+def test_cookies_are_httponly_and_strict_and_pages_carry_security_headers(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                form = await http.get("/login")
+                answer = await http.post(
+                    "/login", data={"csrf": csrf_of(form.text), "user": "clerk-zhang", "password": PASSWORD}
+                )
+                cookie = answer.headers["set-cookie"].lower()
+                assert "httponly" in cookie and "samesite=strict" in cookie
+                page = await http.get("/")
+                assert "script-src 'self'" in page.headers["content-security-policy"]
+                assert page.headers["cache-control"] == "no-store"
+                assert page.headers["x-frame-options"] == "DENY"
+
+    run(go())
+
+
+def test_what_a_page_shows_is_escaped(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            console = app.state.console
+
+            def seed(r: Replica) -> str:
+                who = r.residents.register(
+                    name="<script>alert(1)</script>", grid="c/a/b", knock_every_days=1, flags=["elderly"]
+                )
+                r.visits.record(resident_id=who.id, outcome="emergency", visitor="knocker-wu")
+                t = r.tickets.submit(
+                    title="<img src=x onerror=alert(2)>", kind="repair", grid="c/a/b", resident_id=who.id
+                )
+                return t.number or t.id
+
+            number = console.worker.call(seed)
+            async with client(app) as http:
+                await sign_in(http)
+                for path in ("/", "/requests", f"/requests/{number}", "/requests?view=board"):
+                    html = (await http.get(path)).text
+                    assert "<script>alert(1)</script>" not in html
+                    assert "<img src=x" not in html
+                html = (await http.get(f"/requests/{number}")).text
+                assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+                assert "&lt;img src=x onerror=alert(2)&gt;" in html
+
+    run(go())
+
+
+def test_no_private_detail_in_the_log_or_in_urls(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secret_name, secret_text = "Wang Secretname", "lives behind the blue door"
+
+    async def go() -> None:
+        with running(tmp_path) as app:
+            console = app.state.console
+            console.worker.call(lambda r: r.residents.register(name=secret_name, grid="c/a/b"))
+            async with client(app) as http:
+                token = await sign_in(http)
+                found = await http.post("/intake/find", data={"csrf": token, "q": "Secretname"})
+                assert secret_name in found.text
+                made = await http.post(
+                    "/intake",
+                    data={
+                        "csrf": token,
+                        "title": "Help",
+                        "kind": "repair",
+                        "channel": "phone",
+                        "grid": "c/a/b",
+                        "priority": "normal",
+                        "description": secret_text,
+                    },
+                )
+                number = made.headers["location"].rsplit("/", 1)[1]
+                await http.post(f"/requests/{number}/note", data={"csrf": token, "text": secret_text})
+                page = await http.get(f"/requests/{number}")
+                assert secret_text in page.text
+                for link in [made.headers["location"], *(part.split('"')[0] for part in page.text.split('href="')[1:])]:
+                    assert "Secretname" not in link and "blue door" not in link
+
+    with caplog.at_level(logging.DEBUG):
+        run(go())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/requests/{number}" in logged  # the route, not the number or anything typed
+    assert "Secretname" not in logged and "blue door" not in logged and PASSWORD not in logged
+
+
+def test_today_lists_what_needs_doing(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+
+            def seed(r: Replica) -> None:
+                old = r.residents.register(name="Old Wang", grid="c/a/b", knock_every_days=2)
+                r.visits.record(resident_id=old.id, outcome="no_answer", visitor="wu")
+                r.visits.record(resident_id=old.id, outcome="no_answer", visitor="wu")
+                r.tickets.submit(
+                    title="Due soon", kind="repair", grid="c/a/b", due_at=r.clock.physical_ms() + 7_200_000
+                )
+                r.tickets.submit(
+                    title="Due next week", kind="repair", grid="c/a/b", due_at=r.clock.physical_ms() + 7 * 86_400_000
+                )
+
+            app.state.console.worker.call(seed)
+            async with client(app) as http:
+                await sign_in(http)
+                html = (await http.get("/")).text
+                assert "Due soon" in html and "Due next week" not in html
+                assert "Old Wang" in html and "no answer twice" in html
+
+    run(go())
+
+
+def test_the_language_switch_changes_every_page_and_stays_inside(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                await sign_in(http)
+                html = (await http.get("/requests")).text
+                assert 'href="/lang/zh?next=/requests"' in html
+                switched = await http.get("/lang/zh", params={"next": "/requests"})
+                assert switched.headers["location"] == "/requests"
+                assert "诉求" in (await http.get("/requests")).text
+                for evil in ("https://evil.example/", "//evil.example/x", "/\\evil"):
+                    away = await http.get("/lang/en", params={"next": evil})
+                    assert away.headers["location"] == "/"
+
+    run(go())
