@@ -35,6 +35,10 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("GET", "/v1/relays"): ["limit"],
     ("GET", "/v1/info"): [],
     ("GET", "/healthz"): [],
+    ("GET", "/v1/admin/devices"): [],
+    ("POST", "/v1/admin/devices"): ["name", "role", "grids"],
+    ("POST", "/v1/admin/devices/2/revoke"): [],
+    ("PUT", "/v1/admin/devices/2/scope"): ["grids", "role"],
 }
 OP_KEYS = ["v", "kind", "origin", "seq", "hlc", "eid", "actor", "at", "body", "sig", "pd"]
 BUNDLE_KEYS = ["caresync_bundle", "type", "id", "origin", "public_key", "created_ms", "expires_ms", "cursor"]
