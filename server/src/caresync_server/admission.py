@@ -20,6 +20,7 @@ of the device that carries it: a courier may relay a grid worker's edits, never 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -45,6 +46,7 @@ __all__ = [
     "Verdict",
     "admit",
     "body_text",
+    "check_signers",
     "fingerprint",
     "referenced_ops",
 ]
@@ -192,6 +194,33 @@ def referenced_ops(op: OpDict) -> list[OpKey]:
         refs.extend(_parse_ref(ref) for ref in body.get(key) or ())
     own = (op["origin"], op["seq"])
     return [ref for ref in refs if ref != own]
+
+
+def check_signers(ops: Sequence[OpDict], devices: dict[str, OriginDevice]) -> None:
+    """Refuses the batch when an op is signed by another key than the one its device enrolled with.
+
+    The library's checks tie a signature's key to the op's origin by the key's 64-bit fingerprint; the server also
+    holds each device's whole key, bound when it redeemed its enrolment code, and compares it, so that a key made
+    to collide with a device's fingerprint still cannot sign in its name. Call after the signatures were verified
+    (each ``sig`` is then readable). Devices enrolled with a direct token have no key bound, and are checked by
+    fingerprint only.
+
+    Raises:
+        ApiError: ``bad_signature``, naming the op; nothing of the batch may be stored.
+    """
+    for op in ops:
+        device = devices.get(op["origin"])
+        sig = op.get("sig")
+        if device is None or device.public_key is None or not sig:
+            continue
+        if base64.b64decode(sig)[:32] != device.public_key:
+            who = op_id(op["origin"], op["seq"])
+            raise ApiError(
+                ErrorCode.BAD_SIGNATURE,
+                f"Op {who} is signed by another key than the one device {device.name} enrolled with: it was forged. "
+                "Nothing from this batch was stored.",
+                [{"field": "sig", "problem": "not the key the device enrolled with", "op": who}],
+            )
 
 
 def _first_missing(contig: int, present: set[int]) -> int:

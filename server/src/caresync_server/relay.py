@@ -293,6 +293,14 @@ def _deliver(
         return _refusal(
             "revoked", f"The station revoked device {device.name}; its bundles are not accepted.", bundle_id
         )
+    enrolled = storage.device_public_key(origin)
+    if enrolled is not None and enrolled.hex() != bundle["public_key"].lower():
+        return _refusal(
+            "bundle_forged",
+            f"Bundle {bundle_id} is signed by another key than the one device {device.name} enrolled with: it was "
+            "forged. Do not carry it.",
+            bundle_id,
+        )
     try:
         known, deferred = validate_ops(bundle["ops"])
         for op in known:

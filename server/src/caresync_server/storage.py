@@ -79,6 +79,7 @@ from .admission import (
     Verdict,
     admit,
     body_text,
+    check_signers,
     fingerprint,
     referenced_ops,
 )
@@ -994,7 +995,9 @@ class Storage:
         with paused_gc(), self._write(cursors=True) as conn:  # the batch's dicts form no cycles: see paused_gc
             self._bind(conn, device_id, replica)
             self._check_links(conn, ops_in)
-            verdict = admit(ops_in, pusher=replica, known=self._knowledge(conn, ops_in))
+            known = self._knowledge(conn, ops_in)
+            check_signers(ops_in, known.devices)
+            verdict = admit(ops_in, pusher=replica, known=known)
             self._store(conn, verdict, now)
             conn.execute(
                 devices.update()

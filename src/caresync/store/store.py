@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections import defaultdict
@@ -95,6 +97,29 @@ def _op_row(op: OpDict, known: int, sent: int = 0) -> tuple[Any, ...]:
     return (*_ENVELOPE(op), known, to_json(op["body"]).decode(), sent, op.get("sig"), op.get("pd"))
 
 
+def _owner_only(path: Path, log: logging.Logger) -> None:
+    """Makes the replica file readable by its owner only: it holds the device's signing seed and its token.
+
+    A new file is created with mode 0600 before SQLite opens it; SQLite gives its ``-wal`` and ``-shm`` files the
+    mode of the database file. An existing file (with its ``-wal`` and ``-shm``) open to others is tightened to
+    0600 when its owner opens it; a file of another user is left as it is.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(part.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(part, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # another user's file, or a read-only medium: opened as it is
+            log.warning("cannot make %s readable by its owner only: %s", part, exc)
+
+
 class Store:
     """An open replica file. Not thread-safe: one Store per thread (open the file again for another)."""
 
@@ -109,6 +134,7 @@ class Store:
         self._checkpointer = _Checkpointer(self.path, self.log)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path, self.log)
             self._engine: Engine = create_engine(
                 f"sqlite:///{self.path}",
                 poolclass=NullPool,
