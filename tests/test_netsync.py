@@ -79,9 +79,9 @@ def test_two_devices_converge_through_the_server(server: Server, make_replica: R
     phone.residents.register(name="Old Wang", grid=GRID)
 
     first = station.sync(URL, token=ts, client=server.client)
-    assert (first.pushed, first.pulled, first.unsent) == (1, 0, 0)
+    assert (first.pushed, first.pulled, first.unsent) == (2, 0, 0)  # the ticket, and its short number
     second = phone.sync(URL, token=tp, client=server.client)
-    assert (second.pushed, second.pulled) == (1, 1)
+    assert (second.pushed, second.pulled) == (1, 2)
     station.sync(URL, token=ts, client=server.client)
 
     assert phone.tickets.get(t.id).title == "Septic tank blocked"
@@ -124,7 +124,7 @@ def test_a_link_cut_at_every_batch_boundary_loses_and_doubles_nothing(
     tokens = [server.enroll(f"d{i}") for i in range(3)]
     for d in devices:
         random_work(d, rng, 40)
-    made = set().union(*(all_ops(d) for d in devices))
+    offline = set().union(*(all_ops(d) for d in devices))
     cuts = 0
     for _ in range(60):  # keep syncing over a link that drops half the answers, until nothing is left to move
         for d, tok in zip(devices, tokens, strict=True):
@@ -132,9 +132,10 @@ def test_a_link_cut_at_every_batch_boundary_loses_and_doubles_nothing(
             with client, contextlib.suppress(SyncError):
                 d.sync(URL, token=tok, push_batch=5, pull_batch=7, retries=0, client=client)
             cuts += transport.cuts
+        made = set().union(*(all_ops(d) for d in devices))  # the offline work, and the numbers syncs gave it
         if all(all_ops(d) == made and d.unsent_count() == 0 for d in devices):
             break
-    assert cuts > 10
+    assert cuts > 10 and offline <= made
     assert len({d.state_digest() for d in devices}) == 1
     assert all(all_ops(d) == made for d in devices)
 
@@ -155,11 +156,13 @@ class CutAfter(httpx.BaseTransport):
 def test_a_cut_pull_resumes_from_its_last_committed_batch(server: Server, make_replica: ReplicaFactory) -> None:
     src, dst = make_replica("src"), make_replica("dst")
     ts, td = server.enroll("src"), server.enroll("dst")
+    src.sync(URL, token=ts, client=server.client)  # set up: a block of numbers, so the requests get short ones
     _requests(src, 60)
     src.sync(URL, token=ts, client=server.client)
 
     pulls: list[int] = []
-    link = httpx.Client(transport=CutAfter(server.client._transport, 3), base_url=URL)  # 3 pulls, then gone
+    # the block of ticket numbers and 3 pulls, then gone
+    link = httpx.Client(transport=CutAfter(server.client._transport, 4), base_url=URL)
     with link as client, pytest.raises(SyncError, match="Cannot reach the sync server"):
         dst.sync(URL, token=td, pull_batch=10, retries=0, client=client, progress=lambda p: pulls.append(p.done))
     assert dst.op_count() == 30 == pulls[-1]
@@ -248,6 +251,7 @@ def test_a_device_clock_years_off_is_corrected_by_the_server(tmp_path: Path, mak
 def test_progress_reports_both_phases(server: Server, make_replica: ReplicaFactory) -> None:
     a, b = make_replica("a"), make_replica("b")
     ta, tb = server.enroll("a"), server.enroll("b")
+    a.sync(URL, token=ta, client=server.client)  # set up: a block of numbers, so the requests get short ones
     _requests(a, 12)
     seen: list[SyncProgress] = []
     a.sync(URL, token=ta, client=server.client, push_batch=5, progress=seen.append)
@@ -304,6 +308,7 @@ def test_ops_waiting_for_another_device_do_not_wedge_the_rest_of_the_queue(
     create nor B's edit yet ("waiting"), but B's other work, in later batches, still goes through."""
     a, b, station = make_replica("a"), make_replica("b"), make_replica("station")
     ta, tb, ts = server.enroll("a"), server.enroll("b"), server.enroll("station")
+    b.sync(URL, token=tb, client=server.client)  # set up: a block of numbers, so its requests get short ones
     t = a.tickets.submit(title="Written by A", kind="repair", grid=GRID)
     b.sync_with(a)
     b.tickets.edit(t.id, title="Edited by B")
@@ -322,17 +327,42 @@ def test_ops_waiting_for_another_device_do_not_wedge_the_rest_of_the_queue(
 def test_a_sync_brings_short_ticket_numbers_no_other_device_gets(server: Server, make_replica: ReplicaFactory) -> None:
     desk, phone = make_replica("desk"), make_replica("phone")
     before = desk.tickets.submit(title="Before any sync", kind="repair", grid=GRID)
-    assert before.number == f"{desk.id}-1"  # offline and never synced: the device's own, never-colliding form
+    assert before.number == f"{desk.id}-1"  # offline and never synced: a provisional number, unique to the device
     desk_token = server.enroll("desk")
     desk.sync(URL, token=desk_token, client=server.client)
+    assert desk.tickets.get(before.id).number == "1000"  # the first sync gave it a short one
     phone.sync(URL, token=server.enroll("phone"), client=server.client)
+    assert phone.tickets.get(before.id).number == "1000"  # and every replica shows it
+    assert phone.tickets.get(before.id).former_numbers == [f"{desk.id}-1"]
     numbers = {r.id: [r.numbers.peek()] for r in (desk, phone)}
-    assert numbers == {desk.id: ["1000"], phone.id: ["1100"]}
-    taken = [desk.tickets.submit(title=f"Desk {i}", kind="repair", grid=GRID).number for i in range(85)]
-    assert taken[0] == "1000" and taken[-1] == "1084"
+    assert numbers == {desk.id: ["1001"], phone.id: ["1100"]}
+    taken = [desk.tickets.submit(title=f"Desk {i}", kind="repair", grid=GRID).number for i in range(84)]
+    assert taken[0] == "1001" and taken[-1] == "1084"
     desk.sync(URL, token=desk_token, client=server.client)  # 15 left: a new block is reserved
     assert [(b.start, b.count) for b in desk.numbers.blocks()] == [(1000, 100), (1200, 100)]
     assert phone.tickets.submit(title="Phone", kind="repair", grid=GRID).number == "1100"
+
+
+def test_tickets_numbered_offline_get_short_numbers_at_the_next_sync_on_every_device(
+    server: Server, make_replica: ReplicaFactory
+) -> None:
+    """A knocker's phone raises requests with no block (provisional numbers); its next sync gives them short
+    numbers from a server block, no other device's numbers, and the station sees the short ones."""
+    knocker, desk = make_replica("knocker"), make_replica("desk")
+    desk_token, knocker_token = server.enroll("desk"), server.enroll("knocker", "knocker", [GRID])
+    raised = [knocker.tickets.submit(title=f"r{i}", kind="repair", grid=GRID) for i in range(3)]
+    assert [t.number for t in raised] == [f"{knocker.id}-{i}" for i in (1, 2, 3)]
+    desk_own = desk.tickets.submit(title="desk", kind="repair", grid=GRID)
+    desk.sync(URL, token=desk_token, client=server.client)
+    knocker.sync(URL, token=knocker_token, client=server.client)
+    desk.sync(URL, token=desk_token, client=server.client)
+    shown = {t.id: t.number for t in desk.tickets.list()}
+    assert [shown[t.id] for t in raised] == ["1100", "1101", "1102"]  # the knocker's block, not the desk's
+    assert shown[desk_own.id] == "1000" and knocker.tickets.provisional() == []
+    assert [knocker.tickets.get(t.id).number for t in raised] == ["1100", "1101", "1102"]
+    from caresync.replica import find_ticket
+
+    assert find_ticket(desk, f"{knocker.id}-3").id == raised[2].id  # the number the resident was told still works
 
 
 # --- a pull into an empty replica folds its pages in memory ---------------------------------------------------

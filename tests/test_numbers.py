@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caresync import IntentError, InvalidInputError
+from caresync import EntityType, IntentError, InvalidInputError, Replica
 from tests.conftest import ReplicaFactory
 
 GRID = "changnan/dorm/3"
@@ -68,3 +68,66 @@ def test_a_ticket_is_found_by_number_id_or_the_end_of_a_fallback_number(make_rep
     desk.tickets.submit(title="c", kind="repair", grid=GRID)  # the block is used up: the fallback
     assert find_ticket(desk, f"{desk.id}-1").title == "c"
     assert find_ticket(desk, f"{desk.id[-6:]}-1").title == "c"
+
+
+def _number(replica: Replica, ticket_id: str, number: str) -> None:
+    """A ``ticket.number`` op made by hand, as no library call makes one for another device's ticket."""
+    log = replica.device_log
+    state = log.state(EntityType.TICKET, ticket_id)
+    log.emit("ticket.number", ticket_id, {"number": number}, actor="clerk", state=state)
+
+
+def test_a_provisional_number_is_replaced_once_and_only_by_the_tickets_own_device(
+    make_replica: ReplicaFactory,
+) -> None:
+    """The fold takes a ``ticket.number`` op only from the ticket's own device, only while the number is
+    provisional, and only the first: a ticket is numbered once, whatever order the ops arrive in."""
+    from caresync.core.ids import op_id
+    from caresync.core.merge import fold
+
+    phone, desk = make_replica("phone"), make_replica("desk")
+    ticket = phone.tickets.submit(title="Raised at the door", kind="repair", grid=GRID)
+    provisional = ticket.number
+    desk.sync_with(phone)
+    desk.numbers.add_block(500, 5)
+    _number(desk, ticket.id, "500")  # not the ticket's device: every fold ignores it
+    assert desk.tickets.get(ticket.id).number == provisional
+    phone.numbers.add_block(700, 5)
+    assert phone.device_log.renumber() == [(provisional, "700")]
+    assert phone.device_log.renumber() == [] and phone.tickets.provisional() == []  # nothing provisional is left
+    _number(phone, ticket.id, "701")  # a second one: ignored
+    desk.sync_with(phone)
+    for replica in (phone, desk):
+        shown = replica.tickets.get(ticket.id)
+        assert (shown.number, shown.former_numbers) == ("700", [provisional])
+        assert "number" in [h.action for h in shown.history]
+    ops = desk.device_log.ops_of(ticket.id)
+    assert len([o for o in ops if o["kind"] == "ticket.number"]) == 3
+    forward = fold("ticket", ticket.id, ops)
+    backward = fold("ticket", ticket.id, list(reversed(ops)))
+    assert forward == backward and forward["f"]["number"][0][0] == op_id(phone.id, 2)
+
+
+def test_a_number_two_tickets_share_is_refused_naming_both(make_replica: ReplicaFactory) -> None:
+    """Old data, numbered from blocks typed by hand, can hold one number twice: a lookup by it names both."""
+    from caresync.replica import find_ticket
+
+    desk, phone = make_replica("desk"), make_replica("phone")
+    desk.numbers.add_block(1000, 1)
+    phone.numbers.add_block(1000, 1)
+    a = desk.tickets.submit(title="Septic tank", kind="repair", grid=GRID)
+    b = phone.tickets.submit(title="Stair light", kind="repair", grid=GRID)
+    desk.sync_with(phone)
+    with pytest.raises(IntentError, match="belongs to 2 tickets") as refused:
+        find_ticket(desk, "1000")
+    assert a.id in str(refused.value) and b.id in str(refused.value)
+    assert find_ticket(desk, a.id).title == "Septic tank"
+
+
+def test_a_ticket_number_op_from_another_kind_of_value_is_refused(make_replica: ReplicaFactory) -> None:
+    """Only a block number (digits) can replace a provisional one."""
+    phone = make_replica("phone")
+    ticket = phone.tickets.submit(title="t", kind="repair", grid=GRID)
+    with pytest.raises(InvalidInputError, match="number"):
+        _number(phone, ticket.id, f"{phone.id}-9")
+    assert phone.tickets.get(ticket.id).number == ticket.number

@@ -55,19 +55,20 @@ def run(home: Path, lang: str) -> Run:
 
 def test_init_then_a_ticket_from_order_to_return(run: Run, home: Path, lang: str) -> None:
     assert (home / "replica.db").exists()
-    assert run("ticket", "numbers", "--add-block", "1000", "10")["next"] == "1000"
+    numbers = run("ticket", "numbers")
+    assert numbers["blocks"] == [] and numbers["next"].endswith("-1")  # never synced: provisional numbers
     wang = run("resident", "add", "--name", "Old Wang", "--grid", GRID, "--knock-every", "2")
     t = run("ticket", "submit", "--title", "Septic tank", "--kind", "repair", "--grid", GRID, "--resident", wang["id"])
-    assert (t["number"], t["status"], t["overdue"]) == ("1000", "submitted", False)
-    assert run("ticket", "accept", "1000", "--assignee", "grid-li")["assignee"] == "grid-li"
-    assert run("ticket", "start", "1000")["status"] == "in_progress"
-    assert (
-        run("ticket", "note", "1000", "called the sanitation team")["notes"][0]["text"] == "called the sanitation team"
-    )
-    assert run("ticket", "resolve", "1000", "--resolution", "pipe cleared")["status"] == "resolved"
-    closed = run("ticket", "close", "1000")
+    n = t["number"]
+    assert (t["number_provisional"], t["status"], t["overdue"]) == (True, "submitted", False)
+    assert run("ticket", "numbers")["provisional"] == [{"number": n, "id": t["id"]}]
+    assert run("ticket", "accept", n, "--assignee", "grid-li")["assignee"] == "grid-li"
+    assert run("ticket", "start", n)["status"] == "in_progress"
+    assert run("ticket", "note", n, "called the sanitation team")["notes"][0]["text"] == "called the sanitation team"
+    assert run("ticket", "resolve", n, "--resolution", "pipe cleared")["status"] == "resolved"
+    closed = run("ticket", "close", n)
     assert closed["status"] == "closed" and closed["closed_at"]
-    assert run("ticket", "rate", "1000", "5", "--comment", "fast")["rating"] == {"score": 5, "comment": "fast"}
+    assert run("ticket", "rate", n, "5", "--comment", "fast")["rating"] == {"score": 5, "comment": "fast"}
     assert run("ticket", "reopen", t["id"], "--reason", "leaking again")["status"] == "accepted"
     other = run("ticket", "submit", "--title", "Bench", "--kind", "repair", "--grid", GRID)
     assert run("ticket", "escalate", other["number"])["grid"] == "changnan/dorm"
@@ -83,15 +84,22 @@ def test_init_then_a_ticket_from_order_to_return(run: Run, home: Path, lang: str
     assert nowhere.exit_code == 1 and "X9" in nowhere.stderr
     late = run("ticket", "submit", "--title", "Smoke", "--kind", "emergency", "--grid", GRID)
     listed = run("ticket", "list")["tickets"]
-    assert [x["number"] for x in listed] == ["1003", "1000"]  # open only; soonest due (emergency: 2 h) first
-    assert late["number"] == "1003"
+    assert [x["number"] for x in listed] == [late["number"], n]  # open only; soonest due (emergency: 2 h) first
+    assert late["number"] == n[:-1] + "4"
     assert len(run("ticket", "list", "--all")["tickets"]) == 4
-    shown = run("ticket", "show", "1000")
+    shown = run("ticket", "show", n)
     assert [h["kind"] for h in shown["history"]][:2] == ["ticket.create", "ticket.transition"]
-    text = _invoke(home, ["ticket", "show", "1000"], lang).stdout
+    text = _invoke(home, ["ticket", "show", n], lang).stdout
     assert ("已接单" if lang == "zh" else "accepted") in text
     submitted = _invoke(home, ["ticket", "submit", "--title", "x", "--kind", "wish", "--grid", GRID], lang).stdout
-    assert ("请告知居民" if lang == "zh" else "tell the resident") in submitted and "1004" in submitted
+    assert ("临时编号" if lang == "zh" else "provisional number") in submitted and n[:-1] + "5" in submitted
+
+
+def test_no_block_of_ticket_numbers_can_be_typed_in(home: Path, lang: str) -> None:
+    """Blocks come only from the server: a hand-typed block is how the desk's 1000 met a phone's 1000."""
+    _invoke(home, ["init", "--actor", "clerk-zhang"], lang)
+    typed = _invoke(home, ["ticket", "numbers", "--add-block", "1000", "500"], lang)
+    assert typed.exit_code == 2 and "--add-block" in typed.stderr
 
 
 def test_residents_add_list_show_edit(run: Run, home: Path, lang: str) -> None:
@@ -284,14 +292,16 @@ def test_two_devices_sync_through_a_real_server_from_their_folders(tmp_path: Pat
             on("desk", "en", "ticket", "submit", "--title", "Tap", "--kind", "repair", "--grid", GRID, "--json").stdout
         )
         sent = on("desk", "en", "sync")
-        assert sent.exit_code == 0 and sent.stdout.startswith("sent 1, received 0")  # the ticket
+        # the ticket, and the short number the first block gave it in place of its provisional one
+        assert made["number_provisional"] and sent.exit_code == 0 and sent.stdout.startswith("sent 2, received 0")
         got = on("phone", "zh", "sync", "--json")
         assert got.exit_code == 0 and json.loads(got.stdout)["received"] >= 1
-        taken = on("phone", "zh", "ticket", "accept", made["number"], "--assignee", "grid-li")
-        assert taken.stdout.startswith(f"诉求 {made['number']}：已接单")
+        taken = on("phone", "zh", "ticket", "accept", made["number"], "--assignee", "grid-li")  # the number told
+        assert taken.stdout.startswith("诉求 1000：已接单")
         assert on("phone", "zh", "sync").stdout.startswith("已发送 1")
         assert on("desk", "en", "sync").exit_code == 0
         shown = json.loads(on("desk", "en", "ticket", "show", made["number"], "--json").stdout)
-        assert (shown["status"], shown["assignee"]) == ("accepted", "grid-li")
+        assert (shown["status"], shown["assignee"], shown["number"]) == ("accepted", "grid-li", "1000")
+        assert shown["former_numbers"] == [made["number"]]
     finally:
         server.stop()

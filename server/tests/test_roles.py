@@ -48,9 +48,13 @@ def test_the_field_roles() -> None:
         "resident.note",
         "ticket.create",
         "ticket.note",
+        "ticket.number",
     }
-    # a courier reports what it sees outdoors (ticket.create) without holding tickets
-    assert PERMISSIONS[Role.COURIER].writes == {k for k in KNOWN_KINDS if k.startswith("parcel.")} | {"ticket.create"}
+    # a courier reports what it sees outdoors (ticket.create) without holding tickets, and numbers its reports
+    assert PERMISSIONS[Role.COURIER].writes == {k for k in KNOWN_KINDS if k.startswith("parcel.")} | {
+        "ticket.create",
+        "ticket.number",
+    }
     assert PERMISSIONS[Role.COURIER].reads == {"parcel", "mailbox"}
     assert PERMISSIONS[Role.MEDIATOR].writes == {k for k in KNOWN_KINDS if k.startswith("ticket.")}
     assert PERMISSIONS[Role.KNOCKER].reads == {"resident", "visit"}

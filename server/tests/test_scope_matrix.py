@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from caresync import Replica, Role
+from caresync import EntityType, Replica, Role
 from caresync.core.ops import KNOWN_KINDS
 from caresync.trust.scopes import RecordScope, may_read, may_write
 
@@ -42,6 +42,13 @@ def _station_world(station: Replica) -> dict[str, tuple[str, RecordScope]]:
     worker = station.workers.add(name="Li", role="grid_worker", grids=[INSIDE])
     world["worker"] = (worker.id, RecordScope("worker", None))
     return world
+
+
+def _number(replica: Replica, ticket_id: str) -> None:
+    log = replica.device_log
+    log.emit(
+        "ticket.number", ticket_id, {"number": "4242"}, actor="clerk", state=log.state(EntityType.TICKET, ticket_id)
+    )
 
 
 def _cases(world: dict[str, tuple[str, RecordScope]]) -> list[tuple[str, RecordScope, Action]]:
@@ -94,6 +101,9 @@ def _cases(world: dict[str, tuple[str, RecordScope]]) -> list[tuple[str, RecordS
                 ("ticket.set", tscope, lambda r, x=ticket: r.tickets.edit(x, title="Retitled")),
                 ("ticket.note", tscope, lambda r, x=ticket: r.tickets.note(x, "called")),
                 ("ticket.transition", tscope, lambda r, x=ticket: r.tickets.accept(x, assignee="W-1")),
+                # what a device's sync makes for its own provisionally numbered tickets (on another device's
+                # ticket, as here, the server admits it by the role table and every fold ignores it)
+                ("ticket.number", tscope, lambda r, x=ticket: _number(r, x)),
             ]
             if kind == "dispute":
                 cases += [

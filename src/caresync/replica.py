@@ -674,6 +674,11 @@ class Tickets(_Collection):
             result: Ticket = self._create(body, actor, at=now)
         return result
 
+    def provisional(self) -> list[Ticket]:
+        """This device's own tickets still showing a provisional number, oldest first: the next sync gives them
+        short numbers from a block the server reserves (see :mod:`caresync.store.numbers`)."""
+        return [self._typed(s) for s in self._r._device_log.provisional_tickets()]
+
     def get(self, ticket_id: str) -> Ticket:
         """One ticket with its notes, history and conflicts. Raises NotFoundError if unknown here."""
         result: Ticket = self._get(ticket_id)
@@ -1019,13 +1024,15 @@ class Parcels(_Collection):
 
 
 def find_ticket(replica: Replica, ref: str) -> Ticket:
-    """The ticket a clerk means by ``ref``: its number (what the resident was told), its id, or the end of a
-    fallback number from the last four characters of the device on (``eb50-17`` for
-    ``3f9a0c1d2b4eeb50-17``), when only one ticket here ends that way.
+    """The ticket a clerk means by ``ref``: its number (what the resident was told), a provisional number it
+    had before, its id, or the end of a provisional number from the last four characters of the device on
+    (``eb50-17`` for ``3f9a0c1d2b4eeb50-17``), when only one ticket here ends that way.
 
     Raises:
         NotFoundError: no ticket with that number or id on this device.
-        IntentError: the end of a fallback number matches several tickets (the message lists them).
+        IntentError: the number belongs to several tickets (old data numbered from blocks typed by hand: every
+            one is named, and the clerk picks one by its id), or the end of a provisional number matches
+            several tickets.
     """
     ref = ref.strip()
     if ref.startswith("T-"):
@@ -1033,9 +1040,14 @@ def find_ticket(replica: Replica, ref: str) -> Ticket:
     tail = _TAIL_RE.match(ref)
     if is_ticket_number(ref) or tail:
         tickets = replica.tickets.list(include_deleted=True)
-        for ticket in tickets:
-            if ticket.number == ref:
-                return ticket
+        same = [t for t in tickets if t.number == ref] or [t for t in tickets if ref in t.former_numbers]
+        if len(same) == 1:
+            return same[0]
+        if same:
+            named = "; ".join(f"{t.id} ({t.title}, {t.grid})" for t in sorted(same, key=lambda t: t.id))
+            raise IntentError(
+                f"The number {ref} belongs to {len(same)} tickets: {named}. Give the ticket's record id instead."
+            )
         if tail:
             found = [t for t in tickets if t.number and "-" in t.number and t.number.endswith(ref)]
             if len(found) == 1:

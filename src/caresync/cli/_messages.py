@@ -62,6 +62,11 @@ _M: dict[str, tuple[str, str]] = {
         "已下单，编号 {number}（请告知居民），截止 {due}。记录号 {id}",
         "Submitted: number {number} (tell the resident), due {due}. Record {id}",
     ),
+    "ticket.submitted_provisional": (
+        "已下单，临时编号 {number}（请告知居民；下次同步后换成短编号，临时编号仍可查询），截止 {due}。记录号 {id}",
+        "Submitted: provisional number {number} (tell the resident; the next sync gives it a short number, and this "
+        "one still finds it), due {due}. Record {id}",
+    ),
     "ticket.moved": ("诉求 {number}：{status}", "Ticket {number}: {status}"),
     "ticket.no_parcel": (
         "找不到信封编号为 {code} 的邮件：请核对编号，或先同步。",
@@ -80,6 +85,14 @@ _M: dict[str, tuple[str, str]] = {
     "ticket.history": ("处理记录：", "History:"),
     "numbers.block": ("号段 {start}-{end}，剩余 {left} 个", "block {start}-{end}, {left} left"),
     "numbers.next": ("下一个编号：{number}", "next number: {number}"),
+    "numbers.no_block": (
+        "本设备还没有服务器分配的号段：同步一次即可领取（caresync sync）。",
+        "No block of numbers from the server yet: a sync fetches one (caresync sync).",
+    ),
+    "numbers.waiting": (
+        "{n} 件诉求仍是临时编号，下次同步时换成短编号。",
+        "{n} ticket(s) still show a provisional number; the next sync gives them short ones.",
+    ),
     # residents, workers
     "resident.added": ("已登记居民 {name}（{id}）", "Registered {name} ({id})"),
     "resident.edited": ("已修改 {name}：{fields}", "Changed {name}: {fields}"),

@@ -25,6 +25,7 @@ from caresync.core.domain import (
     TicketStatus,
     in_grid,
 )
+from caresync.core.ids import is_provisional
 from caresync.core.model import Resident, Ticket, Worker
 from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
 from caresync.field.labels import label
@@ -79,6 +80,8 @@ def ticket_json(ticket: Ticket, now: datetime, *, history: bool = False) -> dict
     data: dict[str, Any] = {
         "id": ticket.id,
         "number": ticket.number,
+        "number_provisional": is_provisional(ticket.number),
+        "former_numbers": ticket.former_numbers,
         "title": ticket.title,
         "kind": ticket.kind.value,
         "channel": ticket.channel.value,
@@ -208,9 +211,10 @@ def ticket_submit(
             due_at=due,
             parcel_id=parcel_id,
         )
+        key = "ticket.submitted_provisional" if is_provisional(made.number) else "ticket.submitted"
         env.out(
             ticket_json(made, now_utc()),
-            env.t("ticket.submitted", number=made.number, id=made.id, due=fmt_time(made.due_at)),
+            env.t(key, number=made.number, id=made.id, due=fmt_time(made.due_at)),
         )
 
 
@@ -371,23 +375,27 @@ def ticket_note(env: Env, ref: str, text: str) -> None:
 
 
 @ticket.command("numbers")
-@click.option("--add-block", nargs=2, type=click.IntRange(1), default=None, metavar="START COUNT")
 @common_options
-def ticket_numbers(env: Env, add_block: tuple[int, int] | None) -> None:
-    """This device's ticket numbers: blocks reserved by the server, and the next number."""
-    with env.open() as replica:
-        if add_block is not None:
-            replica.numbers.add_block(*add_block)
+def ticket_numbers(env: Env) -> None:
+    """This device's ticket numbers: the blocks the server reserved for it, the next number, and the tickets
+    still showing a provisional number (its next sync gives them short ones)."""
+    with env.open(writes=False) as replica:
         blocks = replica.numbers.blocks()
+        waiting = replica.tickets.provisional()
         info = {
             "next": replica.numbers.peek(),
             "blocks": [{"start": b.start, "count": b.count, "used": b.used} for b in blocks],
+            "provisional": [{"number": t.number, "id": t.id} for t in waiting],
         }
 
     def text() -> None:
         for b in blocks:
             click.echo(env.t("numbers.block", start=b.start, end=b.end, left=b.left))
+        if not blocks:
+            click.echo(env.t("numbers.no_block"))
         click.echo(env.t("numbers.next", number=info["next"]))
+        if waiting:
+            click.echo(env.t("numbers.waiting", n=len(waiting)))
 
     env.out(info, text)
 

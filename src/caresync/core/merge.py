@@ -14,6 +14,8 @@ Merge rules (DESIGN section 2):
   conflict, even when the sequence the fold picked is valid. A later transition that followed both settles it.
 * **Notes, parties, mediation sessions, custody hops**: grow-only collections (add wins), in HLC order.
   Custody hops also chain like status changes, so two couriers picking up one parcel offline is a conflict.
+* **Ticket numbers**: a ``ticket.number`` op from the ticket's own device replaces a provisional number once;
+  any other is kept in the history and changes nothing.
 * **Deletion** is a tombstone (the ``deleted`` field); **redaction** erases personal fields written before it.
 
 Only references to ops that sort earlier count; so folding all ops afresh and applying newer ops to a saved
@@ -117,6 +119,8 @@ def apply_op(state: State, op: OpDict) -> None:
         hop["stage"] = body["stage"]
         hop["holder"] = op["actor"]
         _collect(state, "hops", op, body)
+    elif action == "number":
+        _number(state, op, body["number"])
     elif action == "redact":
         _redact(state, body["fields"])
         state.setdefault("redactions", []).append([op["hlc"], op["actor"], op["at"], body["fields"]])
@@ -223,6 +227,22 @@ def _transition(state: State, op: OpDict, body: dict[str, Any]) -> None:
             st["at"][action] = op["at"]
         st["v"] = after
     st["heads"] = _chain(st["heads"], body["follows"], _head(op, action, fits))
+
+
+def _number(state: State, op: OpDict, number: str) -> None:
+    """A ticket's short number replacing its provisional one. Only the ticket's own device may give it (the
+    origin in the ticket's id), only while the number is provisional, and the first such op wins: a ticket is
+    numbered once, so two records can never end up sharing a number through this op. The provisional number
+    is kept (``former_numbers``): a resident told it on the spot still finds the ticket."""
+    if op["origin"] != state["id"].split("-")[1]:
+        return
+    fields = state["f"]
+    current = _current(fields, "number")
+    if current is not None and "-" not in current:
+        return
+    if current is not None:
+        state.setdefault("former_numbers", []).append(current)
+    fields["number"] = [_entry(op, number)]
 
 
 def _redact(state: State, names: Iterable[str]) -> None:

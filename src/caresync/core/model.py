@@ -264,6 +264,8 @@ class Ticket(_Entity):
     parcel_id: str | None = None
     number: str | None = None
     """The human-readable number told to the resident (see caresync.store.numbers); None on older tickets."""
+    former_numbers: list[str] = []
+    """The provisional number the ticket had before its device gave it a short one (see caresync.store.numbers)."""
     assignee: str | None = None
     submitted_by: str
     submitted_at: datetime
@@ -360,6 +362,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
             visit_id=_v(state, "visit_id"),
             parcel_id=_v(state, "parcel_id"),
             number=_v(state, "number"),
+            former_numbers=state.get("former_numbers", []),
             assignee=_v(state, "assignee"),
             submitted_by=state["created"][1],
             submitted_at=ms_to_datetime(state["created"][2]),

@@ -54,7 +54,7 @@ from caresync.core.domain import (
     VisitOutcome,
 )
 from caresync.core.gcpause import paused_gc
-from caresync.core.ids import NUMBER_PATTERN
+from caresync.core.ids import BLOCK_NUMBER_PATTERN, NUMBER_PATTERN
 from caresync.errors import InvalidOpError
 
 __all__ = [
@@ -260,6 +260,14 @@ class TicketCreate(TypedDict):
 
 
 @with_config(_FORBID)
+class TicketNumberBody(TypedDict):
+    """The short number a device gives one of its own tickets that was created with a provisional number, once
+    the server has reserved a block for it (see caresync.store.numbers). Folded only from the ticket's own device."""
+
+    number: Annotated[str, StringConstraints(pattern=BLOCK_NUMBER_PATTERN)]
+
+
+@with_config(_FORBID)
 class VisitCreate(TypedDict):
     resident_id: EntityId
     visitor: Name
@@ -422,6 +430,7 @@ _BODIES: dict[str, Any] = {
     "worker.create": WorkerCreate,
     "ticket.create": TicketCreate,
     "ticket.transition": TicketTransition,
+    "ticket.number": TicketNumberBody,
     "ticket.note": NoteBody,
     "ticket.party": PartyBody,
     "ticket.session": SessionBody,

@@ -21,8 +21,8 @@ from pydantic_core import from_json
 from caresync.core.clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from caresync.core.domain import EntityType
 from caresync.core.gcpause import paused_gc
-from caresync.core.ids import entity_id_for
-from caresync.core.merge import State
+from caresync.core.ids import entity_id_for, is_provisional
+from caresync.core.merge import State, value_of
 from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
 from caresync.errors import InvalidInputError, InvalidOpError
 from caresync.store.numbers import TicketNumbers
@@ -256,6 +256,31 @@ class DeviceLog:
         new = self.store.append_local(known[0], state, link)
         self._next_seq = seq + 1
         return known[0], new
+
+    def provisional_tickets(self) -> list[State]:
+        """The states of this device's own tickets that still show a provisional number, oldest first."""
+        mine = self._states(EntityType.TICKET, "AND id LIKE ?", [f"T-{self.id}-%"], "id")
+        waiting = [s for s in mine if is_provisional(value_of(s, "number"))]
+        return sorted(waiting, key=lambda s: int(s["id"].rsplit("-", 1)[1]))
+
+    def renumber(self) -> list[tuple[str, str]]:
+        """Gives each of this device's provisionally numbered tickets a number from its blocks, oldest first, as
+        far as the blocks go: one ``ticket.number`` op each, in one transaction, made in the name of whoever
+        submitted the ticket. A sync calls it after fetching a block, before it pushes.
+
+        Returns:
+            ``(provisional, new)`` pairs, in the order given.
+        """
+        given: list[tuple[str, str]] = []
+        with self.batch():
+            for state in self.provisional_tickets():
+                number = self.numbers.take_from_block()
+                if number is None:
+                    break
+                old = str(value_of(state, "number"))
+                self.emit("ticket.number", state["id"], {"number": number}, actor=state["created"][1], state=state)
+                given.append((old, number))
+        return given
 
     # --- reading --------------------------------------------------------------------------------------------
 

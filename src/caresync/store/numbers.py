@@ -1,17 +1,23 @@
-"""Human-readable ticket numbers that a clerk can tell a resident on the spot, even offline.
+"""Human-readable ticket numbers that a clerk can tell a resident on the spot, even offline, and that no two
+tickets of a deployment ever share.
 
-A ticket's id (``T-<origin>-<seq>``) is its identity in the op log; its *number* is for people. A device
-takes numbers, in order, from blocks the sync server reserved for it (``add_block(start, count)``; a sync asks
-the server for a new block, ``POST /v1/numbers``, when fewer than 20 numbers are left): short
-decimal numbers such as ``1042`` that no other device was given. With no block left, the device falls back
-to ``<origin>-<n>``: its own origin (unique to the device, as it is the fingerprint of the device's key)
-and a counter kept on the device, so two devices can never hand out the same number, even if neither has
-ever been online. The two forms cannot collide with each other either (one is digits only, the other holds
-a dash).
+A ticket's id (``T-<origin>-<seq>``) is its identity in the op log; its *number* is for people. Every device,
+the station's desk included, takes numbers in order from blocks the sync server reserved for it alone: a sync
+asks the server for a block (``POST /v1/numbers``) when fewer than 20 numbers are left, so numbers are short
+decimals such as ``1042`` that no other device was given. Blocks come only from the server: no command types
+one in, since a block typed by hand is how two tickets came to share a number.
 
-The number is written once, in the ``ticket.create`` op's body (field ``number``); it is never edited. The
-device's blocks and counter live in the replica file's meta table and advance in the same transaction as
-the ticket they number, so a failed submit gives its number back.
+A device with no block yet (never synced, or offline after using its block) gives a *provisional* number,
+``<origin>-<n>``: its own origin (the fingerprint of its key) and a counter kept on the device, so it too is
+unique to the deployment, and it cannot be mistaken for a block number (it holds a dash). At its next sync the
+device gets a block and gives each of its provisionally numbered tickets a short number with a
+``ticket.number`` op (:meth:`~caresync.store.devicelog.DeviceLog.renumber`), which every replica folds the same
+way (:mod:`caresync.core.merge`): from then on the ticket shows the short number everywhere, and the
+provisional one still finds it (``Ticket.former_numbers``).
+
+The first number is written in the ``ticket.create`` op's body (field ``number``). The device's blocks and
+counter live in the replica file's meta table and advance in the same transaction as the ticket they number,
+so a failed submit gives its number back.
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ class NumberBlock:
 
 
 def fallback_number(origin: str, counter: int) -> str:
-    """The number a device gives its ``counter``-th ticket when it has no reserved block: ``<origin>-<n>``."""
+    """The provisional number a device gives its ``counter``-th ticket when it has no reserved block:
+    ``<origin>-<n>``."""
     return f"{origin}-{counter}"
 
 
@@ -68,7 +75,7 @@ def is_ticket_number(text: str) -> bool:
 class TicketNumbers:
     """This device's source of ticket numbers (``replica.numbers``).
 
-    Blocks added with :meth:`add_block` are used first, oldest first; then the never-colliding fallback.
+    Blocks added with :meth:`add_block` are used first, oldest first; then provisional numbers.
     """
 
     def __init__(self, store: Store, origin: str) -> None:
@@ -85,7 +92,8 @@ class TicketNumbers:
         return [NumberBlock(start=s, count=c, used=u) for s, c, u in self._blocks()]
 
     def add_block(self, start: int, count: int) -> NumberBlock:
-        """Installs a block of numbers the sync server reserved for this device; used before the fallback.
+        """Installs a block of numbers the sync server reserved for this device (a sync does it; the block must
+        come from the server, which alone knows which numbers no other device was given).
 
         Args:
             start: the first number of the block (1 or more).
@@ -124,8 +132,17 @@ class TicketNumbers:
         return fallback_number(self._origin, int(self._store.get_meta(_LOCAL_KEY) or 0) + 1)
 
     def take(self) -> str:
-        """Hands out the next number. Call it inside the transaction that stores the ticket (``replica.batch()``)
-        so a failed submit gives it back."""
+        """Hands out the next number (a provisional one when no block is left). Call it inside the transaction
+        that stores the ticket (``replica.batch()``) so a failed submit gives it back."""
+        number = self.take_from_block()
+        if number is not None:
+            return number
+        counter = int(self._store.get_meta(_LOCAL_KEY) or 0) + 1
+        self._store.set_meta(_LOCAL_KEY, str(counter))
+        return fallback_number(self._origin, counter)
+
+    def take_from_block(self) -> str | None:
+        """Hands out the next number of a block, None when no block has one left (inside a transaction)."""
         blocks = self._blocks()
         for block in blocks:
             start, count, used = block
@@ -133,6 +150,4 @@ class TicketNumbers:
                 block[2] = used + 1
                 self._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))
                 return str(start + used)
-        counter = int(self._store.get_meta(_LOCAL_KEY) or 0) + 1
-        self._store.set_meta(_LOCAL_KEY, str(counter))
-        return fallback_number(self._origin, counter)
+        return None

@@ -31,7 +31,7 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ids import op_id
 from caresync.core.merge import State, apply_sorted, new_state
 from caresync.core.ops import OpDict, validate_ops
-from caresync.errors import CaresyncError, InvalidInputError, SyncError
+from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
 from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync._http import Link
 from caresync.sync.wire import encode_envelope
@@ -117,10 +117,10 @@ def sync(
     link = Link(url, token, client, retries, backoff_s, timeout_s)
     result = SyncResult()
     try:
+        _top_up_numbers(device, link)  # first: the short numbers it gives provisional tickets travel in this push
         _push(device, link, push_batch, result, progress)
         _pull(device, link, pull_batch, result, progress)
         _learn_server_key(device, link)
-        _top_up_numbers(device, link)
     finally:
         link.close()
         device.settle()
@@ -141,16 +141,20 @@ def _learn_server_key(device: DeviceLog, link: Link) -> None:
 
 
 def _top_up_numbers(device: DeviceLog, link: Link) -> None:
-    """Asks the server for a new block of ticket numbers when this device has fewer than
-    :data:`NUMBERS_LOW` left, so the tickets it opens offline get short numbers (see :mod:`caresync.store.numbers`).
-    A server that cannot answer now only delays it to the next sync: the device falls back to its own numbers."""
-    if sum(block.left for block in device.numbers.blocks()) >= NUMBERS_LOW:
-        return
-    try:
-        answer = link.post("/v1/numbers", json={"count": NUMBERS_BLOCK})
-        device.numbers.add_block(int(answer["start"]), int(answer["count"]))
-    except (SyncError, KeyError, TypeError, ValueError, InvalidInputError) as exc:
-        device.logger.warning("no new block of ticket numbers this time (%s); the next sync asks again", exc)
+    """Asks the server for a new block of ticket numbers when this device has fewer than :data:`NUMBERS_LOW`
+    left beyond what its provisionally numbered tickets need, then gives those tickets their short numbers (see
+    :mod:`caresync.store.numbers`). A server that refuses (an older one) only delays it to the next sync; one that
+    cannot be reached fails the sync, as the push would."""
+    waiting = len(device.provisional_tickets())
+    left = sum(block.left for block in device.numbers.blocks())
+    if left - waiting < NUMBERS_LOW:
+        try:
+            answer = link.post("/v1/numbers", json={"count": min(1000, max(NUMBERS_BLOCK, waiting + NUMBERS_LOW))})
+            device.numbers.add_block(int(answer["start"]), int(answer["count"]))
+        except (ServerRefusedError, KeyError, TypeError, ValueError, InvalidInputError) as exc:
+            device.logger.warning("no new block of ticket numbers this time (%s); the next sync asks again", exc)
+    if waiting:
+        device.renumber()
 
 
 def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progress: SyncProgressCallback | None) -> None:

@@ -82,12 +82,13 @@ ROLE_TABLE: Mapping[Role, tuple[Rule, ...]] = {
     Role.KNOCKER: (
         Rule("resident", read=True, write=("note",)),
         Rule("visit", read=True, write=("*",)),
-        Rule("ticket", write=("create", "note")),
+        Rule("ticket", write=("create", "note", "number")),
     ),
     Role.COURIER: (
         Rule("parcel", read=True, write=("*",)),
         Rule("mailbox", read=True),
-        Rule("ticket", write=("create",)),  # an outdoor report (early warning, emergency, sentiment), never read
+        # an outdoor report (early warning, emergency, sentiment), never read; and its short number later
+        Rule("ticket", write=("create", "number")),
     ),
 }
 
