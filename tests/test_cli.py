@@ -16,7 +16,7 @@ def test_mistakes_get_a_message_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "x.db").write_bytes(b"this is not a database at all" * 100)
     bad = runner.invoke(main, ["inspect", str(tmp_path / "x.db")])
     assert bad.exit_code == 1
-    assert "Cannot open the replica file" in bad.output or "could not be read" in bad.output
+    assert "is not a caresync replica (not an SQLite database)" in bad.output
     assert bad.exception is None or isinstance(bad.exception, SystemExit)
 
 

@@ -129,6 +129,7 @@ class Replica:
         due_hours: Mapping[TicketKind | str, int] | None = None,
         logger: logging.Logger | None = None,
         device_key: DeviceKey | None = None,
+        read_only: bool = False,
     ) -> Replica:
         """Opens the replica file at ``path``, creating it (with a new replica id) if it does not exist.
 
@@ -141,6 +142,9 @@ class Replica:
             logger: where to report migrations, deferred ops and clock anomalies.
             device_key: the key a new file is made with (default: a new random one), for a device whose
                 identity is made elsewhere, or a repeatable simulation; a file that has a key keeps it.
+            read_only: open an existing replica without ever writing to it (for commands that only read): a
+                file that is not a replica (it says what the file is), or must first be upgraded or have a
+                cut-off sync finished, is refused with a StoreError, and every change raises StoreError.
 
         Raises:
             StoreError: the file cannot be opened; StoreVersionError: it is from a newer caresync;
@@ -157,7 +161,12 @@ class Replica:
                 )
             hours[TicketKind(kind)] = h
         device_log = DeviceLog.open(
-            path, now_ms=now_ms, max_clock_forward_ms=max_clock_forward_ms, logger=logger, device_key=device_key
+            path,
+            now_ms=now_ms,
+            max_clock_forward_ms=max_clock_forward_ms,
+            logger=logger,
+            device_key=device_key,
+            read_only=read_only,
         )
         return cls(device_log, actor=actor, due_hours=hours)
 

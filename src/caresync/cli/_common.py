@@ -18,9 +18,10 @@ from rich.console import Console
 
 from caresync.cli._errors import EXIT_INTERRUPTED, EXIT_REFUSED, error_envelope
 from caresync.cli._messages import MESSAGES
-from caresync.errors import CaresyncError, InvalidInputError
+from caresync.errors import CaresyncError, InvalidInputError, StoreError
 from caresync.field.i18n import language_in_argv, pick_language
 from caresync.replica import Replica
+from caresync.store.store import identify
 
 __all__ = [
     "REPLICA_FILE",
@@ -114,12 +115,12 @@ class Env:
 
     @contextmanager
     def open(self, *, writes: bool = True) -> Iterator[Replica]:
-        """Opens this device's replica; it must exist (``caresync init`` makes it), so a mistyped folder never
-        starts an empty replica unnoticed. A command that only reads (``writes=False``) needs no actor."""
+        """Opens this device's replica; it must exist (``caresync init`` makes it) and be a replica, so a mistyped
+        folder never starts an empty replica unnoticed and no other file (a courier's bag, a bundle) is ever
+        turned into one. A command that records nothing of its own (``writes=False``: sync, bundles) needs no
+        actor."""
         path = self.replica_path
-        if not path.exists():
-            key = "err.no_db" if self.db is not None else "err.no_home"
-            raise CaresyncError(t(key, self.lang, path=path, home=self.home))
+        self.check_replica(path)
         try:
             actor = self.who()
         except CaresyncError:
@@ -128,6 +129,26 @@ class Env:
             actor = "reader"
         with Replica.open(path, actor=actor) as replica:
             yield replica
+
+    @contextmanager
+    def read(self) -> Iterator[Replica]:
+        """Opens this device's replica for a command that only reads (list, show, due, report, ...): read-only,
+        so the file is never changed, and no actor is needed."""
+        path = self.replica_path
+        self.check_replica(path)
+        with Replica.open(path, actor="reader", read_only=True) as replica:
+            yield replica
+
+    def check_replica(self, path: Path) -> None:
+        """Refuses, in one line in the clerk's language, a file that is missing or is not a replica, saying what
+        it is; reads the file only."""
+        found = identify(path)
+        if found.kind == "missing":
+            key = "err.no_db" if self.db is not None else "err.no_home"
+            raise CaresyncError(t(key, self.lang, path=path, home=self.home))
+        if not found.is_replica:
+            said = t(_FILE_KINDS.get(found.kind, "file.unreadable"), self.lang, path=path)
+            raise StoreError(f"{said} {t('file.untouched', self.lang)}")
 
     def t(self, key: str, /, **fields: Any) -> str:
         """A message in this command's language."""
@@ -145,6 +166,19 @@ class Env:
             click.echo(text)
         else:
             text()
+
+
+#: The message saying what a file is, by its kind (caresync.store.store.identify), when it is not a replica.
+_FILE_KINDS = {
+    "folder": "file.folder",
+    "unreadable": "file.unreadable",
+    "empty": "file.empty",
+    "not_sqlite": "file.not_sqlite",
+    "bundle": "file.bundle",
+    "courier_bag": "file.courier_bag",
+    "server_database": "file.server_database",
+    "sqlite": "file.sqlite",
+}
 
 
 def _json_default(value: Any) -> Any:

@@ -148,8 +148,9 @@ def _render_demo(console: Console, outcome: DemoOutcome, lang: str, elapsed: flo
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def inspect(path: Path, as_json: bool) -> None:
-    """What a replica file holds: its id, ops, records, conflicts and deferred ops."""
-    with _errors(), Replica.open(path, actor="inspect") as replica:
+    """What a replica file holds: its id, ops, records, conflicts and deferred ops. Reads the file only; any
+    other file is refused with a line saying what it is."""
+    with _errors(), Replica.open(path, actor="inspect", read_only=True) as replica:
         info = {
             "replica": replica.id,
             "ops": replica.op_count(),

@@ -44,6 +44,31 @@ _M: dict[str, tuple[str, str]] = {
         "No replica in {home}: run caresync init --actor NAME first (or point --home at the right folder).",
     ),
     "err.no_db": ("找不到数据文件 {path}：请检查路径。", "No replica file {path}: check the path."),
+    # what a file is when it is not a replica (caresync.store.identify); nothing was changed
+    "file.folder": ("{path} 是文件夹，不是数据文件。", "{path} is a folder, not a replica file."),
+    "file.unreadable": ("无法读取 {path}。", "{path} cannot be read."),
+    "file.empty": ("{path} 是空文件，不是数据文件。", "{path} is an empty file, not a replica."),
+    "file.not_sqlite": (
+        "{path} 不是 caresync 数据文件（不是 SQLite 数据库）。",
+        "{path} is not a caresync replica (not an SQLite database).",
+    ),
+    "file.bundle": (
+        "{path} 是中转数据包（由快递员携带），不是数据文件。",
+        "{path} is a relay bundle (a file a courier carries), not a replica.",
+    ),
+    "file.courier_bag": (
+        "{path} 是快递员的投递包（所携数据包），不是数据文件。",
+        "{path} is a courier's bag of carried bundles, not a replica.",
+    ),
+    "file.server_database": (
+        "{path} 是同步服务器的数据库，不是数据文件。",
+        "{path} is a caresync server's database, not a replica.",
+    ),
+    "file.sqlite": (
+        "{path} 是其他用途的 SQLite 数据库，不是 caresync 数据文件。",
+        "{path} is an SQLite database of something else, not a caresync replica.",
+    ),
+    "file.untouched": ("未作任何改动。", "Nothing was changed."),
     "err.no_server": (
         "未指定同步服务器：加上 --server 地址，或运行 caresync init --server 地址。",
         "No sync server given: add --server URL, or save one with caresync init --server URL.",

@@ -38,7 +38,7 @@ def export(env: Env, what: str, fmt: str | None, out: Path, first: str | None, l
         raise click.UsageError(env.t("export.format", what=what, fmt=fmt))
     start = None if first is None else day_start(parse_day(first, "from"))
     end = None if last is None else day_start(parse_day(last, "to")) + timedelta(days=1)
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         if what == "open311":
             data = open311_requests(replica)
             rows = len(data)

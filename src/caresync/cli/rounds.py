@@ -70,7 +70,7 @@ def visit_record(
 @common_options
 def visit_list(env: Env, resident_id: str | None, visitor: str | None, limit: int) -> None:
     """Door-knocks, newest first."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         found = replica.visits.list(resident_id=resident_id, visitor=visitor)[:limit]
         names = {r.id: r.name for r in replica.residents.list(include_deleted=True)}
 
@@ -115,7 +115,7 @@ def _due_row(env: Env, e: KnockDue) -> list[str]:
 def visit_due(env: Env, knocker: str | None, grid: str | None, include_ok: bool, at: str | None) -> None:
     """Who is due a knock and who is overdue, by building; flagged residents at the top."""
     when = None if at is None else parse_moment(at, "at")
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         round_ = knock_round(replica, knocker=knocker, grid=grid, now=when, include_ok=include_ok)
 
     def text() -> None:
@@ -178,7 +178,7 @@ def conflicts() -> None:
 @common_options
 def conflicts_list(env: Env, no_parallel: bool, days_back: int) -> None:
     """Every unresolved conflict with the competing values: who, on which device, when."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         items = review_queue(replica, parallel=not no_parallel, days=days_back)
     decide = [i for i in items if i.needs_decision]
 
@@ -265,7 +265,7 @@ def report(env: Env, start_text: str | None, end_text: str | None, grid: str | N
     """The station's figures from the records: a table, JSON, or a page with charts for the wall (--html)."""
     start = None if start_text is None else day_start(parse_day(start_text, "from"))
     end = None if end_text is None else day_start(parse_day(end_text, "to")) + days(1)
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         result = station_report(replica, start=start, end=end, grid=grid)
     if html_file is not None:
         html_file.write_text(render_html(result, lang=env.lang, tz=local_tz()), encoding="utf-8")

@@ -49,6 +49,8 @@ def init(env: Env, server: str | None) -> None:
     """Sets up this device: its folder, its replica file and who works on it (--actor)."""
     path = env.replica_path
     existed = path.exists()
+    if existed:
+        env.check_replica(path)  # init makes a new replica, never one out of another file
     actor = env.actor or env.config().get("actor")
     if not actor:
         raise CaresyncError(env.t("err.init_actor"))
@@ -229,7 +231,7 @@ def ticket_list(
     env: Env, status: str | None, grid: str | None, assignee: str | None, kind: str | None, show_all: bool
 ) -> None:
     """Tickets, overdue ones first, then soonest due."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         now = now_utc()
         found = replica.tickets.list(status=status, assignee=assignee, kind=kind)
         found = [
@@ -271,7 +273,7 @@ def ticket_list(
 @common_options
 def ticket_show(env: Env, ref: str) -> None:
     """One ticket by its number or id: details, notes, mediation record and history."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         found = find_ticket(replica, ref)
         now = now_utc()
         env.out(ticket_json(found, now, history=True), lambda: _show_ticket(env, found, now))
@@ -379,7 +381,7 @@ def ticket_note(env: Env, ref: str, text: str) -> None:
 def ticket_numbers(env: Env) -> None:
     """This device's ticket numbers: the blocks the server reserved for it, the next number, and the tickets
     still showing a provisional number (its next sync gives them short ones)."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         blocks = replica.numbers.blocks()
         waiting = replica.tickets.provisional()
         info = {
@@ -464,7 +466,7 @@ def resident_add(
 @common_options
 def resident_list(env: Env, grid: str | None) -> None:
     """Residents, by grid."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         found = [r for r in replica.residents.list() if grid is None or in_grid(r.grid, grid)]
         found.sort(key=lambda r: (r.grid, r.name or "", r.id))
 
@@ -491,7 +493,7 @@ def resident_list(env: Env, grid: str | None) -> None:
 @common_options
 def resident_show(env: Env, resident_id: str) -> None:
     """One resident, with their recent knocks and requests."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         found = replica.residents.get(resident_id)
         visits = replica.visits.list(resident_id=resident_id)[:10]
         tickets = replica.tickets.list(resident_id=resident_id)
@@ -592,7 +594,7 @@ def worker_add(env: Env, name: str, role: str, grids: tuple[str, ...], phone: st
 @common_options
 def worker_list(env: Env, role: str | None) -> None:
     """Workers, optionally of one role."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         found = replica.workers.list(role=role)
 
     def text() -> None:

@@ -24,10 +24,10 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ids import entity_id_for, is_provisional
 from caresync.core.merge import State, value_of
 from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
-from caresync.errors import InvalidInputError, InvalidOpError
+from caresync.errors import InvalidInputError, InvalidOpError, StoreError
 from caresync.store.numbers import TicketNumbers
 from caresync.store.schema import ENTITY_TABLES
-from caresync.store.store import IngestResult, Store
+from caresync.store.store import IngestResult, Store, identify
 from caresync.trust.keys import DeviceKey, StationKey
 from caresync.trust.scopes import RecordScope, may_read
 from caresync.trust.sealing import open_sealed, seal_body
@@ -113,17 +113,27 @@ class DeviceLog:
         max_clock_forward_ms: int = DEFAULT_MAX_FORWARD_MS,
         logger: logging.Logger | None = None,
         device_key: DeviceKey | None = None,
+        read_only: bool = False,
     ) -> DeviceLog:
-        """Opens the replica file at ``path`` (creating it with a new device key, or ``device_key``).
+        """Opens the replica file at ``path`` (creating it with a new device key, or ``device_key``). With
+        ``read_only``, opens an existing replica without ever writing to it (see :class:`Store`): a file that is
+        not a replica, or must first be upgraded or have a cut-off sync finished, is refused with a StoreError
+        that says so.
 
         Raises:
             StoreError: the file cannot be opened; StoreVersionError: it is from a newer caresync;
             InvalidInputError: ``device_key`` is not the key the file already has.
         """
         log = logger or logging.getLogger("caresync")
-        store = Store(path, logger=log)
+        if read_only:
+            found = identify(path)
+            if not found.is_replica:
+                raise StoreError(f"Cannot read {path}: {found.description}.")
+        store = Store(path, logger=log, read_only=read_only)
         try:
             seed = store.get_meta("device_key")
+            if seed is None and read_only:
+                raise StoreError(f"Cannot read {path}: it holds no device key, so it is not a whole replica.")
             if seed is None:
                 key = device_key or DeviceKey.generate()
                 store.set_meta("device_key", key.seed.hex())
@@ -138,6 +148,8 @@ class DeviceLog:
             if replica_id != key.origin:
                 # The device's origin is its key's fingerprint: a key proves itself. A file from before signed
                 # ops keeps its old, unsigned ops under its old id and makes new ones under the key's.
+                if read_only:
+                    raise store.needs_upgrade()
                 if replica_id is not None:
                     log.info("replica %s now signs its changes as %s", replica_id, key.origin)
                 replica_id = key.origin
@@ -149,8 +161,12 @@ class DeviceLog:
             if own:
                 clock.observe(own[0][0])  # this device's own last stamp, bounded like any other
             device_log = cls(store, replica_id=replica_id, device_key=key, clock=clock, logger=log)
-            device_log.fold_upgraded()
-            store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
+            if read_only:
+                if any(k in KNOWN_KINDS and v <= FORMAT_VERSION for k, v, _ in store.deferred_kinds()):
+                    raise store.needs_upgrade()  # ops this version folds and an older one deferred
+            else:
+                device_log.fold_upgraded()
+                store.settle()  # records a cut-off sync left pending get their rows before anyone reads them
         except BaseException:
             store.close()
             raise

@@ -41,7 +41,7 @@ from caresync.errors import OpForkError, StoreError, StoreVersionError
 from caresync.store.schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, linkable
 
-__all__ = ["IngestResult", "Store"]
+__all__ = ["FileKind", "IngestResult", "Store", "identify"]
 
 _CHUNK = 500
 _SCRUB_TRIES = 100  # a checkpoint that must empty the log retries this often while another process checkpoints
@@ -69,6 +69,64 @@ class IngestResult:
     records: int = 0
     unchecked: int = 0
     max_hlc_by_origin: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a file is, found without changing it (:func:`identify`): ``kind`` is a stable word
+    (``replica``, ``missing``, ``folder``, ``empty``, ``not_sqlite``, ``bundle``, ``courier_bag``,
+    ``server_database``, ``sqlite``), ``description`` one line for people."""
+
+    kind: str
+    description: str
+
+    @property
+    def is_replica(self) -> bool:
+        """True for a caresync replica file."""
+        return self.kind == "replica"
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def identify(path: str | Path) -> FileKind:
+    """Says what the file at ``path`` is, reading it only (SQLite opened read-only, nothing created): a replica, or
+    something a command must refuse with one line that names it (a courier's bag, a relay bundle, a server's
+    database, another SQLite file, not SQLite at all). Never raises for a file that cannot be read: it says so."""
+    p = Path(path)
+    if not p.exists():
+        return FileKind("missing", f"{p} does not exist")
+    if p.is_dir():
+        return FileKind("folder", f"{p} is a folder, not a replica file")
+    try:
+        with p.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        return FileKind("unreadable", f"{p} cannot be read ({exc.strerror or exc})")
+    if not head:
+        return FileKind("empty", f"{p} is an empty file, not a replica")
+    if head != _SQLITE_MAGIC:
+        if head.lstrip()[:1] == b"{" and b'"caresync_bundle"' in p.read_bytes()[:4096]:
+            return FileKind("bundle", f"{p} is a relay bundle (a file a courier carries), not a replica")
+        return FileKind("not_sqlite", f"{p} is not a caresync replica (not an SQLite database)")
+    try:
+        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return FileKind("unreadable", f"{p} cannot be read as SQLite ({_reason(exc)})")
+    if {"ops", "origins", "meta", "tickets"} <= tables:
+        return FileKind("replica", f"{p} is a caresync replica")
+    if {"bundles", "answers"} <= tables:
+        return FileKind("courier_bag", f"{p} is a courier's bag of carried bundles, not a replica")
+    if {"ops", "devices", "meta"} <= tables:
+        return FileKind("server_database", f"{p} is a caresync server's database, not a replica")
+    if not tables:
+        return FileKind("sqlite", f"{p} is an empty SQLite database, not a caresync replica")
+    named = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    return FileKind("sqlite", f"{p} is an SQLite database of something else (tables {named}), not a caresync replica")
 
 
 def _closing(fresh: list[OpDict], batch: list[OpDict]) -> list[OpDict]:
@@ -123,8 +181,13 @@ def _owner_only(path: Path, log: logging.Logger) -> None:
 class Store:
     """An open replica file. Not thread-safe: one Store per thread (open the file again for another)."""
 
-    def __init__(self, path: str | Path, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, path: str | Path, *, logger: logging.Logger | None = None, read_only: bool = False) -> None:
+        """Opens (or creates) the replica file at ``path``. With ``read_only`` the file must already be a replica
+        of this schema version, and nothing is ever written to it: SQLite opens it read-only, nothing is
+        migrated, re-folded or settled (a file that needs it is refused, naming the command that repairs it),
+        and any write raises :class:`StoreError`."""
         self.path = Path(path)
+        self.read_only = read_only
         self.log = logger or logging.getLogger("caresync.store.store")
         self._depth = 0
         self._closed = False
@@ -133,21 +196,39 @@ class Store:
         self._link: tuple[str, int, bytes] | None = None  # this device's newest (origin, seq, link)
         self._checkpointer = _Checkpointer(self.path, self.log)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _owner_only(self.path, self.log)
-            self._engine: Engine = create_engine(
-                f"sqlite:///{self.path}",
-                poolclass=NullPool,
-                isolation_level="AUTOCOMMIT",
-            )
-            event.listen(self._engine, "connect", _on_connect)
+            if read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._engine: Engine = create_engine(
+                    "sqlite://",
+                    creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+                    poolclass=NullPool,
+                    isolation_level="AUTOCOMMIT",
+                )
+                event.listen(self._engine, "connect", _on_connect_read_only)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(self.path, self.log)
+                self._engine = create_engine(
+                    f"sqlite:///{self.path}",
+                    poolclass=NullPool,
+                    isolation_level="AUTOCOMMIT",
+                )
+                event.listen(self._engine, "connect", _on_connect)
             self.conn: Connection = self._engine.connect()
             raw = self.conn.connection.dbapi_connection
             assert isinstance(raw, sqlite3.Connection)
             self._db: sqlite3.Connection = raw
-            self._migrate()
-            self._refold_if_rules_changed()
+            if read_only:
+                self._check_readable()
+            else:
+                self._migrate()
+                self._refold_if_rules_changed()
             self._pending = bool(self.sql("SELECT 1 FROM pending LIMIT 1"))  # left by a sync that was cut off
+            if read_only and self._pending:
+                raise StoreError(
+                    f"The replica file {self.path} was left by a sync that was cut off; run caresync sync (or any "
+                    "command that records something) once to finish it, then read it."
+                )
         except (SQLAlchemyError, sqlite3.Error) as exc:
             self._closed = True
             raise StoreError(f"Cannot open the replica file {self.path}: {_reason(exc)}") from exc
@@ -163,13 +244,31 @@ class Store:
         self.conn.close()
         self._engine.dispose()
 
-    def _migrate(self) -> None:
+    def _check_readable(self) -> None:
+        """For a read-only open: the file is of this schema version and folded by these merge rules, so its rows
+        can be read as they are."""
+        if self._schema_version() < SCHEMA_VERSION or self.get_meta("fold_version") != str(FOLD_VERSION):
+            raise self.needs_upgrade()
+
+    def needs_upgrade(self) -> StoreError:
+        """The error for a read-only open of a file an older caresync wrote (it must be upgraded by a writer)."""
+        return StoreError(
+            f"The replica file {self.path} was written by an older caresync; run caresync sync (or any command "
+            "that records something) once to upgrade it, then read it."
+        )
+
+    def _schema_version(self) -> int:
+        """The file's schema version; a file from a newer caresync is refused (StoreVersionError)."""
         version = int(self.conn.exec_driver_sql("PRAGMA user_version").scalar_one())
         if version > SCHEMA_VERSION:
             raise StoreVersionError(
                 f"The replica file {self.path} has schema version {version}, newer than this caresync "
                 f"understands ({SCHEMA_VERSION}); upgrade caresync to open it."
             )
+        return version
+
+    def _migrate(self) -> None:
+        version = self._schema_version()
         if version < SCHEMA_VERSION:
             with self.write():
                 migrate(self.conn, version)
@@ -196,6 +295,8 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[None]:
         """One write transaction (``BEGIN IMMEDIATE``); nested calls become savepoints."""
+        if self.read_only:
+            raise StoreError(f"The replica file {self.path} is open for reading only; nothing was changed.")
         depth = self._depth
         db = self._db
         try:
@@ -1048,6 +1149,14 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA cache_size = -65536")  # 64 MiB: a big merge touches the (eid, hlc) index all over
     cur.execute("PRAGMA secure_delete = ON")  # overwritten personal data is zeroed, not left in free space
     cur.execute("PRAGMA wal_autocheckpoint = 0")  # a _Checkpointer copies the log into the file instead
+    cur.close()
+
+
+def _on_connect_read_only(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only = ON")
+    cur.execute("PRAGMA busy_timeout = 10000")
+    cur.execute("PRAGMA cache_size = -65536")
     cur.close()
 
 
