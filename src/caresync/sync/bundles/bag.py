@@ -20,7 +20,8 @@ from caresync.sync.bundles.format import BUNDLE_FORMAT, canonical, check_bundle,
 __all__ = ["BAG_SCHEMA_VERSION", "Bag", "CarriedBundle"]
 
 #: The bag file's schema version (``PRAGMA user_version``); a bag from a newer caresync is refused, not changed.
-BAG_SCHEMA_VERSION = 1
+#: Version 2 keys bundles by id *and* signer (version 1, by id alone, let a fake shadow the genuine bundle).
+BAG_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,22 @@ class CarriedBundle:
 
 _BAG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
-    id TEXT PRIMARY KEY, origin TEXT NOT NULL, ops INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+    id TEXT NOT NULL, signer TEXT NOT NULL, origin TEXT NOT NULL, ops INTEGER NOT NULL, created_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL, imported_ms INTEGER NOT NULL, delivered_ms INTEGER, status TEXT NOT NULL,
-    reason TEXT, body TEXT NOT NULL);
+    reason TEXT, body TEXT NOT NULL, PRIMARY KEY (id, signer));
 CREATE TABLE IF NOT EXISTS answers (
     id TEXT PRIMARY KEY, bundle TEXT NOT NULL, origin TEXT NOT NULL, received_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL, exported_ms INTEGER, reported INTEGER NOT NULL DEFAULT 0, body TEXT NOT NULL);
 """
+
+
+_TO_VERSION_2 = (
+    "BEGIN; ALTER TABLE bundles RENAME TO bundles_v1;"
+    + _BAG_SCHEMA.split(";", 1)[0]
+    + ";"
+    + "INSERT INTO bundles SELECT id, json_extract(body, '$.public_key'), origin, ops, created_ms, expires_ms, "
+    "imported_ms, delivered_ms, status, reason, body FROM bundles_v1; DROP TABLE bundles_v1; COMMIT;"
+)
 
 
 class Bag:
@@ -73,7 +83,9 @@ class Bag:
                     f"The courier's bag {self.path} was written by a newer caresync (bag version {version}); "
                     "upgrade caresync on this handheld to read it. Nothing in it was changed."
                 )
-            self._db.executescript(_BAG_SCHEMA)  # version 0: a new file, or a bag from before versions (same tables)
+            if version < 2 and self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'bundles'").fetchone():
+                self._db.executescript(_TO_VERSION_2)  # a bag of versions 0 or 1 keyed its bundles by id alone
+            self._db.executescript(_BAG_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {BAG_SCHEMA_VERSION}")
             self._db.execute("PRAGMA secure_delete = ON")
         except sqlite3.Error as exc:
@@ -97,6 +109,9 @@ class Bag:
         """Puts a device's bundle file in the bag after checking its signature and expiry; returns it and
         whether it is new (a bundle already in the bag is not taken twice).
 
+        Bundles are kept by id *and* signer: a bundle that reuses another's id, signed by another device, is a
+        bundle of its own and never shadows the genuine one (whichever comes first); the server sorts them out.
+
         Raises:
             BundleError: not a bundle of ops, forged or altered, or expired.
         """
@@ -104,13 +119,17 @@ class Bag:
         if data["type"] != "ops":
             raise BundleError(f"{path} holds answers for a device, not a bundle to deliver: give it to the device.")
         bundle = check_bundle(data, now_ms=now_ms)
-        known = self._db.execute("SELECT id FROM bundles WHERE id = ?", (bundle["id"],)).fetchone()
+        signer = bundle["public_key"].lower()
+        known = self._db.execute(
+            "SELECT id FROM bundles WHERE id = ? AND signer = ?", (bundle["id"], signer)
+        ).fetchone()
         if known is None:
             self._db.execute(
-                "INSERT INTO bundles (id, origin, ops, created_ms, expires_ms, imported_ms, status, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'carried', ?)",
+                "INSERT INTO bundles (id, signer, origin, ops, created_ms, expires_ms, imported_ms, status, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'carried', ?)",
                 (
                     bundle["id"],
+                    signer,
                     bundle["origin"],
                     len(bundle["ops"]),
                     bundle["created_ms"],
@@ -119,20 +138,28 @@ class Bag:
                     canonical(bundle).decode(),
                 ),
             )
-        return self.get(bundle["id"]), known is None
+        return self.get(bundle["id"], origin=bundle["origin"]), known is None
 
-    def get(self, bundle_id: str) -> CarriedBundle:
-        """One carried bundle. Raises BundleError if the bag does not hold it."""
-        found = [b for b in self.carried() if b.id == bundle_id]
+    def get(self, bundle_id: str, *, origin: str | None = None) -> CarriedBundle:
+        """One carried bundle, by its id (and its device's replica id, when two devices' bundles share the id).
+
+        Raises:
+            BundleError: the bag holds no such bundle, or several with that id and no ``origin`` tells them apart.
+        """
+        found = [b for b in self.carried() if b.id == bundle_id and origin in (None, b.origin)]
         if not found:
             raise BundleError(f"The bag holds no bundle {bundle_id}; `carry list` shows what it holds.")
+        if len(found) > 1:
+            devices = ", ".join(b.origin for b in found)
+            raise BundleError(f"The bag holds several bundles {bundle_id}, from devices {devices}; name the device.")
         return found[0]
 
     def carried(self) -> list[CarriedBundle]:
         """Every bundle carried, newest first, with its status."""
         rows = self._db.execute(
             "SELECT b.id, b.origin, b.ops, b.created_ms, b.expires_ms, b.imported_ms, b.delivered_ms, b.status, "
-            "b.reason, a.id, a.exported_ms FROM bundles b LEFT JOIN answers a ON a.bundle = b.id "
+            "b.reason, a.id, a.exported_ms FROM bundles b "
+            "LEFT JOIN answers a ON a.bundle = b.id AND a.origin = b.origin "
             "ORDER BY b.imported_ms DESC, b.id"
         ).fetchall()
         out = []
@@ -163,17 +190,28 @@ class Bag:
         rows = self._db.execute("SELECT body, imported_ms FROM bundles WHERE status = 'carried' ORDER BY imported_ms")
         return [{**json.loads(body), "_imported_ms": imported} for body, imported in rows]
 
-    def delivered(self, bundle_id: str, answer: Mapping[str, Any] | None, *, now_ms: int, reason: str | None) -> None:
-        """Records the server's outcome for a bundle: its sealed answer, or why it refused the bundle."""
+    def delivered(
+        self,
+        bundle_id: str,
+        answer: Mapping[str, Any] | None,
+        *,
+        now_ms: int,
+        reason: str | None,
+        signer: str | None = None,
+    ) -> None:
+        """Records the server's outcome for a bundle (the one of that id signed by ``signer``, its public key in
+        hex, when given): its sealed answer, or why it refused the bundle."""
+        which = "id = ? AND signer = ?" if signer is not None else "id = ?"
+        keys = (bundle_id, signer.lower()) if signer is not None else (bundle_id,)
         if answer is None:
             self._db.execute(
-                "UPDATE bundles SET status = 'refused', reason = ?, delivered_ms = ? WHERE id = ?",
-                (reason, now_ms, bundle_id),
+                f"UPDATE bundles SET status = 'refused', reason = ?, delivered_ms = ? WHERE {which}",
+                (reason, now_ms, *keys),
             )
             return
         self._db.execute("BEGIN")
         self._db.execute(
-            "UPDATE bundles SET status = 'delivered', reason = NULL, delivered_ms = ? WHERE id = ?", (now_ms, bundle_id)
+            f"UPDATE bundles SET status = 'delivered', reason = NULL, delivered_ms = ? WHERE {which}", (now_ms, *keys)
         )
         self._db.execute(
             "INSERT OR IGNORE INTO answers (id, bundle, origin, received_ms, expires_ms, body) "

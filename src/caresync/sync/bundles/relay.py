@@ -288,7 +288,8 @@ def deliver(
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise CaresyncError(f"The sync server at {url} sent a relay answer this handheld cannot read") from exc
-            bag.delivered(item["id"], sealed if status == "delivered" else None, now_ms=now_ms, reason=outcome.reason)
+            answer_or_none = sealed if status == "delivered" else None
+            bag.delivered(item["id"], answer_or_none, now_ms=now_ms, reason=outcome.reason, signer=item["public_key"])
             out.append(outcome)
     finally:
         link.close()

@@ -1,0 +1,112 @@
+"""Nothing wedges and nothing is taken silently (issue 16), with a real server process where one is involved.
+
+* A courier's bag keeps bundles by id and signer: a fake bundle that reuses a genuine bundle's id, signed by
+  another device, is taken first, and the genuine one is still taken, delivered, and its work stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from caresync import Replica
+from caresync.sync.bundles.bag import BAG_SCHEMA_VERSION, Bag
+from caresync.sync.bundles.format import canonical
+from caresync.sync.bundles.relay import deliver, make_bundle
+from caresync.testing import FakeClock
+
+from caresync_server.testing import ServerProcess, enroll, issue_code
+from support import GRID, START_MS
+
+
+class Station:
+    """A real server process over SQLite with a station and a courier enrolled."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.url = f"sqlite:///{workdir / 'server.db'}"
+        self.station = enroll(self.url, "station", role="station", grids=[""])
+        self.courier = enroll(self.url, "courier-zhao", role="courier", grids=[""])
+        self.process = ServerProcess(self.url, workdir).start()
+
+    def device(self, workdir: Path, name: str) -> Replica:
+        device = Replica.open(workdir / f"{name}.db", actor=name, now_ms=FakeClock(START_MS))
+        device.enroll(self.process.url, issue_code(self.url, name, role="grid_worker", grids=[GRID]))
+        return device
+
+
+@pytest.fixture
+def station(tmp_path: Path) -> Iterator[Station]:
+    server = Station(tmp_path)
+    yield server
+    server.process.stop()
+
+
+def _write(path: Path, bundle: dict[str, object]) -> Path:
+    path.write_bytes(canonical(bundle))
+    return path
+
+
+def test_a_fake_bundle_with_a_genuine_id_never_shadows_the_genuine_one(station: Station, tmp_path: Path) -> None:
+    kiosk = station.device(tmp_path, "kiosk")
+    faker = Replica.open(tmp_path / "faker.db", actor="faker", now_ms=FakeClock(START_MS))
+    try:
+        kiosk.residents.register(name="Old Wang", grid=GRID)
+        genuine = make_bundle(kiosk)
+        faker.residents.register(name="Nobody", grid=GRID)
+        fake = make_bundle(faker)
+        del fake["sig"]
+        fake["id"] = genuine["id"]  # the genuine bundle's id, signed by the faker's own key: a valid signature
+        fake["sig"] = faker.device_key.sign(canonical(fake)).hex()
+        now = int(time.time() * 1000)
+        with Bag(tmp_path / "bag.db") as bag:
+            _, new = bag.take(_write(tmp_path / "fake.json", fake), now_ms=now)
+            assert new
+            carried, new = bag.take(_write(tmp_path / "genuine.json", genuine), now_ms=now)
+            assert new and carried.origin == kiosk.id  # taken, not "already in the bag"
+            outcomes = {
+                d.origin: d
+                for d in deliver(bag, station.process.url, token=station.courier, courier="zhao", now_ms=now)
+            }
+            assert outcomes[kiosk.id].status == "delivered" and outcomes[kiosk.id].stored == 1
+            assert outcomes[faker.id].status == "refused"  # a device the server does not know
+            assert bag.get(genuine["id"], origin=kiosk.id).status == "delivered"
+    finally:
+        kiosk.close()
+        faker.close()
+    pulled = httpx.post(
+        station.process.url + "/v1/pull",
+        json={"replica": "0" * 16, "time_ms": START_MS},
+        headers={"Authorization": f"Bearer {station.station}"},
+    ).json()
+    assert [op["kind"] for op in pulled["ops"] if op["origin"] == genuine["origin"]] == ["resident.create"]
+
+
+def test_a_bag_of_the_previous_version_is_migrated_keeping_its_bundles(tmp_path: Path) -> None:
+    device = Replica.open(tmp_path / "kiosk.db", actor="kiosk", now_ms=FakeClock(START_MS))
+    try:
+        device.residents.register(name="Old Wang", grid=GRID)
+        bundle = make_bundle(device)
+    finally:
+        device.close()
+    path = tmp_path / "old-bag.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE bundles (id TEXT PRIMARY KEY, origin TEXT NOT NULL, ops INTEGER NOT NULL, created_ms INTEGER "
+        "NOT NULL, expires_ms INTEGER NOT NULL, imported_ms INTEGER NOT NULL, delivered_ms INTEGER, status TEXT NOT "
+        "NULL, reason TEXT, body TEXT NOT NULL); PRAGMA user_version = 1;"
+    )
+    db.execute(
+        "INSERT INTO bundles VALUES (?, ?, 1, ?, ?, ?, NULL, 'carried', NULL, ?)",
+        (bundle["id"], bundle["origin"], START_MS, bundle["expires_ms"], START_MS, json.dumps(bundle)),
+    )
+    db.commit()
+    db.close()
+    with Bag(path) as bag:
+        [carried] = bag.carried()
+        assert (carried.id, carried.origin, carried.status) == (bundle["id"], bundle["origin"], "carried")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == BAG_SCHEMA_VERSION
