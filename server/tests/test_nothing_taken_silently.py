@@ -110,3 +110,37 @@ def test_a_bag_of_the_previous_version_is_migrated_keeping_its_bundles(tmp_path:
         [carried] = bag.carried()
         assert (carried.id, carried.origin, carried.status) == (bundle["id"], bundle["origin"], "carried")
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == BAG_SCHEMA_VERSION
+
+
+def test_peer_to_peer_sync_applies_the_receiving_devices_role_and_grids(station: Station, tmp_path: Path) -> None:
+    """A courier's replica that syncs with a grid worker's takes parcels, never tickets or residents; a grid
+    worker takes only its own grids from a station's file; the station's file (not enrolled) takes everything."""
+    desk = Replica.open(tmp_path / "desk.db", actor="desk", now_ms=FakeClock(START_MS))
+    courier = Replica.open(tmp_path / "courier.db", actor="courier", now_ms=FakeClock(START_MS))
+    courier.enroll(station.process.url, issue_code(station.url, "courier-chen", role="courier", grids=[GRID]))
+    worker = station.device(tmp_path, "phone-grid-li")
+    try:
+        wang = desk.residents.register(name="Old Wang", grid=GRID, phone="+86 138 0000 0000")
+        zhao = desk.residents.register(name="Old Zhao", grid="changnan/other", phone="+86 139 0000 0000")
+        ticket = desk.tickets.submit(title="Leak", kind="repair", grid=GRID, resident_id=wang.id)
+        desk.tickets.note(ticket.id, "Plumber booked")
+        desk.visits.record(resident_id=wang.id, outcome="well")
+        desk.visits.record(resident_id=zhao.id, outcome="well")
+        parcel = desk.parcels.register(code="P-1", grid=GRID, resident_id=wang.id)
+
+        worker.sync_with(desk)
+        assert [r.id for r in worker.residents.list()] == [wang.id]
+        assert [t.id for t in worker.tickets.list()] == [ticket.id]
+        assert {v.resident_id for v in worker.visits.list()} == {wang.id}
+        assert worker.parcels.list() == []  # a grid worker does not hold parcels
+
+        courier.sync_with(worker)
+        courier.sync_with(desk)
+        assert courier.residents.list() == [] and courier.tickets.list() == [] and courier.visits.list() == []
+        assert [p.id for p in courier.parcels.list()] == [parcel.id]
+
+        desk.sync_with(worker)  # the station's own file takes everything, and gives the worker nothing new
+        assert len(desk.residents.list()) == 2 and len(worker.residents.list()) == 1
+    finally:
+        for replica in (desk, courier, worker):
+            replica.close()

@@ -28,6 +28,7 @@ from caresync.core.domain import (
     CLOSABLE_WITHOUT_OUTCOME,
     DEFAULT_DUE_HOURS,
     EntityType,
+    Role,
     TicketKind,
     grid_parent,
     ticket_transition,
@@ -49,7 +50,7 @@ from caresync.core.model import (
     history_of,
     ms_to_datetime,
 )
-from caresync.core.ops import SETTABLE_FIELDS, OpDict
+from caresync.core.ops import SETTABLE_FIELDS, OpDict, entity_type_of
 from caresync.errors import IntentError, InvalidInputError, NotFoundError
 from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
@@ -57,6 +58,7 @@ from caresync.sync import enrolment, netsync
 from caresync.sync.enrolment import Enrolment, ScopeChange
 from caresync.sync.netsync import Refusal, SyncProgressCallback, SyncResult
 from caresync.trust.keys import DeviceKey, StationKey
+from caresync.trust.scopes import RecordScope, may_read
 
 __all__ = [
     "ApplyResult",
@@ -477,18 +479,89 @@ class Replica:
 
 
 def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCallback | None) -> int:
+    scope = _ReceiverScope.of(into)
     total = 0
+    since = into.version_vector()
     with paused_gc():  # one pause for the whole exchange: exported and applied batches would be walked again
         while True:
-            batch = source.export_ops(into.version_vector(), limit=batch_size)
+            batch = source.export_ops(since if scope is not None else into.version_vector(), limit=batch_size)
             if not batch:
                 return total
+            if scope is not None:  # offered ops it leaves out are not offered again in this exchange
+                for op in batch:
+                    since[op["origin"]] = max(since.get(op["origin"], 0), op["seq"])
+                taken = scope.keep(batch)
+                if not taken:
+                    continue
+                batch = taken
             result = into.apply_ops(batch, defer_rows=True)
             total += result.applied + result.deferred
             if progress is not None:
                 progress(total, len(batch))
-            if result.applied + result.deferred == 0:
+            if result.applied + result.deferred == 0 and scope is None:
                 return total  # everything offered is already held (gaps beyond what the peer has)
+
+
+class _ReceiverScope:
+    """What an enrolled replica takes from a peer (:meth:`Replica.sync_with`): the ops of the records its role may
+    read in its grids (:func:`caresync.trust.scopes.may_read`), as the server would send it; a courier takes no
+    ticket and no resident from anyone. A replica that is not enrolled (a station's own file) takes everything."""
+
+    def __init__(self, into: Replica, role: Role, grids: tuple[str, ...]) -> None:
+        self.into = into
+        self.role = role
+        self.grids = grids
+        self.scopes: dict[str, RecordScope | None] = {}
+
+    @classmethod
+    def of(cls, into: Replica) -> _ReceiverScope | None:
+        found = into.enrolment()
+        return None if found is None else cls(into, found.role, found.grids)
+
+    def keep(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The ops of ``batch`` whose record this replica may hold (creates first: a batch may create a record
+        and change it)."""
+        for op in batch:
+            if op["kind"].endswith(".create") and op["eid"] not in self.scopes:
+                self.scopes[op["eid"]] = self._created(op)
+        taken = []
+        for op in batch:
+            scope = self.scopes[op["eid"]] if op["eid"] in self.scopes else self._held(op["eid"], op["kind"])
+            if scope is not None and may_read(self.role, self.grids, scope):
+                taken.append(op)
+        return taken
+
+    def _created(self, op: Mapping[str, Any]) -> RecordScope | None:
+        rtype, body = entity_type_of(op["kind"]), op["body"]
+        if not isinstance(body, Mapping):
+            return None
+        if rtype == EntityType.VISIT.value:
+            resident = self.scopes.get(str(body.get("resident_id"))) or self._held(
+                str(body.get("resident_id")), "resident."
+            )
+            return None if resident is None else RecordScope(rtype, resident.grid)
+        grid = body.get("grid")
+        kind = body.get("kind") if rtype == EntityType.TICKET.value else None
+        return RecordScope(rtype, grid if isinstance(grid, str) else None, kind if isinstance(kind, str) else None)
+
+    def _held(self, eid: str, kind: str) -> RecordScope | None:
+        """The scope of a record this replica already holds (None: it holds none, so takes no change of it)."""
+        if eid in self.scopes:
+            return self.scopes[eid]
+        rtype = entity_type_of(kind)
+        try:
+            state = self.into.device_log.state(EntityType(rtype), eid)
+        except ValueError:
+            state = None
+        scope = None
+        if state is not None and rtype == EntityType.VISIT.value:
+            resident = self._held(str(value_of(state, "resident_id")), "resident.")
+            scope = None if resident is None else RecordScope(rtype, resident.grid)
+        elif state is not None:
+            kind_now = value_of(state, "kind") if rtype == EntityType.TICKET.value else None
+            scope = RecordScope(rtype, value_of(state, "grid"), kind_now)
+        self.scopes[eid] = scope
+        return scope
 
 
 # --- collections ---------------------------------------------------------------------------------------------
