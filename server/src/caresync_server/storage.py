@@ -1009,6 +1009,8 @@ class Storage:
                     last_clock_offset_ms=report.clock_offset_ms,
                 )
             )
+        if any(a.op["kind"] == "resident.redact" for a in verdict.admitted):
+            self.checkpoint()  # the erased values' old pages leave the -wal file too
         return verdict
 
     def pull(self, device: Device, replica: str, after: int, limit: int, clock_offset_ms: int, now: int) -> PullPage:
