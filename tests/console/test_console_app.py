@@ -265,3 +265,17 @@ def test_the_language_switch_changes_every_page_and_stays_inside(tmp_path: Path)
                     assert away.headers["location"] == "/"
 
     run(go())
+
+
+def test_an_unknown_page_signed_in_says_so_with_the_navigation(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            async with client(app) as http:
+                await sign_in(http)
+                answer = await http.get("/no/such/page")
+                assert answer.status_code == 404
+                assert "There is no such page." in answer.text and 'href="/intake"' in answer.text
+                missing = await http.get("/requests/999999")
+                assert missing.status_code == 404 and "No request numbered 999999" in missing.text
+
+    run(go())

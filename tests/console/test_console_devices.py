@@ -55,6 +55,9 @@ def test_enrol_revoke_and_rescope_devices_from_the_console(tmp_path: Path) -> No
             with running(tmp_path) as app:
                 async with client(app) as http:
                     token = await sign_in(http)
+                    today = (await http.get("/")).text
+                    stale = today[today.index('id="today-devices"') :]
+                    assert "phone-grid-li" in stale and "never" in stale  # enrolled, never synced
                     page = (await http.get("/devices")).text
                     device_id = re.search(r'action="/devices/(\d+)/scope"[^>]*>(?:(?!</tr>).)*', page, re.S)
                     assert device_id is not None

@@ -36,10 +36,16 @@ def test_intake_to_rating_by_clicks(page: Any, served: RunningConsole) -> None:
     served.call(lambda r: r.residents.register(name="Old Wang", grid="changnan/dorm/3"))
     sign_in(page, served)
     page.click("nav >> text=Intake")
-    page.fill("#find-form input[name=q]", "Wang")
-    page.click("#find-form button")
-    page.click("text=Choose: Old Wang")
+    page.click("#intake-form button[type=submit]")  # nothing typed: the page itself refuses (required fields)
+    assert page.url.endswith("/intake") and served.call(lambda r: r.tickets.list()) == []
     page.fill("input[name=title]", "Septic tank blocked")
+    page.fill("#find-form input[name=q]", "Wang")
+    page.press("#find-form input[name=q]", "Enter")  # Enter in the search box searches, it does not register
+    page.click("text=Choose: Old Wang")
+    assert page.locator("#chosen-resident").inner_text() == "Old Wang"
+    assert page.input_value("input[name=title]") == "Septic tank blocked"  # kept across the search
+    assert page.input_value("input[name=grid]") == "changnan/dorm/3"  # the resident's grid
+    assert served.call(lambda r: r.tickets.list()) == []
     page.select_option("select[name=kind]", "repair")
     page.select_option("select[name=channel]", "phone")
     page.fill("textarea[name=description]", "30 households affected")

@@ -47,7 +47,6 @@ from caresync.console.context import (
     lang_of,
     safe_next,
 )
-from caresync.console.messages import MESSAGES
 from caresync.console.routing import ROUTES, Handler
 from caresync.errors import CaresyncError, NotFoundError
 from caresync.field.i18n import LANGUAGES
@@ -247,8 +246,8 @@ def create_app(settings: ConsoleSettings) -> Starlette:
         session = await asyncio.to_thread(console.accounts.session, request.cookies.get(SESSION_COOKIE), touch=False)
         if session is None:  # without a session, nothing but the sign-in page: not even which pages exist
             return RedirectResponse("/login", status_code=303)
-        message = MESSAGES("common.not_found", lang_of(request, settings.lang))
-        return console.render(request, "error.html", status=404, message=message)
+        shown = Page(request, session, lang_of(request, settings.lang), {}, {}, console)  # with the navigation
+        return shown.render("error.html", status=404, message=shown.t("common.not_found"))
 
     routes: list[BaseRoute] = [
         Route("/login", login_form, methods=["GET"]),

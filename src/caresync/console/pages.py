@@ -113,8 +113,15 @@ def _intake_page(
 
 @route("/intake/find", "POST")
 def intake_find(page: Page, replica: Replica) -> Response:
-    """Finds residents by part of their name (a POST, so the name never sits in a URL or a log)."""
+    """Finds residents by part of their name (a POST, so the name never sits in a URL or a log), or takes the one
+    picked from the list; what the clerk typed in the form so far is kept."""
     values = {k: page.form.get(k, "") for k in _INTAKE_FIELDS}
+    picked = page.form.get("pick", "")
+    if picked:  # a resident chosen from the list: their grid unless the clerk typed one
+        picked_one = replica.residents.get(picked)
+        values["resident_id"] = picked_one.id
+        values["grid"] = values["grid"] or picked_one.grid
+        return _intake_page(page, values, chosen=picked_one)
     needle = page.form.get("q", "").strip().casefold()
     found = [r for r in replica.residents.list() if needle and needle in (r.name or "").casefold()][:20]
     chosen = replica.residents.get(values["resident_id"]) if values.get("resident_id") else None

@@ -319,15 +319,21 @@ def table(
     return makers[name]()
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value  # text a resident typed is never a formula in a spreadsheet (CSV injection)
     return value
 
 
 def write_csv(data: Table, out: IO[str]) -> None:
     """Writes the table as CSV (open ``out`` with ``encoding="utf-8-sig"`` so spreadsheet programs read the
-    Chinese right, and ``newline=""``)."""
+    Chinese right, and ``newline=""``). Text that a spreadsheet would take for a formula (it starts with ``=``,
+    ``+``, ``-`` or ``@``) is written with a leading ``'``."""
     writer = csv.writer(out)
     writer.writerow(data.headers)
     for row in data.rows:
@@ -342,7 +348,8 @@ def csv_bytes(data: Table) -> bytes:
 
 
 def write_xlsx(tables: Sequence[Table], out: str | Path | IO[bytes]) -> None:
-    """Writes each table as a sheet of one XLSX workbook (times as real dates, in the station's zone).
+    """Writes each table as a sheet of one XLSX workbook (times as real dates, in the station's zone; text is
+    always text, never a formula).
 
     Raises:
         CaresyncError: openpyxl is not installed (``pip install 'caresync[console]'``).
@@ -364,6 +371,8 @@ def write_xlsx(tables: Sequence[Table], out: str | Path | IO[bytes]) -> None:
             for cell in column:
                 if isinstance(cell.value, datetime):
                     cell.number_format = "yyyy-mm-dd hh:mm"
+                elif cell.data_type == "f":  # openpyxl reads text that starts with "=" as a formula: keep it text
+                    cell.data_type = "s"
         sheet.freeze_panes = "A2"
     book.save(out)
 
