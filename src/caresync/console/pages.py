@@ -86,11 +86,12 @@ def intake(page: Page, replica: Replica) -> Response:
         chosen = replica.residents.get(resident_id)
         values["resident_id"] = chosen.id
         values["grid"] = chosen.grid
-    return _intake_page(page, values, chosen=chosen)
+    return _intake_page(page, replica, values, chosen=chosen)
 
 
 def _intake_page(
     page: Page,
+    replica: Replica,
     values: dict[str, str],
     *,
     chosen: Any = None,
@@ -101,6 +102,7 @@ def _intake_page(
     return page.render(
         "intake.html",
         status=status,
+        grids=sorted({r.grid for r in replica.residents.list()} | {g for w in replica.workers.list() for g in w.grids}),
         values=values,
         chosen=chosen,
         errors=errors or {},
@@ -121,11 +123,11 @@ def intake_find(page: Page, replica: Replica) -> Response:
         picked_one = replica.residents.get(picked)
         values["resident_id"] = picked_one.id
         values["grid"] = values["grid"] or picked_one.grid
-        return _intake_page(page, values, chosen=picked_one)
+        return _intake_page(page, replica, values, chosen=picked_one)
     needle = page.form.get("q", "").strip().casefold()
     found = [r for r in replica.residents.list() if needle and needle in (r.name or "").casefold()][:20]
     chosen = replica.residents.get(values["resident_id"]) if values.get("resident_id") else None
-    return _intake_page(page, values, chosen=chosen, found=found)
+    return _intake_page(page, replica, values, chosen=chosen, found=found)
 
 
 @route("/intake", "POST")
@@ -154,7 +156,7 @@ def intake_submit(page: Page, replica: Replica) -> Response:
             page.flash(page.t("intake.done", number=number_of(made)))
             return page.redirect(f"/requests/{number_of(made)}")
     page.flash(page.t("intake.bad"), "error")
-    return _intake_page(page, values, chosen=chosen, errors=errors, status=400)
+    return _intake_page(page, replica, values, chosen=chosen, errors=errors, status=400)
 
 
 def _field(name: str) -> str:
