@@ -95,9 +95,52 @@ def main() -> int:
                 context.close()
                 print(f"wrote {OUT / name}.png")
             browser.close()
+        _devices_shot(outcome.server_database, work, executable, evening)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _devices_shot(server_database: Path, work: Path, executable: str, evening: datetime) -> None:
+    """The Devices page: the demo's own server (its week of syncs) and a new desk enrolled with it as a station."""
+    from caresync_server.testing import ServerProcess, issue_code
+
+    from caresync import Replica
+
+    url_db = f"sqlite:///{server_database}"
+    server = ServerProcess(url_db, work).start()
+    try:
+        desk = work / "devices-desk"
+        desk.mkdir()
+        with Replica.open(desk / "station.db", actor="clerk-zhang") as station:
+            station.enroll(server.url, issue_code(url_db, "console-desk", role="station", grids=[""]))
+        app = create_app(
+            ConsoleSettings(
+                now_ms=lambda: int(evening.timestamp() * 1000),
+                replica=desk / "station.db",
+                accounts=desk / "console.db",
+                actor="clerk-zhang",
+                sync_interval_s=0,
+                poll_s=3600,
+                lang="en",
+                logger=logging.getLogger("caresync.console.shots"),
+            )
+        )
+        app.state.console.accounts.add("clerk-zhang", PASSWORD)
+        with served_in_thread(app, port=free_port()) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            _sign_in(page, url)
+            page.goto(url + "/devices")
+            page.fill("#enrol-form input[name=name]", "phone-knocker-new")
+            page.select_option("#enrol-form select[name=role]", "knocker")
+            page.fill("#enrol-form textarea[name=grids]", "changnan/lane-1")
+            page.click("#enrol-form button[type=submit]")
+            page.screenshot(path=str(OUT / "devices.png"), full_page=True)
+            print(f"wrote {OUT / 'devices.png'}")
+            browser.close()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -279,3 +279,27 @@ def test_an_unknown_page_signed_in_says_so_with_the_navigation(tmp_path: Path) -
                 assert missing.status_code == 404 and "No request numbered 999999" in missing.text
 
     run(go())
+
+
+def test_the_report_page_has_its_period_trends_and_the_lists_behind_the_figures(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+
+            def seed(r: Replica) -> None:
+                t = r.tickets.submit(title="Late one", kind="repair", grid="c/a/b", due_at=r.clock.physical_ms() - 1)
+                r.tickets.accept(t.id, assignee="grid-li")
+
+            app.state.console.worker.call(seed)
+            async with client(app) as http:
+                await sign_in(http)
+                html = (await http.get("/reports")).text
+                assert 'id="report-period"' in html and "generated" in html
+                for part in ("trend-day", "trend-week", "by-worker", "by-grid", "behind-received", "behind-overdue"):
+                    assert f'id="{part}"' in html, part
+                overdue = html[html.index('id="behind-overdue"') :]
+                assert "Late one" in overdue
+                assert "grid-li" in html[html.index('id="by-worker"') :]
+                bad = await http.get("/reports", params={"from": "2026-13-01"})
+                assert bad.status_code == 400 and "is not a date" in bad.text
+
+    run(go())

@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 
 from caresync import InvalidInputError, Replica
 from caresync.field.exports import EXPORTS, csv_bytes, open311_requests, table, write_xlsx
-from caresync.field.trends import breakdowns, overdue_requests, trend
+from caresync.field.trends import behind, breakdowns, overdue_requests, trend
 from caresync.testing import FakeClock
 
 DAY_MS = 86_400_000
@@ -116,5 +116,8 @@ def test_trends_by_day_and_week_against_a_hand_count(tmp_path: Path) -> None:
         assert split.by_worker["knocker-wu"].knocks == 1
         late = overdue_requests(r, start=START, end=end, now=end)
         assert len(late) == 3  # two open past due at the end, one resolved after its due time
+        lists = behind(r, start=START, end=end, now=end)
+        assert len(lists.received) == 3 and [t.title for t in lists.resolved] == ["+sum d0 0"]
+        assert lists.over_48h == lists.resolved and lists.unhappy == [] and lists.overdue == late
         with pytest.raises(InvalidInputError):
             trend(r, start=end, end=START)

@@ -13,7 +13,7 @@ from caresync.console.pages import number_of
 from caresync.console.routing import route
 from caresync.errors import InvalidInputError
 from caresync.field.reports import station_report
-from caresync.field.trends import breakdowns, overdue_requests, trend
+from caresync.field.trends import behind, breakdowns, trend
 from caresync.replica import Replica
 
 __all__ = ["period_of"]
@@ -59,7 +59,7 @@ def reports(page: Page, replica: Replica) -> Response:
     daily = trend(replica, start=start, end=end, step="day", tz=tz, now=now)
     weekly = trend(replica, start=start, end=end, step="week", tz=tz, now=now)
     split = breakdowns(replica, start=start, end=end, now=now)
-    late = overdue_requests(replica, start=start, end=end, now=now)
+    lists = behind(replica, start=start, end=end, now=now)
     return page.render(
         "reports.html",
         report=report,
@@ -69,7 +69,7 @@ def reports(page: Page, replica: Replica) -> Response:
         daily=daily,
         weekly=weekly,
         split=split,
-        late=late,
+        lists=lists,
         number_of=number_of,
         peak=max([p.figures.received for p in daily] + [p.figures.resolved for p in daily] + [1]),
         query={"from": start.date().isoformat(), "to": (end - timedelta(days=1)).date().isoformat()},

@@ -21,7 +21,7 @@ from caresync.errors import InvalidInputError
 if TYPE_CHECKING:
     from caresync.replica import Replica
 
-__all__ = ["Breakdown", "Figures", "TrendPoint", "breakdowns", "overdue_requests", "trend"]
+__all__ = ["Behind", "Breakdown", "Figures", "TrendPoint", "behind", "breakdowns", "overdue_requests", "trend"]
 
 Step = Literal["day", "week"]
 _48H = timedelta(hours=48)
@@ -178,3 +178,30 @@ def overdue_requests(replica: Replica, *, start: datetime, end: datetime, now: d
             late.append((t.resolved_at - t.due_at, t))
     late.sort(key=lambda pair: (-pair[0].total_seconds(), pair[1].id))
     return [t for _, t in late]
+
+
+@dataclass(frozen=True)
+class Behind:
+    """The requests behind the period's figures, each list oldest first."""
+
+    received: list[Ticket]
+    resolved: list[Ticket]
+    unhappy: list[Ticket]
+    """Resolved in the period and rated 1 to 3: what pulls satisfaction down."""
+    over_48h: list[Ticket]
+    """Resolved in the period more than 48 hours after submission."""
+    overdue: list[Ticket]
+    """As :func:`overdue_requests` gives them (most late first)."""
+
+
+def behind(replica: Replica, *, start: datetime, end: datetime, now: datetime | None = None) -> Behind:
+    """The requests each figure of the period counts, by the report's definitions."""
+    tickets = sorted(replica.tickets.list(), key=lambda t: (t.submitted_at, t.id))
+    resolved = [t for t in tickets if _in(t.resolved_at, start, end)]
+    return Behind(
+        received=[t for t in tickets if _in(t.submitted_at, start, end)],
+        resolved=resolved,
+        unhappy=[t for t in resolved if t.rating is not None and t.rating.score < 4],
+        over_48h=[t for t in resolved if t.resolved_at is not None and t.resolved_at - t.submitted_at > _48H],
+        overdue=overdue_requests(replica, start=start, end=end, now=now),
+    )
