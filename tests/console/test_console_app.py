@@ -303,3 +303,49 @@ def test_the_report_page_has_its_period_trends_and_the_lists_behind_the_figures(
                 assert bad.status_code == 400 and "is not a date" in bad.text
 
     run(go())
+
+
+def test_assign_escalate_cancel_reopen_and_a_status_conflict_confirmed(tmp_path: Path) -> None:
+    async def go() -> None:
+        with running(tmp_path) as app:
+            worker = app.state.console.worker
+            number = worker.call(lambda r: r.tickets.submit(title="Lift", kind="repair", grid="changnan/dorm/3").number)
+            async with client(app) as http:
+                token = await sign_in(http)
+
+                async def post(path: str, **data: str) -> str:
+                    answer = await http.post(f"/requests/{number}/{path}", data={"csrf": token, **data})
+                    assert answer.status_code == 303, answer.text
+                    return (await http.get(answer.headers["location"])).text
+
+                assert "is assigned to grid-wu" in await post("assign", assignee="grid-wu")
+                assert "went up to changnan/dorm" in await post("act", action="escalate", reason="too big")
+                assert "is now cancelled" in await post("act", action="cancel", reason="duplicate")
+                page = await post("act", action="reopen", reason="not a duplicate")
+                assert "is now accepted" in page or "is now submitted" in page
+                refused = await post("act", action="close")  # not resolved: the library says why, nothing changes
+                assert "Not done" in refused and "resolve the ticket before returning it" in refused
+                ticket = worker.call(lambda r: r.tickets.list()[0])
+                assert ticket.assignee == "grid-wu" and ticket.grid == "changnan/dorm"
+                assert [h.actor for h in ticket.history][-1] == "clerk-zhang"
+
+            # two devices moved the same request without seeing each other: a status conflict, confirmed in place
+            with Replica.open(tmp_path / "a.db", actor="li") as a, Replica.open(tmp_path / "b.db", actor="wu") as b:
+                worker.call(lambda r: r.sync_with(a))
+                b.sync_with(a)
+                made = a.tickets.list()[0]
+                a.tickets.resolve(made.id)
+                b.tickets.cancel(made.id, reason="gone")
+                worker.call(lambda r: (r.sync_with(a), r.sync_with(b)))
+            async with client(app) as http:
+                token = await sign_in(http)
+                page = (await http.get(f"/requests/{number}")).text
+                assert "Confirm the current status" in page
+                key = worker.call(lambda r: f"{r.conflicts()[0].entity_id}#status")
+                done = await http.post(
+                    "/conflicts/settle", data={"csrf": token, "key": key, "back": f"/requests/{number}"}
+                )
+                assert done.headers["location"] == f"/requests/{number}"
+                assert worker.call(lambda r: r.conflicts()) == []
+
+    run(go())

@@ -65,7 +65,7 @@ def test_intake_to_rating_by_clicks(page: Any, served: RunningConsole) -> None:
     page.click("#rate-form button")
     assert page.locator("#ticket-rating").inner_text() == "5/5 fast"
     history = page.locator("#ticket-history").inner_text()
-    for step in ("ticket.create", "accept", "start", "resolve", "close", "rating"):
+    for step in ("request placed", "accepted", "started", "resolved", "returned to the resident", "changed rating"):
         assert step in history
     ticket = served.call(lambda r: r.tickets.list()[0])
     assert ticket.number == number and ticket.status.value == "closed" and ticket.rating.score == 5

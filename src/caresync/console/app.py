@@ -111,7 +111,8 @@ def page(console: Console, handler: Handler) -> Callable[[Request], Awaitable[Re
             except CaresyncError as exc:
                 if request.method == "POST":  # back to the page the form was on, saying why nothing was done
                     ctx.flash(ctx.t("common.refused", message=str(exc)), "error")
-                    return ctx.redirect(safe_next(values.get("back") or request.url.path))
+                    parent = request.url.path.rsplit("/", 1)[0]  # the page the action belongs to
+                    return ctx.redirect(safe_next(values.get("back") or parent))
                 return ctx.render("error.html", status=400, message=str(exc))
 
         return await asyncio.wrap_future(console.worker.submit(run))

@@ -156,6 +156,7 @@ class Console:
             lstrip_blocks=True,
         )
         self.templates.globals["label"] = label
+        self.templates.globals["known"] = MESSAGES  # ``key in known``: a message exists for it
         self.templates.filters["local"] = self.local_time
         self.templates.filters["pct"] = _pct
 
