@@ -449,9 +449,8 @@ def _parse_cursor(cursor: str) -> int:
         return 0
     ms, dot, n = cursor.partition(".")
     if dot and ms.isascii() and ms.isdigit() and n.isascii() and n.isdigit() and len(ms) <= 15 and len(n) <= 7:
-        value = (int(ms) << CURSOR_CLOCK_SHIFT) | int(n)
-        if int(n) <= _CURSOR_MASK and value <= _MAX_INT:
-            return value
+        # a cursor past any this server gives (the pattern allows it) is the end of the log: nothing after it
+        return min((int(ms) << CURSOR_CLOCK_SHIFT) + int(n), _MAX_INT)
     raise ApiError(
         ErrorCode.INVALID_CURSOR,
         "The cursor is not one this server gave; send the cursor of the last pull answer, or an empty one to "

@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from caresync.sync.bundles.format import MAX_HANDOFFS
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from .errors import ErrorCode, ErrorDetail
 
 __all__ = [
+    "CODE_PATTERN",
+    "CURSOR_PATTERN",
+    "JSON_MAX_INT",
     "MAX_HANDOFFS",
     "MAX_RECEIPTS",
     "PROTOCOL_VERSION",
@@ -52,26 +55,68 @@ __all__ = [
 PROTOCOL_VERSION = 1
 
 _MAX_INT = 2**63 - 1
+#: The largest integer an envelope field takes: the largest every JSON reader holds exactly (a double's 53 bits),
+#: so that the bound the OpenAPI document declares is the bound the server enforces, to the unit.
+JSON_MAX_INT = 2**53 - 1
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``341.0``) is an integer, as JSON Schema's ``integer`` says."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+_INTEGRAL = BeforeValidator(_integral)
 ReplicaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
-Millis = Annotated[int, Field(ge=0, le=_MAX_INT)]
-Count = Annotated[int, Field(ge=0, le=_MAX_INT)]
+#: A pull cursor as this server writes it (``<ms>.<n>``), or empty for the start; a cursor past the end of the
+#: log is the end of the log.
+CURSOR_PATTERN = r"^([0-9]{1,15}\.[0-9]{1,7})?$"
+#: An enrolment code as typed: 16 Crockford base32 characters (``U`` is not one), with any dashes and spaces.
+CODE_PATTERN = r"^[ -]{0,8}([0-9A-TV-Za-tv-z][ -]{0,8}){16}$"
+#: An integer member of a request: a JSON number with no fraction, 0 to :data:`JSON_MAX_INT`.
+Millis = Annotated[int, Field(ge=0, le=JSON_MAX_INT), _INTEGRAL]
+Count = Annotated[int, Field(ge=0, le=JSON_MAX_INT), _INTEGRAL]
 RefusalCode = Literal["forbidden", "depends_on_refused", "origin_revoked", "wrong_record"]
 
 _REQUEST = ConfigDict(strict=True, extra="ignore")  # unknown members are ignored: newer clients may add some
 
 
-class Op(BaseModel):
-    """An op as it travels: see the library's docs/concepts.md (section 1) for every kind and body."""
+def _present_or_absent(schema: dict[str, Any]) -> None:
+    """``sig`` and ``pd`` are left out when absent, never ``null``."""
+    for name in ("sig", "pd"):
+        prop = schema["properties"][name]
+        prop.update(next(part for part in prop.pop("anyOf") if part.get("type") != "null"))
+        prop.pop("default", None)
 
-    v: int = Field(description="The op format version (1).")
-    kind: str = Field(description="`<record type>.<action>`, for example `ticket.set`.", examples=["ticket.set"])
+
+class Op(BaseModel):
+    """An op as it travels: see the library's docs/concepts.md (section 1) for every kind and body. The server
+    checks each op with the library's own rules (``caresync.core.ops.validate_ops``: the body of each kind) and its
+    signature (``caresync.trust.signing``), which no schema can say: an op that passes this schema may still be
+    refused (`invalid_ops`, `bad_signature`, `unknown_kind`)."""
+
+    model_config = ConfigDict(json_schema_extra=_present_or_absent)
+
+    v: int = Field(ge=1, description="The op format version (1 or 2; a newer one is kept for a newer server).")
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}\.[a-z_]{1,32}$")] = Field(
+        description="`<record type>.<action>`, for example `ticket.set`.", examples=["ticket.set"]
+    )
     origin: ReplicaId = Field(description="The replica (device) that made the op.")
-    seq: int = Field(description="That replica's gap-free counter: (origin, seq) is the op's identity.")
-    hlc: int = Field(description="Hybrid-logical-clock stamp: wall milliseconds << 20 | a counter.")
-    eid: str = Field(description="The record the op is about, for example `T-<origin>-<seq>`.")
-    actor: str = Field(description="Who made the change.")
-    at: int = Field(description="When, by the device's corrected wall clock (milliseconds since 1970).")
+    seq: int = Field(ge=1, lt=2**62, description="That replica's gap-free counter: (origin, seq) is the op's identity.")
+    hlc: int = Field(ge=0, lt=2**63, description="Hybrid-logical-clock stamp: wall milliseconds << 20 | a counter.")
+    eid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$")] = Field(
+        description="The record the op is about, for example `T-<origin>-<seq>`."
+    )
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=100)] = Field(description="Who made the change.")
+    at: int = Field(ge=0, le=_MAX_INT, description="When, by the device's corrected wall clock (ms since 1970).")
     body: dict[str, Any] = Field(description="The kind's body.")
+    sig: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{128}$")] | None = Field(
+        None, description="Base64 of the device's public key (32 bytes) and its Ed25519 signature (64 bytes)."
+    )
+    pd: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = Field(
+        None, description="The link to the device's previous op (seq - 1), hex; absent for seq 1."
+    )
 
 
 class PushRequest(BaseModel):
@@ -123,9 +168,11 @@ class PullRequest(BaseModel):
 
     replica: ReplicaId
     cursor: Annotated[str, StringConstraints(max_length=40)] = Field(
-        "", description="The cursor of the previous answer; empty for the start."
+        "",
+        description="The cursor of the previous answer; empty for the start (another is `400 invalid_cursor`).",
+        json_schema_extra={"pattern": CURSOR_PATTERN},
     )
-    limit: Annotated[int, Field(ge=1, le=_MAX_INT)] = Field(
+    limit: Annotated[int, Field(ge=1, le=JSON_MAX_INT), _INTEGRAL] = Field(
         1000, description="The most ops wanted; the server answers with at most `max_pull_limit`."
     )
     time_ms: Millis = Field(description="The device's wall clock now (uncorrected).")
@@ -180,8 +227,9 @@ class EnrollRequest(BaseModel):
 
     model_config = _REQUEST
 
-    code: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
-        description="The code `caresync-server enroll` printed (dashes, spaces and case do not matter)."
+    code: Annotated[str, StringConstraints(pattern=CODE_PATTERN)] = Field(
+        description="The code `caresync-server enroll` printed: 16 characters of Crockford base32 (dashes, spaces "
+        "and case do not matter; the last is a check character)."
     )
     public_key: HexKey = Field(description="The device's Ed25519 public key, 64 hex digits.")
 
@@ -271,7 +319,7 @@ class NumberBlockRequest(BaseModel):
 
     model_config = _REQUEST
 
-    count: int = Field(default=100, ge=1, le=1000)
+    count: Annotated[int, Field(ge=1, le=1000), _INTEGRAL] = 100
 
 
 class NumberBlockResponse(BaseModel):
