@@ -48,6 +48,11 @@ def test_sync_sends_and_receives_through_a_real_server_and_names_refusals(tmp_pa
         assert got.exit_code == 0, got.output
         assert json.loads(got.stdout)["received"] == 1
         wrong = runner.invoke(main, ["sync", str(tmp_path / "x.db"), "--server", server.url, "--token", "nope"])
-        assert wrong.exit_code == 1 and "refused this device" in wrong.output and "Traceback" not in wrong.output
+        # a server's refusal: exit code 4 and the server_refused code, as on the courier's handheld
+        assert wrong.exit_code == 4 and "refused this device" in wrong.output and "Traceback" not in wrong.output
+        as_json = runner.invoke(
+            main, ["sync", str(tmp_path / "x.db"), "--server", server.url, "--token", "nope", "--json"]
+        )
+        assert as_json.exit_code == 4 and '"code": "server_refused"' in as_json.output
     finally:
         server.stop()

@@ -209,9 +209,9 @@ def test_the_installed_command_round_and_a_server_that_is_down(tmp_path: Path) -
             process.stop()
             run("pickup", "P-4", "--mailbox", "MB-1")
             down = run("sync")
-            assert down.returncode == 3 and "没有网络" in down.stderr and "2 条记录" in down.stderr
+            assert down.returncode == 3 and "连不上服务器" in down.stderr and "2 条记录" in down.stderr
             as_json = run("sync", "--json")
-            assert as_json.returncode == 3 and json.loads(as_json.stdout)["error"]["code"] == "offline"
+            assert as_json.returncode == 3 and json.loads(as_json.stdout)["error"]["code"] == "server_unreachable"
             assert json.loads(run("status", "--json").stdout)["unsent"] == 2
             typo = run("pikup", "P-5")
             assert typo.returncode == 2 and "pickup" in typo.stderr

@@ -263,7 +263,8 @@ def test_enrol_renew_and_revoke_against_a_real_server_process(tmp_path: Path) ->
             assert synced.exit_code == 0, synced.output
             assert json.loads(synced.output)["received"] == 3  # li's two tickets and the number of the first
             again = runner.invoke(main, ["enroll", desk_file, desk_code, "--server", server.url])
-            assert again.exit_code == 1 and "new one" in again.output and "Traceback" not in again.output
+            # the server refused the used code: exit code 4, as on the courier's handheld
+            assert again.exit_code == 4 and "new one" in again.output and "Traceback" not in again.output
 
             li.tickets.submit(title="Third", kind="repair", grid="changnan/dorm/3")
             with pytest.raises(ServerRefusedError) as refused:

@@ -15,6 +15,7 @@
     ├── TrustError               a signature, key or sealed value does not check out
     ├── BundleError              a relay bundle file is damaged, expired, or meant for another device
     └── SyncError                the sync server could not be reached, or answered with an error
+        ├── ServerUnreachableError  no answer: no connection, or none within the timeouts
         └── ServerRefusedError   the server refused the request (token, device, batch): names why
 
 Each error has a stable ``code`` (for programs and the JSON error envelope) and a message that names
@@ -36,6 +37,7 @@ __all__ = [
     "NotFoundError",
     "OpForkError",
     "ServerRefusedError",
+    "ServerUnreachableError",
     "StoreError",
     "StoreVersionError",
     "SyncError",
@@ -124,6 +126,13 @@ class SyncError(CaresyncError):
     """A sync with the server did not finish. Nothing is lost: what was done is kept, the rest waits."""
 
     code = "sync_failed"
+
+
+class ServerUnreachableError(SyncError):
+    """The sync server did not answer: no connection (no network, server down, wrong address), or no answer within
+    the connect timeout or the sync's deadline. Nothing is lost; sync again when the network is back."""
+
+    code = "server_unreachable"
 
 
 class ServerRefusedError(SyncError):

@@ -56,7 +56,14 @@ from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
 from caresync.sync import enrolment, netsync
 from caresync.sync.enrolment import Enrolment, ScopeChange
-from caresync.sync.netsync import Refusal, SyncProgressCallback, SyncResult
+from caresync.sync.netsync import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_DEADLINE_S,
+    Refusal,
+    SyncProgressCallback,
+    SyncResult,
+    WaitCallback,
+)
 from caresync.trust.keys import DeviceKey, StationKey
 from caresync.trust.scopes import RecordScope, may_read
 
@@ -395,9 +402,16 @@ class Replica:
         backoff_s: float = 0.5,
         timeout_s: float = 60.0,
         client: httpx.Client | None = None,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        on_wait: WaitCallback | None = None,
     ) -> SyncResult:
         """Syncs with the caresync server at ``url`` (protocol v1): pushes what it has not acknowledged, pulls
         what this device may see, corrects the clock if the server says it is off.
+
+        Waits are bounded: ``connect_timeout_s`` for each connection, ``timeout_s`` for each answer, and
+        ``deadline_s`` for the time without any answer, retries included (None: unbounded); ``on_wait`` hears of
+        each retry before its wait, so a program can say why it waits.
 
         Without ``url`` and ``token``, syncs with the server this device enrolled with (:meth:`enroll`), renewing
         its token when due and applying a change of its scope (see :meth:`scope_changes`).
@@ -407,9 +421,14 @@ class Replica:
 
         Raises:
             ServerRefusedError: the server refused the device or a batch (the message says why).
-            SyncError: the server could not be reached or failed, or the device is not enrolled; nothing is lost.
+            ServerUnreachableError: no answer from the server (no connection, or none within the timeouts or the
+                deadline); nothing is lost.
+            SyncError: the server failed, or the device is not enrolled; nothing is lost.
         """
         options: dict[str, Any] = {
+            "connect_timeout_s": connect_timeout_s,
+            "deadline_s": deadline_s,
+            "on_wait": on_wait,
             "push_batch": push_batch,
             "pull_batch": pull_batch,
             "retries": retries,

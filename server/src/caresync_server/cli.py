@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .app import create_app
-from .errors import ServerError
+from .errors import ConfigError, ServerError
 from .settings import ENV_PREFIX, Settings
 from .storage import DeviceHealth, Storage, system_time_ms
 
@@ -68,6 +69,19 @@ def _database_options(command: F) -> F:
     return command
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` now (None: it can), found by binding it for a moment as
+    uvicorn will."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _storage(database_url: str | None, database_schema: str | None) -> Storage:
     return Storage(Settings.from_env(database_url=database_url, database_schema=database_schema))
 
@@ -87,6 +101,12 @@ def serve(
     database_url: str | None, database_schema: str | None, host: str, port: int, workers: int, log_level: str
 ) -> None:
     """Runs the sync server (creating its tables if the database has none)."""
+    busy = _cannot_listen(host, port)
+    if busy is not None:  # said before anything else, and never "listening"
+        raise ConfigError(
+            f"Cannot listen on http://{host}:{port}: {busy}. Another program (or another caresync-server) uses "
+            "that port: stop it, or choose another with --port"
+        )
     settings = Settings.from_env(database_url=database_url, database_schema=database_schema)
     storage = Storage(settings)
     try:

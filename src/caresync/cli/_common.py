@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from caresync.cli._errors import EXIT_INTERRUPTED, EXIT_REFUSED, error_envelope
+from caresync.cli._errors import EXIT_INTERRUPTED, error_envelope, exit_code_for
 from caresync.cli._messages import MESSAGES
 from caresync.errors import CaresyncError, InvalidInputError, StoreError
 from caresync.field.i18n import language_in_argv, pick_language
@@ -260,7 +260,8 @@ def fail(message: str) -> NoReturn:
 class StationGroup(click.Group):
     """The ``caresync`` group: every mistake is one line on stderr (and a JSON envelope with ``--json``).
 
-    CaresyncError → exit 1 with its message; a usage mistake (unknown option, missing argument, bad choice)
+    CaresyncError → its message, with the exit code of the one table (cli._errors: 1, 3 for a server out of
+    reach, 4 for one that refused); a usage mistake (unknown option, missing argument, bad choice)
     → exit 2 with click's explanation on one line; never a traceback.
     """
 
@@ -281,7 +282,7 @@ class StationGroup(click.Group):
             code = getattr(exc, "code", "caresync_error")
             prefix = _ERROR_PREFIXES.get(code, "err.prefix")
             _report(lang, as_json, code, t(prefix, lang), str(exc))
-            sys.exit(EXIT_REFUSED)
+            sys.exit(exit_code_for(exc))
         except click.exceptions.Abort:
             click.echo(t("err.aborted", lang), err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -315,6 +316,7 @@ _ERROR_PREFIXES = {
     "store_error": "err.store_error",
     "store_version": "err.store_version",
     "sync_failed": "err.sync_failed",
+    "server_unreachable": "err.server_unreachable",
     "server_refused": "err.server_refused",
     "trust_failed": "err.trust_failed",
     "bad_signature": "err.bad_signature",

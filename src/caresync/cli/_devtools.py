@@ -24,11 +24,11 @@ from rich.table import Table
 
 from caresync.cli._common import Env, common_options
 from caresync.cli.rounds import render_report
-from caresync.errors import CaresyncError
+from caresync.errors import CaresyncError, ServerUnreachableError
 from caresync.field.demo import DemoConfig, DemoOutcome, run_demo
 from caresync.field.i18n import pick_language
 from caresync.replica import Replica
-from caresync.sync.netsync import SyncProgress
+from caresync.sync.netsync import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, SyncProgress, Wait
 
 __all__ = ["demo", "enroll", "inspect", "sync"]
 
@@ -150,7 +150,7 @@ def _render_demo(console: Console, outcome: DemoOutcome, lang: str, elapsed: flo
 def inspect(path: Path, as_json: bool) -> None:
     """What a replica file holds: its id, ops, records, conflicts and deferred ops. Reads the file only; any
     other file is refused with a line saying what it is."""
-    with _errors(), Replica.open(path, actor="inspect", read_only=True) as replica:
+    with Replica.open(path, actor="inspect", read_only=True) as replica:
         info = {
             "replica": replica.id,
             "ops": replica.op_count(),
@@ -184,7 +184,7 @@ def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
         opened = env.open(writes=False)
     else:
         opened = Replica.open(Path(args[0]), actor=env.actor or env.config().get("actor") or "sync")
-    with _errors(), opened as replica:
+    with opened as replica:
         found = replica.enroll(url, args[-1])
     grids = ", ".join(g or env.t("enroll.everywhere") for g in found.grids)
     env.out(
@@ -197,14 +197,33 @@ def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--server", "url", default=None, envvar="CARESYNC_SERVER", help="The sync server's address.")
 @click.option("--token", default=None, envvar="CARESYNC_TOKEN", help="This device's token (enrolled: not needed).")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_CONNECT_TIMEOUT_S,
+    envvar="CARESYNC_CONNECT_TIMEOUT",
+    show_default=True,
+    help="Seconds to wait for the server to accept a connection (else CARESYNC_CONNECT_TIMEOUT).",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_DEADLINE_S,
+    envvar="CARESYNC_DEADLINE",
+    show_default=True,
+    help="Seconds the sync may go without any answer from the server, retries included (else CARESYNC_DEADLINE).",
+)
 @common_options
-def sync(env: Env, path: Path | None, url: str | None, token: str | None) -> None:
+def sync(
+    env: Env, path: Path | None, url: str | None, token: str | None, connect_timeout: float, deadline: float
+) -> None:
     """Syncs this device (or the replica file PATH) with a caresync server: sends what it has not acknowledged,
     fetches the rest.
 
     A file enrolled with `caresync enroll` syncs with its server and renews its token by itself; otherwise give
     --server and --token. Safe to interrupt: the next run resumes where this one stopped. Ops the server refused
-    stay on the device and are listed with the server's reason.
+    stay on the device and are listed with the server's reason. Every wait is bounded (--connect-timeout,
+    --deadline) and said on stderr; a server out of reach is exit code 3.
     """
     if token is not None:
         url = url or env.config().get("server")
@@ -218,16 +237,43 @@ def sync(env: Env, path: Path | None, url: str | None, token: str | None) -> Non
         actor = env.actor or env.config().get("actor") or "sync"
         opened = Replica.open(path, actor=actor)
     console = Console(stderr=True, quiet=as_json)
-    with _errors(), opened as replica, Progress(console=console, transient=True) as bars:
+    lines = not console.is_terminal  # no bars in a log or a pipe: one line per step instead
+
+    def say(text: str) -> None:
+        if not as_json:  # with --json a program reads the outcome; stderr stays for the error line
+            click.echo(text, err=True)
+
+    with opened as replica, Progress(console=console, transient=True, disable=lines) as bars:
         tasks: dict[str, Any] = {}
+        server = url or getattr(replica.enrolment(), "server_url", None) or "?"
 
         def progress(p: SyncProgress) -> None:
+            if lines:
+                key = "sync.progress_push" if p.phase == "push" else "sync.progress_pull"
+                say(env.t(key, done=f"{p.done:,}", total=f"{p.total or p.done:,}"))
+                return
             label = "sending" if p.phase == "push" else "receiving"
             if p.phase not in tasks:
                 tasks[p.phase] = bars.add_task(label, total=p.total)
             bars.update(tasks[p.phase], completed=p.done, description=f"{label} ({p.done:,} ops)")
 
-        result = replica.sync(url, token=token, progress=progress)
+        def waiting(w: Wait) -> None:
+            say(env.t("sync.retry", reason=w.reason, attempt=w.attempt, attempts=w.attempts, delay=f"{w.delay_s:g}"))
+
+        say(env.t("sync.contacting", url=server, connect=f"{connect_timeout:g}", deadline=f"{deadline:g}"))
+        try:
+            result = replica.sync(
+                url,
+                token=token,
+                progress=progress,
+                connect_timeout_s=connect_timeout,
+                deadline_s=deadline,
+                on_wait=waiting,
+            )
+        except ServerUnreachableError as exc:
+            raise ServerUnreachableError(
+                env.t("sync.unreachable", url=server, unsent=f"{replica.unsent_count():,}", detail=exc)
+            ) from exc
         info = {
             "replica": replica.id,
             "sent": result.pushed,

@@ -21,6 +21,7 @@ _M: dict[str, tuple[str, str]] = {
     "err.store_error": ("错误（无法读写数据文件）", "Error"),
     "err.store_version": ("错误（数据文件来自更新版本）", "Error"),
     "err.sync_failed": ("错误（同步未完成，数据未丢失）", "Error"),
+    "err.server_unreachable": ("错误（连不上服务器，数据未丢失）", "Error"),
     "err.server_refused": ("错误（服务器拒绝）", "Error"),
     "err.trust_failed": ("错误（签名或密钥校验失败）", "Error"),
     "err.bad_signature": ("错误（变更的签名不符，可能被篡改）", "Error"),
@@ -177,6 +178,21 @@ _M: dict[str, tuple[str, str]] = {
         "Settled {key}; {left} conflict(s) left. Sync to share it.",
     ),
     # sync
+    "sync.unreachable": (
+        "连不上服务器 {url}。数据没有丢失：{unsent} 条记录保存在本设备上。有网络时再同步。（{detail}）",
+        "Cannot reach the sync server at {url}. Nothing is lost: {unsent} change(s) stay on this device. Sync again "
+        "when the network is back. ({detail})",
+    ),
+    "sync.contacting": (
+        "正在连接服务器 {url}（连接超时 {connect} 秒，总时限 {deadline} 秒）",
+        "contacting {url} (connect timeout {connect} s, deadline {deadline} s)",
+    ),
+    "sync.progress_push": ("已发送 {done}/{total}", "sent {done} of {total}"),
+    "sync.progress_pull": ("已接收 {done}", "received {done}"),
+    "sync.retry": (
+        "服务器没有应答（{reason}，第 {attempt}/{attempts} 次）；{delay} 秒后重试",
+        "no answer from the server ({reason}, attempt {attempt} of {attempts}); trying again in {delay} s",
+    ),
     "sync.done": (
         "已发送 {sent}，已接收 {received}，待发送 {unsent}",
         "sent {sent}, received {received}, still to send {unsent}",
@@ -341,9 +357,9 @@ COURIER_MESSAGES = Catalog(
             "zh": "服务器拒收（{kind}，{record}）：{reason}",
         },
         "offline": {
-            "en": "No network: cannot reach the server at {url}. Nothing is lost: {unsent} change(s) and {carried} "
-            "carried bundle(s) stay on this handheld. Sync again when you have signal.",
-            "zh": "没有网络：连不上服务器 {url}。数据没有丢失：{unsent} 条记录和 {carried} 个代送数据包都保存在本机。"
+            "en": "Cannot reach the sync server at {url}. Nothing is lost: {unsent} change(s) and {carried} carried "
+            "bundle(s) stay on this handheld. Sync again when you have signal.",
+            "zh": "连不上服务器 {url}。数据没有丢失：{unsent} 条记录和 {carried} 个代送数据包都保存在本机。"
             "有信号时再同步。",
         },
         "server_refused": {

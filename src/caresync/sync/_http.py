@@ -7,16 +7,65 @@ through here, so a server that cannot be reached, that is busy, or that refuses,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from caresync.errors import InvalidInputError, ServerRefusedError, SyncError
+from caresync.errors import InvalidInputError, ServerRefusedError, ServerUnreachableError, SyncError
 from caresync.sync.wire import FORMAT, MEDIA_TYPE, decode_envelope
 
-__all__ = ["Link", "client_for", "refusal", "request_json"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_DEADLINE_S",
+    "Link",
+    "Wait",
+    "WaitCallback",
+    "client_for",
+    "refusal",
+    "request_json",
+    "timeouts",
+]
+
+#: How long a device waits for the server to accept a connection, by default (``--connect-timeout``).
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+#: How long a sync may go on without any answer from the server, by default, retries and waits included
+#: (``--deadline``): every answer starts it again, so a long sync that keeps moving is never cut.
+DEFAULT_DEADLINE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A request that found no answer, and the wait before the link tries again: for a program to show, so that a
+    person never watches a silent screen."""
+
+    attempt: int
+    """The attempt that failed (1 for the first)."""
+    attempts: int
+    """How many attempts the link makes in all."""
+    delay_s: float
+    """How long it waits before the next one."""
+    reason: str
+    """What went wrong, in the words of the HTTP library or the server's status (``ConnectTimeout``, ``HTTP 503``)."""
+
+
+#: Called before each wait between attempts.
+WaitCallback = Callable[[Wait], None]
+
+
+def timeouts(timeout_s: float, connect_timeout_s: float) -> httpx.Timeout:
+    """The timeouts of a request: ``connect_timeout_s`` for the connection, ``timeout_s`` for each read and write."""
+    return httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+
+
+def _unreachable(base: str, exc: BaseException) -> ServerUnreachableError:
+    return ServerUnreachableError(
+        f"Cannot reach the sync server at {base} ({type(exc).__name__}: {exc}). Your work is kept on this device; "
+        "sync again when the network is back."
+    )
+
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 30.0
@@ -41,13 +90,46 @@ class Link:
         retries: int,
         backoff_s: float,
         timeout_s: float,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        deadline_s: float | None = None,
+        on_wait: WaitCallback | None = None,
     ) -> None:
+        """``deadline_s`` bounds how long the link goes without an answer, retries and waits included (every
+        answer from the server starts it again): a request is never given longer than what is left, a retry that
+        would start after it is not made, and then the link raises :class:`ServerUnreachableError` saying so.
+        ``on_wait`` hears of every retry before its wait."""
         self.base = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}", "User-Agent": "caresync"}
         self.own_client = client is None
-        self.client = client or httpx.Client(timeout=timeout_s)
+        self.client = client or httpx.Client(timeout=timeouts(timeout_s, connect_timeout_s))
         self.retries = retries
         self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.deadline_s = deadline_s
+        self._ends = None if deadline_s is None else time.monotonic() + deadline_s
+        self.on_wait = on_wait
+
+    def _left(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline); past it, the error that says so."""
+        if self._ends is None:
+            return None
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise ServerUnreachableError(
+                f"No answer from the sync server at {self.base} for {self.deadline_s:g} s, the sync's deadline "
+                "(--deadline). Your work is kept on this device; sync again when the network is better."
+            )
+        return left
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request, its timeouts cut to what is left before the deadline. A client the caller supplied keeps
+        its own timeouts (the deadline is then checked between requests)."""
+        left = self._left()
+        if left is not None and self.own_client:
+            kwargs["timeout"] = timeouts(min(self.timeout_s, left), min(self.connect_timeout_s, left))
+        return self.client.request(method, url, **kwargs)
 
     def close(self) -> None:
         if self.own_client:
@@ -56,9 +138,9 @@ class Link:
     def get(self, path: str) -> Any:
         """One GET (no retries: what it asks for can wait for the next sync)."""
         try:
-            response = self.client.get(self.base + path, headers=self.headers)
+            response = self._request("GET", self.base + path, headers=self.headers)
         except httpx.HTTPError as exc:
-            raise SyncError(f"Cannot reach the sync server at {self.base} ({type(exc).__name__}: {exc}).") from exc
+            raise _unreachable(self.base, exc) from exc
         return self._answer(response)
 
     def post(self, path: str, *, json: Any = None, content: bytes | None = None, compact: bool = False) -> Any:
@@ -71,22 +153,29 @@ class Link:
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
-                response = self.client.post(url, json=json, content=content, headers=headers)
+                response = self._request("POST", url, json=json, content=content, headers=headers)
             except httpx.HTTPError as exc:
                 if attempt == self.retries:
-                    raise SyncError(
-                        f"Cannot reach the sync server at {self.base} ({type(exc).__name__}: {exc}). "
-                        "Your work is kept on this device; sync again when the network is back."
-                    ) from exc
+                    raise _unreachable(self.base, exc) from exc
+                reason = type(exc).__name__
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self.retries:
                     return self._answer(response)
                 delay = max(delay, _retry_after(response))
+                reason = f"HTTP {response.status_code}"
+            left = self._left()
+            if left is not None and delay >= left:  # the next attempt would start past the deadline
+                time.sleep(left)
+                self._left()
+            if self.on_wait is not None:
+                self.on_wait(Wait(attempt=attempt + 1, attempts=self.retries + 1, delay_s=delay, reason=reason))
             time.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF_S)
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 
     def _answer(self, response: httpx.Response) -> Any:
+        if self.deadline_s is not None:  # the server answered: the wait for the next answer starts now
+            self._ends = time.monotonic() + self.deadline_s
         kind = response.headers.get("content-type", "").split(";")[0].strip()
         if response.is_success:
             try:
@@ -120,12 +209,14 @@ def refusal(response: httpx.Response, base: str) -> SyncError:
 
 
 @contextmanager
-def client_for(client: httpx.Client | None, timeout_s: float) -> Iterator[httpx.Client]:
+def client_for(
+    client: httpx.Client | None, timeout_s: float, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+) -> Iterator[httpx.Client]:
     """The caller's client, or one of our own for the duration (closed after)."""
     if client is not None:
         yield client
         return
-    with httpx.Client(timeout=timeout_s) as own:
+    with httpx.Client(timeout=timeouts(timeout_s, connect_timeout_s)) as own:
         yield own
 
 
@@ -139,11 +230,7 @@ def request_json(
     try:
         response = http.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
-        base = url.rsplit("/v1/", 1)[0]
-        raise SyncError(
-            f"Cannot reach the sync server at {base} ({type(exc).__name__}: {exc}). Nothing changed on this "
-            "device; try again when the network is back."
-        ) from exc
+        raise _unreachable(url.rsplit("/v1/", 1)[0], exc) from exc
     if response.is_success:
         try:
             data = response.json()

@@ -28,7 +28,7 @@ from caresync.core.model import ms_to_datetime
 from caresync.errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
 from caresync.store.devicelog import DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync import netsync
-from caresync.sync._http import client_for, request_json
+from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, client_for, request_json
 from caresync.sync.netsync import SERVER_KEY_META, SyncResult
 from caresync.trust.codes import check_code, normalize_code, token_proof
 from caresync.trust.scopes import covers
@@ -245,6 +245,8 @@ def sync(
     *,
     client: httpx.Client | None = None,
     timeout_s: float = 60.0,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    deadline_s: float | None = DEFAULT_DEADLINE_S,
     **options: Any,
 ) -> SyncResult:
     """Syncs with the server this device enrolled with, using and renewing its stored token, and applies a
@@ -256,7 +258,9 @@ def sync(
     """
     device = device_log_of(holder)
     creds = _require(device)
-    with client_for(client, timeout_s) as http:
+    options.update(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s, deadline_s=deadline_s)
+    first_wait = timeout_s if deadline_s is None else min(timeout_s, deadline_s)  # the token and scope requests
+    with client_for(client, first_wait, connect_timeout_s) as http:
         if _renewal_due(device):
             creds = renew_token(device, client=http)
         try:

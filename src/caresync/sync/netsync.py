@@ -33,10 +33,21 @@ from caresync.core.merge import State, apply_sorted, new_state
 from caresync.core.ops import OpDict, validate_ops
 from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
 from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
-from caresync.sync._http import Link
+from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, Link, Wait, WaitCallback
 from caresync.sync.wire import encode_envelope
 
-__all__ = ["CLOCK_TOLERANCE_MS", "SERVER_KEY_META", "Refusal", "SyncProgress", "SyncResult", "sync"]
+__all__ = [
+    "CLOCK_TOLERANCE_MS",
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_DEADLINE_S",
+    "SERVER_KEY_META",
+    "Refusal",
+    "SyncProgress",
+    "SyncResult",
+    "Wait",
+    "WaitCallback",
+    "sync",
+]
 
 #: The replica meta key holding the sync server's Ed25519 public key (hex), learnt at enrolment or first sync.
 SERVER_KEY_META = "server_public_key"
@@ -104,17 +115,36 @@ def sync(
     timeout_s: float = 60.0,
     progress: SyncProgressCallback | None = None,
     client: httpx.Client | None = None,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    deadline_s: float | None = DEFAULT_DEADLINE_S,
+    on_wait: WaitCallback | None = None,
 ) -> SyncResult:
     """Pushes this replica's unsent ops to the server at ``url`` and pulls what it may see; see the module doc.
+
+    ``connect_timeout_s`` bounds each wait for a connection, ``timeout_s`` each wait for an answer, and
+    ``deadline_s`` the time the sync goes without any answer, retries included (None: no bound; every answer
+    starts it again, so a long sync that keeps moving is never cut); ``on_wait`` hears of each retry before its
+    wait (see :class:`~caresync.sync._http.Wait`).
 
     Raises:
         ServerRefusedError: the server refused the device (unknown or revoked token, another device's
             identity) or a batch; nothing was lost.
-        SyncError: the server could not be reached after the retries, or failed; what was exchanged before
-            is kept, and the next sync resumes from there.
+        ServerUnreachableError: no answer: no connection, or none within the timeouts or the deadline.
+        SyncError: the server failed or sent something unreadable; what was exchanged before is kept, and the
+            next sync resumes from there.
     """
     device = device_log_of(holder)
-    link = Link(url, token, client, retries, backoff_s, timeout_s)
+    link = Link(
+        url,
+        token,
+        client,
+        retries,
+        backoff_s,
+        timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        deadline_s=deadline_s,
+        on_wait=on_wait,
+    )
     result = SyncResult()
     try:
         _top_up_numbers(device, link)  # first: the short numbers it gives provisional tickets travel in this push
