@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -23,12 +22,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from caresync.cli._common import Env, common_options
+from caresync.cli._waits import SyncTalk, wait_options
 from caresync.cli.rounds import render_report
 from caresync.errors import CaresyncError, ServerUnreachableError
 from caresync.field.demo import DemoConfig, DemoOutcome, run_demo
 from caresync.field.i18n import pick_language
 from caresync.replica import Replica
-from caresync.sync.netsync import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, SyncProgress, Wait
 
 __all__ = ["demo", "enroll", "inspect", "sync"]
 
@@ -197,22 +196,7 @@ def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--server", "url", default=None, envvar="CARESYNC_SERVER", help="The sync server's address.")
 @click.option("--token", default=None, envvar="CARESYNC_TOKEN", help="This device's token (enrolled: not needed).")
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0.1),
-    default=DEFAULT_CONNECT_TIMEOUT_S,
-    envvar="CARESYNC_CONNECT_TIMEOUT",
-    show_default=True,
-    help="Seconds to wait for the server to accept a connection (else CARESYNC_CONNECT_TIMEOUT).",
-)
-@click.option(
-    "--deadline",
-    type=click.FloatRange(min=1),
-    default=DEFAULT_DEADLINE_S,
-    envvar="CARESYNC_DEADLINE",
-    show_default=True,
-    help="Seconds the sync may go without any answer from the server, retries included (else CARESYNC_DEADLINE).",
-)
+@wait_options
 @common_options
 def sync(
     env: Env, path: Path | None, url: str | None, token: str | None, connect_timeout: float, deadline: float
@@ -236,40 +220,11 @@ def sync(
     else:
         actor = env.actor or env.config().get("actor") or "sync"
         opened = Replica.open(path, actor=actor)
-    console = Console(stderr=True, quiet=as_json)
-    lines = not console.is_terminal  # no bars in a log or a pipe: one line per step instead
-
-    def say(text: str) -> None:
-        if not as_json:  # with --json a program reads the outcome; stderr stays for the error line
-            click.echo(text, err=True)
-
-    with opened as replica, Progress(console=console, transient=True, disable=lines) as bars:
-        tasks: dict[str, Any] = {}
+    with opened as replica, SyncTalk(env.lang, as_json, ("sending", "receiving"), connect_timeout, deadline) as talk:
         server = url or getattr(replica.enrolment(), "server_url", None) or "?"
-
-        def progress(p: SyncProgress) -> None:
-            if lines:
-                key = "sync.progress_push" if p.phase == "push" else "sync.progress_pull"
-                say(env.t(key, done=f"{p.done:,}", total=f"{p.total or p.done:,}"))
-                return
-            label = "sending" if p.phase == "push" else "receiving"
-            if p.phase not in tasks:
-                tasks[p.phase] = bars.add_task(label, total=p.total)
-            bars.update(tasks[p.phase], completed=p.done, description=f"{label} ({p.done:,} ops)")
-
-        def waiting(w: Wait) -> None:
-            say(env.t("sync.retry", reason=w.reason, attempt=w.attempt, attempts=w.attempts, delay=f"{w.delay_s:g}"))
-
-        say(env.t("sync.contacting", url=server, connect=f"{connect_timeout:g}", deadline=f"{deadline:g}"))
+        talk.start(server)
         try:
-            result = replica.sync(
-                url,
-                token=token,
-                progress=progress,
-                connect_timeout_s=connect_timeout,
-                deadline_s=deadline,
-                on_wait=waiting,
-            )
+            result = replica.sync(url, token=token, progress=talk.progress, **talk.bounds())
         except ServerUnreachableError as exc:
             raise ServerUnreachableError(
                 env.t("sync.unreachable", url=server, unsent=f"{replica.unsent_count():,}", detail=exc)

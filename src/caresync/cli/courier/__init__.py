@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.progress import Progress
 
 from caresync.cli._errors import EXIT_OFFLINE, EXIT_REFUSED, EXIT_SERVER_REFUSED, EXIT_USAGE, error_envelope
 from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
-from caresync.cli._messages import MESSAGES as _shared
+from caresync.cli._waits import SyncTalk, wait_options
 from caresync.core.model import ms_to_datetime
 from caresync.errors import CaresyncError, ServerRefusedError, SyncError
 from caresync.field import courier
@@ -38,7 +36,6 @@ from caresync.sync import enrolment
 from caresync.sync.bundles import relay as bundles
 from caresync.sync.bundles.bag import Bag
 from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
-from caresync.sync.netsync import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, SyncProgress, Wait
 
 __all__ = ["MESSAGES", "cli", "main"]
 
@@ -396,22 +393,7 @@ def report(env: _Env, kind: str, text: str, grid: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0.1),
-    default=DEFAULT_CONNECT_TIMEOUT_S,
-    envvar="CARESYNC_CONNECT_TIMEOUT",
-    show_default=True,
-    help="Seconds to wait for the server to accept a connection (else CARESYNC_CONNECT_TIMEOUT).",
-)
-@click.option(
-    "--deadline",
-    type=click.FloatRange(min=1),
-    default=DEFAULT_DEADLINE_S,
-    envvar="CARESYNC_DEADLINE",
-    show_default=True,
-    help="Seconds the sync may go without any answer from the server, retries included (else CARESYNC_DEADLINE).",
-)
+@wait_options
 @_common
 @_pass_env
 def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
@@ -419,47 +401,18 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
     wait is bounded (--connect-timeout, --deadline) and said on stderr; a server out of reach is exit code 3."""
     settings = env.settings()
     url, token = settings.get("url"), settings.get("token")
-    console = Console(stderr=True, quiet=env.as_json)
     with env.replica() as replica, env.bag() as bag:
         enrolled = replica.enrolment()
         if enrolled is not None and not token:
             url = enrolled.server_url
         elif not url or not token:
             raise _Failure("not_connected", env.t("not_connected"), EXIT_REFUSED)
-        plain = not console.is_terminal  # no bars in a log or a pipe: one line per step instead
-
-        def say(text: str) -> None:
-            if not env.as_json:
-                click.echo(text, err=True)
-
-        def waiting(w: Wait) -> None:
-            say(
-                _shared(
-                    "sync.retry",
-                    env.lang,
-                    reason=w.reason,
-                    attempt=w.attempt,
-                    attempts=w.attempts,
-                    delay=f"{w.delay_s:g}",
-                )
-            )
-
-        bounds: dict[str, Any] = {"connect_timeout_s": connect_timeout, "deadline_s": deadline, "on_wait": waiting}
-        say(_shared("sync.contacting", env.lang, url=url, connect=f"{connect_timeout:g}", deadline=f"{deadline:g}"))
+        labels = (env.t("syncing_push"), env.t("syncing_pull"))
         try:
-            with Progress(console=console, transient=True, disable=plain) as bars:
-                tasks: dict[str, Any] = {}
-
-                def progress(p: SyncProgress) -> None:
-                    if plain:
-                        key = "sync.progress_push" if p.phase == "push" else "sync.progress_pull"
-                        say(_shared(key, env.lang, done=f"{p.done:,}", total=f"{p.total or p.done:,}"))
-                        return
-                    label = env.t("syncing_push" if p.phase == "push" else "syncing_pull")
-                    if p.phase not in tasks:
-                        tasks[p.phase] = bars.add_task(label, total=p.total)
-                    bars.update(tasks[p.phase], completed=p.done, description=f"{label} ({p.done:,})")
-
+            with SyncTalk(env.lang, env.as_json, labels, connect_timeout, deadline) as talk:
+                talk.start(str(url))
+                bounds = talk.bounds()
+                progress = talk.progress
                 if token:
                     result = replica.sync(
                         url, token=token, progress=progress, retries=2, backoff_s=0.5, timeout_s=30, **bounds
