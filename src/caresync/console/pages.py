@@ -102,7 +102,7 @@ def _intake_page(
     return page.render(
         "intake.html",
         status=status,
-        grids=sorted({r.grid for r in replica.residents.list()} | {g for w in replica.workers.list() for g in w.grids}),
+        grids=sorted({g for w in replica.workers.list() for g in w.grids if g}),  # the workers' grids: few, cheap
         values=values,
         chosen=chosen,
         errors=errors or {},
@@ -329,7 +329,7 @@ def request_rate(page: Page, replica: Replica) -> Response:
 def conflicts(page: Page, replica: Replica) -> Response:
     """Every conflict waiting for a decision, each with its competing values and who made them."""
     items = review_queue(replica, parallel=False)
-    numbers = {t.id: number_of(t) for t in replica.tickets.list(include_deleted=True)}
+    numbers = {i.entity_id: number_of(replica.tickets.get(i.entity_id)) for i in items if i.entity.value == "ticket"}
     return page.render("conflicts.html", items=items, numbers=numbers)
 
 
