@@ -18,6 +18,7 @@ import click
 import segno
 import uvicorn
 from caresync.core.domain import Role
+from caresync.trust.codes import enrolment_text
 from rich.console import Console
 from rich.table import Table
 
@@ -165,6 +166,13 @@ def init(database_url: str | None, database_schema: str | None) -> None:
     is_flag=True,
     help="Issue a device token straight away instead of an enrolment code (scripts, tests).",
 )
+@click.option(
+    "--server",
+    "server_url",
+    default=None,
+    envvar="CARESYNC_SERVER",
+    help="The address devices reach this server at (else CARESYNC_SERVER): the QR code carries it with the code.",
+)
 @click.option("--no-qr", is_flag=True, help="Do not draw the code as a QR code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the device and its code (or token) as JSON.")
 def enroll(
@@ -174,11 +182,14 @@ def enroll(
     role: str,
     grids: tuple[str, ...],
     direct: bool,
+    server_url: str | None,
     no_qr: bool,
     as_json: bool,
 ) -> None:
     """Enrols a device and prints its one-time enrolment code (and a QR code of it), once: the server keeps only
-    a hash. The device exchanges the code for its token: replica.enroll(server_url, code)."""
+    a hash. With --server the QR code carries the server's address too, so scanning it is all a device needs.
+    On the device: caresync enroll CODE --server URL (the desk, phones) or caresync-courier enroll CODE --server
+    URL (handhelds)."""
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
@@ -197,10 +208,20 @@ def enroll(
         click.echo("")
         click.echo(f"    {token}")
         click.echo("")
-        click.echo("Set it up on the device, for example: replica.sync(server_url, token=...).")
+        click.echo(
+            "Set it up on the device: caresync sync --server URL --token TOKEN, or caresync-courier connect URL "
+            "--token TOKEN."
+        )
         return
+    scanned = issued.code if server_url is None else enrolment_text(server_url, issued.code)
     if as_json:
-        payload = {**_device_json(issued.device), "code": issued.code, "code_expires_at_ms": issued.expires_at}
+        payload = {
+            **_device_json(issued.device),
+            "code": issued.code,
+            "code_expires_at_ms": issued.expires_at,
+            "server": server_url,
+            "qr": scanned,
+        }
         click.echo(json.dumps(payload, ensure_ascii=False))
         return
     device = issued.device
@@ -211,9 +232,15 @@ def enroll(
     click.echo("")
     if not no_qr:
         buffer = io.StringIO()
-        segno.make(issued.code, error="m").terminal(out=buffer, compact=True, border=2)
+        segno.make(scanned, error="m").terminal(out=buffer, compact=True, border=2)
         click.echo(buffer.getvalue())
-    click.echo("On the device: replica.enroll(server_url, code), or type the code into its enrolment screen.")
+    where = server_url or "URL"
+    click.echo(
+        f"On the device: caresync enroll {issued.code} --server {where} (the desk, phones), or caresync-courier "
+        f"enroll {issued.code} --server {where} (handhelds); the text of the QR code may stand for the code."
+    )
+    if server_url is None:
+        click.echo("(Give --server URL, or set CARESYNC_SERVER, to put the server's address in the QR code.)")
 
 
 @main.command()

@@ -28,6 +28,7 @@ from caresync.errors import CaresyncError, ServerUnreachableError
 from caresync.field.demo import DemoConfig, DemoOutcome, run_demo
 from caresync.field.i18n import pick_language
 from caresync.replica import Replica
+from caresync.trust.codes import read_enrolment_text
 
 __all__ = ["demo", "enroll", "inspect", "sync"]
 
@@ -171,12 +172,26 @@ def inspect(path: Path, as_json: bool) -> None:
 
 @click.command()
 @click.argument("args", nargs=-1, required=True, metavar="[PATH] CODE")
-@click.option("--server", "url", required=True, envvar="CARESYNC_SERVER", help="The sync server's address.")
+@click.option(
+    "--server",
+    "url",
+    default=None,
+    envvar="CARESYNC_SERVER",
+    help="The sync server's address (else CARESYNC_SERVER, else the one saved by caresync init --server).",
+)
 @common_options
-def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
+def enroll(env: Env, args: tuple[str, ...], url: str | None) -> None:
     """Enrols this device (or the replica file PATH) with a caresync server, once, with the one-time CODE the
-    station printed; afterwards `caresync sync` needs no address and no token (it renews its token itself)."""
+    station printed (or the text of its QR code, which carries the server's address too); afterwards
+    `caresync sync` needs no address and no token (it renews its token itself)."""
     if len(args) not in (1, 2):
+        raise click.UsageError(env.t("enroll.usage"))
+    code = args[-1]
+    scanned = read_enrolment_text(code)
+    if scanned is not None:
+        url, code = url or scanned[0], scanned[1]
+    url = url or env.config().get("server")
+    if not url:
         raise click.UsageError(env.t("enroll.usage"))
     opened: AbstractContextManager[Replica]
     if len(args) == 1:
@@ -184,7 +199,7 @@ def enroll(env: Env, args: tuple[str, ...], url: str) -> None:
     else:
         opened = Replica.open(Path(args[0]), actor=env.actor or env.config().get("actor") or "sync")
     with opened as replica:
-        found = replica.enroll(url, args[-1])
+        found = replica.enroll(url, code)
     grids = ", ".join(g or env.t("enroll.everywhere") for g in found.grids)
     env.out(
         {"device": found.device, "role": found.role.value, "grids": list(found.grids), "url": found.server_url},

@@ -20,6 +20,7 @@ from caresync.errors import SyncError
 from caresync.store.devicelog import DeviceLog, HasDeviceLog
 from caresync.sync._http import client_for, request_json
 from caresync.sync.enrolment import current_token, enrolment
+from caresync.trust.codes import enrolment_text
 
 __all__ = [
     "IssuedCode",
@@ -167,4 +168,4 @@ def set_device_scope(
 def enrolment_payload(issued: IssuedCode) -> str:
     """What the enrolment QR code holds: ``caresync:enrol?server=<url>&code=<code>`` (the address and the code a
     device needs to enrol; nothing else)."""
-    return f"caresync:enrol?server={quote(issued.server_url, safe=':/')}&code={quote(issued.code, safe='-')}"
+    return enrolment_text(issued.server_url, issued.code)

@@ -7,8 +7,23 @@ four and also shown as a QR code; typed back in any case, with spaces, dashes, I
 from __future__ import annotations
 
 import secrets
+from urllib.parse import parse_qs, quote, urlsplit
 
-__all__ = ["CODE_ALPHABET", "PROOF_WINDOW_MS", "check_code", "format_code", "new_code", "normalize_code", "token_proof"]
+__all__ = [
+    "CODE_ALPHABET",
+    "ENROL_SCHEME",
+    "PROOF_WINDOW_MS",
+    "check_code",
+    "enrolment_text",
+    "format_code",
+    "new_code",
+    "normalize_code",
+    "read_enrolment_text",
+    "token_proof",
+]
+
+#: What the text of an enrolment QR code starts with: ``caresync:enrol?server=<url>&code=<code>``.
+ENROL_SCHEME = "caresync:enrol?"
 
 #: Crockford's base32: no I, L, O or U, so a code read aloud or typed from paper has no look-alikes.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -64,3 +79,22 @@ def check_code(code: str) -> str | None:
 def token_proof(replica: str, time_ms: int) -> bytes:
     """What a device signs to get a new token: its replica id and a recent server time."""
     return f"caresync token v1\n{replica}\n{time_ms}".encode()
+
+
+def enrolment_text(server_url: str, code: str) -> str:
+    """The text of an enrolment QR code: the server's address and the one-time code, all a device needs to enrol
+    (``caresync:enrol?server=<url>&code=<code>``)."""
+    return f"{ENROL_SCHEME}server={quote(server_url.rstrip('/'), safe=':/')}&code={quote(code, safe='-')}"
+
+
+def read_enrolment_text(text: str) -> tuple[str, str] | None:
+    """``(server_url, code)`` from the text of an enrolment QR code, or None when ``text`` is not one (a code typed
+    by hand)."""
+    text = text.strip()
+    if not text.startswith(ENROL_SCHEME):
+        return None
+    fields = parse_qs(urlsplit(text).query)
+    servers, codes = fields.get("server", []), fields.get("code", [])
+    if len(servers) != 1 or len(codes) != 1 or not servers[0] or not codes[0]:
+        return None
+    return servers[0], codes[0]

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
+from caresync._version import __version__
 from caresync.cli._errors import EXIT_OFFLINE, EXIT_REFUSED, EXIT_SERVER_REFUSED, EXIT_USAGE, error_envelope
 from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
 from caresync.cli._waits import SyncTalk, wait_options
@@ -36,6 +37,7 @@ from caresync.sync import enrolment
 from caresync.sync.bundles import relay as bundles
 from caresync.sync.bundles.bag import Bag
 from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
+from caresync.trust.codes import read_enrolment_text
 
 __all__ = ["MESSAGES", "cli", "main"]
 
@@ -206,6 +208,7 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(cls=_CourierGroup)
+@click.version_option(__version__, prog_name="caresync-courier")
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -234,13 +237,26 @@ def _check_url(env: _Env, url: str) -> str:
 
 
 @cli.command()
-@click.argument("server_url")
-@click.argument("code")
+@click.argument("args", nargs=-1, required=True, metavar="CODE")
+@click.option("--server", "server_url", default=None, envvar="CARESYNC_SERVER", help="The sync server's address.")
 @click.option("--name", default=None, help="Your name or worker id, recorded on your hand-overs.")
 @_common
 @_pass_env
-def enroll(env: _Env, server_url: str, code: str, name: str | None) -> None:
-    """Exchanges an enrolment code from the station for this handheld's credentials."""
+def enroll(env: _Env, args: tuple[str, ...], server_url: str | None, name: str | None) -> None:
+    """Exchanges an enrolment code from the station for this handheld's credentials: enroll CODE --server URL, as
+    on every device (or the text of the QR code alone, which carries the address; the older URL CODE is read too)."""
+    if len(args) == 2:  # the older form: URL CODE
+        server_url, code = server_url or args[0], args[1]
+    elif len(args) == 1:
+        code = args[0]
+    else:
+        raise click.UsageError("enroll CODE --server URL")
+    scanned = read_enrolment_text(code)
+    if scanned is not None:
+        server_url, code = server_url or scanned[0], scanned[1]
+    server_url = server_url or env.settings().get("url")
+    if not server_url:
+        raise click.UsageError("enroll CODE --server URL")
     url = _check_url(env, server_url)
     settings = env.settings()
     if name:
