@@ -33,11 +33,12 @@ PLAINTEXTS = [NAME, PHONE, ADDRESS, NOTE, SUMMARY, STORY]
 
 
 @contextlib.contextmanager
-def _server(database_url: str) -> Iterator[Any]:
+def _server(database_url: str, folder: Path) -> Iterator[Any]:
     from caresync_server.app import create_app
     from caresync_server.settings import Settings
 
-    with fastapi_testclient.TestClient(create_app(Settings(database_url=database_url), now_ms=FakeClock())) as c:
+    settings = Settings(database_url=database_url, server_key_file=str(folder / "server.key"))  # not in the cwd
+    with fastapi_testclient.TestClient(create_app(settings, now_ms=FakeClock())) as c:
         yield c
 
 
@@ -65,7 +66,7 @@ def test_private_fields_are_ciphertext_on_the_device_and_the_server_and_plain_at
             database_url = f"sqlite:///{tmp_path / 'server.db'}"
         else:
             database_url = stack.enter_context(postgres_database())
-        client = stack.enter_context(_server(database_url))
+        client = stack.enter_context(_server(database_url, tmp_path))
         phone, courier, station = make_replica("volunteer"), make_replica("courier"), make_replica("station")
         for r in (phone, courier):
             r.set_station_public_key(station_key.public_key)  # what enrolment hands every device
@@ -143,7 +144,7 @@ def test_a_redaction_reaches_every_replica_and_the_server_and_signatures_still_c
 ) -> None:
     station_key = StationKey.generate()
     database_url = f"sqlite:///{tmp_path / 'server.db'}"
-    with _server(database_url) as client:
+    with _server(database_url, tmp_path) as client:
         station, knocker, worker = make_replica("station"), make_replica("knocker"), make_replica("worker")
         tokens = {
             "station": enroll(database_url, "station", role="station", grids=[""]),

@@ -144,3 +144,44 @@ def test_peer_to_peer_sync_applies_the_receiving_devices_role_and_grids(station:
     finally:
         for replica in (desk, courier, worker):
             replica.close()
+
+
+def test_a_device_with_a_damaged_op_of_its_own_quarantines_it_and_is_not_wedged(
+    station: Station, tmp_path: Path
+) -> None:
+    """One damaged byte in one of a device's own unsent ops: its sync no longer fails (pulls included); the op
+    is listed in ``refusals()`` as ``corrupted`` and never sent; the ops made before it reach the server; the
+    device's later own ops wait behind it (the server keeps a device's ops without holes)."""
+    phone = station.device(tmp_path, "phone-grid-li")
+    desk = Replica.open(tmp_path / "desk.db", actor="desk", now_ms=FakeClock(START_MS))
+    try:
+        before = phone.residents.register(name="Old Li", grid=GRID)
+        damaged = phone.residents.register(name="Old Wang", grid=GRID)
+        phone.residents.register(name="Old Zhao", grid=GRID)
+        desk.residents.register(name="Old Sun", grid=GRID)
+        desk.sync(station.process.url, token=station.station)
+        phone.close()
+        db = sqlite3.connect(tmp_path / "phone-grid-li.db")  # one byte of the file, as a failing card would
+        changed = db.execute(
+            "UPDATE ops SET body = replace(body, 'Old Wang', 'Old Wanh') WHERE eid = ?", (damaged.id,)
+        ).rowcount
+        db.commit()
+        db.close()
+        assert changed == 1
+        phone = Replica.open(tmp_path / "phone-grid-li.db", actor="phone-grid-li", now_ms=FakeClock(START_MS))
+        for _ in range(2):  # and again: it stays quarantined, and the sync keeps working
+            result = phone.sync()
+        [refusal] = phone.refusals()
+        assert refusal.code == "corrupted" and refusal.record == damaged.id
+        assert any(r.code == "corrupted" for r in result.refused) or result.refused == []
+        assert {r.name for r in phone.residents.list()} >= {"Old Sun"}  # the pull went through
+        held = httpx.post(
+            station.process.url + "/v1/pull",
+            json={"replica": desk.id, "time_ms": START_MS},
+            headers={"Authorization": f"Bearer {station.station}"},
+        ).json()["ops"]
+        assert [op["eid"] for op in held if op["origin"] == phone.id] == [before.id]
+        assert phone.unsent_count() == 1  # the op after the damaged one waits behind it
+    finally:
+        phone.close()
+        desk.close()

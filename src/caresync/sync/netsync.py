@@ -35,11 +35,13 @@ from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError
 from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, Link, Wait, WaitCallback
 from caresync.sync.wire import encode_envelope
+from caresync.trust.signing import failing_signatures
 
 __all__ = [
     "CLOCK_TOLERANCE_MS",
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_DEADLINE_S",
+    "QUARANTINE_CODE",
     "SERVER_KEY_META",
     "Refusal",
     "SyncProgress",
@@ -198,13 +200,19 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
     after: tuple[int, str, int] | None = None
     carried: list[OpDict] = []
     done = 0
+    blocked = _quarantined_from(device)
     while len(carried) < batch:
+        before = after
         fresh = store.unsent(after, limit=batch - len(carried), own=device.id)
         if not fresh:
             break
         ops = carried + fresh
         first = (ops[0]["hlc"], ops[0]["origin"], ops[0]["seq"])
         after = (ops[-1]["hlc"], ops[-1]["origin"], ops[-1]["seq"])
+        if blocked is not None:  # the device's own ops after a damaged one of its own wait (the server wants no hole)
+            ops = [op for op in ops if op["origin"] != device.id or op["seq"] < blocked]
+            if not ops:
+                continue
         pending, oldest = store.unsent_stats(besides=(first, after))  # what waits once this batch is in
         envelope = {
             "replica": device.id,
@@ -213,7 +221,16 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
             "oldest_unsent_ms": oldest,
             "ops": ops,
         }
-        answer = link.post("/v1/push", content=encode_envelope(envelope))
+        try:
+            answer = link.post("/v1/push", content=encode_envelope(envelope))
+        except ServerRefusedError as exc:
+            damaged = _quarantine(device, ops, exc, result)
+            if not damaged:
+                raise
+            own = [op["seq"] for op in damaged if op["origin"] == device.id]
+            blocked = min([*own, *([] if blocked is None else [blocked])], default=blocked)
+            after = before  # the same ops again, without the damaged ones
+            continue
         by_id = {op_id(o["origin"], o["seq"]): o for o in ops}
         try:
             refused = [
@@ -241,6 +258,45 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
         if progress is not None:
             progress(SyncProgress("push", done, total))
     result.waiting = len(carried)
+
+
+#: The code a device gives an op of its own log that it finds damaged (its signature no longer checks): it is kept,
+#: listed with the refusals (``Replica.refusals()``), and never sent.
+QUARANTINE_CODE = "corrupted"
+
+
+def _quarantined_from(device: DeviceLog) -> int | None:
+    """The lowest seq of the device's own ops it quarantined; its later own ops wait behind it."""
+    own = [
+        op["seq"] for op, code, _, _ in device.store.refusals() if code == QUARANTINE_CODE and op["origin"] == device.id
+    ]
+    return min(own, default=None)
+
+
+def _quarantine(device: DeviceLog, ops: list[OpDict], exc: ServerRefusedError, result: SyncResult) -> list[OpDict]:
+    """When the server refuses a batch as forged or invalid, finds the ops of it whose own signature no longer
+    checks on this device (a byte of the file damaged), and quarantines them: listed with the refusals, never
+    sent, so that the rest of the log is not wedged behind them. Returns them (none: the refusal stands)."""
+    if exc.server_code not in ("bad_signature", "invalid_ops"):
+        return []
+    bad = {(op["origin"], op["seq"]) for op in failing_signatures(ops)}
+    damaged = [op for op in ops if (op["origin"], op["seq"]) in bad]
+    if not damaged:
+        return []
+    now = device.clock.physical_ms()
+    reason = (
+        "this device's copy of the change was damaged on disk (its signature no longer checks), so it cannot be "
+        "sent; the changes this device made after it wait behind it. Make the change again if it is still needed."
+    )
+    with device.store.write():
+        device.store.mark_refused((op["origin"], op["seq"], QUARANTINE_CODE, reason, now) for op in damaged)
+    result.refused.extend(
+        Refusal(
+            op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=QUARANTINE_CODE, reason=reason
+        )
+        for op in damaged
+    )
+    return damaged
 
 
 @dataclass
