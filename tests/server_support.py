@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from caresync_server.testing import enroll, issue_code
+from caresync_server.testing import enroll, issue_code, register_station_key
 
-__all__ = ["enroll", "issue_code", "postgres_database"]
+__all__ = ["enroll", "issue_code", "postgres_database", "register_station_key"]
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -16,7 +16,7 @@ from caresync.sync.enrolment import RENEW_BEFORE_MS, renew_token
 from caresync.testing import FakeClock
 from caresync.trust.codes import check_code, format_code, new_code, normalize_code
 from tests.conftest import ReplicaFactory
-from tests.server_support import issue_code
+from tests.server_support import issue_code, register_station_key
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 URL = "http://testserver"
@@ -51,6 +51,7 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     s = Server(tmp_path / "server.db", FakeClock())
+    s.storage.set_station_public_key(StationKey.generate().public_key)  # enrolled devices seal their free text
     yield s
     s.close()
 
@@ -227,6 +228,7 @@ def test_enrol_renew_and_revoke_against_a_real_server_process(tmp_path: Path) ->
 
     database_url = f"sqlite:///{tmp_path / 'server.db'}"
     code = issue_code(database_url, "phone-li", role="grid_worker", grids=["changnan"])
+    register_station_key(database_url, StationKey.generate().public_key)
     lifetime_s = 3.0
     server = ServerProcess(
         database_url, tmp_path, environment={"CARESYNC_TOKEN_LIFETIME_DAYS": str(lifetime_s / 86_400)}

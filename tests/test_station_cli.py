@@ -138,8 +138,10 @@ def test_knock_round_record_due_and_raise(run: Run, home: Path, lang: str) -> No
     assert ("需立即关注" if lang == "zh" else "Needs attention now") in text
     ticket = run("visit", "raise", wang["id"])
     assert (ticket["kind"], ticket["channel"], ticket["visit_id"]) == ("early_warning", "door_knock", second["id"])
-    assert ticket["title"] == (
-        "Old Wang 连续两次敲门无人应答" if lang == "zh" else "Old Wang did not answer two knocks in a row"
+    assert ticket["title"] == (  # built from structure (the resident's id and grid), never the name
+        f"居民 {wang['id']}（{GRID}）连续两次敲门无人应答"
+        if lang == "zh"
+        else f"Resident {wang['id']} ({GRID}) did not answer two knocks in a row"
     )
     assert run("visit", "due", "--at", later)["flagged"][0]["open_ticket"] == ticket["number"]
 

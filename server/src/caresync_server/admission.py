@@ -32,8 +32,9 @@ from typing import Any
 from caresync.core.domain import EntityType, Role, grid_parent, in_grid
 from caresync.core.ids import entity_id_for, op_id
 from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of
+from caresync.trust.sealing import unsealed_fields
 
-from .errors import ApiError, ErrorCode
+from .errors import ApiError, ErrorCode, ErrorDetail
 from .roles import EVERYWHERE, GLOBAL_TYPES, KIND_ONLY, PERMISSIONS, covers
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Verdict",
     "admit",
     "body_text",
+    "check_sealed",
     "check_signers",
     "fingerprint",
     "referenced_ops",
@@ -110,6 +112,8 @@ class Knowledge:
     """The enrolled devices of the batch's origins, by replica id."""
     records: dict[str, Record]
     """The records the batch's ops are about (and the residents of its visits)."""
+    sealing: bool = False
+    """The deployment has a station key: free text must arrive sealed (:func:`check_sealed`)."""
 
 
 @dataclass(frozen=True)
@@ -423,6 +427,8 @@ def admit(ops: Sequence[OpDict], *, pusher: str, known: Knowledge) -> Verdict:
     """
     admission = _Admission(pusher, known)
     fresh = admission.fresh_ops(sorted(ops, key=lambda o: (o["hlc"], o["origin"], o["seq"])))
+    if known.sealing:
+        check_sealed(fresh)
     admission.check_own_gap(fresh)
     unplaced = [(op, reason) for op in fresh if (reason := admission.place(op)) is not None]
     while unplaced:  # a record created later in the batch (by clock order) lets waiting ops in
@@ -433,6 +439,35 @@ def admit(ops: Sequence[OpDict], *, pusher: str, known: Knowledge) -> Verdict:
     for op, reason in unplaced:
         admission.wait((op["origin"], op["seq"]), reason)
     return admission.verdict
+
+
+def check_sealed(ops: Sequence[OpDict]) -> None:
+    """Refuses a batch in which an op the server does not hold yet carries free text in clear in a field that must
+    be sealed (:func:`caresync.trust.sealing.unsealed_fields`): once the deployment has a station key, free text
+    reaches the server sealed or not at all. Ops stored before (duplicates) are not checked again.
+
+    Raises:
+        ApiError: ``unsealed_field`` (422), naming every such op and field; nothing of the batch is stored.
+    """
+    details: list[ErrorDetail] = []
+    for op in ops:
+        for path in unsealed_fields(op["kind"], op["body"]):
+            details.append(
+                {
+                    "field": f"body.{path}",
+                    "problem": "free text in clear; seal it to the station key",
+                    "op": op_id(op["origin"], op["seq"]),
+                }
+            )
+    if details:
+        first = details[0]
+        raise ApiError(
+            ErrorCode.UNSEALED_FIELD,
+            f"Op {first['op']} carries {first['field']} in clear, and this server has a station key: free text must "
+            "be sealed on the device that captures it. Let the device learn the station key (it does at its next "
+            f"sync) and send the work again. Nothing from this batch was stored ({len(details)} field(s) in clear).",
+            details[:100],
+        )
 
 
 def _destination(op: OpDict, grid: str) -> str | None:

@@ -60,6 +60,7 @@ class ErrorCode(StrEnum):
     INVALID_OPS = "invalid_ops"
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KIND = "unknown_kind"
+    UNSEALED_FIELD = "unsealed_field"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
 
@@ -85,6 +86,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_OPS: 422,
     ErrorCode.BAD_SIGNATURE: 422,
     ErrorCode.UNKNOWN_KIND: 422,
+    ErrorCode.UNSEALED_FIELD: 422,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
 }

@@ -1189,6 +1189,7 @@ class Storage:
             refused=refused,
             devices=found_devices,
             records=records,
+            sealing=self._station_key(conn) is not None,
         )
 
     def _store(self, conn: Connection, verdict: Verdict, now: int) -> None:

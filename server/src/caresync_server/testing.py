@@ -17,7 +17,7 @@ import httpx
 from .settings import Settings
 from .storage import Storage
 
-__all__ = ["ServerProcess", "enroll", "free_port", "issue_code"]
+__all__ = ["ServerProcess", "enroll", "free_port", "issue_code", "register_station_key"]
 
 
 def enroll(database_url: str, name: str, *, role: str, grids: list[str]) -> str:
@@ -38,6 +38,17 @@ def issue_code(database_url: str, name: str, *, role: str, grids: list[str]) -> 
     try:
         storage.ensure_schema(create=True)
         return storage.issue_code(name, role, grids).code
+    finally:
+        storage.close()
+
+
+def register_station_key(database_url: str, public_key: bytes) -> None:
+    """Registers the station's public key in the server's database (creating its tables if needed), as
+    ``caresync-server station-key set`` does: devices enrolled from then on seal their free text to it."""
+    storage = Storage(Settings(database_url=database_url))
+    try:
+        storage.ensure_schema(create=True)
+        storage.set_station_public_key(public_key)
     finally:
         storage.close()
 

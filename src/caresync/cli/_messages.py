@@ -132,9 +132,18 @@ _M: dict[str, tuple[str, str]] = {
         "Attention: {reason}. Raise a request in one step: caresync visit raise {resident}",
     ),
     "visit.raised": ("已发起诉求 {number}：{title}", "Raised ticket {number}: {title}"),
-    "raise.no_answer_twice": ("{name} 连续两次敲门无人应答", "{name} did not answer two knocks in a row"),
-    "raise.unwell": ("{name} 上次敲门时身体不适", "{name} was unwell at the last knock"),
-    "raise.emergency": ("敲门发现紧急情况：{name}", "Emergency found at the door: {name}"),
+    "raise.no_answer_twice": (
+        "居民 {resident}（{grid}）连续两次敲门无人应答",
+        "Resident {resident} ({grid}) did not answer two knocks in a row",
+    ),
+    "raise.unwell": (
+        "居民 {resident}（{grid}）上次敲门时身体不适",
+        "Resident {resident} ({grid}) was unwell at the last knock",
+    ),
+    "raise.emergency": (
+        "敲门发现紧急情况：居民 {resident}（{grid}）",
+        "Emergency found at the door of resident {resident} ({grid})",
+    ),
     "visit.list_title": ("敲门记录 {n} 条", "{n} door-knocks"),
     "due.summary": (
         "逾期 {overdue} 人，到期 {due} 人，需立即关注 {flagged} 人",
@@ -323,6 +332,15 @@ COURIER_MESSAGES = Catalog(
         },
         "delivered": {"en": "Delivered {code} (confirmation {confirm}).", "zh": "已投递 {code}（确认码 {confirm}）。"},
         "returned": {"en": "Returned {code}: {reason}.", "zh": "已退回 {code}：{reason}。"},
+        "report_title.early_warning": {
+            "en": "Outdoor report: early warning in {grid}",
+            "zh": "户外上报：{grid} 异常情况预警",
+        },
+        "report_title.emergency": {"en": "Outdoor report: emergency in {grid}", "zh": "户外上报：{grid} 突发事件直报"},
+        "report_title.sentiment": {
+            "en": "Outdoor report: what residents are saying in {grid}",
+            "zh": "户外上报：{grid} 社情民意",
+        },
         "reported": {
             "en": "Reported ({kind}) as request {id} in grid {grid}; it goes to the station with the next sync.",
             "zh": "已上报（{kind}），工单号 {id}，网格 {grid}；下次同步时送达驿站。",

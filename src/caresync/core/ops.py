@@ -221,7 +221,7 @@ class Rating(TypedDict):
     """A resident's rating of a returned request: 1 to 5, with an optional comment."""
 
     score: Annotated[int, Field(ge=1, le=5)]
-    comment: NotRequired[Text | None]
+    comment: NotRequired[Annotated[Text, _Private] | None]
 
 
 @with_config(_FORBID)
@@ -246,7 +246,7 @@ class WorkerCreate(TypedDict):
 
 @with_config(_FORBID)
 class TicketCreate(TypedDict):
-    title: ShortText
+    title: Annotated[ShortText, _Private]
     kind: KindChoice
     channel: ChannelChoice
     grid: GridPath
@@ -314,7 +314,7 @@ class NoteBody(TypedDict):
 @with_config(_FORBID)
 class PartyBody(TypedDict):
     name: Annotated[Name, _Private]
-    side: NotRequired[ShortText | None]
+    side: NotRequired[Annotated[ShortText, _Private] | None]
     resident_id: NotRequired[EntityId | None]
 
 
@@ -332,7 +332,7 @@ class HopBody(TypedDict):
     follows: Refs
     place: NotRequired[ShortText | None]
     confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
-    reason: NotRequired[Text | None]
+    reason: NotRequired[Annotated[Text, _Private] | None]
     contents: NotRequired[SealedText | None]
     """What the resident asks for, sealed to the station at capture (never plaintext: see caresync.trust.keys)."""
     content_hash: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None]
@@ -359,7 +359,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "deleted": bool,
     },
     EntityType.TICKET: {
-        "title": ShortText,
+        "title": Annotated[ShortText, _Private],
         "kind": KindChoice,
         "channel": ChannelChoice,
         "description": Annotated[Text, _Private] | None,
@@ -401,7 +401,7 @@ class RedactBody(TypedDict):
     """Erases a resident's personal fields (and notes) written before it."""
 
     fields: Annotated[list[Literal["name", "address", "phone", "birth_year", "notes"]], Field(min_length=1)]
-    reason: Text
+    reason: Annotated[Text, _Private]
 
 
 def _typed_dict(name: str, fields: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ Each :class:`CourierError` carries a message key and fields, so a program can sh
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERRORS",
     "REPORT_KINDS",
+    "REPORT_TITLES",
     "ROUTE_DUE_HOURS",
     "STATION_KEY_META",
     "CourierError",
@@ -291,8 +293,28 @@ def return_parcel(replica: Replica, code: str, *, reason: str, actor: str | None
     return replica.parcels.hop(parcel.id, "returned", reason=reason, actor=who)
 
 
-def report(replica: Replica, kind: str, text: str, *, grid: str, actor: str | None = None) -> Ticket:
+#: A report's title by kind, built from structure only: what the outdoor worker said goes in the description,
+#: which is sealed (a title copied from the text would carry it in clear).
+REPORT_TITLES = {
+    "early_warning": "Outdoor report: early warning in {grid}",
+    "emergency": "Outdoor report: emergency in {grid}",
+    "sentiment": "Outdoor report: what residents are saying in {grid}",
+}
+
+
+def report(
+    replica: Replica,
+    kind: str,
+    text: str,
+    *,
+    grid: str,
+    actor: str | None = None,
+    titles: Mapping[str, str] | None = None,
+) -> Ticket:
     """An outdoor worker's report (early warning, emergency, what residents are saying), as a ticket.
+
+    The text is the ticket's description, sealed to the station on this handheld; the title is built from the
+    kind and the grid (``titles``, by kind, formatted with ``{grid}``: the handheld passes its language).
 
     Raises:
         CourierError: not a kind of report, or no text. InvalidInputError: the grid is not a grid path.
@@ -302,9 +324,7 @@ def report(replica: Replica, kind: str, text: str, *, grid: str, actor: str | No
     text = text.strip()
     if not text:
         raise CourierError("empty_report")
-    title = text.splitlines()[0]
-    if len(title) > 60:
-        title = title[:59] + "…"
+    title = {**REPORT_TITLES, **(titles or {})}[kind].format(grid=grid)
     return replica.tickets.submit(
         title=title,
         kind=TicketKind(kind).value,

@@ -104,10 +104,12 @@ class KnockRound:
         }
 
 
+#: A raised request's title by flag reason, built from structure only (the resident's id and grid, never a name:
+#: free text written by caresync itself must not carry a resident's private details).
 _TITLES = {
-    "emergency": "Emergency found at the door: {name}",
-    "unwell": "{name} was unwell at the last knock",
-    "no_answer_twice": "{name} did not answer two knocks in a row",
+    "emergency": "Emergency found at the door of resident {resident} ({grid})",
+    "unwell": "Resident {resident} ({grid}) was unwell at the last knock",
+    "no_answer_twice": "Resident {resident} ({grid}) did not answer two knocks in a row",
 }
 
 
@@ -254,12 +256,15 @@ def raise_ticket(
         replica: where to record it.
         resident_id: the flagged resident.
         titles: the request's title by flag reason (``no_answer_twice``, ``unwell``, ``emergency``), each
-            formatted with ``{name}``; default English ones (the station tools pass the clerk's language).
+            formatted with ``{resident}`` (the resident's id) and ``{grid}``, never the name; default English
+            ones (the station tools pass the clerk's language). The resident's name and the knock's note reach
+            the request through its links and its description, sealed like any private field.
         actor: who raised it.
 
     Raises:
         NotFoundError: no such resident here.
         IntentError: the resident is not flagged, or an open request from a knock exists already.
+        InvalidInputError: a title names a field other than ``{resident}`` and ``{grid}``.
     """
     resident = replica.residents.get(resident_id)
     round_ = knock_round(replica, grid=resident.grid, include_ok=True)
@@ -274,9 +279,15 @@ def raise_ticket(
     reason = entry.flags[0]
     last = entry.last_visit
     assert last is not None  # a flag always comes from a knock
-    title = {**_TITLES, **(titles or {})}[reason].format(name=resident.name or resident_id)
+    template = {**_TITLES, **(titles or {})}[reason]
+    try:
+        title = template.format(resident=resident_id, grid=resident.grid)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidInputError(
+            "Cannot raise the ticket", [("titles", f"{template!r} may use only {{resident}} and {{grid}} ({exc})")]
+        ) from None
     if len(title) > 200:
-        raise InvalidInputError("Cannot raise the ticket", [("title", "the resident's name is too long")])
+        raise InvalidInputError("Cannot raise the ticket", [("title", "the title is longer than 200 characters")])
     with replica.batch():
         ticket = replica.tickets.submit(
             title=title,

@@ -30,10 +30,14 @@ from caresync.store.schema import ENTITY_TABLES
 from caresync.store.store import IngestResult, Store, identify
 from caresync.trust.keys import DeviceKey, StationKey
 from caresync.trust.scopes import RecordScope, may_read
-from caresync.trust.sealing import open_sealed, seal_body
+from caresync.trust.sealing import open_sealed, seal_body, unsealed_fields
 from caresync.trust.signing import sign_linked, verify_ops
 
-__all__ = ["ApplyResult", "DeviceLog", "HasDeviceLog", "device_log_of"]
+__all__ = ["SEALING_REQUIRED_META", "ApplyResult", "DeviceLog", "HasDeviceLog", "device_log_of"]
+
+#: Set (by enrolment) on a device that works with a sync server: with no station key yet, it keeps the work that
+#: holds free text in clear on the device (:meth:`DeviceLog.held_from`) instead of sending it.
+SEALING_REQUIRED_META = "sealing_required"
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,7 @@ class DeviceLog:
             raise InvalidInputError("Not a station key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
         self.store.set_meta("station_public_key", public_key.hex())
         self._station_public_key = bytes(public_key)
+        self.seal_held()
 
     def install_station_key(self, key: StationKey) -> None:
         """Keeps the station's key pair in the replica file: this device reads sealed fields and seals to it."""
@@ -379,6 +384,7 @@ class DeviceLog:
             self.store.set_meta("station_public_key", key.public_key.hex())
         self._station_key = key
         self._station_public_key = key.public_key
+        self.seal_held()
 
     # --- other devices' ops ---------------------------------------------------------------------------------
 
@@ -387,8 +393,68 @@ class DeviceLog:
         return self.store.version_vector()
 
     def export_ops(self, since: Mapping[str, int] | None = None, *, limit: int = 5000) -> list[dict[str, Any]]:
-        """Up to ``limit`` ops a replica with version vector ``since`` may lack, as plain JSON objects."""
-        return self.store.ops_after(dict(since or {}), limit=limit)
+        """Up to ``limit`` ops a replica with version vector ``since`` may lack, as plain JSON objects (never
+        the work this device keeps until it can seal it: :meth:`held_from`)."""
+        return self.store.ops_after(dict(since or {}), limit=limit, held=self.held())
+
+    # --- work kept until it can be sealed -------------------------------------------------------------------
+
+    @property
+    def sealing_required(self) -> bool:
+        """True on a device that works with a sync server (enrolled): its free text must never leave it in
+        clear. A replica used alone, or synced with a direct token, seals only once it is given a key."""
+        return self.store.get_meta(SEALING_REQUIRED_META) is not None
+
+    def held_from(self) -> int | None:
+        """The seq of this device's first unsent op that holds free text in clear, on a device that must seal
+        and has no station key yet; None when nothing is kept back. That op and every later one of this device
+        stay on it (seqs travel without holes): not pushed, not put in a bundle, not given to a peer."""
+        if self._station_public_key is not None or not self.sealing_required:
+            return None
+        for op in self.store.own_unsent(self.id):
+            if unsealed_fields(op["kind"], op["body"]):
+                return int(op["seq"])
+        return None
+
+    def held(self) -> tuple[str, int] | None:
+        """:meth:`held_from` as ``(origin, seq)``, the form the store's queries take."""
+        seq = self.held_from()
+        return None if seq is None else (self.id, seq)
+
+    def held_count(self) -> int:
+        """How many of this device's ops are kept on it until it has the station's key."""
+        seq = self.held_from()
+        if seq is None:
+            return 0
+        return int(self.store.sql("SELECT COUNT(*) FROM ops WHERE origin = ? AND seq >= ?", (self.id, seq))[0][0])
+
+    def seal_held(self) -> int:
+        """Seals the work kept back for want of a key, now that this device has one: its unsent ops that hold
+        free text in clear, and every later op of it, are sealed, signed and chained again (the same identities:
+        none of them ever left the device) and their records re-folded, in one transaction. Returns how many ops
+        were rewritten (0 when none wait, or there is still no key)."""
+        key = self._station_public_key
+        if key is None or not self.sealing_required:
+            return 0
+        unsent = self.store.own_unsent(self.id)
+        first = next((i for i, op in enumerate(unsent) if unsealed_fields(op["kind"], op["body"])), None)
+        if first is None:
+            return 0
+        tail = unsent[first:]
+        if [op["seq"] for op in tail] != list(range(tail[0]["seq"], tail[0]["seq"] + len(tail))):
+            self.logger.warning("cannot seal kept work: ops of this device after %d were sent", tail[0]["seq"])
+            return 0
+        prev = self.store.own_link(self.id, tail[0]["seq"] - 1)
+        rewritten: list[OpDict] = []
+        for op in tail:
+            fresh: OpDict = {k: v for k, v in op.items() if k not in ("sig", "pd")}
+            fresh["body"] = seal_body(op["kind"], op["body"], key)
+            prev = sign_linked(fresh, self.device_key, prev)
+            rewritten.append(fresh)
+        validate_ops(rewritten)  # a sealed value has limits too
+        self.store.rewrite_own(rewritten, prev)
+        self.logger.info("sealed %d change(s) kept on this device until it had the station's key", len(rewritten))
+        return len(rewritten)
 
     def apply(
         self,
@@ -497,7 +563,7 @@ class DeviceLog:
             self.store.sql("DELETE FROM meta WHERE key LIKE ? ESCAPE '\\'", (escaped + "%",))
 
     def unsent_count(self) -> int:
-        """How many ops the sync server has not acknowledged yet (refused ones excluded)."""
+        """How many ops the sync server has not acknowledged yet (refused ones excluded; kept ones included)."""
         return self.store.unsent_stats()[0]
 
     def settle(self) -> int:

@@ -831,23 +831,26 @@ class Store:
         """How many ops the log holds, deferred ones included."""
         return int(self.sql("SELECT COALESCE(SUM(held), 0) FROM origins")[0][0])
 
-    def ops_after(self, vv: dict[str, int], *, limit: int) -> list[OpDict]:
-        """Up to ``limit`` stored ops the holder of version vector ``vv`` may lack, in (origin, seq) order."""
+    def ops_after(self, vv: dict[str, int], *, limit: int, held: tuple[str, int] | None = None) -> list[OpDict]:
+        """Up to ``limit`` stored ops the holder of version vector ``vv`` may lack, in (origin, seq) order;
+        ``held`` ``(origin, seq)`` leaves out that device's ops from that seq on (work kept on this device)."""
         with paused_gc():
-            return self._ops_after(vv, limit)
+            return self._ops_after(vv, limit, held)
 
-    def _ops_after(self, vv: dict[str, int], limit: int) -> list[OpDict]:
+    def _ops_after(self, vv: dict[str, int], limit: int, held: tuple[str, int] | None = None) -> list[OpDict]:
         out: list[OpDict] = []
-        for origin, contig, held in self.sql("SELECT origin, contig, held FROM origins ORDER BY origin"):
+        for origin, contig, count in self.sql("SELECT origin, contig, held FROM origins ORDER BY origin"):
             since = vv.get(origin, 0)
-            if held == 0 or (contig >= held and since >= contig):
+            if count == 0 or (contig >= count and since >= contig):
                 continue
+            below = held[1] if held is not None and held[0] == origin else 2**62
             out.extend(
                 self._checkable(
                     ops_from_rows(
                         self.sql(
-                            f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?",
-                            (origin, since, limit - len(out)),
+                            f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq > ? AND seq < ? "
+                            "ORDER BY seq LIMIT ?",
+                            (origin, since, below, limit - len(out)),
                         )
                     )
                 )
@@ -893,14 +896,25 @@ class Store:
 
     # --- what the sync server has ----------------------------------------------------------------------------
 
-    def unsent(self, after: tuple[int, str, int] | None, *, limit: int, own: str | None = None) -> list[OpDict]:
+    def unsent(
+        self,
+        after: tuple[int, str, int] | None,
+        *,
+        limit: int,
+        own: str | None = None,
+        held: tuple[str, int] | None = None,
+    ) -> list[OpDict]:
         """Up to ``limit`` ops the server has not acknowledged, in ``(hlc, origin, seq)`` order after ``after``.
 
         With ``own`` (this replica's id), the signatures of other devices' ops are checked first: they came in
         runs whose last signature was checked, so theirs were not, and the server refuses a batch with one that
         does not check. An op whose signature fails loses it and is left to its own device to send (it stays
-        here, pinned by the run it came in)."""
+        here, pinned by the run it came in). ``held`` ``(origin, seq)`` leaves out that device's ops from that
+        seq on: work the device keeps until it can seal it."""
         where, params = ("", []) if after is None else ("AND (hlc, origin, seq) > (?, ?, ?)", list(after))
+        if held is not None:
+            where += " AND NOT (origin = ? AND seq >= ?)"
+            params += list(held)
         rows = self.sql(
             f"SELECT {_OP_COLUMNS} FROM ops WHERE sent = 0 {where} ORDER BY hlc, origin, seq LIMIT ?",
             [*params, limit],
@@ -927,16 +941,50 @@ class Store:
         return [op for op in ops if id(op) not in dropped]
 
     def unsent_stats(
-        self, *, besides: tuple[tuple[int, str, int], tuple[int, str, int]] | None = None
+        self,
+        *,
+        besides: tuple[tuple[int, str, int], tuple[int, str, int]] | None = None,
+        held: tuple[str, int] | None = None,
     ) -> tuple[int, int | None]:
         """How many ops wait to be sent, and the ``at`` of the oldest (None when none wait); ``besides`` leaves
-        out the unsent ops from one ``(hlc, origin, seq)`` key to another (a batch being sent)."""
+        out the unsent ops from one ``(hlc, origin, seq)`` key to another (a batch being sent), ``held`` one
+        device's ops from a seq on (see :meth:`unsent`)."""
         where, params = "", []
         if besides is not None:
             where = "AND NOT ((hlc, origin, seq) BETWEEN (?, ?, ?) AND (?, ?, ?))"
             params = [*besides[0], *besides[1]]
+        if held is not None:
+            where += " AND NOT (origin = ? AND seq >= ?)"
+            params += list(held)
         count, oldest = self.sql(f"SELECT COUNT(*), MIN(at) FROM ops WHERE sent = 0 {where}", params)[0]
         return int(count), oldest
+
+    def own_unsent(self, origin: str) -> list[OpDict]:
+        """This device's ops the server has not stored (unsent, waiting or refused), in seq order."""
+        return ops_from_rows(
+            self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND sent != 1 ORDER BY seq", (origin,))
+        )
+
+    def rewrite_own(self, ops: Sequence[OpDict], link: bytes) -> None:
+        """Replaces this device's own unsent ops by new versions of them (the same identities; sealed and signed
+        again), re-folds their records, and keeps ``link``, the newest op's link, for the next op. The old bodies
+        are overwritten on disk (``secure_delete``) and the write-ahead log is emptied after the commit.
+
+        Only for ops that never left the device: a peer holding the old version would see a fork."""
+        if not ops:
+            return
+        with self.write():
+            self._many(
+                "UPDATE ops SET body = ?, sig = ?, pd = ? WHERE origin = ? AND seq = ? AND sent != 1",
+                [(to_json(op["body"]).decode(), op.get("sig"), op.get("pd"), op["origin"], op["seq"]) for op in ops],
+            )
+            self._many(
+                "INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)",
+                sorted({(entity_type_of(op["kind"]), op["eid"]) for op in ops}),
+            )
+            self._keep_link(ops[-1], link)
+            self._scrub = True
+        self.settle()
 
     def mark_sent(self, ranges: Iterable[tuple[str, int, int]]) -> int:
         """Marks unsent ops in ``(origin, lo, hi)`` seq ranges as stored by the server; returns how many."""

@@ -26,7 +26,7 @@ import httpx
 from caresync.core.domain import Role
 from caresync.core.model import ms_to_datetime
 from caresync.errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
-from caresync.store.devicelog import DeviceLog, HasDeviceLog, device_log_of
+from caresync.store.devicelog import SEALING_REQUIRED_META, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync import netsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, client_for, request_json
 from caresync.sync.netsync import SERVER_KEY_META, SyncResult
@@ -150,9 +150,6 @@ def _save(device: DeviceLog, answer: Mapping[str, Any], server_url: str | None =
             "server_role": Role(answer["role"]).value,
             "server_grids": json.dumps([str(g) for g in answer["grids"]], ensure_ascii=False),
         }
-        station = answer.get("station_public_key")
-        if station is not None:
-            values["station_public_key"] = bytes.fromhex(str(station)).hex()
         server = answer.get("server_public_key")
         if server is not None and len(bytes.fromhex(str(server))) == 32:
             values[SERVER_KEY_META] = bytes.fromhex(str(server)).hex()
@@ -163,10 +160,25 @@ def _save(device: DeviceLog, answer: Mapping[str, Any], server_url: str | None =
         if server_url is not None:
             store.set_meta("server_url", server_url)
             store.set_meta("server_scope_version", str(int(answer.get("scope_version", 1))))
+            store.set_meta(SEALING_REQUIRED_META, "1")  # from now on, free text leaves this device sealed or not at all
         for key, value in values.items():
             store.set_meta(key, value)
-    if "station_public_key" in values:  # from the next change on, private fields are sealed to it
-        device.set_station_public_key(bytes.fromhex(values["station_public_key"]))
+    _learn_station_key(device, answer)
+
+
+def _learn_station_key(device: DeviceLog, answer: Mapping[str, Any]) -> None:
+    """Takes the station key a server answer carries (enrolment, token renewal, ``GET /v1/device``), whatever
+    the order of set-up: a device enrolled before the station registered its key learns it at its next sync,
+    seals the work it kept for want of it, and sends it."""
+    station = answer.get("station_public_key")
+    if station is None:
+        return
+    try:
+        public_key = bytes.fromhex(str(station))
+    except ValueError as exc:
+        raise SyncError(f"The sync server sent a station key this device cannot read ({exc}).") from exc
+    if device.station_public_key is None:
+        device.set_station_public_key(public_key)
 
 
 # --- enrolment and tokens ----------------------------------------------------------------------------------------
@@ -270,6 +282,9 @@ def sync(
                 raise
             creds = renew_token(device, client=http)
             info = request_json(http, "GET", creds.server_url + "/v1/device", token=_token(device))
+        if not device.sealing_required:  # enrolled before this rule: it holds from now on too
+            device.store.set_meta(SEALING_REQUIRED_META, "1")
+        _learn_station_key(device, info)
         change = _scope_of(info, creds)
         if change is not None and _widens(creds, change):
             with device.store.write():  # pull everything again: the device gets what it may now hold

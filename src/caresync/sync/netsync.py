@@ -98,6 +98,10 @@ class SyncResult:
     """New ops received and applied."""
     unsent: int = 0
     """Ops still waiting to be sent after this sync."""
+    held: int = 0
+    """Ops of this device kept on it, unsent, because they hold free text in clear and the device has no station
+    key to seal it with yet (see :meth:`caresync.store.devicelog.DeviceLog.held_from`); they are sealed and sent
+    once it has the key."""
     clock_offset_ms: int | None = None
     """The server's view of this device's clock error at the last exchange (server minus device)."""
 
@@ -196,14 +200,23 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
     of this sync: the server requires a device's own ops without holes, and a waiting op left out of the next
     batch would be one, refusing everything after it."""
     store = device.store
-    total, _ = store.unsent_stats()
+    device.seal_held()  # work kept for want of a key, sealed now if the device has learned one
+    held = device.held()
+    if held is not None:
+        result.held = device.held_count()
+        device.logger.warning(
+            "keeping %d change(s) on this device, unsent: they hold free text and this device has no station key "
+            "to seal it with yet; they are sealed and sent once it has one",
+            result.held,
+        )
+    total, _ = store.unsent_stats(held=held)
     after: tuple[int, str, int] | None = None
     carried: list[OpDict] = []
     done = 0
     blocked = _quarantined_from(device)
     while len(carried) < batch:
         before = after
-        fresh = store.unsent(after, limit=batch - len(carried), own=device.id)
+        fresh = store.unsent(after, limit=batch - len(carried), own=device.id, held=held)
         if not fresh:
             break
         ops = carried + fresh
@@ -213,7 +226,7 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
             ops = [op for op in ops if op["origin"] != device.id or op["seq"] < blocked]
             if not ops:
                 continue
-        pending, oldest = store.unsent_stats(besides=(first, after))  # what waits once this batch is in
+        pending, oldest = store.unsent_stats(besides=(first, after), held=held)  # what waits once this batch is in
         envelope = {
             "replica": device.id,
             "time_ms": device.clock.physical_ms() - device.clock.offset_ms,

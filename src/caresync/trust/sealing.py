@@ -1,55 +1,116 @@
 """Sealing: which private fields of an op are sealed at capture, and sealing and opening them.
 
-Free text about residents (names, addresses, phones, what people say) is sealed on the device that captures it,
-before the op is signed, to the station's key; only structure travels in clear. The primitives (a sealed box to
-an X25519 key) are in :mod:`caresync.trust.keys`.
+Free text (residents' names, addresses and phones, titles, what people say, reasons, comments, parties,
+summaries) is sealed on the device that captures it, before the op is signed, to the station's key; only
+structure travels in clear (ids, kinds, statuses, grids, times, scores, outcomes, codes). The primitives (a sealed
+box to an X25519 key) are in :mod:`caresync.trust.keys`.
+
+The one sealing API, for the library and for anything built on it (attachments, other programs):
+
+- :func:`sealed_paths` says which values of an op's body must be sealed (:data:`SEALED_FIELDS`,
+  :data:`SEALED_SET_FIELDS`, :data:`SEALED_NESTED`);
+- :func:`seal_body` seals them (on the capturing device, before the op is signed);
+- :func:`unsealed_fields` names those still in clear: a device with no station key keeps such an op unsent, and
+  the server refuses it (``422 unsealed_field``) once the deployment has a station key;
+- :func:`open_sealed` opens what a key opens, for reading.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from caresync.errors import TrustError
 from caresync.trust.keys import StationKey, is_sealed, seal_value, unseal_value
 
-__all__ = ["SEALED_FIELDS", "SEALED_SET_FIELDS", "open_sealed", "seal_body"]
+__all__ = [
+    "SEALED_FIELDS",
+    "SEALED_NESTED",
+    "SEALED_SET_FIELDS",
+    "open_sealed",
+    "seal_body",
+    "sealed_paths",
+    "unsealed_fields",
+]
 
-#: Body keys sealed at capture, by op kind: residents' personal data, what people say, mediation content.
+#: Body keys sealed at capture, by op kind: residents' personal data, titles, what people say, reasons, parties,
+#: mediation content.
 SEALED_FIELDS: dict[str, frozenset[str]] = {
     "resident.create": frozenset({"name", "address", "phone"}),
     "resident.note": frozenset({"text"}),
-    "ticket.create": frozenset({"description"}),
+    "resident.redact": frozenset({"reason"}),
+    "ticket.create": frozenset({"title", "description"}),
     "ticket.transition": frozenset({"reason"}),
     "ticket.note": frozenset({"text"}),
-    "ticket.party": frozenset({"name"}),
+    "ticket.party": frozenset({"name", "side"}),
     "ticket.session": frozenset({"summary", "attendees"}),
     "visit.create": frozenset({"note"}),
     "visit.note": frozenset({"text"}),
     "parcel.create": frozenset({"summary"}),
-    "parcel.hop": frozenset({"contents"}),
+    "parcel.hop": frozenset({"contents", "reason"}),
 }
-#: Fields whose ``<record>.set`` value is sealed, by record type.
+#: Fields whose ``<record>.set`` value is sealed whole, by record type.
 SEALED_SET_FIELDS: dict[str, frozenset[str]] = {
     "resident": frozenset({"name", "address", "phone"}),
-    "ticket": frozenset({"description"}),
+    "ticket": frozenset({"title", "description"}),
     "visit": frozenset({"note"}),
     "parcel": frozenset({"summary"}),
 }
+#: Fields whose ``<record>.set`` value is structure holding free text: only the keys named here are sealed inside
+#: it (a rating's score stays in clear for the station's figures; its comment is sealed).
+SEALED_NESTED: dict[str, dict[str, frozenset[str]]] = {
+    "ticket": {"rating": frozenset({"comment"})},
+}
+
+
+def sealed_paths(kind: str, body: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The places in an op's body that hold free text and must be sealed: each a path of keys (``("name",)``,
+    ``("value",)``, ``("value", "comment")``), whether or not a value is there."""
+    if kind.endswith(".set"):
+        record, field = kind[:-4], body.get("field")
+        if field in SEALED_SET_FIELDS.get(record, frozenset()):
+            return [("value",)]
+        nested = SEALED_NESTED.get(record, {}).get(str(field))
+        return [("value", key) for key in sorted(nested)] if nested else []
+    return [(key,) for key in sorted(SEALED_FIELDS.get(kind, frozenset()))]
+
+
+def _value_at(body: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = body
+    for key in path:
+        if type(value) is not dict:
+            return None
+        value = value.get(key)
+    return value
+
+
+def _clear(value: Any) -> bool:
+    """True when ``value`` holds text that is not sealed (a list of names counts when any item is in clear)."""
+    if type(value) is list:
+        return any(_clear(item) for item in value)
+    return value is not None and not is_sealed(value)
+
+
+def unsealed_fields(kind: str, body: Mapping[str, Any]) -> list[str]:
+    """The fields of an op's body that must be sealed and hold a value in clear, as dotted paths
+    (``"title"``, ``"value.comment"``); empty when everything private is sealed (or absent, or erased)."""
+    return [".".join(path) for path in sealed_paths(kind, body) if _clear(_value_at(body, path))]
 
 
 def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dict[str, Any]:
-    """``body`` with its private values (:data:`SEALED_FIELDS`) sealed to the station; values already sealed,
-    and None, are left as they are."""
-    if kind.endswith(".set"):
-        fields = SEALED_SET_FIELDS.get(kind[:-4], frozenset())
-        keys: frozenset[str] | tuple[str, ...] = ("value",) if body.get("field") in fields else ()
-    else:
-        keys = SEALED_FIELDS.get(kind, frozenset())
+    """``body`` with its private values (:func:`sealed_paths`) sealed to the station; values already sealed,
+    and None, are left as they are. A list (a session's attendees) is sealed whole."""
     sealed = dict(body)
-    for key in keys:
-        value = body.get(key)
-        if value is not None and not is_sealed(value):
-            sealed[key] = seal_value(station_public_key, value)[0]
+    for path in sealed_paths(kind, body):
+        value = _value_at(body, path)
+        if not _clear(value):
+            continue
+        if len(path) == 1:
+            sealed[path[0]] = seal_value(station_public_key, value)[0]
+        else:  # a value inside structure (a rating's comment): copy the structure, seal the one value
+            outer = dict(sealed[path[0]])
+            outer[path[1]] = seal_value(station_public_key, value)[0]
+            sealed[path[0]] = outer
     return sealed
 
 

@@ -398,7 +398,8 @@ def return_(env: _Env, parcel_code: str, reason: str) -> None:
 def report(env: _Env, kind: str, text: str, grid: str) -> None:
     """Reports an early warning, an emergency or what residents are saying; it becomes a request."""
     with env.replica() as replica:
-        ticket = courier.report(replica, kind, text, grid=grid)
+        titles = {k: env.t(f"report_title.{k}") for k in courier.REPORT_KINDS}
+        ticket = courier.report(replica, kind, text, grid=grid, titles=titles)
     env.out(
         {"id": ticket.id, "kind": kind, "grid": ticket.grid, "title": ticket.title, "due_at": ticket.due_at},
         [env.t("reported", kind=kind, id=ticket.id, grid=ticket.grid)],

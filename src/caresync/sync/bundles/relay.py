@@ -88,7 +88,8 @@ def make_bundle(
     holder: DeviceLog | HasDeviceLog, *, ttl_hours: int = DEFAULT_TTL_HOURS, now_ms: int | None = None
 ) -> dict[str, Any]:
     """A signed bundle of ``replica``'s unsent ops (up to :data:`MAX_BUNDLE_OPS`), with its relay cursor and
-    the receipts of the answers it imported. Changes nothing on the replica."""
+    the receipts of the answers it imported. Work the device keeps until it can seal it
+    (:meth:`~caresync.store.devicelog.DeviceLog.held_from`) stays out. Changes nothing on the replica."""
     device = device_log_of(holder)
     if not 1 <= ttl_hours <= 24 * 90:
         raise InvalidInputError("Cannot make a bundle", [("ttl_hours", "must be 1 to 2160 (90 days)")])
@@ -104,7 +105,7 @@ def make_bundle(
         "expires_ms": now + ttl_hours * HOUR_MS,
         "cursor": store.get_meta(RELAY_CURSOR_META) or "",
         "receipts": json.loads(store.get_meta(_RECEIPTS_META) or "[]"),
-        "ops": store.unsent(None, limit=MAX_BUNDLE_OPS, own=device.id),
+        "ops": store.unsent(None, limit=MAX_BUNDLE_OPS, own=device.id, held=device.held()),
     }
     bundle["sig"] = device.device_key.sign(canonical(bundle)).hex()
     return bundle
