@@ -157,7 +157,7 @@ def test_bundles_carried_through_the_cli(tmp_path: Path, server: tuple[ServerPro
     with Replica.open(tmp_path / "station.db", actor="clerk") as station:
         station.mailboxes.add(code="MB-9", name="Lane 9", grid="relay-town/lane-9")
         station.sync(process.url, token=enroll(database, "station-cli", role="station", grids=[""]))
-    key = StationKey.generate().public_key.hex()
+    key = StationKey.generate().signing_public_key.hex()  # as `caresync station-key show` prints it
     for hand, name in ((a, "a"), (b, "b")):
         hand.run("connect", process.url, "--token", tokens[name], "--name", name, "--station-key", key)
         hand.run("sync")

@@ -207,6 +207,44 @@ def test_only_a_station_registers_the_station_key_and_devices_receive_it(server:
     assert answer.json()["station_public_key"] == station_key.public_key.hex()
 
 
+def test_only_a_station_scoped_everywhere_registers_or_rotates_the_station_key(server: Server) -> None:
+    first, second, rogue = StationKey.generate(), StationKey.generate(), StationKey.generate()
+    assert first.signing_public_key and second.signing_public_key and rogue.signing_public_key
+
+    def put(token: str, body: dict[str, str]) -> httpx.Response:
+        return server.client.request("PUT", "/v1/station-key", json=body, headers={"Authorization": f"Bearer {token}"})
+
+    local = server.enroll("community-desk", "station", "changnan")  # a station, but of one community only
+    answer = put(local, {"signing_key": first.signing_public_key.hex()})
+    assert (answer.status_code, _code(answer)) == (403, "forbidden") and "everywhere" in answer.text
+    assert server.storage.station_key_chain() == []
+    desk, admin = server.enroll("desk", "station", ""), server.enroll("it-admin", "admin", "")
+    assert put(desk, {"signing_key": first.signing_public_key.hex()}).status_code == 204
+    assert put(desk, {"signing_key": first.signing_public_key.hex()}).status_code == 204  # the same again: no change
+    assert server.storage.station_public_key() == first.public_key  # the X25519 key, derived
+    for body in (
+        {"signing_key": rogue.signing_public_key.hex()},  # another key, unsigned
+        {"signing_key": rogue.signing_public_key.hex(), "signature": rogue.sign_rotation(rogue).hex()},  # self-signed
+        {"public_key": rogue.public_key.hex()},  # a bare key of an earlier release cannot replace it either
+    ):
+        refused = put(admin, body)
+        assert (refused.status_code, _code(refused)) == (409, "station_key_conflict"), body
+    assert [link.signing_key for link in server.storage.station_key_chain()] == [first.signing_public_key]
+    handover = first.sign_rotation(second).hex()
+    rotated = put(admin, {"signing_key": second.signing_public_key.hex(), "signature": handover})
+    assert rotated.status_code == 204, rotated.text
+    chain = server.storage.station_key_chain()
+    assert [link.signing_key for link in chain] == [first.signing_public_key, second.signing_public_key]
+    described = server.client.get("/v1/device", headers={"Authorization": f"Bearer {local}"}).json()
+    assert described["station_public_key"] == second.public_key.hex()
+    assert [link["signing_key"] for link in described["station_key_chain"]] == [
+        first.signing_public_key.hex(),
+        second.signing_public_key.hex(),
+    ]
+    bad = put(desk, {"signing_key": "00" * 31 + "01"})  # not a point: not a key
+    assert (bad.status_code, _code(bad)) == (422, "invalid_request")
+
+
 def _cli(settings: Settings, *args: str) -> Any:
     options = ["--database-url", settings.database_url]
     if settings.database_schema:
@@ -240,11 +278,19 @@ def test_the_admin_commands_of_trust(settings: Settings) -> None:
     assert listed[0]["scope_version"] == 2 and listed[0]["enrolled_at_ms"] is None
 
     assert "No station public key" in _cli(settings, "station-key", "show").output
-    key = StationKey.generate().public_key.hex()
+    first, other = StationKey.generate(), StationKey.generate()
+    assert first.signing_public_key is not None and other.signing_public_key is not None
+    key = first.signing_public_key.hex()
     assert _cli(settings, "station-key", "set", key).exit_code == 0
     assert _cli(settings, "station-key", "show").output.strip() == key
     wrong = _cli(settings, "station-key", "set", "abc")
     assert wrong.exit_code == 1 and "64 hex digits" in wrong.output
+    unsigned = _cli(settings, "station-key", "set", other.signing_public_key.hex())  # not signed by the first
+    assert unsigned.exit_code == 1 and "rotation signed by it" in unsigned.output
+    assert _cli(settings, "station-key", "show").output.strip() == key
+    forced = _cli(settings, "station-key", "set", other.signing_public_key.hex(), "--replace")
+    assert forced.exit_code == 0
+    assert _cli(settings, "station-key", "show").output.strip() == other.signing_public_key.hex()
 
 
 def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:

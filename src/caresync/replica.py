@@ -278,10 +278,28 @@ class Replica:
         """The station's key pair, on a device the station trusts to read sealed fields; None elsewhere."""
         return self._device_log.station_key
 
+    @property
+    def station_signing_key(self) -> bytes | None:
+        """The station's Ed25519 public key this device pinned (its identity; None until it learns one)."""
+        return self._device_log.station_signing_key
+
     def set_station_public_key(self, public_key: bytes) -> None:
-        """From now on, seals the private fields of every change made here to this station key (enrolment
-        sets it). Changes made before stay as they were written."""
+        """Pins the station's X25519 sealing key given by hand, when this device knows none yet: from now on the
+        private fields of every change made here are sealed to it, and work kept for want of a key is sealed.
+
+        Raises:
+            TrustError: this device keeps another station key (a new one comes only as a signed rotation).
+        """
         self._device_log.set_station_public_key(public_key)
+
+    def trust_station_key(self, signing_public_key: bytes) -> None:
+        """Pins the station's key by its Ed25519 public key (as ``caresync station-key show`` prints it), when
+        this device knows none yet; enrolment and sync do the same from what the server says.
+
+        Raises:
+            InvalidInputError: not a station public key. TrustError: this device keeps another station key.
+        """
+        self._device_log.trust_station_key(signing_public_key)
 
     def install_station_key(self, key: StationKey) -> None:
         """Makes this a device that reads sealed fields (a station device): keeps ``key`` in the replica file

@@ -270,14 +270,27 @@ def scope(
 
 @main.group("station-key")
 def station_key() -> None:
-    """The station's X25519 public key, which devices seal private content to (the secret stays on the station)."""
+    """The station's public key, which devices pin and seal private content to (the secret stays on the station)."""
 
 
 @station_key.command("set")
 @_database_options
 @click.argument("public_key")
-def station_key_set(database_url: str | None, database_schema: str | None, public_key: str) -> None:
-    """Registers PUBLIC_KEY (64 hex digits) as the station's public key; devices get it when they enrol or sync."""
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Register it even though another key is registered and did not sign it (devices that pinned the old key "
+    "refuse it: re-enrol them).",
+)
+@click.option(
+    "--x25519", "legacy", is_flag=True, help="PUBLIC_KEY is a bare X25519 key of an earlier release (no rotation)."
+)
+def station_key_set(
+    database_url: str | None, database_schema: str | None, public_key: str, replace: bool, legacy: bool
+) -> None:
+    """Registers PUBLIC_KEY (64 hex digits, as `caresync station-key show` prints it) as the station's public key;
+    devices get it when they enrol or sync, and pin it. A different key is refused unless it is a rotation the
+    current key signed (`caresync station-key rotate` sends those) or --replace is given."""
     try:
         raw = bytes.fromhex(public_key.strip())
     except ValueError:
@@ -285,7 +298,10 @@ def station_key_set(database_url: str | None, database_schema: str | None, publi
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
-        storage.set_station_public_key(raw)
+        if legacy:
+            storage.set_station_public_key(raw)
+        else:
+            storage.set_station_key(raw, replace=replace)
     finally:
         storage.close()
     click.echo(f"Station public key set: {raw.hex()}")
@@ -298,12 +314,17 @@ def station_key_show(database_url: str | None, database_schema: str | None) -> N
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
-        key = storage.station_public_key()
+        key, chain = storage.station_public_key(), storage.station_key_chain()
     finally:
         storage.close()
-    click.echo(
-        key.hex() if key is not None else "No station public key is registered: caresync-server station-key set HEX"
-    )
+    if chain:
+        click.echo(chain[-1].signing_key.hex())
+        if len(chain) > 1:
+            click.echo(f"(rotated {len(chain) - 1} time(s); every rotation signed by the key before it)")
+    elif key is not None:
+        click.echo(f"{key.hex()} (a bare X25519 key of an earlier release)")
+    else:
+        click.echo("No station public key is registered: caresync-server station-key set HEX")
 
 
 @main.command()

@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KIND = "unknown_kind"
     UNSEALED_FIELD = "unsealed_field"
+    STATION_KEY_CONFLICT = "station_key_conflict"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
 
@@ -87,6 +88,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_SIGNATURE: 422,
     ErrorCode.UNKNOWN_KIND: 422,
     ErrorCode.UNSEALED_FIELD: 422,
+    ErrorCode.STATION_KEY_CONFLICT: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
 }

@@ -46,6 +46,7 @@ __all__ = [
     "Refusal",
     "RefusalCode",
     "RelayRequest",
+    "StationKeyLinkModel",
     "StationKeyRequest",
     "TokenRequest",
     "Waiting",
@@ -247,11 +248,24 @@ class TokenRequest(BaseModel):
 
 
 class StationKeyRequest(BaseModel):
-    """``PUT /v1/station-key``: the station's X25519 public key (the server never sees the secret)."""
+    """``PUT /v1/station-key``: the station's public key (the server never sees the secret).
+
+    ``signing_key`` is the station's Ed25519 public key, its identity (the X25519 key devices seal to is derived
+    from it); ``signature`` is the current key's signature handing over to it, for a rotation. A request with only
+    ``public_key`` (a bare X25519 key of an earlier release) registers it when no key is registered yet."""
 
     model_config = _REQUEST
 
-    public_key: HexKey
+    public_key: HexKey | None = None
+    signing_key: HexKey | None = None
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$")] | None = None
+
+
+class StationKeyLinkModel(BaseModel):
+    """One station key in the chain: its Ed25519 public key, and the previous key's signature handing over to it."""
+
+    signing_key: str = Field(description="Hex Ed25519 public key.")
+    signature: str | None = Field(description="Hex; null for the first key.")
 
 
 #: The most answer receipts a bundle may carry (a device keeps its last 50).
@@ -338,7 +352,12 @@ class DeviceResponse(BaseModel):
     replica: str | None = Field(description="The replica id the device is bound to.")
     scope_version: int = Field(description="Raised whenever the station changes the device's role or grids.")
     token_expires_at_ms: int | None
-    station_public_key: str | None = Field(description="Hex; null until the station registers one.")
+    station_public_key: str | None = Field(description="Hex X25519 key devices seal to; null until registered.")
+    station_key_chain: list[StationKeyLinkModel] = Field(
+        default_factory=list,
+        description="The station's keys, oldest first, each after the first signed by the one before: a device "
+        "takes a new key only through this chain from the key it pinned first.",
+    )
     server_public_key: str = Field(description="Hex Ed25519 key that signs relay answers (see `GET /v1/info`).")
     server_time_ms: int
 

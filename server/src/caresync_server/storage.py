@@ -40,7 +40,7 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
 from caresync.errors import InvalidInputError
 from caresync.trust.codes import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
-from caresync.trust.keys import DeviceKey, origin_of, verify_signature
+from caresync.trust.keys import DeviceKey, StationKeyLink, origin_of, rotation_message, verify_signature
 from caresync.trust.signing import chain_link, linkable, signature_needed
 from sqlalchemy import (
     BigInteger,
@@ -828,7 +828,9 @@ class Storage:
             return self._station_key(conn)
 
     def set_station_public_key(self, public_key: bytes) -> None:
-        """Registers the station's X25519 public key (the server never holds the secret).
+        """Registers a bare X25519 station key of an earlier release (no identity to pin, no rotation): the
+        server admin's command for a station that has no signing key. It replaces whatever was registered; devices
+        that pinned another key refuse it. Prefer :meth:`set_station_key`.
 
         Raises:
             AdminError: not 32 bytes.
@@ -836,11 +838,65 @@ class Storage:
         if len(public_key) != 32:
             raise AdminError(f"A station public key is 32 bytes (64 hex digits), not {len(public_key)} bytes.")
         with self._write() as conn:
-            updated = conn.execute(
-                meta.update().where(meta.c.key == "station_public_key").values(value=public_key.hex())
-            ).rowcount
-            if not updated:
-                conn.execute(meta.insert().values(key="station_public_key", value=public_key.hex()))
+            self._set_meta(conn, "station_public_key", public_key.hex())
+            self._set_meta(conn, "station_key_chain", "[]")
+
+    def station_key_chain(self) -> list[StationKeyLink]:
+        """The station's keys, oldest first, each after the first with the previous key's signature handing over
+        to it (empty when none is registered, or only a bare key of an earlier release)."""
+        with self._read() as conn:
+            return self._chain(conn)
+
+    def set_station_key(self, signing_key: bytes, signature: bytes | None = None, *, replace: bool = False) -> bool:
+        """Registers the station's key by its Ed25519 public key (its X25519 sealing key is derived from it).
+
+        The first key is taken as it is; the same key again changes nothing; another key only as a rotation, with
+        ``signature``, the current key's signature of :func:`caresync.trust.keys.rotation_message`. ``replace``
+        (the server admin's command, on the database itself) registers it anyway, as a new chain: devices that
+        pinned the old key will refuse it, by design. Returns True when the registered key changed.
+
+        Raises:
+            AdminError: not a station public key, or another key is registered and ``signature`` is not its
+                signature handing over to this one (and not ``replace``).
+        """
+        try:
+            link = StationKeyLink(bytes(signing_key), signature)
+            sealing = link.public_key
+        except InvalidInputError as exc:
+            raise AdminError(f"Not a station public key: {exc}") from None
+        with self._write() as conn:
+            chain, legacy = self._chain(conn), self._station_key(conn)
+            if chain and chain[-1].signing_key == link.signing_key:
+                return False
+            if replace or (not chain and legacy is None):
+                chain = [StationKeyLink(link.signing_key)]
+            elif (
+                chain
+                and signature is not None
+                and verify_signature(
+                    chain[-1].signing_key, rotation_message(chain[-1].signing_key, link.signing_key), signature
+                )
+            ):
+                chain.append(link)
+            else:
+                current = chain[-1].signing_key.hex() if chain else f"{legacy.hex() if legacy else ''} (X25519)"
+                raise AdminError(
+                    f"The station key {current} is registered; another one is taken only as a rotation signed by "
+                    "it (caresync station-key rotate). Devices keep the key they learned first."
+                )
+            self._set_meta(conn, "station_public_key", sealing.hex())
+            self._set_meta(conn, "station_key_chain", json.dumps([item.to_json() for item in chain]))
+        return True
+
+    @staticmethod
+    def _set_meta(conn: Connection, key: str, value: str) -> None:
+        if not conn.execute(meta.update().where(meta.c.key == key).values(value=value)).rowcount:
+            conn.execute(meta.insert().values(key=key, value=value))
+
+    @staticmethod
+    def _chain(conn: Connection) -> list[StationKeyLink]:
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "station_key_chain")).scalar_one_or_none()
+        return [StationKeyLink.from_json(item) for item in json.loads(found or "[]")]
 
     @staticmethod
     def _station_key(conn: Connection) -> bytes | None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any, cast
 
 from caresync.core.domain import Role
+from caresync.errors import InvalidInputError
 from caresync.trust.codes import check_code
+from caresync.trust.keys import sealing_key_of
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from .errors import ApiError, ErrorCode, ErrorDetail
+from .errors import AdminError, ApiError, ErrorCode, ErrorDetail
 from .protocol import (
     CredentialsResponse,
     DeviceResponse,
@@ -23,6 +25,7 @@ from .protocol import (
     StationKeyRequest,
     TokenRequest,
 )
+from .roles import EVERYWHERE
 from .storage import Credentials, Device, Storage
 
 __all__ = ["router"]
@@ -65,6 +68,7 @@ def _errors(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
 
 def _described(storage: Storage, device: Device, now: int) -> dict[str, Any]:
     station = storage.station_public_key()
+    chain = storage.station_key_chain()
     return {
         "device": device.name,
         "role": device.role.value,
@@ -73,6 +77,7 @@ def _described(storage: Storage, device: Device, now: int) -> dict[str, Any]:
         "scope_version": device.scope_version,
         "token_expires_at_ms": device.token_expires_at,
         "station_public_key": None if station is None else station.hex(),
+        "station_key_chain": [link.to_json() for link in chain],
         "server_public_key": storage.server_key().public_key.hex(),
         "server_time_ms": now,
     }
@@ -140,20 +145,54 @@ def device(storage: _StorageDep, found: Annotated[Device, Depends(_device)]) -> 
     "/v1/station-key",
     status_code=204,
     responses=_errors(
-        (403, "Only station and admin devices register the station key (`forbidden`)."),
+        (
+            403,
+            "Only a station or admin device whose scope is everywhere registers or rotates the station key "
+            "(`forbidden`).",
+        ),
         (401, "No token, or an unknown or expired one."),
+        (
+            409,
+            "Another station key is registered, and this one is not a rotation signed by it (`station_key_conflict`).",
+        ),
     ),
-    summary="Register the station's X25519 public key",
+    summary="Register the station's public key, or rotate it with a signature of the current one",
 )
 def station_key(body: StationKeyRequest, storage: _StorageDep, found: Annotated[Device, Depends(_device)]) -> None:
-    """A station or admin device registers the key devices seal private content to."""
-    if found.role not in (Role.STATION, Role.ADMIN):
+    """A station or admin device scoped everywhere registers the key devices seal private content to: the first
+    one as it is, a later one only with the current key's signature handing over to it (devices check the same
+    signature: they keep the key they learned first otherwise)."""
+    if found.role not in (Role.STATION, Role.ADMIN) or EVERYWHERE not in found.grids:
         raise ApiError(
             ErrorCode.FORBIDDEN,
-            f"Device {found.name} is a {found.role.value} device; only a station or admin device registers the "
-            "station key.",
+            f"Device {found.name} is a {found.role.value} device in {', '.join(found.grids) or 'no grid'}; only a "
+            "station or admin device whose scope is everywhere registers or rotates the station key.",
         )
-    storage.set_station_public_key(bytes.fromhex(body.public_key))
+    try:
+        if body.signing_key is not None:
+            try:
+                sealing_key_of(bytes.fromhex(body.signing_key))
+            except InvalidInputError:
+                raise ApiError(
+                    ErrorCode.INVALID_REQUEST,
+                    "signing_key is not an Ed25519 public key.",
+                    [{"field": "signing_key", "problem": "not an Ed25519 public key"}],
+                ) from None
+            signature = None if body.signature is None else bytes.fromhex(body.signature)
+            storage.set_station_key(bytes.fromhex(body.signing_key), signature)
+        elif body.public_key is not None:
+            legacy = bytes.fromhex(body.public_key)
+            if storage.station_key_chain() or storage.station_public_key() not in (None, legacy):
+                raise AdminError("A station key is registered; a bare X25519 key cannot replace it.")
+            storage.set_station_public_key(legacy)
+        else:
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST,
+                "Give the station's signing_key (and a signature to rotate).",
+                [{"field": "signing_key", "problem": "missing"}],
+            )
+    except AdminError as exc:
+        raise ApiError(ErrorCode.STATION_KEY_CONFLICT, str(exc)) from None
 
 
 @router.post(

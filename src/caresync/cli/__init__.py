@@ -18,6 +18,7 @@ from caresync.cli.console import console, console_user
 from caresync.cli.export import export
 from caresync.cli.rounds import conflicts, report, visit
 from caresync.cli.station import dispute, init, resident, ticket, worker
+from caresync.cli.stationkey import station_key
 
 __all__ = ["main"]
 
@@ -43,6 +44,7 @@ for _command in (
     report,
     enroll,
     sync,
+    station_key,
     bundle,
     demo,
     inspect,

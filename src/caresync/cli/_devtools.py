@@ -251,6 +251,7 @@ def sync(
             "received": result.pulled,
             "waiting": result.waiting,
             "unsent": result.unsent,
+            "held": result.held,
             "refused": [{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
         }
@@ -261,5 +262,7 @@ def sync(
     if result.waiting:
         line += env.t("sync.waiting", n=f"{result.waiting:,}")
     click.echo(line)
+    if result.held:
+        click.echo(env.t("sync.held", n=f"{result.held:,}"))
     for r in result.refused:
         click.echo(env.t("sync.refused", kind=r.kind, record=r.record, reason=r.reason))

@@ -229,6 +229,29 @@ _M: dict[str, tuple[str, str]] = {
     "bundle.skipped": ("已跳过：{reason}", "skipped: {reason}"),
     "sync.waiting": ("（{n} 条等待其他设备的变更）", " ({n} waiting for others' changes)"),
     "sync.refused": ("服务器拒收 {kind}（{record}）：{reason}", "refused {kind} on {record}: {reason}"),
+    # station-key
+    "skey.created": (
+        "已在本设备生成驿站密钥：{key}\n下一步：caresync station-key register",
+        "Made the station's key on this device: {key}\nNext: caresync station-key register",
+    ),
+    "skey.registered": (
+        "已向同步服务器登记驿站公钥 {key}；各设备下次同步时取得并固定它。",
+        "Registered station public key {key} with the sync server; devices learn and pin it at their next sync.",
+    ),
+    "skey.rotated": (
+        "驿站密钥已更换为 {key}（由旧密钥签名）并已登记；旧密钥仍可打开以前加密的内容。",
+        "Rotated the station's key to {key} (signed by the old one) and registered it; the old key still opens "
+        "what was sealed to it.",
+    ),
+    "skey.held": ("本设备持有驿站密钥：{key}", "This device holds the station's key: {key}"),
+    "skey.not_held": ("本设备不持有驿站密钥", "This device does not hold the station's key"),
+    "skey.pinned": ("固定的驿站公钥：{key}", "Pinned station public key: {key}"),
+    "skey.none": ("尚无", "none yet"),
+    "skey.problem": ("已拒绝服务器提供的驿站密钥：{problem}", "Refused the station key the server offers: {problem}"),
+    "sync.held": (
+        "{n} 条变更含有文字内容，在本设备取得驿站密钥前留在本机、暂不发送",
+        "{n} change(s) hold free text and stay on this device, unsent, until it has the station's key",
+    ),
     # report
     "report.title": ("服务站报表 {period}（{grid}）", "Station report {period} ({grid})"),
     "report.all_grids": ("全部网格", "all grids"),
@@ -408,6 +431,12 @@ COURIER_MESSAGES = Catalog(
         "l_offset": {"en": "Clock offset", "zh": "时钟偏差"},
         "l_conflicts": {"en": "Conflicts", "zh": "冲突"},
         "l_refusals": {"en": "Refused by the server", "zh": "被服务器拒收"},
+        "l_held": {"en": "Kept until the station's key arrives", "zh": "等待驿站密钥、暂不发送"},
+        "held": {
+            "en": "{held} change(s) hold free text and stay on this handheld, unsent, until it has the station's key "
+            "(it learns it at a sync once the station registers it).",
+            "zh": "{held} 条记录含有文字内容，在本机取得驿站密钥前不会发送（驿站登记密钥后，下次同步即可取得）。",
+        },
         "l_holding": {"en": "Parcels you hold", "zh": "你手上的邮件"},
         "never": {"en": "never", "zh": "从未同步"},
         "none": {"en": "none", "zh": "无"},

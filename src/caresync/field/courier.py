@@ -447,6 +447,8 @@ class CourierStatus:
     """Changes the server refused, with its reason: they stay on the handheld."""
     holding: list[str]
     """Codes of the parcels this courier holds now (hand-ins the station has not receipted included)."""
+    held: int = 0
+    """Changes kept on this handheld, unsent, until it has the station's key to seal their free text."""
 
 
 def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierStatus:
@@ -470,4 +472,5 @@ def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierSt
         custody=[a.message for a in anomalies(replica)],
         refusals=[{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in replica.refusals()],
         holding=sorted(holding),
+        held=replica.device_log.held_count(),
     )

@@ -8,9 +8,10 @@ exports what a peer lacks, and keeps the marks sync leaves behind (cursors, what
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +25,34 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ids import entity_id_for, is_provisional
 from caresync.core.merge import State, value_of
 from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
-from caresync.errors import InvalidInputError, InvalidOpError, StoreError
+from caresync.errors import InvalidInputError, InvalidOpError, StoreError, TrustError
 from caresync.store.numbers import TicketNumbers
 from caresync.store.schema import ENTITY_TABLES
 from caresync.store.store import IngestResult, Store, identify
-from caresync.trust.keys import DeviceKey, StationKey
+from caresync.trust.keys import DeviceKey, StationKey, StationKeyLink, follow_station_chain
 from caresync.trust.scopes import RecordScope, may_read
 from caresync.trust.sealing import open_sealed, seal_body, unsealed_fields
 from caresync.trust.signing import sign_linked, verify_ops
 
-__all__ = ["SEALING_REQUIRED_META", "ApplyResult", "DeviceLog", "HasDeviceLog", "device_log_of"]
+__all__ = ["SEALING_REQUIRED_META", "STATION_SIGNING_META", "ApplyResult", "DeviceLog", "HasDeviceLog", "device_log_of"]
+
+#: The meta key of the station's Ed25519 public key this device pinned.
+STATION_SIGNING_META = "station_signing_key"
+
+
+def _installed_station_keys(store: Store) -> list[StationKey]:
+    """The station keys a station device holds: the current one, then those it rotated away from."""
+    keys: list[StationKey] = []
+    seed, legacy = store.get_meta("station_seed"), store.get_meta("station_key")
+    if seed:
+        keys.append(StationKey(bytes.fromhex(seed)))
+    elif legacy:
+        keys.append(StationKey.from_x25519(bytes.fromhex(legacy)))
+    for old in json.loads(store.get_meta("station_old_keys") or "[]"):
+        secret = bytes.fromhex(old["secret"])
+        keys.append(StationKey.from_x25519(secret) if old["legacy"] else StationKey(secret))
+    return keys
+
 
 #: Set (by enrolment) on a device that works with a sync server: with no station key yet, it keeps the work that
 #: holds free text in clear on the device (:meth:`DeviceLog.held_from`) instead of sending it.
@@ -100,9 +119,8 @@ class DeviceLog:
         self.logger = logger
         self._next_seq = store.version_vector().get(replica_id, 0) + 1
         public = store.get_meta("station_public_key")
-        secret = store.get_meta("station_key")
         self._station_public_key: bytes | None = bytes.fromhex(public) if public else None
-        self._station_key: StationKey | None = StationKey(bytes.fromhex(secret)) if secret else None
+        self._station_keys: list[StationKey] = _installed_station_keys(store)  # the current one first
         self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding the station key
         self._device_keys: dict[str, str | None] = {}  # device id -> its public key (hex), for history
         self.numbers = TicketNumbers(store, replica_id)
@@ -333,9 +351,9 @@ class DeviceLog:
 
     def readable(self, value: Any) -> Any:
         """``value`` (a state or an op body) with what this device's keys open opened; the rest as it is."""
-        if self._station_key is None:
+        if not self._station_keys:
             return value
-        return open_sealed(value, self._station_key, self._opened)
+        return open_sealed(value, self._station_keys, self._opened)
 
     def ops_of(self, eid: str) -> list[OpDict]:
         """Every op of one record, oldest first, as stored (sealed)."""
@@ -344,7 +362,7 @@ class DeviceLog:
     def readable_ops(self, eid: str) -> list[OpDict]:
         """Every op of one record, oldest first, opened where this device's keys open them."""
         ops = self.store.ops_of(eid)
-        if self._station_key is None:
+        if not self._station_keys:
             return ops
         return [{**op, "body": self.readable(op["body"])} for op in ops]
 
@@ -367,22 +385,92 @@ class DeviceLog:
     @property
     def station_key(self) -> StationKey | None:
         """The station's key pair, on a device the station trusts to read sealed fields; None elsewhere."""
-        return self._station_key
+        return self._station_keys[0] if self._station_keys else None
+
+    @property
+    def station_signing_key(self) -> bytes | None:
+        """The station's Ed25519 public key this device pinned (None until it learns one, or when it pinned only
+        the X25519 key of a station key of an earlier release)."""
+        pinned = self.store.get_meta(STATION_SIGNING_META)
+        return bytes.fromhex(pinned) if pinned else None
 
     def set_station_public_key(self, public_key: bytes) -> None:
-        """From now on, seals the private fields of every change made here to this station key."""
+        """Pins this X25519 station key (the sealing half), given by hand, when this device knows none yet: from
+        now on every change made here seals its private fields to it.
+
+        Raises:
+            InvalidInputError: not 32 bytes. TrustError: this device already keeps another station key (a new one
+                comes only as a rotation signed by the old: :meth:`learn_station_key`).
+        """
         if len(public_key) != 32:
             raise InvalidInputError("Not a station key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
+        if self._station_public_key not in (None, bytes(public_key)):
+            raise TrustError(
+                f"This device keeps station key {self._station_public_key.hex()} (learned first); it takes another "
+                "one only as a rotation signed by that key. Nothing changed."
+            )
         self.store.set_meta("station_public_key", public_key.hex())
         self._station_public_key = bytes(public_key)
         self.seal_held()
 
-    def install_station_key(self, key: StationKey) -> None:
-        """Keeps the station's key pair in the replica file: this device reads sealed fields and seals to it."""
+    def trust_station_key(self, signing_public_key: bytes) -> None:
+        """Pins the station's key by its Ed25519 public key (as ``caresync station-key show`` prints it), given
+        by hand, when this device knows none yet (or the same).
+
+        Raises:
+            InvalidInputError: not a station public key. TrustError: this device already keeps another one.
+        """
+        self.learn_station_key([StationKeyLink(bytes(signing_public_key))], None)
+
+    def learn_station_key(self, chain: Sequence[StationKeyLink], legacy_public_key: bytes | None) -> bool:
+        """Takes the station key a server (or a person) offers, by the pinning rule: the first key this device
+        learns is kept; a newer one only through rotations signed by the key before it
+        (:func:`~caresync.trust.keys.follow_station_chain`). ``legacy_public_key`` is a bare X25519 key of a
+        server whose station registered a key of an earlier release (no chain): taken only when this device knows
+        none. Returns True when the device's key changed (held work is then sealed).
+
+        Raises:
+            TrustError: the offer does not follow from the key this device keeps; nothing changed.
+        """
+        pinned_signing = self.station_signing_key
+        newest = follow_station_chain(pinned_signing, self._station_public_key, list(chain))
+        if newest is None:
+            if legacy_public_key is None or self._station_public_key == legacy_public_key:
+                return False
+            if self._station_public_key is not None:
+                raise TrustError(
+                    f"The sync server offers station key {legacy_public_key.hex()}, not the one this device learned "
+                    f"first ({self._station_public_key.hex()}), with no rotation signed by it: refused. This device "
+                    "keeps sealing to the key it has; ask the station."
+                )
+            self.set_station_public_key(legacy_public_key)
+            return True
+        if newest.signing_key == pinned_signing and newest.public_key == self._station_public_key:
+            return False
         with self.store.write():
-            self.store.set_meta("station_key", key.secret.hex())
+            self.store.set_meta(STATION_SIGNING_META, newest.signing_key.hex())
+            self.store.set_meta("station_public_key", newest.public_key.hex())
+        if self._station_public_key is not None and self._station_public_key != newest.public_key:
+            self.logger.warning("the station rotated its key: sealing to %s from now on", newest.signing_key.hex())
+        self._station_public_key = newest.public_key
+        self.seal_held()
+        return True
+
+    def install_station_key(self, key: StationKey) -> None:
+        """Keeps the station's key pair in the replica file: this device reads sealed fields and seals to it.
+        A key installed before stays, to open what was sealed to it (after a rotation)."""
+        previous = [k for k in self._station_keys if k.public_key != key.public_key]
+        with self.store.write():
+            self.store.set_meta("station_key" if key.legacy else "station_seed", key.secret.hex())
+            self.store.sql("DELETE FROM meta WHERE key = ?", ("station_seed" if key.legacy else "station_key",))
+            self.store.set_meta(
+                "station_old_keys",
+                json.dumps([{"legacy": k.legacy, "secret": k.secret.hex()} for k in previous]),
+            )
             self.store.set_meta("station_public_key", key.public_key.hex())
-        self._station_key = key
+            if key.signing_public_key is not None:
+                self.store.set_meta(STATION_SIGNING_META, key.signing_public_key.hex())
+        self._station_keys = [key, *previous]
         self._station_public_key = key.public_key
         self.seal_held()
 

@@ -231,6 +231,8 @@ def request_json(
         response = http.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise _unreachable(url.rsplit("/v1/", 1)[0], exc) from exc
+    if response.status_code == 204:  # done, nothing to say (PUT /v1/station-key)
+        return {}
     if response.is_success:
         try:
             data = response.json()

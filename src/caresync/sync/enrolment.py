@@ -26,11 +26,12 @@ import httpx
 from caresync.core.domain import Role
 from caresync.core.model import ms_to_datetime
 from caresync.errors import InvalidInputError, ServerRefusedError, SyncError, TrustError
-from caresync.store.devicelog import SEALING_REQUIRED_META, DeviceLog, HasDeviceLog, device_log_of
+from caresync.store.devicelog import SEALING_REQUIRED_META, STATION_SIGNING_META, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync import netsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, client_for, request_json
 from caresync.sync.netsync import SERVER_KEY_META, SyncResult
 from caresync.trust.codes import check_code, normalize_code, token_proof
+from caresync.trust.keys import StationKeyLink
 from caresync.trust.scopes import covers
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "sync",
 ]
 
+#: Where the device keeps the last station key offer it refused (JSON: when, why).
+STATION_REFUSED_META = "station_key_refused"
 #: :func:`sync` renews a token that expires within this time (or within a third of its lifetime, if shorter).
 RENEW_BEFORE_MS = 7 * 86_400_000
 
@@ -60,6 +63,8 @@ META_KEYS = {
     "server_grids": "its grids (JSON list)",
     "server_scope_version": "the version of its role and grids last applied",
     "station_public_key": "the station's X25519 public key, hex (what private content is sealed to)",
+    "station_signing_key": "the station's Ed25519 public key, hex: its identity, pinned on first sight",
+    "station_key_refused": "the last station key offer this device refused, and why (JSON)",
     "server_public_key": "the server's Ed25519 public key, hex (what signs the answers couriers carry back)",
     "scope_changes": "the log of scope changes (JSON list)",
     "scope_purge_pending": "set while records outside the scope are kept for their unsent work",
@@ -80,6 +85,11 @@ class Enrolment:
     token_expires_at: datetime
     scope_version: int
     station_public_key: bytes | None
+    station_signing_key: bytes | None = None
+    """The station's Ed25519 public key this device pinned (its identity)."""
+    station_key_problem: str | None = None
+    """Why the device refused the station key its server offers last (another key, with no rotation signed by the
+    pinned one), or None."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,8 @@ def enrolment(holder: DeviceLog | HasDeviceLog) -> Enrolment | None:
     meta = _meta(device)
     if "server_url" not in meta or "server_token" not in meta:
         return None
-    station = meta.get("station_public_key")
+    station, signing = meta.get("station_public_key"), meta.get(STATION_SIGNING_META)
+    refused = meta.get(STATION_REFUSED_META)
     return Enrolment(
         server_url=meta["server_url"],
         device=meta.get("server_device", ""),
@@ -112,6 +123,8 @@ def enrolment(holder: DeviceLog | HasDeviceLog) -> Enrolment | None:
         token_expires_at=ms_to_datetime(int(meta["server_token_expires_ms"])),
         scope_version=int(meta["server_scope_version"]),
         station_public_key=bytes.fromhex(station) if station else None,
+        station_signing_key=bytes.fromhex(signing) if signing else None,
+        station_key_problem=json.loads(refused)["reason"] if refused else None,
     )
 
 
@@ -166,19 +179,31 @@ def _save(device: DeviceLog, answer: Mapping[str, Any], server_url: str | None =
     _learn_station_key(device, answer)
 
 
-def _learn_station_key(device: DeviceLog, answer: Mapping[str, Any]) -> None:
+def _learn_station_key(device: DeviceLog, answer: Mapping[str, Any]) -> str | None:
     """Takes the station key a server answer carries (enrolment, token renewal, ``GET /v1/device``), whatever
     the order of set-up: a device enrolled before the station registered its key learns it at its next sync,
-    seals the work it kept for want of it, and sends it."""
-    station = answer.get("station_public_key")
-    if station is None:
-        return
+    seals the work it kept for want of it, and sends it.
+
+    The key is pinned (:meth:`~caresync.store.devicelog.DeviceLog.learn_station_key`): a server that offers
+    another key without a rotation signed by the pinned one is refused; the refusal is kept in the replica
+    (``station_key_refused``, shown by :func:`enrolment`), logged, and returned; the device goes on sealing to the
+    key it has."""
+    station, raw_chain = answer.get("station_public_key"), answer.get("station_key_chain") or []
     try:
-        public_key = bytes.fromhex(str(station))
-    except ValueError as exc:
-        raise SyncError(f"The sync server sent a station key this device cannot read ({exc}).") from exc
-    if device.station_public_key is None:
-        device.set_station_public_key(public_key)
+        legacy = bytes.fromhex(str(station)) if station is not None else None
+        if not isinstance(raw_chain, list):
+            raise TrustError("The station key chain is not a list.")
+        chain = [StationKeyLink.from_json(link) for link in raw_chain]
+        device.learn_station_key(chain, legacy)
+    except (TrustError, InvalidInputError, ValueError) as exc:
+        problem = str(exc)
+        device.store.set_meta(
+            STATION_REFUSED_META, json.dumps({"at": device.clock.physical_ms(), "reason": problem}, ensure_ascii=False)
+        )
+        device.logger.warning("station key refused: %s", problem)
+        return problem
+    device.forget_meta(key=STATION_REFUSED_META)
+    return None
 
 
 # --- enrolment and tokens ----------------------------------------------------------------------------------------
@@ -284,7 +309,7 @@ def sync(
             info = request_json(http, "GET", creds.server_url + "/v1/device", token=_token(device))
         if not device.sealing_required:  # enrolled before this rule: it holds from now on too
             device.store.set_meta(SEALING_REQUIRED_META, "1")
-        _learn_station_key(device, info)
+        station_problem = _learn_station_key(device, info)
         change = _scope_of(info, creds)
         if change is not None and _widens(creds, change):
             with device.store.write():  # pull everything again: the device gets what it may now hold
@@ -300,6 +325,7 @@ def sync(
             _apply_scope_change(device, creds, *change)
         elif device.store.get_meta("scope_purge_pending"):  # records kept last time for their unsent work
             _apply_scope_change(device, creds, creds.role, creds.grids, creds.scope_version)
+    result.station_key_problem = station_problem
     return result
 
 

@@ -102,6 +102,9 @@ class SyncResult:
     """Ops of this device kept on it, unsent, because they hold free text in clear and the device has no station
     key to seal it with yet (see :meth:`caresync.store.devicelog.DeviceLog.held_from`); they are sealed and sent
     once it has the key."""
+    station_key_problem: str | None = None
+    """Why this device refused the station key the server offers (another key, with no rotation signed by the
+    one it pinned), or None; the device goes on sealing to the key it has."""
     clock_offset_ms: int | None = None
     """The server's view of this device's clock error at the last exchange (server minus device)."""
 

@@ -6,6 +6,10 @@
 - Private content is *sealed* to the station's X25519 public key (libsodium sealed boxes): only a holder of
   the :class:`StationKey` secret reads it. A sealed value travels and is stored as text
   ``sealed:1:<base64>``, so it fits wherever a string does.
+- The station's key is an Ed25519 key too: its public half (:attr:`StationKey.signing_public_key`) is the
+  station's identity, which devices pin on first sight, and the X25519 key they seal to is derived from it (as
+  libsodium converts keys; :func:`sealing_key_of`). A new station key is accepted only with a rotation signed by
+  the old one (:meth:`StationKey.sign_rotation`, :func:`follow_station_chain`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import hashlib
 import json
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import nacl.exceptions
 import nacl.public
 import nacl.signing
-from nacl.bindings import crypto_sign_open
+from nacl.bindings import (
+    crypto_sign_ed25519_pk_to_curve25519,
+    crypto_sign_ed25519_sk_to_curve25519,
+    crypto_sign_open,
+)
 
 from caresync.errors import InvalidInputError, TrustError
 
@@ -29,11 +38,15 @@ __all__ = [
     "SEALED_PREFIX",
     "DeviceKey",
     "StationKey",
+    "StationKeyLink",
     "content_hash",
+    "follow_station_chain",
     "is_sealed",
     "origin_of",
+    "rotation_message",
     "seal",
     "seal_value",
+    "sealing_key_of",
     "unseal",
     "unseal_value",
     "verify_signature",
@@ -91,27 +104,87 @@ class DeviceKey:
         return f"DeviceKey(origin={self.origin!r})"
 
 
+def sealing_key_of(signing_public_key: bytes) -> bytes:
+    """The X25519 public key devices seal to, derived from a station's Ed25519 public key (its identity).
+
+    Raises:
+        InvalidInputError: not an Ed25519 public key.
+    """
+    try:
+        return bytes(crypto_sign_ed25519_pk_to_curve25519(bytes(signing_public_key)))
+    except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError, TypeError):
+        raise InvalidInputError(
+            "Not a station public key", [("public_key", "must be the station's 32-byte Ed25519 public key")]
+        ) from None
+
+
+def rotation_message(old_signing_key: bytes, new_signing_key: bytes) -> bytes:
+    """What the old station key signs to hand over to a new one."""
+    return b"caresync station-key rotation v1\n" + bytes(old_signing_key) + bytes(new_signing_key)
+
+
 class StationKey:
-    """The station's X25519 key pair: what devices seal private content to. Keep ``secret`` on station devices."""
+    """The station's key: an Ed25519 key (its identity, which signs a rotation to a new key) and the X25519 key
+    pair derived from it, which devices seal private content to. Keep ``secret`` on station devices.
 
-    __slots__ = ("_box", "_key", "public_key")
+    ``StationKey(seed)`` makes it from a 32-byte Ed25519 seed; :meth:`from_x25519` loads a station key of an
+    earlier release (a bare X25519 key pair: it opens and seals, but cannot sign a rotation).
+    """
 
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) != 32:
-            raise InvalidInputError("Not a station key", [("secret", f"must be 32 bytes, got {len(secret)}")])
-        self._key = nacl.public.PrivateKey(secret)
+    __slots__ = ("_box", "_key", "_signer", "public_key", "signing_public_key")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise InvalidInputError("Not a station key", [("secret", f"must be 32 bytes, got {len(seed)}")])
+        signer = nacl.signing.SigningKey(seed)
+        verify = bytes(signer.verify_key)
+        self._setup(crypto_sign_ed25519_sk_to_curve25519(bytes(seed) + verify), signer)
+
+    def _setup(self, x25519_secret: bytes, signer: nacl.signing.SigningKey | None) -> None:
+        self._signer = signer
+        self._key = nacl.public.PrivateKey(x25519_secret)
         self._box = nacl.public.SealedBox(self._key)
         self.public_key: bytes = bytes(self._key.public_key)
+        """The X25519 public key devices seal to."""
+        self.signing_public_key: bytes | None = None if signer is None else bytes(signer.verify_key)
+        """The Ed25519 public key: the station's identity, pinned by devices (None for a key of an earlier
+        release)."""
+
+    @classmethod
+    def from_x25519(cls, secret: bytes) -> StationKey:
+        """A station key of an earlier release: a bare X25519 key pair (it cannot sign a rotation)."""
+        if len(secret) != 32:
+            raise InvalidInputError("Not a station key", [("secret", f"must be 32 bytes, got {len(secret)}")])
+        key = cls.__new__(cls)
+        key._setup(bytes(secret), None)
+        return key
 
     @classmethod
     def generate(cls) -> StationKey:
-        """A new random key pair."""
-        return cls(bytes(nacl.public.PrivateKey.generate()))
+        """A new random key."""
+        return cls(bytes(nacl.signing.SigningKey.generate()))
 
     @property
     def secret(self) -> bytes:
-        """The 32 secret bytes."""
-        return bytes(self._key)
+        """The 32 secret bytes: the Ed25519 seed (the X25519 secret for a key of an earlier release)."""
+        return bytes(self._signer) if self._signer is not None else bytes(self._key)
+
+    @property
+    def legacy(self) -> bool:
+        """True for a bare X25519 key of an earlier release, which cannot sign."""
+        return self._signer is None
+
+    def sign_rotation(self, new: StationKey) -> bytes:
+        """This key's signature handing over to ``new`` (:func:`rotation_message`); devices that pinned this key
+        accept ``new`` with it.
+
+        Raises:
+            TrustError: either key is a bare X25519 key of an earlier release.
+        """
+        if self._signer is None or new.signing_public_key is None:
+            raise TrustError("A station key of an earlier release cannot sign a rotation; enrol the devices again.")
+        assert self.signing_public_key is not None
+        return bytes(self._signer.sign(rotation_message(self.signing_public_key, new.signing_public_key)).signature)
 
     def unseal(self, value: str) -> bytes:
         """The plaintext of a sealed value. Raises TrustError when it was not sealed to this key or was altered."""
@@ -119,6 +192,82 @@ class StationKey:
 
     def __repr__(self) -> str:
         return f"StationKey(public_key={self.public_key.hex()[:16]}…)"
+
+
+@dataclass(frozen=True)
+class StationKeyLink:
+    """One station key in the chain a server keeps: its Ed25519 public key, and the previous key's signature
+    handing over to it (None for the first)."""
+
+    signing_key: bytes
+    signature: bytes | None = None
+
+    @property
+    def public_key(self) -> bytes:
+        """The X25519 key devices seal to under this station key."""
+        return sealing_key_of(self.signing_key)
+
+    def to_json(self) -> dict[str, str | None]:
+        """The link as the protocol carries it (hex)."""
+        return {
+            "signing_key": self.signing_key.hex(),
+            "signature": None if self.signature is None else self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> StationKeyLink:
+        """A link from its protocol form. Raises TrustError when it is malformed."""
+        try:
+            signing = bytes.fromhex(str(value["signing_key"]))
+            signature = value.get("signature")
+            link = cls(signing, None if signature is None else bytes.fromhex(str(signature)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TrustError(f"A station key link is malformed ({exc}).") from None
+        if len(signing) != 32 or (link.signature is not None and len(link.signature) != 64):
+            raise TrustError("A station key link is malformed (wrong key or signature length).")
+        return link
+
+
+def follow_station_chain(
+    pinned_signing: bytes | None, pinned_sealing: bytes | None, chain: list[StationKeyLink]
+) -> StationKeyLink | None:
+    """The newest station key a device may take from a server's chain, given the key it pinned first.
+
+    A device with no key pinned takes the newest (trust on first sight). A device that pinned a key takes a newer
+    one only through rotations, each signed by the key before it, starting at its own pinned key (known by its
+    Ed25519 key, or, for a device that pinned only the X25519 key of a signing key, by that). Returns None when the
+    chain is empty.
+
+    Raises:
+        TrustError: the chain does not lead from the pinned key to its newest key by valid signatures (the message
+            says what was offered); the device keeps its pinned key.
+    """
+    if not chain:
+        return None
+    start = 0
+    if pinned_signing is not None or pinned_sealing is not None:
+        found = [
+            i
+            for i, link in enumerate(chain)
+            if link.signing_key == pinned_signing or (pinned_signing is None and link.public_key == pinned_sealing)
+        ]
+        if not found:
+            pinned = (pinned_signing or pinned_sealing or b"").hex()
+            raise TrustError(
+                f"The sync server offers station key {chain[-1].signing_key.hex()}, and no rotation signed by the "
+                f"station key this device learned first ({pinned}) leads to it: it was not made by the station. "
+                "This device keeps sealing to the key it has; ask the station."
+            )
+        start = found[-1]
+    for before, after in zip(chain[start:], chain[start + 1 :], strict=False):
+        message = rotation_message(before.signing_key, after.signing_key)
+        if after.signature is None or not verify_signature(before.signing_key, message, after.signature):
+            raise TrustError(
+                f"The sync server offers station key {after.signing_key.hex()} as a rotation of "
+                f"{before.signing_key.hex()}, but the old key did not sign it: refused. This device keeps sealing to "
+                "the key it has; ask the station."
+            )
+    return chain[-1]
 
 
 def seal(public_key: bytes, plaintext: bytes) -> str:

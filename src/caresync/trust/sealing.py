@@ -17,7 +17,7 @@ The one sealing API, for the library and for anything built on it (attachments, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caresync.errors import TrustError
@@ -114,22 +114,31 @@ def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dic
     return sealed
 
 
-def open_sealed(value: Any, key: StationKey, cache: dict[str, Any]) -> Any:
-    """``value`` with every sealed string inside it opened with ``key`` (nested lists and dicts too); a value
-    that cannot be opened stays sealed. ``cache`` keeps opened values (opening costs about 50 µs)."""
+def open_sealed(value: Any, key: StationKey | Sequence[StationKey], cache: dict[str, Any]) -> Any:
+    """``value`` with every sealed string inside it opened with ``key`` (or the first of several keys that opens
+    it: a station keeps the keys it rotated away from), nested lists and dicts too; a value that cannot be opened
+    stays sealed. ``cache`` keeps opened values (opening costs about 50 µs)."""
+    keys = (key,) if isinstance(key, StationKey) else tuple(key)
+    return _open(value, keys, cache)
+
+
+def _open(value: Any, keys: tuple[StationKey, ...], cache: dict[str, Any]) -> Any:
     if type(value) is str:
         if not value.startswith("sealed:1:"):
             return value
         opened = cache.get(value, cache)
         if opened is cache:
-            try:
-                opened = unseal_value(key, value)[0]
-            except TrustError:
-                opened = value
+            opened = value
+            for key in keys:
+                try:
+                    opened = unseal_value(key, value)[0]
+                    break
+                except TrustError:
+                    continue
             cache[value] = opened
         return opened
     if type(value) is list:
-        return [open_sealed(item, key, cache) for item in value]
+        return [_open(item, keys, cache) for item in value]
     if type(value) is dict:
-        return {k: open_sealed(v, key, cache) for k, v in value.items()}
+        return {k: _open(v, keys, cache) for k, v in value.items()}
     return value

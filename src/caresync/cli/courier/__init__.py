@@ -29,7 +29,7 @@ from caresync.cli._errors import EXIT_OFFLINE, EXIT_REFUSED, EXIT_SERVER_REFUSED
 from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.core.model import ms_to_datetime
-from caresync.errors import CaresyncError, ServerRefusedError, SyncError
+from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
 from caresync.field import courier
 from caresync.field.i18n import language_in_argv, pick_language
 from caresync.replica import Replica
@@ -277,7 +277,11 @@ def enroll(env: _Env, args: tuple[str, ...], server_url: str | None, name: str |
 @click.argument("server_url")
 @click.option("--token", required=True, envvar="CARESYNC_TOKEN", help="The device token the station printed.")
 @click.option("--name", default=None, help="Your name or worker id, recorded on your hand-overs.")
-@click.option("--station-key", default=None, help="The station's public key (hex), to seal residents' requests.")
+@click.option(
+    "--station-key",
+    default=None,
+    help="The station's public key (hex, as `caresync station-key show` prints it), pinned to seal requests.",
+)
 @_common
 @_pass_env
 def connect(env: _Env, server_url: str, token: str, name: str | None, station_key: str | None) -> None:
@@ -298,7 +302,10 @@ def connect(env: _Env, server_url: str, token: str, name: str | None, station_ke
     env.save_settings(settings)
     with env.replica() as replica:
         if key is not None:
-            courier.remember_station_key(replica, key)
+            try:
+                replica.trust_station_key(key)
+            except InvalidInputError:
+                raise _Failure("bad_key", env.t("bad_key"), EXIT_REFUSED) from None
         env.out(
             {"url": url, "name": replica.actor, "replica": replica.id},
             [env.t("enrolled", url=url, name=replica.actor, replica=replica.id)],
@@ -455,11 +462,14 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
             else:
                 lines.append(env.t("relay_refused", bundle=d.bundle, origin=d.origin, reason=d.reason))
         lines.extend(env.t("refused_op", kind=r.kind, record=r.record, reason=r.reason) for r in result.refused)
+        if result.held:
+            lines.append(env.t("held", held=result.held))
         data = {
             "sent": result.pushed,
             "already_held": result.already_held,
             "received": result.pulled,
             "unsent": result.unsent,
+            "held": result.held,
             "waiting": result.waiting,
             "refused": [asdict(r) for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
@@ -485,6 +495,7 @@ def status(env: _Env) -> None:
         ("l_offset", f"{state.clock_offset_ms / 1000:+.1f} s"),
         ("l_conflicts", str(len(state.conflicts) + len(state.custody))),
         ("l_refusals", str(len(state.refusals))),
+        ("l_held", str(state.held)),
         ("l_holding", ", ".join(state.holding) or none),
     ]
     lines = [env.t("status_line", label=env.t(label), value=value) for label, value in rows]
