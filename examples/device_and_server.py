@@ -7,6 +7,9 @@ What it shows:
 - enrolment: the station issues a one-time code per device (``issue_code``, what ``caresync-server enroll``
   prints); each device claims it once with ``replica.enroll(url, code)``, and from then on ``replica.sync()``
   needs no address and no token;
+- the station's key: made on the desk and registered with the server (``caresync.sync.stationkey``, or the
+  ``caresync station-key`` commands); the phone learns it and seals residents' free text (names, titles, notes)
+  to it, so the desk reads them and the server cannot;
 - scope: the phone pulls only its grid's records (a request in another community never reaches it);
 - work made offline on the phone reaches the station through the server;
 - what the server refuses (a grid worker may not add a worker: only the station may) stays on the phone, with
@@ -26,6 +29,7 @@ from pathlib import Path
 from caresync_server.testing import ServerProcess, issue_code
 
 from caresync import Replica
+from caresync.sync.stationkey import create_station_key, register_station_key
 
 
 def main(folder: Path) -> None:
@@ -41,6 +45,8 @@ def main(folder: Path) -> None:
             Replica.open(folder / "phone.db", actor="grid-li") as phone,
         ):
             desk.enroll(server.url, desk_code)
+            create_station_key(desk)  # the station's key: its secret stays in the desk's replica file
+            register_station_key(desk)  # devices learn its public half from the server, and pin it
             enrolled = phone.enroll(server.url, phone_code)
             print(f"phone enrolled as {enrolled.device} ({enrolled.role}, grids {list(enrolled.grids)})")
 
@@ -53,7 +59,8 @@ def main(folder: Path) -> None:
             print(f"station desk: pushed {result.pushed}, pulled {result.pulled}")
 
             result = phone.sync()
-            print(f"phone: pulled {result.pulled}; its tickets: {[t.title for t in phone.tickets.list()]}")
+            numbers = [t.number for t in phone.tickets.list()]  # titles are sealed to the station: the phone holds them
+            print(f"phone: pulled {result.pulled}; its tickets: {numbers}")
 
             # on the phone, in a basement with no signal
             phone.tickets.accept(tank.id, assignee="grid-li")

@@ -22,7 +22,7 @@ from caresync_server.testing import ServerProcess, issue_code, register_station_
 
 from caresync import Replica, ServerRefusedError, StationKey
 from caresync.field.knock import raise_ticket
-from caresync.sync.bundles.relay import make_bundle
+from caresync.sync.bundles.relay import make_bundle, write_bundle
 from caresync.testing import FakeClock
 from tests.server_support import enroll, postgres_database
 
@@ -112,12 +112,16 @@ def test_what_caresync_writes_itself_carries_no_free_text_in_clear(tmp_path: Pat
                 clock.advance(DAY)
             raised = raise_ticket(knocker, wang.id)
             assert raised.title.startswith("sealed:1:")  # a title is free text: sealed like any other
-            knocker.sync()
 
+            # the knocker has no network: its work goes as a bundle in a courier's bag, with the courier's report
+            write_bundle(knocker, tmp_path / "knocker.bundle")
             courier_home = tmp_path / "courier"
             _courier(courier_home, "enroll", server.url, codes["courier"], "--name", "chen")
+            assert _courier(courier_home, "carry", "import", str(tmp_path / "knocker.bundle"))["new"] is True
             reported = _courier(courier_home, "report", "sentiment", REPORT, "--grid", GRID)
-            assert _courier(courier_home, "sync")["unsent"] == 0
+            delivered = _courier(courier_home, "sync")
+            assert delivered["unsent"] == 0 and delivered["relayed"][0]["stored"] == 4  # type: ignore[index]
+            knocker.sync()
 
             station.sync(server.url, token=station_token)
             opened = station.tickets.get(raised.id)  # the station reads the raised request: from structure only
@@ -140,7 +144,8 @@ def test_what_caresync_writes_itself_carries_no_free_text_in_clear(tmp_path: Pat
             "the station's file": _file_bytes(tmp_path / "station.db"),
             "the knocker's phone": _file_bytes(tmp_path / "knocker.db"),
             "the grid worker's phone": _file_bytes(tmp_path / "worker.db"),
-            "the courier's handheld": _file_bytes(courier_home),
+            "the courier's handheld and bag": _file_bytes(courier_home),
+            "the knocker's bundle": _file_bytes(tmp_path / "knocker.bundle"),
             "the server": _server_bytes(database_url, server),
         }
         for holder, raw in holders.items():
