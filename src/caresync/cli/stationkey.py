@@ -73,7 +73,7 @@ def station_key_rotate(env: Env) -> None:
 @common_options
 def station_key_show(env: Env) -> None:
     """Prints the station key this device holds or pins, and any key offer it refused."""
-    with env.open(writes=False) as replica:
+    with env.read() as replica:
         info = _described(replica)
     lines = [env.t("skey.held" if info["holds_station_key"] else "skey.not_held", key=info["station_key"])]
     lines.append(env.t("skey.pinned", key=info["pinned"] or info["sealing_key"] or env.t("skey.none")))
