@@ -41,3 +41,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A server database for one test, once on SQLite (a file in the test's folder) and once on a fresh PostgreSQL
+    database (skipped when PostgreSQL is not reachable)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'server.db'}"
+    else:
+        from tests.server_support import postgres_database
+
+        with postgres_database() as url:
+            yield url

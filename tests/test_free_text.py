@@ -14,7 +14,6 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from caresync import Replica, ServerRefusedError, StationKey
 from caresync.field.knock import raise_ticket
 from caresync.sync.bundles.relay import make_bundle, write_bundle
 from caresync.testing import FakeClock
-from tests.server_support import enroll, postgres_database
+from tests.server_support import enroll
 
 GRID = "changnan/dorm/3"
 NAME = "Marker-Name-Qx7 王秀英"
@@ -36,15 +35,6 @@ KEPT_NOTE = "Marker-Kept-Qx7 老人说儿子很久没回来"
 MARKERS = [NAME, ADDRESS, KNOCK_NOTE, REPORT, COMMENT, KEPT_NOTE]
 MARKER_PARTS = [m.split(" ", 1)[part] for m in MARKERS for part in (0, 1)]  # each half alone must not show either
 DAY = 86_400_000
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def _server_bytes(database_url: str, server: ServerProcess) -> bytes:

@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,20 +21,11 @@ from caresync_server.testing import ServerProcess
 
 from caresync import Replica, SyncError
 from tests.netsync_support import FlakyTransport, all_ops, describe, random_work
-from tests.server_support import enroll, postgres_database
+from tests.server_support import enroll
 
 DEVICES = 5
 ROUNDS = 6
 CHILD = Path(__file__).parent / "crash_helpers" / "net_sync_child.py"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def _sync_flaky(device: Replica, server: ServerProcess, token: str, rng: random.Random) -> int:

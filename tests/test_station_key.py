@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,10 @@ from caresync import Replica, ServerRefusedError, StationKey, TrustError
 from caresync.cli import main
 from caresync.sync import stationkey
 from caresync.trust.keys import StationKeyLink, follow_station_chain
-from tests.server_support import postgres_database
 
 GRID = "changnan/dorm/3"
 NOTE_AFTER_ROTATION = "Marker-Rotated-Kp4 她说药快吃完了"
 NOTE_AFTER_FORGERY = "Marker-Forged-Kp4 邻居说她两天没出门"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def _caresync(db: Path, *args: str) -> Any:
