@@ -98,6 +98,12 @@ def test_switch_to_chinese_and_back_on_every_page(page: Any, served: RunningCons
     assert page.url == served.url + "/requests"
     assert page.locator("html").get_attribute("lang") == "zh-CN"
     assert "诉求" in page.locator("h1").inner_text()
+    links = page.locator("nav a")
+    for i in range(links.count()):  # every page of the navigation speaks Chinese, switch included
+        page.locator("nav a").nth(i).click()
+        assert page.locator("html").get_attribute("lang") == "zh-CN"
+        assert any("\u4e00" <= c <= "\u9fff" for c in page.locator("h1").inner_text()), page.url
+        assert page.locator("#lang-switch").inner_text() == "English"
     page.click("nav >> text=登记诉求")
     assert "登记诉求" in page.locator("h1").inner_text()
     page.click("#lang-switch")

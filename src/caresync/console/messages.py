@@ -288,6 +288,13 @@ _M: dict[str, tuple[str, str]] = {
         "CSV 和 XLSX 文件含居民隐私信息，请妥善保管。",
         "The CSV and XLSX files hold residents' private details: keep them safe.",
     ),
+    # roles (devices and workers)
+    "role.courier": ("快递小哥", "courier"),
+    "role.knocker": ("敲夫", "door-knocker"),
+    "role.grid_worker": ("网格员", "grid worker"),
+    "role.mediator": ("调解员", "mediator"),
+    "role.station": ("服务站", "station"),
+    "role.admin": ("管理员", "admin"),
     # a record's history: what each change did
     "op.ticket.create": ("下单", "request placed"),
     "op.ticket.set": ("修改 {field}", "changed {field}"),
