@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from starlette.applications import Starlette
@@ -15,7 +17,15 @@ from starlette.applications import Starlette
 from caresync.console import ConsoleSettings, create_app
 
 PASSWORD = "correct horse battery"
+T = TypeVar("T")
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a test's coroutine to its end on a thread of its own, so that it has an event loop to itself even when
+    this thread has one running (the browser tests' Playwright keeps one for the whole session)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def csrf_of(html: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -10,13 +9,9 @@ import pytest
 
 from caresync import Replica
 
-from .support import PASSWORD, client, csrf_of, running, sign_in
+from .support import PASSWORD, client, csrf_of, run, running, sign_in
 
 pytestmark = pytest.mark.filterwarnings("error")
-
-
-def run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
 
 
 PAGES = ["/", "/intake", "/requests", "/requests?view=board", "/conflicts"]

@@ -3,7 +3,6 @@ enrols one (whose code a phone then redeems), changes its scope and revokes it, 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from caresync_server.testing import ServerProcess, issue_code
 from caresync import Replica, ServerRefusedError
 from caresync.sync.admin import server_devices
 
-from .support import client, running, sign_in
+from .support import client, run, running, sign_in
 
 
 def test_enrol_revoke_and_rescope_devices_from_the_console(tmp_path: Path) -> None:
@@ -46,7 +45,7 @@ def test_enrol_revoke_and_rescope_devices_from_the_console(tmp_path: Path) -> No
                     assert payload.group(2) == (f"caresync:enrol?server={server.url}&amp;code={code.group(1)}")
                     return code.group(1)
 
-        code = asyncio.run(go())
+        code = run(go())
         with Replica.open(tmp_path / "phone.db", actor="grid-li") as phone:
             found = phone.enroll(server.url, code)
             assert found.grids == ("c/a", "c/b")
@@ -73,7 +72,7 @@ def test_enrol_revoke_and_rescope_devices_from_the_console(tmp_path: Path) -> No
                     after = (await http.get("/devices")).text
                     assert "revoked" in after
 
-        asyncio.run(manage())
+        run(manage())
         with Replica.open(tmp_path / "station.db", actor="desk") as station:
             phone = next(d for d in server_devices(station) if d.name == "phone-grid-li")
             assert phone.revoked and phone.role == "knocker" and phone.grids == ("c/a",)

@@ -4,7 +4,6 @@ that stops answering is shown, not hidden."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from caresync_server.testing import ServerProcess, issue_code
 
 from caresync import Replica
 
-from .support import client, running, sign_in
+from .support import client, run, running, sign_in
 
 
 def _until(check: object, timeout_s: float = 60) -> None:
@@ -57,6 +56,6 @@ def test_background_sync_brings_other_devices_work_to_the_pages(tmp_path: Path) 
                     page = await http.get("/")
                     assert "sync failed" in page.text
 
-        asyncio.run(go())
+        run(go())
     finally:
         server.stop()

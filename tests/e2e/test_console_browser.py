@@ -238,6 +238,8 @@ def test_enrol_a_device_and_read_its_qr_code_back(browser: Any, tmp_path: Any) -
     from caresync_server.testing import ServerProcess, issue_code
     from PIL import Image
 
+    from caresync.trust.codes import read_enrolment_text
+
     from .conftest import serving
 
     db = f"sqlite:///{tmp_path / 'server.db'}"
@@ -259,6 +261,7 @@ def test_enrol_a_device_and_read_its_qr_code_back(browser: Any, tmp_path: Any) -
                 png = page.locator("#enrol-qr").screenshot()
                 [found] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
                 assert found.text == f"caresync:enrol?server={server.url}&code={code}"
+                assert read_enrolment_text(found.text) == (server.url, code)  # what the programs read
                 assert "phone-knocker-wu" in page.locator("#device-list").inner_text()
             finally:
                 context.close()

@@ -166,6 +166,6 @@ def set_device_scope(
 
 
 def enrolment_payload(issued: IssuedCode) -> str:
-    """What the enrolment QR code holds: ``caresync:enrol?server=<url>&code=<code>`` (the address and the code a
-    device needs to enrol; nothing else)."""
+    """What the enrolment QR code holds: :func:`caresync.trust.codes.enrolment_text` of the server's address and
+    the code (``caresync:enrol?server=<url>&code=<code>``), as ``caresync-server enroll`` prints it."""
     return enrolment_text(issued.server_url, issued.code)
