@@ -723,7 +723,18 @@ class Workers(_Collection):
     def add(
         self, *, name: str, role: str, grids: Iterable[str] = (), phone: str | None = None, actor: str | None = None
     ) -> Worker:
-        """Adds a worker with a role and the grids they look after."""
+        """Adds a worker with a role and the grids they look after.
+
+        Raises:
+            IntentError: a worker of that name and role is already registered here (named with its id): change
+                that one (``edit``) instead of adding the same person twice.
+        """
+        for same in self.list(role=role):
+            if same.name.strip().casefold() == str(name).strip().casefold():
+                raise IntentError(
+                    f"{same.name} is already registered as {role} ({same.id}); change that record instead of adding "
+                    "the same person twice."
+                )
         result: Worker = self._create({"name": name, "role": role, "grids": list(grids), "phone": phone}, actor)
         return result
 
@@ -883,7 +894,12 @@ class Tickets(_Collection):
         return self._transition(ticket_id, "confirm", actor=actor)
 
     def rate(self, ticket_id: str, *, score: int, comment: str | None = None, actor: str | None = None) -> Ticket:
-        """Records the resident's rating (1 to 5) of a returned request."""
+        """Records the resident's rating (1 to 5) of a returned request, once: a second rating is refused (the
+        first is what the resident gave on return; reopen and close the request for a new round of work).
+
+        Raises:
+            IntentError: not returned yet, or already rated (the message shows the rating it has).
+        """
         state = self._state(ticket_id)
         if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
             raise InvalidInputError(f"Cannot rate ticket {ticket_id}", [("score", f"must be 1 to 5, got {score!r}")])
@@ -891,6 +907,14 @@ class Tickets(_Collection):
             raise IntentError(
                 f"Ticket {ticket_id} is {state['st']['v']}: a rating is given once the result is returned "
                 "to the resident (close the ticket first)."
+            )
+        given = value_of(state, "rating")
+        rated_at = state["f"]["rating"][-1][5] if given is not None else None  # a field entry's "at"
+        if rated_at is not None and rated_at >= state["st"]["at"]["close"]:  # rated since this return
+            rated = self._typed(state)
+            raise IntentError(
+                f"Ticket {rated.number or ticket_id} is already rated {given['score']}/5; a rating is given once per "
+                "return (reopen and close it again for a new round of work, then rate that)."
             )
         rating: dict[str, Any] = {"score": score}
         if comment:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from caresync.cli._errors import EXIT_INTERRUPTED, error_envelope, exit_code_for
 from caresync.cli._messages import MESSAGES
+from caresync.core.clock import DEFAULT_MAX_FORWARD_MS
 from caresync.errors import CaresyncError, InvalidInputError, StoreError
 from caresync.field.i18n import language_in_argv, pick_language
 from caresync.replica import Replica
@@ -32,6 +33,7 @@ __all__ = [
     "local_tz",
     "parse_day",
     "parse_moment",
+    "parse_past_moment",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,6 +70,20 @@ def parse_moment(text: str, field: str) -> datetime:
             "Cannot read the time", [(field, f"{text!r} is not a time like 2026-11-29T14:30")]
         ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=local_tz())
+
+
+def parse_past_moment(text: str, field: str) -> datetime:
+    """A time something happened (a knock, a session), typed as for :func:`parse_moment`: not later than now plus
+    the clock-skew bound (:data:`~caresync.core.clock.DEFAULT_MAX_FORWARD_MS`), so a mistyped year never records
+    a knock in the future, which would hide the resident from the overdue list until then."""
+    value = parse_moment(text, field)
+    latest = datetime.now(UTC) + timedelta(milliseconds=DEFAULT_MAX_FORWARD_MS)
+    if value > latest:
+        raise InvalidInputError(
+            "Cannot record something that has not happened yet",
+            [(field, f"{text!r} is in the future (more than {DEFAULT_MAX_FORWARD_MS // 60_000} minutes from now)")],
+        )
+    return value
 
 
 def day_start(day: date) -> datetime:

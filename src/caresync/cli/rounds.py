@@ -19,6 +19,7 @@ from caresync.cli._common import (
     now_utc,
     parse_day,
     parse_moment,
+    parse_past_moment,
     t,
 )
 from caresync.cli.station import ticket_json
@@ -48,7 +49,7 @@ def visit_record(
     env: Env, resident_id: str, outcome: str, note: str | None, visitor: str | None, visited_at: str | None
 ) -> None:
     """Records a door-knock on a resident."""
-    when = None if visited_at is None else parse_moment(visited_at, "at")
+    when = None if visited_at is None else parse_past_moment(visited_at, "at")
     with env.open() as replica:
         made = replica.visits.record(
             resident_id=resident_id, outcome=outcome, note=note, visitor=visitor, visited_at=when

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from caresync.cli._common import CONFIG_FILE, Env, common_options, fmt_time, now_utc, parse_moment
+from caresync.cli._common import CONFIG_FILE, Env, common_options, fmt_time, now_utc, parse_past_moment
 from caresync.core.domain import (
     Channel,
     DisputeOutcome,
@@ -681,7 +681,7 @@ def dispute_session(
     env: Env, ref: str, mediator: str, summary: str, attendees: tuple[str, ...], held_at: str | None
 ) -> None:
     """Records a mediation session."""
-    when = None if held_at is None else parse_moment(held_at, "at")
+    when = None if held_at is None else parse_past_moment(held_at, "at")
     with env.open() as replica:
         found = find_ticket(replica, ref)
         replica.tickets.record_session(found.id, mediator=mediator, summary=summary, held_at=when, attendees=attendees)
