@@ -10,6 +10,7 @@ from pathlib import Path
 from caresync_server.testing import ServerProcess, issue_code
 
 from caresync import Replica
+from caresync.sync.stationkey import create_station_key, register_station_key
 
 from .support import client, run, running, sign_in
 
@@ -30,10 +31,14 @@ def test_background_sync_brings_other_devices_work_to_the_pages(tmp_path: Path) 
     try:
         with Replica.open(tmp_path / "station.db", actor="desk") as station:
             station.enroll(server.url, issue_code(db, "station-desk", role="station", grids=[""]))
+            create_station_key(station)  # the phone seals the request to it; the desk opens it
+            register_station_key(station)
         with Replica.open(tmp_path / "phone.db", actor="grid-li") as phone:
             phone.enroll(server.url, issue_code(db, "phone-grid-li", role="grid_worker", grids=["c/a"]))
             made = phone.tickets.submit(title="Lift stuck on floor 3", kind="repair", grid="c/a/b1")
-            phone.sync()
+            assert phone.sync().pushed == 2
+        raw = b"".join(f.read_bytes() for f in tmp_path.glob("server.db*"))
+        assert b"Lift stuck" not in raw  # sealed on the phone, opened only at the desk
         number = made.number or made.id
 
         async def go() -> None:
