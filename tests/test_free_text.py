@@ -206,5 +206,7 @@ def test_a_device_enrolled_before_the_station_key_keeps_its_free_text_then_seals
             assert len(station.visits.list()) == 2
         _assert_no_marker(_server_bytes(database_url, server), "the server")
         _assert_no_marker(_file_bytes(tmp_path / "station.db"), "the station's file")
+        # the knocker's own file: the note it kept was rewritten sealed, and the old bytes overwritten
+        _assert_no_marker(_file_bytes(tmp_path / "knocker.db"), "the knocker's phone")
     finally:
         server.stop()

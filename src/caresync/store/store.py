@@ -984,6 +984,7 @@ class Store:
             )
             self._keep_link(ops[-1], link)
             self._scrub = True
+            self._pending = True
         self.settle()
 
     def mark_sent(self, ranges: Iterable[tuple[str, int, int]]) -> int:
