@@ -41,6 +41,7 @@ def test_every_replica_and_collection_method_is_in_the_api_docs() -> None:
         replica_module.Mailboxes,
         replica_module.Parcels,
         replica_module.Workers,
+        replica_module.Attachments,
     ]
     missing = [
         f"{cls.__name__}.{name}"

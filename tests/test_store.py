@@ -60,6 +60,9 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
         tid = r.tickets.submit(title="kept across the upgrade", kind="repair", grid=GRID).id
         old_id = r.id
     with sqlite3.connect(path) as conn:  # turn it back into a schema-1 file, from before devices had keys
+        conn.execute("DROP TABLE blob_chunks")
+        conn.execute("DROP TABLE blobs")
+        conn.execute("DROP INDEX ix_ops_blobs")
         conn.execute("DROP TABLE clock_anomalies")
         conn.execute("DROP TABLE pending")
         conn.execute("DROP TABLE refusals")

@@ -22,7 +22,9 @@ from caresync.core.domain import (
     TicketStatus,
     VisitOutcome,
 )
+from caresync.core.media import MediaSettings
 from caresync.core.model import (
+    Attachment,
     ClockAnomaly,
     Conflict,
     ConflictValue,
@@ -67,6 +69,7 @@ _moved.install()
 
 __all__ = [
     "ApplyResult",
+    "Attachment",
     "BundleError",
     "CaresyncError",
     "Channel",
@@ -85,6 +88,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidOpError",
     "Mailbox",
+    "MediaSettings",
     "MediationSession",
     "MergeError",
     "NotFoundError",

@@ -34,9 +34,11 @@ from caresync.core.domain import (
     ticket_transition,
 )
 from caresync.core.gcpause import paused_gc
-from caresync.core.ids import op_id
+from caresync.core.ids import ENTITY_PREFIX, op_id
+from caresync.core.media import AttachmentKind, MediaSettings, prepare
 from caresync.core.merge import State, value_of
 from caresync.core.model import (
+    Attachment,
     ClockAnomaly,
     Conflict,
     HistoryEntry,
@@ -50,8 +52,8 @@ from caresync.core.model import (
     history_of,
     ms_to_datetime,
 )
-from caresync.core.ops import SETTABLE_FIELDS, OpDict, entity_type_of
-from caresync.errors import IntentError, InvalidInputError, NotFoundError
+from caresync.core.ops import ATTACHABLE, SETTABLE_FIELDS, OpDict, entity_type_of
+from caresync.errors import IntentError, InvalidInputError, NotFoundError, TrustError
 from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
 from caresync.sync import enrolment, netsync
@@ -64,11 +66,13 @@ from caresync.sync.netsync import (
     SyncResult,
     WaitCallback,
 )
-from caresync.trust.keys import DeviceKey, StationKey
+from caresync.trust.blobs import open_blob, seal_blob
+from caresync.trust.keys import DeviceKey, StationKey, is_sealed
 from caresync.trust.scopes import RecordScope, may_read
 
 __all__ = [
     "ApplyResult",
+    "Attachments",
     "Mailboxes",
     "Parcels",
     "Replica",
@@ -124,6 +128,8 @@ class Replica:
         self.mailboxes = Mailboxes(self)
         self.parcels = Parcels(self)
         self.workers = Workers(self)
+        self.attachments = Attachments(self)
+        """Photos, signatures and documents on residents, tickets, visits and parcels."""
 
     # --- lifetime -------------------------------------------------------------------------------------------
 
@@ -382,10 +388,15 @@ class Replica:
         """Exchanges ops both ways with another replica in this process, in bounded batches.
 
         Each batch is applied with :meth:`apply_ops`, the path network sync uses, and committed on its own,
-        so an interrupted exchange resumes where it stopped.
+        so an interrupted exchange resumes where it stopped. Then each takes the attachments' blobs it lacks
+        (as its :attr:`Attachments.pull_mode` says), chunk by chunk, each chunk checked.
         """
         received = _pull(self, other, batch_size, progress)
         sent = _pull(other, self, batch_size, progress)
+        for a, b in ((self, other), (other, self)):  # then the blobs each lacks of its live attachments
+            blobs = a.device_log.blobs
+            for ref in blobs.wanted(a.attachments.pull_mode):
+                blobs.copy_from(b.device_log.blobs, ref.blob)
         self.settle()
         other.settle()
         return SyncReport(sent=sent, received=received)
@@ -648,6 +659,222 @@ class _Collection:
         return self._r._record(state)
 
 
+_NOUNS = {
+    EntityType.RESIDENT: "resident",
+    EntityType.TICKET: "ticket",
+    EntityType.VISIT: "visit",
+    EntityType.PARCEL: "parcel",
+}
+_BY_PREFIX = {ENTITY_PREFIX[entity]: entity for entity in ATTACHABLE}
+#: Media types of documents by file suffix (anything else is application/octet-stream).
+_DOCUMENT_TYPES = {
+    ".pdf": "application/pdf",
+    ".txt": "text/plain",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".doc": "application/msword",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+#: The meta key of the blob pull setting (see :attr:`Attachments.pull_mode`).
+PULL_MODE_META = "blob_pull_mode"
+
+
+class Attachments:
+    """Photos, signatures and documents on residents, tickets, visits (door-knocks) and parcels.
+
+    An attachment is an op on its record (``<record>.attach``) that names a sealed blob; the blob (the bytes,
+    sealed on this device with a fresh key that the op carries sealed) is kept beside the op log and synced
+    apart from the ops, chunk by chunk. Photos are made small first (:attr:`media`), with a thumbnail;
+    a signature is kept as a greyscale PNG; a document stays as it is. See docs/attachments.md.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self._r = replica
+        self.media = MediaSettings()
+        """How photos and signatures are made small before sealing (longest side, JPEG quality, thumbnail)."""
+
+    def _record_state(self, record_id: str) -> tuple[EntityType, State]:
+        entity = _BY_PREFIX.get(record_id.partition("-")[0])
+        if entity is None:
+            raise InvalidInputError(
+                f"Cannot attach to {record_id!r}",
+                [("record_id", "must be the id of a resident (R-), ticket (T-), visit (V-) or parcel (P-)")],
+            )
+        return entity, self._r._state(entity, record_id, _NOUNS[entity])
+
+    def add(
+        self,
+        record_id: str,
+        data: bytes | str | Path,
+        *,
+        kind: AttachmentKind = "photo",
+        caption: str | None = None,
+        on: str | None = None,
+        actor: str | None = None,
+    ) -> Attachment:
+        """Attaches a photo, a signature or a document to a record.
+
+        Args:
+            record_id: a resident, ticket, visit or parcel id.
+            data: the bytes, or the path of a file to read.
+            kind: ``photo`` (made small, with a thumbnail), ``signature`` (an image of it) or ``document``.
+            caption: a few words about it (private: sealed like every private field).
+            on: the op id of the mediation session (on a ticket) or custody hop (on a parcel) it belongs to.
+
+        Raises:
+            InvalidInputError: an unknown record type, kind or ``on``, an unreadable file, or an image that is
+                not one; NotFoundError: no such record here.
+        """
+        if kind not in ("photo", "signature", "document"):
+            raise InvalidInputError(
+                "Cannot attach this", [("kind", f"must be photo, signature or document, got {kind!r}")]
+            )
+        entity, state = self._record_state(record_id)
+        media: str | None = None
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"Cannot attach {path}", [("data", f"the file cannot be read ({exc.strerror})")]
+                ) from None
+            media = _DOCUMENT_TYPES.get(path.suffix.lower())
+        elif isinstance(data, bytes):
+            raw = data
+        else:
+            raise InvalidInputError("Cannot attach this", [("data", "must be bytes or the path of a file")])
+        if on is not None:
+            parts = {"ticket": "sessions", "parcel": "hops"}.get(entity.value)
+            if parts is None or on not in {item[0] for item in state["c"].get(parts, [])}:
+                raise InvalidInputError(
+                    f"Cannot attach to {record_id}",
+                    [("on", f"{on!r} is not a mediation session of this ticket or a custody hop of this parcel")],
+                )
+        prepared = prepare(raw, kind, self.media)
+        key, sealed = seal_blob(prepared.data)
+        log = self._r.device_log
+        with log.batch():
+            manifest = log.blobs.put(sealed)
+            thumb = log.blobs.put(seal_blob(prepared.thumb, key)[1]) if prepared.thumb is not None else None
+            op, new = self._r._emit(
+                f"{entity.value}.attach",
+                record_id,
+                {
+                    "kind": kind,
+                    "blob": manifest.id,
+                    "size": manifest.size,
+                    "media": media if kind == "document" and media else prepared.media,
+                    "key": key.hex(),
+                    "caption": caption,
+                    "thumb": thumb.id if thumb else None,
+                    "thumb_size": thumb.size if thumb else None,
+                    "on": on,
+                },
+                actor=actor,
+                state=state,
+            )
+        return self._find(self._r._record(new).attachments, op_id(op["origin"], op["seq"]))
+
+    @staticmethod
+    def _find(attachments: list[Attachment], attachment_id: str) -> Attachment:
+        for attachment in attachments:
+            if attachment.id == attachment_id:
+                return attachment
+        raise NotFoundError(f"Attachment {attachment_id} was removed.")
+
+    def list(self, record_id: str) -> list[Attachment]:
+        """The attachments of a record that were not removed, oldest first."""
+        _, state = self._record_state(record_id)
+        attachments: list[Attachment] = self._r._record(state).attachments
+        return attachments
+
+    def _located(self, attachment_id: str) -> tuple[EntityType, State, dict[str, Any]]:
+        """The record state and the (readable) attach body of a live attachment."""
+        log = self._r.device_log
+        record_id = log.record_of(attachment_id)
+        if record_id is None:
+            raise NotFoundError(f"No attachment {attachment_id!r} on this device. Check the id, or sync to fetch it.")
+        entity, state = self._record_state(record_id)
+        removed = {ref for item in state["c"].get("detachments", []) for ref in item[6]["removes"]}
+        for item in state["c"].get("attachments", []):
+            if item[0] == attachment_id and attachment_id not in removed:
+                return entity, state, log.readable(item[6])
+        raise NotFoundError(f"Attachment {attachment_id} of {record_id} was removed.")
+
+    def get(self, attachment_id: str) -> Attachment:
+        """One attachment. Raises NotFoundError when it is unknown here or was removed."""
+        _, state, _ = self._located(attachment_id)
+        return self._find(self._r._record(state).attachments, attachment_id)
+
+    def held(self, attachment_id: str, *, thumbnail: bool = False) -> bool:
+        """True when the attachment's picture (or its thumbnail) is whole on this device and can be opened."""
+        _, _, body = self._located(attachment_id)
+        blob = body.get("thumb") if thumbnail else body["blob"]
+        state = self._r.device_log.blobs.state(blob) if blob else None
+        return state is not None and state.complete
+
+    def open(self, attachment_id: str, *, thumbnail: bool = False, to: str | Path | None = None) -> Any:
+        """The attachment's bytes (the picture, signature or document), or its thumbnail.
+
+        Args:
+            to: write the bytes to this file and return its path, instead of returning the bytes.
+
+        Returns:
+            ``bytes``, or the :class:`~pathlib.Path` written when ``to`` is given.
+
+        Raises:
+            NotFoundError: unknown or removed here, no thumbnail, or its blob is not on this device yet (sync,
+                or fetch it: :meth:`fetch`); IntentError: a redaction erased it;
+            TrustError: this device cannot read it (it is sealed to the station), or its bytes were altered.
+        """
+        _, _, body = self._located(attachment_id)
+        key = body.get("key")
+        if key is None:
+            raise IntentError(f"Attachment {attachment_id} was erased with its resident's data: it cannot be opened.")
+        if is_sealed(key):
+            raise TrustError(
+                f"Attachment {attachment_id} is sealed to the station: this device does not hold the key to open it."
+            )
+        blob = body.get("thumb") if thumbnail else body["blob"]
+        if blob is None:
+            raise NotFoundError(f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).")
+        sealed = self._r.device_log.blobs.read(blob)
+        if sealed is None:
+            raise NotFoundError(
+                f"The {'thumbnail' if thumbnail else 'picture'} of attachment {attachment_id} is not on this device "
+                "yet: sync, or fetch it with replica.attachments.fetch()."
+            )
+        plain = open_blob(bytes.fromhex(key), sealed)
+        if to is None:
+            return plain
+        target = Path(to)
+        try:
+            target.write_bytes(plain)
+        except OSError as exc:
+            raise InvalidInputError(f"Cannot write {target}", [("to", exc.strerror or str(exc))]) from None
+        return target
+
+    def remove(self, attachment_id: str, *, actor: str | None = None) -> None:
+        """Removes an attachment from its record; its blob is deleted from every replica once no live attachment
+        names it. One added concurrently elsewhere (even of the same picture) stays: add wins."""
+        entity, state, _ = self._located(attachment_id)
+        self._r._emit(f"{entity.value}.detach", state["id"], {"removes": [attachment_id]}, actor=actor, state=state)
+
+    @property
+    def pull_mode(self) -> str:
+        """Which blobs a sync fetches: ``eager`` (every one this device may hold, the default), ``thumbs``
+        (thumbnails only: a knocker's phone) or ``lazy`` (none until one is fetched). Kept in the replica file."""
+        return self._r.device_log.meta(PULL_MODE_META).get(PULL_MODE_META, "eager")
+
+    @pull_mode.setter
+    def pull_mode(self, mode: str) -> None:
+        if mode not in ("eager", "thumbs", "lazy"):
+            raise InvalidInputError("Cannot set the pull mode", [("pull_mode", f"eager, thumbs or lazy, not {mode!r}")])
+        self._r.device_log.set_meta(PULL_MODE_META, mode)
+
+
 class Residents(_Collection):
     """Residents: who the station serves, where they live, how often to knock on their door."""
 
@@ -698,7 +925,7 @@ class Residents(_Collection):
         self,
         resident_id: str,
         *,
-        fields: Iterable[str] = ("name", "address", "phone", "birth_year", "notes"),
+        fields: Iterable[str] = ("name", "address", "phone", "birth_year", "notes", "attachments"),
         reason: str,
         actor: str | None = None,
     ) -> None:

@@ -12,7 +12,9 @@ Merge rules (DESIGN section 2):
   through the ticket state machine in HLC order; a transition that no longer fits is kept and marked not
   applied. Two transitions that followed the same one were made without seeing each other: a status
   conflict, even when the sequence the fold picked is valid. A later transition that followed both settles it.
-* **Notes, parties, mediation sessions, custody hops**: grow-only collections (add wins), in HLC order.
+* **Notes, parties, mediation sessions, custody hops, attachments**: grow-only collections (add wins), in HLC
+  order. An attachment is removed by a ``detach`` op naming the attach ops it saw (an observed-remove set): one
+  added concurrently with a removal stays.
   Custody hops also chain like status changes, so two couriers picking up one parcel offline is a conflict.
 * **Ticket numbers**: a ``ticket.number`` op from the ticket's own device replaces a provisional number once;
   any other is kept in the history and changes nothing.
@@ -51,7 +53,13 @@ State = dict[str, Any]
 FOLD_VERSION = 2
 # A frontier entry: [op_id, hlc, origin, seq, actor, at, value]
 _ID, _HLC, _ORIGIN, _SEQ, _ACTOR, _AT, _VALUE = range(7)
-_COLLECTIONS = {"note": "notes", "party": "parties", "session": "sessions"}
+_COLLECTIONS = {
+    "note": "notes",
+    "party": "parties",
+    "session": "sessions",
+    "attach": "attachments",
+    "detach": "detachments",
+}
 
 
 def op_key(op: OpDict) -> tuple[int, str, int]:
@@ -250,6 +258,9 @@ def _redact(state: State, names: Iterable[str]) -> None:
         if name == "notes":
             for item in state["c"].get("notes", []):
                 item[6] = {"text": None}
+        elif name == "attachments":
+            for item in state["c"].get("attachments", []):
+                item[6] = {**item[6], "key": None, "caption": None}
         else:
             for entry in state["f"].get(name, []):
                 entry[_VALUE] = None

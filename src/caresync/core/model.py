@@ -24,6 +24,7 @@ from caresync.core.merge import State, conflicts_of, value_of
 from caresync.core.ops import OpDict, signer_of
 
 __all__ = [
+    "Attachment",
     "ClockAnomaly",
     "Conflict",
     "ConflictValue",
@@ -207,9 +208,59 @@ class Hop(_Record):
     content_hash: str | None = None
 
 
+class Attachment(_Record):
+    """A photo, signature or document on a record. Its bytes are a sealed blob kept beside the op log; open it
+    with ``replica.attachments.open(attachment.id)``."""
+
+    id: str
+    """The attach op's id (``origin:seq``): what ``open`` and ``remove`` take."""
+    record_id: str
+    kind: Literal["photo", "signature", "document"]
+    media: str
+    """The media type of the opened bytes (``image/jpeg`` for photos, ``image/png`` for signatures)."""
+    size: int
+    """The sealed blob's size in bytes."""
+    blob: str
+    """The blob's name: a hash of its sealed bytes, which says nothing about the picture."""
+    thumb: str | None = None
+    """The thumbnail's blob (photos and signatures)."""
+    caption: str | None = None
+    on: str | None = None
+    """The mediation session or custody hop (its op id) the attachment belongs to, if not the whole record."""
+    actor: str
+    device: str
+    at: datetime
+    erased: bool = False
+    """True once a redaction erased its key: the picture can no longer be opened anywhere."""
+
+
 def _items(state: State, name: str) -> list[list[Any]]:
     items: list[list[Any]] = state["c"].get(name, [])
     return items
+
+
+def _attachments(state: State) -> list[Attachment]:
+    """The live attachments: those no detach op removed, in HLC order."""
+    removed = {ref for item in _items(state, "detachments") for ref in item[6]["removes"]}
+    return [
+        Attachment(
+            id=i[0],
+            record_id=state["id"],
+            kind=i[6]["kind"],
+            media=i[6]["media"],
+            size=i[6]["size"],
+            blob=i[6]["blob"],
+            thumb=i[6].get("thumb"),
+            caption=i[6].get("caption"),
+            on=i[6].get("on"),
+            actor=i[4],
+            device=i[2],
+            at=ms_to_datetime(i[5]),
+            erased=i[6].get("key") is None,
+        )
+        for i in _items(state, "attachments")
+        if i[0] not in removed
+    ]
 
 
 def _notes(state: State) -> list[Note]:
@@ -237,6 +288,7 @@ class Resident(_Entity):
     knock_every_days: int | None = None
     birth_year: int | None = None
     notes: list[Note] = []
+    attachments: list[Attachment] = []
     redacted: list[str] = []
 
 
@@ -276,6 +328,7 @@ class Ticket(_Entity):
     mediator: str | None = None
     outcome: DisputeOutcome | None = None
     notes: list[Note] = []
+    attachments: list[Attachment] = []
     parties: list[Party] = []
     sessions: list[MediationSession] = []
 
@@ -295,6 +348,7 @@ class Visit(_Entity):
     note: str | None = None
     ticket_id: str | None = None
     notes: list[Note] = []
+    attachments: list[Attachment] = []
 
 
 class Mailbox(_Entity):
@@ -318,6 +372,7 @@ class Parcel(_Entity):
     stage: HopStage | None = None
     holder: str | None = None
     hops: list[Hop] = []
+    attachments: list[Attachment] = []
 
 
 class ClockAnomaly(_Record):
@@ -373,6 +428,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
             mediator=_v(state, "mediator"),
             outcome=_v(state, "outcome"),
             notes=_notes(state),
+            attachments=_attachments(state),
             parties=[Party(op_id=i[0], **i[6]) for i in _items(state, "parties")],
             sessions=[
                 MediationSession(
@@ -397,6 +453,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
             knock_every_days=_v(state, "knock_every_days"),
             birth_year=_v(state, "birth_year"),
             notes=_notes(state),
+            attachments=_attachments(state),
             redacted=redacted,
         )
     if entity == "visit":
@@ -409,6 +466,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
             note=_v(state, "note"),
             ticket_id=_v(state, "ticket_id"),
             notes=_notes(state),
+            attachments=_attachments(state),
         )
     if entity == "mailbox":
         return Mailbox(
@@ -427,6 +485,7 @@ def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
             resident_id=_v(state, "resident_id"),
             mailbox_id=_v(state, "mailbox_id"),
             summary=_v(state, "summary"),
+            attachments=_attachments(state),
             stage=state["hop"]["stage"],
             holder=state["hop"]["holder"],
             hops=[

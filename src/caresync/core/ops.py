@@ -58,10 +58,15 @@ from caresync.core.ids import BLOCK_NUMBER_PATTERN, NUMBER_PATTERN
 from caresync.errors import InvalidOpError
 
 __all__ = [
+    "ATTACHABLE",
     "FORMAT_VERSION",
     "KNOWN_KINDS",
+    "MAX_BLOB_BYTES",
     "REDACTABLE_KINDS",
     "SETTABLE_FIELDS",
+    "AttachBody",
+    "BlobId",
+    "DetachBody",
     "EntityId",
     "OpDict",
     "OpIdStr",
@@ -115,7 +120,7 @@ OpDict = dict[str, Any]
 _SCALARS = (str, int, bool, type(None))
 
 #: The op kinds whose bodies a ``resident.redact`` rewrites: their signatures cover a digest per body value.
-REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.create", "resident.set", "resident.note"})
+REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.attach", "resident.create", "resident.note", "resident.set"})
 
 
 def field_digest(value: Any) -> str:
@@ -144,6 +149,8 @@ def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[
         erased = ["value"]
     elif kind == "resident.note" and "notes" in names and body.get("text") is not None:
         erased = ["text"]
+    elif kind == "resident.attach" and "attachments" in names:
+        erased = [key for key in ("key", "caption") if body.get(key) is not None]
     else:
         return body
     if not erased:
@@ -339,6 +346,44 @@ class HopBody(TypedDict):
     """The salted hash of the sealed contents, so the station can prove them intact."""
 
 
+#: A blob's name (:mod:`caresync.trust.blobs`): 64 hex digits, a hash of its sealed bytes' chunk hashes.
+BlobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+#: The largest blob an attach op may name (the server's own limit is usually lower).
+MAX_BLOB_BYTES = 1 << 30
+_BlobSize = Annotated[int, Field(ge=1, le=MAX_BLOB_BYTES)]
+#: What an attachment is: a photo (made small, with a thumbnail), a signature (an image), a document (as it is).
+AttachmentKindChoice = Literal["photo", "signature", "document"]
+
+
+@with_config(_FORBID)
+class AttachBody(TypedDict):
+    """An attachment on a record: a sealed blob named by its hash, and the key that opens it (private).
+
+    ``on`` names the part of the record it belongs to, when not the record as a whole: a mediation session's
+    or a custody hop's op id. ``key`` and ``caption`` are None only once erased by a redaction."""
+
+    kind: AttachmentKindChoice
+    blob: BlobId
+    size: _BlobSize
+    media: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.+-]{1,40}/[a-z0-9.+-]{1,80}$")]
+    key: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$"), _Private] | None
+    caption: NotRequired[Annotated[ShortText, _Private] | None]
+    thumb: NotRequired[BlobId | None]
+    thumb_size: NotRequired[_BlobSize | None]
+    on: NotRequired[OpIdStr | None]
+    redacted: NotRequired[Redacted]
+
+
+@with_config(_FORBID)
+class DetachBody(TypedDict):
+    """Removes attachments: the attach ops it saw (observed-remove, so an attachment added concurrently stays)."""
+
+    removes: Annotated[list[OpIdStr], Field(min_length=1, max_length=64)]
+
+
+#: The record types that carry attachments (``<record>.attach`` and ``<record>.detach`` ops).
+ATTACHABLE: tuple[EntityType, ...] = (EntityType.RESIDENT, EntityType.TICKET, EntityType.VISIT, EntityType.PARCEL)
+
 #: Fields that ``<entity>.set`` ops may change, with the type each value must have.
 SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
     EntityType.RESIDENT: {
@@ -398,9 +443,11 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
 
 @with_config(_FORBID)
 class RedactBody(TypedDict):
-    """Erases a resident's personal fields (and notes) written before it."""
+    """Erases a resident's personal fields (and notes, and attachments) written before it."""
 
-    fields: Annotated[list[Literal["name", "address", "phone", "birth_year", "notes"]], Field(min_length=1)]
+    fields: Annotated[
+        list[Literal["name", "address", "phone", "birth_year", "notes", "attachments"]], Field(min_length=1)
+    ]
     reason: Annotated[Text, _Private]
 
 
@@ -442,6 +489,9 @@ _BODIES: dict[str, Any] = {
 }
 for _entity in EntityType:
     _BODIES[f"{_entity.value}.set"] = _set_body(_entity)
+for _entity in ATTACHABLE:
+    _BODIES[f"{_entity.value}.attach"] = AttachBody
+    _BODIES[f"{_entity.value}.detach"] = DetachBody
 
 #: Every op kind this library can fold.
 KNOWN_KINDS: frozenset[str] = frozenset(_BODIES)

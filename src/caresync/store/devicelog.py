@@ -26,6 +26,7 @@ from caresync.core.ids import entity_id_for, is_provisional
 from caresync.core.merge import State, value_of
 from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
 from caresync.errors import InvalidInputError, InvalidOpError, StoreError, TrustError
+from caresync.store.blobs import BlobStore
 from caresync.store.numbers import TicketNumbers
 from caresync.store.schema import ENTITY_TABLES
 from caresync.store.store import IngestResult, Store, identify
@@ -101,6 +102,12 @@ _SCOPE_COLUMNS = {
 }
 
 
+def _kills_blobs(op: OpDict) -> bool:
+    """True for an op that can leave a blob named by no live attachment (a removal or an erasure)."""
+    kind = op["kind"]
+    return kind.endswith(".detach") or (kind == "resident.redact" and "attachments" in op["body"]["fields"])
+
+
 class DeviceLog:
     """One device's op log over its replica file: identity, clock, keys, local ops, applied ops, sync marks.
 
@@ -125,6 +132,8 @@ class DeviceLog:
         self._device_keys: dict[str, str | None] = {}  # device id -> its public key (hex), for history
         self.numbers = TicketNumbers(store, replica_id)
         """Where this device's ticket numbers come from (server-reserved blocks, then a fallback)."""
+        self.blobs = BlobStore(store)
+        """The sealed blobs of this replica's attachments, beside the log (:mod:`caresync.store.blobs`)."""
 
     @classmethod
     def open(
@@ -291,7 +300,10 @@ class DeviceLog:
             ) from None
         link = sign_linked(known[0], self.device_key, prev)
         # the clock's own stamps are kept in origins.max_hlc; the op's link is kept with it, for the next op
-        new = self.store.append_local(known[0], state, link)
+        with self.store.write():
+            new = self.store.append_local(known[0], state, link)
+            if _kills_blobs(known[0]):
+                self.blobs.collect()  # a removed or erased picture goes in the same transaction as its op
         self._next_seq = seq + 1
         return known[0], new
 
@@ -589,6 +601,8 @@ class DeviceLog:
                 self.store.set_meta("clock_last", str(self.clock.last))
                 for key, value in (meta or {}).items():
                     self.store.set_meta(key, value)
+                if any(_kills_blobs(op) for op in known):
+                    self.blobs.collect()  # in the same transaction: a removed or erased picture goes with its op
             del known, deferred  # freed now, before the collector resumes and would walk them once more
         if result.deferred:
             self.logger.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
@@ -641,6 +655,18 @@ class DeviceLog:
         """The stored values of these meta keys (those set)."""
         marks = ",".join("?" * len(keys))
         return {k: v for k, v in self.store.sql(f"SELECT key, value FROM meta WHERE key IN ({marks})", list(keys))}
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Sets one meta value (a setting of this device that must outlive the process)."""
+        self.store.set_meta(key, value)
+
+    def record_of(self, op: str) -> str | None:
+        """The record an op (``origin:seq``) of this replica's log is about, or None when it is not held."""
+        origin, _, seq = op.partition(":")
+        if not seq.isdigit():
+            return None
+        rows = self.store.sql("SELECT eid FROM ops WHERE origin = ? AND seq = ?", (origin, int(seq)))
+        return str(rows[0][0]) if rows else None
 
     def forget_meta(self, *, key: str | None = None, prefix: str | None = None) -> None:
         """Removes one meta key, or every key that starts with ``prefix`` (say, every pull cursor)."""
@@ -708,6 +734,8 @@ class DeviceLog:
                                 "UPDATE origins SET held = held - ?, contig = MIN(contig, ?) WHERE origin = ?",
                                 (count, lowest - 1, origin),
                             )
+            if purged:
+                self.blobs.collect()  # the pictures of records it may no longer hold go with them
         return purged, kept
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "ENTITY_TABLES",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "BlobChunkRow",
+    "BlobRow",
     "ClockAnomalyRow",
     "MailboxRow",
     "MetaRow",
@@ -57,8 +59,29 @@ class OpRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_ops_eid_hlc", "eid", "hlc"),
         Index("ix_ops_unsent", "hlc", "origin", "seq", sqlite_where=text("sent = 0")),
+        Index("ix_ops_blobs", "eid", sqlite_where=text("kind GLOB '*.attach' OR kind GLOB '*.detach'")),
         {"sqlite_with_rowid": False},
     )
+
+
+class BlobRow(SQLModel, table=True):
+    """A sealed blob the replica holds (or is fetching): its manifest, chunks held, whether the server has it."""
+
+    __tablename__ = "blobs"
+    id: str = Field(primary_key=True)
+    size: int
+    chunks: str
+    held: int
+    sent: int = 0
+
+
+class BlobChunkRow(SQLModel, table=True):
+    """One chunk of a sealed blob."""
+
+    __tablename__ = "blob_chunks"
+    id: str = Field(primary_key=True)
+    n: int = Field(primary_key=True)
+    data: bytes
 
 
 class OriginRow(SQLModel, table=True):
@@ -338,8 +361,17 @@ _V6 = [
     "ALTER TABLE ops ADD COLUMN pd TEXT",
 ]
 
+# Attachments: sealed blobs beside the log (see caresync.store.blobs), and an index of the ops that name or
+# remove them, so finding the blobs a replica should hold never reads the whole log.
+_V7 = [
+    "CREATE TABLE blobs (id TEXT PRIMARY KEY, size INTEGER NOT NULL, chunks TEXT NOT NULL, held INTEGER NOT NULL, "
+    "sent INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE blob_chunks (id TEXT NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (id, n))",
+    "CREATE INDEX ix_ops_blobs ON ops (eid) WHERE kind GLOB '*.attach' OR kind GLOB '*.detach'",
+]
+
 #: ``MIGRATIONS[k]`` takes a file from schema version ``k`` to ``k + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -43,6 +43,8 @@ from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, li
 
 __all__ = ["FileKind", "IngestResult", "Store", "identify"]
 
+_REDACTABLE_MARKS = ",".join("?" * len(REDACTABLE_KINDS))
+
 _CHUNK = 500
 _SCRUB_TRIES = 100  # a checkpoint that must empty the log retries this often while another process checkpoints
 _BULK = 10_000  # rows in a batch into an empty table from which its indexes are rebuilt rather than updated
@@ -725,7 +727,7 @@ class Store:
             key = op_key(o)
             updates = []
             for origin, seq, hlc, kind, body in self.sql(
-                "SELECT origin, seq, hlc, kind, body FROM ops WHERE eid = ? AND kind IN (?, ?, ?)",
+                f"SELECT origin, seq, hlc, kind, body FROM ops WHERE eid = ? AND kind IN ({_REDACTABLE_MARKS})",
                 (o["eid"], *sorted(REDACTABLE_KINDS)),
             ):
                 if (hlc, origin, seq) < key:

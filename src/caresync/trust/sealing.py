@@ -48,6 +48,8 @@ SEALED_FIELDS: dict[str, frozenset[str]] = {
     "visit.note": frozenset({"text"}),
     "parcel.create": frozenset({"summary"}),
     "parcel.hop": frozenset({"contents", "reason"}),
+    # an attachment's blob key (whoever opens it opens the picture) and its caption
+    **{f"{record}.attach": frozenset({"key", "caption"}) for record in ("resident", "ticket", "visit", "parcel")},
 }
 #: Fields whose ``<record>.set`` value is sealed whole, by record type.
 SEALED_SET_FIELDS: dict[str, frozenset[str]] = {
