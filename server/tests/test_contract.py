@@ -36,7 +36,8 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
     trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key", "/v1/numbers"}
     relay = {"/v1/relay", "/v1/relays"}
     admin = {"/v1/admin/devices", "/v1/admin/devices/{device}/revoke", "/v1/admin/devices/{device}/scope"}
-    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust | relay | admin
+    blobs = {"/v1/blobs/{blob_id}", "/v1/blobs/{blob_id}/chunks/{n}"}
+    assert set(spec["paths"]) == {"/v1/push", "/v1/pull", "/healthz", "/v1/info"} | trust | relay | admin | blobs
     schemas = spec["components"]["schemas"]
     for model in (
         "PushRequest",
@@ -99,6 +100,9 @@ def test_the_protocol_page_explains_every_code() -> None:
         "POST /v1/numbers",
         "POST /v1/relay",
         "GET /v1/relays",
+        "POST /v1/blobs/{id}",
+        "PUT /v1/blobs/{id}/chunks/{n}",
+        "GET /v1/blobs/{id}",
     ):
         assert endpoint in page
 

@@ -676,8 +676,6 @@ _DOCUMENT_TYPES = {
     ".doc": "application/msword",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
-#: The meta key of the blob pull setting (see :attr:`Attachments.pull_mode`).
-PULL_MODE_META = "blob_pull_mode"
 
 
 class Attachments:
@@ -865,14 +863,12 @@ class Attachments:
     @property
     def pull_mode(self) -> str:
         """Which blobs a sync fetches: ``eager`` (every one this device may hold, the default), ``thumbs``
-        (thumbnails only: a knocker's phone) or ``lazy`` (none until one is fetched). Kept in the replica file."""
-        return self._r.device_log.meta(PULL_MODE_META).get(PULL_MODE_META, "eager")
+        (thumbnails only: a knocker's phone) or ``lazy`` (none until fetched). Kept in the replica file."""
+        return self._r.device_log.blobs.pull_mode
 
     @pull_mode.setter
     def pull_mode(self, mode: str) -> None:
-        if mode not in ("eager", "thumbs", "lazy"):
-            raise InvalidInputError("Cannot set the pull mode", [("pull_mode", f"eager, thumbs or lazy, not {mode!r}")])
-        self._r.device_log.set_meta(PULL_MODE_META, mode)
+        self._r.device_log.blobs.set_pull_mode(mode)
 
 
 class Residents(_Collection):

@@ -34,6 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._version import __version__
 from .admin import router as admin_router
 from .admission import Verdict, body_text
+from .blobs import collect as collect_blobs
+from .blobs import router as blobs_router
 from .bodies import inflate, max_values, read_json
 from .errors import STATUS, ApiError, ConfigError, DatabaseError, ErrorCode, ErrorDetail
 from .protocol import (
@@ -120,6 +122,7 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
     app.include_router(trust_router)
     app.include_router(relay_router)  # relay bundles (issue 5)
     app.include_router(admin_router)  # the station console's device management (issue 18)
+    app.include_router(blobs_router)  # attachments' blobs (issue 20)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DatabaseError, _database_error)
     app.add_exception_handler(ConfigError, _config_error)
@@ -211,6 +214,9 @@ async def push(request: Request, ctx: _ContextDep, device: _DeviceDep) -> Respon
         replica, ops, report = await run_in_threadpool(_read_push, ctx, device, request.headers, body, now)
     async with ctx.pushes:
         verdict = await run_in_threadpool(ctx.storage.push, device.id, replica, ops, report, now)
+    killed = sorted({op["eid"] for op in ops if op["kind"].endswith(".detach") or op["kind"] == "resident.redact"})
+    if killed:  # attachments removed or erased: their blobs go now
+        await run_in_threadpool(collect_blobs, ctx.storage, ctx.settings, killed)
     answer = json.dumps(_push_answer(verdict, now, report.clock_offset_ms), ensure_ascii=False).encode()
     return Response(answer, media_type=_JSON)
 

@@ -60,6 +60,10 @@ class ErrorCode(StrEnum):
     INVALID_OPS = "invalid_ops"
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_BLOB = "unknown_blob"
+    BLOB_TOO_LARGE = "blob_too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    DAMAGED_CHUNK = "damaged_chunk"
     UNSEALED_FIELD = "unsealed_field"
     STATION_KEY_CONFLICT = "station_key_conflict"
     INTERNAL = "internal"
@@ -87,6 +91,10 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_OPS: 422,
     ErrorCode.BAD_SIGNATURE: 422,
     ErrorCode.UNKNOWN_KIND: 422,
+    ErrorCode.UNKNOWN_BLOB: 404,
+    ErrorCode.BLOB_TOO_LARGE: 413,
+    ErrorCode.QUOTA_EXCEEDED: 413,
+    ErrorCode.DAMAGED_CHUNK: 422,
     ErrorCode.UNSEALED_FIELD: 422,
     ErrorCode.STATION_KEY_CONFLICT: 409,
     ErrorCode.INTERNAL: 500,

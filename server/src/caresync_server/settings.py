@@ -48,6 +48,13 @@ class Settings(BaseModel):
     """How long a device token works; devices renew theirs before it expires (or after, with their key)."""
     code_lifetime_days: Annotated[float, Field(gt=0, le=365)] = 7
     """How long a one-time enrolment code can be redeemed."""
+    blob_dir: str = "caresync-blobs"
+    """The folder the attachments' sealed blobs are kept in (created if missing); relative to where the server runs.
+    Several server processes share one folder (a shared disk)."""
+    max_blob_bytes: Annotated[int, Field(ge=1024, le=1 << 34)] = 64 * 1024 * 1024
+    """The largest blob (sealed attachment) the server takes; larger ones are answered 413 ``blob_too_large``."""
+    max_device_blob_bytes: Annotated[int, Field(ge=1024, le=1 << 44)] = 4 * 1024 * 1024 * 1024
+    """The most blob bytes one device may have stored; more is answered 413 ``quota_exceeded``."""
     server_key_file: str | None = None
     """The file holding the server's signing key (mode 0600; ``caresync-server init`` creates it). By default
     beside an SQLite database, named after it (``caresync-server.key``), and ``caresync-server.key`` in the working

@@ -30,7 +30,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -1120,6 +1120,28 @@ class Storage:
             cursor = int(rows[-1][-1])
             return PullPage(page, cursor, cursor < top)
         return PullPage(page, end, end < top)
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction for the tables other modules keep (blobs), its driver errors the server's own."""
+        return self._write()
+
+    def visible_op(self, device: Device, origin: str, seq: int) -> tuple[str, str, dict[str, Any]] | None:
+        """Op ``(origin, seq)`` as ``(eid, kind, body)`` when ``device`` made it or may pull it; else None."""
+        scope = _scope(device)
+        query = select(ops.c.eid, ops.c.kind, ops.c.body).where(ops.c.origin == origin, ops.c.seq == seq)
+        if scope is not None and origin != device.replica_id:
+            query = query.where(scope)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (str(row[0]), str(row[1]), json.loads(row[2]))
+
+    def ops_of_kinds(self, eid: str, suffixes: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
+        """The ops of record ``eid`` whose kind ends with one of ``suffixes``, as ``(op id, kind, body)``."""
+        query = select(ops.c.origin, ops.c.seq, ops.c.kind, ops.c.body).where(
+            ops.c.eid == eid, or_(*(ops.c.kind.endswith(suffix) for suffix in suffixes))
+        )
+        with self._read() as conn:
+            return [(f"{o}:{q}", str(k), json.loads(b)) for o, q, k, b in conn.execute(query)]
 
     # --- the push transaction --------------------------------------------------------------------------------
 

@@ -20,10 +20,16 @@ from collections.abc import Iterable
 
 from pydantic_core import from_json
 
+from caresync.errors import InvalidInputError
 from caresync.store.store import Store
 from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, manifest_of
 
-__all__ = ["BlobRef", "BlobState", "BlobStore"]
+__all__ = ["PULL_MODES", "BlobRef", "BlobState", "BlobStore"]
+
+#: Which blobs a sync fetches: every one this device may hold, thumbnails only (a knocker's phone), or none until
+#: one is fetched.
+PULL_MODES = ("eager", "thumbs", "lazy")
+_PULL_MODE_META = "blob_pull_mode"
 
 _REFS = (
     "SELECT origin, seq, eid, kind, body FROM ops WHERE (kind GLOB '*.attach' OR kind GLOB '*.detach') AND known = 1"
@@ -62,6 +68,19 @@ class BlobStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+
+    @property
+    def pull_mode(self) -> str:
+        """This device's pull mode (:data:`PULL_MODES`), kept in the replica file; ``eager`` unless set."""
+        return self._store.get_meta(_PULL_MODE_META) or "eager"
+
+    def set_pull_mode(self, mode: str) -> None:
+        """Sets the pull mode. Raises InvalidInputError for a mode not in :data:`PULL_MODES`."""
+        if mode not in PULL_MODES:
+            raise InvalidInputError(
+                "Cannot set the pull mode", [("pull_mode", f"one of {', '.join(PULL_MODES)}, not {mode!r}")]
+            )
+        self._store.set_meta(_PULL_MODE_META, mode)
 
     def put(self, sealed: bytes, *, sent: bool = False) -> BlobManifest:
         """Keeps a whole sealed blob; returns its manifest."""

@@ -144,22 +144,38 @@ class Link:
         return self._answer(response)
 
     def post(self, path: str, *, json: Any = None, content: bytes | None = None, compact: bool = False) -> Any:
-        headers = dict(self.headers)
-        if content is not None:
-            headers["Content-Type"] = MEDIA_TYPE
+        """One POST, retried while the server is busy or out of reach; its answer decoded."""
+        headers = {"Content-Type": MEDIA_TYPE} if content is not None else {}
         if compact:
             headers["Accept"] = f"{MEDIA_TYPE};format={FORMAT}, application/json;q=0.5"
+        return self.request("POST", path, json=json, content=content, headers=headers)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bool = False,
+    ) -> Any:
+        """One request, retried while the server is busy or out of reach; its answer decoded, or its bytes when
+        ``raw`` (a blob's chunk)."""
+        sent = {**self.headers, **(headers or {})}
         url = self.base + path
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
-                response = self._request("POST", url, json=json, content=content, headers=headers)
+                response = self._request(method, url, json=json, content=content, headers=sent)
             except httpx.HTTPError as exc:
                 if attempt == self.retries:
                     raise _unreachable(self.base, exc) from exc
                 reason = type(exc).__name__
             else:
                 if response.status_code not in _RETRY_STATUS or attempt == self.retries:
+                    if raw and response.is_success:
+                        return response.content
                     return self._answer(response)
                 delay = max(delay, _retry_after(response))
                 reason = f"HTTP {response.status_code}"

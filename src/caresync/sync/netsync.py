@@ -33,7 +33,9 @@ from caresync.core.merge import State, apply_sorted, new_state
 from caresync.core.ops import OpDict, validate_ops
 from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
 from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
+from caresync.sync import blobsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, Link, Wait, WaitCallback
+from caresync.sync.blobsync import BlobTransfer
 from caresync.sync.wire import encode_envelope
 from caresync.trust.signing import failing_signatures
 
@@ -75,7 +77,8 @@ class Refusal:
 
 @dataclass(frozen=True)
 class SyncProgress:
-    """Where a sync is: ``phase`` is ``"push"`` or ``"pull"``; ``total`` is None when unknown."""
+    """Where a sync is: ``phase`` is ``"push"``, ``"pull"``, ``"blobs_up"`` or ``"blobs_down"`` (those two count
+    sealed bytes); ``total`` is None when unknown."""
 
     phase: str
     done: int
@@ -107,6 +110,8 @@ class SyncResult:
     one it pinned), or None; the device goes on sealing to the key it has."""
     clock_offset_ms: int | None = None
     """The server's view of this device's clock error at the last exchange (server minus device)."""
+    blobs: BlobTransfer = field(default_factory=BlobTransfer)
+    """What moved of the attachments' blobs (:mod:`caresync.sync.blobsync`)."""
 
 
 SyncProgressCallback = Callable[[SyncProgress], None]
@@ -160,11 +165,23 @@ def sync(
         _push(device, link, push_batch, result, progress)
         _pull(device, link, pull_batch, result, progress)
         _learn_server_key(device, link)
+        blobs = device.blobs
+        on_blob = _blob_progress(progress)
+        blobsync.upload(blobs, link, result.blobs, on_blob)  # after the ops: the server takes blobs its ops name
+        blobsync.download(blobs, link, blobs.pull_mode, result.blobs, on_blob)
     finally:
         link.close()
         device.settle()
     result.unsent = device.unsent_count()
     return result
+
+
+def _blob_progress(progress: SyncProgressCallback | None) -> blobsync.BlobProgressCallback | None:
+    """The sync's progress callback, told of blob transfers as phases ``blobs_up`` and ``blobs_down`` (bytes)."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda p: report(SyncProgress(f"blobs_{p.direction}", p.done, p.total))
 
 
 def _learn_server_key(device: DeviceLog, link: Link) -> None:
