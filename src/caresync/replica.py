@@ -1237,8 +1237,10 @@ class Visits(_Collection):
         note: str | None = None,
         ticket_id: str | None = None,
         actor: str | None = None,
+        photo: bytes | str | Path | None = None,
     ) -> Visit:
-        """Records a door-knock on a resident."""
+        """Records a door-knock on a resident; ``photo`` (bytes or a file) attaches what the knocker saw, in
+        the same transaction (see :class:`Attachments`)."""
         self._r.residents.get(resident_id)
         if ticket_id is not None:
             self._r.tickets.get(ticket_id)
@@ -1250,7 +1252,11 @@ class Visits(_Collection):
             "note": note,
             "ticket_id": ticket_id,
         }
-        result: Visit = self._create(body, actor)
+        with self._r.device_log.batch():
+            result: Visit = self._create(body, actor)
+            if photo is not None:
+                self._r.attachments.add(result.id, photo, actor=actor)
+                result = self.get(result.id)
         return result
 
     def get(self, visit_id: str) -> Visit:

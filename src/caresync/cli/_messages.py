@@ -100,6 +100,11 @@ _M: dict[str, tuple[str, str]] = {
     ),
     "ticket.rated": ("诉求 {number} 已评价。", "Ticket {number}: rating recorded."),
     "ticket.noted": ("诉求 {number} 已添加备注。", "Ticket {number}: note added."),
+    "ticket.attached": (
+        "诉求 {number} 已添加附件 {id}（{kind}，加密后 {size} 字节）。",
+        "Ticket {number}: {kind} attached as {id} ({size} bytes sealed).",
+    ),
+    "visit.photo": ("照片已附在这次敲门记录上：{id}", "Photo attached to the knock: {id}"),
     "ticket.escalated": ("诉求 {number} 已上报至 {grid}。", "Ticket {number} escalated to {grid}."),
     "ticket.none": ("没有符合条件的诉求。", "No tickets match."),
     "ticket.list_title": ("诉求 {n} 件，其中超时 {overdue} 件", "{n} tickets, {overdue} overdue"),
@@ -297,6 +302,7 @@ _M: dict[str, tuple[str, str]] = {
     "field.party": ("当事人", "party"),
     "field.session": ("调解记录", "session"),
     "field.note": ("备注", "note"),
+    "field.attachment": ("附件", "attachment"),
     "field.conflicts": ("冲突", "conflicts"),
     "field.name": ("姓名", "name"),
     "field.address": ("地址", "address"),
@@ -354,6 +360,7 @@ COURIER_MESSAGES = Catalog(
             "zh": "已在驿站交件 {code}。驿站确认后才算交接完成；确认前仍由你保管。",
         },
         "delivered": {"en": "Delivered {code} (confirmation {confirm}).", "zh": "已投递 {code}（确认码 {confirm}）。"},
+        "photo_attached": {"en": "Photo sealed and attached: {id}.", "zh": "照片已加密并附上：{id}。"},
         "returned": {"en": "Returned {code}: {reason}.", "zh": "已退回 {code}：{reason}。"},
         "report_title.early_warning": {
             "en": "Outdoor report: early warning in {grid}",

@@ -44,21 +44,35 @@ def visit() -> None:
 @click.option("--note", default=None)
 @click.option("--visitor", default=None, help="Who knocked (default: who is working).")
 @click.option("--at", "visited_at", default=None, help="When (default now), e.g. 2026-11-29T09:30.")
+@click.option(
+    "--photo",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A photo of what the knocker found (made small and sealed on this device).",
+)
 @common_options
 def visit_record(
-    env: Env, resident_id: str, outcome: str, note: str | None, visitor: str | None, visited_at: str | None
+    env: Env,
+    resident_id: str,
+    outcome: str,
+    note: str | None,
+    visitor: str | None,
+    visited_at: str | None,
+    photo: Path | None,
 ) -> None:
-    """Records a door-knock on a resident."""
+    """Records a door-knock on a resident, with a photo if one was taken."""
     when = None if visited_at is None else parse_past_moment(visited_at, "at")
     with env.open() as replica:
         made = replica.visits.record(
-            resident_id=resident_id, outcome=outcome, note=note, visitor=visitor, visited_at=when
+            resident_id=resident_id, outcome=outcome, note=note, visitor=visitor, visited_at=when, photo=photo
         )
         round_ = knock_round(replica, grid=replica.residents.get(resident_id).grid, include_ok=True)
         entry = next((e for e in round_.entries if e.resident_id == resident_id), None)
         flags = entry.flags if entry else []
         data = {**made.model_dump(mode="json", exclude={"history"}), "flags": flags}
     message = env.t("visit.recorded", resident=resident_id, outcome=label("visit", made.outcome, env.lang))
+    if made.attachments:
+        message += "\n" + env.t("visit.photo", id=made.attachments[0].id)
     if flags:
         message += "\n" + env.t("visit.flagged", reason=label("flag", flags[0], env.lang), resident=resident_id)
     env.out(data, message)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import click
 from rich.table import Table
@@ -26,6 +27,7 @@ from caresync.core.domain import (
     in_grid,
 )
 from caresync.core.ids import is_provisional
+from caresync.core.media import AttachmentKind
 from caresync.core.model import Resident, Ticket, Worker
 from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
 from caresync.field.labels import label
@@ -147,6 +149,8 @@ def _show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
             rows.append(("session", f"{fmt_time(s.held_at)} {s.mediator}: {s.summary}"))
     for n in ticket.notes:
         rows.append(("note", f"{fmt_time(n.at)} {n.actor}: {n.text or ''}"))
+    for a in ticket.attachments:
+        rows.append(("attachment", f"{a.id} {a.kind} {a.size} B {fmt_time(a.at)} {a.actor}: {a.caption or ''}"))
     if ticket.conflicts:
         rows.append(("conflicts", env.t("ticket.has_conflicts", n=len(ticket.conflicts))))
     for key, value in rows:
@@ -374,6 +378,23 @@ def ticket_note(env: Env, ref: str, text: str) -> None:
         found = find_ticket(replica, ref)
         replica.tickets.note(found.id, text)
         _ticket_done(env, replica, found, "ticket.noted")
+
+
+@ticket.command("attach")
+@click.argument("ref")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["photo", "signature", "document"]), default="photo", show_default=True)
+@click.option("--caption", default=None, help="A few words about it (sealed like every private field).")
+@common_options
+def ticket_attach(env: Env, ref: str, file: Path, kind: str, caption: str | None) -> None:
+    """Attaches a photo, a signature or a document to a ticket (a photo is made small first)."""
+    with env.open() as replica:
+        found = find_ticket(replica, ref)
+        added = replica.attachments.add(found.id, file, kind=cast(AttachmentKind, kind), caption=caption)
+    env.out(
+        added.model_dump(mode="json"),
+        env.t("ticket.attached", number=found.number or found.id, kind=kind, id=added.id, size=added.size),
+    )
 
 
 @ticket.command("numbers")

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caresync.core.domain import HopStage, TicketKind
@@ -270,16 +271,29 @@ def confirm_handover(replica: Replica, code: str, *, actor: str | None = None) -
     return replica.parcels.hop(parcel.id, "handed_in", place="station", reason="receipted", actor=actor)
 
 
-def deliver(replica: Replica, code: str, *, confirm_code: str, actor: str | None = None) -> Parcel:
-    """The courier hands the parcel to the resident, who gives the confirmation code from the slip.
+def deliver(
+    replica: Replica,
+    code: str,
+    *,
+    confirm_code: str,
+    actor: str | None = None,
+    photo: bytes | str | Path | None = None,
+) -> Parcel:
+    """The courier hands the parcel to the resident, who gives the confirmation code from the slip; ``photo`` (a
+    picture of the parcel handed over at the door) is attached to that hop, sealed, in the same transaction.
 
     Raises:
         CourierError: unknown parcel, or one this courier has not taken out for delivery.
-        InvalidInputError: the confirmation code is missing or malformed.
+        InvalidInputError: the confirmation code is missing or malformed, or the photo is not an image.
     """
     who = actor or replica.actor
     parcel = _held_by(replica, code, (HopStage.OUT_FOR_DELIVERY,), "deliver", who)
-    return replica.parcels.hop(parcel.id, "delivered", confirm_code=confirm_code, actor=who)
+    with replica.batch():
+        delivered = replica.parcels.hop(parcel.id, "delivered", confirm_code=confirm_code, actor=who)
+        if photo is None:
+            return delivered
+        replica.attachments.add(parcel.id, photo, on=delivered.hops[-1].op_id, actor=who)
+    return replica.parcels.get(parcel.id)
 
 
 def return_parcel(replica: Replica, code: str, *, reason: str, actor: str | None = None) -> Parcel:

@@ -375,13 +375,23 @@ def handover(env: _Env, parcel_code: str) -> None:
 @cli.command()
 @click.argument("parcel_code")
 @click.option("--confirm", "confirm_code", required=True, help="The resident's confirmation code from the slip.")
+@click.option(
+    "--photo",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A photo of the parcel handed over at the door (made small and sealed on the handheld).",
+)
 @_common
 @_pass_env
-def deliver(env: _Env, parcel_code: str, confirm_code: str) -> None:
-    """Hands a parcel to the resident, with the confirmation code from their slip."""
+def deliver(env: _Env, parcel_code: str, confirm_code: str, photo: Path | None) -> None:
+    """Hands a parcel to the resident, with the confirmation code from their slip (and a photo, if taken)."""
     with env.replica() as replica:
-        parcel = courier.deliver(replica, parcel_code, confirm_code=confirm_code)
-    env.out(_parcel_json(parcel), [env.t("delivered", code=parcel.code, confirm=confirm_code)])
+        parcel = courier.deliver(replica, parcel_code, confirm_code=confirm_code, photo=photo)
+    lines = [env.t("delivered", code=parcel.code, confirm=confirm_code)]
+    if parcel.attachments:
+        lines.append(env.t("photo_attached", id=parcel.attachments[-1].id))
+    data = {**_parcel_json(parcel), "attachments": [a.model_dump(mode="json") for a in parcel.attachments]}
+    env.out(data, lines)
 
 
 @cli.command("return")
