@@ -31,6 +31,7 @@ import weakref
 from pathlib import Path
 from typing import Annotated, Any, cast
 
+from caresync.core.ops import MAX_BLOB_BYTES
 from caresync.errors import CaresyncError
 from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash
 from fastapi import APIRouter, Depends, Query, Request
@@ -89,8 +90,10 @@ class BlobManifestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     op: Annotated[str, Field(pattern=_OP_RE.pattern)]
-    size: Annotated[int, Field(ge=1, le=1 << 40)]
-    chunks: Annotated[list[Annotated[str, Field(pattern=_BLOB_ID)]], Field(min_length=1, max_length=1 << 20)]
+    size: Annotated[int, Field(ge=1, le=MAX_BLOB_BYTES)]
+    chunks: Annotated[
+        list[Annotated[str, Field(pattern=_BLOB_ID)]], Field(min_length=1, max_length=MAX_BLOB_BYTES // CHUNK_SIZE)
+    ]
 
 
 class BlobStatus(BaseModel):
@@ -279,9 +282,12 @@ def _chunk(storage: Storage, settings: Settings, device: Device, blob_id: str, n
     manifest = _manifest(row)
     if not row.complete or not 0 <= n < len(manifest.chunks):
         raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server does not hold chunk {n} of blob {blob_id[:12]}… yet.")
-    with open(_path(settings, blob_id, part=False), "rb") as file:
-        file.seek(n * CHUNK_SIZE)
-        data = file.read(manifest.chunk_size(n))
+    try:
+        with open(_path(settings, blob_id, part=False), "rb") as file:
+            file.seek(n * CHUNK_SIZE)
+            data = file.read(manifest.chunk_size(n))
+    except OSError:  # removed by a collection between the row and the file
+        raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server no longer holds blob {blob_id[:12]}….") from None
     with storage.transaction() as conn:
         conn.execute(blobs.update().where(blobs.c.id == blob_id).values(served=blobs.c.served + 1))
     return data

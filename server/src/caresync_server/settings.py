@@ -51,7 +51,7 @@ class Settings(BaseModel):
     blob_dir: str = "caresync-blobs"
     """The folder the attachments' sealed blobs are kept in (created if missing); relative to where the server runs.
     Several server processes share one folder (a shared disk)."""
-    max_blob_bytes: Annotated[int, Field(ge=1024, le=1 << 34)] = 64 * 1024 * 1024
+    max_blob_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 64 * 1024 * 1024
     """The largest blob (sealed attachment) the server takes; larger ones are answered 413 ``blob_too_large``."""
     max_device_blob_bytes: Annotated[int, Field(ge=1024, le=1 << 44)] = 4 * 1024 * 1024 * 1024
     """The most blob bytes one device may have stored; more is answered 413 ``quota_exceeded``."""
