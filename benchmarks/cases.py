@@ -734,6 +734,7 @@ CASES.update(
             ("sync/push", "sync_push"),
             ("sync/50_devices_sqlite", "many_devices_sqlite"),
             ("sync/50_devices_postgresql", "many_devices_postgresql"),
+            ("sync/blobs_100_photos", "blobs_photos"),
         )
     }
 )

@@ -24,7 +24,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     import httpx
     from caresync_server.testing import ServerProcess
 
-__all__ = ["many_devices_postgresql", "many_devices_sqlite", "sync_incremental", "sync_initial", "sync_push"]
+__all__ = [
+    "blobs_photos",
+    "many_devices_postgresql",
+    "many_devices_sqlite",
+    "sync_incremental",
+    "sync_initial",
+    "sync_push",
+]
 
 DEVICES = 50
 OPS_PER_DEVICE = 100
@@ -288,3 +295,72 @@ def many_devices_postgresql(cfg: Config) -> Row:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+PHOTOS = 100
+PHOTO_BYTES = 2 * 1024 * 1024
+
+
+def make_photos(path: Path, count: int, seed: int) -> None:
+    """A station replica holding ``count`` attachments of :data:`PHOTO_BYTES` each (a phone's photos as they were
+    taken: random bytes, which neither compress nor shrink), on one ticket."""
+    rng = random.Random(seed)
+    with _open(path, station=True) as replica:
+        ticket = replica.tickets.submit(title="Photos of the flooded basement", kind="repair", grid="changnan/dorm/3")
+        for _ in range(count):
+            replica.attachments.add(ticket.id, rng.randbytes(PHOTO_BYTES), kind="document")
+
+
+class _Cut(Exception):
+    """Raised from the progress callback to cut a download half-way, as a lost signal would."""
+
+
+def blobs_photos(cfg: Config) -> Row:
+    """One device uploads 100 photos of 2 MB (attachments' blobs) to a real server over loopback; another, empty,
+    downloads them, its link cut half-way and the download resumed. Throughput both ways, and what resuming cost.
+    A small workload (``--ops`` under 10,000, the test) moves 3 photos."""
+    count = PHOTOS if cfg.ops >= 10_000 else 3
+    url = f"sqlite:///{cfg.workdir / 'server.db'}"
+    src_path = cfg.workdir / "photos.db"
+    in_child(make_photos, src_path, count, cfg.seed)  # building them is not what this row measures
+    from caresync_server.testing import ServerProcess
+
+    server = ServerProcess(url, cfg.workdir, environment={"CARESYNC_BLOB_DIR": str(cfg.workdir / "blobs")}).start()
+    try:
+        up_token, down_token = _enroll(url, "camera"), _enroll(url, "desk")
+        with _open(src_path, station=True) as src, _open(cfg.workdir / "desk.db", station=True) as desk:
+            started = time.perf_counter()
+            up = src.sync(server.url, token=up_token)
+            up_s = time.perf_counter() - started
+            assert up.blobs.uploaded == count and not up.blobs.refused, up.blobs
+            total = up.blobs.bytes_sent
+            half = total // 2
+
+            def cut(progress: Any) -> None:
+                if progress.phase == "blobs_down" and progress.done >= half:
+                    raise _Cut
+
+            started = time.perf_counter()
+            with suppress(_Cut):
+                desk.sync(server.url, token=down_token, progress=cut)
+            blobs = desk.device_log.blobs
+            kept = sum(state.held for state in (blobs.state(b) for b in blobs.held()) if state is not None)
+            down = desk.sync(server.url, token=down_token)
+            down_s = time.perf_counter() - started
+            chunks = up.blobs.chunks_sent
+            again_chunks = kept + down.blobs.chunks_received - chunks  # fetched twice because of the cut
+            assert 0 < kept < chunks and again_chunks == 0, (kept, down.blobs.chunks_received, chunks)
+            ticket = src.tickets.list()[0]
+            sample = src.attachments.list(ticket.id)[-1]
+            assert desk.attachments.open(sample.id) == src.attachments.open(sample.id)
+            again = desk.sync(server.url, token=down_token)
+            assert (again.blobs.chunks_sent, again.blobs.chunks_received) == (0, 0)
+        mib = total / (1024 * 1024)
+        notes = (
+            f"{count} photos of 2 MiB over loopback (SQLite server): up {mib / up_s:.1f} MiB/s; down, cut at half "
+            f"then resumed, {mib / down_s:.1f} MiB/s; the resume fetched {down.blobs.chunks_received} of {chunks} "
+            f"chunks ({kept} kept from before the cut, {again_chunks} fetched twice){_rss_note(server)}"
+        )
+        return _row(count, up_s + down_s, notes, total / count)
+    finally:
+        server.stop()

@@ -35,6 +35,7 @@ def test_the_benchmark_rows_run_and_check_their_results(tmp_path: Path) -> None:
     one = rows["caresync_local_writes/one"]
     assert 0 < one["median_ms"] <= one["p99_ms"]
     assert rows["store/bytes_per_op"]["vs_floor"] > 1  # a replica file holds more per op than the bare floor
+    assert rows["sync/blobs_100_photos"]["ops"] == 3  # photos moved up and down, a cut download resumed
     for name in ("sync/50_devices_sqlite", "sync/50_devices_postgresql"):
         if rows[name]["status"] == "ok":
             assert 0 < rows[name]["median_ms"] <= rows[name]["p99_ms"], rows[name]
