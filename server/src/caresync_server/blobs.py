@@ -24,6 +24,7 @@ erased) is deleted as soon as the op that killed it is pushed (:func:`collect`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -33,6 +34,7 @@ from typing import Annotated, Any, cast
 
 from caresync.core.ops import MAX_BLOB_BYTES
 from caresync.errors import CaresyncError
+from caresync.sync.bundles.format import CarriedBlob
 from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -46,7 +48,7 @@ from .protocol import ErrorEnvelope
 from .settings import Settings
 from .storage import Device, Storage
 
-__all__ = ["BlobManifestIn", "BlobStatus", "blob_chunks", "blobs", "collect", "router"]
+__all__ = ["BlobManifestIn", "BlobStatus", "blob_chunks", "blobs", "collect", "router", "take_carried"]
 
 _metadata = MetaData()
 blobs = Table(
@@ -77,6 +79,7 @@ _OP_RE = re.compile(r"^([0-9a-f]{16}):([1-9][0-9]{0,17})$")
 _JSON = "application/json"
 _OCTETS = "application/octet-stream"
 _BINARY = {"type": "string", "format": "binary"}
+log = logging.getLogger("caresync_server.blobs")
 _ready_lock = threading.Lock()
 _ready: weakref.WeakSet[Storage] = weakref.WeakSet()
 
@@ -291,6 +294,29 @@ def _chunk(storage: Storage, settings: Settings, device: Device, blob_id: str, n
     with storage.transaction() as conn:
         conn.execute(blobs.update().where(blobs.c.id == blob_id).values(served=blobs.c.served + 1))
     return data
+
+
+def take_carried(storage: Storage, device: Device, carried: list[CarriedBlob], now: int) -> list[str]:
+    """Stores the blobs a relay bundle of ``device`` carried, with the checks of an upload (the naming op, the
+    limits, each chunk); returns the ids of those the server now holds whole. One that fails a check is left
+    out: the device keeps it and offers it again."""
+    held = []
+    for blob in carried:
+        manifest = blob.manifest
+        offer = BlobManifestIn(op=blob.op, size=manifest.size, chunks=manifest.chunks)
+        try:
+            status = _offer(storage, storage.settings, device, manifest.id, offer, now)
+            for n in range(len(manifest.chunks)):
+                if n not in status.held:
+                    chunk = blob.data[n * CHUNK_SIZE : (n + 1) * CHUNK_SIZE]
+                    answer = _receive(storage, storage.settings, manifest.id, n, chunk)
+                    status.complete = bool(answer["complete"])
+        except ApiError as exc:
+            log.info("a blob relayed for device %s was not taken: %s", device.name, exc.message)
+            continue
+        if status.complete:
+            held.append(manifest.id)
+    return held
 
 
 def collect(storage: Storage, settings: Settings, eids: list[str]) -> int:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, cast
 
 from caresync.core.ops import ops_from_rows, validate_ops
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
-from caresync.sync.bundles.format import check_bundle, seal_answer
+from caresync.sync.bundles.format import carried_blobs, check_bundle, seal_answer
 from caresync.trust.signing import verify_each, verify_ops
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -35,6 +35,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 
 from .admission import body_text
+from .blobs import take_carried
 from .bodies import inflate, max_values, read_json
 from .errors import ApiError, DatabaseUnavailable, ErrorCode, ErrorDetail
 from .protocol import BundleFields, ErrorEnvelope, Handoff, RelayRequest
@@ -280,6 +281,10 @@ def _deliver(
     except BundleError as exc:
         code = "bundle_expired" if "expired" in exc.message else "bundle_forged"
         return _refusal(code, exc.message, bundle_id)
+    try:
+        carried = carried_blobs(bundle)  # attachments' blobs, checked chunk by chunk against their names
+    except BundleError as exc:
+        return _refusal("bundle_invalid", exc.message, bundle_id)
     origin = bundle["origin"]
     device = storage.device_by_replica(origin)
     if device is None:
@@ -320,7 +325,8 @@ def _deliver(
     except ApiError as exc:
         return _refusal(exc.code.value, exc.message, bundle_id)
     page = storage.pull(device, origin, _parse_cursor(bundle["cursor"]), ANSWER_OPS, device.clock_offset_ms or 0, now)
-    payload = {
+    held_blobs = take_carried(storage, device, carried, now)
+    payload: dict[str, Any] = {
         "bundle": bundle_id,
         "acked": outcome.acked,
         "refused": outcome.refused,
@@ -330,6 +336,8 @@ def _deliver(
         "more": page.more,
         "server_time_ms": now,
     }
+    if held_blobs:
+        payload["blobs"] = held_blobs
     answer = seal_answer(
         bytes.fromhex(bundle["public_key"]),
         payload,

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,20 @@ import nacl.exceptions
 import nacl.public
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
 
-from caresync.errors import BundleError, InvalidInputError
+from caresync.errors import BundleError, CaresyncError, InvalidInputError
+from caresync.trust.blobs import BlobManifest, manifest_of
 from caresync.trust.keys import DeviceKey, origin_of, verify_signature
 
 __all__ = [
     "BUNDLE_FORMAT",
     "DEFAULT_TTL_HOURS",
+    "MAX_BUNDLE_BLOB_BYTES",
     "MAX_BUNDLE_OPS",
     "MAX_HANDOFFS",
     "SERVER_SIG",
+    "CarriedBlob",
     "canonical",
+    "carried_blobs",
     "check_bundle",
     "open_answer",
     "read_file",
@@ -53,6 +58,9 @@ MAX_BUNDLE_OPS = 2000
 #: The most hand-offs (answers given to their devices) one relay request reports; a courier with more sends them
 #: in several requests.
 MAX_HANDOFFS = 500
+#: At most this many sealed blob bytes ride in one bundle (base64 in the file, within the server's default 8 MiB
+#: request): the rest ride in later bundles, and a larger blob waits for a direct sync.
+MAX_BUNDLE_BLOB_BYTES = 4 * 1024 * 1024
 #: The key of the server's signature inside an answer's sealed payload.
 SERVER_SIG = "server_sig"
 HOUR_MS = 3_600_000
@@ -135,6 +143,37 @@ def check_bundle(data: Mapping[str, Any], *, now_ms: int | None = None) -> dict[
         )
     bundle["sig"] = signature.hex()
     return bundle
+
+
+@dataclass(frozen=True)
+class CarriedBlob:
+    """A blob a bundle carries (an attachment's sealed bytes), checked against its name chunk by chunk."""
+
+    manifest: BlobManifest
+    op: str
+    """The attach op (``origin:seq``) naming it."""
+    data: bytes
+
+
+def carried_blobs(bundle: Mapping[str, Any]) -> list[CarriedBlob]:
+    """The blobs a bundle carries (its ``blobs`` member, absent in bundles of devices without attachments), each
+    checked: its bytes' chunk hashes name it, and it is the size it says.
+
+    Raises:
+        BundleError: an entry is damaged (its bytes are not the blob it names).
+    """
+    entries = bundle.get("blobs") or []
+    if not isinstance(entries, list):
+        raise BundleError(f"Bundle {bundle.get('id')} is damaged: its blobs are not a list.")
+    out = []
+    for entry in entries:
+        try:
+            blob_id, op, data = str(entry["id"]), str(entry["op"]), base64.b64decode(entry["data"], validate=True)
+            manifest = BlobManifest.checked(blob_id, int(entry["size"]), manifest_of(data).chunks)
+        except (KeyError, TypeError, ValueError, CaresyncError) as exc:
+            raise BundleError(f"Bundle {bundle.get('id')} carries a damaged blob ({exc}).") from None
+        out.append(CarriedBlob(manifest, op, data))
+    return out
 
 
 def write_file(path: Path, value: Any) -> None:

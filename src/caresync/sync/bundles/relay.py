@@ -47,6 +47,7 @@ from caresync.sync.bundles.format import (
     BUNDLE_FORMAT,
     DEFAULT_TTL_HOURS,
     HOUR_MS,
+    MAX_BUNDLE_BLOB_BYTES,
     MAX_BUNDLE_OPS,
     MAX_HANDOFFS,
     SERVER_SIG,
@@ -107,8 +108,31 @@ def make_bundle(
         "receipts": json.loads(store.get_meta(_RECEIPTS_META) or "[]"),
         "ops": store.unsent(None, limit=MAX_BUNDLE_OPS, own=device.id, held=device.held()),
     }
+    blobs = _blobs_to_carry(device)
+    if blobs:
+        bundle["blobs"] = blobs
     bundle["sig"] = device.device_key.sign(canonical(bundle)).hex()
     return bundle
+
+
+def _blobs_to_carry(device: DeviceLog) -> list[dict[str, Any]]:
+    """The whole blobs of this device's own attachments the server has not confirmed, smallest first, up to
+    :data:`MAX_BUNDLE_BLOB_BYTES` in all: the server takes them with the bundle's ops, checked as it checks
+    uploads, and its answer says which it now holds."""
+    blobs = device.blobs
+    unsent = set(blobs.unsent())
+    out: list[dict[str, Any]] = []
+    room = MAX_BUNDLE_BLOB_BYTES
+    for ref in sorted(blobs.named(), key=lambda r: (r.size, r.blob)):
+        if ref.blob not in unsent or not ref.op.startswith(device.id + ":") or ref.size > room:
+            continue
+        data = blobs.read(ref.blob)
+        if data is None:
+            continue
+        unsent.discard(ref.blob)
+        room -= ref.size
+        out.append({"id": ref.blob, "op": ref.op, "size": ref.size, "data": base64.b64encode(data).decode("ascii")})
+    return out
 
 
 def write_bundle(
@@ -191,6 +215,7 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             ops = payload["ops"]
             cursor = str(payload["cursor"])
             acks = [(str(o), int(lo), int(hi)) for o, lo, hi in payload["acked"]]
+            held_blobs = [str(b) for b in payload.get("blobs", ())]
             refusals = [(str(r["op"]), str(r["code"]), str(r["reason"])) for r in payload["refused"]]
             answer_more = bool(payload["more"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -204,6 +229,8 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             if not trusted:  # only the server's own word may stop this device from sending its work again
                 acks, refusals = [], []
             acked += store.mark_sent(acks)
+            for blob_id in held_blobs if trusted else ():
+                device.blobs.mark_sent(blob_id)  # the server holds it whole: no direct sync need offer it again
             rows = []
             for text, code, reason in refusals:
                 origin, _, seq = text.partition(":")
