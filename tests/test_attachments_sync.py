@@ -17,7 +17,7 @@ import pytest
 from caresync_server.testing import ServerProcess
 from PIL import Image
 
-from caresync import Replica, StationKey, SyncError, SyncProgress
+from caresync import Replica, StationKey, SyncError, SyncProgress, TrustError
 from caresync.testing import FakeClock
 from caresync.trust.blobs import CHUNK_SIZE
 from tests.netsync_support import FlakyTransport
@@ -101,6 +101,9 @@ def test_blobs_sync_through_the_server_by_pull_mode_and_the_server_cannot_read_t
         assert result.blobs.downloaded == 1  # the new photo's thumbnail: not the document, not the photo
         assert not knocker.attachments.held(document.id) and not knocker.attachments.held(thumbed.id)
         assert knocker.attachments.held(thumbed.id, thumbnail=True)
+        assert knocker.attachments.fetch(document.id, url=server.url, token=knocker_token)  # on demand: lazy
+        with pytest.raises(TrustError, match="sealed to the station"):
+            knocker.attachments.open(document.id)  # whole here now, and still unreadable to a knocker
         again = knocker.sync(server.url, token=knocker_token)
         assert (again.blobs.chunks_sent, again.blobs.chunks_received) == (0, 0)  # nothing moves twice
         raw = _server_bytes(database_url, tmp_path)

@@ -53,10 +53,11 @@ from caresync.core.model import (
     ms_to_datetime,
 )
 from caresync.core.ops import ATTACHABLE, SETTABLE_FIELDS, OpDict, entity_type_of
-from caresync.errors import IntentError, InvalidInputError, NotFoundError, TrustError
+from caresync.errors import IntentError, InvalidInputError, NotFoundError, SyncError, TrustError
+from caresync.store.blobs import BlobRef
 from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
-from caresync.sync import enrolment, netsync
+from caresync.sync import blobsync, enrolment, netsync
 from caresync.sync.enrolment import Enrolment, ScopeChange
 from caresync.sync.netsync import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -853,6 +854,40 @@ class Attachments:
         except OSError as exc:
             raise InvalidInputError(f"Cannot write {target}", [("to", exc.strerror or str(exc))]) from None
         return target
+
+    def fetch(
+        self,
+        attachment_id: str,
+        *,
+        thumbnail: bool = False,
+        url: str | None = None,
+        token: str | None = None,
+        client: httpx.Client | None = None,
+    ) -> bool:
+        """Fetches the attachment's picture (or thumbnail) from the sync server now, whatever :attr:`pull_mode`
+        says (a lazy device about to open it); only the chunks not here yet. Returns whether it is now whole here.
+
+        Without ``url`` and ``token``, uses the server this device enrolled with.
+
+        Raises:
+            SyncError: the server cannot be reached, or this device is not enrolled; ServerRefusedError: refused.
+        """
+        _, _, body = self._located(attachment_id)
+        blob = body.get("thumb") if thumbnail else body["blob"]
+        if blob is None:
+            raise NotFoundError(f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).")
+        if token is None:
+            found = enrolment.enrolment(self._r)
+            token = enrolment.current_token(self._r)
+            if found is None or token is None:
+                raise SyncError("This device is not enrolled with a sync server: give url and token to fetch.")
+            url = found.server_url
+        if url is None:
+            raise InvalidInputError("Cannot fetch", [("url", "give the server address with the token")])
+        size = body["thumb_size"] if thumbnail else body["size"]
+        ref = BlobRef(blob, int(size), thumbnail, attachment_id, self._r.device_log.record_of(attachment_id) or "")
+        blobsync.fetch(self._r.device_log.blobs, url, token, ref, client=client)
+        return self.held(attachment_id, thumbnail=thumbnail)
 
     def remove(self, attachment_id: str, *, actor: str | None = None) -> None:
         """Removes an attachment from its record; its blob is deleted from every replica once no live attachment

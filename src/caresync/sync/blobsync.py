@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import httpx
+
 from caresync.errors import CaresyncError, ServerRefusedError
 from caresync.store.blobs import BlobRef, BlobStore
 from caresync.sync._http import Link
 from caresync.trust.blobs import BlobManifest
 
-__all__ = ["BlobProgress", "BlobProgressCallback", "BlobRefusal", "BlobTransfer", "download", "upload"]
+__all__ = ["BlobProgress", "BlobProgressCallback", "BlobRefusal", "BlobTransfer", "download", "fetch", "upload"]
 
 _RAW = {"Content-Type": "application/octet-stream"}
 
@@ -172,3 +174,24 @@ def download(
             if progress is not None:
                 progress(BlobProgress("down", done, total))
         result.downloaded += 1
+
+
+def fetch(
+    blobs: BlobStore,
+    url: str,
+    token: str,
+    ref: BlobRef,
+    *,
+    client: httpx.Client | None = None,
+    retries: int = 2,
+    timeout_s: float = 60.0,
+) -> BlobTransfer:
+    """Fetches one blob from the server at ``url`` now, whatever the pull mode (a lazy device opening a picture);
+    only the chunks not held yet, each checked."""
+    link = Link(url, token, client, retries, 0.5, timeout_s)
+    result = BlobTransfer()
+    try:
+        download(blobs, link, "eager", result, only=[ref])
+    finally:
+        link.close()
+    return result
