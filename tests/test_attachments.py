@@ -238,17 +238,21 @@ def test_erasure_removes_a_residents_blobs_from_the_files(make_replica: ReplicaF
     b.install_station_key(key)
     resident = a.residents.register(name="Zhang Min", grid=GRID)
     photo = a.attachments.add(resident.id, jpeg(900, 700), caption="at the door")
+    knock = a.visits.record(resident_id=resident.id, outcome="unwell", photo=jpeg(600, 400))
     a.sync_with(b)
     sealed = b.device_log.blobs.read(photo.blob)
     assert sealed is not None
     a.residents.redact(resident.id, reason="the resident asked to be forgotten")
     a.sync_with(b)
+    later = b.visits.record(resident_id=resident.id, outcome="well", photo=jpeg(300, 200))  # after: it stays
+    a.sync_with(b)
     for r in (a, b):
         listed = r.attachments.list(resident.id)
         assert [(x.id, x.erased, x.caption) for x in listed] == [(photo.id, True, None)]
-        with pytest.raises(IntentError, match="erased"):
-            r.attachments.open(photo.id)
-        assert r.device_log.blobs.held() == set()
+        for erased in (photo.id, knock.attachments[0].id):  # her photo, and the photo of the knock at her door
+            with pytest.raises(IntentError, match="erased"):
+                r.attachments.open(erased)
+        assert r.device_log.blobs.held() == {later.attachments[0].blob, later.attachments[0].thumb}
         assert "attachments" in r.residents.get(resident.id).redacted
         assert r.history(resident.id)  # the signatures of the rewritten ops still check when the history is read
     b.close()

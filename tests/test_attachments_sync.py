@@ -117,6 +117,12 @@ def test_blobs_sync_through_the_server_by_pull_mode_and_the_server_cannot_read_t
         assert thumbed.blob not in blob_files and thumbed.thumb not in blob_files
         assert {photo.blob, photo.thumb, document.blob} <= blob_files
         assert thumbed.thumb not in knocker.device_log.blobs.held()
+        # erasure of the resident: the photos of the knocks at her door go too, from the server and the devices
+        station.residents.redact(resident.id, reason="asked to be forgotten")
+        station.sync(server.url, token=station_token)
+        knocker.sync(server.url, token=knocker_token)
+        assert [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == []
+        assert station.device_log.blobs.held() == knocker.device_log.blobs.held() == set()
     finally:
         server.stop()
 

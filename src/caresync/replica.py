@@ -54,7 +54,6 @@ from caresync.core.model import (
 )
 from caresync.core.ops import ATTACHABLE, SETTABLE_FIELDS, OpDict, entity_type_of
 from caresync.errors import IntentError, InvalidInputError, NotFoundError, SyncError, TrustError
-from caresync.store.blobs import BlobRef
 from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
 from caresync.sync import blobsync, enrolment, netsync
@@ -67,7 +66,7 @@ from caresync.sync.netsync import (
     SyncResult,
     WaitCallback,
 )
-from caresync.trust.blobs import open_blob, seal_blob
+from caresync.trust.blobs import BlobRef, open_blob, seal_blob
 from caresync.trust.keys import DeviceKey, StationKey, is_sealed
 from caresync.trust.scopes import RecordScope, may_read
 
@@ -839,7 +838,10 @@ class Attachments:
         blob = body.get("thumb") if thumbnail else body["blob"]
         if blob is None:
             raise NotFoundError(f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).")
-        sealed = self._r.device_log.blobs.read(blob)
+        blobs = self._r.device_log.blobs
+        sealed = blobs.read(blob)
+        if sealed is None and blob not in {ref.blob for ref in blobs.named()}:
+            raise IntentError(f"Attachment {attachment_id} was erased with its resident's data: it cannot be opened.")
         if sealed is None:
             raise NotFoundError(
                 f"The {'thumbnail' if thumbnail else 'picture'} of attachment {attachment_id} is not on this device "

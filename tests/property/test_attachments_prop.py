@@ -21,16 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from caresync import Replica, StationKey
+from caresync import IntentError, Replica, StationKey
 from caresync.testing import FakeClock
 
 GRID = "changnan/dorm/3"
 N = 3
 
 step = st.one_of(
-    st.tuples(st.just("add"), st.integers(0, N - 1), st.integers(0, 2), st.integers(1, 700_000)),
-    st.tuples(st.just("photo"), st.integers(0, N - 1), st.integers(0, 2), st.integers(0, 10**6)),
-    st.tuples(st.just("remove"), st.integers(0, N - 1), st.integers(0, 2), st.integers(0, 9)),
+    st.tuples(st.just("add"), st.integers(0, N - 1), st.integers(0, 3), st.integers(1, 700_000)),
+    st.tuples(st.just("photo"), st.integers(0, N - 1), st.integers(0, 3), st.integers(0, 10**6)),
+    st.tuples(st.just("remove"), st.integers(0, N - 1), st.integers(0, 3), st.integers(0, 9)),
     st.tuples(st.just("redact"), st.integers(0, N - 1), st.just(0), st.just(0)),
     st.tuples(st.just("sync"), st.integers(0, N - 1), st.integers(0, N - 1), st.just(0)),
     st.tuples(st.just("cut"), st.integers(0, N - 1), st.integers(0, N - 1), st.integers(0, 3)),
@@ -80,6 +80,7 @@ def _run(steps: list[tuple[Any, ...]]) -> None:
                 first.tickets.submit(title="Mediation", kind="dispute", grid=GRID).id,
                 first.residents.register(name="Zhang Min", grid=GRID).id,
             ]
+            records.append(first.visits.record(resident_id=records[2], outcome="well").id)  # erased with her
             for r in replicas[1:]:
                 first.sync_with(r)
             captured: dict[str, bytes] = {}
@@ -109,16 +110,18 @@ def _run(steps: list[tuple[Any, ...]]) -> None:
             assert len(digests) == 1
             listings = [[[x.id for x in r.attachments.list(rid)] for rid in records] for r in replicas]
             assert all(listing == listings[0] for listing in listings)
+            lives = [{(ref.op, ref.blob) for ref in r.device_log.blobs.named()} for r in replicas]
+            assert all(live == lives[0] for live in lives)  # every replica agrees which attachments still live
             for r in replicas:
-                named: set[str] = set()
+                named = {ref.blob for ref in r.device_log.blobs.named()}
                 for rid in records:
                     for attachment in r.attachments.list(rid):
-                        if attachment.erased:
-                            continue
-                        named.add(attachment.blob)
-                        assert r.attachments.open(attachment.id) == captured[attachment.id]
-                        if attachment.thumb is not None:
-                            named.add(attachment.thumb)
+                        if attachment.blob in named:
+                            assert r.attachments.open(attachment.id) == captured[attachment.id]
+                        else:  # erased with the resident (on her record, or on a knock at her door)
+                            with pytest.raises(IntentError, match="erased"):
+                                r.attachments.open(attachment.id)
+                        if attachment.thumb is not None and attachment.thumb in named:
                             assert r.attachments.held(attachment.id, thumbnail=True)
                 assert r.device_log.blobs.held() == named  # nothing dead is kept, nothing live is missing
         finally:

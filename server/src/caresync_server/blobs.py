@@ -35,7 +35,7 @@ from typing import Annotated, Any, cast
 from caresync.core.ops import MAX_BLOB_BYTES
 from caresync.errors import CaresyncError
 from caresync.sync.bundles.format import CarriedBlob
-from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash
+from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash, live_blobs
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -320,22 +320,37 @@ def take_carried(storage: Storage, device: Device, carried: list[CarriedBlob], n
 
 
 def collect(storage: Storage, settings: Settings, eids: list[str]) -> int:
-    """Deletes the blobs of records ``eids`` that no live attach op names any more (removed, or erased);
-    returns how many. Run after a push that carried a removal or an erasure."""
+    """Deletes the blobs of records ``eids`` (and, for a resident, of the visits to them) that no live attachment
+    names any more (:func:`caresync.trust.blobs.live_blobs`: removed, or erased); returns how many. Run after a
+    push that carried a removal or an erasure."""
     if not eids:
         return 0
     _ensure_tables(storage)
+    affected = set(eids)
+    for eid in eids:
+        if eid.startswith("R-"):
+            affected.update(storage.records_of_resident(eid))
     with storage.transaction() as conn:
-        rows = [(r.id, r.eid) for r in conn.execute(select(blobs.c.id, blobs.c.eid).where(blobs.c.eid.in_(eids)))]
-    gone: list[str] = []
-    for eid in sorted({eid for _, eid in rows}):
-        found = storage.ops_of_kinds(eid, (".attach", ".detach"))
-        removed = {ref for _, kind, body in found if kind.endswith(".detach") for ref in body.get("removes", ())}
-        live: set[str] = set()
-        for op, kind, body in found:
-            if kind.endswith(".attach") and op not in removed and body.get("key") is not None:
-                live.update(b for b in (body.get("blob"), body.get("thumb")) if b)
-        gone.extend(blob_id for blob_id, of in rows if of == eid and blob_id not in live)
+        rows = [
+            (r.id, r.eid)
+            for r in conn.execute(select(blobs.c.id, blobs.c.eid).where(blobs.c.eid.in_(sorted(affected))))
+        ]
+    if not rows:
+        return 0
+    holders = sorted({eid for _, eid in rows})
+    found = storage.ops_of_kinds(holders, (".attach", ".detach"))
+    resident_of = {
+        eid: body.get("resident_id")
+        for _, eid, kind, _, body in storage.ops_of_kinds(holders, (".create",))
+        if kind == "visit.create"
+    }
+    residents = sorted({r for r in resident_of.values() if r} | {e for e in holders if e.startswith("R-")})
+    erased: dict[str, int] = {}
+    for _, eid, kind, hlc, body in storage.ops_of_kinds(residents, (".redact",)):
+        if kind == "resident.redact" and "attachments" in body.get("fields", ()):
+            erased[eid] = max(hlc, erased.get(eid, -1))
+    live = {ref.blob for ref in live_blobs(found, erased, {k: v for k, v in resident_of.items() if v})}
+    gone = [blob_id for blob_id, _ in rows if blob_id not in live]
     if not gone:
         return 0
     with storage.transaction() as conn:

@@ -1135,13 +1135,24 @@ class Storage:
             row = conn.execute(query).first()
         return None if row is None else (str(row[0]), str(row[1]), json.loads(row[2]))
 
-    def ops_of_kinds(self, eid: str, suffixes: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
-        """The ops of record ``eid`` whose kind ends with one of ``suffixes``, as ``(op id, kind, body)``."""
-        query = select(ops.c.origin, ops.c.seq, ops.c.kind, ops.c.body).where(
-            ops.c.eid == eid, or_(*(ops.c.kind.endswith(suffix) for suffix in suffixes))
-        )
+    def ops_of_kinds(self, eids: Sequence[str], suffixes: Sequence[str]) -> list[tuple[str, str, str, int, Any]]:
+        """The ops of records ``eids`` whose kind ends with one of ``suffixes``, as ``(op id, eid, kind, hlc,
+        body)``."""
+        out: list[tuple[str, str, str, int, Any]] = []
         with self._read() as conn:
-            return [(f"{o}:{q}", str(k), json.loads(b)) for o, q, k, b in conn.execute(query)]
+            for part in _chunks(list(eids)):
+                query = select(ops.c.origin, ops.c.seq, ops.c.eid, ops.c.kind, ops.c.hlc, ops.c.body).where(
+                    ops.c.eid.in_(part), or_(*(ops.c.kind.endswith(suffix) for suffix in suffixes))
+                )
+                out.extend(
+                    (f"{o}:{q}", str(e), str(k), int(h), json.loads(b)) for o, q, e, k, h, b in conn.execute(query)
+                )
+        return out
+
+    def records_of_resident(self, resident: str) -> list[str]:
+        """The records that belong to a resident by its ``resident`` link (visits: the knocks on their door)."""
+        with self._read() as conn:
+            return [str(e) for (e,) in conn.execute(select(entities.c.eid).where(entities.c.resident == resident))]
 
     # --- the push transaction --------------------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from pydantic_core import from_json
 
 from caresync.errors import InvalidInputError
 from caresync.store.store import Store
-from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, manifest_of
+from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, BlobRef, live_blobs, manifest_of
 
-__all__ = ["PULL_MODES", "BlobRef", "BlobState", "BlobStore"]
+__all__ = ["PULL_MODES", "BlobState", "BlobStore"]
 
 #: Which blobs a sync fetches: every one this device may hold, thumbnails only (a knocker's phone), or none until
 #: one is fetched.
@@ -32,8 +32,10 @@ PULL_MODES = ("eager", "thumbs", "lazy")
 _PULL_MODE_META = "blob_pull_mode"
 
 _REFS = (
-    "SELECT origin, seq, eid, kind, body FROM ops WHERE (kind GLOB '*.attach' OR kind GLOB '*.detach') AND known = 1"
+    "SELECT origin, seq, eid, kind, hlc, body FROM ops "
+    "WHERE (kind GLOB '*.attach' OR kind GLOB '*.detach') AND known = 1"
 )
+_ERASURES = "SELECT eid, hlc, body FROM ops WHERE kind = 'resident.redact' AND known = 1"
 
 
 class BlobState:
@@ -52,15 +54,6 @@ class BlobState:
     def complete(self) -> bool:
         """True when every chunk is held."""
         return self.held == len(self.manifest.chunks)
-
-
-class BlobRef:
-    """A blob a live attachment names: the blob, whether it is a thumbnail, and the attach op and record."""
-
-    __slots__ = ("blob", "eid", "op", "size", "thumb")
-
-    def __init__(self, blob: str, size: int, thumb: bool, op: str, eid: str) -> None:
-        self.blob, self.size, self.thumb, self.op, self.eid = blob, size, thumb, op, eid
 
 
 class BlobStore:
@@ -163,26 +156,27 @@ class BlobStore:
         return {blob_id for (blob_id,) in self._store.sql("SELECT id FROM blobs")}
 
     def named(self) -> list[BlobRef]:
-        """The blobs the live attachments of this replica's records name (full pictures and thumbnails).
-
-        An attachment is live while no detach op removed it and no redaction erased its key."""
-        rows = self._store.sql(_REFS)
-        removed: set[str] = set()
-        attaches = []
-        for origin, seq, eid, kind, body in rows:
-            parsed = from_json(body)
-            if kind.endswith(".detach"):
-                removed.update(parsed.get("removes", ()))
-            else:
-                attaches.append((f"{origin}:{seq}", eid, parsed))
-        refs = []
-        for op, eid, body in attaches:
-            if op in removed or body.get("key") is None:
-                continue
-            refs.append(BlobRef(body["blob"], body["size"], False, op, eid))
-            if body.get("thumb"):
-                refs.append(BlobRef(body["thumb"], body["thumb_size"], True, op, eid))
-        return refs
+        """The blobs the live attachments of this replica's records name (full pictures and thumbnails), by the
+        rule of :func:`caresync.trust.blobs.live_blobs`."""
+        rows = [
+            (f"{origin}:{seq}", eid, kind, hlc, from_json(body))
+            for origin, seq, eid, kind, hlc, body in self._store.sql(_REFS)
+        ]
+        erased: dict[str, int] = {}
+        for eid, hlc, body in self._store.sql(_ERASURES):
+            if "attachments" in from_json(body)["fields"]:
+                erased[eid] = max(hlc, erased.get(eid, -1))
+        resident_of: dict[str, str] = {}
+        visits = sorted({eid for _, eid, kind, _, _ in rows if kind == "visit.attach"})
+        if erased and visits:
+            for start in range(0, len(visits), 500):
+                part = visits[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for vid, resident in self._store.sql(
+                    f"SELECT eid, body FROM ops WHERE kind = 'visit.create' AND eid IN ({marks})", part
+                ):
+                    resident_of[vid] = from_json(resident)["resident_id"]
+        return live_blobs(rows, erased, resident_of)
 
     def delete(self, blob_ids: Iterable[str]) -> int:
         """Deletes blobs and their chunks; returns how many there were."""

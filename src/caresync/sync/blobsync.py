@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from caresync.errors import CaresyncError, ServerRefusedError
-from caresync.store.blobs import BlobRef, BlobStore
+from caresync.store.blobs import BlobStore
 from caresync.sync._http import Link
-from caresync.trust.blobs import BlobManifest
+from caresync.trust.blobs import BlobManifest, BlobRef
 
 __all__ = ["BlobProgress", "BlobProgressCallback", "BlobRefusal", "BlobTransfer", "download", "fetch", "upload"]
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import nacl.exceptions
 import nacl.secret
@@ -32,9 +33,11 @@ __all__ = [
     "BLOB_ID_PATTERN",
     "CHUNK_SIZE",
     "BlobManifest",
+    "BlobRef",
     "chunk_hash",
     "chunk_hashes",
     "is_blob_id",
+    "live_blobs",
     "manifest_of",
     "open_blob",
     "seal_blob",
@@ -133,3 +136,43 @@ def open_blob(key: bytes, sealed: bytes) -> bytes:
         return bytes(nacl.secret.SecretBox(key).decrypt(sealed))
     except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
         raise TrustError("This attachment cannot be opened: its key does not fit, or its bytes were altered.") from None
+
+
+class BlobRef:
+    """A blob a live attachment names: the blob, its size, whether it is a thumbnail, the attach op and record."""
+
+    __slots__ = ("blob", "eid", "op", "size", "thumb")
+
+    def __init__(self, blob: str, size: int, thumb: bool, op: str, eid: str) -> None:
+        self.blob, self.size, self.thumb, self.op, self.eid = blob, size, thumb, op, eid
+
+
+def live_blobs(
+    ops: Iterable[tuple[str, str, str, int, Mapping[str, Any]]],
+    erased_until: Mapping[str, int],
+    resident_of: Mapping[str, str],
+) -> list[BlobRef]:
+    """The blobs the live attachments among ``ops`` name: the one rule replicas and the server both apply.
+
+    Args:
+        ops: the attach and detach ops, as ``(op id, record id, kind, hlc, body)``.
+        erased_until: per resident, the stamp of the latest erasure of their attachments (``resident.redact`` with
+            the field ``attachments``).
+        resident_of: per visit, its resident: an erasure takes the photos of the knocks on the resident's door too.
+
+    An attachment is live while no detach op removed it, no redaction erased its key, and no erasure of its
+    resident (of the record itself, or of the visit's resident) came after it.
+    """
+    rows = list(ops)
+    removed = {ref for _, _, kind, _, body in rows if kind.endswith(".detach") for ref in body.get("removes", ())}
+    out = []
+    for op, eid, kind, hlc, body in rows:
+        if not kind.endswith(".attach") or op in removed or body.get("key") is None:
+            continue
+        resident = eid if kind == "resident.attach" else resident_of.get(eid)
+        if resident is not None and hlc < erased_until.get(resident, -1):
+            continue
+        out.append(BlobRef(body["blob"], int(body["size"]), False, op, eid))
+        if body.get("thumb"):
+            out.append(BlobRef(body["thumb"], int(body["thumb_size"]), True, op, eid))
+    return out
