@@ -9,7 +9,6 @@ import io
 import os
 import random
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,19 +20,10 @@ from caresync import Replica, StationKey, SyncError, SyncProgress, TrustError
 from caresync.testing import FakeClock
 from caresync.trust.blobs import CHUNK_SIZE
 from tests.netsync_support import FlakyTransport
-from tests.server_support import enroll, postgres_database
+from tests.server_support import enroll
 
 GRID = "changnan/teachers-dorm/3"
 KNOWN_TEXT = b"Legal aid papers: Li Wei, flat 302, owes 4,800 yuan in back rent since March. CASEMARKER"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def _server(database_url: str, tmp_path: Path, **env: str) -> ServerProcess:

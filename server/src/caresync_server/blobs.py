@@ -30,19 +30,19 @@ import re
 import threading
 import weakref
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from caresync.core.ops import MAX_BLOB_BYTES
 from caresync.errors import CaresyncError
 from caresync.sync.bundles.format import CarriedBlob
 from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash, live_blobs
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, Text, func, select
 from starlette.concurrency import run_in_threadpool
 
+from .deps import DeviceDep, request_now, request_storage
 from .errors import ApiError, ErrorCode
 from .protocol import ErrorEnvelope
 from .settings import Settings
@@ -84,7 +84,6 @@ _ready_lock = threading.Lock()
 _ready: weakref.WeakSet[Storage] = weakref.WeakSet()
 
 router = APIRouter()
-_bearer = HTTPBearer(auto_error=False, description="The device's token.")
 
 
 class BlobManifestIn(BaseModel):
@@ -110,29 +109,8 @@ class BlobStatus(BaseModel):
     complete: bool
 
 
-def _storage(request: Request) -> Storage:
-    return cast(Storage, request.app.state.caresync.storage)
-
-
 def _settings(request: Request) -> Settings:
-    return cast(Settings, request.app.state.caresync.settings)
-
-
-def _now(request: Request) -> int:
-    return int(request.app.state.caresync.now_ms())
-
-
-def _device(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Device:
-    if credentials is None:
-        raise ApiError(
-            ErrorCode.UNAUTHORIZED,
-            "This request carries no device token (Authorization: Bearer <token>).",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return _storage(request).authenticate(credentials.credentials)
-
-
-_DeviceDep = Annotated[Device, Depends(_device)]
+    return request_storage(request).settings
 
 
 def _ensure_tables(storage: Storage) -> None:
@@ -375,10 +353,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses=_ERRORS,
     summary="Offer a blob (an attachment's sealed bytes): its manifest; answers the chunks held",
 )
-async def offer_blob(blob_id: str, offer: BlobManifestIn, request: Request, device: _DeviceDep) -> BlobStatus:
+async def offer_blob(blob_id: str, offer: BlobManifestIn, request: Request, device: DeviceDep) -> BlobStatus:
     """Takes a blob's manifest when an attach op the device may see names it; answers what is held already."""
     return await run_in_threadpool(
-        _offer, _storage(request), _settings(request), device, _checked_id(blob_id), offer, _now(request)
+        _offer, request_storage(request), _settings(request), device, _checked_id(blob_id), offer, request_now(request)
     )
 
 
@@ -388,24 +366,26 @@ async def offer_blob(blob_id: str, offer: BlobManifestIn, request: Request, devi
     openapi_extra={"requestBody": {"required": True, "content": {_OCTETS: {"schema": _BINARY}}}},
     summary="Send one chunk of an offered blob",
 )
-async def put_chunk(blob_id: str, n: int, request: Request, device: _DeviceDep) -> Response:
+async def put_chunk(blob_id: str, n: int, request: Request, device: DeviceDep) -> Response:
     """Checks chunk ``n`` against the blob's manifest and keeps it; answers how many chunks are held."""
     del device  # authenticated; the blob was offered by a device that may see its op
     data = await request.body()
     if len(data) > CHUNK_SIZE:
         raise ApiError(ErrorCode.BATCH_TOO_LARGE, f"A chunk is at most {CHUNK_SIZE} bytes.")
-    answer = await run_in_threadpool(_receive, _storage(request), _settings(request), _checked_id(blob_id), n, data)
+    answer = await run_in_threadpool(
+        _receive, request_storage(request), _settings(request), _checked_id(blob_id), n, data
+    )
     return Response(_json(answer), media_type=_JSON)
 
 
 @router.get("/v1/blobs/{blob_id}", response_model=BlobStatus, responses=_ERRORS, summary="A blob's manifest")
 async def get_blob(
-    blob_id: str, request: Request, device: _DeviceDep, op: Annotated[str, Query(max_length=40)]
+    blob_id: str, request: Request, device: DeviceDep, op: Annotated[str, Query(max_length=40)]
 ) -> BlobStatus:
     """The manifest and the chunks held, for a device that may see the attach op ``op`` naming the blob."""
 
     def status() -> BlobStatus:
-        storage = _storage(request)
+        storage = request_storage(request)
         row = _readable_row(storage, device, _checked_id(blob_id), op)
         with storage.transaction() as conn:
             return _status(conn, row)
@@ -419,10 +399,12 @@ async def get_blob(
     summary="One chunk of a whole blob",
 )
 async def get_chunk(
-    blob_id: str, n: int, request: Request, device: _DeviceDep, op: Annotated[str, Query(max_length=40)]
+    blob_id: str, n: int, request: Request, device: DeviceDep, op: Annotated[str, Query(max_length=40)]
 ) -> Response:
     """Chunk ``n`` of a blob the server holds whole, for a device that may see the attach op ``op``."""
-    data = await run_in_threadpool(_chunk, _storage(request), _settings(request), device, _checked_id(blob_id), n, op)
+    data = await run_in_threadpool(
+        _chunk, request_storage(request), _settings(request), device, _checked_id(blob_id), n, op
+    )
     return Response(data, media_type=_OCTETS)
 
 

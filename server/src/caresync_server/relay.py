@@ -20,15 +20,14 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Any
 
 from caresync.core.ops import ops_from_rows, validate_ops
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
 from caresync.sync.bundles.format import carried_blobs, check_bundle, seal_answer
 from caresync.trust.signing import verify_each, verify_ops
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import BigInteger, Column, Connection, Index, Integer, MetaData, String, Table, Text, select
 from sqlalchemy import exc as sa_exc
@@ -37,6 +36,9 @@ from starlette.concurrency import run_in_threadpool
 from .admission import body_text
 from .blobs import take_carried
 from .bodies import inflate, max_values, read_json
+from .deps import DeviceDep
+from .deps import request_now as _now
+from .deps import request_storage as _storage
 from .errors import ApiError, DatabaseUnavailable, ErrorCode, ErrorDetail
 from .protocol import BundleFields, ErrorEnvelope, Handoff, RelayRequest
 from .storage import CURSOR_CLOCK_SHIFT, Device, DeviceReport, Storage, devices
@@ -63,30 +65,11 @@ relay_events = Table(
 )
 
 router = APIRouter()
-_bearer = HTTPBearer(auto_error=False, description="The carrying device's token.")
 _ready_lock = threading.Lock()
 _ready: weakref.WeakSet[Storage] = weakref.WeakSet()  # storages whose relay table is known to exist
 
 
-def _storage(request: Request) -> Storage:
-    return cast(Storage, request.app.state.caresync.storage)
-
-
-def _now(request: Request) -> int:
-    return int(request.app.state.caresync.now_ms())
-
-
-def _carrier(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Device:
-    if credentials is None:
-        raise ApiError(
-            ErrorCode.UNAUTHORIZED,
-            "This request carries no device token (Authorization: Bearer <token>).",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return _storage(request).authenticate(credentials.credentials)
-
-
-_CarrierDep = Annotated[Device, Depends(_carrier)]
+_CarrierDep = DeviceDep
 
 
 def _ensure_table(storage: Storage) -> None:
