@@ -45,6 +45,8 @@ def test_the_field_roles() -> None:
         "visit.create",
         "visit.set",
         "visit.note",
+        "visit.attach",  # a photo of what the knocker found (issue 20)
+        "visit.detach",
         "resident.note",
         "ticket.create",
         "ticket.note",

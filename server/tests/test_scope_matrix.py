@@ -41,6 +41,12 @@ def _station_world(station: Replica) -> dict[str, tuple[str, RecordScope]]:
         world[f"parcel-{where}"] = (parcel.id, RecordScope("parcel", grid))
     worker = station.workers.add(name="Li", role="grid_worker", grids=[INSIDE])
     world["worker"] = (worker.id, RecordScope("worker", None))
+    for label in [
+        label for label in world if label.split("-")[0] in ("resident", "visit", "dispute", "repair", "parcel")
+    ]:
+        record_id, scope = world[label]
+        attached = station.attachments.add(record_id, b"a scanned form", kind="document")
+        world[f"attachment-{label}"] = (attached.id, scope)  # what the detach cases remove
     return world
 
 
@@ -89,6 +95,23 @@ def _cases(world: dict[str, tuple[str, RecordScope]]) -> list[tuple[str, RecordS
             ("parcel.set", RecordScope("parcel", grid), lambda r, x=parcel: r.parcels.edit(x, summary="Forms")),
             ("parcel.hop", RecordScope("parcel", grid), lambda r, x=parcel: r.parcels.hop(x, "picked_up")),
         ]
+        for label, scope in (
+            (f"resident-{where}", rscope),
+            (f"visit-{where}", RecordScope("visit", grid)),
+            (f"parcel-{where}", RecordScope("parcel", grid)),
+            (f"dispute-{where}", RecordScope("ticket", grid, "dispute")),
+            (f"repair-{where}", RecordScope("ticket", grid, "repair")),
+        ):
+            record = label.split("-")[0].replace("dispute", "ticket").replace("repair", "ticket")
+            target, attached = rid(label), rid(f"attachment-{label}")
+            cases += [
+                (
+                    f"{record}.attach",
+                    scope,
+                    lambda r, x=target: r.attachments.add(x, b"a photo, as bytes", kind="document"),
+                ),
+                (f"{record}.detach", scope, lambda r, x=attached: r.attachments.remove(x)),
+            ]
         for kind in ("dispute", "repair"):
             ticket = rid(f"{kind}-{where}")
             tscope = RecordScope("ticket", grid, kind)
