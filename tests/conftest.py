@@ -10,7 +10,6 @@ import pytest
 
 from caresync import Replica
 from caresync.testing import FakeClock
-from tests.server_support import postgres_database
 
 ReplicaFactory = Callable[..., Replica]
 
@@ -28,16 +27,6 @@ def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
     yield factory
     for replica in opened:
         replica.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A server database for the test: an SQLite file, then a fresh PostgreSQL database (skipped if none)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,7 +50,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'server.db'}"
     else:
-        from tests.server_support import postgres_database
-
+        
         with postgres_database() as url:
             yield url
