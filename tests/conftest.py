@@ -50,6 +50,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'server.db'}"
     else:
-        
+        from tests.server_support import postgres_database
+
         with postgres_database() as url:
             yield url
