@@ -72,6 +72,32 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s.close()
 
 
+def test_each_push_batch_reports_what_still_waits_after_it(server: Server, make_replica: ReplicaFactory) -> None:
+    from caresync.sync.wire import decode_envelope
+
+    phone = make_replica("phone")
+    token = server.enroll("phone")
+    t = phone.tickets.submit(title="Septic tank blocked", kind="repair", grid=GRID)
+    with phone.batch():
+        for i in range(9):
+            phone.tickets.note(t.id, f"update {i}")
+    held = sorted(phone.export_ops({}, limit=100), key=lambda o: (o["hlc"], o["origin"], o["seq"]))
+    sent: list[dict[str, Any]] = []
+
+    def capture(request: httpx.Request) -> None:
+        if request.url.path == "/v1/push":
+            sent.append(decode_envelope(request.read()))
+
+    client = httpx.Client(transport=server.client._transport, base_url=URL, event_hooks={"request": [capture]})
+    result = phone.sync(URL, token=token, client=client, push_batch=4)
+    assert result.pushed == 10 and result.unsent == 0
+    assert [len(e["ops"]) for e in sent] == [4, 4, 2]
+    for k, envelope in enumerate(sent, start=1):  # what is left once batch k is in: the ops after its last
+        rest = held[4 * k :]
+        assert envelope["pending"] == len(rest)
+        assert envelope["oldest_unsent_ms"] == (min(o["at"] for o in rest) if rest else None)
+
+
 def test_two_devices_converge_through_the_server(server: Server, make_replica: ReplicaFactory) -> None:
     station, phone = make_replica("station"), make_replica("phone")
     ts, tp = server.enroll("station"), server.enroll("phone")

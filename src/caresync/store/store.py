@@ -989,6 +989,18 @@ class Store:
             self._pending = True
         self.settle()
 
+    def unsent_times(self, *, held: tuple[str, int] | None = None) -> Iterator[tuple[int, int]]:
+        """``(hlc, at)`` of every op waiting to be sent (less ``held``, as :meth:`unsent`), in ``(hlc, origin,
+        seq)`` order, read as they are iterated: one ordered scan, from which a push keeps two numbers per op (see
+        :mod:`caresync.sync.netsync`)."""
+        where, params = ("AND NOT (origin = ? AND seq >= ?)", list(held)) if held is not None else ("", [])
+        try:
+            yield from self._db.execute(
+                f"SELECT hlc, at FROM ops WHERE sent = 0 {where} ORDER BY hlc, origin, seq", params
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"The replica file {self.path} could not be read: {_reason(exc)}") from exc
+
     def mark_sent(self, ranges: Iterable[tuple[str, int, int]]) -> int:
         """Marks unsent ops in ``(origin, lo, hi)`` seq ranges as stored by the server; returns how many."""
         done = 0
