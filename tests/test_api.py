@@ -107,3 +107,45 @@ def test_confirm_keeps_the_status_and_settles_the_conflict(make_replica: Replica
     assert kept.status is shown and kept.conflicts == []
     b.sync_with(a)
     assert b.conflicts() == [] and b.tickets.get(tid).status is shown
+
+
+def test_a_write_returns_its_record_without_reading_its_history(make_replica: ReplicaFactory) -> None:
+    r = make_replica("station")
+    ticket = r.tickets.submit(title="Septic tank blocked", kind="repair", grid=GRID)
+    for i in range(5):
+        r.tickets.edit(ticket.id, title=f"Septic tank blocked, call {i}")
+    statements: list[str] = []
+    r.device_log.store._db.set_trace_callback(statements.append)  # every statement SQLite runs on the file
+    edited = r.tickets.edit(ticket.id, priority="high")
+    listed = r.tickets.list()
+    assert not [s for s in statements if "FROM ops" in s and "eid" in s]  # no record's history was read back
+    assert [h.action for h in edited.history] == ["create", *["set title"] * 5, "set priority"]
+    assert [s for s in statements if "FROM ops" in s and "eid" in s]  # read when asked for, from the file
+    assert listed == [edited] and listed[0].history == edited.history
+
+
+def test_a_record_keeps_the_history_it_had_when_it_was_read(make_replica: ReplicaFactory) -> None:
+    r = make_replica("station")
+    submitted = r.tickets.submit(title="Stair light out", kind="repair", grid=GRID)
+    first = r.tickets.edit(submitted.id, title="Stair light out, floor 3")
+    second = r.tickets.edit(submitted.id, priority="high")
+    assert [h.action for h in submitted.history] == ["create"]
+    assert [h.action for h in first.history] == ["create", "set title"]
+    assert [h.action for h in second.history] == ["create", "set title", "set priority"]
+    assert first != second and second == r.tickets.get(submitted.id)
+    assert second.model_dump()["history"][-1]["details"]["value"] == "high"
+
+
+def test_a_history_not_asked_for_before_the_replica_closes_cannot_be_read_after(
+    make_replica: ReplicaFactory,
+) -> None:
+    from caresync import StoreError
+
+    r = make_replica("station")
+    asked = r.tickets.submit(title="Stair light out", kind="repair", grid=GRID)
+    assert len(asked.history) == 1
+    not_asked = r.tickets.get(asked.id)
+    r.close()
+    assert len(asked.history) == 1  # read while open: kept with the record
+    with pytest.raises(StoreError, match="could not be read"):
+        _ = not_asked.history

@@ -264,8 +264,19 @@ class Replica:
     # --- reading --------------------------------------------------------------------------------------------
 
     def _record(self, state: State) -> Any:
+        """The record of a state. Its history is read when it is first asked for (``history`` of the record), up
+        to the newest op the state folds: a record shows the history it had when it was read."""
         log = self._device_log
-        return build_record(log.readable(state), history_of(log.readable_ops(state["id"]), log.device_public_key))
+        eid, last = state["id"], state["last"]
+
+        def history() -> list[HistoryEntry]:
+            ops = log.readable_ops(eid)
+            if last is not None:
+                newest = (last[0], last[1], last[2])
+                ops = [op for op in ops if (op["hlc"], op["origin"], op["seq"]) <= newest]
+            return history_of(ops, log.device_public_key)
+
+        return build_record(log.readable(state), history)
 
     def history(self, entity_id: str) -> list[HistoryEntry]:
         """Every change to one record, oldest first: who did what, when, on which device, signed by which key."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, computed_field
 
 from caresync.core.domain import (
     Channel,
@@ -270,11 +270,37 @@ def _notes(state: State) -> list[Note]:
     ]
 
 
+HistorySource = list[HistoryEntry] | Callable[[], list[HistoryEntry]]
+"""A record's history, or the function that reads it when it is first asked for (see :func:`build_record`)."""
+
+
 class _Entity(_Record):
     id: str
     deleted: bool = False
     conflicts: list[Conflict] = []
-    history: list[HistoryEntry] = []
+    _history: HistorySource = PrivateAttr(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def history(self) -> list[HistoryEntry]:
+        """Every change to the record, oldest first, up to the newest one the record shows.
+
+        A record a replica returns reads its history from the replica file the first time it is asked for, so
+        writing, getting and listing records never reads back their whole histories: ask while the replica is
+        open (after it is closed, asking raises :class:`~caresync.errors.StoreError`)."""
+        history = self._history
+        if callable(history):
+            history = self._history = history()
+        return history
+
+    def __eq__(self, other: object) -> bool:
+        """Records are equal when their fields and their histories are."""
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Entity)
+        return self.__dict__ == other.__dict__ and self.history == other.history
+
+    __hash__ = _Record.__hash__
 
 
 class Resident(_Entity):
@@ -392,13 +418,19 @@ def _text_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def build_record(state: State, history: list[HistoryEntry]) -> _Entity:
-    """The public record for a folded state."""
+def build_record(state: State, history: HistorySource) -> _Entity:
+    """The public record for a folded state. ``history`` is its history, or a function that reads it, called the
+    first time the record's ``history`` is asked for (a write returns its record without reading the history)."""
+    record = _build_record(state)
+    record._history = history
+    return record
+
+
+def _build_record(state: State) -> _Entity:
     common: dict[str, Any] = {
         "id": state["id"],
         "deleted": bool(_v(state, "deleted")),
         "conflicts": _conflicts(state),
-        "history": history,
     }
     entity = state["type"]
     if entity == "ticket":
