@@ -77,10 +77,10 @@ def test_each_push_batch_reports_what_still_waits_after_it(server: Server, make_
 
     phone = make_replica("phone")
     token = server.enroll("phone")
-    t = phone.tickets.submit(title="Septic tank blocked", kind="repair", grid=GRID)
+    wang = phone.residents.register(name="Old Wang", grid=GRID)  # a resident: no ticket number to settle first
     with phone.batch():
         for i in range(9):
-            phone.tickets.note(t.id, f"update {i}")
+            phone.residents.note(wang.id, f"visit {i}")
     held = sorted(phone.export_ops({}, limit=100), key=lambda o: (o["hlc"], o["origin"], o["seq"]))
     sent: list[dict[str, Any]] = []
 
