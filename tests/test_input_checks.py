@@ -74,3 +74,19 @@ def test_a_returned_request_is_rated_once_per_return(make_replica: ReplicaFactor
     desk.tickets.close(t.id)
     again = desk.tickets.rate(t.id, score=4).rating  # a new return, a new rating
     assert again is not None and again.score == 4
+
+
+def test_a_grid_nobody_uses_is_refused_with_the_closest_known_ones(run: Run) -> None:
+    assert run("resident", "add", "--name", "Grandma Liu", "--grid", GRID).exit_code == 0
+    typo = run("ticket", "submit", "--title", "Leak", "--kind", "repair", "--grid", "Changnan Dorm")
+    assert typo.exit_code == 1 and "did you mean" in typo.stderr and "changnan/dorm" in typo.stderr
+    assert "--new-grid" in typo.stderr
+    assert json.loads(run("ticket", "list", "--all", "--json").stdout)["tickets"] == []  # nothing recorded
+    building = run("ticket", "submit", "--title", "Leak", "--kind", "repair", "--grid", "changnan/dorm/4", "--json")
+    assert building.exit_code == 0  # a new building in a known area
+    elsewhere = run("resident", "add", "--name", "Mr Ma", "--grid", "xinan/lane-1")
+    assert elsewhere.exit_code == 1 and "xinan/lane-1" in elsewhere.stderr
+    assert run("resident", "add", "--name", "Mr Ma", "--grid", "xinan/lane-1", "--new-grid").exit_code == 0
+    filtered = run("ticket", "list", "--grid", "changnan/drom")
+    assert filtered.exit_code == 1 and "did you mean changnan/dorm" in filtered.stderr
+    assert run("report", "--grid", "xinan").exit_code == 0

@@ -24,6 +24,7 @@ from caresync.cli._common import (
 )
 from caresync.cli.station import ticket_json
 from caresync.core.domain import VisitOutcome
+from caresync.field.grids import check_known_grid
 from caresync.field.knock import KnockDue, knock_round, raise_ticket
 from caresync.field.labels import label
 from caresync.field.report_html import render_html
@@ -131,6 +132,8 @@ def visit_due(env: Env, knocker: str | None, grid: str | None, include_ok: bool,
     """Who is due a knock and who is overdue, by building; flagged residents at the top."""
     when = None if at is None else parse_moment(at, "at")
     with env.read() as replica:
+        if grid is not None:
+            check_known_grid(replica, grid, filtering=True)
         round_ = knock_round(replica, knocker=knocker, grid=grid, now=when, include_ok=include_ok)
 
     def text() -> None:
@@ -281,6 +284,8 @@ def report(env: Env, start_text: str | None, end_text: str | None, grid: str | N
     start = None if start_text is None else day_start(parse_day(start_text, "from"))
     end = None if end_text is None else day_start(parse_day(end_text, "to")) + days(1)
     with env.read() as replica:
+        if grid is not None:
+            check_known_grid(replica, grid, filtering=True)
         result = station_report(replica, start=start, end=end, grid=grid)
     if html_file is not None:
         html_file.write_text(render_html(result, lang=env.lang, tz=local_tz()), encoding="utf-8")

@@ -30,6 +30,7 @@ from caresync.core.ids import is_provisional
 from caresync.core.media import AttachmentKind
 from caresync.core.model import Resident, Ticket, Worker
 from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
+from caresync.field.grids import check_known_grid
 from caresync.field.labels import label
 from caresync.field.sla import is_overdue, sla_sorted
 from caresync.replica import Replica, find_ticket
@@ -184,6 +185,9 @@ def ticket() -> None:
 @click.option("--description", default=None)
 @click.option("--due-hours", type=click.IntRange(1, 24 * 365), default=None, help="Due this many hours from now.")
 @click.option("--parcel", "parcel_id", default=None, help="The parcel (id or envelope code) that carried the request.")
+@click.option(
+    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
+)
 @common_options
 def ticket_submit(
     env: Env,
@@ -196,9 +200,11 @@ def ticket_submit(
     description: str | None,
     due_hours: int | None,
     parcel_id: str | None,
+    new_grid: bool,
 ) -> None:
     """Places a request and prints the number to tell the resident."""
     with env.open() as replica:
+        grid = check_known_grid(replica, grid, new=new_grid)
         if parcel_id is not None:  # the code on the envelope, or the parcel's id
             parcel = replica.parcels.by_code(parcel_id)
             if parcel is not None:
@@ -236,6 +242,8 @@ def ticket_list(
 ) -> None:
     """Tickets, overdue ones first, then soonest due."""
     with env.read() as replica:
+        if grid is not None:
+            check_known_grid(replica, grid, filtering=True)
         now = now_utc()
         found = replica.tickets.list(status=status, assignee=assignee, kind=kind)
         found = [
@@ -457,6 +465,9 @@ def _resident_options(func: Any) -> Any:
 @click.option("--name", required=True)
 @click.option("--grid", required=True, help="community/area/building")
 @_resident_options
+@click.option(
+    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
+)
 @common_options
 def resident_add(
     env: Env,
@@ -467,9 +478,11 @@ def resident_add(
     flags: tuple[str, ...],
     knock_every: int | None,
     birth_year: int | None,
+    new_grid: bool,
 ) -> None:
     """Registers a resident in a grid."""
     with env.open() as replica:
+        grid = check_known_grid(replica, grid, new=new_grid)
         made = replica.residents.register(
             name=name,
             grid=grid,
@@ -488,6 +501,8 @@ def resident_add(
 def resident_list(env: Env, grid: str | None) -> None:
     """Residents, by grid."""
     with env.read() as replica:
+        if grid is not None:
+            check_known_grid(replica, grid, filtering=True)
         found = [r for r in replica.residents.list() if grid is None or in_grid(r.grid, grid)]
         found.sort(key=lambda r: (r.grid, r.name or "", r.id))
 
@@ -551,6 +566,9 @@ def resident_show(env: Env, resident_id: str) -> None:
 @click.option("--name", default=None)
 @click.option("--grid", default=None)
 @_resident_options
+@click.option(
+    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
+)
 @common_options
 def resident_edit(
     env: Env,
@@ -562,6 +580,7 @@ def resident_edit(
     flags: tuple[str, ...],
     knock_every: int | None,
     birth_year: int | None,
+    new_grid: bool,
 ) -> None:
     """Changes a resident's details (only the options given; --flag replaces the flags)."""
     changes: dict[str, Any] = {
@@ -581,6 +600,8 @@ def resident_edit(
     if not changes:
         raise InvalidInputError(env.t("resident.nothing"), [("options", "--name, --grid, --address, ...")])
     with env.open() as replica:
+        if grid is not None:
+            grid = check_known_grid(replica, grid, new=new_grid)
         edited = replica.residents.edit(resident_id, **changes)
         env.out(resident_json(edited), env.t("resident.edited", name=edited.name, fields=", ".join(changes)))
 
@@ -602,10 +623,14 @@ def worker() -> None:
 @click.option("--role", type=_choice(Role), required=True)
 @click.option("--grid", "grids", multiple=True, help="A grid they look after; repeat for several.")
 @click.option("--phone", default=None)
+@click.option(
+    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
+)
 @common_options
-def worker_add(env: Env, name: str, role: str, grids: tuple[str, ...], phone: str | None) -> None:
+def worker_add(env: Env, name: str, role: str, grids: tuple[str, ...], phone: str | None, new_grid: bool) -> None:
     """Adds a worker."""
     with env.open() as replica:
+        grids = tuple(check_known_grid(replica, g, new=new_grid) for g in grids)
         made = replica.workers.add(name=name, role=role, grids=grids, phone=phone)
         env.out(_worker_json(made), env.t("worker.added", name=made.name, id=made.id))
 
@@ -646,6 +671,9 @@ def dispute() -> None:
 @click.option("--channel", type=_choice(Channel), default="walk_in", show_default=True)
 @click.option("--description", default=None)
 @click.option("--mediator", default=None, help="Who will mediate.")
+@click.option(
+    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
+)
 @common_options
 def dispute_open(
     env: Env,
@@ -656,9 +684,11 @@ def dispute_open(
     channel: str,
     description: str | None,
     mediator: str | None,
+    new_grid: bool,
 ) -> None:
     """Opens a dispute for mediation, with its parties, in one step."""
     with env.open() as replica:
+        grid = check_known_grid(replica, grid, new=new_grid)
         with replica.batch():
             made = replica.tickets.submit(
                 title=title,
