@@ -103,6 +103,8 @@ def test_the_station_key_is_pinned_rotated_with_a_signature_and_a_forgery_is_ref
             problem = result.station_key_problem
             assert problem is not None and forged.signing_public_key.hex() in problem
             assert knocker.station_signing_key == second  # it keeps the key it pinned, and seals to it
+            synced = _caresync(tmp_path / "knocker.db", "sync")  # the program says it too
+            assert forged.signing_public_key.hex() in synced["station_key_problem"]
             shown = _caresync(tmp_path / "knocker.db", "station-key", "show")
             assert shown["pinned"] == second.hex() and forged.signing_public_key.hex() in shown["problem"]
             with pytest.raises(TrustError):  # nor can it be given another key by hand

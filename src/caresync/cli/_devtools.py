@@ -252,6 +252,7 @@ def sync(
             "waiting": result.waiting,
             "unsent": result.unsent,
             "held": result.held,
+            "station_key_problem": result.station_key_problem,
             "refused": [{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
         }
@@ -264,5 +265,7 @@ def sync(
     click.echo(line)
     if result.held:
         click.echo(env.t("sync.held", n=f"{result.held:,}"))
+    if result.station_key_problem:
+        click.echo(env.t("skey.problem", problem=result.station_key_problem))
     for r in result.refused:
         click.echo(env.t("sync.refused", kind=r.kind, record=r.record, reason=r.reason))

@@ -439,6 +439,10 @@ COURIER_MESSAGES = Catalog(
         "l_conflicts": {"en": "Conflicts", "zh": "冲突"},
         "l_refusals": {"en": "Refused by the server", "zh": "被服务器拒收"},
         "l_held": {"en": "Kept until the station's key arrives", "zh": "等待驿站密钥、暂不发送"},
+        "station_key_refused": {
+            "en": "Refused the station key the server offers; this handheld keeps the one it has: {problem}",
+            "zh": "已拒绝服务器提供的驿站密钥，本机继续使用原有密钥：{problem}",
+        },
         "held": {
             "en": "{held} change(s) hold free text and stay on this handheld, unsent, until it has the station's key "
             "(it learns it at a sync once the station registers it).",

@@ -474,12 +474,15 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
         lines.extend(env.t("refused_op", kind=r.kind, record=r.record, reason=r.reason) for r in result.refused)
         if result.held:
             lines.append(env.t("held", held=result.held))
+        if result.station_key_problem:
+            lines.append(env.t("station_key_refused", problem=result.station_key_problem))
         data = {
             "sent": result.pushed,
             "already_held": result.already_held,
             "received": result.pulled,
             "unsent": result.unsent,
             "held": result.held,
+            "station_key_problem": result.station_key_problem,
             "waiting": result.waiting,
             "refused": [asdict(r) for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
