@@ -231,6 +231,18 @@ def request_page(page: Page, replica: Replica) -> Response:
     )
 
 
+@route("/attachments/{attachment}")
+def attachment_file(page: Page, replica: Replica) -> Response:
+    """An attachment's picture (``?thumb=1``: its thumbnail) or document, opened with the station's key. Never
+    cached by the browser (the console answers everything no-store): it is a resident's private data."""
+    attachment = replica.attachments.get(str(page.params["attachment"]))
+    thumbnail = page.query.get("thumb") == "1" and attachment.thumb is not None
+    data = replica.attachments.open(attachment.id, thumbnail=thumbnail)
+    media = ("image/png" if attachment.kind == "signature" else "image/jpeg") if thumbnail else attachment.media
+    headers = {"Content-Disposition": "inline"}  # no-store and nosniff: every console answer has them
+    return Response(data, media_type=media, headers=headers)
+
+
 def ticket_of(page: Page, replica: Replica) -> Ticket:
     """The request the page's ``{number}`` names (a 404 page when there is none)."""
     number = str(page.params["number"])
