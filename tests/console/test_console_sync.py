@@ -64,3 +64,33 @@ def test_background_sync_brings_other_devices_work_to_the_pages(tmp_path: Path) 
         run(go())
     finally:
         server.stop()
+
+
+def test_work_held_for_want_of_a_station_key_is_shown(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    server = ServerProcess(db, tmp_path).start()
+    try:
+        with Replica.open(tmp_path / "station.db", actor="desk") as station:
+            station.enroll(server.url, issue_code(db, "station-desk", role="station", grids=[""]))
+
+        async def go() -> None:
+            with running(tmp_path, sync_interval_s=1) as app:
+                console = app.state.console
+                async with client(app) as http:
+                    token = await sign_in(http)
+                    form = {
+                        "csrf": token,
+                        "title": "Broken door",
+                        "kind": "repair",
+                        "channel": "walk_in",
+                        "grid": "c/a/b",
+                        "priority": "normal",
+                    }
+                    assert (await http.post("/intake", data=form)).status_code == 303
+                    _until(lambda: console.worker.status.held > 0)
+                    page = await http.get("/")
+                    assert "held here until the station key is known" in page.text
+
+        run(go())
+    finally:
+        server.stop()

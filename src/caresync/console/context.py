@@ -218,6 +218,10 @@ class Console:
         )
         if status.unsent:
             parts.append(t("sync.unsent", n=status.unsent))
+        if status.held:
+            parts.append(t("sync.held", n=status.held))
+        if status.key_problem:
+            parts.append(t("sync.key_problem", problem=status.key_problem))
         return " · ".join(parts)
 
 

@@ -49,6 +49,11 @@ _M: dict[str, tuple[str, str]] = {
     "sync.running": ("正在同步…", "syncing…"),
     "sync.failed": ("同步失败：{error}", "sync failed: {error}"),
     "sync.unsent": ("{n} 项变更待发送", "{n} change(s) to send"),
+    "sync.held": (
+        "{n} 项变更暂存本机：需要服务站密钥才能加密发送（caresync station-key）",
+        "{n} change(s) held here until the station key is known to seal them (caresync station-key)",
+    ),
+    "sync.key_problem": ("服务站密钥有问题：{problem}", "station key problem: {problem}"),
     "sync.now": ("立即同步", "Sync now"),
     "sync.asked": ("已安排同步。", "A sync is on its way."),
     "refresh.new": (

@@ -44,6 +44,10 @@ class SyncStatus:
     pushed: int = 0
     pulled: int = 0
     unsent: int = 0
+    held: int = 0
+    """Changes kept on the desk, unsent, until it has a station key to seal them with."""
+    key_problem: str | None = None
+    """Why the desk refused the station key the server offers (see :class:`~caresync.sync.netsync.SyncResult`)."""
     next_ms: int | None = None
 
 
@@ -203,6 +207,8 @@ class ReplicaWorker:
                 last_error=None,
                 pushed=getattr(result, "pushed", 0),
                 pulled=getattr(result, "pulled", 0),
+                held=getattr(result, "held", 0),
+                key_problem=getattr(result, "station_key_problem", None),
             )
             self._log.info("background sync done in %.1f s", time.monotonic() - started_clock)
         interval = self._status.interval_s
