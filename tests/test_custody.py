@@ -138,7 +138,7 @@ def test_route_groups_by_mailbox_and_building_due_ones_first(make_replica: Repli
         ("zh", ["pikup"], "没有这个命令：pikup。你是不是想输入 pickup？"),
         ("en", ["pikup"], "No such command 'pikup'"),
         ("zh", ["deliver", "E-1"], "缺少选项 --confirm。"),
-        ("en", ["report", "gossip", "x", "--grid", "a"], "Wrong command or argument"),
+        ("en", ["report", "gossip", "x", "--grid", "a"], "Usage error"),
     ],
 )
 def test_wrong_commands_get_a_short_message_in_the_language(

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,13 +35,40 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Commands(click.Group):
-    """Turns the server's errors into one clean line and exit code 1."""
+    """Every mistake is one line on stderr, as in caresync and caresync-courier (docs/errors.md): the server's
+    errors ``Error: ...`` with exit code 1, a mistyped command ``Usage error: ...`` with exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ServerError as exc:
             raise click.ClickException(str(exc)) from exc
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if exc.ctx is not None and type(exc).__name__ == "NoArgsIsHelpError":  # a group run bare: its help
+                click.echo(exc.ctx.get_help())
+                sys.exit(0)
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(" ".join(f"Usage error: {exc.format_message()}{where}".split()), err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(" ".join(f"Error: {exc.format_message()}".split()), err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Stopped.", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
 
 
 @click.group(cls=_Commands)

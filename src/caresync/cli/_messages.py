@@ -486,8 +486,8 @@ COURIER_MESSAGES = Catalog(
             "zh": "服务器还有更多数据：请再导出一个数据包。",
         },
         "usage": {
-            "en": "Wrong command or argument: {detail} Run caresync-courier --help.",
-            "zh": "命令或参数有误：{detail} 请运行 caresync-courier --help 查看用法。",
+            "en": "Usage error: {detail} Run caresync-courier --help.",
+            "zh": "用法错误：{detail} 请运行 caresync-courier --help 查看用法。",
         },
         "error": {"en": "{detail}", "zh": "操作未完成：{detail}"},
         "io_error": {

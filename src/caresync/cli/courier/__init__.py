@@ -25,7 +25,15 @@ from typing import Any, NoReturn
 import click
 
 from caresync._version import __version__
-from caresync.cli._errors import EXIT_OFFLINE, EXIT_REFUSED, EXIT_SERVER_REFUSED, EXIT_USAGE, error_envelope
+from caresync.cli._errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OFFLINE,
+    EXIT_REFUSED,
+    EXIT_SERVER_REFUSED,
+    EXIT_USAGE,
+    error_envelope,
+    exit_code_for,
+)
 from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.core.model import ms_to_datetime
@@ -141,16 +149,16 @@ class _CourierGroup(click.Group):
             code = super().main(argv, prog_name or "caresync-courier", complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             detail = _usage_detail(exc.format_message(), lang)
-            _fail(lang, as_json, "usage_error", MESSAGES("usage", lang, detail=detail), EXIT_USAGE)
+            _fail(lang, as_json, "usage", MESSAGES("usage", lang, detail=detail), EXIT_USAGE)
         except click.Abort:
-            _fail(lang, as_json, "aborted", MESSAGES("aborted", lang), EXIT_REFUSED)
+            _fail(lang, as_json, "aborted", MESSAGES("aborted", lang), EXIT_INTERRUPTED)
         except click.ClickException as exc:
-            _fail(lang, as_json, "usage_error", MESSAGES("usage", lang, detail=exc.format_message()), EXIT_USAGE)
+            _fail(lang, as_json, "usage", MESSAGES("usage", lang, detail=exc.format_message()), EXIT_USAGE)
         except _Failure as failure:
             _fail(lang, as_json, failure.code, failure.message, failure.exit_code)
         except CaresyncError as exc:
             text = exc.in_language(lang) if isinstance(exc, courier.CourierError) else str(exc)
-            _fail(lang, as_json, exc.code, MESSAGES("error", lang, detail=text), EXIT_REFUSED)
+            _fail(lang, as_json, exc.code, MESSAGES("error", lang, detail=text), exit_code_for(exc))
         except OSError as exc:
             path = exc.filename or "?"
             detail = exc.strerror or str(exc)
