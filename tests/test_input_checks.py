@@ -90,3 +90,14 @@ def test_a_grid_nobody_uses_is_refused_with_the_closest_known_ones(run: Run) -> 
     filtered = run("ticket", "list", "--grid", "changnan/drom")
     assert filtered.exit_code == 1 and "did you mean changnan/dorm" in filtered.stderr
     assert run("report", "--grid", "xinan").exit_code == 0
+
+
+def test_show_says_how_a_request_was_solved_and_inspect_reads_as_lines(run: Run, tmp_path: Path) -> None:
+    made = json.loads(run("ticket", "submit", "--title", "Leak", "--kind", "repair", "--grid", GRID, "--json").stdout)
+    run("ticket", "accept", made["id"], "--assignee", "W-1")
+    assert json.loads(run("ticket", "show", made["id"], "--json").stdout)["resolution"] is None
+    run("ticket", "resolve", made["id"], "--resolution", "pipe cleared")
+    assert json.loads(run("ticket", "show", made["id"], "--json").stdout)["resolution"] == "pipe cleared"
+    assert "resolution: pipe cleared" in run("ticket", "show", made["id"]).stdout
+    inspected = run("inspect", str(tmp_path / "desk" / "replica.db")).stdout
+    assert "tickets: 1" in inspected and "{" not in inspected and "conflicts: 0" in inspected

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -151,7 +152,7 @@ def inspect(path: Path, as_json: bool) -> None:
     """What a replica file holds: its id, ops, records, conflicts and deferred ops. Reads the file only; any
     other file is refused with a line saying what it is."""
     with Replica.open(path, actor="inspect", read_only=True) as replica:
-        info = {
+        info: dict[str, Any] = {
             "replica": replica.id,
             "ops": replica.op_count(),
             "devices": replica.version_vector(),
@@ -166,8 +167,15 @@ def inspect(path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=2))
         return
-    for key, value in info.items():
-        click.echo(f"{key}: {value}")
+    for key in ("replica", "ops", "tickets", "residents", "visits", "parcels", "digest"):
+        click.echo(f"{key}: {info[key]}")
+    click.echo("devices: " + (", ".join(f"{device} ({count} ops)" for device, count in info["devices"].items()) or "-"))
+    click.echo(f"conflicts: {len(info['conflicts'])}")
+    for conflict in info["conflicts"]:
+        click.echo(f"  {conflict}")
+    click.echo(f"deferred: {len(info['deferred'])}")
+    for kind in info["deferred"]:
+        click.echo(f"  {kind['count']} op(s) of kind {kind['kind']} version {kind['version']}")
 
 
 @click.command()

@@ -294,6 +294,7 @@ _M: dict[str, tuple[str, str]] = {
     "field.submitted": ("下单时间", "submitted"),
     "field.due": ("截止", "due"),
     "field.resolved": ("办结时间", "resolved"),
+    "field.resolution": ("办理结果", "resolution"),
     "field.closed": ("回单时间", "closed"),
     "field.rating": ("评价", "rating"),
     "field.description": ("说明", "description"),

@@ -103,6 +103,7 @@ def ticket_json(ticket: Ticket, now: datetime, *, history: bool = False) -> dict
         "due_at": ticket.due_at.isoformat(),
         "overdue": is_overdue(ticket, now),
         "resolved_at": None if ticket.resolved_at is None else ticket.resolved_at.isoformat(),
+        "resolution": ticket.resolution,
         "closed_at": None if ticket.closed_at is None else ticket.closed_at.isoformat(),
         "rating": None if ticket.rating is None else ticket.rating.model_dump(),
         "mediator": ticket.mediator,
@@ -136,6 +137,7 @@ def _show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
         ("submitted", f"{fmt_time(ticket.submitted_at)} ({ticket.submitted_by})"),
         ("due", f"{fmt_time(ticket.due_at)} {overdue}".strip()),
         ("resolved", fmt_time(ticket.resolved_at) or "-"),
+        ("resolution", ticket.resolution or "-"),
         ("closed", fmt_time(ticket.closed_at) or "-"),
         ("rating", "-" if ticket.rating is None else f"{ticket.rating.score}/5 {ticket.rating.comment or ''}".strip()),
     ]

@@ -363,6 +363,18 @@ class Ticket(_Entity):
         """True while the request still waits for someone."""
         return self.status in (TicketStatus.SUBMITTED, TicketStatus.ACCEPTED, TicketStatus.IN_PROGRESS)
 
+    @property
+    def resolution(self) -> str | None:
+        """How the request was solved: the reason given with its latest resolution, while it is resolved or closed
+        (kept in the history, as every transition's reason is)."""
+        if self.status not in (TicketStatus.RESOLVED, TicketStatus.CLOSED):
+            return None
+        for entry in reversed(self.history):
+            if entry.kind == "ticket.transition" and entry.details.get("action") == "resolve":
+                reason = entry.details.get("reason")
+                return None if reason is None else str(reason)
+        return None
+
 
 class Visit(_Entity):
     """A door-knock: who knocked on whose door, when, and what they found."""
