@@ -42,3 +42,22 @@ def test_a_mistyped_command_is_one_usage_line_with_exit_code_2(program: str, tmp
 def test_the_usage_envelope_is_the_same_in_both_device_programs(program: str, tmp_path: Path) -> None:
     done = _run(program, "snyc", "--json", home=tmp_path)
     assert done.returncode == 2 and json.loads(done.stdout)["error"]["code"] == "usage"
+
+
+def test_the_server_commands_answer_json_and_the_same_error_envelope(tmp_path: Path) -> None:
+    database = {"CARESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}"}
+    exe = shutil.which("caresync-server", path=str(Path(sys.executable).parent))
+    assert exe is not None
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *args], env={**os.environ, **database}, capture_output=True, text=True, timeout=60)
+
+    assert run("init").returncode == 0
+    assert run("enroll", "--name", "phone-li", "--role", "knocker", "--grid", "changnan", "--token").returncode == 0
+    scoped = json.loads(run("scope", "phone-li", "--grid", "changnan/dorm", "--json").stdout)
+    assert scoped["grids"] == ["changnan/dorm"]
+    revoked = json.loads(run("revoke", "phone-li", "--json").stdout)
+    assert revoked["name"] == "phone-li" and revoked["revoked_at_ms"] and revoked["already_revoked"] is False
+    missing = run("revoke", "nobody", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "admin_error"
+    assert missing.stderr.startswith("Error: No device is named nobody")

@@ -52,17 +52,20 @@ class _Commands(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in argv
         try:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             if exc.ctx is not None and type(exc).__name__ == "NoArgsIsHelpError":  # a group run bare: its help
                 click.echo(exc.ctx.get_help())
                 sys.exit(0)
             where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            click.echo(" ".join(f"Usage error: {exc.format_message()}{where}".split()), err=True)
+            _say_error(as_json, "usage", "Usage error", f"{exc.format_message()}{where}")
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            click.echo(" ".join(f"Error: {exc.format_message()}".split()), err=True)
+            code = getattr(exc.__cause__, "code", "error")  # a ServerError's own code, as in docs/errors.md
+            _say_error(as_json, str(code), "Error", exc.format_message())
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             click.echo("Stopped.", err=True)
@@ -79,6 +82,15 @@ def main() -> None:
     Every command works on the database named by --database-url (or CARESYNC_DATABASE_URL): by default the
     SQLite file caresync-server.db in the current folder.
     """
+
+
+def _say_error(as_json: bool, code: str, lead: str, message: str) -> None:
+    """A mistake as one line on stderr and, with ``--json``, the envelope every caresync program prints on stdout:
+    ``{"error": {"code", "message"}}``."""
+    message = " ".join(message.split())
+    click.echo(f"{lead}: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
 
 
 def _database_options(command: F) -> F:
@@ -282,8 +294,14 @@ def enroll(
     help='The grids the device works in from now on (repeat for several); "" for everywhere.',
 )
 @click.option("--role", type=click.Choice([r.value for r in Role]), help="A new role for the device.")
+@click.option("--json", "as_json", is_flag=True, help="Print the device as JSON.")
 def scope(
-    database_url: str | None, database_schema: str | None, device: str, grids: tuple[str, ...], role: str | None
+    database_url: str | None,
+    database_schema: str | None,
+    device: str,
+    grids: tuple[str, ...],
+    role: str | None,
+    as_json: bool,
 ) -> None:
     """Changes the grids (and role) of DEVICE: the server applies it at once; on its next sync the device sends
     its unsent work, then removes the records it may no longer hold."""
@@ -293,6 +311,9 @@ def scope(
         changed = storage.set_scope(device, grids=grids, role=role)
     finally:
         storage.close()
+    if as_json:
+        click.echo(json.dumps(_device_json(changed), ensure_ascii=False))
+        return
     click.echo(f"Device {changed.name} (id {changed.id}) is now {changed.role} in {_grids(changed.grids)}.")
 
 
@@ -358,19 +379,23 @@ def station_key_show(database_url: str | None, database_schema: str | None) -> N
 @main.command()
 @_database_options
 @click.argument("device")
-def revoke(database_url: str | None, database_schema: str | None, device: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the device as JSON.")
+def revoke(database_url: str | None, database_schema: str | None, device: str, as_json: bool) -> None:
     """Revokes DEVICE (a name, or an id): its token stops working at once."""
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
         found = storage.device(device)
-        if found.revoked_at is not None:
-            click.echo(f"Device {found.name} (id {found.id}) was already revoked on {_date(found.revoked_at)}.")
-            return
-        revoked = storage.revoke(device)
+        already = found.revoked_at is not None
+        revoked = found if already else storage.revoke(device)
     finally:
         storage.close()
-    click.echo(f"Revoked device {revoked.name} (id {revoked.id}); its token no longer works.")
+    if as_json:
+        click.echo(json.dumps({**_device_json(revoked), "already_revoked": already}, ensure_ascii=False))
+    elif already:
+        click.echo(f"Device {found.name} (id {found.id}) was already revoked on {_date(found.revoked_at)}.")
+    else:
+        click.echo(f"Revoked device {revoked.name} (id {revoked.id}); its token no longer works.")
 
 
 @main.command()
