@@ -166,3 +166,37 @@ def test_serve_on_a_busy_port_says_so_and_never_says_listening(tmp_path: Path) -
     assert done.returncode != 0
     assert "listening" not in done.stdout + done.stderr
     assert f"Cannot listen on http://127.0.0.1:{port}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_sync_that_empties_the_device_says_so(tmp_path: Path) -> None:
+    from caresync_server.testing import issue_code
+
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    station_token = enroll(database, "desk", role="station", grids=[""])
+    code = issue_code(database, "phone-li", role="grid_worker", grids=["changnan"])
+    server = ServerProcess(database, tmp_path).start()
+    try:
+        with Replica.open(tmp_path / "desk.db", actor="clerk") as desk:
+            desk.residents.register(name="Grandma Liu", grid=GRID)
+            desk.sync(server.url, token=station_token)
+        exe = _program("caresync")
+        env = _env(tmp_path / "phone")
+        subprocess.run([exe, "init", "--actor", "li", "--server", server.url], env=env, timeout=60, check=True)
+        subprocess.run([exe, "enroll", code], env=env, capture_output=True, timeout=60, check=True)
+        first = subprocess.run([exe, "sync"], env=env, capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0 and "changed this device's grids" not in first.stderr
+        moved = subprocess.run(
+            [_program("caresync-server"), "scope", "phone-li", "--grid", "xinan"],
+            env={**os.environ, "CARESYNC_DATABASE_URL": database},
+            capture_output=True,
+            timeout=60,
+        )
+        assert moved.returncode == 0, moved.stderr
+        after = subprocess.run([exe, "sync"], env=env, capture_output=True, text=True, timeout=60)
+        assert after.returncode == 0, after.stderr
+        assert "The station changed this device's grids from changnan to xinan (role grid_worker)" in after.stderr
+        assert "now holds no records at all" in after.stderr
+        again = subprocess.run([exe, "sync", "--json"], env=env, capture_output=True, text=True, timeout=60)
+        assert json.loads(again.stdout)["scope_change"] is None  # said once, when it happened
+    finally:
+        server.stop()

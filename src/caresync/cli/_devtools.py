@@ -246,6 +246,7 @@ def sync(
     with opened as replica, SyncTalk(env.lang, as_json, ("sending", "receiving"), connect_timeout, deadline) as talk:
         server = url or getattr(replica.enrolment(), "server_url", None) or "?"
         talk.start(server)
+        seen = len(replica.scope_changes())
         try:
             result = replica.sync(url, token=token, progress=talk.progress, **talk.bounds())
         except ServerUnreachableError as exc:
@@ -263,6 +264,7 @@ def sync(
             "station_key_problem": result.station_key_problem,
             "refused": [{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
+            "scope_change": talk.scope_changed(replica, seen),
         }
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=2))

@@ -201,6 +201,16 @@ _M: dict[str, tuple[str, str]] = {
         "正在连接服务器 {url}（连接超时 {connect} 秒，总时限 {deadline} 秒）",
         "contacting {url} (connect timeout {connect} s, deadline {deadline} s)",
     ),
+    "sync.scope_changed": (
+        "站点已把本设备的网格从 {before} 改为 {after}（角色 {role}）：已移除 {removed} 条记录，"
+        "{kept} 条因有未发送的工作暂时保留。",
+        "The station changed this device's grids from {before} to {after} (role {role}): {removed} record(s) removed, "
+        "{kept} kept for now because they hold unsent work.",
+    ),
+    "sync.scope_empty": (
+        "本设备现在不持有任何记录：新的网格里没有数据。如有疑问请联系站点。",
+        "This device now holds no records at all: nothing lies in its new grids. Ask the station if that is wrong.",
+    ),
     "sync.progress_push": ("已发送 {done}/{total}", "sent {done} of {total}"),
     "sync.progress_pull": ("已接收 {done}", "received {done}"),
     "sync.retry": (

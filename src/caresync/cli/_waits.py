@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from caresync.cli._messages import MESSAGES
+from caresync.replica import Replica
 from caresync.sync.netsync import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, SyncProgress, Wait
 
 __all__ = ["SyncTalk", "wait_options"]
@@ -88,6 +89,44 @@ class SyncTalk:
         if p.phase not in self._tasks:
             self._tasks[p.phase] = self.bars.add_task(label, total=p.total)
         self.bars.update(self._tasks[p.phase], completed=p.done, description=f"{label} ({p.done:,})")
+
+    def scope_changed(self, replica: Replica, seen: int) -> dict[str, Any] | None:
+        """After a sync: when it applied a new scope change (the station changed this device's grids or role), say
+        so in plain words, and whether the device now holds nothing at all; returns it for ``--json`` (None when
+        nothing changed). ``seen`` is how many scope changes the device had applied before the sync."""
+        changes = replica.scope_changes()
+        if len(changes) <= seen:
+            return None
+        change = changes[-1]
+        held = sum(
+            len(records)
+            for records in (
+                replica.residents.list(),
+                replica.tickets.list(),
+                replica.visits.list(),
+                replica.parcels.list(),
+                replica.mailboxes.list(),
+            )
+        )
+        everywhere = MESSAGES("enroll.everywhere", self.lang)
+        self.say(
+            "sync.scope_changed",
+            before=", ".join(g or everywhere for g in change.grids_before) or "-",
+            after=", ".join(g or everywhere for g in change.grids_after) or "-",
+            role=change.role_after,
+            removed=sum(change.purged.values()),
+            kept=len(change.kept),
+        )
+        if held == 0:
+            self.say("sync.scope_empty")
+        return {
+            "grids_before": list(change.grids_before),
+            "grids_after": list(change.grids_after),
+            "role": change.role_after,
+            "removed": change.purged,
+            "kept": change.kept,
+            "holds_nothing": held == 0,
+        }
 
     def waiting(self, w: Wait) -> None:
         """A request found no answer: say why, and how long until the next try."""

@@ -451,6 +451,7 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
             raise _Failure("not_connected", env.t("not_connected"), EXIT_REFUSED)
         labels = (env.t("syncing_push"), env.t("syncing_pull"))
         try:
+            seen = len(replica.scope_changes())
             with SyncTalk(env.lang, env.as_json, labels, connect_timeout, deadline) as talk:
                 talk.start(str(url))
                 bounds = talk.bounds()
@@ -495,6 +496,7 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
             "refused": [asdict(r) for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
             "relayed": [asdict(d) for d in relayed],
+            "scope_change": talk.scope_changed(replica, seen),
         }
         env.out(data, lines)
 
