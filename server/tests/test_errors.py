@@ -321,7 +321,13 @@ def test_health_and_info(world: World) -> None:
     assert health.json()["database"] == world.server.settings.dialect
     info = world.server.client.get("/v1/info").json()
     assert info["protocol_version"] == 1 and MEDIA_TYPE in info["media_types"]
-    assert info["limits"] == {"max_batch_ops": 5000, "max_body_bytes": 8 * 1024 * 1024, "max_pull_limit": 10_000}
+    assert info["limits"] == {
+        "max_batch_ops": 5000,
+        "max_body_bytes": 8 * 1024 * 1024,
+        "max_pull_limit": 10_000,
+        "max_blob_bytes": 64 * 1024 * 1024,
+        "max_device_blob_bytes": 4 * 1024 * 1024 * 1024,
+    }
 
 
 def test_health_is_503_when_the_database_does_not_answer(tmp_path: Path) -> None:

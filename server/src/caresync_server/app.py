@@ -275,6 +275,8 @@ def info(ctx: _ContextDep) -> Info:
             max_batch_ops=ctx.settings.max_batch_ops,
             max_body_bytes=ctx.settings.max_body_bytes,
             max_pull_limit=ctx.settings.max_pull_limit,
+            max_blob_bytes=ctx.settings.max_blob_bytes,
+            max_device_blob_bytes=ctx.settings.max_device_blob_bytes,
         ),
         server_time_ms=ctx.now_ms(),
         server_public_key=ctx.storage.server_key().public_key.hex(),

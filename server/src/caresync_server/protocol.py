@@ -204,6 +204,8 @@ class Limits(BaseModel):
     max_batch_ops: int
     max_body_bytes: int
     max_pull_limit: int
+    max_blob_bytes: int = Field(description="The largest blob (one sealed attachment) the server takes.")
+    max_device_blob_bytes: int = Field(description="The blob bytes one device may have on the server.")
 
 
 class Info(BaseModel):
