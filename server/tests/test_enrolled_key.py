@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from caresync import Replica
+from caresync import Replica, StationKey
 from caresync.sync.bundles.relay import make_bundle
 from caresync.sync.enrolment import current_token
 from caresync.testing import FakeClock
@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from caresync_server.settings import Settings
 from caresync_server.storage import Storage
-from caresync_server.testing import ServerProcess, enroll, issue_code
+from caresync_server.testing import ServerProcess, enroll, issue_code, register_station_key
 from support import GRID, own_ops
 
 
@@ -34,6 +34,7 @@ class Station:
 
     def __init__(self, workdir: Path) -> None:
         self.url = f"sqlite:///{workdir / 'server.db'}"
+        register_station_key(self.url, StationKey.generate().public_key)  # devices seal their free text
         self.courier = enroll(self.url, "courier-zhao", role="courier", grids=[""])
         self.process = ServerProcess(self.url, workdir).start()
 

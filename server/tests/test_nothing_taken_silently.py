@@ -14,13 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from caresync import Replica
+from caresync import Replica, StationKey
 from caresync.sync.bundles.bag import BAG_SCHEMA_VERSION, Bag
 from caresync.sync.bundles.format import canonical
 from caresync.sync.bundles.relay import deliver, make_bundle
 from caresync.testing import FakeClock
 
-from caresync_server.testing import ServerProcess, enroll, issue_code
+from caresync_server.testing import ServerProcess, enroll, issue_code, register_station_key
 from support import GRID, START_MS
 
 
@@ -29,6 +29,8 @@ class Station:
 
     def __init__(self, workdir: Path) -> None:
         self.url = f"sqlite:///{workdir / 'server.db'}"
+        self.key = StationKey.generate()
+        register_station_key(self.url, self.key.public_key)  # devices seal their free text
         self.station = enroll(self.url, "station", role="station", grids=[""])
         self.courier = enroll(self.url, "courier-zhao", role="courier", grids=[""])
         self.process = ServerProcess(self.url, workdir).start()
@@ -158,23 +160,25 @@ def test_a_device_with_a_damaged_op_of_its_own_quarantines_it_and_is_not_wedged(
         before = phone.residents.register(name="Old Li", grid=GRID)
         damaged = phone.residents.register(name="Old Wang", grid=GRID)
         phone.residents.register(name="Old Zhao", grid=GRID)
-        desk.residents.register(name="Old Sun", grid=GRID)
+        desk.install_station_key(station.key)  # the station's desk: it seals, and reads, with the station key
+        sun = desk.residents.register(name="Old Sun", grid=GRID)
         desk.sync(station.process.url, token=station.station)
         phone.close()
         db = sqlite3.connect(tmp_path / "phone-grid-li.db")  # one byte of the file, as a failing card would
-        changed = db.execute(
-            "UPDATE ops SET body = replace(body, 'Old Wang', 'Old Wanh') WHERE eid = ?", (damaged.id,)
-        ).rowcount
+        [(origin, seq, raw)] = db.execute("SELECT origin, seq, body FROM ops WHERE eid = ?", (damaged.id,)).fetchall()
+        body = json.loads(raw)
+        name, middle = body["name"], len(body["name"]) // 2  # the sealed name, still well-formed, one character off
+        body["name"] = name[:middle] + ("A" if name[middle] != "A" else "B") + name[middle + 1 :]
+        db.execute("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", (json.dumps(body), origin, seq))
         db.commit()
         db.close()
-        assert changed == 1
         phone = Replica.open(tmp_path / "phone-grid-li.db", actor="phone-grid-li", now_ms=FakeClock(START_MS))
         for _ in range(2):  # and again: it stays quarantined, and the sync keeps working
             result = phone.sync()
         [refusal] = phone.refusals()
         assert refusal.code == "corrupted" and refusal.record == damaged.id
         assert any(r.code == "corrupted" for r in result.refused) or result.refused == []
-        assert {r.name for r in phone.residents.list()} >= {"Old Sun"}  # the pull went through
+        assert sun.id in {r.id for r in phone.residents.list()}  # the pull went through (the name sealed to the desk)
         held = httpx.post(
             station.process.url + "/v1/pull",
             json={"replica": desk.id, "time_ms": START_MS},
