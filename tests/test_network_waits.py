@@ -186,7 +186,7 @@ def test_a_sync_that_empties_the_device_says_so(tmp_path: Path) -> None:
         first = subprocess.run([exe, "sync"], env=env, capture_output=True, text=True, timeout=60)
         assert first.returncode == 0 and "changed this device's grids" not in first.stderr
         moved = subprocess.run(
-            [_program("caresync-server"), "scope", "phone-li", "--grid", "xinan"],
+            [_program("caresync-server"), "scope", "phone-li", "--grid", "xinan", "--yes"],
             env={**os.environ, "CARESYNC_DATABASE_URL": database},
             capture_output=True,
             timeout=60,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from caresync_server.cli import main
 from caresync_server.settings import Settings
 from caresync_server.storage import Storage, devices
+from support import ReplicaFactory, Server, own_ops
 
 
 @pytest.fixture
@@ -104,3 +105,34 @@ def test_the_default_database_is_a_file_in_the_current_folder(tmp_path: Path, mo
     assert runner.invoke(main, ["init"]).exit_code == 0 and (tmp_path / "other.db").exists()
     assert "serve" in runner.invoke(main, ["--help"]).output
     assert "--workers" in runner.invoke(main, ["serve", "--help"]).output
+
+
+def test_a_scope_that_leaves_the_device_nothing_asks_for_yes(
+    run: tuple[CliRunner, list[str]], server: Server, make_replica: ReplicaFactory
+) -> None:
+    station = make_replica("station")
+    for grid in ("changnan/dorm", "changnan/dorm", "xinan/lane-1"):
+        station.residents.register(name="Resident", grid=grid, phone="13800000000")
+        station.tickets.submit(title="stair light", kind="repair", grid=grid)
+    token = server.enroll("desk", "station", "")
+    assert server.push(token, station.id, own_ops(station)).json()["refused"] == []
+    _invoke(run, "enroll", "--token", "--name", "phone-li", "--role", "grid_worker", "--grid", "changnan/dorm")
+
+    for grids in (["xinan/lane-1"], ["xinan/lane-9"], ["changnan/dorn"]):  # nothing of its 4 is kept; a typo
+        args = [a for grid in grids for a in ("--grid", grid)]
+        refused = _invoke(run, "scope", "phone-li", *args)
+        assert refused.exit_code == 1, refused.output
+        assert refused.output.count("\n") == 1 and "would lose 4 of the 4 record(s)" in refused.output
+        assert "--yes" in refused.output
+        as_json = _invoke(run, "scope", "phone-li", *args, "--json")
+        assert as_json.exit_code == 1 and json.loads(as_json.stdout)["error"]["code"] == "admin_error"
+    assert "no record at all in xinan/lane-9" in _invoke(run, "scope", "phone-li", "--grid", "xinan/lane-9").output
+    unchanged = json.loads(_invoke(run, "devices", "--json").output)
+    assert [(d["name"], d["grids"], d["scope_version"]) for d in unchanged][1] == ("phone-li", ["changnan/dorm"], 1)
+
+    widened = _invoke(run, "scope", "phone-li", "--grid", "changnan", "--grid", "xinan/lane-1")  # keeps all 4
+    assert widened.exit_code == 0 and "grid_worker in changnan, xinan/lane-1" in widened.output
+    narrowed = _invoke(run, "scope", "phone-li", "--grid", "changnan/dorm")  # loses 2 of 6, keeps 4: no question
+    assert narrowed.exit_code == 0, narrowed.output
+    moved = _invoke(run, "scope", "phone-li", "--grid", "xinan/lane-1", "--yes", "--json")
+    assert moved.exit_code == 0 and json.loads(moved.output)["grids"] == ["xinan/lane-1"]

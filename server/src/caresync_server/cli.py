@@ -25,7 +25,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .app import create_app
-from .errors import ConfigError, ServerError
+from .errors import AdminError, ConfigError, ServerError
 from .settings import ENV_PREFIX, Settings
 from .storage import DeviceHealth, Storage, system_time_ms
 
@@ -294,6 +294,13 @@ def enroll(
     help='The grids the device works in from now on (repeat for several); "" for everywhere.',
 )
 @click.option("--role", type=click.Choice([r.value for r in Role]), help="A new role for the device.")
+@click.option(
+    "--yes",
+    "confirmed",
+    is_flag=True,
+    help="Confirm a change that leaves the device none of the records it holds now, or names grids without a "
+    "single record.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the device as JSON.")
 def scope(
     database_url: str | None,
@@ -301,13 +308,23 @@ def scope(
     device: str,
     grids: tuple[str, ...],
     role: str | None,
+    confirmed: bool,
     as_json: bool,
 ) -> None:
     """Changes the grids (and role) of DEVICE: the server applies it at once; on its next sync the device sends
-    its unsent work, then removes the records it may no longer hold."""
+    its unsent work, then removes the records it may no longer hold. A change that would leave the device none of
+    the records it holds now (or names grids where the server holds no record at all) is refused without --yes."""
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
+        loss = storage.scope_loss(device, grids=grids, role=role)
+        if loss.empties and not confirmed:
+            where = ", ".join(g or "everywhere" for g in grids)
+            why = "" if loss.in_new_grids else f"; the server holds no record at all in {where}"
+            raise AdminError(
+                f"Nothing changed: device {device} would lose {loss.lost} of the {loss.held} record(s) it holds "
+                f"now{why}. Check the grids, or give --yes to confirm."
+            )
         changed = storage.set_scope(device, grids=grids, role=role)
     finally:
         storage.close()

@@ -99,6 +99,7 @@ __all__ = [
     "DeviceReport",
     "EnrolmentCode",
     "PullPage",
+    "ScopeLoss",
     "Storage",
     "check_replica",
     "devices",
@@ -307,6 +308,26 @@ class DeviceHealth:
     token_expires_at: int | None = None
     enrolled_at: int | None = None
     """When the device redeemed its enrolment code (None: enrolled with a token, or not redeemed yet)."""
+
+
+@dataclass(frozen=True)
+class ScopeLoss:
+    """What a change of a device's scope would do to the records it holds, counted on the server's records."""
+
+    held: int
+    """Records the device may read now (by the role table, in its grids)."""
+    lost: int
+    """Of those, the ones outside the new scope: the device removes them at its next sync."""
+    in_new_grids: int
+    """Records of any type in the new grids (0: the grids match no record the server holds)."""
+    stored: int
+    """Records the server holds in all."""
+
+    @property
+    def empties(self) -> bool:
+        """True when the change leaves the device nothing of what it holds now, or names grids without a single
+        record while the server holds some (a typo, most likely)."""
+        return (self.held > 0 and self.lost == self.held) or (self.stored > 0 and self.in_new_grids == 0)
 
 
 @dataclass(frozen=True)
@@ -711,6 +732,32 @@ class Storage:
                     )
                 )
         return self._health(found)
+
+    def scope_loss(self, name_or_id: str, *, grids: Iterable[str], role: str | None = None) -> ScopeLoss:
+        """What changing the device's grids (and role) to these would remove from it, changing nothing: counted on
+        the records the server holds, by the role table, as the device's next sync would purge them.
+
+        Raises:
+            AdminError: no such device, an unknown role, or a grid that is not a grid path.
+        """
+        with self._read() as conn:
+            found = self._find(conn, name_or_id)
+            row = conn.execute(select(devices).where(devices.c.id == found)).one()
+            new_role = role or row.role
+            chosen = _checked_scope(f"change the scope of {row.name}", new_role, grids)
+            now = _readable(row.role, json.loads(row.grids), entities.c.type, (entities.c.grid,), (entities.c.kind,))
+            then = _readable(new_role, chosen, entities.c.type, (entities.c.grid,), (entities.c.kind,))
+            everywhere = EVERYWHERE in chosen
+
+            def count(*conditions: ColumnElement[bool] | None) -> int:
+                where = [c for c in conditions if c is not None]
+                query = select(func.count()).select_from(entities)
+                return int(conn.execute(query.where(*where) if where else query).scalar_one())
+
+            held = count(now)
+            kept = held if then is None else count(now, then)
+            in_new_grids = count(None if everywhere else _within(entities.c.grid, chosen))
+            return ScopeLoss(held=held, lost=held - kept, in_new_grids=in_new_grids, stored=count())
 
     # --- enrolment codes, device keys, tokens ----------------------------------------------------------------
 
@@ -1523,16 +1570,26 @@ def _scope(device: Device) -> ColumnElement[bool] | None:
     An op is the device's to see when its record type is one the role reads, its record is (or the op moves it)
     in one of the device's grids, and, where the role holds only records of one kind, the record is (or the op
     changed it from) that kind."""
-    rules = [rule for rule in ROLE_TABLE[device.role] if rule.read]
-    everywhere = EVERYWHERE in device.grids
+    return _readable(
+        device.role, device.grids, ops.c.rtype, (ops.c.grid, ops.c.grid_to), (ops.c.rkind, ops.c.rkind_from)
+    )
+
+
+def _readable(
+    role: str, grids: Sequence[str], rtype: Any, grid_columns: Sequence[Any], kind_columns: Sequence[Any]
+) -> ColumnElement[bool] | None:
+    """What a device of ``role`` in ``grids`` may read, as a condition on a table's record type, grid and kind
+    columns (None: everything), from the role table: the ops it pulls, or the records (entities) it holds."""
+    rules = [rule for rule in ROLE_TABLE[Role(role)] if rule.read]
+    everywhere = EVERYWHERE in grids
     if everywhere and {r.record for r in rules} >= _ALL_TYPES and all(r.kind is None for r in rules):
         return None
     conditions: list[ColumnElement[bool]] = []
     for rule in rules:
-        parts: list[ColumnElement[bool]] = [ops.c.rtype == rule.record]
+        parts: list[ColumnElement[bool]] = [rtype == rule.record]
         if rule.record not in GLOBAL_TYPES and not everywhere:
-            parts.append(or_(_within(ops.c.grid, device.grids), _within(ops.c.grid_to, device.grids)))
+            parts.append(or_(*(_within(column, grids) for column in grid_columns)))
         if rule.kind is not None:
-            parts.append(or_(ops.c.rkind == rule.kind, ops.c.rkind_from == rule.kind))
+            parts.append(or_(*(column == rule.kind for column in kind_columns)))
         conditions.append(and_(*parts))
-    return or_(*conditions) if conditions else ops.c.rtype.in_([])
+    return or_(*conditions) if conditions else rtype.in_([])
