@@ -717,10 +717,7 @@ class Storage:
             AdminError: no such device, an unknown role, or a grid that is not a grid path.
         """
         with self._write() as conn:
-            found = self._find(conn, name_or_id)
-            row = conn.execute(select(devices).where(devices.c.id == found)).one()
-            new_role = role or row.role
-            chosen = _checked_scope(f"change the scope of {row.name}", new_role, grids)
+            found, row, new_role, chosen = self._new_scope(conn, name_or_id, grids, role)
             if new_role != row.role or chosen != json.loads(row.grids):
                 conn.execute(
                     devices.update()
@@ -733,6 +730,15 @@ class Storage:
                 )
         return self._health(found)
 
+    def _new_scope(
+        self, conn: Connection, name_or_id: str, grids: Iterable[str], role: str | None
+    ) -> tuple[int, Any, str, list[str]]:
+        """The device's id and row, and the role and grids asked for it, checked."""
+        found = self._find(conn, name_or_id)
+        row = conn.execute(select(devices).where(devices.c.id == found)).one()
+        new_role = role or row.role
+        return found, row, new_role, _checked_scope(f"change the scope of {row.name}", new_role, grids)
+
     def scope_loss(self, name_or_id: str, *, grids: Iterable[str], role: str | None = None) -> ScopeLoss:
         """What changing the device's grids (and role) to these would remove from it, changing nothing: counted on
         the records the server holds, by the role table, as the device's next sync would purge them.
@@ -741,10 +747,7 @@ class Storage:
             AdminError: no such device, an unknown role, or a grid that is not a grid path.
         """
         with self._read() as conn:
-            found = self._find(conn, name_or_id)
-            row = conn.execute(select(devices).where(devices.c.id == found)).one()
-            new_role = role or row.role
-            chosen = _checked_scope(f"change the scope of {row.name}", new_role, grids)
+            _, row, new_role, chosen = self._new_scope(conn, name_or_id, grids, role)
             now = _readable(row.role, json.loads(row.grids), entities.c.type, (entities.c.grid,), (entities.c.kind,))
             then = _readable(new_role, chosen, entities.c.type, (entities.c.grid,), (entities.c.kind,))
             everywhere = EVERYWHERE in chosen
