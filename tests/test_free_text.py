@@ -146,7 +146,8 @@ def test_what_caresync_writes_itself_carries_no_free_text_in_clear(tmp_path: Pat
 
 
 def test_the_server_refuses_free_text_in_clear_naming_the_field(tmp_path: Path, database_url: str) -> None:
-    register_station_key(database_url, StationKey.generate().public_key)
+    key = StationKey.generate()
+    register_station_key(database_url, key.public_key)
     token = enroll(database_url, "script", role="station", grids=[""])
     server = ServerProcess(database_url, tmp_path).start()
     try:
@@ -158,8 +159,9 @@ def test_the_server_refuses_free_text_in_clear_naming_the_field(tmp_path: Path, 
             assert "body.title" in str(refused.value)
             kept = script.device_log.store.own_unsent(script.id)
             assert [op["kind"] for op in kept][:1] == ["ticket.create"]  # kept on the device, never dropped
-            script.set_station_public_key(StationKey.generate().public_key)
-            script.tickets.submit(title="Sealed this time", kind="repair", grid=GRID)
+            assert script.station_public_key == key.public_key  # learned from GET /v1/device, for what follows
+            made = script.tickets.submit(title="Sealed this time", kind="repair", grid=GRID)
+            assert made.title.startswith("sealed:1:")
             with pytest.raises(ServerRefusedError):  # the old op is still in clear: the batch is refused whole
                 script.sync(server.url, token=token)
         _assert_no_marker(_server_bytes(database_url, server), "the server")

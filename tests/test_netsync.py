@@ -187,8 +187,8 @@ def test_a_cut_pull_resumes_from_its_last_committed_batch(server: Server, make_r
     src.sync(URL, token=ts, client=server.client)
 
     pulls: list[int] = []
-    # the block of ticket numbers and 3 pulls, then gone
-    link = httpx.Client(transport=CutAfter(server.client._transport, 4), base_url=URL)
+    # the device's description (the station key), the block of ticket numbers and 3 pulls, then gone
+    link = httpx.Client(transport=CutAfter(server.client._transport, 5), base_url=URL)
     with link as client, pytest.raises(SyncError, match="Cannot reach the sync server"):
         dst.sync(URL, token=td, pull_batch=10, retries=0, client=client, progress=lambda p: pulls.append(p.done))
     assert dst.op_count() == 30 == pulls[-1]

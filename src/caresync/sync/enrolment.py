@@ -29,9 +29,8 @@ from caresync.errors import InvalidInputError, ServerRefusedError, SyncError, Tr
 from caresync.store.devicelog import SEALING_REQUIRED_META, STATION_SIGNING_META, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync import netsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, client_for, request_json
-from caresync.sync.netsync import SERVER_KEY_META, SyncResult
+from caresync.sync.netsync import SERVER_KEY_META, STATION_REFUSED_META, SyncResult, learn_station_key
 from caresync.trust.codes import check_code, normalize_code, token_proof
-from caresync.trust.keys import StationKeyLink
 from caresync.trust.scopes import covers
 
 __all__ = [
@@ -47,8 +46,6 @@ __all__ = [
     "sync",
 ]
 
-#: Where the device keeps the last station key offer it refused (JSON: when, why).
-STATION_REFUSED_META = "station_key_refused"
 #: :func:`sync` renews a token that expires within this time (or within a third of its lifetime, if shorter).
 RENEW_BEFORE_MS = 7 * 86_400_000
 
@@ -176,34 +173,7 @@ def _save(device: DeviceLog, answer: Mapping[str, Any], server_url: str | None =
             store.set_meta(SEALING_REQUIRED_META, "1")  # from now on, free text leaves this device sealed or not at all
         for key, value in values.items():
             store.set_meta(key, value)
-    _learn_station_key(device, answer)
-
-
-def _learn_station_key(device: DeviceLog, answer: Mapping[str, Any]) -> str | None:
-    """Takes the station key a server answer carries (enrolment, token renewal, ``GET /v1/device``), whatever
-    the order of set-up: a device enrolled before the station registered its key learns it at its next sync,
-    seals the work it kept for want of it, and sends it.
-
-    The key is pinned (:meth:`~caresync.store.devicelog.DeviceLog.learn_station_key`): a server that offers
-    another key without a rotation signed by the pinned one is refused; the refusal is kept in the replica
-    (``station_key_refused``, shown by :func:`enrolment`), logged, and returned; the device goes on sealing to the
-    key it has."""
-    station, raw_chain = answer.get("station_public_key"), answer.get("station_key_chain") or []
-    try:
-        legacy = bytes.fromhex(str(station)) if station is not None else None
-        if not isinstance(raw_chain, list):
-            raise TrustError("The station key chain is not a list.")
-        chain = [StationKeyLink.from_json(link) for link in raw_chain]
-        device.learn_station_key(chain, legacy)
-    except (TrustError, InvalidInputError, ValueError) as exc:
-        problem = str(exc)
-        device.store.set_meta(
-            STATION_REFUSED_META, json.dumps({"at": device.clock.physical_ms(), "reason": problem}, ensure_ascii=False)
-        )
-        device.logger.warning("station key refused: %s", problem)
-        return problem
-    device.forget_meta(key=STATION_REFUSED_META)
-    return None
+    learn_station_key(device, answer)
 
 
 # --- enrolment and tokens ----------------------------------------------------------------------------------------
@@ -309,18 +279,22 @@ def sync(
             info = request_json(http, "GET", creds.server_url + "/v1/device", token=_token(device))
         if not device.sealing_required:  # enrolled before this rule: it holds from now on too
             device.store.set_meta(SEALING_REQUIRED_META, "1")
-        station_problem = _learn_station_key(device, info)
+        station_problem = learn_station_key(device, info)
         change = _scope_of(info, creds)
         if change is not None and _widens(creds, change):
             with device.store.write():  # pull everything again: the device gets what it may now hold
                 device.forget_meta(prefix="sync_cursor ")
         try:
-            result = netsync.sync(device, creds.server_url, token=_token(device), client=http, **options)
+            result = netsync.sync(
+                device, creds.server_url, token=_token(device), client=http, ask_device=False, **options
+            )
         except ServerRefusedError as exc:
             if exc.server_code != "token_expired":  # it expired mid-sync: renew, and carry on where it stopped
                 raise
             renew_token(device, client=http)
-            result = netsync.sync(device, creds.server_url, token=_token(device), client=http, **options)
+            result = netsync.sync(
+                device, creds.server_url, token=_token(device), client=http, ask_device=False, **options
+            )
         if change is not None:  # pushed first; now drop what the device may no longer hold
             _apply_scope_change(device, creds, *change)
         elif device.store.get_meta("scope_purge_pending"):  # records kept last time for their unsent work

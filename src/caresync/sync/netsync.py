@@ -18,6 +18,7 @@ what this device may see.
 
 from __future__ import annotations
 
+import json
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -33,12 +34,13 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ids import op_id
 from caresync.core.merge import State, apply_sorted, new_state
 from caresync.core.ops import OpDict, validate_ops
-from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
+from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError, TrustError
 from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync import blobsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, Link, Wait, WaitCallback
 from caresync.sync.blobsync import BlobTransfer
 from caresync.sync.wire import encode_envelope
+from caresync.trust.keys import StationKeyLink
 from caresync.trust.signing import failing_signatures
 
 __all__ = [
@@ -47,11 +49,13 @@ __all__ = [
     "DEFAULT_DEADLINE_S",
     "QUARANTINE_CODE",
     "SERVER_KEY_META",
+    "STATION_REFUSED_META",
     "Refusal",
     "SyncProgress",
     "SyncResult",
     "Wait",
     "WaitCallback",
+    "learn_station_key",
     "sync",
 ]
 
@@ -134,8 +138,12 @@ def sync(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     deadline_s: float | None = DEFAULT_DEADLINE_S,
     on_wait: WaitCallback | None = None,
+    ask_device: bool = True,
 ) -> SyncResult:
     """Pushes this replica's unsent ops to the server at ``url`` and pulls what it may see; see the module doc.
+
+    First it asks ``GET /v1/device`` and learns the station key the server offers, by the pinning rule
+    (``ask_device``; :func:`caresync.sync.enrolment.sync` asks it itself and passes False).
 
     ``connect_timeout_s`` bounds each wait for a connection, ``timeout_s`` each wait for an answer, and
     ``deadline_s`` the time the sync goes without any answer, retries included (None: no bound; every answer
@@ -163,6 +171,8 @@ def sync(
     )
     result = SyncResult()
     try:
+        if ask_device:
+            _ask_device(device, link, result)
         _top_up_numbers(device, link)  # first: the short numbers it gives provisional tickets travel in this push
         _push(device, link, push_batch, result, progress)
         _pull(device, link, pull_batch, result, progress)
@@ -184,6 +194,46 @@ def _blob_progress(progress: SyncProgressCallback | None) -> blobsync.BlobProgre
         return None
     report = progress
     return lambda p: report(SyncProgress(f"blobs_{p.direction}", p.done, p.total))
+
+
+#: Where the device keeps the last station key offer it refused (JSON: when, why).
+STATION_REFUSED_META = "station_key_refused"
+
+
+def learn_station_key(device: DeviceLog, answer: Mapping[str, Any]) -> str | None:
+    """Takes the station key a server answer carries (enrolment, token renewal, ``GET /v1/device``), whatever
+    the order of set-up: a device enrolled before the station registered its key learns it at its next sync,
+    seals the work it kept for want of it, and sends it.
+
+    The key is pinned (:meth:`~caresync.store.devicelog.DeviceLog.learn_station_key`): a server that offers
+    another key without a rotation signed by the pinned one is refused; the refusal is kept in the replica
+    (``station_key_refused``, shown by :func:`caresync.sync.enrolment.enrolment`), logged, and returned; the
+    device goes on sealing to the key it has."""
+    station, raw_chain = answer.get("station_public_key"), answer.get("station_key_chain") or []
+    try:
+        legacy = bytes.fromhex(str(station)) if station is not None else None
+        if not isinstance(raw_chain, list):
+            raise TrustError("The station key chain is not a list.")
+        chain = [StationKeyLink.from_json(link) for link in raw_chain]
+        device.learn_station_key(chain, legacy)
+    except (TrustError, InvalidInputError, ValueError) as exc:
+        problem = str(exc)
+        device.store.set_meta(
+            STATION_REFUSED_META, json.dumps({"at": device.clock.physical_ms(), "reason": problem}, ensure_ascii=False)
+        )
+        device.logger.warning("station key refused: %s", problem)
+        return problem
+    device.forget_meta(key=STATION_REFUSED_META)
+    return None
+
+
+def _ask_device(device: DeviceLog, link: Link, result: SyncResult) -> None:
+    """Asks the server what it knows of this device (``GET /v1/device``) before pushing, and learns the station
+    key from the answer (:func:`learn_station_key`), for a device synced with a direct token (an enrolled device's
+    sync asks it itself)."""
+    info = link.get("/v1/device")
+    if isinstance(info, dict):
+        result.station_key_problem = learn_station_key(device, info)
 
 
 def _learn_server_key(device: DeviceLog, link: Link) -> None:
