@@ -231,7 +231,7 @@ def _ask_device(device: DeviceLog, link: Link, result: SyncResult) -> None:
     """Asks the server what it knows of this device (``GET /v1/device``) before pushing, and learns the station
     key from the answer (:func:`learn_station_key`), for a device synced with a direct token (an enrolled device's
     sync asks it itself)."""
-    info = link.get("/v1/device")
+    info = link.request("GET", "/v1/device")  # retried and bounded like the push that follows
     if isinstance(info, dict):
         result.station_key_problem = learn_station_key(device, info)
 
