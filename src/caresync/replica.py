@@ -67,6 +67,7 @@ from caresync.sync.netsync import (
     WaitCallback,
 )
 from caresync.trust.blobs import BlobRef, open_blob, seal_blob
+from caresync.trust.codes import delivery_code_check, delivery_code_matches
 from caresync.trust.keys import DeviceKey, StationKey, is_sealed
 from caresync.trust.scopes import RecordScope, may_read
 
@@ -1372,9 +1373,15 @@ class Parcels(_Collection):
         resident_id: str | None = None,
         mailbox_id: str | None = None,
         summary: str | None = None,
+        delivery_code: str | None = None,
         actor: str | None = None,
     ) -> Parcel:
-        """Registers a parcel by the code on its envelope."""
+        """Registers a parcel by the code on its envelope. ``delivery_code`` (the code printed on the resident's
+        slip) is kept only as a salted hash: the delivery is refused unless the resident gives it back.
+
+        Raises:
+            InvalidInputError: a field is malformed (the delivery code is 4 to 12 letters or digits).
+        """
         body = {
             "code": code,
             "grid": grid,
@@ -1383,8 +1390,21 @@ class Parcels(_Collection):
             "mailbox_id": mailbox_id,
             "summary": summary,
         }
+        if delivery_code is not None:
+            body["delivery_code_check"] = _delivery_code_check(code, delivery_code)
         result: Parcel = self._create(body, actor)
         return result
+
+    def set_delivery_code(self, parcel_id: str, delivery_code: str, *, actor: str | None = None) -> Parcel:
+        """Sets (or replaces) the resident's delivery code of a parcel, kept only as a salted hash.
+
+        Raises:
+            NotFoundError: no such parcel. InvalidInputError: the code is not 4 to 12 letters or digits.
+        """
+        state = self._state(parcel_id)
+        check = _delivery_code_check(parcel_id, delivery_code)
+        state = self._r._set_fields(self.entity, state, {"delivery_code_check": check}, actor=actor)
+        return self._typed(state)
 
     def get(self, parcel_id: str) -> Parcel:
         """One parcel with its chain of custody."""
@@ -1426,21 +1446,42 @@ class Parcels(_Collection):
         (:func:`caresync.trust.keys.seal_value`); :func:`caresync.field.courier.pickup` does that.
         """
         state = self._state(parcel_id)
-        if stage == "delivered" and not confirm_code:
-            raise InvalidInputError(
-                f"Cannot deliver parcel {parcel_id}", [("confirm_code", "the resident's confirmation code is required")]
-            )
+        checked = None
+        if stage == "delivered":
+            if not confirm_code:
+                raise InvalidInputError(
+                    f"Cannot deliver parcel {parcel_id}",
+                    [("confirm_code", "the resident's confirmation code is required")],
+                )
+            check = value_of(state, "delivery_code_check")
+            if check is not None:
+                if not delivery_code_matches(check, confirm_code):
+                    raise InvalidInputError(
+                        f"Cannot deliver parcel {parcel_id}",
+                        [("confirm_code", "not the delivery code on the resident's slip")],
+                    )
+                confirm_code, checked = None, True  # checked: the code itself is never kept
         body = {
             "stage": stage,
             "follows": [h[0] for h in state["hop"]["heads"]],
             "place": place,
             "confirm_code": confirm_code,
+            "code_checked": checked,
             "reason": reason,
             "contents": contents,
             "content_hash": content_hash,
         }
         _, state = self._r._emit("parcel.hop", parcel_id, body, actor=actor, state=state)
         return self._typed(state)
+
+
+def _delivery_code_check(parcel: str, code: str) -> str:
+    try:
+        return delivery_code_check(code)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"Cannot set the delivery code of parcel {parcel}", [("delivery_code", str(exc))]
+        ) from None
 
 
 def find_ticket(replica: Replica, ref: str) -> Ticket:

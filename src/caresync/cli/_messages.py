@@ -371,6 +371,10 @@ COURIER_MESSAGES = Catalog(
             "zh": "已在驿站交件 {code}。驿站确认后才算交接完成；确认前仍由你保管。",
         },
         "delivered": {"en": "Delivered {code} (confirmation {confirm}).", "zh": "已投递 {code}（确认码 {confirm}）。"},
+        "delivered_checked": {
+            "en": "Delivered {code}: the resident's delivery code matched.",
+            "zh": "已投递 {code}：居民的取件确认码核对无误。",
+        },
         "photo_attached": {"en": "Photo sealed and attached: {id}.", "zh": "照片已加密并附上：{id}。"},
         "returned": {"en": "Returned {code}: {reason}.", "zh": "已退回 {code}：{reason}。"},
         "report_title.early_warning": {

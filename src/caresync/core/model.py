@@ -202,6 +202,9 @@ class Hop(_Record):
     at: datetime
     place: str | None = None
     confirm_code: str | None = None
+    """The code given at a delivery, kept only when the parcel had no delivery code to check it against."""
+    code_checked: bool = False
+    """True when the resident's code was checked against the parcel's delivery code (which is never kept)."""
     reason: str | None = None
     contents: str | None = None
     """What the resident asks for, sealed to the station (``sealed:1:...``); open it with the station key."""
@@ -407,6 +410,8 @@ class Parcel(_Entity):
     resident_id: str | None = None
     mailbox_id: str | None = None
     summary: str | None = None
+    delivery_code_check: str | None = None
+    """The salted hash of the resident's delivery code (``salt:hash``), or None when the station set none."""
     stage: HopStage | None = None
     holder: str | None = None
     hops: list[Hop] = []
@@ -529,6 +534,7 @@ def _build_record(state: State) -> _Entity:
             resident_id=_v(state, "resident_id"),
             mailbox_id=_v(state, "mailbox_id"),
             summary=_v(state, "summary"),
+            delivery_code_check=_v(state, "delivery_code_check"),
             attachments=_attachments(state),
             stage=state["hop"]["stage"],
             holder=state["hop"]["holder"],
@@ -541,6 +547,7 @@ def _build_record(state: State) -> _Entity:
                     at=ms_to_datetime(i[5]),
                     place=i[6].get("place"),
                     confirm_code=i[6].get("confirm_code"),
+                    code_checked=bool(i[6].get("code_checked")),
                     reason=i[6].get("reason"),
                     contents=i[6].get("contents"),
                     content_hash=i[6].get("content_hash"),

@@ -292,6 +292,11 @@ class MailboxCreate(TypedDict):
     location: NotRequired[ShortText | None]
 
 
+#: A delivery code's salt and hash (caresync.trust.codes.DELIVERY_CODE_CHECK_PATTERN); one value, so two stations
+#: setting a code at once never mix one's salt with the other's hash.
+DeliveryCodeCheck = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}:[0-9a-f]{64}$")]
+
+
 @with_config(_FORBID)
 class ParcelCreate(TypedDict):
     code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")]
@@ -300,6 +305,8 @@ class ParcelCreate(TypedDict):
     resident_id: NotRequired[EntityId | None]
     mailbox_id: NotRequired[EntityId | None]
     summary: NotRequired[Annotated[ShortText, _Private] | None]
+    delivery_code_check: NotRequired[DeliveryCodeCheck | None]
+    """The salted hash of the resident's delivery code (caresync.trust.codes.delivery_code_check), never the code."""
 
 
 @with_config(_FORBID)
@@ -339,6 +346,9 @@ class HopBody(TypedDict):
     follows: Refs
     place: NotRequired[ShortText | None]
     confirm_code: NotRequired[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{4,12}$")] | None]
+    """The code the resident gave, kept only for a parcel with no delivery code set (unchecked)."""
+    code_checked: NotRequired[bool | None]
+    """True when the resident's code was checked against the parcel's delivery code (the code is not kept)."""
     reason: NotRequired[Annotated[Text, _Private] | None]
     contents: NotRequired[SealedText | None]
     """What the resident asks for, sealed to the station at capture (never plaintext: see caresync.trust.keys)."""
@@ -436,6 +446,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "resident_id": EntityId | None,
         "mailbox_id": EntityId | None,
         "summary": Annotated[ShortText, _Private] | None,
+        "delivery_code_check": DeliveryCodeCheck | None,
         "deleted": bool,
     },
 }

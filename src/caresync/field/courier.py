@@ -8,7 +8,9 @@ parses, calls and renders:
 * what the resident asks for is sealed to the station at capture (:func:`caresync.trust.keys.seal_value`): the
   handheld keeps only the sealed text and its content hash, so a lost phone leaks nothing;
 * custody passes at the station only when the station receipts the hand-in too (:mod:`caresync.field.custody`);
-* a delivery needs the resident's confirmation code from the slip;
+* a delivery needs the resident's confirmation code from the slip: when the station set a delivery code (kept only
+  as a salted hash, :func:`caresync.trust.codes.delivery_code_check`), a wrong code is refused and the hop keeps
+  only "checked", never the code; a parcel with no code set takes any well-formed code, recorded as given;
 * a local action that makes no sense now is refused with a :class:`CourierError` and records nothing.
 
 Each :class:`CourierError` carries a message key and fields, so a program can show it in Chinese or English
@@ -29,6 +31,7 @@ from caresync.core.model import Parcel, Ticket, ms_to_datetime
 from caresync.errors import IntentError, NotFoundError
 from caresync.field.custody import anomalies, chain, handover_pending
 from caresync.field.i18n import Catalog
+from caresync.trust.codes import delivery_code_matches
 from caresync.trust.keys import seal_value
 
 if TYPE_CHECKING:
@@ -111,6 +114,11 @@ ERRORS = Catalog(
         "own_claim": {
             "en": "Parcel {code} was handed in on this very device; the station must receipt it on its own device.",
             "zh": "邮件 {code} 是在本机交站的；必须由驿站在自己的设备上签收。",
+        },
+        "wrong_code": {
+            "en": "{code_given} is not the delivery code for parcel {code}. Ask the resident for the code on their "
+            "slip; nothing was recorded.",
+            "zh": "{code_given} 不是邮件 {code} 的取件确认码。请向居民核对回执上的确认码；本次未作任何记录。",
         },
         "bad_report_kind": {
             "en": "{kind} is not a kind of report; use early_warning, emergency or sentiment.",
@@ -282,12 +290,19 @@ def deliver(
     """The courier hands the parcel to the resident, who gives the confirmation code from the slip; ``photo`` (a
     picture of the parcel handed over at the door) is attached to that hop, sealed, in the same transaction.
 
+    When the parcel has a delivery code set, ``confirm_code`` must be that code; the hop then records only that
+    it was checked. A parcel with no delivery code keeps the old rule: any well-formed code, kept as given.
+
     Raises:
-        CourierError: unknown parcel, or one this courier has not taken out for delivery.
+        CourierError: unknown parcel, one this courier has not taken out for delivery, or a wrong code
+            (``wrong_code``: nothing is recorded).
         InvalidInputError: the confirmation code is missing or malformed, or the photo is not an image.
     """
     who = actor or replica.actor
     parcel = _held_by(replica, code, (HopStage.OUT_FOR_DELIVERY,), "deliver", who)
+    check = parcel.delivery_code_check
+    if check is not None and not delivery_code_matches(check, confirm_code):
+        raise CourierError("wrong_code", code=parcel.code, code_given=confirm_code)
     with replica.batch():
         delivered = replica.parcels.hop(parcel.id, "delivered", confirm_code=confirm_code, actor=who)
         if photo is None:

@@ -395,7 +395,11 @@ def deliver(env: _Env, parcel_code: str, confirm_code: str, photo: Path | None) 
     """Hands a parcel to the resident, with the confirmation code from their slip (and a photo, if taken)."""
     with env.replica() as replica:
         parcel = courier.deliver(replica, parcel_code, confirm_code=confirm_code, photo=photo)
-    lines = [env.t("delivered", code=parcel.code, confirm=confirm_code)]
+    checked = parcel.hops[-1].code_checked if parcel.hops else False
+    if checked:
+        lines = [env.t("delivered_checked", code=parcel.code)]
+    else:
+        lines = [env.t("delivered", code=parcel.code, confirm=confirm_code)]
     if parcel.attachments:
         lines.append(env.t("photo_attached", id=parcel.attachments[-1].id))
     data = {**_parcel_json(parcel), "attachments": [a.model_dump(mode="json") for a in parcel.attachments]}
