@@ -1,8 +1,8 @@
 """The ``caresync`` command for station staff, grid workers, door-knockers and mediators.
 
-``init`` sets up a device; ``ticket``, ``resident``, ``worker``, ``visit``, ``dispute``, ``conflicts`` and
-``report`` are the station's daily work; ``sync`` exchanges changes with the server; ``demo`` and ``inspect``
-show what a replica holds. Every command takes ``--json``, ``--lang zh|en``, ``--home DIR`` (or
+``init`` sets up a device; ``ticket``, ``resident``, ``worker``, ``mailbox``, ``parcel``, ``visit``, ``dispute``,
+``conflicts`` and ``report`` are the station's daily work; ``sync`` exchanges changes with the server; ``demo``
+and ``inspect`` show what a replica holds. Every command takes ``--json``, ``--lang zh|en``, ``--home DIR`` (or
 ``CARESYNC_HOME``) and ``--db FILE``. The commands are thin: they parse, call the library and render.
 """
 
@@ -16,6 +16,7 @@ from caresync.cli._devtools import demo, enroll, inspect, sync
 from caresync.cli.bundle import bundle
 from caresync.cli.console import console, console_user
 from caresync.cli.export import export
+from caresync.cli.parcels import mailbox, parcel
 from caresync.cli.rounds import conflicts, report, visit
 from caresync.cli.station import dispute, init, resident, ticket, worker
 from caresync.cli.stationkey import station_key
@@ -38,6 +39,8 @@ for _command in (
     ticket,
     resident,
     worker,
+    mailbox,
+    parcel,
     visit,
     dispute,
     conflicts,

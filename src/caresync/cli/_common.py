@@ -297,7 +297,9 @@ class StationGroup(click.Group):
         except CaresyncError as exc:
             code = getattr(exc, "code", "caresync_error")
             prefix = _ERROR_PREFIXES.get(code, "err.prefix")
-            _report(lang, as_json, code, t(prefix, lang), str(exc))
+            in_language = getattr(exc, "in_language", None)  # a courier's refusal speaks both languages
+            message = in_language(lang) if callable(in_language) else str(exc)
+            _report(lang, as_json, code, t(prefix, lang), message)
             sys.exit(exit_code_for(exc))
         except click.exceptions.Abort:
             click.echo(t("err.aborted", lang), err=True)

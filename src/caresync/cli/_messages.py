@@ -130,6 +130,32 @@ _M: dict[str, tuple[str, str]] = {
     "resident.nothing": ("没有要修改的内容", "Nothing to change"),
     "resident.list_title": ("居民 {n} 人", "{n} residents"),
     "worker.added": ("已添加工作人员 {name}（{id}）", "Added worker {name} ({id})"),
+    "mailbox.added": ("已添加邮筒 {code}（{name}，{grid}）", "Added mailbox {code} ({name}, {grid})"),
+    "mailbox.none": ("没有邮筒。", "No mailboxes."),
+    "parcel.registered": ("已登记邮件 {code}（{grid}）", "Registered parcel {code} ({grid})"),
+    "parcel.none": ("没有邮件。", "No parcels."),
+    "parcel.awaiting": ("等待驿站签收", "waiting for the station's receipt"),
+    "parcel.receipted_by": ("已由 {who} 签收", "receipted by {who}"),
+    "parcel.head": (
+        "邮件 {code}  {grid}  状态 {stage}  保管人 {holder}",
+        "Parcel {code}  {grid}  {stage}  held by {holder}",
+    ),
+    "parcel.has_code": ("已设置取件确认码", "delivery code set"),
+    "parcel.no_code": ("未设置取件确认码（任何确认码都会被接受）", "no delivery code (any code is accepted)"),
+    "parcel.receipted": (
+        "已签收 {code}：现由驿站保管（交件人 {holder}）。",
+        "Receipted {code}: the station holds it now (handed in by {holder}).",
+    ),
+    "parcel.code_new": (
+        "邮件 {code} 的取件确认码：{delivery}。请抄在居民的回执上：本机只保存其校验值，之后无法再显示。",
+        "Delivery code for parcel {code}: {delivery}. Write it on the resident's slip: only its hash is kept, so it "
+        "cannot be shown again.",
+    ),
+    "parcel.code_set": (
+        "已设置邮件 {code} 的取件确认码；本机只保存其校验值。",
+        "Set the delivery code of parcel {code}; only its hash is kept.",
+    ),
+    "parcel.code_replaced": ("原来的确认码已作废。", "The old code no longer works."),
     # visits
     "visit.recorded": ("已记录敲门：{resident}，{outcome}", "Knock recorded: {resident}, {outcome}"),
     "visit.flagged": (

@@ -23,6 +23,7 @@ __all__ = [
     "enrolment_text",
     "format_code",
     "new_code",
+    "new_delivery_code",
     "normalize_code",
     "read_enrolment_text",
     "token_proof",
@@ -138,3 +139,8 @@ def delivery_code_matches(check: str, code: str) -> bool:
     if not _DELIVERY_CODE_RE.match(code.strip()):
         return False
     return hmac.compare_digest(_delivery_hash(code, bytes.fromhex(salt_hex)).hex(), digest_hex)
+
+
+def new_delivery_code() -> str:
+    """A fresh delivery code for a resident's slip: 6 random digits (easy to read out at the door)."""
+    return f"{secrets.randbelow(10**6):06d}"
