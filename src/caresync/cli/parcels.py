@@ -24,6 +24,12 @@ from caresync.trust.codes import new_delivery_code
 __all__ = ["mailbox", "parcel"]
 
 
+#: ``--new-grid``: the grid is new to the deployment (:func:`caresync.field.grids.check_known_grid`).
+_NEW_GRID = click.option(
+    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
+)
+
+
 def _mailbox_json(box: Mailbox) -> dict[str, Any]:
     return {"id": box.id, "code": box.code, "name": box.name, "grid": box.grid, "location": box.location}
 
@@ -70,9 +76,7 @@ def mailbox() -> None:
 @click.option("--name", required=True, help="What people call it (the lane, the building).")
 @click.option("--grid", required=True, help="The grid it stands in.")
 @click.option("--location", default=None, help="Where exactly, for a courier new to the round.")
-@click.option(
-    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
-)
+@_NEW_GRID
 @common_options
 def mailbox_add(env: Env, code: str, name: str, grid: str, location: str | None, new_grid: bool) -> None:
     """Adds a mailbox by the code painted on it (MB-07)."""
@@ -115,9 +119,7 @@ def parcel() -> None:
 @click.option("--summary", default=None, help="What it is, in a few words (kept private).")
 @click.option("--delivery-code", default=None, help="The code on the resident's slip (only its hash is kept).")
 @click.option("--new-code", is_flag=True, help="Make a delivery code for the slip and print it once.")
-@click.option(
-    "--new-grid", is_flag=True, help="The grid is new to this deployment (else a grid no record is in is refused)."
-)
+@_NEW_GRID
 @common_options
 def parcel_register(
     env: Env,
