@@ -99,7 +99,7 @@ class Op(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=_present_or_absent)
 
-    v: int = Field(ge=1, description="The op format version (1 or 2; a newer one is kept for a newer server).")
+    v: int = Field(ge=1, description="The op format version (1, 2 or 3; a newer one is kept for a newer server).")
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}\.[a-z_]{1,32}$")] = Field(
         description="`<record type>.<action>`, for example `ticket.set`.", examples=["ticket.set"]
     )

@@ -79,8 +79,10 @@ __all__ = [
 
 #: The op format this library writes and understands completely. Format 2 changed only what a signature covers
 #: (the body itself rather than a digest per value, except for the redactable kinds: :mod:`caresync.trust.signing`);
-#: format 1 ops are still read, checked and folded as before.
-FORMAT_VERSION = 2
+#: format 3 is signed as format 2, and may carry sealed values where format 2 held free text in clear (titles,
+#: rating comments, reasons, parties' sides), which a library of format 2 would refuse as too long: it keeps a
+#: format 3 op deferred instead, until it is upgraded. Formats 1 and 2 are still read, checked and folded.
+FORMAT_VERSION = 3
 
 _OPID_RE = r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$"
 ReplicaIdStr = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
