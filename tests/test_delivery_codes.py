@@ -65,18 +65,18 @@ def test_the_station_sets_a_code_later_and_it_travels_as_a_hash(make_replica: Re
     chen = make_replica("chen", actor="chen")
     parcel = station.parcels.register(code="E-2", grid="changnan/b-3", direction="to_resident")
     assert parcel.delivery_code_check is None
-    station.parcels.set_delivery_code(parcel.id, "4417")
-    replaced = station.parcels.set_delivery_code(parcel.id, "8826")  # a new slip replaces the old code
+    station.parcels.set_delivery_code(parcel.id, "WQ4417")
+    replaced = station.parcels.set_delivery_code(parcel.id, "WQ8826")  # a new slip replaces the old code
     assert replaced.delivery_code_check is not None
     with pytest.raises(InvalidInputError, match="4 to 12 letters or digits"):
         station.parcels.set_delivery_code(parcel.id, "12")
     chen.sync_with(station)
     courier.pickup(chen, "E-2")
     with pytest.raises(courier.CourierError, match="not the delivery code"):
-        courier.deliver(chen, "E-2", confirm_code="4417")
-    assert courier.deliver(chen, "E-2", confirm_code="8826").hops[-1].code_checked
+        courier.deliver(chen, "E-2", confirm_code="WQ4417")
+    assert courier.deliver(chen, "E-2", confirm_code="WQ8826").hops[-1].code_checked
     for replica in (station, chen):
-        assert b"4417" not in _raw(replica) and b"8826" not in _raw(replica)
+        assert b"WQ4417" not in _raw(replica) and b"WQ8826" not in _raw(replica)
 
 
 def test_a_parcel_with_no_code_set_keeps_the_old_rule(make_replica: ReplicaFactory) -> None:
@@ -92,7 +92,7 @@ def test_the_installed_courier_refuses_a_wrong_code_in_both_languages(tmp_path: 
     home = tmp_path / "home"
     home.mkdir()
     with Replica.open(home / "courier.db", actor="courier") as replica:
-        _out_for_delivery(replica, "E-5001", delivery_code="7731")
+        _out_for_delivery(replica, "E-5001", delivery_code="ZK7731")
         before = replica.op_count()
     env = {**os.environ, "CARESYNC_HOME": str(home)}
     env.pop("CARESYNC_LANG", None)
@@ -110,7 +110,51 @@ def test_the_installed_courier_refuses_a_wrong_code_in_both_languages(tmp_path: 
     assert json.loads(as_json.stdout)["error"]["code"] == "courier_refused"
     with Replica.open(home / "courier.db", actor="courier") as replica:
         assert replica.op_count() == before
-    ok = run("--lang", "en", "deliver", "E-5001", "--confirm", "7731")
-    assert ok.returncode == 0 and "delivery code matched" in ok.stdout and "7731" not in ok.stdout
+    ok = run("--lang", "en", "deliver", "E-5001", "--confirm", "ZK7731")
+    assert ok.returncode == 0 and "delivery code matched" in ok.stdout and "ZK7731" not in ok.stdout
     on_disk = b"".join(p.read_bytes() for p in home.glob("courier.db*"))
-    assert b"7731" not in on_disk
+    assert b"ZK7731" not in on_disk
+
+
+def test_two_stations_setting_a_code_at_once_agree_on_one(make_replica: ReplicaFactory) -> None:
+    desk = make_replica("desk", actor="clerk")
+    office = make_replica("office", actor="li")
+    parcel = desk.parcels.register(code="E-4", grid="changnan/b-3", direction="to_resident")
+    office.sync_with(desk)
+    desk.parcels.set_delivery_code(parcel.id, "1111")
+    office.parcels.set_delivery_code(parcel.id, "2222")
+    desk.sync_with(office)
+    office.sync_with(desk)
+    check = desk.parcels.get(parcel.id).delivery_code_check
+    assert check is not None and office.parcels.get(parcel.id).delivery_code_check == check
+    # salt and hash travel as one value: exactly one of the two codes opens it, never a mix of both
+    assert [delivery_code_matches(check, c) for c in ("1111", "2222")].count(True) == 1
+
+
+def test_codes_travel_through_a_real_server(tmp_path: Path) -> None:
+    from caresync_server.testing import ServerProcess
+
+    from tests.server_support import enroll
+
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    station_token = enroll(database, "station-d", role="station", grids=[""])
+    courier_token = enroll(database, "courier-d", role="courier", grids=["changnan"])
+    process = ServerProcess(database, tmp_path).start()
+    try:
+        with (
+            Replica.open(tmp_path / "desk.db", actor="clerk") as desk,
+            Replica.open(tmp_path / "chen.db", actor="chen") as chen,
+        ):
+            desk.parcels.register(code="E-5", grid="changnan/b-3", direction="to_resident", delivery_code="ZX5150")
+            desk.sync(process.url, token=station_token)
+            chen.sync(process.url, token=courier_token)
+            courier.pickup(chen, "E-5")
+            with pytest.raises(courier.CourierError, match="not the delivery code"):
+                courier.deliver(chen, "E-5", confirm_code="ZX5151")
+            assert courier.deliver(chen, "E-5", confirm_code="ZX5150").hops[-1].code_checked
+            chen.sync(process.url, token=courier_token)
+            desk.sync(process.url, token=station_token)
+            assert desk.parcels.by_code("E-5").stage.value == "delivered"  # type: ignore[union-attr]
+    finally:
+        process.stop()
+    assert b"ZX5150" not in b"".join(p.read_bytes() for p in tmp_path.glob("server.db*"))
