@@ -11,18 +11,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
 
 from caresync.cli._errors import EXIT_INTERRUPTED, error_envelope, exit_code_for
 from caresync.cli._messages import MESSAGES
 from caresync.core.clock import DEFAULT_MAX_FORWARD_MS
 from caresync.errors import CaresyncError, InvalidInputError, StoreError
 from caresync.field.i18n import language_in_argv, pick_language
-from caresync.replica import Replica
-from caresync.store.store import identify
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from caresync.replica import Replica
 
 __all__ = [
     "REPLICA_FILE",
@@ -143,6 +145,8 @@ class Env:
             if writes:
                 raise
             actor = "reader"
+        from caresync.replica import Replica  # here, not at the top: keeps every program's start-up fast
+
         with Replica.open(path, actor=actor) as replica:
             yield replica
 
@@ -152,12 +156,16 @@ class Env:
         so the file is never changed, and no actor is needed."""
         path = self.replica_path
         self.check_replica(path)
+        from caresync.replica import Replica  # here, not at the top: keeps every program's start-up fast
+
         with Replica.open(path, actor="reader", read_only=True) as replica:
             yield replica
 
     def check_replica(self, path: Path) -> None:
         """Refuses, in one line in the clerk's language, a file that is missing or is not a replica, saying what
         it is; reads the file only."""
+        from caresync.store.store import identify  # here, not at the top: keeps every program's start-up fast
+
         found = identify(path)
         if found.kind == "missing":
             key = "err.no_db" if self.db is not None else "err.no_home"
@@ -172,6 +180,8 @@ class Env:
 
     def console(self) -> Console:
         """Where text output goes (stdout; wide enough for tables when piped)."""
+        from rich.console import Console  # here, not at the top: keeps every program's start-up fast
+
         return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
     def out(self, data: Any, text: Callable[[], None] | str) -> None:

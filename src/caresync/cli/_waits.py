@@ -8,15 +8,16 @@ as one line per step on stderr anywhere else (a log, a pipe, a service), each re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import Progress
 
 from caresync.cli._messages import MESSAGES
-from caresync.replica import Replica
-from caresync.sync.netsync import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, SyncProgress, Wait
+from caresync.sync.waits import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
+
+if TYPE_CHECKING:
+    from caresync.replica import Replica
+    from caresync.sync.netsync import SyncProgress, Wait
 
 __all__ = ["SyncTalk", "wait_options"]
 
@@ -55,6 +56,9 @@ class SyncTalk:
         self.labels = labels
         self.connect_timeout = connect_timeout
         self.deadline = deadline
+        from rich.console import Console  # here, not at the top: keeps every program's start-up fast
+        from rich.progress import Progress  # here, not at the top: keeps start-up fast
+
         console = Console(stderr=True, quiet=as_json)
         self.lines = not console.is_terminal
         self.bars = Progress(console=console, transient=True, disable=self.lines)

@@ -16,6 +16,7 @@ import httpx
 
 from caresync.errors import InvalidInputError, ServerRefusedError, ServerUnreachableError, SyncError
 from caresync.sync.wire import FORMAT, MEDIA_TYPE, decode_envelope
+from caresync.sync.waits import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -29,11 +30,6 @@ __all__ = [
     "timeouts",
 ]
 
-#: How long a device waits for the server to accept a connection, by default (``--connect-timeout``).
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
-#: How long a sync may go on without any answer from the server, by default, retries and waits included
-#: (``--deadline``): every answer starts it again, so a long sync that keeps moving is never cut.
-DEFAULT_DEADLINE_S = 60.0
 
 
 @dataclass(frozen=True)
