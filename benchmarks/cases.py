@@ -7,9 +7,12 @@ Heavy imports (caresync, loro, pycrdt) happen inside the cases, so a process pay
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -689,6 +692,62 @@ def _version(dist: str) -> str:
         return "?"
 
 
+# --- start-up of the three programs --------------------------------------------------------------------------
+
+#: How many times ``startup/programs`` runs each command (the median is the figure; the machine may be shared).
+STARTUP_RUNS = 7
+#: How many tickets the replica ``caresync ticket list`` reads in that row holds.
+STARTUP_TICKETS = 20
+
+
+def _program(name: str) -> str:
+    """The console script ``name`` installed beside this Python."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise RuntimeError(f"{name} is not installed beside {sys.executable}: pip install -e . -e ./server")
+    return found
+
+
+def startup(cfg: Config) -> Row:
+    """Wall time of each program's start-up, as a user meets it: ``--help`` of ``caresync``, ``caresync-courier``
+    and ``caresync-server``, and ``caresync ticket list`` on a small replica, each run as a subprocess
+    :data:`STARTUP_RUNS` times, interleaved (one of each in turn, so a busy moment of the machine falls on all of
+    them alike). The figure of each is the median; the notes give it with the range."""
+    from caresync import Replica  # here, not at the top: a case imports only what it runs
+    from caresync.cli._common import REPLICA_FILE  # (likewise)
+
+    home = cfg.workdir / "startup"
+    env = {**os.environ, "CARESYNC_HOME": str(home), "CARESYNC_LANG": "en"}
+    subprocess.run([_program("caresync"), "init", "--actor", ACTOR], env=env, check=True, capture_output=True)
+    with Replica.open(home / REPLICA_FILE, actor=ACTOR) as replica:
+        for i in range(STARTUP_TICKETS):
+            replica.tickets.submit(title=f"Stair light {i}", kind=KIND, grid=GRID)
+    commands = {
+        "caresync --help": [_program("caresync"), "--help"],
+        "caresync-courier --help": [_program("caresync-courier"), "--help"],
+        "caresync-server --help": [_program("caresync-server"), "--help"],
+        "caresync ticket list": [_program("caresync"), "ticket", "list"],
+    }
+    runs = STARTUP_RUNS if cfg.ops >= 1000 else 3  # the tiny workload of the tests: a quick pass
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(argv, env=env, capture_output=True, text=True)
+            times[name].append(time.perf_counter() - start)
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+            if name == "caresync ticket list":
+                assert done.stdout.count("Stair light") == STARTUP_TICKETS, done.stdout[-500:]
+    medians = {name: percentile(values, 0.5) for name, values in times.items()}
+    notes = "; ".join(
+        f"{name} {medians[name]:.2f} s ({min(values):.2f}-{max(values):.2f})" for name, values in times.items()
+    )
+    row = _row(len(commands) * runs, sum(sum(values) for values in times.values()), f"median of {runs}: {notes}")
+    row["startup_median_s"] = medians
+    return row
+
+
 # --- registry ----------------------------------------------------------------------------------------------
 
 CASES: dict[str, Case] = {
@@ -709,6 +768,7 @@ CASES: dict[str, Case] = {
         Case("caresync_refold/newer", "caresync_refold", refold_newer),
         Case("loro", "loro", loro_case),
         Case("pycrdt", "pycrdt", pycrdt_case),
+        Case("startup/programs", "startup", startup),
     )
 }
 

@@ -13,21 +13,17 @@ import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import segno
-import uvicorn
 from caresync.core.domain import Role
-from caresync.trust.codes import enrolment_text
-from rich.console import Console
-from rich.table import Table
 
+from ._env import ENV_PREFIX
 from ._version import __version__
-from .app import create_app
 from .errors import AdminError, ConfigError, ServerError
-from .settings import ENV_PREFIX, Settings
-from .storage import DeviceHealth, Storage, system_time_ms
+
+if TYPE_CHECKING:
+    from .storage import DeviceHealth, Storage
 
 __all__ = ["main"]
 
@@ -124,6 +120,9 @@ def _cannot_listen(host: str, port: int) -> str | None:
 
 
 def _storage(database_url: str | None, database_schema: str | None) -> Storage:
+    from .settings import Settings  # here, not at the top: keeps start-up fast
+    from .storage import Storage  # here, not at the top: keeps start-up fast
+
     return Storage(Settings.from_env(database_url=database_url, database_schema=database_schema))
 
 
@@ -142,6 +141,10 @@ def serve(
     database_url: str | None, database_schema: str | None, host: str, port: int, workers: int, log_level: str
 ) -> None:
     """Runs the sync server (creating its tables if the database has none)."""
+    from .app import create_app  # here, not at the top: keeps start-up fast
+    from .settings import Settings  # here, not at the top: keeps start-up fast
+    from .storage import Storage  # here, not at the top: keeps start-up fast
+
     busy = _cannot_listen(host, port)
     if busy is not None:  # said before anything else, and never "listening"
         raise ConfigError(
@@ -159,6 +162,8 @@ def serve(
         f"caresync-server {__version__}: database {settings.safe_database_url()} (schema version {version}), "
         f"listening on http://{host}:{port} with {workers} process(es)"
     )
+    import uvicorn  # here, not at the top: keeps start-up fast
+
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
         return
@@ -230,6 +235,8 @@ def enroll(
     a hash. With --server the QR code carries the server's address too, so scanning it is all a device needs.
     On the device: caresync enroll CODE --server URL (the desk, phones) or caresync-courier enroll CODE --server
     URL (handhelds)."""
+    from caresync.trust.codes import enrolment_text  # here, not at the top: keeps start-up fast
+
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
@@ -272,6 +279,8 @@ def enroll(
     click.echo("")
     if not no_qr:
         buffer = io.StringIO()
+        import segno  # here, not at the top: keeps start-up fast
+
         segno.make(scanned, error="m").terminal(out=buffer, compact=True, border=2)
         click.echo(buffer.getvalue())
     where = server_url or "URL"
@@ -420,6 +429,11 @@ def revoke(database_url: str | None, database_schema: str | None, device: str, a
 @click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
 def devices(database_url: str | None, database_schema: str | None, as_json: bool) -> None:
     """Lists the enrolled devices and their health: last sync, ops pending, clock offset, refusals."""
+    from rich.console import Console  # here, not at the top: keeps start-up fast
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
+    from .storage import system_time_ms  # here, not at the top: keeps start-up fast
+
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)

@@ -15,6 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ._env import ENV_PREFIX
 from .errors import ConfigError
 
 __all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_KEY_FILE", "ENV_PREFIX", "Settings"]
@@ -23,8 +24,6 @@ __all__ = ["DEFAULT_DATABASE_URL", "DEFAULT_KEY_FILE", "ENV_PREFIX", "Settings"]
 DEFAULT_DATABASE_URL = "sqlite:///caresync-server.db"
 #: The server's key file with PostgreSQL, in the folder the server is started from (see ``server_key_file``).
 DEFAULT_KEY_FILE = "caresync-server.key"
-#: Every setting can come from an environment variable named ``CARESYNC_`` + its name in capitals.
-ENV_PREFIX = "CARESYNC_"
 
 SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 

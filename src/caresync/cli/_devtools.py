@@ -15,21 +15,20 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from caresync.cli._common import Env, common_options
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.cli.rounds import render_report
 from caresync.errors import CaresyncError, ServerUnreachableError
-from caresync.field.demo import DemoConfig, DemoOutcome, run_demo
-from caresync.field.i18n import pick_language
-from caresync.replica import Replica
-from caresync.trust.codes import read_enrolment_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from caresync.field.demo import DemoOutcome
+    from caresync.replica import Replica
 
 __all__ = ["demo", "enroll", "inspect", "sync"]
 
@@ -43,6 +42,8 @@ def _errors() -> Iterator[None]:
 
 
 def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console  # here, not at the top: keeps start-up fast
+
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 140)
 
 
@@ -65,6 +66,11 @@ def demo(folder: Path | None, seed: int, days: int, residents: int, lang: str | 
     """A simulated week of a neighbourhood station: eleven devices work offline and sync through a real
     caresync-server on a loopback port; prints the station's report, the conflicts settled and a proof that
     every device converged."""
+    from rich.progress import Progress  # here, not at the top: keeps start-up fast
+
+    from caresync.field.demo import DemoConfig, run_demo  # here, not at the top: keeps start-up fast
+    from caresync.field.i18n import pick_language  # here, not at the top: keeps start-up fast
+
     root = folder or Path(tempfile.mkdtemp(prefix="caresync-demo-"))
     if root.exists() and any(root.glob("*.db")):
         raise click.ClickException(f"{root} already holds replica files; choose an empty folder with --dir.")
@@ -100,6 +106,8 @@ def demo(folder: Path | None, seed: int, days: int, residents: int, lang: str | 
 
 def _render_demo(console: Console, outcome: DemoOutcome, lang: str, elapsed: float) -> None:
     """The demo's outcome as text: long lines are not cut (folders differ in length from run to run)."""
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
     say = functools.partial(console.print, soft_wrap=True)
     station = outcome.files()["clerk-zhang"]
     say("\n[bold]What happened[/bold]")
@@ -151,6 +159,8 @@ def _render_demo(console: Console, outcome: DemoOutcome, lang: str, elapsed: flo
 def inspect(path: Path, as_json: bool) -> None:
     """What a replica file holds: its id, ops, records, conflicts and deferred ops. Reads the file only; any
     other file is refused with a line saying what it is."""
+    from caresync.replica import Replica  # here, not at the top: keeps start-up fast
+
     with Replica.open(path, actor="inspect", read_only=True) as replica:
         info: dict[str, Any] = {
             "replica": replica.id,
@@ -192,6 +202,9 @@ def enroll(env: Env, args: tuple[str, ...], url: str | None) -> None:
     """Enrols this device (or the replica file PATH) with a caresync server, once, with the one-time CODE the
     station printed (or the text of its QR code, which carries the server's address too); afterwards
     `caresync sync` needs no address and no token (it renews its token itself)."""
+    from caresync.replica import Replica  # here, not at the top: keeps start-up fast
+    from caresync.trust.codes import read_enrolment_text  # here, not at the top: keeps start-up fast
+
     if len(args) not in (1, 2):
         raise click.UsageError(env.t("enroll.usage"))
     code = args[-1]
@@ -232,6 +245,8 @@ def sync(
     stay on the device and are listed with the server's reason. Every wait is bounded (--connect-timeout,
     --deadline) and said on stderr; a server out of reach is exit code 3.
     """
+    from caresync.replica import Replica  # here, not at the top: keeps start-up fast
+
     if token is not None:
         url = url or env.config().get("server")
         if not url:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from caresync.cli._messages import MESSAGES
-from caresync.sync.waits import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
+from caresync.sync._defaults import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
 
 if TYPE_CHECKING:
     from caresync.replica import Replica

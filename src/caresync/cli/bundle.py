@@ -7,13 +7,15 @@ The device is chosen like for every other station command (``--home`` or ``--db`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from caresync.cli._common import Env, common_options
-from caresync.core.model import ms_to_datetime
-from caresync.sync.bundles import relay as bundles
 from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["bundle"]
 
@@ -36,6 +38,9 @@ def bundle() -> None:
 def export(env: Env, file: Path, ttl_hours: int) -> None:
     """Writes this device's unsent changes to FILE as one bundle signed by the device key, for a courier to
     carry; they stay on the device until the server's answer comes back."""
+    from caresync.core.model import ms_to_datetime  # here, not at the top: keeps start-up fast
+    from caresync.sync.bundles import relay as bundles  # here, not at the top: keeps start-up fast
+
     with env.open(writes=False) as replica:
         made = bundles.write_bundle(replica, file, ttl_hours=ttl_hours)
     until = ms_to_datetime(made["expires_ms"]).astimezone().strftime("%Y-%m-%d %H:%M")
@@ -50,6 +55,8 @@ def export(env: Env, file: Path, ttl_hours: int) -> None:
 @common_options
 def import_(env: Env, file: Path) -> None:
     """Imports the server's answers a courier carried back to this device (FILE, from `carry export`)."""
+    from caresync.sync.bundles import relay as bundles  # here, not at the top: keeps start-up fast
+
     with env.open(writes=False) as replica:
         got = bundles.import_answers(replica, file)
 

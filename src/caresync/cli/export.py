@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from caresync.cli._common import Env, common_options, day_start, parse_day
-from caresync.field.exports import EXPORTS, open311_requests, table, write_csv, write_xlsx
+from caresync.field._export_names import EXPORTS
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["export"]
 
@@ -33,6 +37,13 @@ __all__ = ["export"]
 def export(env: Env, what: str, fmt: str | None, out: Path, first: str | None, last: str | None) -> None:
     """Writes requests, visits, residents, parcels or the report as CSV or XLSX (headers in --lang), or requests as
     Open311 GeoReport v2 JSON (open311: no private details). CSV and XLSX hold residents' private details."""
+    from caresync.field.exports import (  # here, not at the top: keeps start-up fast
+        open311_requests,
+        table,
+        write_csv,
+        write_xlsx,
+    )
+
     fmt = fmt or {".xlsx": "xlsx", ".json": "json"}.get(out.suffix.lower(), "csv")
     if (what == "open311") != (fmt == "json"):
         raise click.UsageError(env.t("export.format", what=what, fmt=fmt))

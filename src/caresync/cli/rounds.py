@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from caresync.cli._common import (
     Env,
@@ -24,12 +22,12 @@ from caresync.cli._common import (
 )
 from caresync.cli.station import ticket_json
 from caresync.core.domain import VisitOutcome
-from caresync.field.grids import check_known_grid
-from caresync.field.knock import KnockDue, knock_round, raise_ticket
-from caresync.field.labels import label
-from caresync.field.report_html import render_html
-from caresync.field.reports import StationReport, station_report
-from caresync.field.review import find_conflict, parse_value, review_queue, settle
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from caresync.field.knock import KnockDue
+    from caresync.field.reports import StationReport
 
 __all__ = ["conflicts", "render_report", "report", "visit"]
 
@@ -62,6 +60,9 @@ def visit_record(
     photo: Path | None,
 ) -> None:
     """Records a door-knock on a resident, with a photo if one was taken."""
+    from caresync.field.knock import knock_round  # here, not at the top: keeps start-up fast
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     when = None if visited_at is None else parse_past_moment(visited_at, "at")
     with env.open() as replica:
         made = replica.visits.record(
@@ -86,6 +87,10 @@ def visit_record(
 @common_options
 def visit_list(env: Env, resident_id: str | None, visitor: str | None, limit: int) -> None:
     """Door-knocks, newest first."""
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         found = replica.visits.list(resident_id=resident_id, visitor=visitor)[:limit]
         names = {r.id: r.name for r in replica.residents.list(include_deleted=True)}
@@ -108,6 +113,8 @@ def visit_list(env: Env, resident_id: str | None, visitor: str | None, limit: in
 
 
 def _due_row(env: Env, e: KnockDue) -> list[str]:
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     last = e.last_visit
     state = label("due", e.state, env.lang)
     if e.state == "overdue":
@@ -130,6 +137,12 @@ def _due_row(env: Env, e: KnockDue) -> list[str]:
 @common_options
 def visit_due(env: Env, knocker: str | None, grid: str | None, include_ok: bool, at: str | None) -> None:
     """Who is due a knock and who is overdue, by building; flagged residents at the top."""
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+    from caresync.field.knock import knock_round  # here, not at the top: keeps start-up fast
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     when = None if at is None else parse_moment(at, "at")
     with env.read() as replica:
         if grid is not None:
@@ -172,6 +185,8 @@ def visit_due(env: Env, knocker: str | None, grid: str | None, include_ok: bool,
 @common_options
 def visit_raise(env: Env, resident_id: str) -> None:
     """Raises a request about a flagged resident in one step (emergency or early warning, green channel)."""
+    from caresync.field.knock import raise_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         titles = {
             "no_answer_twice": env.t("raise.no_answer_twice"),
@@ -196,6 +211,9 @@ def conflicts() -> None:
 @common_options
 def conflicts_list(env: Env, no_parallel: bool, days_back: int) -> None:
     """Every unresolved conflict with the competing values: who, on which device, when."""
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+    from caresync.field.review import review_queue  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         items = review_queue(replica, parallel=not no_parallel, days=days_back)
     decide = [i for i in items if i.needs_decision]
@@ -232,6 +250,8 @@ def conflicts_list(env: Env, no_parallel: bool, days_back: int) -> None:
 @common_options
 def conflicts_resolve(env: Env, key: str, value_text: str | None, pick: int | None) -> None:
     """Settles one conflict (RECORD#FIELD) with an ordinary later edit; sync carries it to everyone."""
+    from caresync.field.review import find_conflict, parse_value, settle  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         value: Any = None
         if value_text is not None:  # text for a text field (a title of digits stays text), else JSON
@@ -281,6 +301,10 @@ def _report_rows(lang: str, r: StationReport) -> list[tuple[str, str]]:
 @common_options
 def report(env: Env, start_text: str | None, end_text: str | None, grid: str | None, html_file: Path | None) -> None:
     """The station's figures from the records: a table, JSON, or a page with charts for the wall (--html)."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+    from caresync.field.report_html import render_html  # here, not at the top: keeps start-up fast
+    from caresync.field.reports import station_report  # here, not at the top: keeps start-up fast
+
     start = None if start_text is None else day_start(parse_day(start_text, "from"))
     end = None if end_text is None else day_start(parse_day(end_text, "to")) + days(1)
     with env.read() as replica:
@@ -300,6 +324,10 @@ def report(env: Env, start_text: str | None, end_text: str | None, grid: str | N
 def render_report(console: Console, result: StationReport, lang: str) -> None:
     """Prints a station report as `caresync report` shows it: a title, the table of figures, and the counts by
     kind, channel and grid (``caresync demo`` prints its report with this too)."""
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     period = f"{fmt_time(result.period_start) or '…'} – {fmt_time(result.period_end)}"
     grid = result.grid or t("report.all_grids", lang)
     console.print(t("report.title", lang, period=period, grid=grid), markup=False)

@@ -10,10 +10,9 @@ import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-from rich.table import Table
 
 from caresync.cli._common import CONFIG_FILE, Env, common_options, fmt_time, now_utc, parse_past_moment
 from caresync.core.domain import (
@@ -26,14 +25,11 @@ from caresync.core.domain import (
     TicketStatus,
     in_grid,
 )
-from caresync.core.ids import is_provisional
-from caresync.core.media import AttachmentKind
-from caresync.core.model import Resident, Ticket, Worker
 from caresync.errors import CaresyncError, InvalidInputError, NotFoundError
-from caresync.field.grids import check_known_grid
-from caresync.field.labels import label
-from caresync.field.sla import is_overdue, sla_sorted
-from caresync.replica import Replica, find_ticket
+
+if TYPE_CHECKING:
+    from caresync.core.model import Resident, Ticket, Worker
+    from caresync.replica import Replica
 
 __all__ = ["dispute", "init", "resident", "ticket", "ticket_json", "worker"]
 
@@ -50,6 +46,8 @@ def _choice(enum: Any) -> click.Choice[str]:
 @common_options
 def init(env: Env, server: str | None) -> None:
     """Sets up this device: its folder, its replica file and who works on it (--actor)."""
+    from caresync.replica import Replica  # here, not at the top: keeps start-up fast
+
     path = env.replica_path
     existed = path.exists()
     if existed:
@@ -82,6 +80,9 @@ def init(env: Env, server: str | None) -> None:
 
 def ticket_json(ticket: Ticket, now: datetime, *, history: bool = False) -> dict[str, Any]:
     """A ticket as JSON for the station commands (with its SLA state)."""
+    from caresync.core.ids import is_provisional  # here, not at the top: keeps start-up fast
+    from caresync.field.sla import is_overdue  # here, not at the top: keeps start-up fast
+
     data: dict[str, Any] = {
         "id": ticket.id,
         "number": ticket.number,
@@ -120,6 +121,9 @@ def ticket_json(ticket: Ticket, now: datetime, *, history: bool = False) -> dict
 
 
 def _show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+    from caresync.field.sla import is_overdue  # here, not at the top: keeps start-up fast
+
     lang = env.lang
     console = env.console()
     overdue = env.t("ticket.overdue_mark") if is_overdue(ticket, now) else ""
@@ -164,6 +168,8 @@ def _show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
 
 
 def _ticket_done(env: Env, replica: Replica, ticket: Ticket, key: str) -> None:
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     now = now_utc()
     fresh = replica.tickets.get(ticket.id)
     env.out(
@@ -205,6 +211,9 @@ def ticket_submit(
     new_grid: bool,
 ) -> None:
     """Places a request and prints the number to tell the resident."""
+    from caresync.core.ids import is_provisional  # here, not at the top: keeps start-up fast
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         grid = check_known_grid(replica, grid, new=new_grid)
         if parcel_id is not None:  # the code on the envelope, or the parcel's id
@@ -243,6 +252,12 @@ def ticket_list(
     env: Env, status: str | None, grid: str | None, assignee: str | None, kind: str | None, show_all: bool
 ) -> None:
     """Tickets, overdue ones first, then soonest due."""
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+    from caresync.field.sla import is_overdue, sla_sorted  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         if grid is not None:
             check_known_grid(replica, grid, filtering=True)
@@ -287,6 +302,8 @@ def ticket_list(
 @common_options
 def ticket_show(env: Env, ref: str) -> None:
     """One ticket by its number or id: details, notes, mediation record and history."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         found = find_ticket(replica, ref)
         now = now_utc()
@@ -299,6 +316,8 @@ def ticket_show(env: Env, ref: str) -> None:
 @common_options
 def ticket_accept(env: Env, ref: str, assignee: str) -> None:
     """A worker takes the request (接单)."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         _ticket_done(env, replica, replica.tickets.accept(found.id, assignee=assignee), "ticket.moved")
@@ -309,6 +328,8 @@ def ticket_accept(env: Env, ref: str, assignee: str) -> None:
 @common_options
 def ticket_start(env: Env, ref: str) -> None:
     """Work on an accepted request begins."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         _ticket_done(env, replica, replica.tickets.start(find_ticket(replica, ref).id), "ticket.moved")
 
@@ -319,6 +340,8 @@ def ticket_start(env: Env, ref: str) -> None:
 @common_options
 def ticket_resolve(env: Env, ref: str, resolution: str | None) -> None:
     """The work is done."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         _ticket_done(env, replica, replica.tickets.resolve(found.id, resolution=resolution), "ticket.moved")
@@ -329,6 +352,8 @@ def ticket_resolve(env: Env, ref: str, resolution: str | None) -> None:
 @common_options
 def ticket_close(env: Env, ref: str) -> None:
     """The result is returned to the resident (回单)."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         _ticket_done(env, replica, replica.tickets.close(find_ticket(replica, ref).id), "ticket.moved")
 
@@ -340,6 +365,8 @@ def ticket_close(env: Env, ref: str) -> None:
 @common_options
 def ticket_rate(env: Env, ref: str, score: int, comment: str | None) -> None:
     """Records the resident's rating, 1 to 5, of a returned request."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         _ticket_done(env, replica, replica.tickets.rate(found.id, score=score, comment=comment), "ticket.rated")
@@ -351,6 +378,8 @@ def ticket_rate(env: Env, ref: str, score: int, comment: str | None) -> None:
 @common_options
 def ticket_escalate(env: Env, ref: str, reason: str | None) -> None:
     """Hands an open request up to the parent grid (building → area → community)."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = replica.tickets.escalate(find_ticket(replica, ref).id, reason=reason)
         env.out(
@@ -364,6 +393,8 @@ def ticket_escalate(env: Env, ref: str, reason: str | None) -> None:
 @common_options
 def ticket_reopen(env: Env, ref: str, reason: str) -> None:
     """Reopens a resolved, closed or cancelled request."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         _ticket_done(env, replica, replica.tickets.reopen(find_ticket(replica, ref).id, reason=reason), "ticket.moved")
 
@@ -374,6 +405,8 @@ def ticket_reopen(env: Env, ref: str, reason: str) -> None:
 @common_options
 def ticket_cancel(env: Env, ref: str, reason: str) -> None:
     """Cancels an open request, saying why."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         _ticket_done(env, replica, replica.tickets.cancel(find_ticket(replica, ref).id, reason=reason), "ticket.moved")
 
@@ -384,6 +417,8 @@ def ticket_cancel(env: Env, ref: str, reason: str) -> None:
 @common_options
 def ticket_note(env: Env, ref: str, text: str) -> None:
     """Adds a note to a ticket (notes are never overwritten)."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         replica.tickets.note(found.id, text)
@@ -398,6 +433,9 @@ def ticket_note(env: Env, ref: str, text: str) -> None:
 @common_options
 def ticket_attach(env: Env, ref: str, file: Path, kind: str, caption: str | None) -> None:
     """Attaches a photo, a signature or a document to a ticket (a photo is made small first)."""
+    from caresync.core.media import AttachmentKind  # here, not at the top: keeps start-up fast
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         added = replica.attachments.add(found.id, file, kind=cast(AttachmentKind, kind), caption=caption)
@@ -483,6 +521,8 @@ def resident_add(
     new_grid: bool,
 ) -> None:
     """Registers a resident in a grid."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         grid = check_known_grid(replica, grid, new=new_grid)
         made = replica.residents.register(
@@ -502,6 +542,11 @@ def resident_add(
 @common_options
 def resident_list(env: Env, grid: str | None) -> None:
     """Residents, by grid."""
+    from rich.table import Table  # here, not at the top: keeps start-up fast
+
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         if grid is not None:
             check_known_grid(replica, grid, filtering=True)
@@ -531,6 +576,8 @@ def resident_list(env: Env, grid: str | None) -> None:
 @common_options
 def resident_show(env: Env, resident_id: str) -> None:
     """One resident, with their recent knocks and requests."""
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         found = replica.residents.get(resident_id)
         visits = replica.visits.list(resident_id=resident_id)[:10]
@@ -585,6 +632,8 @@ def resident_edit(
     new_grid: bool,
 ) -> None:
     """Changes a resident's details (only the options given; --flag replaces the flags)."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+
     changes: dict[str, Any] = {
         k: v
         for k, v in (
@@ -631,6 +680,8 @@ def worker() -> None:
 @common_options
 def worker_add(env: Env, name: str, role: str, grids: tuple[str, ...], phone: str | None, new_grid: bool) -> None:
     """Adds a worker."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         grids = tuple(check_known_grid(replica, g, new=new_grid) for g in grids)
         made = replica.workers.add(name=name, role=role, grids=grids, phone=phone)
@@ -689,6 +740,8 @@ def dispute_open(
     new_grid: bool,
 ) -> None:
     """Opens a dispute for mediation, with its parties, in one step."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         grid = check_known_grid(replica, grid, new=new_grid)
         with replica.batch():
@@ -716,6 +769,8 @@ def dispute_open(
 @common_options
 def dispute_party(env: Env, ref: str, party: str, resident_id: str | None) -> None:
     """Adds a party (NAME or NAME:SIDE) to a dispute."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         name, side = _party(party)
@@ -734,6 +789,8 @@ def dispute_session(
     env: Env, ref: str, mediator: str, summary: str, attendees: tuple[str, ...], held_at: str | None
 ) -> None:
     """Records a mediation session."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     when = None if held_at is None else parse_past_moment(held_at, "at")
     with env.open() as replica:
         found = find_ticket(replica, ref)
@@ -749,6 +806,8 @@ def dispute_session(
 @common_options
 def dispute_outcome(env: Env, ref: str, outcome: str, mediator: str | None, close: bool) -> None:
     """Records how the mediation ended: settled, not_settled or referred (a dispute closes only with one)."""
+    from caresync.replica import find_ticket  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         found = find_ticket(replica, ref)
         with replica.batch():

@@ -8,19 +8,22 @@ the old one, which devices accept; ``show`` prints what this device holds and pi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from caresync.cli._common import Env, common_options
-from caresync.replica import Replica
-from caresync.sync import stationkey
-from caresync.sync.enrolment import enrolment
+
+if TYPE_CHECKING:
+    from caresync.replica import Replica
 
 __all__ = ["station_key"]
 
 
 def _described(replica: Replica) -> dict[str, Any]:
+    from caresync.sync import stationkey  # here, not at the top: keeps start-up fast
+    from caresync.sync.enrolment import enrolment  # here, not at the top: keeps start-up fast
+
     held = replica.station_key
     creds = enrolment(replica)
     return {
@@ -43,6 +46,8 @@ def station_key() -> None:
 @common_options
 def station_key_create(env: Env) -> None:
     """Makes the station's key on this device (the secret never leaves its replica file)."""
+    from caresync.sync import stationkey  # here, not at the top: keeps start-up fast
+
     with env.open(writes=False) as replica:
         key = stationkey.create_station_key(replica)
         assert key.signing_public_key is not None
@@ -53,6 +58,8 @@ def station_key_create(env: Env) -> None:
 @common_options
 def station_key_register(env: Env) -> None:
     """Sends the station's public key to the sync server this device enrolled with; devices learn it and pin it."""
+    from caresync.sync import stationkey  # here, not at the top: keeps start-up fast
+
     with env.open(writes=False) as replica:
         link = stationkey.register_station_key(replica)
         env.out(_described(replica), env.t("skey.registered", key=link.signing_key.hex()))
@@ -63,6 +70,8 @@ def station_key_register(env: Env) -> None:
 def station_key_rotate(env: Env) -> None:
     """Replaces the station's key by a new one signed by the old one, and registers it; the old one still opens
     what was sealed to it."""
+    from caresync.sync import stationkey  # here, not at the top: keeps start-up fast
+
     with env.open(writes=False) as replica:
         key = stationkey.rotate_station_key(replica)
         assert key.signing_public_key is not None

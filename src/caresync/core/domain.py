@@ -14,6 +14,7 @@ from pydantic import AfterValidator
 
 __all__ = [
     "CLOSABLE_WITHOUT_OUTCOME",
+    "COURIER_REPORT_KINDS",
     "DEFAULT_DUE_HOURS",
     "OPEN_STATUSES",
     "Channel",
@@ -61,6 +62,15 @@ class TicketKind(StrEnum):
     EMERGENCY = "emergency"
     SENTIMENT = "sentiment"
     OTHER = "other"
+
+
+#: What an outdoor worker (a courier) may report from the round: an early warning, an emergency, what residents
+#: are saying.
+COURIER_REPORT_KINDS: tuple[str, ...] = (
+    TicketKind.EARLY_WARNING.value,
+    TicketKind.EMERGENCY.value,
+    TicketKind.SENTIMENT.value,
+)
 
 
 class Channel(StrEnum):

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caresync.core.domain import HopStage, TicketKind
+from caresync.core.domain import COURIER_REPORT_KINDS, HopStage, TicketKind
 from caresync.core.model import Parcel, Ticket, ms_to_datetime
 from caresync.errors import IntentError, NotFoundError
 from caresync.field.custody import anomalies, chain, handover_pending
@@ -66,7 +66,7 @@ STATION_KEY_META = "station_public_key"
 #: A parcel waiting longer than this since its last hand-over is due: it comes first on the route.
 ROUTE_DUE_HOURS = 24
 #: What an outdoor worker may report: an early warning, an emergency, what residents are saying.
-REPORT_KINDS = ("early_warning", "emergency", "sentiment")
+REPORT_KINDS = COURIER_REPORT_KINDS
 
 ERRORS = Catalog(
     {

@@ -22,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from caresync.core.model import ms_to_datetime
 from caresync.errors import CaresyncError, InvalidInputError
+from caresync.field._export_names import EXPORTS
 from caresync.field.custody import chain
 from caresync.field.i18n import Catalog
 from caresync.field.knock import knock_round
@@ -290,7 +291,6 @@ def report_table(report: StationReport, *, lang: str = "en", tz: tzinfo | None =
 
 
 #: The tables :func:`table` makes, by name.
-EXPORTS = ("requests", "visits", "residents", "parcels", "report")
 
 
 def table(

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from caresync.errors import InvalidInputError, ServerRefusedError, ServerUnreachableError, SyncError
+from caresync.sync._defaults import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
 from caresync.sync.wire import FORMAT, MEDIA_TYPE, decode_envelope
-from caresync.sync.waits import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -29,7 +29,6 @@ __all__ = [
     "request_json",
     "timeouts",
 ]
-
 
 
 @dataclass(frozen=True)

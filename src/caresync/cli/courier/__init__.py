@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -36,16 +36,13 @@ from caresync.cli._errors import (
 )
 from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
 from caresync.cli._waits import SyncTalk, wait_options
-from caresync.core.model import ms_to_datetime
+from caresync.core.domain import COURIER_REPORT_KINDS
 from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from caresync.field import courier
-from caresync.field.i18n import language_in_argv, pick_language
-from caresync.replica import Replica
-from caresync.sync import enrolment
-from caresync.sync.bundles import relay as bundles
-from caresync.sync.bundles.bag import Bag
 from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
-from caresync.trust.codes import read_enrolment_text
+
+if TYPE_CHECKING:
+    from caresync.replica import Replica
+    from caresync.sync.bundles.bag import Bag
 
 __all__ = ["MESSAGES", "cli", "main"]
 
@@ -96,6 +93,8 @@ class _Env:
 
     @contextmanager
     def replica(self) -> Iterator[Replica]:
+        from caresync.replica import Replica  # here, not at the top: keeps start-up fast
+
         self.home.mkdir(parents=True, exist_ok=True)
         name = str(self.settings().get("name") or "courier")
         with Replica.open(self.home / "courier.db", actor=name) as replica:
@@ -103,6 +102,8 @@ class _Env:
 
     @contextmanager
     def bag(self) -> Iterator[Bag]:
+        from caresync.sync.bundles.bag import Bag  # here, not at the top: keeps start-up fast
+
         self.home.mkdir(parents=True, exist_ok=True)
         with Bag(self.home / "carried.db") as bag:
             yield bag
@@ -142,6 +143,9 @@ class _CourierGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        from caresync.field import courier  # here, not at the top: keeps start-up fast
+        from caresync.field.i18n import language_in_argv  # here, not at the top: keeps start-up fast
+
         argv = list(sys.argv[1:] if args is None else args)
         lang = language_in_argv(argv)
         as_json = "--json" in argv
@@ -192,6 +196,8 @@ _pass_env = click.make_pass_decorator(_Env)
 def _common(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` and ``--lang`` on every command (as well as on the group)."""
 
+    from caresync.field.i18n import pick_language  # here, not at the top: keeps start-up fast
+
     def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
         if value:
             ctx.ensure_object(_Env).as_json = True
@@ -230,6 +236,8 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
 def cli(ctx: click.Context, home: Path | None, lang: str | None, as_json: bool) -> None:
     """The courier's handheld: route, pick up, hand in, deliver, report, sync, carry bundles for devices
     that have no network. 外卖员手持端：路线、取件、交站、投递、上报、同步、代送数据包。"""
+    from caresync.field.i18n import pick_language  # here, not at the top: keeps start-up fast
+
     env = _Env(home or Path(click.get_app_dir("caresync")), pick_language(lang))
     env.as_json = as_json
     ctx.obj = env
@@ -253,6 +261,8 @@ def _check_url(env: _Env, url: str) -> str:
 def enroll(env: _Env, args: tuple[str, ...], server_url: str | None, name: str | None) -> None:
     """Exchanges an enrolment code from the station for this handheld's credentials: enroll CODE --server URL, as
     on every device (or the text of the QR code alone, which carries the address; the older URL CODE is read too)."""
+    from caresync.trust.codes import read_enrolment_text  # here, not at the top: keeps start-up fast
+
     if len(args) == 2:  # the older form: URL CODE
         server_url, code = server_url or args[0], args[1]
     elif len(args) == 1:
@@ -328,6 +338,8 @@ def connect(env: _Env, server_url: str, token: str, name: str | None, station_ke
 @_pass_env
 def route(env: _Env) -> None:
     """The parcels to pick up and deliver, by mailbox and building, due ones first."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         stops = courier.route(replica)
     lines: list[str] = []
@@ -360,6 +372,8 @@ def _parcel_json(parcel: Any) -> dict[str, Any]:
 @_pass_env
 def pickup(env: _Env, parcel_code: str, mailbox: str | None, contents: str | None) -> None:
     """Takes a parcel: from a mailbox (--mailbox), or at the station to deliver it."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         parcel = courier.pickup(replica, parcel_code, mailbox=mailbox, contents=contents)
     hop = parcel.hops[-1]
@@ -375,6 +389,8 @@ def pickup(env: _Env, parcel_code: str, mailbox: str | None, contents: str | Non
 @_pass_env
 def handover(env: _Env, parcel_code: str) -> None:
     """Hands a parcel in at the station; custody passes when the station confirms it too."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         parcel = courier.handover(replica, parcel_code)
     env.out({**_parcel_json(parcel), "awaiting_receipt": True}, [env.t("handed_in", code=parcel.code)])
@@ -393,6 +409,8 @@ def handover(env: _Env, parcel_code: str) -> None:
 @_pass_env
 def deliver(env: _Env, parcel_code: str, confirm_code: str, photo: Path | None) -> None:
     """Hands a parcel to the resident, with the confirmation code from their slip (and a photo, if taken)."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         parcel = courier.deliver(replica, parcel_code, confirm_code=confirm_code, photo=photo)
     checked = parcel.hops[-1].code_checked if parcel.hops else False
@@ -413,19 +431,23 @@ def deliver(env: _Env, parcel_code: str, confirm_code: str, photo: Path | None) 
 @_pass_env
 def return_(env: _Env, parcel_code: str, reason: str) -> None:
     """Brings a parcel back, saying why."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         parcel = courier.return_parcel(replica, parcel_code, reason=reason)
     env.out({**_parcel_json(parcel), "reason": reason}, [env.t("returned", code=parcel.code, reason=reason)])
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(list(courier.REPORT_KINDS)))
+@click.argument("kind", type=click.Choice(list(COURIER_REPORT_KINDS)))
 @click.argument("text")
 @click.option("--grid", required=True, help="Where: community/area/building.")
 @_common
 @_pass_env
 def report(env: _Env, kind: str, text: str, grid: str) -> None:
     """Reports an early warning, an emergency or what residents are saying; it becomes a request."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         titles = {k: env.t(f"report_title.{k}") for k in courier.REPORT_KINDS}
         ticket = courier.report(replica, kind, text, grid=grid, titles=titles)
@@ -445,6 +467,10 @@ def report(env: _Env, kind: str, text: str, grid: str) -> None:
 def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
     """Sends your work and the bundles you carry, fetches what is new; without network, keeps everything. Every
     wait is bounded (--connect-timeout, --deadline) and said on stderr; a server out of reach is exit code 3."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+    from caresync.sync import enrolment  # here, not at the top: keeps start-up fast
+    from caresync.sync.bundles import relay as bundles  # here, not at the top: keeps start-up fast
+
     settings = env.settings()
     url, token = settings.get("url"), settings.get("token")
     with env.replica() as replica, env.bag() as bag:
@@ -510,6 +536,8 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
 @_pass_env
 def status(env: _Env) -> None:
     """Unsent changes, carried bundles, last sync, clock offset, conflicts and refusals."""
+    from caresync.field import courier  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica, env.bag() as bag:
         state = courier.status(replica, bag.counts())
     none = env.t("none")
@@ -599,6 +627,8 @@ def bundle() -> None:
 @_pass_env
 def bundle_export(env: _Env, file: Path, ttl_hours: int) -> None:
     """Writes this handheld's unsent changes to FILE as one signed bundle."""
+    from caresync.sync.bundles import relay as bundles  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         made = bundles.write_bundle(replica, file, ttl_hours=ttl_hours)
     until = _when(made["expires_ms"])
@@ -614,6 +644,8 @@ def bundle_export(env: _Env, file: Path, ttl_hours: int) -> None:
 @_pass_env
 def bundle_import(env: _Env, file: Path) -> None:
     """Imports the answers a courier carried back for this handheld."""
+    from caresync.sync.bundles import relay as bundles  # here, not at the top: keeps start-up fast
+
     with env.replica() as replica:
         got = bundles.import_answers(replica, file)
     lines = [env.t("bundle_imported", **{k: getattr(got, k) for k in ("answers", "received", "acked", "refused")})]
@@ -623,6 +655,8 @@ def bundle_import(env: _Env, file: Path) -> None:
 
 
 def _when(ms: int) -> str:
+    from caresync.core.model import ms_to_datetime  # here, not at the top: keeps start-up fast
+
     return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
 
 
