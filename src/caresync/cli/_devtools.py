@@ -23,6 +23,7 @@ from caresync.cli._common import Env, common_options
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.cli.rounds import render_report
 from caresync.errors import CaresyncError, ServerUnreachableError
+from caresync.field.i18n import pick_language
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -69,7 +70,6 @@ def demo(folder: Path | None, seed: int, days: int, residents: int, lang: str | 
     from rich.progress import Progress  # here, not at the top: keeps start-up fast
 
     from caresync.field.demo import DemoConfig, run_demo  # here, not at the top: keeps start-up fast
-    from caresync.field.i18n import pick_language  # here, not at the top: keeps start-up fast
 
     root = folder or Path(tempfile.mkdtemp(prefix="caresync-demo-"))
     if root.exists() and any(root.glob("*.db")):

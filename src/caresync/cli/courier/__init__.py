@@ -38,6 +38,7 @@ from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.core.domain import COURIER_REPORT_KINDS
 from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
+from caresync.field.i18n import language_in_argv, pick_language
 from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
 
 if TYPE_CHECKING:
@@ -143,9 +144,6 @@ class _CourierGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        from caresync.field import courier  # here, not at the top: keeps start-up fast
-        from caresync.field.i18n import language_in_argv  # here, not at the top: keeps start-up fast
-
         argv = list(sys.argv[1:] if args is None else args)
         lang = language_in_argv(argv)
         as_json = "--json" in argv
@@ -161,6 +159,8 @@ class _CourierGroup(click.Group):
         except _Failure as failure:
             _fail(lang, as_json, failure.code, failure.message, failure.exit_code)
         except CaresyncError as exc:
+            from caresync.field import courier  # here, not at the top: keeps start-up fast
+
             text = exc.in_language(lang) if isinstance(exc, courier.CourierError) else str(exc)
             _fail(lang, as_json, exc.code, MESSAGES("error", lang, detail=text), exit_code_for(exc))
         except OSError as exc:
@@ -195,8 +195,6 @@ _pass_env = click.make_pass_decorator(_Env)
 
 def _common(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` and ``--lang`` on every command (as well as on the group)."""
-
-    from caresync.field.i18n import pick_language  # here, not at the top: keeps start-up fast
 
     def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
         if value:
@@ -236,7 +234,6 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
 def cli(ctx: click.Context, home: Path | None, lang: str | None, as_json: bool) -> None:
     """The courier's handheld: route, pick up, hand in, deliver, report, sync, carry bundles for devices
     that have no network. 外卖员手持端：路线、取件、交站、投递、上报、同步、代送数据包。"""
-    from caresync.field.i18n import pick_language  # here, not at the top: keeps start-up fast
 
     env = _Env(home or Path(click.get_app_dir("caresync")), pick_language(lang))
     env.as_json = as_json
