@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
-
-import httpx
+from typing import TYPE_CHECKING, Any, Self
 
 from caresync.core.clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from caresync.core.domain import (
@@ -56,20 +54,17 @@ from caresync.core.ops import ATTACHABLE, SETTABLE_FIELDS, OpDict, entity_type_o
 from caresync.errors import IntentError, InvalidInputError, NotFoundError, SyncError, TrustError
 from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
-from caresync.sync import blobsync, enrolment, netsync
-from caresync.sync.enrolment import Enrolment, ScopeChange
-from caresync.sync.netsync import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_DEADLINE_S,
-    Refusal,
-    SyncProgressCallback,
-    SyncResult,
-    WaitCallback,
-)
+from caresync.sync._defaults import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S
 from caresync.trust.blobs import BlobRef, open_blob, seal_blob
 from caresync.trust.codes import delivery_code_check, delivery_code_matches
 from caresync.trust.keys import DeviceKey, StationKey, is_sealed
 from caresync.trust.scopes import RecordScope, may_read
+
+if TYPE_CHECKING:
+    import httpx
+
+    from caresync.sync.enrolment import Enrolment, ScopeChange
+    from caresync.sync.netsync import Refusal, SyncProgressCallback, SyncResult, WaitCallback
 
 __all__ = [
     "ApplyResult",
@@ -421,14 +416,20 @@ class Replica:
             InvalidInputError: the code is mistyped; ServerRefusedError: the server refused it (used, expired);
             SyncError: the server could not be reached; TrustError: this replica file predates device keys.
         """
+        from caresync.sync import enrolment  # here, not at the top: keeps start-up fast
+
         return enrolment.enroll(self._device_log, server_url, code, client=client)
 
     def enrolment(self) -> Enrolment | None:
         """This device's enrolment (server, role, grids, token expiry, station key), or None if not enrolled."""
+        from caresync.sync import enrolment  # here, not at the top: keeps start-up fast
+
         return enrolment.enrolment(self._device_log)
 
     def scope_changes(self) -> list[ScopeChange]:
         """Every change of this device's role or grids it applied, with what it removed and what it kept."""
+        from caresync.sync import enrolment  # here, not at the top: keeps start-up fast
+
         return enrolment.scope_changes(self._device_log)
 
     def sync(
@@ -466,6 +467,8 @@ class Replica:
                 deadline); nothing is lost.
             SyncError: the server failed, or the device is not enrolled; nothing is lost.
         """
+        from caresync.sync import enrolment, netsync  # here, not at the top: keeps start-up fast
+
         options: dict[str, Any] = {
             "connect_timeout_s": connect_timeout_s,
             "deadline_s": deadline_s,
@@ -495,6 +498,8 @@ class Replica:
 
     def refusals(self) -> list[Refusal]:
         """Every op the sync server refused, with its reason; they stay on this device, unsent."""
+        from caresync.sync.netsync import Refusal  # here, not at the top: keeps start-up fast
+
         return [
             Refusal(op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=code, reason=reason)
             for op, code, reason, _ in self._device_log.store.refusals()
@@ -886,6 +891,8 @@ class Attachments:
         Raises:
             SyncError: the server cannot be reached, or this device is not enrolled; ServerRefusedError: refused.
         """
+        from caresync.sync import blobsync, enrolment  # here, not at the top: keeps start-up fast
+
         _, _, body = self._located(attachment_id)
         blob = body.get("thumb") if thumbnail else body["blob"]
         if blob is None:
