@@ -8,18 +8,17 @@ new one is shown once, for the resident's slip, and never again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from caresync.cli._common import Env, common_options, fmt_time
 from caresync.core.domain import HopStage
-from caresync.core.model import Mailbox, Parcel
-from caresync.field.courier import CourierError, confirm_handover, find_parcel
-from caresync.field.custody import CustodyStep, chain, handover_pending
-from caresync.field.grids import check_known_grid
-from caresync.replica import Replica
-from caresync.trust.codes import new_delivery_code
+
+if TYPE_CHECKING:
+    from caresync.core.model import Mailbox, Parcel
+    from caresync.field.custody import CustodyStep
+    from caresync.replica import Replica
 
 __all__ = ["mailbox", "parcel"]
 
@@ -35,6 +34,8 @@ def _mailbox_json(box: Mailbox) -> dict[str, Any]:
 
 
 def _parcel_json(parcel: Parcel) -> dict[str, Any]:
+    from caresync.field.custody import handover_pending  # here, not at the top: keeps start-up fast
+
     return {
         "id": parcel.id,
         "code": parcel.code,
@@ -80,6 +81,8 @@ def mailbox() -> None:
 @common_options
 def mailbox_add(env: Env, code: str, name: str, grid: str, location: str | None, new_grid: bool) -> None:
     """Adds a mailbox by the code painted on it (MB-07)."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         grid = check_known_grid(replica, grid, new=new_grid)
         made = replica.mailboxes.add(code=code, name=name, grid=grid, location=location)
@@ -134,6 +137,9 @@ def parcel_register(
     new_grid: bool,
 ) -> None:
     """Registers a parcel by the code on its envelope."""
+    from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
+    from caresync.trust.codes import new_delivery_code  # here, not at the top: keeps start-up fast
+
     if new_code and delivery_code is not None:
         raise click.UsageError("--new-code and --delivery-code: give one of them")
     slip = new_delivery_code() if new_code else delivery_code
@@ -159,6 +165,8 @@ def parcel_register(
 
 def find_mailbox(replica: Replica, code: str) -> Mailbox:
     """The mailbox with this code. Raises CourierError ``no_mailbox``."""
+    from caresync.field.courier import CourierError  # here, not at the top: keeps start-up fast
+
     box: Mailbox | None = replica.mailboxes.by_code(code)
     if box is None:
         raise CourierError("no_mailbox", mailbox=code)
@@ -172,6 +180,8 @@ def find_mailbox(replica: Replica, code: str) -> Mailbox:
 @common_options
 def parcel_list(env: Env, stage: str | None, holder: str | None, grid: str | None) -> None:
     """Parcels, those waiting for the station's receipt first."""
+    from caresync.field.custody import handover_pending  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         found = replica.parcels.list(stage=stage, holder=holder, grid=grid)
     found.sort(key=lambda p: (not handover_pending(p), p.code))
@@ -193,6 +203,9 @@ def parcel_list(env: Env, stage: str | None, holder: str | None, grid: str | Non
 @common_options
 def parcel_show(env: Env, code: str) -> None:
     """One parcel with its chain of custody, hand-ins paired with the station's receipts."""
+    from caresync.field.courier import find_parcel  # here, not at the top: keeps start-up fast
+    from caresync.field.custody import chain  # here, not at the top: keeps start-up fast
+
     with env.read() as replica:
         found = find_parcel(replica, code)
     steps = chain(found)
@@ -221,6 +234,8 @@ def parcel_show(env: Env, code: str) -> None:
 @common_options
 def parcel_receipt(env: Env, code: str) -> None:
     """Confirms a courier's hand-in at the station, so custody passes to the station."""
+    from caresync.field.courier import confirm_handover, find_parcel  # here, not at the top: keeps start-up fast
+
     with env.open() as replica:
         claimant = find_parcel(replica, code).holder
         done = confirm_handover(replica, code, actor=env.who())
@@ -233,6 +248,9 @@ def parcel_receipt(env: Env, code: str) -> None:
 @common_options
 def parcel_code(env: Env, code: str, given: str | None) -> None:
     """Sets a parcel's delivery code: a new one, printed once for the resident's slip, or the one given."""
+    from caresync.field.courier import find_parcel  # here, not at the top: keeps start-up fast
+    from caresync.trust.codes import new_delivery_code  # here, not at the top: keeps start-up fast
+
     slip = new_delivery_code() if given is None else given
     with env.open() as replica:
         found = find_parcel(replica, code)
