@@ -1,4 +1,5 @@
-"""For every test of the repository (tests/ and server/tests/): the run works in a folder of its own.
+"""For every test of the repository (tests/ and server/tests/): ``--soak`` for the long runs, and a working folder
+of the run's own.
 
 Programs write beside themselves what they are not told to put elsewhere (a PostgreSQL server's key file goes in
 its working folder); tests that start them must never leave such a file, a secret among them, in the checkout.
@@ -20,3 +21,17 @@ def _a_working_folder_of_its_own(tmp_path_factory: pytest.TempPathFactory) -> It
         yield
     finally:
         os.chdir(before)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="also run the long soak and fuzz runs (marked soak)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``soak`` are skipped, saying why, unless ``--soak`` is given."""
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="long soak run: pass --soak to run it")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,20 +26,6 @@ def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
     yield factory
     for replica in opened:
         replica.close()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    with contextlib.suppress(ValueError):  # server/tests/conftest.py adds it too when both folders are collected
-        parser.addoption("--soak", action="store_true", help="also run the long soak and fuzz runs (marked soak)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--soak"):
-        return
-    skip = pytest.mark.skip(reason="long soak run: pass --soak to run it")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

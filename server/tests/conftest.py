@@ -3,7 +3,6 @@ per test; skipped, with the reason, when PostgreSQL does not answer at 127.0.0.1
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,17 +41,3 @@ def make_replica(tmp_path: Path) -> Iterator[ReplicaFactory]:
     yield make
     for device in opened:
         device.close()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    with contextlib.suppress(ValueError):  # tests/conftest.py adds the same option when both folders are collected
-        parser.addoption("--soak", action="store_true", help="also run the long soak and fuzz runs (marked soak)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--soak"):
-        return
-    skip = pytest.mark.skip(reason="long soak run: pass --soak to run it")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
