@@ -14,12 +14,18 @@ from caresync._version import __version__
 from caresync.cli._common import StationGroup, global_options
 from caresync.cli._devtools import demo, enroll, inspect, sync
 from caresync.cli.bundle import bundle
+from caresync.cli.conflicts import conflicts
 from caresync.cli.console import console, console_user
+from caresync.cli.dispute import dispute
 from caresync.cli.export import export
+from caresync.cli.init import init
 from caresync.cli.parcels import mailbox, parcel
-from caresync.cli.rounds import conflicts, report, visit
-from caresync.cli.station import dispute, init, resident, ticket, worker
+from caresync.cli.report import report
+from caresync.cli.resident import resident
 from caresync.cli.stationkey import station_key
+from caresync.cli.ticket import ticket
+from caresync.cli.visit import visit
+from caresync.cli.worker import worker
 
 __all__ = ["main"]
 

@@ -367,3 +367,8 @@ def now_utc() -> datetime:
 def days(n: int) -> timedelta:
     """``n`` days."""
     return timedelta(days=n)
+
+
+def enum_choice(enum: Any) -> click.Choice[str]:
+    """A click choice of an enum's values (kinds, channels, statuses, roles)."""
+    return click.Choice([m.value for m in enum])

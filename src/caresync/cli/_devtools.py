@@ -21,7 +21,7 @@ import click
 
 from caresync.cli._common import Env, common_options
 from caresync.cli._waits import SyncTalk, wait_options
-from caresync.cli.rounds import render_report
+from caresync.cli.report import render_report
 from caresync.errors import CaresyncError, ServerUnreachableError
 from caresync.field.i18n import pick_language
 
