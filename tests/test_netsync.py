@@ -391,6 +391,34 @@ def test_tickets_numbered_offline_get_short_numbers_at_the_next_sync_on_every_de
     assert find_ticket(desk, f"{knocker.id}-3").id == raised[2].id  # the number the resident was told still works
 
 
+def test_a_sync_finds_provisional_numbers_without_reading_every_tickets_state(
+    server: Server, make_replica: ReplicaFactory, tmp_path: Path
+) -> None:
+    """Every sync looks for this device's provisionally numbered tickets; on a replica holding many tickets it
+    must read those alone (through the partial index of provisional numbers), not scan the tickets table."""
+    import sqlite3
+
+    desk = make_replica("desk")
+    token = server.enroll("desk")
+    _requests(desk, 300)
+    desk.sync(URL, token=token, client=server.client)  # a block for all 300: none provisional any more
+    assert desk.tickets.provisional() == []
+    late = desk.tickets.submit(title="late", kind="repair", grid=GRID)  # numbered from the block
+    statements: list[str] = []
+    desk.device_log.store._db.set_trace_callback(statements.append)  # every statement SQLite runs on the file
+    desk.sync(URL, token=token, client=server.client)
+    desk.device_log.store._db.set_trace_callback(None)
+    assert desk.tickets.get(late.id).number == late.number == "1300"  # the sync pushed it, numbered as it was
+    read = [s for s in statements if "FROM tickets" in s]
+    assert read, "the sync no longer looks for provisional numbers at all"
+    with sqlite3.connect(desk.path) as conn:  # how SQLite runs each of them on the real file
+        plans = {s: " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {s}")) for s in read}
+    conn.close()
+    scans = {s: plan for s, plan in plans.items() if "SCAN tickets" in plan and "ix_tickets_provisional" not in plan}
+    assert not scans
+    assert any("ix_tickets_provisional" in plan for plan in plans.values())
+
+
 # --- a pull into an empty replica folds its pages in memory ---------------------------------------------------
 
 

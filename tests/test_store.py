@@ -63,6 +63,8 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
         conn.execute("DROP TABLE blob_chunks")
         conn.execute("DROP TABLE blobs")
         conn.execute("DROP INDEX ix_ops_blobs")
+        conn.execute("DROP INDEX ix_tickets_provisional")
+        conn.execute("ALTER TABLE tickets DROP COLUMN number")
         conn.execute("DROP TABLE clock_anomalies")
         conn.execute("DROP TABLE pending")
         conn.execute("DROP TABLE refusals")
@@ -84,6 +86,30 @@ def test_an_older_file_is_migrated_when_opened(tmp_path: Path, caplog: pytest.Lo
         assert (old.device, old.signed_by) == (old_id, None)
         assert (new.device, new.signed_by) == (r.id, r.device_key.public_key.hex())
     assert f"from schema version 1 to {SCHEMA_VERSION}" in caplog.text
+
+
+def test_a_schema_7_file_gets_its_tickets_numbers_and_the_index_of_provisional_ones(tmp_path: Path) -> None:
+    """Version 8 copies each ticket's number out of its stored state (block, renumbered and provisional ones),
+    and a sync's search for provisional numbers then finds the same tickets as on a file made new."""
+    path = tmp_path / "old.db"
+    with Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
+        renumbered, waiting = (r.tickets.submit(title=f"offline {i}", kind="repair", grid=GRID) for i in range(2))
+        r.numbers.add_block(500, 1)
+        assert r.device_log.renumber() == [(renumbered.number, "500")]  # the block covers the first only
+        later = r.tickets.submit(title="still offline", kind="repair", grid=GRID)
+        expected = {renumbered.id: "500", waiting.id: f"{r.id}-2", later.id: f"{r.id}-3"}
+        assert dict(r.device_log.store.sql("SELECT id, number FROM tickets")) == expected
+    with sqlite3.connect(path) as conn:  # turn it back into a schema-7 file
+        conn.execute("DROP INDEX ix_tickets_provisional")
+        conn.execute("ALTER TABLE tickets DROP COLUMN number")
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    with Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:
+        assert dict(r.device_log.store.sql("SELECT id, number FROM tickets")) == expected
+        assert [t.id for t in r.tickets.provisional()] == [waiting.id, later.id]
+        assert r.tickets.get(renumbered.id).former_numbers == [f"{r.id}-1"]
+        index = r.device_log.store.sql("SELECT sql FROM sqlite_master WHERE name = 'ix_tickets_provisional'")
+        assert index and "GLOB '*-*'" in index[0][0]
 
 
 def test_rows_are_refolded_when_the_merge_rules_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -22,13 +22,13 @@ from pydantic_core import from_json
 from caresync.core.clock import DEFAULT_MAX_FORWARD_MS, HybridClock, system_time_ms
 from caresync.core.domain import EntityType
 from caresync.core.gcpause import paused_gc
-from caresync.core.ids import entity_id_for, is_provisional
+from caresync.core.ids import entity_id_for
 from caresync.core.merge import State, value_of
 from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
 from caresync.errors import InvalidInputError, InvalidOpError, StoreError, TrustError
 from caresync.store.blobs import BlobStore
 from caresync.store.numbers import TicketNumbers
-from caresync.store.schema import ENTITY_TABLES
+from caresync.store.schema import ENTITY_TABLES, PROVISIONAL_NUMBER_SQL
 from caresync.store.store import IngestResult, Store, identify
 from caresync.trust.keys import DeviceKey, StationKey, StationKeyLink, follow_station_chain
 from caresync.trust.scopes import RecordScope, may_read
@@ -308,9 +308,12 @@ class DeviceLog:
         return known[0], new
 
     def provisional_tickets(self) -> list[State]:
-        """The states of this device's own tickets that still show a provisional number, oldest first."""
-        mine = self._states(EntityType.TICKET, "AND id LIKE ?", [f"T-{self.id}-%"], "id")
-        waiting = [s for s in mine if is_provisional(value_of(s, "number"))]
+        """The states of this device's own tickets that still show a provisional number, oldest first.
+
+        Every sync asks (:func:`caresync.sync.netsync.sync`): it reads the states of those tickets only, found
+        through the partial index of provisional numbers (schema version 8), not every ticket's state."""
+        where = f"AND {PROVISIONAL_NUMBER_SQL} AND id LIKE ?"
+        waiting = self._states(EntityType.TICKET, where, [f"T-{self.id}-%"], "id")
         return sorted(waiting, key=lambda s: int(s["id"].rsplit("-", 1)[1]))
 
     def renumber(self) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from caresync.core.merge import State, conflict_count, value_of
 __all__ = [
     "ENTITY_TABLES",
     "MIGRATIONS",
+    "PROVISIONAL_NUMBER_SQL",
     "SCHEMA_VERSION",
     "BlobChunkRow",
     "BlobRow",
@@ -37,6 +38,11 @@ __all__ = [
     "WorkerRow",
     "row_values",
 ]
+
+#: The condition, on the ``tickets`` table, of a ticket showing a provisional number (``<device id>-<n>``: the
+#: only numbers with a dash, as :func:`caresync.core.ids.is_provisional` says). It is the condition of the
+#: partial index ``ix_tickets_provisional``: a query must say it word for word for SQLite to use the index.
+PROVISIONAL_NUMBER_SQL = "number GLOB '*-*'"
 
 
 class OpRow(SQLModel, table=True):
@@ -176,6 +182,8 @@ class TicketRow(_EntityColumns, table=True):
     closed_at: int | None = None
     rating: int | None = None
     outcome: str | None = None
+    number: str | None = None
+    __table_args__ = (Index("ix_tickets_provisional", "id", sqlite_where=text(PROVISIONAL_NUMBER_SQL)),)
 
 
 class VisitRow(_EntityColumns, table=True):
@@ -249,6 +257,7 @@ _EXTRA: dict[str, Callable[[State], list[Any]]] = {
         s["st"]["at"].get("close"),
         _rating_score(s),
         value_of(s, "outcome"),
+        value_of(s, "number"),
     ],
     "visit": lambda s: [
         value_of(s, "resident_id"),
@@ -370,8 +379,18 @@ _V7 = [
     "CREATE INDEX ix_ops_blobs ON ops (eid) WHERE kind GLOB '*.attach' OR kind GLOB '*.detach'",
 ]
 
+# Ticket numbers: ``tickets.number`` holds the number a ticket shows (as ``value_of(state, "number")``: the last
+# entry of the state's ``number`` field, filled from the stored states here), and a partial index holds only the
+# tickets still showing a provisional number (``<device id>-<n>``: the only ones with a dash), so a sync finds
+# the ones it must renumber without reading every ticket's state.
+_V8 = [
+    "ALTER TABLE tickets ADD COLUMN number TEXT",
+    "UPDATE tickets SET number = json_extract(state, '$.f.number[#-1][6]')",  # 6: an entry's value
+    "CREATE INDEX ix_tickets_provisional ON tickets (id) WHERE number GLOB '*-*'",
+]
+
 #: ``MIGRATIONS[k]`` takes a file from schema version ``k`` to ``k + 1``.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
