@@ -112,6 +112,26 @@ def test_a_schema_7_file_gets_its_tickets_numbers_and_the_index_of_provisional_o
         assert index and "GLOB '*-*'" in index[0][0]
 
 
+def test_renumbering_reads_the_oldest_provisional_tickets_the_blocks_cover_in_counter_order(
+    make_replica: ReplicaFactory,
+) -> None:
+    """The device's counter orders its provisional tickets (``-9`` before ``-10``, which text order would not),
+    and a block smaller than the backlog reads and numbers the oldest ones only."""
+    r = make_replica("knocker")
+    with r.batch():
+        raised = [r.tickets.submit(title=f"r{i}", kind="repair", grid=GRID) for i in range(12)]
+    assert r.device_log.provisional_count() == 12
+    assert [s["id"] for s in r.device_log.provisional_tickets(limit=10)] == [t.id for t in raised[:10]]
+    statements: list[str] = []
+    r.device_log.store._db.set_trace_callback(statements.append)
+    r.numbers.add_block(700, 10)
+    given = r.device_log.renumber()
+    assert given == [(t.number, str(700 + i)) for i, t in enumerate(raised[:10])]
+    assert [t.id for t in r.tickets.provisional()] == [t.id for t in raised[10:]]
+    assert r.device_log.provisional_count() == 2
+    assert [s for s in statements if "SELECT state FROM tickets" in s and "LIMIT 10" in s]  # the block's 10 only
+
+
 def test_rows_are_refolded_when_the_merge_rules_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "station.db"
     with Replica.open(path, actor="clerk", now_ms=FakeClock()) as r:

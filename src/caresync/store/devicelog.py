@@ -307,14 +307,31 @@ class DeviceLog:
         self._next_seq = seq + 1
         return known[0], new
 
-    def provisional_tickets(self) -> list[State]:
-        """The states of this device's own tickets that still show a provisional number, oldest first.
+    def provisional_tickets(self, limit: int | None = None) -> list[State]:
+        """The states of this device's own tickets that still show a provisional number, oldest first (the
+        ``limit`` oldest when given).
 
-        Every sync asks (:func:`caresync.sync.netsync.sync`): it reads the states of those tickets only, found
-        through the partial index of provisional numbers (schema version 8), not every ticket's state."""
-        where = f"AND {PROVISIONAL_NUMBER_SQL} AND id LIKE ?"
-        waiting = self._states(EntityType.TICKET, where, [f"T-{self.id}-%"], "id")
+        Only those tickets' states are read: they are found through the partial index of provisional numbers
+        (schema version 8), which holds no other ticket, and only the ``limit`` oldest of them are read."""
+        ids = self._provisional_ids("id", limit)
+        waiting = self._states(EntityType.TICKET, f"AND id IN ({ids})", [f"T-{self.id}-%"], "id")
         return sorted(waiting, key=lambda s: int(s["id"].rsplit("-", 1)[1]))
+
+    def provisional_count(self) -> int:
+        """How many of this device's own tickets still show a provisional number, without reading a state (a sync
+        asks at every run, whatever the replica holds)."""
+        self.store.settle()
+        rows = self.store.sql(self._provisional_ids("COUNT(*)", None), [f"T-{self.id}-%"])
+        return int(rows[0][0])
+
+    def _provisional_ids(self, what: str, limit: int | None) -> str:
+        """A query of ``what`` over this device's provisionally numbered tickets (in the partial index
+        ``ix_tickets_provisional``), oldest first (their ids end in the device's counter), the ``limit`` oldest
+        when given; its one parameter is the pattern of the device's ticket ids."""
+        table = ENTITY_TABLES[EntityType.TICKET.value].__tablename__
+        start = len(f"T-{self.id}-") + 1
+        order = f" ORDER BY CAST(substr(id, {start}) AS INTEGER) LIMIT {int(limit)}" if limit is not None else ""
+        return f"SELECT {what} FROM {table} WHERE complete = 1 AND {PROVISIONAL_NUMBER_SQL} AND id LIKE ?{order}"
 
     def renumber(self) -> list[tuple[str, str]]:
         """Gives each of this device's provisionally numbered tickets a number from its blocks, oldest first, as
@@ -326,7 +343,8 @@ class DeviceLog:
         """
         given: list[tuple[str, str]] = []
         with self.batch():
-            for state in self.provisional_tickets():
+            left = sum(block.left for block in self.numbers.blocks())  # no state read beyond what the blocks cover
+            for state in self.provisional_tickets(limit=left):
                 number = self.numbers.take_from_block()
                 if number is None:
                     break

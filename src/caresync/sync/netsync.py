@@ -253,7 +253,7 @@ def _top_up_numbers(device: DeviceLog, link: Link) -> None:
     left beyond what its provisionally numbered tickets need, then gives those tickets their short numbers (see
     :mod:`caresync.store.numbers`). A server that refuses (an older one) only delays it to the next sync; one that
     cannot be reached fails the sync, as the push would."""
-    waiting = len(device.provisional_tickets())
+    waiting = device.provisional_count()  # a count from the index of provisional numbers: no state read
     left = sum(block.left for block in device.numbers.blocks())
     if left - waiting < NUMBERS_LOW:
         try:
