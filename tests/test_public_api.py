@@ -62,5 +62,5 @@ def test_every_error_is_in_the_errors_page() -> None:
 def test_readme_starts_with_the_two_commands() -> None:
     lines = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
     block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
-    assert block[0].endswith("caresync demo") and "pip install ." in block[0]
+    assert block[0].endswith("caresync demo") and "pip install '.[console]' ./server" in block[0]
     assert block[1].endswith("pytest") and "[dev]" in block[1]
