@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from caresync.cli._common import Env, common_options, fmt_time
+from caresync.cli._common import Env, common_options, enum_choice, fmt_time
 from caresync.core.domain import HopStage
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def find_mailbox(replica: Replica, code: str) -> Mailbox:
 
 
 @parcel.command("list")
-@click.option("--stage", type=click.Choice([s.value for s in HopStage]), default=None)
+@click.option("--stage", type=enum_choice(HopStage), default=None)
 @click.option("--holder", default=None, help="Only the parcels this person holds.")
 @click.option("--grid", default=None)
 @common_options

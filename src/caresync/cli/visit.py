@@ -10,6 +10,7 @@ import click
 from caresync.cli._common import (
     Env,
     common_options,
+    enum_choice,
     fmt_time,
     now_utc,
     parse_moment,
@@ -31,7 +32,7 @@ def visit() -> None:
 
 @visit.command("record")
 @click.argument("resident_id")
-@click.option("--outcome", type=click.Choice([o.value for o in VisitOutcome]), required=True)
+@click.option("--outcome", type=enum_choice(VisitOutcome), required=True)
 @click.option("--note", default=None)
 @click.option("--visitor", default=None, help="Who knocked (default: who is working).")
 @click.option("--at", "visited_at", default=None, help="When (default now), e.g. 2026-11-29T09:30.")
