@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 PROGRAMS = ["caresync", "caresync-courier", "caresync-server"]
@@ -57,7 +58,82 @@ def test_the_server_commands_answer_json_and_the_same_error_envelope(tmp_path: P
     scoped = json.loads(run("scope", "phone-li", "--grid", "changnan/dorm", "--json").stdout)
     assert scoped["grids"] == ["changnan/dorm"]
     revoked = json.loads(run("revoke", "phone-li", "--json").stdout)
-    assert revoked["name"] == "phone-li" and revoked["revoked_at_ms"] and revoked["already_revoked"] is False
+    assert revoked["name"] == "phone-li" and revoked["revoked_at"] and revoked["already_revoked"] is False
     missing = run("revoke", "nobody", "--json")
     assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "admin_error"
     assert missing.stderr.startswith("Error: No device is named nobody")
+
+
+def _groups() -> dict[str, click.Group]:
+    from caresync_server.cli import main as server
+
+    from caresync.cli import main as station
+    from caresync.cli.courier import cli as courier
+
+    return {"caresync": station, "caresync-courier": courier, "caresync-server": server}
+
+
+def _walk(group: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    found = [(path, group)]
+    for name, command in sorted(getattr(group, "commands", {}).items()):
+        found.extend(_walk(command, (*path, name)))
+    return found
+
+
+def test_every_command_of_the_three_programs_takes_json_lang_and_version() -> None:
+    missing = []
+    for program, group in _groups().items():
+        for path, command in _walk(group):
+            names = {opt for param in command.params for opt in getattr(param, "opts", ())}
+            missing += [f"{program} {' '.join(path)} {o}" for o in ("--json", "--lang", "--version") if o not in names]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("program", "args"),
+    [
+        ("caresync", ["ticket", "list"]),
+        ("caresync", ["station-key", "show"]),
+        ("caresync-courier", ["carry", "list"]),
+        ("caresync-server", ["station-key", "show"]),
+        ("caresync-server", ["init"]),
+    ],
+)
+def test_version_after_any_verb(program: str, args: list[str], tmp_path: Path) -> None:
+    done = _run(program, *args, "--version", home=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith(f"{program}, version "), done.stderr
+
+
+def test_the_server_speaks_chinese_and_json_on_every_command(tmp_path: Path) -> None:
+    exe = shutil.which("caresync-server", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    env = {**os.environ, "CARESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}", "CARESYNC_LANG": "en"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    missing = run("devices", "--lang", "zh")
+    assert missing.returncode == 1 and missing.stderr.startswith("错误: ") and "caresync-server init" in missing.stderr
+    made = run("init", "--json")
+    assert made.returncode == 0 and json.loads(made.stdout)["schema_version"] >= 1
+    assert run("init", "--lang", "zh").stdout.startswith("数据库已就绪")
+    nobody = run("--lang", "zh", "revoke", "nobody", "--json")
+    assert nobody.returncode == 1 and nobody.stderr.startswith("错误: 没有名为 nobody 的设备")
+    assert json.loads(nobody.stdout) == {
+        "error": {"code": "admin_error", "message": nobody.stderr.partition(": ")[2].strip(), "details": []}
+    }
+    typo = run("revoke", "--lang", "zh")
+    assert typo.returncode == 2 and typo.stderr.startswith("用法错误: ")
+    assert json.loads(run("station-key", "show", "--json").stdout) == {
+        "station_key": None,
+        "kind": None,
+        "rotations": 0,
+    }
+    hex_key = "ab" * 32
+    assert json.loads(run("station-key", "set", hex_key, "--x25519", "--json").stdout)["station_key"] == hex_key
+
+
+@pytest.mark.parametrize("program", ["caresync", "caresync-courier", "caresync-server"])
+def test_an_error_envelope_has_code_message_and_details(program: str, tmp_path: Path) -> None:
+    done = _run(program, "snyc", "--json", home=tmp_path)
+    assert set(json.loads(done.stdout)["error"]) == {"code", "message", "details"}

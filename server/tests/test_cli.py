@@ -61,8 +61,8 @@ def test_init_enroll_devices_revoke(run: tuple[CliRunner, list[str]], settings: 
     assert "Revoked device phone-li" in _invoke(run, "revoke", "phone-li").output
     assert "already revoked" in _invoke(run, "revoke", "1").output  # by id, and again
     rows = json.loads(_invoke(run, "devices", "--json").output)
-    assert [(d["name"], d["revoked_at_ms"] is not None) for d in rows] == [("phone-li", True), ("desk", False)]
-    assert set(rows[0]) >= {"replica_id", "last_sync_at_ms", "pending", "oldest_unsent_ms", "clock_offset_ms"}
+    assert [(d["name"], d["revoked_at"] is not None) for d in rows] == [("phone-li", True), ("desk", False)]
+    assert set(rows[0]) >= {"replica_id", "last_sync_at", "pending", "oldest_unsent_at", "clock_offset_ms"}
 
 
 def test_errors_are_one_line_and_a_nonzero_exit(run: tuple[CliRunner, list[str]]) -> None:

@@ -18,13 +18,17 @@
         ├── ServerUnreachableError  no answer: no connection, or none within the timeouts
         └── ServerRefusedError   the server refused the request (token, device, batch): names why
 
-Each error has a stable ``code`` (for programs and the JSON error envelope) and a message that names
-the object, the id and what to do next, in words a courier or a station clerk can act on.
+Each error has a stable ``code`` (for programs and the JSON error envelope), the ``exit_code`` the programs end
+with (docs/errors.md has the one table), and a message that names the object, the id and what to do next, in
+words a courier or a station clerk can act on. An error may also carry ``key`` and ``fields``: the name of its
+message and the values in it (a ticket's number, a status), so a program can say it again in the reader's
+language with the names people use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "BundleError",
@@ -42,17 +46,34 @@ __all__ = [
     "StoreVersionError",
     "SyncError",
     "TrustError",
+    "envelope",
 ]
+
+
+def envelope(code: str, message: str, details: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON error envelope of every caresync program and of the server's API:
+    ``{"error": {"code", "message", "details": [{"field", "problem"}, ...]}}``."""
+    return {"error": {"code": code, "message": message, "details": [dict(d) for d in details]}}
 
 
 class CaresyncError(Exception):
     """Root of every error caresync raises on purpose."""
 
     code: str = "caresync_error"
+    #: The exit code a program ends with after this error: 1, the command could not be done.
+    exit_code: int = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, key: str | None = None, fields: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: The name of the message, for a program to say it in another language (None: only ``message``).
+        self.key = key
+        #: The values the message names (``number``, ``status``, ...), as structured data.
+        self.fields: dict[str, Any] = dict(fields or {})
+
+    def envelope_details(self) -> list[dict[str, str]]:
+        """What is wrong, field by field, for the ``details`` of the JSON error envelope (empty by default)."""
+        return []
 
     def __str__(self) -> str:
         return self.message
@@ -66,12 +87,25 @@ class InvalidInputError(CaresyncError):
 
     code = "invalid_input"
 
-    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        problems: Sequence[tuple[str, str]] = (),
+        *,
+        key: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         self.problems = list(problems)
+        #: The message before the problems were added to it (a program shows the problems in its own words).
+        self.headline = message
         if self.problems:
             detail = "; ".join(f"{field}: {msg}" for field, msg in self.problems)
             message = f"{message} ({detail})"
-        super().__init__(message)
+        super().__init__(message, key=key, fields=fields)
+
+    def envelope_details(self) -> list[dict[str, str]]:
+        """One ``{"field", "problem"}`` per problem."""
+        return [{"field": field, "problem": problem} for field, problem in self.problems]
 
 
 class InvalidOpError(InvalidInputError):
@@ -126,6 +160,8 @@ class SyncError(CaresyncError):
     """A sync with the server did not finish. Nothing is lost: what was done is kept, the rest waits."""
 
     code = "sync_failed"
+    #: A program ends with 3: nothing is lost, try again later.
+    exit_code = 3
 
 
 class ServerUnreachableError(SyncError):
@@ -139,6 +175,8 @@ class ServerRefusedError(SyncError):
     """The sync server refused a request; ``server_code`` and ``status`` are what it answered."""
 
     code = "server_refused"
+    #: A program ends with 4: the server refused this device or its work; ask the station.
+    exit_code = 4
 
     def __init__(self, message: str, *, status: int, server_code: str) -> None:
         super().__init__(message)

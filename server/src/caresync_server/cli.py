@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from caresync.core.domain import Role
+from caresync.errors import CaresyncError, envelope
 
 from ._env import ENV_PREFIX
 from ._version import __version__
-from .errors import AdminError, ConfigError, ServerError
+from .errors import AdminError, ConfigError
 
 if TYPE_CHECKING:
     from .storage import DeviceHealth, Storage
@@ -30,15 +31,184 @@ __all__ = ["main"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: The command's lines in Chinese and English: ``_t(key, lang, **fields)``.
+_TEXTS: dict[str, tuple[str, str]] = {
+    "error": ("错误", "Error"),
+    "usage": ("用法错误", "Usage error"),
+    "see_help": ("用 {command} --help 查看用法", "see {command} --help"),
+    "stopped": ("已停止。", "Stopped."),
+    "busy_port": (
+        "无法在 http://{host}:{port} 上监听：{why}。另一个程序（或另一个 caresync-server）正在使用该端口："
+        "请停止它，或用 --port 换一个端口",
+        "Cannot listen on http://{host}:{port}: {why}. Another program (or another caresync-server) uses that "
+        "port: stop it, or choose another with --port",
+    ),
+    "listening": (
+        "caresync-server {version}：数据库 {database}（结构版本 {schema}），正在 http://{host}:{port} 上监听，"
+        "{workers} 个进程",
+        "caresync-server {version}: database {database} (schema version {schema}), listening on "
+        "http://{host}:{port} with {workers} process(es)",
+    ),
+    "db_ready": (
+        "数据库已就绪：{database}（结构版本 {schema}）。",
+        "Database ready: {database} (schema version {schema}).",
+    ),
+    "key_file": (
+        "服务器密钥：{path}（权限 0600）。请与数据库分开备份：没有它，设备会拒收快递员带回的回执。",
+        "Server key: {path} (mode 0600). Back it up apart from the database: without it, devices refuse the "
+        "answers couriers carry back.",
+    ),
+    "enrolled": (
+        "已登记设备 {name}（编号 {id}）：{role}，网格 {grids}。",
+        "Enrolled device {name} (id {id}): {role} in {grids}.",
+    ),
+    "token_once": (
+        "它的令牌只显示这一次（服务器只保存其哈希）：",
+        "Its token, shown only this once (the server keeps only a hash of it):",
+    ),
+    "token_setup": (
+        "在设备上设置：caresync sync --server 地址 --token 令牌，或 caresync-courier connect 地址 --token 令牌。",
+        "Set it up on the device: caresync sync --server URL --token TOKEN, or caresync-courier connect URL "
+        "--token TOKEN.",
+    ),
+    "code_once": (
+        "它的一次性登记码，{until} 前有效（只显示这一次）：",
+        "Its one-time enrolment code, valid until {until} (shown only this once):",
+    ),
+    "code_setup": (
+        "在设备上：caresync enroll {code} --server {where}（服务站电脑、手机），或 caresync-courier enroll {code} "
+        "--server {where}（手持终端）；也可用二维码的文字代替登记码。",
+        "On the device: caresync enroll {code} --server {where} (the desk, phones), or caresync-courier enroll "
+        "{code} --server {where} (handhelds); the text of the QR code may stand for the code.",
+    ),
+    "no_server_in_qr": (
+        "（加上 --server 地址，或设置 CARESYNC_SERVER，二维码里就会带上服务器地址。）",
+        "(Give --server URL, or set CARESYNC_SERVER, to put the server's address in the QR code.)",
+    ),
+    "scope_loss": (
+        "未作改动：设备 {device} 会失去它现有 {held} 条记录中的 {lost} 条{why}。请检查网格，或加上 --yes 确认。",
+        "Nothing changed: device {device} would lose {lost} of the {held} record(s) it holds now{why}. Check the "
+        "grids, or give --yes to confirm.",
+    ),
+    "scope_no_records": ("；服务器在 {where} 没有任何记录", "; the server holds no record at all in {where}"),
+    "scoped": (
+        "设备 {name}（编号 {id}）现在是 {role}，网格 {grids}。",
+        "Device {name} (id {id}) is now {role} in {grids}.",
+    ),
+    "bad_key_hex": (
+        "服务站公钥是 64 个十六进制数字（0-9、a-f）。",
+        "A station public key is 64 hex digits (0-9, a-f).",
+    ),
+    "key_set": ("已设置服务站公钥：{key}", "Station public key set: {key}"),
+    "key_rotated": (
+        "（已轮换 {n} 次；每次轮换都由前一个密钥签名）",
+        "(rotated {n} time(s); every rotation signed by the key before it)",
+    ),
+    "key_legacy": ("{key}（旧版本的 X25519 密钥）", "{key} (a bare X25519 key of an earlier release)"),
+    "no_key": (
+        "尚未登记服务站公钥：caresync-server station-key set 十六进制公钥",
+        "No station public key is registered: caresync-server station-key set HEX",
+    ),
+    "already_revoked": (
+        "设备 {name}（编号 {id}）已于 {when} 被吊销。",
+        "Device {name} (id {id}) was already revoked on {when}.",
+    ),
+    "revoked": (
+        "已吊销设备 {name}（编号 {id}）；它的令牌不再有效。",
+        "Revoked device {name} (id {id}); its token no longer works.",
+    ),
+    "no_devices": (
+        "还没有登记任何设备：caresync-server enroll --name ... --role ... --grid ...",
+        "No devices are enrolled yet: caresync-server enroll --name ... --role ... --grid ...",
+    ),
+    "devices": ("设备", "Devices"),
+    "everywhere": ("所有网格", "everywhere"),
+    "not_synced": ("尚未同步", "not synced yet"),
+    "never": ("从未", "never"),
+    "ago": ("{span} 前", "{span} ago"),
+    "in": ("{span} 后", "in {span}"),
+    "clock_ok": ("正常", "ok"),
+    "behind": ("慢 {span}", "{span} behind"),
+    "ahead": ("快 {span}", "{span} ahead"),
+    # the server's own errors, by their key (ServerError.key), so --lang zh says them in Chinese too
+    "no_device": (
+        "没有名为 {device} 的设备（也没有这个编号）；`caresync-server devices` 列出所有设备。",
+        "No device is named {device} (nor has that id); `caresync-server devices` lists them.",
+    ),
+    "name_taken": (
+        "已有名为 {name} 的设备；请换一个名字（例如 {name}-2）。",
+        "A device named {name} is already enrolled; choose another name (for example {name}-2).",
+    ),
+    "no_database": (
+        "{database} 没有 caresync-server 数据库；请在正确的文件夹里运行 `caresync-server init`，"
+        "或加上 --database-url。",
+        "There is no caresync-server database at {database}; run `caresync-server init` in the right folder, or "
+        "pass --database-url.",
+    ),
+    "no_tables": (
+        "{database} 的数据库没有 caresync-server 的表；请运行 `caresync-server init`。",
+        "The database at {database} has no caresync-server tables; run `caresync-server init`.",
+    ),
+}
+
+#: The headings of the devices table.
+_HEADINGS = {
+    "en": (
+        "id",
+        "name",
+        "role",
+        "grids",
+        "replica",
+        "last sync",
+        "pending",
+        "oldest unsent",
+        "clock",
+        "refusals",
+        "revoked",
+    ),
+    "zh": ("编号", "名称", "角色", "网格", "副本", "上次同步", "待处理", "最早未发送", "时钟", "拒收", "吊销"),
+}
+
+
+def _t(key: str, lang: str, /, **fields: Any) -> str:
+    zh, en = _TEXTS[key]
+    text = zh if lang == "zh" else en
+    return text.format(**fields) if fields else text
+
+
+def _language(value: str | None) -> str:
+    """``zh`` or ``en``: ``value`` (``--lang``), else CARESYNC_LANG, else the locale; English by default (as the
+    device programs choose it)."""
+    for found in (value, os.environ.get("CARESYNC_LANG"), os.environ.get("LC_ALL"), os.environ.get("LANG")):
+        if found:
+            return "zh" if found.lower().startswith("zh") else "en"
+    return "en"
+
+
+def _language_in(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return _language(argv[i + 1])
+        if arg.startswith("--lang="):
+            return _language(arg.partition("=")[2])
+    return _language(None)
+
+
+def _message(exc: CaresyncError, lang: str) -> str:
+    """A server error's message in ``lang``: said again from its key and fields when this command knows it."""
+    if exc.key is not None and exc.key in _TEXTS:
+        return _t(exc.key, lang, **exc.fields)
+    return str(exc)
+
+
 class _Commands(click.Group):
     """Every mistake is one line on stderr, as in caresync and caresync-courier (docs/errors.md): the server's
-    errors ``Error: ...`` with exit code 1, a mistyped command ``Usage error: ...`` with exit code 2."""
+    errors ``Error: ...`` with the error's exit code, a mistyped command ``Usage error: ...`` with exit code 2, and
+    with ``--json`` the envelope every program prints (:func:`caresync.errors.envelope`).
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ServerError as exc:
-            raise click.ClickException(str(exc)) from exc
+    It is not :class:`caresync.cli._errors.ProgramGroup`: the server may import only the library's pure parts
+    (tests/test_layers.py), so it shares the envelope and the exit codes (``CaresyncError.exit_code``) from
+    :mod:`caresync.errors` and keeps its own few lines of handling."""
 
     def main(
         self,
@@ -50,29 +220,45 @@ class _Commands(click.Group):
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in argv
+        lang = _language_in(argv)
         try:
             return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             if exc.ctx is not None and type(exc).__name__ == "NoArgsIsHelpError":  # a group run bare: its help
                 click.echo(exc.ctx.get_help())
                 sys.exit(0)
-            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-            _say_error(as_json, "usage", "Usage error", f"{exc.format_message()}{where}")
+            where = f" ({_t('see_help', lang, command=exc.ctx.command_path)})" if exc.ctx is not None else ""
+            _say_error(as_json, "usage", _t("usage", lang), f"{exc.format_message()}{where}", [])
+            sys.exit(exc.exit_code)
+        except CaresyncError as exc:
+            _say_error(as_json, exc.code, _t("error", lang), _message(exc, lang), exc.envelope_details())
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            code = getattr(exc.__cause__, "code", "error")  # a ServerError's own code, as in docs/errors.md
-            _say_error(as_json, str(code), "Error", exc.format_message())
+            _say_error(as_json, "error", _t("error", lang), exc.format_message(), [])
             sys.exit(exc.exit_code)
         except click.exceptions.Abort:
-            click.echo("Stopped.", err=True)
+            click.echo(_t("stopped", lang), err=True)
             sys.exit(130)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
 
 
+def _dialect(command: F) -> F:
+    """``--json``, ``--lang`` and ``--version`` on a command, as on every command of the three programs; the command
+    receives ``as_json`` and ``lang`` (``zh``, ``en`` or None: see :func:`_merged`)."""
+    command = click.version_option(__version__, prog_name="caresync-server")(command)
+    command = click.option(
+        "--lang",
+        type=click.Choice(["zh", "en"]),
+        default=None,
+        help="zh or en (else CARESYNC_LANG, the locale).",
+    )(command)
+    return click.option("--json", "as_json", is_flag=True, help="Print the result (or the error) as JSON.")(command)
+
+
 @click.group(cls=_Commands)
-@click.version_option(__version__, prog_name="caresync-server")
-def main() -> None:
+@_dialect
+def main(as_json: bool, lang: str | None) -> None:
     """caresync-server: the sync server of caresync devices, and the station's admin commands.
 
     Every command works on the database named by --database-url (or CARESYNC_DATABASE_URL): by default the
@@ -80,13 +266,20 @@ def main() -> None:
     """
 
 
-def _say_error(as_json: bool, code: str, lead: str, message: str) -> None:
+def _say_error(as_json: bool, code: str, lead: str, message: str, details: list[dict[str, str]]) -> None:
     """A mistake as one line on stderr and, with ``--json``, the envelope every caresync program prints on stdout:
-    ``{"error": {"code", "message"}}``."""
+    ``{"error": {"code", "message", "details"}}``."""
     message = " ".join(message.split())
     click.echo(f"{lead}: {message}", err=True)
     if as_json:
-        click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False))
+        click.echo(json.dumps(envelope(code, message, details), ensure_ascii=False))
+
+
+def _merged(lang: str | None, as_json: bool) -> tuple[str, bool]:
+    """A command's language and JSON mode: its own options, else the group's (``caresync-server --lang zh ...``)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().params if ctx is not None else {}
+    return _language(lang or root.get("lang")), as_json or bool(root.get("as_json"))
 
 
 def _database_options(command: F) -> F:
@@ -126,6 +319,10 @@ def _storage(database_url: str | None, database_schema: str | None) -> Storage:
     return Storage(Settings.from_env(database_url=database_url, database_schema=database_schema))
 
 
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
 @main.command()
 @_database_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
@@ -137,20 +334,28 @@ def _storage(database_url: str | None, database_schema: str | None) -> Storage:
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     show_default=True,
 )
+@_dialect
 def serve(
-    database_url: str | None, database_schema: str | None, host: str, port: int, workers: int, log_level: str
+    database_url: str | None,
+    database_schema: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    as_json: bool,
+    lang: str | None,
 ) -> None:
-    """Runs the sync server (creating its tables if the database has none)."""
+    """Runs the sync server (creating its tables if the database has none). With --json its start-up line is one
+    JSON object on stdout (and an error the envelope); the request log stays uvicorn's, on stderr."""
     from .app import create_app  # here, not at the top: keeps start-up fast
     from .settings import Settings  # here, not at the top: keeps start-up fast
     from .storage import Storage  # here, not at the top: keeps start-up fast
 
+    language, as_json = _merged(lang, as_json)
     busy = _cannot_listen(host, port)
     if busy is not None:  # said before anything else, and never "listening"
-        raise ConfigError(
-            f"Cannot listen on http://{host}:{port}: {busy}. Another program (or another caresync-server) uses "
-            "that port: stop it, or choose another with --port"
-        )
+        fields = {"host": host, "port": port, "why": busy}
+        raise ConfigError(_t("busy_port", "en", **fields), key="busy_port", fields=fields)
     settings = Settings.from_env(database_url=database_url, database_schema=database_schema)
     storage = Storage(settings)
     try:
@@ -158,10 +363,21 @@ def serve(
         storage.server_key()  # made here, once, before worker processes start; or refused: no key, no serving
     finally:
         storage.close()
-    click.echo(
-        f"caresync-server {__version__}: database {settings.safe_database_url()} (schema version {version}), "
-        f"listening on http://{host}:{port} with {workers} process(es)"
-    )
+    fields = {"version": __version__, "database": settings.safe_database_url(), "schema": version}
+    if as_json:
+        _echo_json(
+            {
+                "listening": f"http://{host}:{port}",
+                "version": __version__,
+                "database": settings.safe_database_url(),
+                "schema_version": version,
+                "workers": workers,
+                "started_at": _iso(int(datetime.now(UTC).timestamp() * 1000)),
+            }
+        )
+    else:
+        click.echo(_t("listening", language, **fields, host=host, port=port, workers=workers))
+    sys.stdout.flush()
     import uvicorn  # here, not at the top: keeps start-up fast
 
     if workers == 1:
@@ -178,20 +394,23 @@ def serve(
 
 @main.command()
 @_database_options
-def init(database_url: str | None, database_schema: str | None) -> None:
+@_dialect
+def init(database_url: str | None, database_schema: str | None, as_json: bool, lang: str | None) -> None:
     """Creates the server's tables and its key file (does nothing if they exist; moves the key of a database from
     before key files out to the file)."""
+    language, as_json = _merged(lang, as_json)
     storage = _storage(database_url, database_schema)
     try:
         version = storage.ensure_schema(create=True)
         storage.server_key()
     finally:
         storage.close()
-    click.echo(f"Database ready: {storage.settings.safe_database_url()} (schema version {version}).")
-    click.echo(
-        f"Server key: {storage.settings.server_key_path} (mode 0600). Back it up apart from the database: "
-        "without it, devices refuse the answers couriers carry back."
-    )
+    database, key_path = storage.settings.safe_database_url(), storage.settings.server_key_path
+    if as_json:
+        _echo_json({"database": database, "schema_version": version, "server_key_file": str(key_path)})
+        return
+    click.echo(_t("db_ready", language, database=database, schema=version))
+    click.echo(_t("key_file", language, path=key_path))
 
 
 @main.command()
@@ -219,7 +438,7 @@ def init(database_url: str | None, database_schema: str | None) -> None:
     help="The address devices reach this server at (else CARESYNC_SERVER): the QR code carries it with the code.",
 )
 @click.option("--no-qr", is_flag=True, help="Do not draw the code as a QR code.")
-@click.option("--json", "as_json", is_flag=True, help="Print the device and its code (or token) as JSON.")
+@_dialect
 def enroll(
     database_url: str | None,
     database_schema: str | None,
@@ -230,6 +449,7 @@ def enroll(
     server_url: str | None,
     no_qr: bool,
     as_json: bool,
+    lang: str | None,
 ) -> None:
     """Enrols a device and prints its one-time enrolment code (and a QR code of it), once: the server keeps only
     a hash. With --server the QR code carries the server's address too, so scanning it is all a device needs.
@@ -237,6 +457,7 @@ def enroll(
     URL (handhelds)."""
     from caresync.trust.codes import enrolment_text  # here, not at the top: keeps start-up fast
 
+    language, as_json = _merged(lang, as_json)
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
@@ -248,32 +469,28 @@ def enroll(
         storage.close()
     if direct:
         if as_json:
-            click.echo(json.dumps({**_device_json(device), "token": token}, ensure_ascii=False))
+            _echo_json({**_device_json(device), "token": token})
             return
-        click.echo(f"Enrolled device {device.name} (id {device.id}): {device.role} in {_grids(device.grids)}.")
-        click.echo("Its token, shown only this once (the server keeps only a hash of it):")
+        click.echo(_enrolled(device, language))
+        click.echo(_t("token_once", language))
         click.echo("")
         click.echo(f"    {token}")
         click.echo("")
-        click.echo(
-            "Set it up on the device: caresync sync --server URL --token TOKEN, or caresync-courier connect URL "
-            "--token TOKEN."
-        )
+        click.echo(_t("token_setup", language))
         return
     scanned = issued.code if server_url is None else enrolment_text(server_url, issued.code)
     if as_json:
         payload = {
             **_device_json(issued.device),
             "code": issued.code,
-            "code_expires_at_ms": issued.expires_at,
+            "code_expires_at": _iso(issued.expires_at),
             "server": server_url,
             "qr": scanned,
         }
-        click.echo(json.dumps(payload, ensure_ascii=False))
+        _echo_json(payload)
         return
-    device = issued.device
-    click.echo(f"Enrolled device {device.name} (id {device.id}): {device.role} in {_grids(device.grids)}.")
-    click.echo(f"Its one-time enrolment code, valid until {_date(issued.expires_at)} (shown only this once):")
+    click.echo(_enrolled(issued.device, language))
+    click.echo(_t("code_once", language, until=_local(issued.expires_at)))
     click.echo("")
     click.echo(f"    {issued.code}")
     click.echo("")
@@ -283,13 +500,13 @@ def enroll(
 
         segno.make(scanned, error="m").terminal(out=buffer, compact=True, border=2)
         click.echo(buffer.getvalue())
-    where = server_url or "URL"
-    click.echo(
-        f"On the device: caresync enroll {issued.code} --server {where} (the desk, phones), or caresync-courier "
-        f"enroll {issued.code} --server {where} (handhelds); the text of the QR code may stand for the code."
-    )
+    click.echo(_t("code_setup", language, code=issued.code, where=server_url or "URL"))
     if server_url is None:
-        click.echo("(Give --server URL, or set CARESYNC_SERVER, to put the server's address in the QR code.)")
+        click.echo(_t("no_server_in_qr", language))
+
+
+def _enrolled(device: DeviceHealth, lang: str) -> str:
+    return _t("enrolled", lang, name=device.name, id=device.id, role=device.role, grids=_grids(device.grids, lang))
 
 
 @main.command()
@@ -310,7 +527,7 @@ def enroll(
     help="Confirm a change that leaves the device none of the records it holds now, or names grids without a "
     "single record.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the device as JSON.")
+@_dialect
 def scope(
     database_url: str | None,
     database_schema: str | None,
@@ -319,32 +536,42 @@ def scope(
     role: str | None,
     confirmed: bool,
     as_json: bool,
+    lang: str | None,
 ) -> None:
     """Changes the grids (and role) of DEVICE: the server applies it at once; on its next sync the device sends
     its unsent work, then removes the records it may no longer hold. A change that would leave the device none of
     the records it holds now (or names grids where the server holds no record at all) is refused without --yes."""
+    language, as_json = _merged(lang, as_json)
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
         loss = storage.scope_loss(device, grids=grids, role=role)
         if loss.empties and not confirmed:
-            where = ", ".join(g or "everywhere" for g in grids)
-            why = "" if loss.in_new_grids else f"; the server holds no record at all in {where}"
-            raise AdminError(
-                f"Nothing changed: device {device} would lose {loss.lost} of the {loss.held} record(s) it holds "
-                f"now{why}. Check the grids, or give --yes to confirm."
-            )
+            where = ", ".join(g or _t("everywhere", language) for g in grids)
+            why = "" if loss.in_new_grids else _t("scope_no_records", language, where=where)
+            fields = {"device": device, "lost": loss.lost, "held": loss.held, "why": why}
+            raise AdminError(_t("scope_loss", "en", **fields), key="scope_loss", fields=fields)
         changed = storage.set_scope(device, grids=grids, role=role)
     finally:
         storage.close()
     if as_json:
-        click.echo(json.dumps(_device_json(changed), ensure_ascii=False))
+        _echo_json(_device_json(changed))
         return
-    click.echo(f"Device {changed.name} (id {changed.id}) is now {changed.role} in {_grids(changed.grids)}.")
+    click.echo(
+        _t(
+            "scoped",
+            language,
+            name=changed.name,
+            id=changed.id,
+            role=changed.role,
+            grids=_grids(changed.grids, language),
+        )
+    )
 
 
 @main.group("station-key")
-def station_key() -> None:
+@_dialect
+def station_key(as_json: bool, lang: str | None) -> None:
     """The station's public key, which devices pin and seal private content to (the secret stays on the station)."""
 
 
@@ -360,16 +587,24 @@ def station_key() -> None:
 @click.option(
     "--x25519", "legacy", is_flag=True, help="PUBLIC_KEY is a bare X25519 key of an earlier release (no rotation)."
 )
+@_dialect
 def station_key_set(
-    database_url: str | None, database_schema: str | None, public_key: str, replace: bool, legacy: bool
+    database_url: str | None,
+    database_schema: str | None,
+    public_key: str,
+    replace: bool,
+    legacy: bool,
+    as_json: bool,
+    lang: str | None,
 ) -> None:
     """Registers PUBLIC_KEY (64 hex digits, as `caresync station-key show` prints it) as the station's public key;
     devices get it when they enrol or sync, and pin it. A different key is refused unless it is a rotation the
     current key signed (`caresync station-key rotate` sends those) or --replace is given."""
+    language, as_json = _merged(lang, as_json)
     try:
         raw = bytes.fromhex(public_key.strip())
     except ValueError:
-        raise click.ClickException("A station public key is 64 hex digits (0-9, a-f).") from None
+        raise AdminError(_t("bad_key_hex", "en"), key="bad_key_hex") from None
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
@@ -379,35 +614,45 @@ def station_key_set(
             storage.set_station_key(raw, replace=replace)
     finally:
         storage.close()
-    click.echo(f"Station public key set: {raw.hex()}")
+    if as_json:
+        _echo_json({"station_key": raw.hex(), "kind": "x25519" if legacy else "signing"})
+        return
+    click.echo(_t("key_set", language, key=raw.hex()))
 
 
 @station_key.command("show")
 @_database_options
-def station_key_show(database_url: str | None, database_schema: str | None) -> None:
+@_dialect
+def station_key_show(database_url: str | None, database_schema: str | None, as_json: bool, lang: str | None) -> None:
     """Prints the station's public key, if one is registered."""
+    language, as_json = _merged(lang, as_json)
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
         key, chain = storage.station_public_key(), storage.station_key_chain()
     finally:
         storage.close()
-    if chain:
+    if as_json:
+        current = chain[-1].signing_key.hex() if chain else (key.hex() if key is not None else None)
+        kind = "signing" if chain else ("x25519" if key is not None else None)
+        _echo_json({"station_key": current, "kind": kind, "rotations": max(len(chain) - 1, 0)})
+    elif chain:
         click.echo(chain[-1].signing_key.hex())
         if len(chain) > 1:
-            click.echo(f"(rotated {len(chain) - 1} time(s); every rotation signed by the key before it)")
+            click.echo(_t("key_rotated", language, n=len(chain) - 1))
     elif key is not None:
-        click.echo(f"{key.hex()} (a bare X25519 key of an earlier release)")
+        click.echo(_t("key_legacy", language, key=key.hex()))
     else:
-        click.echo("No station public key is registered: caresync-server station-key set HEX")
+        click.echo(_t("no_key", language))
 
 
 @main.command()
 @_database_options
 @click.argument("device")
-@click.option("--json", "as_json", is_flag=True, help="Print the device as JSON.")
-def revoke(database_url: str | None, database_schema: str | None, device: str, as_json: bool) -> None:
+@_dialect
+def revoke(database_url: str | None, database_schema: str | None, device: str, as_json: bool, lang: str | None) -> None:
     """Revokes DEVICE (a name, or an id): its token stops working at once."""
+    language, as_json = _merged(lang, as_json)
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
@@ -417,23 +662,24 @@ def revoke(database_url: str | None, database_schema: str | None, device: str, a
     finally:
         storage.close()
     if as_json:
-        click.echo(json.dumps({**_device_json(revoked), "already_revoked": already}, ensure_ascii=False))
+        _echo_json({**_device_json(revoked), "already_revoked": already})
     elif already:
-        click.echo(f"Device {found.name} (id {found.id}) was already revoked on {_date(found.revoked_at)}.")
+        click.echo(_t("already_revoked", language, name=found.name, id=found.id, when=_local(found.revoked_at)))
     else:
-        click.echo(f"Revoked device {revoked.name} (id {revoked.id}); its token no longer works.")
+        click.echo(_t("revoked", language, name=revoked.name, id=revoked.id))
 
 
 @main.command()
 @_database_options
-@click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
-def devices(database_url: str | None, database_schema: str | None, as_json: bool) -> None:
+@_dialect
+def devices(database_url: str | None, database_schema: str | None, as_json: bool, lang: str | None) -> None:
     """Lists the enrolled devices and their health: last sync, ops pending, clock offset, refusals."""
     from rich.console import Console  # here, not at the top: keeps start-up fast
     from rich.table import Table  # here, not at the top: keeps start-up fast
 
     from .storage import system_time_ms  # here, not at the top: keeps start-up fast
 
+    language, as_json = _merged(lang, as_json)
     storage = _storage(database_url, database_schema)
     try:
         storage.ensure_schema(create=False)
@@ -441,30 +687,31 @@ def devices(database_url: str | None, database_schema: str | None, as_json: bool
     finally:
         storage.close()
     if as_json:
-        click.echo(json.dumps([_device_json(d) for d in found], ensure_ascii=False, indent=2))
+        _echo_json([_device_json(d) for d in found])
         return
     if not found:
-        click.echo("No devices are enrolled yet: caresync-server enroll --name ... --role ... --grid ...")
+        click.echo(_t("no_devices", language))
         return
     now = system_time_ms()
-    table = Table(title="Devices")
-    for heading in ("id", "name", "role", "grids", "replica", "last sync", "pending", "oldest unsent", "clock"):
+    table = Table(title=_t("devices", language))
+    headings = _HEADINGS[language]
+    for heading in headings[:9]:
         table.add_column(heading)
-    table.add_column("refusals", justify="right")
-    table.add_column("revoked")
+    table.add_column(headings[9], justify="right")
+    table.add_column(headings[10])
     for d in found:
         table.add_row(
             str(d.id),
             d.name,
             d.role,
-            _grids(d.grids),
-            d.replica_id or "not synced yet",
-            _ago(d.last_sync_at, now),
+            _grids(d.grids, language),
+            d.replica_id or _t("not_synced", language),
+            _ago(d.last_sync_at, now, language),
             "-" if d.pending is None else str(d.pending),
-            "-" if d.oldest_unsent_ms is None else _ago(d.oldest_unsent_ms, now),
-            _clock(d.clock_offset_ms),
+            "-" if d.oldest_unsent_ms is None else _ago(d.oldest_unsent_ms, now, language),
+            _clock(d.clock_offset_ms, language),
             str(d.refusals),
-            _date(d.revoked_at) if d.revoked_at is not None else "",
+            _local(d.revoked_at) if d.revoked_at is not None else "",
         )
     console = Console()
     if not console.is_terminal:  # piped or captured: no terminal width to fit, so do not squeeze the table
@@ -473,33 +720,42 @@ def devices(database_url: str | None, database_schema: str | None, as_json: bool
 
 
 def _device_json(d: DeviceHealth) -> dict[str, Any]:
+    """A device as JSON: times in ISO 8601 with their offset, as every caresync program writes them."""
     return {
         "id": d.id,
         "name": d.name,
         "role": d.role,
         "grids": list(d.grids),
         "replica_id": d.replica_id,
-        "created_at_ms": d.created_at,
-        "revoked_at_ms": d.revoked_at,
-        "last_sync_at_ms": d.last_sync_at,
+        "created_at": _iso(d.created_at),
+        "revoked_at": _iso(d.revoked_at),
+        "last_sync_at": _iso(d.last_sync_at),
         "pending": d.pending,
-        "oldest_unsent_ms": d.oldest_unsent_ms,
+        "oldest_unsent_at": _iso(d.oldest_unsent_ms),
         "clock_offset_ms": d.clock_offset_ms,
         "refusals": d.refusals,
         "scope_version": d.scope_version,
-        "token_expires_at_ms": d.token_expires_at,
-        "enrolled_at_ms": d.enrolled_at,
+        "token_expires_at": _iso(d.token_expires_at),
+        "enrolled_at": _iso(d.enrolled_at),
     }
 
 
-def _grids(grids: tuple[str, ...]) -> str:
-    return ", ".join(g or "everywhere" for g in grids)
+def _grids(grids: tuple[str, ...], lang: str = "en") -> str:
+    return ", ".join(g or _t("everywhere", lang) for g in grids)
 
 
-def _date(ms: int | None) -> str:
+def _iso(ms: int | None) -> str | None:
+    """A time for JSON: ISO 8601 with its offset (UTC, to the millisecond), the one format of the three programs."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _local(ms: int | None) -> str:
+    """A time for a person: this computer's local time, to the minute, with its zone."""
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _span(ms: int) -> str:
@@ -516,19 +772,19 @@ def _span(ms: int) -> str:
     return f"{ms / 86_400_000:.1f} d"
 
 
-def _ago(ms: int | None, now: int) -> str:
+def _ago(ms: int | None, now: int, lang: str = "en") -> str:
     if ms is None:
-        return "never"
-    return f"{_span(now - ms)} ago" if now >= ms else f"in {_span(ms - now)}"
+        return _t("never", lang)
+    return _t("ago", lang, span=_span(now - ms)) if now >= ms else _t("in", lang, span=_span(ms - now))
 
 
-def _clock(offset_ms: int | None) -> str:
+def _clock(offset_ms: int | None, lang: str = "en") -> str:
     """The device's clock error as the server saw it (offset = server time minus device time)."""
     if offset_ms is None:
         return "-"
     if abs(offset_ms) < 1000:
-        return "ok"
-    return f"{_span(offset_ms)} {'behind' if offset_ms > 0 else 'ahead'}"
+        return _t("clock_ok", lang)
+    return _t("behind" if offset_ms > 0 else "ahead", lang, span=_span(offset_ms))
 
 
 if __name__ == "__main__":  # python -m caresync_server.cli

@@ -17,9 +17,9 @@ Every :class:`ApiError` reaches the device as ``{"error": {"code": ..., "message
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import NotRequired
+from typing import Any, NotRequired
 
 from caresync.errors import CaresyncError
 from typing_extensions import TypedDict
@@ -126,11 +126,22 @@ class ConfigError(ServerError):
 
     code = "invalid_config"
 
-    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        problems: Sequence[tuple[str, str]] = (),
+        *,
+        key: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         self.problems = list(problems)
         if self.problems:
             message = f"{message} ({'; '.join(f'{name}: {msg}' for name, msg in self.problems)})"
-        super().__init__(message)
+        super().__init__(message, key=key, fields=fields)
+
+    def envelope_details(self) -> list[dict[str, str]]:
+        """One ``{"field", "problem"}`` per setting that is wrong."""
+        return [{"field": name, "problem": problem} for name, problem in self.problems]
 
 
 class DatabaseError(ServerError):
@@ -175,6 +186,10 @@ class ApiError(ServerError):
         self.status = STATUS[code]
         self.details = list(details)
         self.headers = headers or {}
+
+    def envelope_details(self) -> list[dict[str, str]]:
+        """The details of the refusal, as the envelope carries them."""
+        return [{k: str(v) for k, v in d.items()} for d in self.details]
 
     def envelope(self) -> dict[str, object]:
         """The JSON body of the answer."""

@@ -480,7 +480,9 @@ class Storage:
         if self.dialect == "sqlite" and not create and not self._sqlite_path().exists():
             raise DatabaseNotReady(
                 f"There is no caresync-server database at {where}; run `caresync-server init` in the right folder, "
-                "or pass --database-url."
+                "or pass --database-url.",
+                key="no_database",
+                fields={"database": where},
             )
         with self._write() as conn:
             if self.dialect == "postgresql":
@@ -500,7 +502,9 @@ class Storage:
                 return SCHEMA_VERSION
             if not create:
                 raise DatabaseNotReady(
-                    f"The database at {where} has no caresync-server tables; run `caresync-server init`."
+                    f"The database at {where} has no caresync-server tables; run `caresync-server init`.",
+                    key="no_tables",
+                    fields={"database": where},
                 )
             _metadata.create_all(conn)
             conn.execute(
@@ -706,7 +710,9 @@ class Storage:
                 )
         except sa_exc.IntegrityError as exc:
             raise AdminError(
-                f"A device named {name} is already enrolled; choose another name (for example {name}-2)."
+                f"A device named {name} is already enrolled; choose another name (for example {name}-2).",
+                key="name_taken",
+                fields={"name": name},
             ) from exc
 
     def set_scope(self, name_or_id: str, *, grids: Iterable[str], role: str | None = None) -> DeviceHealth:
@@ -984,7 +990,9 @@ class Storage:
             found = conn.execute(select(devices.c.id).where(devices.c.id == int(name_or_id))).scalar_one_or_none()
         if found is None:
             raise AdminError(
-                f"No device is named {name_or_id} (nor has that id); `caresync-server devices` lists them."
+                f"No device is named {name_or_id} (nor has that id); `caresync-server devices` lists them.",
+                key="no_device",
+                fields={"device": name_or_id},
             )
         return int(found)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from caresync._version import __version__
-from caresync.cli._common import StationGroup, global_options
+from caresync.cli._common import StationGroup, finish_station_commands, global_options
 from caresync.cli._devtools import demo, enroll, inspect, sync
 from caresync.cli.bundle import bundle
 from caresync.cli.conflicts import conflicts
@@ -62,3 +62,5 @@ for _command in (
     export,
 ):
     main.add_command(_command)
+
+finish_station_commands(main)

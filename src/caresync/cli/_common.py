@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from caresync.cli._errors import EXIT_INTERRUPTED, error_envelope, exit_code_for
+from caresync.cli._errors import ProgramGroup, finish_commands
 from caresync.cli._messages import MESSAGES
 from caresync.core.clock import DEFAULT_MAX_FORWARD_MS
 from caresync.errors import CaresyncError, InvalidInputError, StoreError
-from caresync.field.i18n import language_in_argv, pick_language
+from caresync.field.i18n import pick_language
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,6 +31,7 @@ __all__ = [
     "Env",
     "StationGroup",
     "common_options",
+    "finish_station_commands",
     "global_options",
     "local_tz",
     "parse_day",
@@ -261,9 +262,10 @@ def common_options(func: F) -> F:
     ) -> Any:
         ctx = click.get_current_context(silent=True)
         root = ctx.find_root().params if ctx is not None else {}
+        meta = ctx.meta if ctx is not None else {}
         env = Env(
-            lang=pick_language(lang or root.get("lang")),
-            as_json=as_json or bool(root.get("as_json")),
+            lang=pick_language(lang or meta.get(META_LANG) or root.get("lang")),
+            as_json=as_json or bool(meta.get(META_JSON)) or bool(root.get("as_json")),
             home=home or root.get("home") or Path(_default_home()),
             db=db or root.get("db"),
             actor=actor or root.get("actor"),
@@ -283,57 +285,32 @@ def fail(message: str) -> NoReturn:
     raise CaresyncError(message)
 
 
-class StationGroup(click.Group):
-    """The ``caresync`` group: every mistake is one line on stderr (and a JSON envelope with ``--json``).
+class StationGroup(ProgramGroup):
+    """The ``caresync`` group (:class:`~caresync.cli._errors.ProgramGroup`): every mistake is one line on stderr in
+    the clerk's language (and the JSON envelope with ``--json``).
 
     CaresyncError → its message, with the exit code of the one table (cli._errors: 1, 3 for a server out of
     reach, 4 for one that refused); a usage mistake (unknown option, missing argument, bad choice)
     → exit 2 with click's explanation on one line; never a traceback.
     """
 
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
-        lang = language_in_argv(argv)
-        as_json = "--json" in argv
-        try:
-            return super().main(argv, prog_name, complete_var, False, **extra)
-        except CaresyncError as exc:
-            code = getattr(exc, "code", "caresync_error")
-            prefix = _ERROR_PREFIXES.get(code, "err.prefix")
-            in_language = getattr(exc, "in_language", None)  # a courier's refusal speaks both languages
-            message = in_language(lang) if callable(in_language) else str(exc)
-            _report(lang, as_json, code, t(prefix, lang), message)
-            sys.exit(exit_code_for(exc))
-        except click.exceptions.Abort:
-            click.echo(t("err.aborted", lang), err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except click.UsageError as exc:
-            if isinstance(exc, _NO_ARGS) and exc.ctx is not None:  # a group run bare: its help, not an error
-                click.echo(exc.ctx.get_help())
-                sys.exit(0)
-            detail = exc.format_message()
-            if exc.ctx is not None:
-                detail += f" ({t('err.help', lang, command=exc.ctx.command_path)})"
-            _report(lang, as_json, "usage", t("err.usage", lang), detail)
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            _report(lang, as_json, "error", t("err.prefix", lang), exc.format_message())
-            sys.exit(exc.exit_code)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
+    program = "caresync"
+
+    def error_line(self, code: str, message: str, lang: str) -> str:
+        return f"{t(_ERROR_PREFIXES.get(code, 'err.prefix'), lang)}: {message}"
+
+    def usage_line(self, detail: str, command_path: str | None, lang: str) -> str:
+        see = f" ({t('err.help', lang, command=command_path)})" if command_path else ""
+        return f"{t('err.usage', lang)}: {detail}{see}"
+
+    def stopped_line(self, lang: str) -> str:
+        return t("err.aborted", lang)
+
+    def io_line(self, path: str, detail: str, lang: str) -> str:
+        return t("err.io", lang, path=path, detail=detail)
 
 
-#: What click raises for a group run without a command (click 8.2 and later); its message is the help text.
-_NO_ARGS: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError", click.exceptions.NoSuchOption)
-
-#: Error codes with their own lead words in Chinese (the message itself is the library's, in English).
+#: Error codes with their own lead words in Chinese.
 _ERROR_PREFIXES = {
     "invalid_input": "err.invalid_input",
     "invalid_op": "err.invalid_op",
@@ -352,11 +329,22 @@ _ERROR_PREFIXES = {
 }
 
 
-def _report(lang: str, as_json: bool, code: str, prefix: str, message: str) -> None:
-    line = " ".join(f"{prefix}: {message}".split())
-    click.echo(line, err=True)
-    if as_json:
-        click.echo(error_envelope(code, message))
+#: Where ``--json`` and ``--lang`` given on a subgroup (``caresync ticket --json list``) are kept for the command.
+META_JSON = "caresync.as_json"
+META_LANG = "caresync.lang"
+
+
+def finish_station_commands(group: click.Group) -> None:
+    """``--json``, ``--lang`` and ``--version`` on every command of ``caresync`` (cli._errors.finish_commands)."""
+    from caresync._version import __version__
+
+    finish_commands(
+        group,
+        prog_name="caresync",
+        version=__version__,
+        on_json=lambda ctx: ctx.meta.__setitem__(META_JSON, True),
+        on_lang=lambda ctx, lang: ctx.meta.__setitem__(META_LANG, lang),
+    )
 
 
 def now_utc() -> datetime:

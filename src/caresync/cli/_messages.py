@@ -28,6 +28,7 @@ _M: dict[str, tuple[str, str]] = {
     "err.bundle_refused": ("错误（中转包无法使用）", "Error"),
     "err.help": ("用 {command} --help 查看用法", "see {command} --help"),
     "err.aborted": ("已中止。", "Aborted."),
+    "err.io": ("无法使用 {path}：{detail}。", "Cannot use {path}: {detail}."),
     "err.config": (
         "无法读取设置文件 {path}：请重新运行 caresync init。",
         "Cannot read the settings file {path}: run caresync init again.",

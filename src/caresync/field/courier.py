@@ -146,7 +146,7 @@ class CourierError(IntentError):
 
     def in_language(self, lang: str) -> str:
         """The message in ``lang`` (``"zh"`` or ``"en"``)."""
-        return ERRORS(self.key, lang, **self.fields)
+        return ERRORS(str(self.key), lang, **self.fields)
 
 
 # --- the station's key ------------------------------------------------------------------------------------

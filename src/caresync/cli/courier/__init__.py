@@ -15,30 +15,27 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from caresync._version import __version__
 from caresync.cli._errors import (
-    EXIT_INTERRUPTED,
     EXIT_OFFLINE,
     EXIT_REFUSED,
     EXIT_SERVER_REFUSED,
-    EXIT_USAGE,
-    error_envelope,
-    exit_code_for,
+    ProgramGroup,
+    finish_commands,
 )
 from caresync.cli._messages import COURIER_MESSAGES as MESSAGES
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.core.domain import COURIER_REPORT_KINDS
 from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError
-from caresync.field.i18n import language_in_argv, pick_language
+from caresync.field.i18n import pick_language
 from caresync.sync.bundles.format import DEFAULT_TTL_HOURS
 
 if TYPE_CHECKING:
@@ -46,18 +43,6 @@ if TYPE_CHECKING:
     from caresync.sync.bundles.bag import Bag
 
 __all__ = ["MESSAGES", "cli", "main"]
-
-
-_ZH_USAGE = [
-    (r"^No such command '(.+?)'\.$", "没有这个命令：{0}。"),
-    (r"^Missing argument '(.+)'\.$", "缺少参数 {0}。"),
-    (r"^Missing option '(.+)'\.$", "缺少选项 {0}。"),
-    (r"^No such option: (.+)$", "没有这个选项：{0}。"),
-    (r"^Invalid value for '(.+?)': '(.+)' is not one of (.+)\.$", "{1} 不是可选值（{2}）。"),
-    (r"^Invalid value for '(.+?)': (.+)$", "{0} 的取值无效：{1}"),
-    (r"^Option '(.+)' requires an argument\.$", "选项 {0} 需要一个值。"),
-    (r"^Got unexpected extra arguments? \((.+)\)$", "多余的参数：{0}。"),
-]
 
 
 class _Env:
@@ -118,76 +103,41 @@ class _Env:
                 click.echo(line)
 
 
-def _usage_detail(message: str, lang: str) -> str:
-    guess = re.search(r"\s*Did you mean '?(.+?)'?\?$", message)
-    if guess and lang == "zh":
-        return _usage_detail(message[: guess.start()], lang) + f"你是不是想输入 {guess.group(1)}？"
-    if guess:
-        return message
-    if lang == "zh":
-        for pattern, text in _ZH_USAGE:
-            match = re.match(pattern, message)
-            if match:
-                return text.format(*match.groups())
-    return message if message.endswith((".", "。")) else message + "."
+class _CourierGroup(ProgramGroup):
+    """The handheld's group (:class:`~caresync.cli._errors.ProgramGroup`): every failure is a short message in the
+    courier's language and an exit code, never a traceback."""
+
+    program = "caresync-courier"
+
+    def error_message(self, exc: CaresyncError, lang: str) -> str:
+        if isinstance(exc, _Failure):
+            return exc.message
+        return super().error_message(exc, lang)
+
+    def error_line(self, code: str, message: str, lang: str) -> str:
+        return message if code in _OWN_WORDS else MESSAGES("error", lang, detail=message)
+
+    def usage_line(self, detail: str, command_path: str | None, lang: str) -> str:
+        return MESSAGES("usage", lang, detail=detail)
+
+    def stopped_line(self, lang: str) -> str:
+        return MESSAGES("aborted", lang)
+
+    def io_line(self, path: str, detail: str, lang: str) -> str:
+        return MESSAGES("io_error", lang, path=path, detail=detail)
 
 
-class _CourierGroup(click.Group):
-    """Runs the command and turns every failure into a short message in the courier's language and an exit
-    code: never a traceback."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        argv = list(sys.argv[1:] if args is None else args)
-        lang = language_in_argv(argv)
-        as_json = "--json" in argv
-        try:
-            code = super().main(argv, prog_name or "caresync-courier", complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            detail = _usage_detail(exc.format_message(), lang)
-            _fail(lang, as_json, "usage", MESSAGES("usage", lang, detail=detail), EXIT_USAGE)
-        except click.Abort:
-            _fail(lang, as_json, "aborted", MESSAGES("aborted", lang), EXIT_INTERRUPTED)
-        except click.ClickException as exc:
-            _fail(lang, as_json, "usage", MESSAGES("usage", lang, detail=exc.format_message()), EXIT_USAGE)
-        except _Failure as failure:
-            _fail(lang, as_json, failure.code, failure.message, failure.exit_code)
-        except CaresyncError as exc:
-            from caresync.field import courier  # here, not at the top: keeps start-up fast
-
-            text = exc.in_language(lang) if isinstance(exc, courier.CourierError) else str(exc)
-            _fail(lang, as_json, exc.code, MESSAGES("error", lang, detail=text), exit_code_for(exc))
-        except OSError as exc:
-            path = exc.filename or "?"
-            detail = exc.strerror or str(exc)
-            _fail(lang, as_json, "io_error", MESSAGES("io_error", lang, path=path, detail=detail), EXIT_REFUSED)
-        if standalone_mode:
-            sys.exit(code if isinstance(code, int) else 0)
-        return code
-
-
-class _Failure(Exception):
-    """A failure the command already put in words (offline, server refused)."""
+class _Failure(CaresyncError):
+    """A failure the command already put in words (offline, server refused, a bad address)."""
 
     def __init__(self, code: str, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
         self.exit_code = exit_code
 
 
-def _fail(lang: str, as_json: bool, code: str, message: str, exit_code: int) -> NoReturn:
-    if as_json:
-        click.echo(error_envelope(code, message))
-    else:
-        click.echo(message, err=True)
-    sys.exit(exit_code)
+#: Codes whose message the handheld already put in full words (no "not done:" lead).
+_OWN_WORDS = {"bad_url", "bad_key", "not_connected", "server_refused", "server_unreachable", "sync_failed"}
 
 
 _pass_env = click.make_pass_decorator(_Env)
@@ -655,6 +605,17 @@ def _when(ms: int) -> str:
     from caresync.core.model import ms_to_datetime  # here, not at the top: keeps start-up fast
 
     return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _json_given(ctx: click.Context) -> None:
+    ctx.ensure_object(_Env).as_json = True
+
+
+def _lang_given(ctx: click.Context, lang: str) -> None:
+    ctx.ensure_object(_Env).lang = lang
+
+
+finish_commands(cli, prog_name="caresync-courier", version=__version__, on_json=_json_given, on_lang=_lang_given)
 
 
 def main() -> None:
