@@ -17,7 +17,7 @@ from PIL import Image
 from caresync import BundleError, Replica, StationKey
 from caresync.sync.bundles.bag import Bag
 from caresync.sync.bundles.relay import deliver, import_answers, write_bundle
-from tests.server_support import enroll
+from tests.server_support import enroll, issue_code
 
 GRID = "changnan/dorm/3"
 KNOWN_TEXT = b"Doctor's note for Zhang Min: diabetic, insulin twice a day, daughter in Shenzhen 13907981234"
@@ -58,7 +58,7 @@ def test_a_bundle_carries_blobs_sealed_and_the_server_takes_them_checked(tmp_pat
             photo = visit.attachments[0]
             bundle = write_bundle(phone, tmp_path / "knock.bundle")
             assert sorted(b["id"] for b in bundle["blobs"]) == sorted([photo.blob, photo.thumb, note.blob])
-            carried_bytes = b"".join(base64.b64decode(b["data"]) for b in bundle["blobs"])
+            carried_bytes = b"".join(base64.b64decode(d) for b in bundle["blobs"] for _, d in b["parts"])
 
             bag_path = tmp_path / "courier" / "carried.db"
             bag_path.parent.mkdir()
@@ -93,11 +93,89 @@ def test_a_bundle_carries_blobs_sealed_and_the_server_takes_them_checked(tmp_pat
 
         # a bundle whose blob was altered on the way is refused whole: the device's signature covers the blobs
         altered = json.loads((tmp_path / "knock.bundle").read_bytes())
-        data = bytearray(base64.b64decode(altered["blobs"][0]["data"]))
+        data = bytearray(base64.b64decode(altered["blobs"][0]["parts"][0][1]))
         data[100] ^= 1
-        altered["blobs"][0]["data"] = base64.b64encode(bytes(data)).decode()
+        altered["blobs"][0]["parts"][0][1] = base64.b64encode(bytes(data)).decode()
         (tmp_path / "altered.bundle").write_text(json.dumps(altered))
         with Bag(tmp_path / "other.db") as bag, pytest.raises(BundleError, match="altered"):
             bag.take(tmp_path / "altered.bundle", now_ms=bundle["created_ms"])
+    finally:
+        server.stop()
+
+
+def _round_trip(phone: Replica, tmp_path: Path, token: str, url: str, n: int) -> tuple[dict, object, bytes]:
+    """One courier visit: the phone's bundle carried to the server, and the answer carried back and imported;
+    returns the bundle, the import, and the bytes that travelled (bundle file, answers file, the courier's bag)."""
+    bundle = write_bundle(phone, tmp_path / f"kiosk-{n}.bundle")
+    bag_path = tmp_path / f"bag-{n}" / "carried.db"
+    bag_path.parent.mkdir()
+    with Bag(bag_path) as bag:
+        bag.take(tmp_path / f"kiosk-{n}.bundle", now_ms=bundle["created_ms"])
+        (done,) = deliver(bag, url, token=token, courier="li", now_ms=bundle["created_ms"])
+        assert done.status == "delivered", done.reason
+        assert bag.export_answers(phone.id[:6], tmp_path / f"answers-{n}.bundle", now_ms=bundle["created_ms"]) == 1
+        travelled = b"".join(p.read_bytes() for p in bag_path.parent.iterdir())
+    imported = import_answers(phone, tmp_path / f"answers-{n}.bundle")
+    travelled += (tmp_path / f"kiosk-{n}.bundle").read_bytes() + (tmp_path / f"answers-{n}.bundle").read_bytes()
+    return bundle, imported, travelled
+
+
+def test_answers_carry_blobs_back_to_a_device_that_never_goes_online_and_large_blobs_ride_several_bundles(
+    tmp_path: Path,
+) -> None:
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    station_token = enroll(database, "station", role="station", grids=[""])
+    courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
+    kiosk_code = issue_code(database, "kiosk", role="grid_worker", grids=[GRID])
+    key = StationKey.generate()
+    server = ServerProcess(database, tmp_path, environment={"CARESYNC_BLOB_DIR": str(tmp_path / "blobs")}).start()
+    try:
+        with (
+            Replica.open(tmp_path / "station.db", actor="clerk") as station,
+            Replica.open(tmp_path / "kiosk.db", actor="kiosk") as kiosk,
+        ):
+            station.install_station_key(key)
+            kiosk.install_station_key(key)  # the grid's service point: it reads what the station reads
+            kiosk.enroll(server.url, kiosk_code)  # at the station, once; from now on only couriers carry its work
+            resident = station.residents.register(name="Zhang Min", grid=GRID)
+            ticket = station.tickets.submit(title="Septic tank", kind="repair", grid=GRID, resident_id=resident.id)
+            photo_bytes = _noise_jpeg(1200, 900)
+            photo = station.attachments.add(ticket.id, photo_bytes)
+            papers = KNOWN_TEXT + os.urandom(5 * 1024 * 1024)  # over 4 MiB sealed: more than one answer carries
+            document = station.attachments.add(ticket.id, papers, kind="document")
+            station.sync(server.url, token=station_token)
+
+            # down: the first answer brings the ops and, within 4 MiB, the blobs its attach ops name
+            _, first, travelled = _round_trip(kiosk, tmp_path, courier_token, server.url, 1)
+            assert first.blob_chunks > 0 and first.more  # the document did not fit whole
+            assert kiosk.attachments.held(photo.id) and not kiosk.attachments.held(document.id)
+            missing = kiosk.device_log.blobs.missing(document.blob)
+            assert 0 < len(missing) < len(kiosk.device_log.blobs.state(document.blob).manifest.chunks)
+            bundle, second, more_bytes = _round_trip(kiosk, tmp_path, courier_token, server.url, 2)
+            assert bundle["wants"] == [{"id": document.blob, "op": document.id, "need": missing}]
+            assert second.blob_chunks == len(missing) and not second.more  # only what was missing, resumed
+            travelled += more_bytes
+            assert Image.open(io.BytesIO(kiosk.attachments.open(photo.id))).size == (1200, 900)
+            assert kiosk.attachments.open(document.id) == papers
+
+            # up: the kiosk's own large document is split over bundles, each taking up where the server got to
+            visit = kiosk.visits.record(resident_id=resident.id, outcome="needs_help")
+            own = kiosk.attachments.add(visit.id, KNOWN_TEXT + os.urandom(6 * 1024 * 1024), kind="document")
+            chunks = len(kiosk.device_log.blobs.state(own.blob).manifest.chunks)
+            sent: list[int] = []
+            for n in range(3, 8):
+                bundle, _, more_bytes = _round_trip(kiosk, tmp_path, courier_token, server.url, n)
+                travelled += more_bytes
+                carried = [int(k) for b in bundle.get("blobs", ()) if b["id"] == own.blob for k, _ in b["parts"]]
+                assert not set(carried) & set(sent)  # no chunk the server said it holds rides again
+                sent += carried
+                if kiosk.device_log.blobs.unsent() == []:
+                    break
+            assert sorted(sent) == list(range(chunks)) and n >= 4  # several bundles, each chunk once
+            station.sync(server.url, token=station_token)
+            assert station.attachments.open(own.id)[: len(KNOWN_TEXT)] == KNOWN_TEXT
+
+        for piece in (photo_bytes[3000:3064], photo_bytes[-3064:-3000], KNOWN_TEXT[:32], b"13907981234"):
+            assert piece not in travelled
     finally:
         server.stop()

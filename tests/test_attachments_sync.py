@@ -99,9 +99,14 @@ def test_blobs_sync_through_the_server_by_pull_mode_and_the_server_cannot_read_t
         raw = _server_bytes(database_url, tmp_path)
         assert station_photo[3000:3064] not in raw and station_photo[-3064:-3000] not in raw
         assert KNOWN_TEXT not in raw and b"CASEMARKER" not in raw
-        # removal: the blobs go from the server and from every device as they sync
+        # removal: the blobs go from every device as it syncs, and from the server once every device that held
+        # them has synced past the removal (the knocker held the thumbnail: its next sync tells the server)
         station.attachments.remove(thumbed.id)
         station.sync(server.url, token=station_token)
+        blob_files = {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()}
+        assert thumbed.blob not in blob_files and thumbed.thumb in blob_files
+        knocker.sync(server.url, token=knocker_token)
+        assert thumbed.thumb not in knocker.device_log.blobs.held()
         knocker.sync(server.url, token=knocker_token)
         blob_files = {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()}
         assert thumbed.blob not in blob_files and thumbed.thumb not in blob_files
@@ -111,6 +116,7 @@ def test_blobs_sync_through_the_server_by_pull_mode_and_the_server_cannot_read_t
         station.residents.redact(resident.id, reason="asked to be forgotten")
         station.sync(server.url, token=station_token)
         knocker.sync(server.url, token=knocker_token)
+        knocker.sync(server.url, token=knocker_token)  # it held the thumbnails and the document
         assert [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()] == []
         assert station.device_log.blobs.held() == knocker.device_log.blobs.held() == set()
     finally:

@@ -10,6 +10,7 @@ from caresync.core.domain import Role
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from .blobs import sweep as sweep_blobs
 from .errors import AdminError, ApiError, ErrorCode, ErrorDetail
 from .protocol import AdminDevice, AdminDevices, AdminEnrolRequest, AdminEnrolResponse, AdminScopeRequest
 from .storage import Device, DeviceHealth, Storage
@@ -105,9 +106,11 @@ def revoke(device: _DeviceRef, storage: _StorageDep, found: _AdminDep) -> AdminD
             [{"field": "device", "problem": "a device cannot revoke itself"}],
         )
     try:
-        return _shown(storage.revoke(device))
+        revoked = storage.revoke(device)
     except AdminError as exc:
         raise _refused(exc) from None
+    sweep_blobs(storage, storage.settings)  # a revoked device counts as synced: blobs only it held may go
+    return _shown(revoked)
 
 
 @router.put(

@@ -36,6 +36,7 @@ from .admin import router as admin_router
 from .admission import Verdict, body_text
 from .blobs import collect as collect_blobs
 from .blobs import router as blobs_router
+from .blobs import sweep as sweep_blobs
 from .bodies import inflate, max_values, read_json
 from .errors import STATUS, ApiError, ConfigError, DatabaseError, ErrorCode, ErrorDetail
 from .protocol import (
@@ -215,8 +216,8 @@ async def push(request: Request, ctx: _ContextDep, device: _DeviceDep) -> Respon
     async with ctx.pushes:
         verdict = await run_in_threadpool(ctx.storage.push, device.id, replica, ops, report, now)
     killed = sorted({op["eid"] for op in ops if op["kind"].endswith(".detach") or op["kind"] == "resident.redact"})
-    if killed:  # attachments removed or erased: their blobs go now
-        await run_in_threadpool(collect_blobs, ctx.storage, ctx.settings, killed)
+    if killed:  # attachments removed or erased: their blobs go once every device that held them has the op
+        await run_in_threadpool(collect_blobs, ctx.storage, ctx.settings, killed, device)
     answer = json.dumps(_push_answer(verdict, now, report.clock_offset_ms), ensure_ascii=False).encode()
     return Response(answer, media_type=_JSON)
 
@@ -237,6 +238,8 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     # collections in the middle would walk them (and the whole app) again and again for nothing
     with paused_gc():
         page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
+        if after:  # the device holds every op up to its cursor: the blobs it held that those dropped may go
+            sweep_blobs(ctx.storage, ctx.settings, device, after)
         fmt = _compact_format(request.headers.get("accept", ""))
         if fmt is not None:
             envelope = {

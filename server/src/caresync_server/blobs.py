@@ -29,26 +29,56 @@ import os
 import re
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+from caresync.core.domain import EntityType
+from caresync.core.ids import ENTITY_PREFIX
 from caresync.core.ops import MAX_BLOB_BYTES
 from caresync.errors import CaresyncError
-from caresync.sync.bundles.format import CarriedBlob
+from caresync.sync.bundles.format import CarriedBlob, blob_entry
 from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash, live_blobs
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, Text, func, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    exists,
+    func,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from starlette.concurrency import run_in_threadpool
 
 from .deps import DeviceDep, request_now, request_storage
 from .errors import ApiError, ErrorCode
 from .protocol import ErrorEnvelope
 from .settings import Settings
-from .storage import Device, Storage
+from .storage import Device, Storage, devices, ops
 
-__all__ = ["BlobManifestIn", "BlobStatus", "blob_chunks", "blobs", "collect", "router", "take_carried"]
+__all__ = [
+    "BlobManifestIn",
+    "BlobStatus",
+    "blob_chunks",
+    "blob_holders",
+    "blobs",
+    "carry_back",
+    "collect",
+    "router",
+    "sweep",
+    "take_carried",
+]
 
 _metadata = MetaData()
 blobs = Table(
@@ -65,12 +95,23 @@ blobs = Table(
     Column("served", BigInteger, nullable=False),  # chunks handed out
     Column("complete", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("resident", Text),  # the resident the naming record is of (itself, a visit's, a ticket's, a parcel's)
+    Column("dropped", BigInteger),  # the op cursor by which no live attachment named it (deleted once held by none)
+    Index("blobs_by_resident", "resident"),
+    Index("blobs_dropped", "dropped"),
 )
 blob_chunks = Table(
     "blob_chunks",
     _metadata,
     Column("blob", String(64), primary_key=True),
     Column("n", Integer, primary_key=True),
+)
+blob_holders = Table(
+    "blob_holders",
+    _metadata,
+    Column("blob", String(64), primary_key=True),
+    Column("device", Integer, primary_key=True),  # a device that sent it, or was handed a chunk of it
+    Index("blob_holders_by_device", "device"),
 )
 
 _BLOB_ID = r"^[0-9a-f]{64}$"
@@ -82,6 +123,9 @@ _BINARY = {"type": "string", "format": "binary"}
 log = logging.getLogger("caresync_server.blobs")
 _ready_lock = threading.Lock()
 _ready: weakref.WeakSet[Storage] = weakref.WeakSet()
+_DDL_LOCK = 0x63617265_626C6F62  # "careblob": several processes creating the blob tables take turns
+_RESIDENT_PREFIX = ENTITY_PREFIX[EntityType.RESIDENT] + "-"
+_RESIDENT_LINKED = ("visit.create", "ticket.create", "parcel.create")
 
 router = APIRouter()
 
@@ -113,11 +157,24 @@ def _settings(request: Request) -> Settings:
     return request_storage(request).settings
 
 
+_COLUMNS_ADDED = (("resident", "TEXT"), ("dropped", "BIGINT"))
+
+
 def _ensure_tables(storage: Storage) -> None:
+    """Creates the blob tables (and the columns and indexes later versions added) on first use. Several server
+    processes may do it at once: on PostgreSQL they take turns under an advisory lock."""
     if storage in _ready:
         return
     with _ready_lock, storage.transaction() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
         _metadata.create_all(conn, checkfirst=True)
+        have = {c["name"] for c in inspect(conn).get_columns("blobs")}
+        for name, kind in _COLUMNS_ADDED:
+            if name not in have:
+                conn.execute(text(f"ALTER TABLE blobs ADD COLUMN {name} {kind}"))
+        for index in blobs.indexes:
+            index.create(conn, checkfirst=True)
         _ready.add(storage)
 
 
@@ -129,6 +186,26 @@ def _checked_id(blob_id: str) -> str:
 
 def _path(settings: Settings, blob_id: str, *, part: bool) -> Path:
     return Path(settings.blob_dir) / blob_id[:2] / (blob_id + (".part" if part else ""))
+
+
+def _records_blobs(storage: Storage, eids: Sequence[str]) -> tuple[set[str], dict[str, str]]:
+    """The blobs the live attachments of records ``eids`` name (:func:`caresync.trust.blobs.live_blobs`), and the
+    resident each record is of (a resident is its own; a visit, a ticket or a parcel names theirs when created)."""
+    records = sorted(set(eids))
+    found = storage.ops_of_kinds(records, (".attach", ".detach"))
+    resident_of = {
+        eid: str(body["resident_id"])
+        for _, eid, kind, _, body in storage.ops_of_kinds(records, (".create",))
+        if kind in _RESIDENT_LINKED and body.get("resident_id")
+    }
+    resident_of.update({eid: eid for eid in records if eid.startswith(_RESIDENT_PREFIX)})
+    residents = sorted(set(resident_of.values()))
+    erased: dict[str, int] = {}
+    for _, eid, kind, hlc, body in storage.ops_of_kinds(residents, (".redact",)):
+        if kind == "resident.redact" and "attachments" in body.get("fields", ()):
+            erased[eid] = max(hlc, erased.get(eid, -1))
+    others = {eid: resident for eid, resident in resident_of.items() if eid != resident}
+    return {ref.blob for ref in live_blobs(found, erased, others)}, resident_of
 
 
 def _naming_op(storage: Storage, device: Device, op: str, blob_id: str) -> tuple[str, int]:
@@ -149,14 +226,30 @@ def _naming_op(storage: Storage, device: Device, op: str, blob_id: str) -> tuple
     )
 
 
-def _row(conn: Connection, blob_id: str) -> Any:
-    return conn.execute(select(blobs).where(blobs.c.id == blob_id)).first()
+def _row(conn: Connection, blob_id: str, *, lock: bool = False) -> Any:
+    query = select(blobs).where(blobs.c.id == blob_id)
+    return conn.execute(query.with_for_update() if lock else query).first()
+
+
+def _hold(conn: Connection, blob_id: str, device: int) -> None:
+    """Records that ``device`` holds (some of) blob ``blob_id``: the server keeps the blob, once no live
+    attachment names it, until the device has synced past the op that dropped it (:func:`sweep`)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(insert(blob_holders).values(blob=blob_id, device=device).on_conflict_do_nothing())
 
 
 def _status(conn: Connection, row: Any) -> BlobStatus:
     held = sorted(int(n) for (n,) in conn.execute(select(blob_chunks.c.n).where(blob_chunks.c.blob == row.id)))
     chunks = [row.chunks[i : i + 64] for i in range(0, len(row.chunks), 64)]
     return BlobStatus(id=row.id, size=int(row.size), chunks=chunks, held=held, complete=bool(row.complete))
+
+
+def _gone(blob_id: str) -> ApiError:
+    return ApiError(
+        ErrorCode.UNKNOWN_BLOB,
+        f"No live attachment names blob {blob_id[:12]}… any more (it was removed, or its resident erased): "
+        "this server does not keep it.",
+    )
 
 
 def _offer(
@@ -179,6 +272,9 @@ def _offer(
         raise ApiError(
             ErrorCode.INVALID_REQUEST, f"Op {offer.op} gives blob {blob_id[:12]}… {size} bytes, not {manifest.size}."
         )
+    live, resident_of = _records_blobs(storage, [eid])
+    if blob_id not in live:  # a device that has not seen the removal yet offers it: it would never be collected
+        raise _gone(blob_id)
     with storage.transaction() as conn:
         row = _row(conn, blob_id)
         if row is None:
@@ -190,8 +286,10 @@ def _offer(
                     f"This device's blobs would take {total} bytes on the server, over its limit of "
                     f"{settings.max_device_blob_bytes}. Ask the station.",
                 )
-            conn.execute(
-                blobs.insert().values(
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            conn.execute(  # another server process may offer the same blob at the same moment: one row wins
+                insert(blobs)
+                .values(
                     id=blob_id,
                     size=manifest.size,
                     chunks="".join(manifest.chunks),
@@ -203,9 +301,14 @@ def _offer(
                     served=0,
                     complete=0,
                     created_at=now,
+                    resident=resident_of.get(eid),
                 )
+                .on_conflict_do_nothing()
             )
             row = _row(conn, blob_id)
+        if row.dropped is not None:
+            raise _gone(blob_id)
+        _hold(conn, blob_id, device.id)
         return _status(conn, row)
 
 
@@ -213,12 +316,39 @@ def _manifest(row: Any) -> BlobManifest:
     return BlobManifest(int(row.size), [row.chunks[i : i + 64] for i in range(0, len(row.chunks), 64)])
 
 
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(settings: Settings, blob_id: str) -> bool:
+    """Renames a whole blob's ``.part`` file to its name (atomic: a reader sees no file or the whole one); True
+    when the blob's file is there. Any process may do it (the one that wrote the last chunk, or a reader that
+    finds a blob the database calls whole still under its ``.part`` name after a crash between the two)."""
+    final = _path(settings, blob_id, part=False)
+    try:
+        os.replace(_path(settings, blob_id, part=True), final)
+    except FileNotFoundError:
+        return final.exists()  # published by another process, or deleted
+    _fsync_dir(final.parent)
+    return True
+
+
 def _receive(storage: Storage, settings: Settings, blob_id: str, n: int, data: bytes) -> dict[str, Any]:
+    """Keeps chunk ``n`` of an offered blob. Several server processes may receive chunks of one blob at once
+    (two devices sending it, a retry landing on another process): the blob's row is locked while a chunk is
+    written at its place in the ``.part`` file and recorded, so a chunk is written once and the count is right;
+    the whole file gets its name only after the database says it is whole."""
     _ensure_tables(storage)
     with storage.transaction() as conn:
-        row = _row(conn, blob_id)
+        row = _row(conn, blob_id, lock=True)
         if row is None:
             raise ApiError(ErrorCode.UNKNOWN_BLOB, f"Offer blob {blob_id[:12]}… (POST its manifest) before its chunks.")
+        if row.dropped is not None:
+            raise _gone(blob_id)
         manifest = _manifest(row)
         if not 0 <= n < len(manifest.chunks):
             raise ApiError(ErrorCode.NOT_FOUND, f"Blob {blob_id[:12]}… has no chunk {n}.")
@@ -228,6 +358,7 @@ def _receive(storage: Storage, settings: Settings, blob_id: str, n: int, data: b
             )
         conn.execute(blobs.update().where(blobs.c.id == blob_id).values(received=blobs.c.received + 1))
         held = conn.execute(select(blob_chunks.c.n).where(blob_chunks.c.blob == blob_id, blob_chunks.c.n == n)).first()
+        finished = False
         if held is None and not row.complete:
             part = _path(settings, blob_id, part=True)
             part.parent.mkdir(parents=True, exist_ok=True)
@@ -239,13 +370,13 @@ def _receive(storage: Storage, settings: Settings, blob_id: str, n: int, data: b
                 os.close(fd)
             conn.execute(blob_chunks.insert().values(blob=blob_id, n=n))
             count = int(row.held) + 1
-            complete = count == len(manifest.chunks)
+            finished = complete = count == len(manifest.chunks)
             conn.execute(blobs.update().where(blobs.c.id == blob_id).values(held=count, complete=int(complete)))
-            if complete:
-                os.replace(part, _path(settings, blob_id, part=False))
         else:
             count, complete = int(row.held), bool(row.complete)
-        return {"id": blob_id, "n": n, "held": count, "complete": complete}
+    if finished:
+        _publish(settings, blob_id)
+    return {"id": blob_id, "n": n, "held": count, "complete": complete}
 
 
 def _readable_row(storage: Storage, device: Device, blob_id: str, op: str) -> Any:
@@ -255,85 +386,185 @@ def _readable_row(storage: Storage, device: Device, blob_id: str, op: str) -> An
         row = _row(conn, blob_id)
     if row is None:
         raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server does not hold blob {blob_id[:12]}… yet; try a later sync.")
+    if row.dropped is not None:
+        raise _gone(blob_id)
     return row
+
+
+def _read_chunk(settings: Settings, row: Any, n: int) -> bytes:
+    """Chunk ``n`` of a whole blob from its file, checked against the blob's manifest before it is handed out."""
+    manifest = _manifest(row)
+    if not row.complete or not 0 <= n < len(manifest.chunks):
+        raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server does not hold chunk {n} of blob {row.id[:12]}… yet.")
+    for attempt in (0, 1):
+        try:
+            with open(_path(settings, row.id, part=False), "rb") as file:
+                file.seek(n * CHUNK_SIZE)
+                data = file.read(manifest.chunk_size(n))
+            break
+        except FileNotFoundError:
+            if attempt or not _publish(settings, row.id):  # whole in the database, not renamed yet: rename it
+                raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server no longer holds blob {row.id[:12]}….") from None
+    if len(data) != manifest.chunk_size(n) or chunk_hash(data) != manifest.chunks[n]:
+        log.error("chunk %s of blob %s is damaged in %s: restore it from a backup", n, row.id, settings.blob_dir)
+        raise ApiError(ErrorCode.UNKNOWN_BLOB, f"Chunk {n} of blob {row.id[:12]}… is damaged on this server.")
+    return data
 
 
 def _chunk(storage: Storage, settings: Settings, device: Device, blob_id: str, n: int, op: str) -> bytes:
     row = _readable_row(storage, device, blob_id, op)
-    manifest = _manifest(row)
-    if not row.complete or not 0 <= n < len(manifest.chunks):
-        raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server does not hold chunk {n} of blob {blob_id[:12]}… yet.")
-    try:
-        with open(_path(settings, blob_id, part=False), "rb") as file:
-            file.seek(n * CHUNK_SIZE)
-            data = file.read(manifest.chunk_size(n))
-    except OSError:  # removed by a collection between the row and the file
-        raise ApiError(ErrorCode.UNKNOWN_BLOB, f"This server no longer holds blob {blob_id[:12]}….") from None
+    data = _read_chunk(settings, row, n)
     with storage.transaction() as conn:
         conn.execute(blobs.update().where(blobs.c.id == blob_id).values(served=blobs.c.served + 1))
+        _hold(conn, blob_id, device.id)
     return data
 
 
-def take_carried(storage: Storage, device: Device, carried: list[CarriedBlob], now: int) -> list[str]:
-    """Stores the blobs a relay bundle of ``device`` carried, with the checks of an upload (the naming op, the
-    limits, each chunk); returns the ids of those the server now holds whole. One that fails a check is left
-    out: the device keeps it and offers it again."""
-    held = []
+def take_carried(storage: Storage, device: Device, carried: list[CarriedBlob], now: int) -> dict[str, list[int]]:
+    """Stores the blobs (or the runs of their chunks) a relay bundle of ``device`` carried, with the checks of an
+    upload (the naming op, liveness, the limits, each chunk); returns, per blob taken, the chunks the server now
+    holds (all of them once it is whole). One that fails a check is left out: the device offers it again."""
+    held: dict[str, list[int]] = {}
     for blob in carried:
         manifest = blob.manifest
         offer = BlobManifestIn(op=blob.op, size=manifest.size, chunks=manifest.chunks)
         try:
             status = _offer(storage, storage.settings, device, manifest.id, offer, now)
-            for n in range(len(manifest.chunks)):
-                if n not in status.held:
-                    chunk = blob.data[n * CHUNK_SIZE : (n + 1) * CHUNK_SIZE]
-                    answer = _receive(storage, storage.settings, manifest.id, n, chunk)
-                    status.complete = bool(answer["complete"])
+            have = set(status.held)
+            for n, chunk in blob.parts:
+                if n not in have:
+                    _receive(storage, storage.settings, manifest.id, n, chunk)
+                    have.add(n)
         except ApiError as exc:
             log.info("a blob relayed for device %s was not taken: %s", device.name, exc.message)
             continue
-        if status.complete:
-            held.append(manifest.id)
+        held[manifest.id] = sorted(have)
     return held
 
 
-def collect(storage: Storage, settings: Settings, eids: list[str]) -> int:
-    """Deletes the blobs of records ``eids`` (and, for a resident, of the visits to them) that no live attachment
-    names any more (:func:`caresync.trust.blobs.live_blobs`: removed, or erased); returns how many. Run after a
-    push that carried a removal or an erasure."""
+def carry_back(
+    storage: Storage,
+    device: Device,
+    wants: Sequence[tuple[str, str, Sequence[int] | None]],
+    page: Sequence[dict[str, Any]],
+    pull: str,
+    budget: int,
+) -> tuple[list[dict[str, Any]], bool]:
+    """The blob chunks a relay answer carries back to an offline device, up to ``budget`` sealed bytes: first
+    those its bundle asked for (``wants``: blob, attach op, the chunks it lacks or None for all), then those of the
+    live attachments among the answer's own ops (``page``) its pull mode (``pull``) wants. Each goes only to a
+    device that may see the attach op naming it, only once the server holds it whole and still keeps it, each
+    chunk checked; the device becomes one of its holders. Returns the entries
+    (:func:`caresync.sync.bundles.format.blob_entry`) and whether more were wanted than fit."""
+    _ensure_tables(storage)
+    asked: list[tuple[str, str, Sequence[int] | None]] = list(wants)
+    if pull != "lazy":
+        attached = [op for op in page if op["kind"].endswith(".attach") and op["body"].get("key") is not None]
+        live, _ = _records_blobs(storage, [a["eid"] for a in attached]) if attached else (set(), {})
+        for attach in attached:
+            body, name = attach["body"], f"{attach['origin']}:{attach['seq']}"
+            for blob_id, thumb in ((body["blob"], False), (body.get("thumb"), True)):
+                if blob_id in live and (thumb or pull == "eager"):
+                    asked.append((blob_id, name, None))
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    more = False
+    for blob_id, op, need in asked:
+        if blob_id in seen:
+            continue
+        seen.add(blob_id)
+        try:
+            row = _readable_row(storage, device, blob_id, op)
+        except ApiError:
+            continue  # not this device's to see, not here yet, or dropped: a later answer, or never
+        if not row.complete:
+            continue
+        manifest = _manifest(row)
+        numbers = (
+            range(len(manifest.chunks)) if need is None else sorted({n for n in need if 0 <= n < len(manifest.chunks)})
+        )
+        parts: list[tuple[int, bytes]] = []
+        for n in numbers:
+            if manifest.chunk_size(n) > budget:
+                more = True
+                break
+            try:
+                parts.append((n, _read_chunk(storage.settings, row, n)))
+            except ApiError:
+                break
+            budget -= manifest.chunk_size(n)
+        if parts:
+            out.append(blob_entry(manifest, op, parts))
+            with storage.transaction() as conn:
+                conn.execute(blobs.update().where(blobs.c.id == blob_id).values(served=blobs.c.served + len(parts)))
+                _hold(conn, blob_id, device.id)
+        if more:
+            break
+    return out, more
+
+
+def collect(storage: Storage, settings: Settings, eids: list[str], pusher: Device | None = None) -> int:
+    """Marks dropped the blobs of records ``eids`` (and, for a resident, of their visits, tickets and parcels)
+    that no live attachment names any more (:func:`caresync.trust.blobs.live_blobs`: removed, or erased), at the
+    op cursor the server has reached; then deletes those every holder has synced past (:func:`sweep`). Run after
+    a push that carried a removal or an erasure; ``pusher`` holds the op that dropped them, so no longer counts as
+    a holder. Returns how many blobs were deleted."""
     if not eids:
         return 0
     _ensure_tables(storage)
-    affected = set(eids)
-    for eid in eids:
-        if eid.startswith("R-"):
-            affected.update(storage.records_of_resident(eid))
+    residents = sorted(e for e in eids if e.startswith(_RESIDENT_PREFIX))
     with storage.transaction() as conn:
         rows = [
             (r.id, r.eid)
-            for r in conn.execute(select(blobs.c.id, blobs.c.eid).where(blobs.c.eid.in_(sorted(affected))))
+            for r in conn.execute(
+                select(blobs.c.id, blobs.c.eid).where(
+                    (blobs.c.eid.in_(sorted(set(eids)))) | (blobs.c.resident.in_(residents)),
+                    blobs.c.dropped.is_(None),
+                )
+            )
         ]
     if not rows:
-        return 0
-    holders = sorted({eid for _, eid in rows})
-    found = storage.ops_of_kinds(holders, (".attach", ".detach"))
-    resident_of = {
-        eid: body.get("resident_id")
-        for _, eid, kind, _, body in storage.ops_of_kinds(holders, (".create",))
-        if kind == "visit.create"
-    }
-    residents = sorted({r for r in resident_of.values() if r} | {e for e in holders if e.startswith("R-")})
-    erased: dict[str, int] = {}
-    for _, eid, kind, hlc, body in storage.ops_of_kinds(residents, (".redact",)):
-        if kind == "resident.redact" and "attachments" in body.get("fields", ()):
-            erased[eid] = max(hlc, erased.get(eid, -1))
-    live = {ref.blob for ref in live_blobs(found, erased, {k: v for k, v in resident_of.items() if v})}
-    gone = [blob_id for blob_id, _ in rows if blob_id not in live]
-    if not gone:
-        return 0
+        return sweep(storage, settings)
+    live, _ = _records_blobs(storage, sorted({eid for _, eid in rows}))
+    gone = sorted(blob_id for blob_id, _ in rows if blob_id not in live)
+    if gone:
+        with storage.transaction() as conn:
+            top = int(conn.execute(select(func.coalesce(func.max(ops.c.cursor), 0))).scalar_one())
+            conn.execute(blobs.update().where(blobs.c.id.in_(gone), blobs.c.dropped.is_(None)).values(dropped=top))
+            if pusher is not None:
+                conn.execute(
+                    blob_holders.delete().where(blob_holders.c.blob.in_(gone), blob_holders.c.device == pusher.id)
+                )
+    return sweep(storage, settings)
+
+
+def sweep(storage: Storage, settings: Settings, device: Device | None = None, after: int | None = None) -> int:
+    """Deletes, from the database and the folder, the dropped blobs that no device still holds: a holder stops
+    holding one once it pulls with a cursor past the op that dropped it (``device`` pulled after ``after``), and
+    a revoked device holds nothing. Returns how many were deleted. A pull that passes no such mark reads once
+    and writes nothing."""
+    _ensure_tables(storage)
+    if device is not None and after is not None:
+        passed = select(blob_holders.c.blob).where(
+            blob_holders.c.device == device.id,
+            blob_holders.c.blob.in_(select(blobs.c.id).where(blobs.c.dropped.is_not(None), blobs.c.dropped <= after)),
+        )
+        with storage.engine.connect() as conn:
+            if conn.execute(passed.limit(1)).first() is None:
+                return 0
+        with storage.transaction() as conn:
+            conn.execute(
+                blob_holders.delete().where(blob_holders.c.device == device.id, blob_holders.c.blob.in_(passed))
+            )
+    holding = exists().where(
+        blob_holders.c.blob == blobs.c.id, devices.c.id == blob_holders.c.device, devices.c.revoked_at.is_(None)
+    )
     with storage.transaction() as conn:
-        conn.execute(blob_chunks.delete().where(blob_chunks.c.blob.in_(gone)))
-        conn.execute(blobs.delete().where(blobs.c.id.in_(gone)))
+        gone = sorted(str(r) for (r,) in conn.execute(select(blobs.c.id).where(blobs.c.dropped.is_not(None), ~holding)))
+        if gone:
+            conn.execute(blob_chunks.delete().where(blob_chunks.c.blob.in_(gone)))
+            conn.execute(blob_holders.delete().where(blob_holders.c.blob.in_(gone)))
+            conn.execute(blobs.delete().where(blobs.c.id.in_(gone)))
     for blob_id in gone:
         for part in (True, False):
             _path(settings, blob_id, part=part).unlink(missing_ok=True)

@@ -659,6 +659,10 @@ def revoke(database_url: str | None, database_schema: str | None, device: str, a
         found = storage.device(device)
         already = found.revoked_at is not None
         revoked = found if already else storage.revoke(device)
+        if not already:
+            from .blobs import sweep  # a revoked device counts as synced: blobs only it held may go
+
+            sweep(storage, storage.settings)
     finally:
         storage.close()
     if as_json:

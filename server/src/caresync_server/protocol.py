@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from caresync.sync.bundles.format import MAX_HANDOFFS
+from caresync.core.ops import MAX_BLOB_BYTES
+from caresync.sync.bundles.format import MAX_HANDOFFS, MAX_WANTS
+from caresync.trust.blobs import CHUNK_SIZE
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from .errors import ErrorCode, ErrorDetail
@@ -70,6 +72,7 @@ def _integral(value: Any) -> Any:
 
 _INTEGRAL = BeforeValidator(_integral)
 ReplicaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+MAX_BLOB_CHUNKS = MAX_BLOB_BYTES // CHUNK_SIZE + 1
 #: A pull cursor as this server writes it (``<ms>.<n>``), or empty for the start; a cursor past the end of the
 #: log is the end of the log.
 CURSOR_PATTERN = r"^([0-9]{1,15}\.[0-9]{1,7})?$"
@@ -315,6 +318,19 @@ class Receipt(BaseModel):
     imported_ms: Millis
 
 
+class WantedBlob(BaseModel):
+    """A blob an offline device wants carried back in its answer: the attach op naming it, and the chunks it
+    lacks (all of them when ``need`` is absent)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    op: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$")]
+    need: Annotated[list[Annotated[int, Field(ge=0, le=MAX_BLOB_CHUNKS)]], Field(max_length=MAX_BLOB_CHUNKS)] | None = (
+        None
+    )
+
+
 class BundleFields(BaseModel):
     """The fields of a relayed bundle the server stores or compares, with their bounds (the rest is checked by
     :func:`caresync.bundles.check_bundle` and the ops by the library's validation)."""
@@ -328,6 +344,8 @@ class BundleFields(BaseModel):
     cursor: Annotated[str, StringConstraints(max_length=40)]
     receipts: Annotated[list[Receipt], Field(max_length=MAX_RECEIPTS)]
     ops: list[dict[str, Any]]
+    wants: Annotated[list[WantedBlob], Field(max_length=MAX_WANTS)] = Field(default_factory=list)
+    pull: Literal["eager", "thumbs", "lazy"] = "lazy"
 
 
 class NumberBlockRequest(BaseModel):

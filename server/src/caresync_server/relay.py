@@ -24,7 +24,7 @@ from typing import Any
 
 from caresync.core.ops import ops_from_rows, validate_ops
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
-from caresync.sync.bundles.format import carried_blobs, check_bundle, seal_answer
+from caresync.sync.bundles.format import MAX_BUNDLE_BLOB_BYTES, carried_blobs, check_bundle, seal_answer
 from caresync.trust.signing import verify_each, verify_ops
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 
 from .admission import body_text
-from .blobs import take_carried
+from .blobs import carry_back, sweep, take_carried
 from .bodies import inflate, max_values, read_json
 from .deps import DeviceDep
 from .deps import request_now as _now
@@ -307,20 +307,32 @@ def _deliver(
         outcome = _admit(storage, device, known, storage.settings.max_batch_ops, now)
     except ApiError as exc:
         return _refusal(exc.code.value, exc.message, bundle_id)
-    page = storage.pull(device, origin, _parse_cursor(bundle["cursor"]), ANSWER_OPS, device.clock_offset_ms or 0, now)
-    held_blobs = take_carried(storage, device, carried, now)
+    after = _parse_cursor(bundle["cursor"])
+    page = storage.pull(device, origin, after, ANSWER_OPS, device.clock_offset_ms or 0, now)
+    sweep(storage, storage.settings, device, after)  # the device applied every op up to its relay cursor
+    held = take_carried(storage, device, carried, now)
+    page_ops = ops_from_rows(page.rows)
+    wants = [(w["id"], w["op"], w.get("need")) for w in bundle.get("wants") or ()]
+    back, blobs_more = carry_back(
+        storage, device, wants, page_ops, str(bundle.get("pull") or "lazy"), MAX_BUNDLE_BLOB_BYTES
+    )
     payload: dict[str, Any] = {
         "bundle": bundle_id,
         "acked": outcome.acked,
         "refused": outcome.refused,
         "waiting": outcome.waiting,
-        "ops": ops_from_rows(page.rows),
+        "ops": page_ops,
         "cursor": _format_cursor(page.cursor),
         "more": page.more,
         "server_time_ms": now,
     }
-    if held_blobs:
-        payload["blobs"] = held_blobs
+    whole = {c.manifest.id: len(c.manifest.chunks) for c in carried}
+    if held:  # the blobs the server now holds whole, and how far it got with those split over several bundles
+        payload["blobs"] = sorted(b for b, chunks in held.items() if len(chunks) == whole[b])
+        payload["blobs_held"] = {b: chunks for b, chunks in held.items() if len(chunks) < whole[b]}
+    if back:  # blobs carried back to the device, sealed as they rest, inside the answer sealed to it
+        payload["blob_chunks"] = back
+        payload["blobs_more"] = blobs_more
     answer = seal_answer(
         bytes.fromhex(bundle["public_key"]),
         payload,

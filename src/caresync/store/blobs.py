@@ -35,6 +35,7 @@ _REFS = (
     "SELECT origin, seq, eid, kind, hlc, body FROM ops "
     "WHERE (kind GLOB '*.attach' OR kind GLOB '*.detach') AND known = 1"
 )
+_RESIDENT_LINKED = ("visit.attach", "ticket.attach", "parcel.attach")
 _ERASURES = "SELECT eid, hlc, body FROM ops WHERE kind = 'resident.redact' AND known = 1"
 
 
@@ -167,15 +168,19 @@ class BlobStore:
             if "attachments" in from_json(body)["fields"]:
                 erased[eid] = max(hlc, erased.get(eid, -1))
         resident_of: dict[str, str] = {}
-        visits = sorted({eid for _, eid, kind, _, _ in rows if kind == "visit.attach"})
-        if erased and visits:
-            for start in range(0, len(visits), 500):
-                part = visits[start : start + 500]
+        records = sorted({eid for _, eid, kind, _, _ in rows if kind in _RESIDENT_LINKED})
+        if erased and records:  # an erasure takes the photos of the resident's knocks, tickets and parcels too
+            for start in range(0, len(records), 500):
+                part = records[start : start + 500]
                 marks = ",".join("?" * len(part))
-                for vid, resident in self._store.sql(
-                    f"SELECT eid, body FROM ops WHERE kind = 'visit.create' AND eid IN ({marks})", part
+                for eid, body in self._store.sql(
+                    "SELECT eid, body FROM ops WHERE kind IN ('visit.create', 'ticket.create', 'parcel.create') "
+                    f"AND eid IN ({marks})",
+                    part,
                 ):
-                    resident_of[vid] = from_json(resident)["resident_id"]
+                    resident = from_json(body).get("resident_id")
+                    if resident:
+                        resident_of[eid] = resident
         return live_blobs(rows, erased, resident_of)
 
     def delete(self, blob_ids: Iterable[str]) -> int:

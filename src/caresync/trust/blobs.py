@@ -158,10 +158,11 @@ def live_blobs(
         ops: the attach and detach ops, as ``(op id, record id, kind, hlc, body)``.
         erased_until: per resident, the stamp of the latest erasure of their attachments (``resident.redact`` with
             the field ``attachments``).
-        resident_of: per visit, its resident: an erasure takes the photos of the knocks on the resident's door too.
+        resident_of: per visit, ticket or parcel, the resident it is of (named when it was created): an erasure
+            takes the photos of the knocks on the resident's door, and of their tickets and parcels, too.
 
     An attachment is live while no detach op removed it, no redaction erased its key, and no erasure of its
-    resident (of the record itself, or of the visit's resident) came after it.
+    resident (of the record itself, or of the resident the visit, ticket or parcel is of) came after it.
     """
     rows = list(ops)
     removed = {ref for _, _, kind, _, body in rows if kind.endswith(".detach") for ref in body.get("removes", ())}

@@ -19,7 +19,7 @@ import base64
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import nacl.public
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
 
 from caresync.errors import BundleError, CaresyncError, InvalidInputError
-from caresync.trust.blobs import BlobManifest, manifest_of
+from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, manifest_of
 from caresync.trust.keys import DeviceKey, origin_of, verify_signature
 
 __all__ = [
@@ -38,8 +38,10 @@ __all__ = [
     "MAX_BUNDLE_BLOB_BYTES",
     "MAX_BUNDLE_OPS",
     "MAX_HANDOFFS",
+    "MAX_WANTS",
     "SERVER_SIG",
     "CarriedBlob",
+    "blob_entry",
     "canonical",
     "carried_blobs",
     "check_bundle",
@@ -58,9 +60,12 @@ MAX_BUNDLE_OPS = 2000
 #: The most hand-offs (answers given to their devices) one relay request reports; a courier with more sends them
 #: in several requests.
 MAX_HANDOFFS = 500
-#: At most this many sealed blob bytes ride in one bundle (base64 in the file, within the server's default 8 MiB
-#: request): the rest ride in later bundles, and a larger blob waits for a direct sync.
+#: At most this many sealed blob bytes ride in one bundle, and in one answer (base64 in the file: 5.4 MiB, within
+#: the server's default 8 MiB request). A larger blob is split by chunks over several bundles (or answers), each
+#: taking up where the server's (or the device's) last word left off.
 MAX_BUNDLE_BLOB_BYTES = 4 * 1024 * 1024
+#: At most this many blobs a bundle asks to be carried back (``wants``); the others are asked for next time.
+MAX_WANTS = 500
 #: The key of the server's signature inside an answer's sealed payload.
 SERVER_SIG = "server_sig"
 HOUR_MS = 3_600_000
@@ -147,32 +152,60 @@ def check_bundle(data: Mapping[str, Any], *, now_ms: int | None = None) -> dict[
 
 @dataclass(frozen=True)
 class CarriedBlob:
-    """A blob a bundle carries (an attachment's sealed bytes), checked against its name chunk by chunk."""
+    """Chunks of a blob (an attachment's sealed bytes) a bundle or an answer carries: some or all of them, each
+    checked against the blob's manifest, and the manifest against the blob's name."""
 
     manifest: BlobManifest
     op: str
     """The attach op (``origin:seq``) naming it."""
-    data: bytes
+    parts: tuple[tuple[int, bytes], ...]
+    """The chunks carried, as ``(number, bytes)``."""
+
+    @property
+    def size(self) -> int:
+        """How many sealed bytes are carried."""
+        return sum(len(data) for _, data in self.parts)
 
 
-def carried_blobs(bundle: Mapping[str, Any]) -> list[CarriedBlob]:
-    """The blobs a bundle carries (its ``blobs`` member, absent in bundles of devices without attachments), each
-    checked: its bytes' chunk hashes name it, and it is the size it says.
+def blob_entry(manifest: BlobManifest, op: str, parts: Sequence[tuple[int, bytes]]) -> dict[str, Any]:
+    """A bundle's (or an answer's) entry for chunks of a blob: its name, size and chunk hashes (so the receiver
+    checks each chunk on its own), the attach op naming it, and the chunks as ``[number, base64]``."""
+    return {
+        "id": manifest.id,
+        "op": op,
+        "size": manifest.size,
+        "chunks": manifest.chunks,
+        "parts": [[n, base64.b64encode(data).decode("ascii")] for n, data in parts],
+    }
+
+
+def carried_blobs(bundle: Mapping[str, Any], member: str = "blobs") -> list[CarriedBlob]:
+    """The blob chunks a bundle (or an answer's payload) carries in ``member`` (absent when there are none),
+    each checked: the chunk list names the blob, and each chunk is that chunk, intact. An entry of an earlier
+    release (the whole blob as ``data``) is read too.
 
     Raises:
-        BundleError: an entry is damaged (its bytes are not the blob it names).
+        BundleError: an entry is damaged (its chunks are not the blob it names).
     """
-    entries = bundle.get("blobs") or []
+    entries = bundle.get(member) or []
     if not isinstance(entries, list):
         raise BundleError(f"Bundle {bundle.get('id')} is damaged: its blobs are not a list.")
     out = []
     for entry in entries:
         try:
-            blob_id, op, data = str(entry["id"]), str(entry["op"]), base64.b64decode(entry["data"], validate=True)
-            manifest = BlobManifest.checked(blob_id, int(entry["size"]), manifest_of(data).chunks)
+            blob_id, op, size = str(entry["id"]), str(entry["op"]), int(entry["size"])
+            if "data" in entry:  # a whole blob, as bundles carried them before they carried chunks
+                data = base64.b64decode(entry["data"], validate=True)
+                manifest = BlobManifest.checked(blob_id, size, manifest_of(data).chunks)
+                parts = tuple((n, data[n * CHUNK_SIZE : (n + 1) * CHUNK_SIZE]) for n in range(len(manifest.chunks)))
+            else:
+                manifest = BlobManifest.checked(blob_id, size, [str(h) for h in entry["chunks"]])
+                parts = tuple((int(n), base64.b64decode(text, validate=True)) for n, text in entry["parts"])
+            for n, data in parts:
+                manifest.check_chunk(n, data)
         except (KeyError, TypeError, ValueError, CaresyncError) as exc:
             raise BundleError(f"Bundle {bundle.get('id')} carries a damaged blob ({exc}).") from None
-        out.append(CarriedBlob(manifest, op, data))
+        out.append(CarriedBlob(manifest, op, parts))
     return out
 
 

@@ -50,13 +50,18 @@ from caresync.sync.bundles.format import (
     MAX_BUNDLE_BLOB_BYTES,
     MAX_BUNDLE_OPS,
     MAX_HANDOFFS,
+    MAX_WANTS,
     SERVER_SIG,
+    CarriedBlob,
+    blob_entry,
     canonical,
+    carried_blobs,
     open_answer,
     read_file,
     write_file,
 )
 from caresync.sync.netsync import SERVER_KEY_META
+from caresync.trust.blobs import CHUNK_SIZE
 from caresync.trust.keys import verify_signature
 
 __all__ = [
@@ -72,6 +77,7 @@ __all__ = [
 #: Where a device keeps the server cursor of the answers relayed to it.
 RELAY_CURSOR_META = "relay_cursor"
 _RECEIPTS_META = "relay_receipts"
+_BLOBS_HELD_META = "relay_blobs_held"
 
 
 def _cursor_key(cursor: str) -> tuple[int, int]:
@@ -111,27 +117,66 @@ def make_bundle(
     blobs = _blobs_to_carry(device)
     if blobs:
         bundle["blobs"] = blobs
+    wants = _blobs_wanted(device)
+    if wants:
+        bundle["wants"] = wants
+    bundle["pull"] = device.blobs.pull_mode
     bundle["sig"] = device.device_key.sign(canonical(bundle)).hex()
     return bundle
 
 
+def _server_holds(device: DeviceLog) -> dict[str, list[int]]:
+    """What the server's signed answers said it holds of the blobs this device sends over several bundles."""
+    return {str(k): [int(n) for n in v] for k, v in json.loads(device.store.get_meta(_BLOBS_HELD_META) or "{}").items()}
+
+
 def _blobs_to_carry(device: DeviceLog) -> list[dict[str, Any]]:
-    """The whole blobs of this device's own attachments the server has not confirmed, smallest first, up to
-    :data:`MAX_BUNDLE_BLOB_BYTES` in all: the server takes them with the bundle's ops, checked as it checks
-    uploads, and its answer says which it now holds."""
+    """Chunks of the whole blobs of this device's own attachments the server has not confirmed, smallest blob
+    first, up to :data:`MAX_BUNDLE_BLOB_BYTES` in all: a larger blob is split over several bundles, each carrying
+    the chunks the server's last answer did not say it holds. The server takes them with the bundle's ops,
+    checked as it checks uploads, and its answer says how far it got."""
     blobs = device.blobs
     unsent = set(blobs.unsent())
+    server_has = _server_holds(device)
     out: list[dict[str, Any]] = []
     room = MAX_BUNDLE_BLOB_BYTES
     for ref in sorted(blobs.named(), key=lambda r: (r.size, r.blob)):
-        if ref.blob not in unsent or not ref.op.startswith(device.id + ":") or ref.size > room:
-            continue
-        data = blobs.read(ref.blob)
-        if data is None:
+        if ref.blob not in unsent or not ref.op.startswith(device.id + ":"):
             continue
         unsent.discard(ref.blob)
-        room -= ref.size
-        out.append({"id": ref.blob, "op": ref.op, "size": ref.size, "data": base64.b64encode(data).decode("ascii")})
+        state = blobs.state(ref.blob)
+        if state is None:
+            continue
+        manifest, skip = state.manifest, set(server_has.get(ref.blob, ()))
+        parts: list[tuple[int, bytes]] = []
+        for n in range(len(manifest.chunks)):
+            if n in skip:
+                continue
+            if manifest.chunk_size(n) > room:
+                break
+            data = blobs.chunk(ref.blob, n)
+            if data is None:
+                break
+            parts.append((n, data))
+            room -= len(data)
+        if parts:
+            out.append(blob_entry(manifest, ref.op, parts))
+        if room < CHUNK_SIZE:
+            break
+    return out
+
+
+def _blobs_wanted(device: DeviceLog) -> list[dict[str, Any]]:
+    """The blobs this device's pull mode wants and lacks, for the server to carry back in its answer: each with
+    the chunks still missing here when some arrived already (an answer carries at most
+    :data:`MAX_BUNDLE_BLOB_BYTES`: a large blob comes over several)."""
+    blobs = device.blobs
+    out: list[dict[str, Any]] = []
+    for ref in blobs.wanted(blobs.pull_mode)[:MAX_WANTS]:
+        entry: dict[str, Any] = {"id": ref.blob, "op": ref.op}
+        if blobs.state(ref.blob) is not None:
+            entry["need"] = blobs.missing(ref.blob)
+        out.append(entry)
     return out
 
 
@@ -181,6 +226,8 @@ class AnswerImport:
     """Why answers in the file were not used (for another device, expired)."""
     more: bool
     """The server had more for this device than one answer carries: export another bundle."""
+    blob_chunks: int = 0
+    """Chunks of attachments' blobs the answers carried back that were new here (each checked)."""
 
 
 def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms: int | None = None) -> AnswerImport:
@@ -200,7 +247,7 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
     store = device.store
     known = store.get_meta(SERVER_KEY_META)
     server_key = bytes.fromhex(known) if known else None
-    applied = answers = acked = refused = 0
+    applied = answers = acked = refused = chunks = 0
     more = False
     skipped: list[str] = []
     mine = [a for a in data["answers"] if isinstance(a, dict) and a.get("for") == device.id]
@@ -216,6 +263,9 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             cursor = str(payload["cursor"])
             acks = [(str(o), int(lo), int(hi)) for o, lo, hi in payload["acked"]]
             held_blobs = [str(b) for b in payload.get("blobs", ())]
+            held_parts = {str(b): [int(n) for n in ns] for b, ns in dict(payload.get("blobs_held") or {}).items()}
+            carried = carried_blobs(payload, "blob_chunks")  # each chunk checked against its blob's manifest
+            blobs_more = bool(payload.get("blobs_more"))
             refusals = [(str(r["op"]), str(r["code"]), str(r["reason"])) for r in payload["refused"]]
             answer_more = bool(payload["more"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -229,8 +279,9 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             if not trusted:  # only the server's own word may stop this device from sending its work again
                 acks, refusals = [], []
             acked += store.mark_sent(acks)
-            for blob_id in held_blobs if trusted else ():
-                device.blobs.mark_sent(blob_id)  # the server holds it whole: no direct sync need offer it again
+            if trusted:
+                _note_server_holds(device, held_blobs, held_parts)
+            chunks += _keep_carried(device, carried)
             rows = []
             for text, code, reason in refusals:
                 origin, _, seq = text.partition(":")
@@ -243,11 +294,46 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
         refused += len(rows)
         applied += result.applied + result.deferred
         answers += 1
-        more = more or (answer_more and newest == cursor)
+        more = more or (answer_more and newest == cursor) or blobs_more
     device.settle()
     if not answers and skipped:
         raise BundleError(f"{path} holds no answer this device can use: {'; '.join(skipped)}.")
-    return AnswerImport(answers, applied, acked, refused, skipped, more)
+    return AnswerImport(answers, applied, acked, refused, skipped, more, chunks)
+
+
+def _note_server_holds(device: DeviceLog, whole: list[str], parts: dict[str, list[int]]) -> None:
+    """Records what the server's signed answer says it holds of the blobs this device sent in bundles: a whole
+    one is marked sent (no bundle or direct sync offers it again); of one split over bundles, the chunks taken, so
+    the next bundle carries the others."""
+    held = _server_holds(device)
+    for blob_id in whole:
+        device.blobs.mark_sent(blob_id)
+        held.pop(blob_id, None)
+    for blob_id, numbers in parts.items():
+        if device.blobs.state(blob_id) is not None:
+            held[blob_id] = sorted(set(held.get(blob_id, ())) | set(numbers))
+    live = device.blobs.held()
+    device.store.set_meta(_BLOBS_HELD_META, json.dumps({k: v for k, v in held.items() if k in live}))
+
+
+def _keep_carried(device: DeviceLog, carried: list[CarriedBlob]) -> int:
+    """Keeps the blob chunks an answer carried back (already checked against their blobs' manifests) of the blobs
+    this device's live attachments name; returns how many chunks were new here. Others are not kept: a chunk no
+    op of this device names is no business of its."""
+    if not carried:
+        return 0
+    named = {ref.blob for ref in device.blobs.named()}
+    kept = 0
+    for blob in carried:
+        if blob.manifest.id not in named:
+            continue
+        device.blobs.declare(blob.manifest, sent=True)
+        missing = set(device.blobs.missing(blob.manifest.id))
+        for n, data in blob.parts:
+            if n in missing:
+                device.blobs.put_chunk(blob.manifest, n, data)
+                kept += 1
+    return kept
 
 
 # --- the courier's bag ------------------------------------------------------------------------------------
