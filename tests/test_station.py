@@ -92,7 +92,7 @@ def test_review_queue_levels_and_settling_by_pick(make_replica: ReplicaFactory) 
     conflicts = [i for i in items if i.needs_decision]
     parallel = [i for i in items if not i.needs_decision]
     [c] = conflicts
-    assert c.key == f"{ticket.id}#title" and c.label.startswith(f"{ticket.number} Septic tank")
+    assert c.key == f"{ticket.number}#title" and c.label.startswith(f"{ticket.number} Septic tank")
     assert {(ch.value, ch.actor, ch.device) for ch in c.changes} == {
         ("Septic tank blocked", "station", station.id),
         ("Septic tank overflowing", "grid-li", phone.id),

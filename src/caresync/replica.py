@@ -77,6 +77,7 @@ __all__ = [
     "Tickets",
     "Visits",
     "Workers",
+    "find_resident",
     "find_ticket",
 ]
 
@@ -253,7 +254,9 @@ class Replica:
         state = self._device_log.state(entity, eid)
         if state is None or state["created"] is None:
             raise NotFoundError(
-                f"No {noun} with id {eid!r} on this device. Check the id, or sync to fetch it from the station."
+                f"No {noun} with id {eid!r} on this device. Check the id, or sync to fetch it from the station.",
+                key="record.not_found",
+                fields={"noun": noun, "ref": eid},
             )
         return state
 
@@ -340,7 +343,9 @@ class Replica:
             self.tickets._transition(conflict.entity_id, "confirm", actor=actor)
         elif conflict.field == "custody":
             raise IntentError(
-                f"Parcel {conflict.entity_id}: custody conflicts are settled by recording the next hand-over"
+                f"Parcel {conflict.entity_id}: custody conflicts are settled by recording the next hand-over",
+                key="conflict.custody",
+                fields={"parcel": conflict.entity_id},
             )
         else:
             chosen = conflict.chosen if value is None else value
@@ -1012,7 +1017,9 @@ class Workers(_Collection):
             if same.name.strip().casefold() == str(name).strip().casefold():
                 raise IntentError(
                     f"{same.name} is already registered as {role} ({same.id}); change that record instead of adding "
-                    "the same person twice."
+                    "the same person twice.",
+                    key="worker.duplicate",
+                    fields={"name": same.name, "role": str(role), "id": same.id},
                 )
         result: Worker = self._create({"name": name, "role": role, "grids": list(grids), "phone": phone}, actor)
         return result
@@ -1122,15 +1129,17 @@ class Tickets(_Collection):
             has_parent_grid=grid is not None and grid_parent(grid) is not None,
         )
         if after is None:
-            raise IntentError(_refusal(ticket_id, action, st["v"], grid))
+            raise _refusal(_number(state), action, st["v"], grid)
         if (
             action == "close"
             and value_of(state, "kind") not in CLOSABLE_WITHOUT_OUTCOME
             and value_of(state, "outcome") is None
         ):
             raise IntentError(
-                f"Ticket {ticket_id} is a dispute: record the mediation outcome (settled, not_settled or "
-                "referred) before closing it."
+                f"Ticket {_number(state)} is a dispute: record the mediation outcome (settled, not settled or "
+                "referred) before closing it.",
+                key="ticket.needs_outcome",
+                fields={"number": _number(state)},
             )
         body: dict[str, Any] = {"action": action, "follows": [h[0] for h in st["heads"]], **extra}
         if action == "accept":
@@ -1181,11 +1190,19 @@ class Tickets(_Collection):
         """
         state = self._state(ticket_id)
         if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-            raise InvalidInputError(f"Cannot rate ticket {ticket_id}", [("score", f"must be 1 to 5, got {score!r}")])
+            raise InvalidInputError(
+                f"Cannot rate ticket {_number(state)}",
+                [("score", f"must be 1 to 5, got {score!r}")],
+                key="ticket.cannot_rate",
+                fields={"number": _number(state)},
+            )
         if state["st"]["v"] != "closed":
+            status = state["st"]["v"]
             raise IntentError(
-                f"Ticket {ticket_id} is {state['st']['v']}: a rating is given once the result is returned "
-                "to the resident (close the ticket first)."
+                f"Ticket {_number(state)} is {_words(status)}: a rating is given once the result is returned "
+                "to the resident (close the ticket first).",
+                key="ticket.rate_not_closed",
+                fields={"number": _number(state), "status": status},
             )
         given = value_of(state, "rating")
         rated_at = state["f"]["rating"][-1][5] if given is not None else None  # a field entry's "at"
@@ -1193,7 +1210,9 @@ class Tickets(_Collection):
             rated = self._typed(state)
             raise IntentError(
                 f"Ticket {rated.number or ticket_id} is already rated {given['score']}/5; a rating is given once per "
-                "return (reopen and close it again for a new round of work, then rate that)."
+                "return (reopen and close it again for a new round of work, then rate that).",
+                key="ticket.already_rated",
+                fields={"number": rated.number or ticket_id, "score": given["score"]},
             )
         rating: dict[str, Any] = {"score": score}
         if comment:
@@ -1209,7 +1228,11 @@ class Tickets(_Collection):
     def _dispute(self, ticket_id: str) -> State:
         state = self._state(ticket_id)
         if value_of(state, "kind") != "dispute":
-            raise IntentError(f"Ticket {ticket_id} is not a dispute; only disputes have mediation records.")
+            raise IntentError(
+                f"Ticket {_number(state)} is not a dispute; only disputes have mediation records.",
+                key="ticket.not_dispute",
+                fields={"number": _number(state)},
+            )
         return state
 
     def add_party(
@@ -1262,19 +1285,42 @@ class Tickets(_Collection):
         return self._typed(self._r._set_fields(self.entity, state, changes, actor=actor))
 
 
-def _refusal(ticket_id: str, action: str, status: str, grid: str | None) -> str:
+def _number(state: State) -> str:
+    """The name people use for a ticket: its number (else, before it has one, its record id)."""
+    return str(value_of(state, "number") or state["id"])
+
+
+def _words(value: str) -> str:
+    """A stored state (``in_progress``) in words (``in progress``)."""
+    return value.replace("_", " ")
+
+
+#: Why an action is refused in each state, by action: said after "cannot <action> it".
+_HINTS = {
+    "accept": "only a submitted ticket can be accepted",
+    "start": "accept the ticket first",
+    "resolve": "only an open ticket can be resolved",
+    "close": "resolve the ticket before returning it to the resident",
+    "cancel": "only an open ticket can be cancelled",
+    "reopen": "only a resolved, closed or cancelled ticket can be reopened",
+    "escalate": "only an open ticket can be escalated",
+}
+
+
+def _refusal(number: str, action: str, status: str, grid: str | None) -> IntentError:
+    """The refusal of a transition that makes no sense in the ticket's status, naming the ticket by its number and
+    the status in words (``key`` and ``fields`` let a program say it in Chinese)."""
     if action == "escalate" and status in ("submitted", "accepted", "in_progress"):
-        return f"Ticket {ticket_id} is already at the top grid ({grid}); it cannot be escalated further."
-    hints = {
-        "accept": "only a submitted ticket can be accepted",
-        "start": "accept the ticket first",
-        "resolve": "only an open ticket can be resolved",
-        "close": "resolve the ticket before returning it to the resident",
-        "cancel": "only an open ticket can be cancelled",
-        "reopen": "only a resolved, closed or cancelled ticket can be reopened",
-        "escalate": "only an open ticket can be escalated",
-    }
-    return f"Ticket {ticket_id} is {status}; cannot {action} it: {hints.get(action, 'not allowed now')}."
+        return IntentError(
+            f"Ticket {number} is already at the top grid ({grid}); it cannot be escalated further.",
+            key="ticket.top_grid",
+            fields={"number": number, "grid": grid},
+        )
+    return IntentError(
+        f"Ticket {number} is {_words(status)}; cannot {action} it: {_HINTS.get(action, 'not allowed now')}.",
+        key="ticket.refused",
+        fields={"number": number, "status": status, "action": action},
+    )
 
 
 class Visits(_Collection):
@@ -1514,7 +1560,9 @@ def find_ticket(replica: Replica, ref: str) -> Ticket:
         if same:
             named = "; ".join(f"{t.id} ({t.title}, {t.grid})" for t in sorted(same, key=lambda t: t.id))
             raise IntentError(
-                f"The number {ref} belongs to {len(same)} tickets: {named}. Give the ticket's record id instead."
+                f"The number {ref} belongs to {len(same)} tickets: {named}. Give the ticket's record id instead.",
+                key="ticket.number_shared",
+                fields={"number": ref, "count": len(same), "named": named},
             )
         if tail:
             found = [t for t in tickets if t.number and "-" in t.number and t.number.endswith(ref)]
@@ -1522,9 +1570,44 @@ def find_ticket(replica: Replica, ref: str) -> Ticket:
                 return found[0]
             if found:
                 numbers = ", ".join(sorted(t.number or "" for t in found))
-                raise IntentError(f"{ref!r} is the end of several ticket numbers ({numbers}); give the whole number.")
+                raise IntentError(
+                    f"{ref!r} is the end of several ticket numbers ({numbers}); give the whole number.",
+                    key="ticket.tail_shared",
+                    fields={"ref": ref, "numbers": numbers},
+                )
     raise NotFoundError(
-        f"No ticket with number or id {ref!r} on this device. Check the number on the slip, or sync to fetch it."
+        f"No ticket with number or id {ref!r} on this device. Check the number on the slip, or sync to fetch it.",
+        key="ticket.not_found",
+        fields={"ref": ref},
+    )
+
+
+def find_resident(replica: Replica, ref: str) -> Resident:
+    """The resident a clerk means by ``ref``: their record id, or their name (any case) when only one resident on
+    this device has it.
+
+    Raises:
+        NotFoundError: no resident with that id or name here.
+        IntentError: several residents have that name: each is named with their grid and id, to pick one.
+    """
+    ref = ref.strip()
+    if ref.startswith("R-"):
+        return replica.residents.get(ref)
+    wanted = ref.casefold()
+    same = [r for r in replica.residents.list() if (r.name or "").strip().casefold() == wanted]
+    if len(same) == 1:
+        return same[0]
+    if same:
+        named = "; ".join(f"{r.id} ({r.grid})" for r in sorted(same, key=lambda r: (r.grid, r.id)))
+        raise IntentError(
+            f"{len(same)} residents are named {ref}: {named}. Give the resident's id instead.",
+            key="resident.name_shared",
+            fields={"name": ref, "count": len(same), "named": named},
+        )
+    raise NotFoundError(
+        f"No resident named {ref!r} (nor with that id) on this device. Check the name, or sync to fetch them.",
+        key="resident.not_found",
+        fields={"ref": ref},
     )
 
 

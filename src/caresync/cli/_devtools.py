@@ -14,12 +14,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from caresync.cli._common import Env, common_options
+from caresync.cli._common import Env, common_options, fmt_time
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.cli.report import render_report
 from caresync.errors import CaresyncError, ServerUnreachableError
@@ -159,9 +160,22 @@ def _render_demo(console: Console, outcome: DemoOutcome, lang: str, elapsed: flo
 def inspect(path: Path, as_json: bool) -> None:
     """What a replica file holds: its id, ops, records, conflicts and deferred ops. Reads the file only; any
     other file is refused with a line saying what it is."""
+    from caresync.field.review import conflict_name  # here, not at the top: keeps start-up fast
     from caresync.replica import Replica  # here, not at the top: keeps start-up fast
 
     with Replica.open(path, actor="inspect", read_only=True) as replica:
+        conflicts = [
+            {
+                "key": conflict_name(replica, c),
+                "record": c.entity_id,
+                "field": c.field,
+                "chosen": c.chosen,
+                "values": [
+                    {"value": v.value, "actor": v.actor, "device": v.device, "at": v.at.isoformat()} for v in c.values
+                ],
+            }
+            for c in replica.conflicts()
+        ]
         info: dict[str, Any] = {
             "replica": replica.id,
             "ops": replica.op_count(),
@@ -170,7 +184,7 @@ def inspect(path: Path, as_json: bool) -> None:
             "residents": len(replica.residents.list(include_deleted=True)),
             "visits": len(replica.visits.list(include_deleted=True)),
             "parcels": len(replica.parcels.list(include_deleted=True)),
-            "conflicts": [c.describe() for c in replica.conflicts()],
+            "conflicts": conflicts,
             "deferred": [{"kind": k, "version": v, "count": n} for k, v, n in replica.deferred()],
             "digest": replica.state_digest(),
         }
@@ -181,8 +195,13 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(f"{key}: {info[key]}")
     click.echo("devices: " + (", ".join(f"{device} ({count} ops)" for device, count in info["devices"].items()) or "-"))
     click.echo(f"conflicts: {len(info['conflicts'])}")
-    for conflict in info["conflicts"]:
-        click.echo(f"  {conflict}")
+    for conflict in conflicts:  # values as JSON, times in this computer's zone
+        values = " / ".join(
+            f"{json.dumps(v['value'], ensure_ascii=False)} ({v['actor']}, {v['device'][:8]}, "
+            f"{fmt_time(datetime.fromisoformat(v['at']))})"
+            for v in conflict["values"]
+        )
+        click.echo(f"  {conflict['key']}: {values}")
     click.echo(f"deferred: {len(info['deferred'])}")
     for kind in info["deferred"]:
         click.echo(f"  {kind['count']} op(s) of kind {kind['kind']} version {kind['version']}")

@@ -106,13 +106,16 @@ class ProgramGroup(click.Group):
     program = "caresync"
 
     def error_message(self, exc: CaresyncError, lang: str) -> str:
-        """The error's message in ``lang``: its own words in that language when it can say them."""
-        in_language = getattr(exc, "in_language", None)
-        return str(in_language(lang)) if callable(in_language) else str(exc)
+        """The error's message in ``lang`` with the names people use (:func:`caresync.cli._names.error_text`)."""
+        from caresync.cli._names import error_text  # here, not at the top: only when there is an error
+
+        return error_text(exc, lang)
 
     def error_details(self, exc: CaresyncError, lang: str) -> list[dict[str, str]]:
-        """The ``details`` of the envelope, in ``lang``."""
-        return exc.envelope_details()
+        """The ``details`` of the envelope, in ``lang`` (:func:`caresync.cli._names.error_details`)."""
+        from caresync.cli._names import error_details  # here, not at the top: only when there is an error
+
+        return error_details(exc, lang)
 
     def error_line(self, code: str, message: str, lang: str) -> str:
         """The one line a person reads on stderr for an error of ``code``."""

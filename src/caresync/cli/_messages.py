@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from caresync.field.i18n import Catalog
 
-__all__ = ["COURIER_MESSAGES", "MESSAGES"]
+__all__ = ["COURIER_MESSAGES", "LIBRARY_ERRORS", "MESSAGES"]
 
 _M: dict[str, tuple[str, str]] = {
     # errors
@@ -414,8 +414,9 @@ COURIER_MESSAGES = Catalog(
             "zh": "户外上报：{grid} 社情民意",
         },
         "reported": {
-            "en": "Reported ({kind}) as request {id} in grid {grid}; it goes to the station with the next sync.",
-            "zh": "已上报（{kind}），工单号 {id}，网格 {grid}；下次同步时送达驿站。",
+            "en": "Reported ({kind}) as request {number} in grid {grid}; it goes to the station with the next sync "
+            "(which gives a provisional number its short one).",
+            "zh": "已上报（{kind}），工单号 {number}，网格 {grid}；下次同步时送达驿站（临时编号届时换成短编号）。",
         },
         "route_empty": {"en": "Nothing to pick up or deliver.", "zh": "目前没有要取或要送的邮件。"},
         "stop_pickup": {
@@ -544,3 +545,130 @@ COURIER_MESSAGES = Catalog(
         "s_expired": {"en": "expired", "zh": "已过期"},
     }
 )
+
+#: The library's errors said again in the reader's language, by their ``key`` (``CaresyncError.key``), with the
+#: values of their ``fields``: people's names (a ticket's number, a status in words), never internal codes. A test
+#: checks that every key the library raises is here, with the same fields in both languages.
+_LIB: dict[str, tuple[str, str]] = {
+    "record.not_found": (
+        "本设备上没有{noun} {ref}：请检查编号，或同步后再试。",
+        "No {noun} {ref} on this device. Check it, or sync to fetch it from the station.",
+    ),
+    "ticket.not_found": (
+        "本设备上没有编号为 {ref} 的诉求：请核对回执上的编号，或同步后再试。",
+        "No ticket with number {ref} on this device. Check the number on the slip, or sync to fetch it.",
+    ),
+    "ticket.refused": (
+        "诉求 {number} {status}，不能{action}：{hint}。",
+        "Ticket {number} is {status}; cannot {action} it: {hint}.",
+    ),
+    "ticket.top_grid": (
+        "诉求 {number} 已在最上级网格（{grid}），不能再上报。",
+        "Ticket {number} is already at the top grid ({grid}); it cannot be escalated further.",
+    ),
+    "ticket.needs_outcome": (
+        "诉求 {number} 是矛盾纠纷：请先记录调解结果（已调解、未调成或已转交），再回单。",
+        "Ticket {number} is a dispute: record the mediation outcome (settled, not settled or referred) before "
+        "closing it.",
+    ),
+    "ticket.cannot_rate": ("无法评价诉求 {number}", "Cannot rate ticket {number}"),
+    "ticket.rate_not_closed": (
+        "诉求 {number} {status}：结果回复居民（回单）后才能评价。",
+        "Ticket {number} is {status}: a rating is given once the result is returned to the resident (close the "
+        "ticket first).",
+    ),
+    "ticket.already_rated": (
+        "诉求 {number} 已评价 {score}/5；每次回单只评价一次（如需再办，先重开再回单，然后评价）。",
+        "Ticket {number} is already rated {score}/5; a rating is given once per return (reopen and close it again "
+        "for a new round of work, then rate that).",
+    ),
+    "ticket.not_dispute": (
+        "诉求 {number} 不是矛盾纠纷；只有纠纷才有调解记录。",
+        "Ticket {number} is not a dispute; only disputes have mediation records.",
+    ),
+    "ticket.number_shared": (
+        "编号 {number} 属于 {count} 个诉求：{named}。请改用诉求的记录号。",
+        "The number {number} belongs to {count} tickets: {named}. Give the ticket's record id instead.",
+    ),
+    "ticket.tail_shared": (
+        "{ref} 是多个诉求编号的结尾（{numbers}）；请输入完整编号。",
+        "{ref} is the end of several ticket numbers ({numbers}); give the whole number.",
+    ),
+    "conflict.which": ("找不到冲突 {key}", "Cannot find conflict {key}"),
+    "conflict.not_found": (
+        "本设备上没有未处理的冲突 {key}：可能已经处理；请重新查看列表。",
+        "No unresolved conflict {key} on this device: it may be settled already; list the queue again.",
+    ),
+    "conflict.no_value": (
+        "{key}：状态或交接冲突的处理方式是确认当前状态（不给值），或记录下一步操作或交接。",
+        "{key}: a status or custody conflict is settled by confirming the current state (no value), or by "
+        "recording the next transition or hand-over.",
+    ),
+    "conflict.custody": (
+        "包裹 {parcel}：交接冲突要通过记录下一次交接来解决。",
+        "Parcel {parcel}: custody conflicts are settled by recording the next hand-over.",
+    ),
+    "grid.unknown": ("本系统没有网格 {grid}", "No grid {grid} in this deployment"),
+    "grid.unknown_new": (
+        "本系统没有网格 {grid}（如果是新网格，请加上 --new-grid）",
+        "No grid {grid} in this deployment (if it is a new grid, say so with --new-grid)",
+    ),
+    "worker.duplicate": (
+        "{name} 已登记为{role}（{id}）；请修改那条记录，不要重复添加同一个人。",
+        "{name} is already registered as {role} ({id}); change that record instead of adding the same person twice.",
+    ),
+    "worker.no_grids": (
+        "工作人员 {name} 没有负责的网格；请先为其指定网格。",
+        "Worker {name} has no grids; give them grids first.",
+    ),
+    "worker.not_found": (
+        "本设备上没有工作人员 {name}：请先添加（caresync worker add）并指定网格，或同步。",
+        "No worker {name} on this device: add them with their grids (caresync worker add), or sync.",
+    ),
+    "knock.not_flagged": (
+        "居民 {resident} 未被标记（没有连续两次无人应答，上次敲门也不是身体不适或紧急情况）；如需帮助请直接下单。",
+        "Resident {resident} is not flagged (no two unanswered knocks, last knock not unwell or emergency); submit a "
+        "ticket instead if help is needed.",
+    ),
+    "knock.already_raised": (
+        "居民 {resident} 已有一个由敲门发起、尚未办结的诉求：{number}。",
+        "Resident {resident} already has an open request from a knock: {number}.",
+    ),
+    "resident.name_shared": (
+        "有 {count} 位居民叫 {name}：{named}。请改用居民的记录号。",
+        "{count} residents are named {name}: {named}. Give the resident's id instead.",
+    ),
+    "resident.not_found": (
+        "本设备上没有名为 {ref} 的居民（也没有这个记录号）：请核对姓名，或同步后再试。",
+        "No resident named {ref} (nor with that id) on this device. Check the name, or sync to fetch them.",
+    ),
+    # the words inside them
+    "noun.ticket": ("诉求", "ticket"),
+    "noun.resident": ("居民", "resident"),
+    "noun.visit": ("敲门记录", "visit"),
+    "noun.worker": ("工作人员", "worker"),
+    "noun.mailbox": ("邮筒", "mailbox"),
+    "noun.parcel": ("包裹", "parcel"),
+    "action.accept": ("接单", "accept"),
+    "action.start": ("开始办理", "start"),
+    "action.resolve": ("办结", "resolve"),
+    "action.close": ("回单", "close"),
+    "action.cancel": ("取消", "cancel"),
+    "action.reopen": ("重开", "reopen"),
+    "action.escalate": ("上报", "escalate"),
+    "action.confirm": ("确认", "confirm"),
+    "hint.accept": ("只有已下单的诉求才能接单", "only a submitted ticket can be accepted"),
+    "hint.start": ("请先接单", "accept the ticket first"),
+    "hint.resolve": ("只有办理中的诉求才能办结", "only an open ticket can be resolved"),
+    "hint.close": ("请先办结，再把结果回复居民", "resolve the ticket before returning it to the resident"),
+    "hint.cancel": ("只有未办结的诉求才能取消", "only an open ticket can be cancelled"),
+    "hint.reopen": (
+        "只有已办结、已回单或已取消的诉求才能重开",
+        "only a resolved, closed or cancelled ticket can be reopened",
+    ),
+    "hint.escalate": ("只有未办结的诉求才能上报", "only an open ticket can be escalated"),
+    "hint.confirm": ("现在不可行", "not allowed now"),
+}
+
+#: ``LIBRARY_ERRORS("ticket.refused", "zh", number=..., ...)``: see :data:`_LIB`.
+LIBRARY_ERRORS = Catalog({key: {"zh": zh, "en": en} for key, (zh, en) in _LIB.items()})

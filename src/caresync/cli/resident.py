@@ -120,11 +120,14 @@ def resident_list(env: Env, grid: str | None) -> None:
 @click.argument("resident_id")
 @common_options
 def resident_show(env: Env, resident_id: str) -> None:
-    """One resident, with their recent knocks and requests."""
+    """One resident, with their recent knocks and requests: RESIDENT_ID is their id, or their name when only one
+    resident here has it."""
     from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+    from caresync.replica import find_resident  # here, not at the top: keeps start-up fast
 
     with env.read() as replica:
-        found = replica.residents.get(resident_id)
+        found = find_resident(replica, resident_id)
+        resident_id = found.id
         visits = replica.visits.list(resident_id=resident_id)[:10]
         tickets = replica.tickets.list(resident_id=resident_id)
         data = {
@@ -198,5 +201,7 @@ def resident_edit(
     with env.open() as replica:
         if grid is not None:
             grid = check_known_grid(replica, grid, new=new_grid)
-        edited = replica.residents.edit(resident_id, **changes)
+        from caresync.replica import find_resident  # here, not at the top: keeps start-up fast
+
+        edited = replica.residents.edit(find_resident(replica, resident_id).id, **changes)
         env.out(resident_json(edited), env.t("resident.edited", name=edited.name, fields=", ".join(changes)))

@@ -72,7 +72,10 @@ def ticket_json(ticket: Ticket, now: datetime, *, history: bool = False) -> dict
     return data
 
 
-def show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
+def show_ticket(env: Env, ticket: Ticket, now: datetime, resident: str | None = None) -> None:
+    """A ticket as a clerk reads it: labels and values in their language, the resident by name (``resident``),
+    times local, the history's steps in words."""
+    from caresync.cli._names import history_words  # here, not at the top: keeps start-up fast
     from caresync.field.labels import label  # here, not at the top: keeps start-up fast
     from caresync.field.sla import is_overdue  # here, not at the top: keeps start-up fast
 
@@ -89,7 +92,7 @@ def show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
         ("priority", label("priority", ticket.priority, lang)),
         ("grid", ticket.grid),
         ("assignee", ticket.assignee or "-"),
-        ("resident", ticket.resident_id or "-"),
+        ("resident", resident or ticket.resident_id or "-"),
         ("submitted", f"{fmt_time(ticket.submitted_at)} ({ticket.submitted_by})"),
         ("due", f"{fmt_time(ticket.due_at)} {overdue}".strip()),
         ("resolved", fmt_time(ticket.resolved_at) or "-"),
@@ -116,7 +119,7 @@ def show_ticket(env: Env, ticket: Ticket, now: datetime) -> None:
         console.print(f"{env.t('field.' + key)}: {value}", markup=False)
     console.print(env.t("ticket.history"), markup=False)
     for h in ticket.history:
-        console.print(f"  {fmt_time(h.at)}  {h.actor:<14} {h.action}", markup=False)
+        console.print(f"  {fmt_time(h.at)}  {h.actor:<14} {history_words(h, lang)}", markup=False)
 
 
 def ticket_done(env: Env, replica: Replica, ticket: Ticket, key: str) -> None:
@@ -140,7 +143,9 @@ def ticket() -> None:
 @click.option("--kind", type=enum_choice(TicketKind), required=True)
 @click.option("--grid", required=True, help="community/area/building")
 @click.option("--channel", type=enum_choice(Channel), default="walk_in", show_default=True)
-@click.option("--resident", "resident_id", default=None, help="The resident's id.")
+@click.option(
+    "--resident", "resident_id", default=None, help="The resident: their id, or their name when only one has it."
+)
 @click.option("--priority", type=enum_choice(Priority), default="normal", show_default=True)
 @click.option("--description", default=None)
 @click.option("--due-hours", type=click.IntRange(1, 24 * 365), default=None, help="Due this many hours from now.")
@@ -174,6 +179,10 @@ def ticket_submit(
                 parcel_id = parcel.id
             elif not re.match(r"^P-[0-9a-f]{16}-[0-9]+$", parcel_id):
                 raise NotFoundError(env.t("ticket.no_parcel", code=parcel_id))
+        if resident_id is not None:
+            from caresync.replica import find_resident  # here, not at the top: keeps start-up fast
+
+            resident_id = find_resident(replica, resident_id).id
         due = None if due_hours is None else now_utc() + timedelta(hours=due_hours)
         made = replica.tickets.submit(
             title=title,
@@ -259,7 +268,11 @@ def ticket_show(env: Env, ref: str) -> None:
     with env.read() as replica:
         found = find_ticket(replica, ref)
         now = now_utc()
-        env.out(ticket_json(found, now, history=True), lambda: show_ticket(env, found, now))
+        resident = None
+        if found.resident_id is not None:
+            person = replica.residents.get(found.resident_id)
+            resident = f"{person.name or '-'} ({person.id})"
+        env.out(ticket_json(found, now, history=True), lambda: show_ticket(env, found, now, resident))
 
 
 @ticket.command("accept")

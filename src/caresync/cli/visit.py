@@ -55,9 +55,12 @@ def visit_record(
     """Records a door-knock on a resident, with a photo if one was taken."""
     from caresync.field.knock import knock_round  # here, not at the top: keeps start-up fast
     from caresync.field.labels import label  # here, not at the top: keeps start-up fast
+    from caresync.replica import find_resident  # here, not at the top: keeps start-up fast
 
     when = None if visited_at is None else parse_past_moment(visited_at, "at")
     with env.open() as replica:
+        person = find_resident(replica, resident_id)
+        resident_id = person.id
         made = replica.visits.record(
             resident_id=resident_id, outcome=outcome, note=note, visitor=visitor, visited_at=when, photo=photo
         )
@@ -186,5 +189,7 @@ def visit_raise(env: Env, resident_id: str) -> None:
             "unwell": env.t("raise.unwell"),
             "emergency": env.t("raise.emergency"),
         }
-        made = raise_ticket(replica, resident_id, titles=titles)
+        from caresync.replica import find_resident  # here, not at the top: keeps start-up fast
+
+        made = raise_ticket(replica, find_resident(replica, resident_id).id, titles=titles)
         env.out(ticket_json(made, now_utc()), env.t("visit.raised", number=made.number, title=made.title))

@@ -62,4 +62,9 @@ def check_known_grid(replica: Replica, grid: str, *, new: bool = False, filterin
         f"did you mean {' or '.join(close)}?" if close else f"the grids known here are {', '.join(sorted(known)[:8])}"
     )
     advice = "" if filtering else " (if it is a new grid, say so with --new-grid)"
-    raise InvalidInputError(f"No grid {grid!r} in this deployment{advice}", [("grid", hint)])
+    raise InvalidInputError(
+        f"No grid {grid!r} in this deployment{advice}",
+        [("grid", hint)],
+        key="grid.unknown" if filtering else "grid.unknown_new",
+        fields={"grid": grid, "close": close, "known": sorted(known)[:8]},
+    )

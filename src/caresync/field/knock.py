@@ -135,10 +135,16 @@ def _grids_of_knocker(replica: Replica, knocker: str) -> list[str]:
     for worker in replica.workers.list():
         if knocker in (worker.id, worker.name):
             if not worker.grids:
-                raise IntentError(f"Worker {worker.name} ({worker.id}) has no grids; give them grids first.")
+                raise IntentError(
+                    f"Worker {worker.name} has no grids; give them grids first.",
+                    key="worker.no_grids",
+                    fields={"name": worker.name},
+                )
             return worker.grids
     raise IntentError(
-        f"No worker {knocker!r} on this device: add them with their grids (caresync worker add), or sync."
+        f"No worker {knocker!r} on this device: add them with their grids (caresync worker add), or sync.",
+        key="worker.not_found",
+        fields={"name": knocker},
     )
 
 
@@ -271,11 +277,17 @@ def raise_ticket(
     entry = next((e for e in round_.entries if e.resident_id == resident_id), None)
     if entry is None or not entry.flagged:
         raise IntentError(
-            f"Resident {resident_id} is not flagged (no two unanswered knocks, last knock not unwell or emergency);"
-            " submit a ticket instead if help is needed."
+            f"Resident {resident.name or resident_id} is not flagged (no two unanswered knocks, last knock not unwell"
+            " or emergency); submit a ticket instead if help is needed.",
+            key="knock.not_flagged",
+            fields={"resident": resident.name or resident_id},
         )
-    if entry.open_ticket is not None:
-        raise IntentError(f"Resident {resident_id} already has an open request from a knock: {entry.open_ticket}.")
+    if entry.open_ticket is not None:  # its number (its id before it has one)
+        raise IntentError(
+            f"Resident {resident.name or resident_id} already has an open request from a knock: {entry.open_ticket}.",
+            key="knock.already_raised",
+            fields={"resident": resident.name or resident_id, "number": entry.open_ticket},
+        )
     reason = entry.flags[0]
     last = entry.last_visit
     assert last is not None  # a flag always comes from a knock

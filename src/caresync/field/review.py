@@ -24,7 +24,17 @@ from caresync.errors import IntentError, InvalidInputError, NotFoundError
 if TYPE_CHECKING:
     from caresync.replica import Replica
 
-__all__ = ["Change", "ReviewItem", "conflict_key", "find_conflict", "parse_value", "review_queue", "settle"]
+__all__ = [
+    "Change",
+    "ReviewItem",
+    "conflict_key",
+    "conflict_name",
+    "find_conflict",
+    "parse_value",
+    "people_ref",
+    "review_queue",
+    "settle",
+]
 
 Level = Literal["conflict", "parallel"]
 
@@ -58,7 +68,8 @@ class ReviewItem:
     """One entry of the review queue."""
 
     key: str
-    """``<record id>#<field>`` for a conflict (what :func:`find_conflict` takes), ``<record id>`` otherwise."""
+    """``<name>#<field>`` for a conflict (what :func:`find_conflict` takes), ``<name>`` otherwise: the name people
+    use for the record (a ticket's number, a parcel's or mailbox's code; else its id)."""
     level: Level
     entity: EntityType
     entity_id: str
@@ -88,9 +99,25 @@ class ReviewItem:
         }
 
 
-def conflict_key(conflict: Conflict) -> str:
-    """The key a clerk types to settle a conflict: ``<record id>#<field>``."""
-    return f"{conflict.entity_id}#{conflict.field}"
+def conflict_key(conflict: Conflict, record: Any = None) -> str:
+    """The key a clerk types to settle a conflict: ``<name>#<field>``, the record named as people name it
+    (:func:`people_ref` of ``record``; its id when no record is given)."""
+    return f"{conflict.entity_id if record is None else people_ref(record)}#{conflict.field}"
+
+
+def conflict_name(replica: Replica, conflict: Conflict) -> str:
+    """The key of ``conflict`` as people read it: ``1000#assignee``."""
+    return conflict_key(conflict, _get(replica, conflict.entity, conflict.entity_id))
+
+
+def people_ref(record: Any) -> str:
+    """What people call a record and can type back: a ticket's number, a parcel's or mailbox's code; else its id."""
+    entity = type(record).__name__
+    if entity == "Ticket" and record.number:
+        return str(record.number)
+    if entity in ("Parcel", "Mailbox") and record.code:
+        return str(record.code)
+    return str(record.id)
 
 
 def _label(record: Any) -> str:
@@ -154,7 +181,7 @@ def review_queue(
         record = _get(replica, conflict.entity, conflict.entity_id)
         items.append(
             ReviewItem(
-                key=conflict_key(conflict),
+                key=conflict_key(conflict, record),
                 level="conflict",
                 entity=conflict.entity,
                 entity_id=conflict.entity_id,
@@ -201,21 +228,34 @@ def review_queue(
     return items
 
 
-def find_conflict(replica: Replica, key: str) -> Conflict:
-    """The unresolved conflict named by ``key`` (``<record id>#<field>``, as the queue shows it).
+def find_conflict(replica: Replica, key: str, field: str | None = None) -> Conflict:
+    """The unresolved conflict named by ``key``: ``<name>#<field>`` as the queue shows it (a ticket's number, a
+    parcel's or mailbox's code, or a record id, then the field), or the name alone with ``field`` given apart
+    (``find_conflict(replica, "1000", "assignee")``).
 
     Raises:
-        InvalidInputError: the key has no ``#field`` part.
+        InvalidInputError: no field named.
         NotFoundError: no such unresolved conflict here (settled already, or not synced yet).
     """
-    eid, sep, field = key.partition("#")
-    if not sep or not eid or not field:
-        raise InvalidInputError(f"Cannot find conflict {key!r}", [("key", "write it as <record id>#<field>")])
+    ref, _, named = key.strip().partition("#")
+    field = (field or named).strip()
+    if not ref or not field:
+        raise InvalidInputError(
+            f"Cannot find conflict {key!r}",
+            [("key", "write it as NUMBER#FIELD (as the queue shows it), or give the field after the number")],
+            key="conflict.which",
+            fields={"key": key},
+        )
     for conflict in replica.conflicts():
-        if conflict.entity_id == eid and conflict.field == field:
+        if conflict.field != field:
+            continue
+        if conflict.entity_id == ref or people_ref(_get(replica, conflict.entity, conflict.entity_id)) == ref:
             return conflict
+    shown = f"{ref}#{field}"
     raise NotFoundError(
-        f"No unresolved conflict {key!r} on this device: it may be settled already; list the queue again."
+        f"No unresolved conflict {shown!r} on this device: it may be settled already; list the queue again.",
+        key="conflict.not_found",
+        fields={"key": shown},
     )
 
 
@@ -226,15 +266,17 @@ def settle(
     value: Any = None,
     pick: int | None = None,
     actor: str | None = None,
+    field: str | None = None,
 ) -> Conflict:
     """Settles one conflict of the queue with an ordinary later edit (it syncs like any other change).
 
     Args:
         replica: where to record the decision.
-        key: the conflict, ``<record id>#<field>``.
+        key: the conflict, ``<name>#<field>`` as the queue shows it (or the name, with ``field``).
         value: the value to keep (for a field conflict); default the one shown now.
         pick: instead of ``value``, the number (from 1) of a competing value as the queue lists them.
         actor: who decided.
+        field: the field, when ``key`` names only the record.
 
     Returns:
         The conflict as it stood before the decision.
@@ -243,7 +285,7 @@ def settle(
         InvalidInputError: both ``value`` and ``pick``, a pick out of range, or a value the field refuses.
         IntentError: a value for a status or custody conflict (move on with a transition or a hand-over).
     """
-    conflict = find_conflict(replica, key)
+    conflict = find_conflict(replica, key, field)
     if value is not None and pick is not None:
         raise InvalidInputError(f"Cannot settle {key}", [("value", "give a value or a pick, not both")])
     if pick is not None:
@@ -253,7 +295,9 @@ def settle(
     if conflict.field in ("status", "custody") and value is not None:
         raise IntentError(
             f"{key}: a status or custody conflict is settled by confirming the current state (no value), or by "
-            "recording the next transition or hand-over."
+            "recording the next transition or hand-over.",
+            key="conflict.no_value",
+            fields={"key": key},
         )
     replica.resolve(conflict, value, actor=actor)
     return conflict

@@ -394,13 +394,22 @@ def return_(env: _Env, parcel_code: str, reason: str) -> None:
 def report(env: _Env, kind: str, text: str, grid: str) -> None:
     """Reports an early warning, an emergency or what residents are saying; it becomes a request."""
     from caresync.field import courier  # here, not at the top: keeps start-up fast
+    from caresync.field.labels import label  # here, not at the top: keeps start-up fast
 
     with env.replica() as replica:
         titles = {k: env.t(f"report_title.{k}") for k in courier.REPORT_KINDS}
         ticket = courier.report(replica, kind, text, grid=grid, titles=titles)
+    number = ticket.number or ticket.id
     env.out(
-        {"id": ticket.id, "kind": kind, "grid": ticket.grid, "title": ticket.title, "due_at": ticket.due_at},
-        [env.t("reported", kind=kind, id=ticket.id, grid=ticket.grid)],
+        {
+            "id": ticket.id,
+            "number": number,
+            "kind": kind,
+            "grid": ticket.grid,
+            "title": ticket.title,
+            "due_at": ticket.due_at,
+        },
+        [env.t("reported", kind=label("kind", kind, env.lang), number=number, grid=ticket.grid)],
     )
 
 
