@@ -78,6 +78,23 @@ def _undocumented(owner: str, obj: Any) -> list[str]:
     return missing
 
 
+_MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", flags=re.M)
+
+
+def test_no_file_holds_a_merge_conflict_marker() -> None:
+    """A rebase resolved by hand once left ``<<<<<<<`` blocks in four docs pages; git itself does not refuse them."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    text_files = [ROOT / name for name in tracked if name.endswith((".md", ".py", ".toml", ".yml", ".html", ".cfg"))]
+    marked = [
+        str(path.relative_to(ROOT))
+        for path in text_files
+        if path.is_file() and _MARKER.search(path.read_text(encoding="utf-8", errors="replace"))
+    ]
+    assert not marked, f"merge-conflict markers left in: {marked}"
+
+
 def test_public_api_has_docstrings() -> None:
     modules = ["caresync", *_reference_modules()]
     missing = []
