@@ -188,7 +188,9 @@ class Env:
     def out(self, data: Any, text: Callable[[], None] | str) -> None:
         """Prints ``data`` as JSON with ``--json``, else the text (a string, or a function that prints)."""
         if self.as_json:
-            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=_json_default))
+            from caresync.cli._json import dumps  # here, not at the top: only with --json
+
+            click.echo(dumps(data))
         elif isinstance(text, str):
             click.echo(text)
         else:
@@ -206,16 +208,6 @@ _FILE_KINDS = {
     "server_database": "file.server_database",
     "sqlite": "file.sqlite",
 }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "to_json"):
-        return value.to_json()
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def _default_home() -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from caresync.cli._common import Env, common_options, fmt_time
+from caresync.cli._json import dumps
 from caresync.cli._waits import SyncTalk, wait_options
 from caresync.cli.report import render_report
 from caresync.errors import CaresyncError, ServerUnreachableError
@@ -98,7 +99,7 @@ def demo(folder: Path | None, seed: int, days: int, residents: int, lang: str | 
             ) from exc
     elapsed = time.perf_counter() - began
     if as_json:
-        click.echo(json.dumps({**outcome.to_json(), "elapsed_s": round(elapsed, 2)}, ensure_ascii=False, indent=2))
+        click.echo(dumps({**outcome.to_json(), "elapsed_s": round(elapsed, 2)}))
     else:
         _render_demo(console, outcome, lang, elapsed)
     if not outcome.converged:
@@ -189,7 +190,7 @@ def inspect(path: Path, as_json: bool) -> None:
             "digest": replica.state_digest(),
         }
     if as_json:
-        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+        click.echo(dumps(info))
         return
     for key in ("replica", "ops", "tickets", "residents", "visits", "parcels", "digest"):
         click.echo(f"{key}: {info[key]}")
@@ -301,7 +302,7 @@ def sync(
             "scope_change": talk.scope_changed(replica, seen),
         }
     if as_json:
-        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+        click.echo(dumps(info))
         return
     line = env.t("sync.done", sent=f"{result.pushed:,}", received=f"{result.pulled:,}", unsent=f"{result.unsent:,}")
     if result.waiting:

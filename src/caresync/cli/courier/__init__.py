@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +98,9 @@ class _Env:
     def out(self, data: dict[str, Any], lines: Sequence[str]) -> None:
         """Prints ``data`` as JSON with ``--json``, else the lines."""
         if self.as_json:
-            click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+            from caresync.cli._json import dumps  # here, not at the top: only with --json
+
+            click.echo(dumps(data))
         else:
             for line in lines:
                 click.echo(line)
@@ -502,7 +505,7 @@ def status(env: _Env) -> None:
         ("l_device", f"{state.replica} ({state.actor})"),
         ("l_unsent", str(state.unsent)),
         ("l_carried", carried),
-        ("l_last_sync", state.last_sync.strftime("%Y-%m-%d %H:%M UTC") if state.last_sync else env.t("never")),
+        ("l_last_sync", _local(state.last_sync) if state.last_sync else env.t("never")),
         ("l_offset", f"{state.clock_offset_ms / 1000:+.1f} s"),
         ("l_conflicts", str(len(state.conflicts) + len(state.custody))),
         ("l_refusals", str(len(state.refusals))),
@@ -613,7 +616,12 @@ def bundle_import(env: _Env, file: Path) -> None:
 def _when(ms: int) -> str:
     from caresync.core.model import ms_to_datetime  # here, not at the top: keeps start-up fast
 
-    return ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M UTC")
+    return _local(ms_to_datetime(ms))
+
+
+def _local(moment: datetime) -> str:
+    """A moment as the courier reads it: this handheld's local time, with its zone."""
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _json_given(ctx: click.Context) -> None:
