@@ -56,3 +56,20 @@ def test_sync_sends_and_receives_through_a_real_server_and_names_refusals(tmp_pa
         assert as_json.exit_code == 4 and '"code": "server_refused"' in as_json.output
     finally:
         server.stop()
+
+
+def test_ticket_list_in_json_shows_the_resolution_of_a_resolved_ticket(tmp_path: Path) -> None:
+    # the resolution is read from the ticket's history, loaded from the file only when asked: the list's JSON must be
+    # built while the file is open (it was built after, and failed with "Cannot operate on a closed database")
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "desk"), "--actor", "clerk"]
+    assert runner.invoke(main, ["init", *home]).exit_code == 0
+    made = runner.invoke(
+        main, ["ticket", "submit", "--title", "Light out", "--kind", "repair", "--grid", "c/a/1", "--json", *home]
+    )
+    number = json.loads(made.stdout)["number"]
+    for step in (["accept", number, "--assignee", "li"], ["resolve", number, "--resolution", "bulb replaced"]):
+        assert runner.invoke(main, ["ticket", *step, *home]).exit_code == 0
+    listed = runner.invoke(main, ["ticket", "list", "--all", "--json", *home])
+    assert listed.exit_code == 0, listed.output
+    assert [t["resolution"] for t in json.loads(listed.stdout)["tickets"]] == ["bulb replaced"]

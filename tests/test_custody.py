@@ -199,3 +199,50 @@ def test_the_station_checks_that_the_contents_sealed_at_pickup_arrived_intact(ma
     assert station.parcels.get(good.id).hops[-1].contents == "低保证明 for Mrs Zhou"  # the station reads it
     with pytest.raises(TrustError, match="station device"):
         custody.check_contents(chen, good.id)  # a courier can neither read nor check it
+
+
+def test_a_parcel_for_a_door_taken_out_at_the_station_is_no_custody_conflict(make_replica: ReplicaFactory) -> None:
+    station = make_replica("station", actor="clerk")
+    chen = make_replica("chen", actor="chen")
+    station.parcels.register(code="D-1", grid="changnan/lane-3/7", direction="to_resident")
+    station.parcels.register(code="D-2", grid="changnan/lane-3/7", direction="to_resident")
+    chen.sync_with(station)
+    assert [(s.action, s.place, [p.code for p in s.parcels]) for s in courier.route(chen)] == [
+        ("collect", "station", ["D-1", "D-2"])
+    ]
+    taken = courier.pickup(chen, "D-1")  # registered at the station for a door: it starts there
+    assert taken.conflicts == [] and custody.anomalies(chen) == []
+    station.sync_with(chen)
+    assert custody.anomalies(station) == []
+    assert [(s.action, [p.code for p in s.parcels]) for s in courier.route(chen)] == [
+        ("collect", ["D-2"]),
+        ("deliver", ["D-1"]),
+    ]
+
+
+def test_the_station_records_a_hop_refusing_one_out_of_order(make_replica: ReplicaFactory) -> None:
+    station = make_replica("station", actor="clerk")
+    door = station.parcels.register(code="D-1", grid="changnan/lane-3/7", direction="to_resident", delivery_code="K7AB")
+    before = station.parcels.get(door.id)
+    with pytest.raises(courier.CourierError, match=r"D-1 is registered; delivered does not follow .* out_for_delivery"):
+        courier.record_hop(station, "D-1", "delivered", confirm_code="K7AB")
+    with pytest.raises(courier.CourierError, match="Say why parcel D-1 comes back"):
+        courier.record_hop(station, "D-1", "returned")
+    assert station.parcels.get(door.id) == before  # refused: nothing recorded
+    courier.record_hop(station, "D-1", "out_for_delivery", place="station")
+    with pytest.raises(courier.CourierError, match="0000 is not the delivery code"):
+        courier.record_hop(station, "D-1", "delivered", confirm_code="0000")
+    done = courier.record_hop(station, "D-1", "delivered", confirm_code="K7AB")
+    assert [h.stage.value for h in done.hops] == ["out_for_delivery", "delivered"] and done.hops[-1].code_checked
+    assert custody.anomalies(station) == []
+    courier.record_hop(station, "D-1", "returned", reason="the resident gave it back", anyway=True)
+    assert _codes(custody.anomalies(station)) == [("D-1", "custody_conflict")]
+
+    chen = make_replica("chen", actor="chen")
+    station.mailboxes.add(code="MB-1", name="Lane 1", grid="changnan/lane-1")
+    chen.sync_with(station)
+    courier.pickup(chen, "E-1", mailbox="MB-1")
+    courier.handover(chen, "E-1")
+    station.sync_with(chen)
+    with pytest.raises(courier.CourierError, match="caresync parcel receipt E-1"):
+        courier.record_hop(station, "E-1", "handed_in")

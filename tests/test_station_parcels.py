@@ -105,3 +105,37 @@ def test_station_parcel_commands_refuse_clearly(tmp_path: Path) -> None:
     assert desk.json("parcel", "show", "E-3")["delivery_code_set"] is False
     assert "没有邮件" not in desk.run("parcel", "list").stdout
     assert "没有邮筒" in desk.run("mailbox", "list").stdout
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_station_records_hops_and_returns_and_lists_anomalies(tmp_path: Path, lang: str) -> None:
+    zh = lang == "zh"
+    desk = Desk(tmp_path / "desk", lang)
+    desk.run("init", "--actor", "clerk")
+    desk.run(
+        "parcel", "register", "D-1", "--grid", "changnan/b-3", "--to-resident", "--delivery-code", "K7AB", "--new-grid"
+    )
+    early = desk.run("parcel", "hop", "D-1", "delivered", "--confirm", "K7AB", code=1)
+    assert ("不能接着记为 delivered" if zh else "delivered does not follow") in early.output
+    assert desk.json("parcel", "show", "D-1")["custody"] == []  # refused: nothing recorded
+    assert ("已记录邮件 D-1" if zh else "Recorded parcel D-1") in desk.run(
+        "parcel", "hop", "D-1", "out_for_delivery"
+    ).stdout
+    wrong = desk.run("parcel", "hop", "D-1", "delivered", "--confirm", "0000", code=1)
+    assert ("0000 不是邮件 D-1 的取件确认码" if zh else "0000 is not the delivery code") in wrong.output
+    desk.run("parcel", "return", "D-1", code=2)  # --reason is required
+    assert ("退回驿站" if zh else "returned to the station") in desk.run(
+        "parcel", "return", "D-1", "--reason", "nobody home"
+    ).stdout
+    shown = desk.json("parcel", "show", "D-1")
+    assert [(s["stage"], s["who"]) for s in shown["custody"]] == [("out_for_delivery", "clerk"), ("returned", "clerk")]
+    assert desk.json("parcel", "anomalies") == {"anomalies": []}
+    assert ("都对得上" if zh else "add up") in desk.run("parcel", "anomalies").stdout
+
+    desk.run("parcel", "register", "E-5", "--grid", "changnan/b-3", "--new-grid")
+    desk.run("parcel", "hop", "E-5", "delivered", "--confirm", "1234", code=1)
+    desk.run("parcel", "hop", "E-5", "delivered", "--confirm", "1234", "--anyway")
+    found = desk.json("parcel", "anomalies")["anomalies"]
+    assert [(a["parcel"], a["code"]) for a in found] == [("E-5", "delivered_not_handed_in")]
+    listed = desk.run("parcel", "anomalies").stdout
+    assert ("未经驿站签收就投递" if zh else "delivered, never receipted") in listed

@@ -157,6 +157,19 @@ _M: dict[str, tuple[str, str]] = {
         "Set the delivery code of parcel {code}; only its hash is kept.",
     ),
     "parcel.code_replaced": ("原来的确认码已作废。", "The old code no longer works."),
+    "parcel.hop": ("已记录邮件 {code}：{stage}（{who}）", "Recorded parcel {code}: {stage} ({who})"),
+    "parcel.returned": ("已记录邮件 {code} 退回驿站。", "Recorded parcel {code} as returned to the station."),
+    "parcel.contents": ("居民的诉求：{text}", "the resident asks: {text}"),
+    "parcel.contents_broken": (
+        "（封存的内容无法打开或已被改动）",
+        "(the sealed contents cannot be opened with this station's keys, or were altered)",
+    ),
+    "parcel.no_anomalies": ("所有邮件的交接记录都对得上。", "Every parcel's hand-overs add up."),
+    "parcel.anomaly.picked_up_twice": ("被两人取件", "picked up twice"),
+    "parcel.anomaly.delivered_not_handed_in": ("未经驿站签收就投递", "delivered, never receipted"),
+    "parcel.anomaly.self_receipted": ("在交件人本机签收", "receipted on the courier's device"),
+    "parcel.anomaly.custody_conflict": ("交接对不上", "hand-overs out of order"),
+    "parcel.anomaly.duplicate_code": ("编号重复登记", "code registered twice"),
     # visits
     "visit.recorded": ("已记录敲门：{resident}，{outcome}", "Knock recorded: {resident}, {outcome}"),
     "visit.flagged": (
@@ -422,6 +435,11 @@ COURIER_MESSAGES = Catalog(
         "stop_pickup": {
             "en": "{n}. Pick up at mailbox {place} ({name}, {grid}): {count} parcel(s){due}",
             "zh": "{n}. 到邮筒 {place}（{name}，{grid}）取件：{count} 件{due}",
+        },
+        "stop_collect": {
+            "en": "{n}. Collect at the station for residents' doors (caresync-courier pickup CODE): {count} parcel(s)"
+            "{due}",
+            "zh": "{n}. 到驿站领取派送的邮件（caresync-courier pickup 编号）：{count} 件{due}",
         },
         "stop_deliver": {
             "en": "{n}. Deliver in {place}: {count} parcel(s){due}",

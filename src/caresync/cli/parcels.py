@@ -1,4 +1,5 @@
-"""Mailbox and parcel commands for the station: ``mailbox add|list`` and ``parcel register|list|show|receipt|code``.
+"""Mailbox and parcel commands for the station: ``mailbox add|list`` and
+``parcel register|list|show|receipt|code|hop|return|anomalies``.
 
 They sit on the library's mailboxes and parcels (:mod:`caresync.replica`), the custody chain
 (:mod:`caresync.field.custody`) and the courier's rules (:mod:`caresync.field.courier`): receipting a courier's
@@ -17,7 +18,7 @@ from caresync.core.domain import HopStage
 
 if TYPE_CHECKING:
     from caresync.core.model import Mailbox, Parcel
-    from caresync.field.custody import CustodyStep
+    from caresync.field.custody import ContentCheck, CustodyStep
     from caresync.replica import Replica
 
 __all__ = ["mailbox", "parcel"]
@@ -50,7 +51,8 @@ def _parcel_json(parcel: Parcel) -> dict[str, Any]:
     }
 
 
-def _step_json(step: CustodyStep) -> dict[str, Any]:
+def _step_json(step: CustodyStep, opened: dict[str, ContentCheck]) -> dict[str, Any]:
+    check = opened.get(step.op)
     return {
         "stage": step.stage.value,
         "role": step.role,
@@ -60,7 +62,18 @@ def _step_json(step: CustodyStep) -> dict[str, Any]:
         "place": step.where,
         "confirmed_by": step.confirmed_by,
         "sealed_contents": step.sealed_contents,
+        **({"contents": check.text, "contents_intact": check.intact} if check is not None else {}),
     }
+
+
+#: What each custody anomaly (:func:`caresync.field.custody.anomalies`) is called, as a message key.
+_ANOMALY_LABELS = {
+    "picked_up_twice": "parcel.anomaly.picked_up_twice",
+    "delivered_not_handed_in": "parcel.anomaly.delivered_not_handed_in",
+    "self_receipted": "parcel.anomaly.self_receipted",
+    "custody_conflict": "parcel.anomaly.custody_conflict",
+    "duplicate_code": "parcel.anomaly.duplicate_code",
+}
 
 
 def _stage(parcel: Parcel) -> str:
@@ -204,10 +217,12 @@ def parcel_list(env: Env, stage: str | None, holder: str | None, grid: str | Non
 def parcel_show(env: Env, code: str) -> None:
     """One parcel with its chain of custody, hand-ins paired with the station's receipts."""
     from caresync.field.courier import find_parcel  # here, not at the top: keeps start-up fast
-    from caresync.field.custody import chain  # here, not at the top: keeps start-up fast
+    from caresync.field.custody import chain, check_contents  # here, not at the top: keeps start-up fast
 
     with env.read() as replica:
         found = find_parcel(replica, code)
+        # the station opens what residents asked for (sealed to its key at the pickup) and checks it is intact
+        opened = {c.op: c for c in check_contents(replica, found.id)} if replica.station_key is not None else {}
     steps = chain(found)
 
     def text() -> None:
@@ -225,8 +240,12 @@ def parcel_show(env: Env, code: str) -> None:
                     else env.t("parcel.awaiting")
                 )
             click.echo(line.rstrip())
+            check = opened.get(step.op)
+            if check is not None:
+                shown = check.text if check.intact else env.t("parcel.contents_broken")
+                click.echo("    " + env.t("parcel.contents", text=shown))
 
-    env.out({**_parcel_json(found), "custody": [_step_json(s) for s in steps]}, text)
+    env.out({**_parcel_json(found), "custody": [_step_json(s, opened) for s in steps]}, text)
 
 
 @parcel.command("receipt")
@@ -264,3 +283,65 @@ def parcel_code(env: Env, code: str, given: str | None) -> None:
     if had:
         lines.append(env.t("parcel.code_replaced"))
     env.out({**_parcel_json(done), **({"delivery_code": slip} if given is None else {})}, "\n".join(lines))
+
+
+@parcel.command("hop")
+@click.argument("code")
+@click.argument("stage", type=enum_choice(HopStage))
+@click.option("--place", default=None, help="Where it happened (a mailbox code, station, a building).")
+@click.option("--reason", default=None, help="Why (needed for returned).")
+@click.option("--confirm", "confirm_code", default=None, help="For delivered: the code on the resident's slip.")
+@click.option(
+    "--anyway", is_flag=True, help="Record a hop that does not follow the last one (it is listed in anomalies)."
+)
+@common_options
+def parcel_hop(
+    env: Env, code: str, stage: str, place: str | None, reason: str | None, confirm_code: str | None, anyway: bool
+) -> None:
+    """Records a hand-over the station made or saw: a clerk taking a parcel to a door (out_for_delivery, then
+    delivered --confirm CODE), a resident's envelope dropped at the desk, a hop a courier could not record."""
+    from caresync.field.courier import record_hop  # here, not at the top: keeps start-up fast
+
+    with env.open() as replica:
+        done = record_hop(
+            replica, code, stage, place=place, reason=reason, confirm_code=confirm_code, anyway=anyway, actor=env.who()
+        )
+    env.out(_parcel_json(done), env.t("parcel.hop", code=done.code, stage=_stage(done), who=done.holder or "-"))
+
+
+@parcel.command("return")
+@click.argument("code")
+@click.option("--reason", required=True, help="Why it comes back (nobody home, wrong address, refused).")
+@common_options
+def parcel_return(env: Env, code: str, reason: str) -> None:
+    """Records that a parcel came back to the station undelivered, saying why."""
+    from caresync.field.courier import record_hop  # here, not at the top: keeps start-up fast
+
+    with env.open() as replica:
+        done = record_hop(replica, code, HopStage.RETURNED, place="station", reason=reason, actor=env.who())
+    env.out(_parcel_json(done), env.t("parcel.returned", code=done.code))
+
+
+@parcel.command("anomalies")
+@common_options
+def parcel_anomalies(env: Env) -> None:
+    """Parcels whose hand-overs do not add up: picked up twice, delivered but never receipted at the station,
+    receipted on the courier's own device, hops made without seeing each other, one envelope code twice."""
+    from caresync.field.custody import anomalies  # here, not at the top: keeps start-up fast
+
+    with env.read() as replica:
+        found = anomalies(replica)
+
+    def text() -> None:
+        if not found:
+            click.echo(env.t("parcel.no_anomalies"))
+        for a in found:
+            click.echo(
+                f"{a.parcel_code}  {env.t(_ANOMALY_LABELS.get(a.code, 'parcel.anomaly.custody_conflict'))}  {a.message}"
+            )
+
+    data = [
+        {"parcel_id": a.parcel_id, "parcel": a.parcel_code, "code": a.code, "message": a.message, "ops": a.ops}
+        for a in found
+    ]
+    env.out({"anomalies": data}, text)

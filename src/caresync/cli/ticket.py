@@ -230,6 +230,8 @@ def ticket_list(
             if (grid is None or in_grid(t.grid, grid)) and (show_all or status is not None or t.is_open)
         ]
         ordered = sla_sorted(found, now)
+        # inside the block: a resolution is read from the ticket's history, which loads from the file when asked
+        data = {"tickets": [ticket_json(t, now) for t in ordered]}
 
     def text() -> None:
         if not ordered:
@@ -255,7 +257,7 @@ def ticket_list(
             )
         env.console().print(table)
 
-    env.out({"tickets": [ticket_json(t, now) for t in ordered]}, text)
+    env.out(data, text)
 
 
 @ticket.command("show")

@@ -246,6 +246,9 @@ _HOP_AFTER: dict[str, frozenset[str]] = {
 }
 
 
-def hop_fits(previous: str, stage: str) -> bool:
-    """True when a custody hop to ``stage`` may follow ``previous`` ("" for none yet)."""
+def hop_fits(previous: str, stage: str, *, to_resident: bool = False) -> bool:
+    """True when a custody hop to ``stage`` may follow ``previous`` ("" for none yet). A parcel registered at
+    the station for a resident's door (``to_resident``) starts there, so it may go out for delivery first."""
+    if to_resident and previous == "" and stage == "out_for_delivery":
+        return True
     return previous in _HOP_AFTER.get(stage, frozenset())

@@ -122,7 +122,7 @@ def apply_op(state: State, op: OpDict) -> None:
         _transition(state, op, body)
     elif action == "hop":
         hop = state["hop"]
-        fits = hop_fits(hop["stage"] or "", body["stage"])
+        fits = hop_fits(hop["stage"] or "", body["stage"], to_resident=_current(fields, "direction") == "to_resident")
         hop["heads"] = _chain(hop["heads"], body["follows"], _head(op, body["stage"], fits))
         hop["stage"] = body["stage"]
         hop["holder"] = op["actor"]

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caresync.core.domain import COURIER_REPORT_KINDS, HopStage, TicketKind
+from caresync.core.domain import COURIER_REPORT_KINDS, HopStage, TicketKind, hop_fits
 from caresync.core.model import Parcel, Ticket, ms_to_datetime
 from caresync.errors import IntentError, NotFoundError
 from caresync.field.custody import anomalies, chain, handover_pending
@@ -51,7 +51,9 @@ __all__ = [
     "deliver",
     "find_parcel",
     "handover",
+    "next_stages",
     "pickup",
+    "record_hop",
     "record_sync",
     "remember_station_key",
     "report",
@@ -119,6 +121,22 @@ ERRORS = Catalog(
             "en": "{code_given} is not the delivery code for parcel {code}. Ask the resident for the code on their "
             "slip; nothing was recorded.",
             "zh": "{code_given} 不是邮件 {code} 的取件确认码。请向居民核对回执上的确认码；本次未作任何记录。",
+        },
+        "use_receipt": {
+            "en": "Parcel {code} was handed in by {holder} and waits for the station's receipt: receipt it with "
+            "caresync parcel receipt {code} (nothing was recorded).",
+            "zh": "邮件 {code} 已由 {holder} 交站，正在等驿站签收：请用 caresync parcel receipt {code} 签收"
+            "（本次未作任何记录）。",
+        },
+        "hop_out_of_order": {
+            "en": "Parcel {code} is {stage}; {next} does not follow from that (it can be {allowed}). Nothing was "
+            "recorded; if it really happened, give --anyway: it is recorded and listed in caresync parcel anomalies.",
+            "zh": "邮件 {code} 当前状态为 {stage}，不能接着记为 {next}（可以记为：{allowed}）。本次未作任何记录；"
+            "如果确实如此，请加 --anyway：会照实记录，并列入 caresync parcel anomalies。",
+        },
+        "return_reason": {
+            "en": "Say why parcel {code} comes back: --reason TEXT (nothing was recorded).",
+            "zh": "请说明邮件 {code} 退回的原因：--reason 原因（本次未作任何记录）。",
         },
         "bad_report_kind": {
             "en": "{kind} is not a kind of report; use early_warning, emergency or sentiment.",
@@ -311,6 +329,66 @@ def deliver(
     return replica.parcels.get(parcel.id)
 
 
+def next_stages(parcel: Parcel) -> list[HopStage]:
+    """The hand-overs that may follow ``parcel``'s last one (:func:`caresync.core.domain.hop_fits`)."""
+    previous = parcel.stage.value if parcel.stage is not None else ""
+    door = parcel.direction == "to_resident"
+    return [s for s in HopStage if hop_fits(previous, s.value, to_resident=door)]
+
+
+def record_hop(
+    replica: Replica,
+    code: str,
+    stage: HopStage | str,
+    *,
+    place: str | None = None,
+    reason: str | None = None,
+    confirm_code: str | None = None,
+    anyway: bool = False,
+    actor: str | None = None,
+) -> Parcel:
+    """The station records a hand-over it made or saw: a clerk taking a parcel to a door himself
+    (``out_for_delivery``, then ``delivered`` with the resident's code), a parcel brought back (``returned``, with
+    a reason), a resident dropping an envelope at the desk (``dropped``), or a hop a courier could not record.
+
+    A hop that does not follow the parcel's last one is refused (nothing recorded) unless ``anyway``: then it is
+    recorded as it happened and shows in :func:`caresync.field.custody.anomalies`. A courier's hand-in waiting
+    for its receipt is receipted with :func:`confirm_handover`, not here.
+
+    Raises:
+        CourierError: unknown parcel (``no_parcel``), a hand-in to receipt (``use_receipt``), a hop out of order
+            (``hop_out_of_order``), a return without a reason (``return_reason``), a wrong delivery code
+            (``wrong_code``).
+        InvalidInputError: a delivery without a confirmation code, or a malformed one.
+    """
+    stage = HopStage(stage)
+    parcel = find_parcel(replica, code)
+    if stage is HopStage.HANDED_IN and handover_pending(parcel):
+        raise CourierError("use_receipt", code=parcel.code, holder=parcel.holder or "-")
+    if stage is HopStage.RETURNED and not (reason or "").strip():
+        raise CourierError("return_reason", code=parcel.code)
+    allowed = next_stages(parcel)
+    if stage not in allowed and not anyway:
+        raise CourierError(
+            "hop_out_of_order",
+            code=parcel.code,
+            stage=_stage(parcel),
+            next=stage.value,
+            allowed=", ".join(s.value for s in allowed) or "-",
+        )
+    check = parcel.delivery_code_check
+    if (
+        stage is HopStage.DELIVERED
+        and confirm_code
+        and check is not None
+        and not delivery_code_matches(check, confirm_code)
+    ):
+        raise CourierError("wrong_code", code=parcel.code, code_given=confirm_code)
+    return replica.parcels.hop(
+        parcel.id, stage.value, place=place, reason=reason, confirm_code=confirm_code, actor=actor or replica.actor
+    )
+
+
 def return_parcel(replica: Replica, code: str, *, reason: str, actor: str | None = None) -> Parcel:
     """The courier could not deliver or hand in the parcel and brings it back, saying why.
 
@@ -382,7 +460,8 @@ class RouteParcel:
 
 @dataclass(frozen=True)
 class RouteStop:
-    """One stop: ``pickup`` at a mailbox, or ``deliver`` in a building; its parcels oldest first."""
+    """One stop: ``pickup`` at a mailbox, ``collect`` at the station (parcels for residents' doors), or
+    ``deliver`` in a building; its parcels oldest first."""
 
     action: str
     place: str
@@ -403,9 +482,14 @@ def _since(parcel: Parcel) -> int:
     return int(parcel.history[0].at.timestamp() * 1000) if parcel.history else 0
 
 
+def _at_station(parcel: Parcel) -> bool:
+    """True when the station holds the parcel: registered there, or a hand-in it receipted."""
+    return parcel.stage is None or (parcel.stage is HopStage.HANDED_IN and not handover_pending(parcel))
+
+
 def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = None) -> list[RouteStop]:
-    """The parcels to pick up (by mailbox) and to deliver (by building), stops with due parcels first, then
-    the longest-waiting."""
+    """The parcels to pick up (by mailbox), to collect at the station for residents' doors, and to deliver (by
+    building), stops with due parcels first, then the longest-waiting."""
     who = actor or replica.actor
     now = replica.clock.physical_ms() if now_ms is None else now_ms
     boxes = {m.id: m for m in replica.mailboxes.list()}
@@ -417,6 +501,10 @@ def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = No
             key = ("pickup", box.code if box else parcel.mailbox_id)
             if key not in stops:
                 stops[key] = RouteStop("pickup", key[1], box.name if box else key[1], box.grid if box else parcel.grid)
+        elif parcel.direction == "to_resident" and _at_station(parcel):
+            key = ("collect", "station")
+            if key not in stops:
+                stops[key] = RouteStop("collect", "station", "station", "")
         elif parcel.stage is HopStage.OUT_FOR_DELIVERY and parcel.holder == who:
             key = ("deliver", parcel.grid)
             if key not in stops:

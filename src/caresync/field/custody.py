@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caresync.core.domain import HopStage
 from caresync.core.model import Hop, Parcel
@@ -209,6 +209,8 @@ class ContentCheck:
     intact: bool
     """True when the opened contents hash to the content hash taken at capture; False when they do not, or the
     seal cannot be opened with this station's key (altered, or sealed to another station)."""
+    text: Any = None
+    """What the resident asked for, opened (None when the seal could not be opened)."""
 
 
 def check_contents(replica: Replica, parcel_id: str) -> list[ContentCheck]:
@@ -229,8 +231,9 @@ def check_contents(replica: Replica, parcel_id: str) -> list[ContentCheck]:
         if op["kind"] != "parcel.hop" or not body.get("contents"):
             continue
         try:
-            intact = unseal_value(key, body["contents"])[1] == body.get("content_hash")
+            text, digest = unseal_value(key, body["contents"])
+            intact = digest == body.get("content_hash")
         except TrustError:
-            intact = False
-        out.append(ContentCheck(op=f"{op['origin']}:{op['seq']}", who=op["actor"], intact=intact))
+            text, intact = None, False
+        out.append(ContentCheck(op=f"{op['origin']}:{op['seq']}", who=op["actor"], intact=intact, text=text))
     return out

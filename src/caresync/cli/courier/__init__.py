@@ -295,7 +295,7 @@ def route(env: _Env) -> None:
     lines: list[str] = []
     for n, stop in enumerate(stops, 1):
         due = env.t("due") if stop.due else ""
-        key = "stop_pickup" if stop.action == "pickup" else "stop_deliver"
+        key = {"pickup": "stop_pickup", "collect": "stop_collect"}.get(stop.action, "stop_deliver")
         lines.append(
             env.t(key, n=n, place=stop.place, name=stop.name, grid=stop.grid, count=len(stop.parcels), due=due)
         )
