@@ -123,6 +123,11 @@ def test_erasure_reaches_the_photos_on_the_residents_tickets_and_parcels_everywh
             worker.sync(server.url, token=worker_token)
             handheld.sync(server.url, token=courier_token)
         dead = {b for a in theirs for b in (a.blob, a.thumb)}
+        # the courier's handheld never sees the resident's erasure (its role does not see residents): the server
+        # told it to delete the parcel's photo, and it said it did
+        assert not dead & handheld.device_log.blobs.held()
+        assert handheld.device_log.blobs.deleted() == [] and handheld.attachments.held(theirs[1].id) is False
+        assert handheld.sync(server.url, token=courier_token).blobs.waiting == 0  # and never asks for it again
         assert not dead & (_files(tmp_path) | _rows(tmp_path))
         assert stays.blob in _files(tmp_path)
         for device in (desk, worker):
@@ -140,7 +145,7 @@ def test_erasure_reaches_the_photos_on_the_residents_tickets_and_parcels_everywh
         assert kiosk.attachments.held(stays.id) and not dead & kiosk.device_log.blobs.held()
 
         raw: dict[str, bytes] = {}
-        for name in ("desk", "worker", "kiosk"):
+        for name in ("desk", "worker", "kiosk", "handheld"):
             raw[name] = b"".join(p.read_bytes() for p in tmp_path.glob(f"{name}.db*"))
         raw["server"] = b"".join(p.read_bytes() for p in tmp_path.glob("server.db*")) + b"".join(
             p.read_bytes() for p in (tmp_path / "blobs").rglob("*") if p.is_file()

@@ -35,8 +35,9 @@ from ._version import __version__
 from .admin import router as admin_router
 from .admission import Verdict, body_text
 from .blobs import collect as collect_blobs
+from .blobs import deleted as deleted_blobs
 from .blobs import router as blobs_router
-from .blobs import sweep as sweep_blobs
+from .blobs import to_delete
 from .bodies import inflate, max_values, read_json
 from .errors import STATUS, ApiError, ConfigError, DatabaseError, ErrorCode, ErrorDetail
 from .protocol import (
@@ -238,8 +239,8 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     # collections in the middle would walk them (and the whole app) again and again for nothing
     with paused_gc():
         page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
-        if after:  # the device holds every op up to its cursor: the blobs it held that those dropped may go
-            sweep_blobs(ctx.storage, ctx.settings, device, after)
+        deleted_blobs(ctx.storage, ctx.settings, device, body.deleted)  # it holds those no longer
+        drop = to_delete(ctx.storage, device)  # blobs it holds that no live attachment names: delete them
         fmt = _compact_format(request.headers.get("accept", ""))
         if fmt is not None:
             envelope = {
@@ -249,8 +250,10 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
                 "server_time_ms": now,
                 "clock_offset_ms": offset,
             }
+            if drop:
+                envelope["drop_blobs"] = drop
             return Response(encode_envelope(envelope, fmt), media_type=MEDIA_TYPE)
-        return _json_answer(_pull_json(page, now, offset), request)
+        return _json_answer(_pull_json(page, now, offset, drop), request)
 
 
 @_router.get(
@@ -506,7 +509,7 @@ def _entries(accept: str, media: str) -> list[dict[str, str]]:
     return found
 
 
-def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
+def _pull_json(page: PullPage, now: int, offset: int, drop: list[str]) -> bytes:
     """The JSON answer, with each stored body spliced in as it is (it is stored as canonical JSON text)."""
     parts = []
     for origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd in page.rows:
@@ -518,9 +521,10 @@ def _pull_json(page: PullPage, now: int, offset: int) -> bytes:
             f'"actor":{json.dumps(actor, ensure_ascii=False)},"at":{at},"body":{body}{signed}}}'
         )
     more = "true" if page.more else "false"
+    dropped = f',"drop_blobs":{json.dumps(drop)}' if drop else ""
     return (
         f'{{"ops":[{",".join(parts)}],"cursor":"{_format_cursor(page.cursor)}","more":{more},'
-        f'"server_time_ms":{now},"clock_offset_ms":{offset}}}'
+        f'"server_time_ms":{now},"clock_offset_ms":{offset}{dropped}}}'
     ).encode()
 
 

@@ -17,12 +17,21 @@ Blobs rest on disk under :attr:`Settings.blob_dir` (``<id[:2]>/<id>``, ``.part``
 the chunks held in the tables ``blobs`` and ``blob_chunks`` (created on first use). Files, not the database: a
 city's blobs are hundreds of gigabytes the database need not back up, copy to replicas or vacuum, and a chunk is
 read or written at its place without loading the rest; PostgreSQL large objects would put them back in the
-database's own backups and replication. A blob that no live attachment names any more (removed, or its resident
-erased) is deleted as soon as the op that killed it is pushed (:func:`collect`).
+database's own backups and replication.
+
+A blob that no live attachment names any more (removed, or its resident erased) is marked dropped when the op that
+killed it is pushed (:func:`collect`), and deleted once no device holds it: the table ``blob_holders`` lists the
+devices that sent it or were handed a chunk of it; a device stops holding it when it says it deleted it
+(:func:`deleted`) or is revoked (:func:`sweep`); answers tell a holder to delete it (:func:`to_delete`).
+
+Several server processes may share the folder (and the database): chunks are written and recorded under a lock on
+the blob's row, a whole blob is renamed from ``.part`` only after the database says it is whole, and each chunk is
+checked against the manifest as it is read (:func:`_receive`, :func:`_publish`, :func:`_read_chunk`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +46,7 @@ from caresync.core.domain import EntityType
 from caresync.core.ids import ENTITY_PREFIX
 from caresync.core.ops import MAX_BLOB_BYTES
 from caresync.errors import CaresyncError
-from caresync.sync.bundles.format import CarriedBlob, blob_entry
+from caresync.sync.bundles.format import MAX_DELETED, CarriedBlob, blob_entry
 from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash, live_blobs
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -58,6 +67,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.concurrency import run_in_threadpool
 
@@ -75,9 +85,11 @@ __all__ = [
     "blobs",
     "carry_back",
     "collect",
+    "deleted",
     "router",
     "sweep",
     "take_carried",
+    "to_delete",
 ]
 
 _metadata = MetaData()
@@ -123,7 +135,6 @@ _BINARY = {"type": "string", "format": "binary"}
 log = logging.getLogger("caresync_server.blobs")
 _ready_lock = threading.Lock()
 _ready: weakref.WeakSet[Storage] = weakref.WeakSet()
-_DDL_LOCK = 0x63617265_626C6F62  # "careblob": several processes creating the blob tables take turns
 _RESIDENT_PREFIX = ENTITY_PREFIX[EntityType.RESIDENT] + "-"
 _RESIDENT_LINKED = ("visit.create", "ticket.create", "parcel.create")
 
@@ -157,7 +168,7 @@ def _settings(request: Request) -> Settings:
     return request_storage(request).settings
 
 
-_COLUMNS_ADDED = (("resident", "TEXT"), ("dropped", "BIGINT"))
+_COLUMNS_ADDED = {"blobs": (("resident", "TEXT"), ("dropped", "BIGINT"))}
 
 
 def _ensure_tables(storage: Storage) -> None:
@@ -165,14 +176,18 @@ def _ensure_tables(storage: Storage) -> None:
     processes may do it at once: on PostgreSQL they take turns under an advisory lock."""
     if storage in _ready:
         return
+    schema = storage.schema
     with _ready_lock, storage.transaction() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+            key = hashlib.sha256(f"caresync-server blobs {schema or 'public'}".encode()).digest()[:8]
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(key, "big", signed=True)})
         _metadata.create_all(conn, checkfirst=True)
-        have = {c["name"] for c in inspect(conn).get_columns("blobs")}
-        for name, kind in _COLUMNS_ADDED:
-            if name not in have:
-                conn.execute(text(f"ALTER TABLE blobs ADD COLUMN {name} {kind}"))
+        for table, columns in _COLUMNS_ADDED.items():
+            have = {c["name"] for c in inspect(conn).get_columns(table, schema=schema)}
+            qualified = f'"{schema}".{table}' if schema else table
+            for name, kind in columns:
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE {qualified} ADD COLUMN {name} {kind}"))
         for index in blobs.indexes:
             index.create(conn, checkfirst=True)
         _ready.add(storage)
@@ -233,7 +248,7 @@ def _row(conn: Connection, blob_id: str, *, lock: bool = False) -> Any:
 
 def _hold(conn: Connection, blob_id: str, device: int) -> None:
     """Records that ``device`` holds (some of) blob ``blob_id``: the server keeps the blob, once no live
-    attachment names it, until the device has synced past the op that dropped it (:func:`sweep`)."""
+    attachment names it, until the device says it deleted its copy (:func:`deleted`)."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(insert(blob_holders).values(blob=blob_id, device=device).on_conflict_do_nothing())
 
@@ -506,7 +521,7 @@ def carry_back(
 def collect(storage: Storage, settings: Settings, eids: list[str], pusher: Device | None = None) -> int:
     """Marks dropped the blobs of records ``eids`` (and, for a resident, of their visits, tickets and parcels)
     that no live attachment names any more (:func:`caresync.trust.blobs.live_blobs`: removed, or erased), at the
-    op cursor the server has reached; then deletes those every holder has synced past (:func:`sweep`). Run after
+    op cursor the server has reached; then deletes those no device holds any more (:func:`sweep`). Run after
     a push that carried a removal or an erasure; ``pusher`` holds the op that dropped them, so no longer counts as
     a holder. Returns how many blobs were deleted."""
     if not eids:
@@ -538,24 +553,10 @@ def collect(storage: Storage, settings: Settings, eids: list[str], pusher: Devic
     return sweep(storage, settings)
 
 
-def sweep(storage: Storage, settings: Settings, device: Device | None = None, after: int | None = None) -> int:
-    """Deletes, from the database and the folder, the dropped blobs that no device still holds: a holder stops
-    holding one once it pulls with a cursor past the op that dropped it (``device`` pulled after ``after``), and
-    a revoked device holds nothing. Returns how many were deleted. A pull that passes no such mark reads once
-    and writes nothing."""
+def sweep(storage: Storage, settings: Settings) -> int:
+    """Deletes, from the database and the folder, the dropped blobs no device holds any more (a revoked device
+    holds nothing); returns how many."""
     _ensure_tables(storage)
-    if device is not None and after is not None:
-        passed = select(blob_holders.c.blob).where(
-            blob_holders.c.device == device.id,
-            blob_holders.c.blob.in_(select(blobs.c.id).where(blobs.c.dropped.is_not(None), blobs.c.dropped <= after)),
-        )
-        with storage.engine.connect() as conn:
-            if conn.execute(passed.limit(1)).first() is None:
-                return 0
-        with storage.transaction() as conn:
-            conn.execute(
-                blob_holders.delete().where(blob_holders.c.device == device.id, blob_holders.c.blob.in_(passed))
-            )
     holding = exists().where(
         blob_holders.c.blob == blobs.c.id, devices.c.id == blob_holders.c.device, devices.c.revoked_at.is_(None)
     )
@@ -569,6 +570,44 @@ def sweep(storage: Storage, settings: Settings, device: Device | None = None, af
         for part in (True, False):
             _path(settings, blob_id, part=part).unlink(missing_ok=True)
     return len(gone)
+
+
+def to_delete(storage: Storage, device: Device) -> list[str]:
+    """The dropped blobs ``device`` still holds, for the answer to its pull (or relayed bundle) to tell it to
+    delete. This reaches the devices that never see the op that dropped a blob: a courier's handheld holds a
+    parcel's photo, but never sees the erasure of the parcel's resident. A pull with none reads once."""
+    _ensure_tables(storage)
+    query = (
+        select(blob_holders.c.blob)
+        .join(blobs, blobs.c.id == blob_holders.c.blob)
+        .where(blob_holders.c.device == device.id, blobs.c.dropped.is_not(None))
+        .order_by(blob_holders.c.blob)
+        .limit(MAX_DELETED)
+    )
+    try:
+        with storage.engine.connect() as conn:
+            return [str(b) for (b,) in conn.execute(query)]
+    except sa_exc.DBAPIError:  # the database was replaced under this process (a restore from a backup): again
+        _ready.discard(storage)
+        _ensure_tables(storage)
+        with storage.engine.connect() as conn:
+            return [str(b) for (b,) in conn.execute(query)]
+
+
+def deleted(storage: Storage, settings: Settings, device: Device, blob_ids: Sequence[str]) -> int:
+    """Takes a device's word that it deleted ``blob_ids`` (and committed it: it says so in its next request): it
+    holds them no longer, and a dropped blob no device holds any more is deleted (:func:`sweep`). Returns how
+    many blobs were deleted. A device saying so of a blob it still holds harms only itself."""
+    if not blob_ids:
+        return 0
+    _ensure_tables(storage)
+    with storage.transaction() as conn:
+        gone = conn.execute(
+            blob_holders.delete().where(
+                blob_holders.c.device == device.id, blob_holders.c.blob.in_(sorted(set(blob_ids)))
+            )
+        ).rowcount
+    return sweep(storage, settings) if gone else 0
 
 
 # --- routes --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from caresync.core.ops import MAX_BLOB_BYTES
-from caresync.sync.bundles.format import MAX_HANDOFFS, MAX_WANTS
+from caresync.sync.bundles.format import MAX_DELETED, MAX_HANDOFFS, MAX_WANTS
 from caresync.trust.blobs import CHUNK_SIZE
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -73,6 +73,7 @@ def _integral(value: Any) -> Any:
 _INTEGRAL = BeforeValidator(_integral)
 ReplicaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 MAX_BLOB_CHUNKS = MAX_BLOB_BYTES // CHUNK_SIZE + 1
+BlobIdText = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 #: A pull cursor as this server writes it (``<ms>.<n>``), or empty for the start; a cursor past the end of the
 #: log is the end of the log.
 CURSOR_PATTERN = r"^([0-9]{1,15}\.[0-9]{1,7})?$"
@@ -180,6 +181,10 @@ class PullRequest(BaseModel):
         1000, description="The most ops wanted; the server answers with at most `max_pull_limit`."
     )
     time_ms: Millis = Field(description="The device's wall clock now (uncorrected).")
+    deleted: Annotated[list[BlobIdText], Field(max_length=MAX_DELETED)] = Field(
+        default_factory=list,
+        description="Blobs the device deleted (and committed) since it last said so: it holds them no longer.",
+    )
 
 
 class PullResponse(BaseModel):
@@ -190,6 +195,11 @@ class PullResponse(BaseModel):
     more: bool = Field(description="True when more ops may follow: pull again with the new cursor.")
     server_time_ms: int
     clock_offset_ms: int
+    drop_blobs: list[str] | None = Field(
+        None,
+        description="Present when the device holds blobs no live attachment names any more (removed, or their "
+        "resident erased, which the device may not see): it deletes them, and says so in `deleted`.",
+    )
 
 
 class Health(BaseModel):
@@ -324,7 +334,7 @@ class WantedBlob(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="allow")
 
-    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    id: BlobIdText
     op: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$")]
     need: Annotated[list[Annotated[int, Field(ge=0, le=MAX_BLOB_CHUNKS)]], Field(max_length=MAX_BLOB_CHUNKS)] | None = (
         None
@@ -345,6 +355,7 @@ class BundleFields(BaseModel):
     receipts: Annotated[list[Receipt], Field(max_length=MAX_RECEIPTS)]
     ops: list[dict[str, Any]]
     wants: Annotated[list[WantedBlob], Field(max_length=MAX_WANTS)] = Field(default_factory=list)
+    deleted: Annotated[list[BlobIdText], Field(max_length=MAX_DELETED)] = Field(default_factory=list)
     pull: Literal["eager", "thumbs", "lazy"] = "lazy"
 
 

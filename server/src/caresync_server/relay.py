@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 
 from .admission import body_text
-from .blobs import carry_back, sweep, take_carried
+from .blobs import carry_back, deleted, take_carried, to_delete
 from .bodies import inflate, max_values, read_json
 from .deps import DeviceDep
 from .deps import request_now as _now
@@ -309,7 +309,8 @@ def _deliver(
         return _refusal(exc.code.value, exc.message, bundle_id)
     after = _parse_cursor(bundle["cursor"])
     page = storage.pull(device, origin, after, ANSWER_OPS, device.clock_offset_ms or 0, now)
-    sweep(storage, storage.settings, device, after)  # the device applied every op up to its relay cursor
+    released = [str(b) for b in bundle.get("deleted") or ()]  # blobs the device deleted: it holds them no longer
+    deleted(storage, storage.settings, device, released)
     held = take_carried(storage, device, carried, now)
     page_ops = ops_from_rows(page.rows)
     wants = [(w["id"], w["op"], w.get("need")) for w in bundle.get("wants") or ()]
@@ -330,6 +331,11 @@ def _deliver(
     if held:  # the blobs the server now holds whole, and how far it got with those split over several bundles
         payload["blobs"] = sorted(b for b, chunks in held.items() if len(chunks) == whole[b])
         payload["blobs_held"] = {b: chunks for b, chunks in held.items() if len(chunks) < whole[b]}
+    if released:
+        payload["blobs_released"] = released
+    drop = to_delete(storage, device)
+    if drop:  # blobs the device holds that no live attachment names any more: it deletes them
+        payload["drop_blobs"] = drop
     if back:  # blobs carried back to the device, sealed as they rest, inside the answer sealed to it
         payload["blob_chunks"] = back
         payload["blobs_more"] = blobs_more

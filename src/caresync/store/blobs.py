@@ -16,6 +16,7 @@ erased (:meth:`BlobStore.named`); a blob no such op names is collected (:meth:`B
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from pydantic_core import from_json
@@ -30,6 +31,8 @@ __all__ = ["PULL_MODES", "BlobState", "BlobStore"]
 #: one is fetched.
 PULL_MODES = ("eager", "thumbs", "lazy")
 _PULL_MODE_META = "blob_pull_mode"
+_DELETED_META = "blobs_deleted"  # deleted here, held by the server: not yet told it (it counts this device a holder)
+_GONE_META = "blobs_gone"  # the server said no live attachment names them: never fetched again
 
 _REFS = (
     "SELECT origin, seq, eid, kind, hlc, body FROM ops "
@@ -91,6 +94,8 @@ class BlobStore:
 
     def declare(self, manifest: BlobManifest, *, sent: bool = False) -> None:
         """Records a blob this replica will hold (its chunks come with :meth:`put_chunk`)."""
+        if manifest.id in self._listed(_DELETED_META):  # held again: the server must go on counting this device
+            self._unlist(_DELETED_META, [manifest.id])
         self._store.sql(
             "INSERT INTO blobs (id, size, chunks, held, sent) VALUES (?, ?, ?, 0, ?) "
             "ON CONFLICT (id) DO UPDATE SET sent = max(sent, excluded.sent)",
@@ -184,22 +189,73 @@ class BlobStore:
         return live_blobs(rows, erased, resident_of)
 
     def delete(self, blob_ids: Iterable[str]) -> int:
-        """Deletes blobs and their chunks; returns how many there were."""
+        """Deletes blobs and their chunks; returns how many there were. Those the sync server holds are listed
+        for the next sync to tell it (:meth:`deleted`): it keeps a blob no attachment names until every device
+        that held it says it deleted it."""
         ids = sorted(set(blob_ids))
         if not ids:
             return 0
         with self._store.write():
+            told = []
             for blob_id in ids:
+                if self._store.sql("SELECT sent FROM blobs WHERE id = ? AND sent = 1", (blob_id,)):
+                    told.append(blob_id)
                 self._store.sql("DELETE FROM blob_chunks WHERE id = ?", (blob_id,))
                 self._store.sql("DELETE FROM blobs WHERE id = ?", (blob_id,))
+            if told:
+                self._list(_DELETED_META, told)
         return len(ids)
+
+    def drop(self, blob_ids: Iterable[str]) -> int:
+        """Deletes the blobs the sync server says no live attachment names any more (a removal or an erasure this
+        device may not see: a courier's handheld never sees a resident's erasure), and never fetches them again.
+        Only blobs the server holds are deleted: a blob this device made and has not sent stays. Returns how
+        many were deleted."""
+        ids = sorted(set(blob_ids))
+        if not ids:
+            return 0
+        with self._store.write():
+            mine = {b for b in ids if self._store.sql("SELECT 1 FROM blobs WHERE id = ? AND sent = 0", (b,))}
+            self._list(_GONE_META, [b for b in ids if b not in mine])
+            here = [b for b in ids if b not in mine and b in self.held()]
+            self.delete(here)
+            if here:
+                self._store.scrub_after()  # often an erasure: the chunks must not linger in the write-ahead log
+        return len(here)
+
+    def deleted(self) -> list[str]:
+        """The blobs deleted here that the sync server has not yet been told of, oldest first."""
+        return self._listed(_DELETED_META)
+
+    def told(self, blob_ids: Iterable[str]) -> None:
+        """Remembers that the sync server was told these blobs were deleted here."""
+        self._unlist(_DELETED_META, blob_ids)
+
+    def _listed(self, key: str) -> list[str]:
+        return [str(b) for b in from_json(self._store.get_meta(key) or "[]")]
+
+    def _list(self, key: str, blob_ids: Iterable[str]) -> None:
+        listed = self._listed(key)
+        have = set(listed)
+        for blob_id in blob_ids:
+            if blob_id not in have:
+                have.add(blob_id)
+                listed.append(blob_id)
+        self._store.set_meta(key, json.dumps(listed))
+
+    def _unlist(self, key: str, blob_ids: Iterable[str]) -> None:
+        drop = set(blob_ids)
+        listed = self._listed(key)
+        if drop & set(listed):
+            self._store.set_meta(key, json.dumps([b for b in listed if b not in drop]))
 
     def wanted(self, mode: str = "eager") -> list[BlobRef]:
         """The blobs live attachments name that are not whole here: every one (``eager``), thumbnails only
         (``thumbs``) or none (``lazy``); one entry per blob."""
         if mode == "lazy":
             return []
-        complete = {
+        gone = set(self._listed(_GONE_META))
+        complete = gone | {
             blob_id
             for blob_id, chunks, held in self._store.sql("SELECT id, chunks, held FROM blobs")
             if held * 64 == len(chunks)

@@ -328,6 +328,11 @@ class Store:
             else:
                 self._checkpointer.poke()
 
+    def scrub_after(self) -> None:
+        """Asks that the write-ahead log be emptied into the file once the current transaction commits, as after a
+        redaction: for deleted data that must not linger in it (the blobs of an erased resident)."""
+        self._scrub = True
+
     def _checkpoint(self) -> None:
         """Redacted data must not linger in the write-ahead log: copy it into the file and empty the log.
 

@@ -39,6 +39,7 @@ from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, devic
 from caresync.sync import blobsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, Link, Wait, WaitCallback
 from caresync.sync.blobsync import BlobTransfer
+from caresync.sync.bundles.format import MAX_DELETED
 from caresync.sync.wire import encode_envelope
 from caresync.trust.keys import StationKeyLink
 from caresync.trust.signing import failing_signatures
@@ -540,14 +541,14 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
     page k is committed; the cursor saved is still only ever the one of a committed page. A crash or an error
     loses at most the pages in flight, which the next sync asks for again."""
     key = f"sync_cursor {link.base}"
+    deleted = device.blobs.deleted()[:MAX_DELETED]  # blobs deleted here since the server was last told
 
-    def fetch(cursor: str) -> _Page:
+    def fetch(cursor: str, told: list[str] | None = None) -> _Page:
         time_ms = device.clock.physical_ms() - device.clock.offset_ms  # read as the request leaves
-        answer = link.post(
-            "/v1/pull",
-            json={"replica": device.id, "cursor": cursor, "limit": batch, "time_ms": time_ms},
-            compact=True,
-        )
+        request: dict[str, Any] = {"replica": device.id, "cursor": cursor, "limit": batch, "time_ms": time_ms}
+        if told:
+            request["deleted"] = told
+        answer = link.post("/v1/pull", json=request, compact=True)
         try:
             ops, new_cursor, more = answer["ops"], str(answer["cursor"]), bool(answer["more"])
         except (KeyError, TypeError) as exc:
@@ -567,12 +568,18 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
     folded = _Folded() if device.store.op_count() == 0 else None
     try:
         with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
-            newest: Future[_Page | None] = pool.submit(fetch, device.store.get_meta(key) or "")
+            newest: Future[_Page | None] = pool.submit(fetch, device.store.get_meta(key) or "", deleted)
             ahead = deque([newest])
             while ahead:
                 got = ahead.popleft().result()
                 if got is None:
                     break
+                if deleted:  # the server answered: it holds this device no longer a holder of those
+                    device.blobs.told(deleted)
+                    deleted = []
+                dropped = got.answer.get("drop_blobs")
+                if isinstance(dropped, list):  # removed or erased where this device may not see: delete them
+                    device.blobs.drop(str(b) for b in dropped)
                 if not got.last:
                     while len(ahead) < PAGES_AHEAD:
                         newest = pool.submit(fetch_after, newest)

@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_TTL_HOURS",
     "MAX_BUNDLE_BLOB_BYTES",
     "MAX_BUNDLE_OPS",
+    "MAX_DELETED",
     "MAX_HANDOFFS",
     "MAX_WANTS",
     "SERVER_SIG",
@@ -66,6 +67,8 @@ MAX_HANDOFFS = 500
 MAX_BUNDLE_BLOB_BYTES = 4 * 1024 * 1024
 #: At most this many blobs a bundle asks to be carried back (``wants``); the others are asked for next time.
 MAX_WANTS = 500
+#: At most this many blob ids a request (or a bundle) reports deleted, and an answer tells a device to delete.
+MAX_DELETED = 1000
 #: The key of the server's signature inside an answer's sealed payload.
 SERVER_SIG = "server_sig"
 HOUR_MS = 3_600_000

@@ -49,6 +49,7 @@ from caresync.sync.bundles.format import (
     HOUR_MS,
     MAX_BUNDLE_BLOB_BYTES,
     MAX_BUNDLE_OPS,
+    MAX_DELETED,
     MAX_HANDOFFS,
     MAX_WANTS,
     SERVER_SIG,
@@ -120,6 +121,9 @@ def make_bundle(
     wants = _blobs_wanted(device)
     if wants:
         bundle["wants"] = wants
+    deleted = device.blobs.deleted()[:MAX_DELETED]
+    if deleted:  # blobs deleted here: the server stops counting this device among their holders
+        bundle["deleted"] = deleted
     bundle["pull"] = device.blobs.pull_mode
     bundle["sig"] = device.device_key.sign(canonical(bundle)).hex()
     return bundle
@@ -265,6 +269,8 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             held_blobs = [str(b) for b in payload.get("blobs", ())]
             held_parts = {str(b): [int(n) for n in ns] for b, ns in dict(payload.get("blobs_held") or {}).items()}
             carried = carried_blobs(payload, "blob_chunks")  # each chunk checked against its blob's manifest
+            released = [str(b) for b in payload.get("blobs_released", ())]
+            drop = [str(b) for b in payload.get("drop_blobs", ())]
             blobs_more = bool(payload.get("blobs_more"))
             refusals = [(str(r["op"]), str(r["code"]), str(r["reason"])) for r in payload["refused"]]
             answer_more = bool(payload["more"])
@@ -279,8 +285,10 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             if not trusted:  # only the server's own word may stop this device from sending its work again
                 acks, refusals = [], []
             acked += store.mark_sent(acks)
-            if trusted:
+            if trusted:  # only the server's own word may make this device delete a blob or stop saying it did
                 _note_server_holds(device, held_blobs, held_parts)
+                device.blobs.told(released)
+                device.blobs.drop(drop)
             chunks += _keep_carried(device, carried)
             rows = []
             for text, code, reason in refusals:
