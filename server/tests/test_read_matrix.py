@@ -1,79 +1,126 @@
-"""The read side of the role table, against the real app over SQLite and PostgreSQL: for every role, which grids'
-private content a device of that role can open, as the system stands (docs/security.md, "Who can read what").
+"""The read side of the role table, against a real server process over SQLite and PostgreSQL: for every role, which
+grids' private content a device of that role can open (docs/security.md, "Who can read what").
 
-The station's desk writes residents, tickets (a dispute and a repair), visits and parcels with free text in two
-communities, sealed to its key; a device of every role, scoped to one area, pulls what the server sends it. No op
-that leaves the server carries free text in clear (whatever the role), and the content a device can open is: every
-grid of its scope for the station's and the admin's devices (they hold the station key), none for the other roles
-(no readers' keys yet: they hold only the station's public key).
+Every device is enrolled with a code (so it has a device key the desk can wrap readers' keys to): a device of every
+role scoped to one area (``changnan/dorm``), and readers of every reading role in another community (``xinan``),
+so that readers' keys exist for both. The desk makes the station key, grants readers' keys at its sync, and writes
+residents, tickets (a dispute and a repair), visits and parcels with free text in a building of each. Then:
+
+1. every device syncs: no op the server sends it carries free text in clear, and of what it holds it opens exactly
+   what its role reads in its grids (the station's and the admin's devices hold the station key: everything);
+2. every device is then handed every op the desk wrote, both grids, all record types, past the server's scope
+   filter (as a copy of another device's file would hand them): it still opens only what its role may read in its
+   own grids. Readers' keys are per grid *and* role: a mediator opens a dispute of its grid, not a resident's name
+   there; a knocker opens residents and visits of its grid, not a ticket; nobody but the station opens a parcel's
+   summary or anything of the other community.
 """
 
 from __future__ import annotations
 
-from caresync import Role, StationKey
+import contextlib
+from pathlib import Path
+
+from caresync import Replica, Role
+from caresync.sync import stationkey
+from caresync.trust.gridkeys import READER_ROLES
 from caresync.trust.keys import is_sealed
 from caresync.trust.scopes import RecordScope, may_read
 from caresync.trust.sealing import unsealed_fields
 
-from support import ReplicaFactory, Server
+from caresync_server.settings import Settings
+from caresync_server.storage import Storage
+from caresync_server.testing import ServerProcess
 
 INSIDE = "changnan/dorm/3"
 OUTSIDE = "xinan/lane-1"
 DEVICE_GRIDS = ("changnan/dorm",)
 SECRET = "Marker-Read-Rm5 私密"
-#: Who opens the content of the records it holds, by role (readers' keys would widen the field roles' rows).
-OPENS: dict[Role, bool] = {role: role in (Role.STATION, Role.ADMIN) for role in Role}
+_GETTER = {"resident": "residents", "visit": "visits", "ticket": "tickets", "parcel": "parcels"}
+_FIELD = {"resident": "name", "visit": "note", "ticket": "title", "parcel": "summary"}
 
 
-def test_every_role_opens_only_what_its_keys_open_and_nothing_leaves_the_server_in_clear(
-    server: Server, make_replica: ReplicaFactory
-) -> None:
-    key = StationKey.generate()
-    assert key.signing_public_key is not None
-    server.storage.set_station_key(key.signing_public_key)
-    desk = make_replica("desk")
-    desk.install_station_key(key)
-    records: dict[str, tuple[RecordScope, str]] = {}  # id -> (scope, a private field's value when opened)
-    for grid in (INSIDE, OUTSIDE):
-        resident = desk.residents.register(name=f"{SECRET} {grid}", grid=grid, address="Room 401")
-        records[resident.id] = (RecordScope("resident", grid), f"{SECRET} {grid}")
-        visit = desk.visits.record(resident_id=resident.id, outcome="well", note=f"{SECRET} visit")
-        records[visit.id] = (RecordScope("visit", grid), f"{SECRET} visit")
-        for kind in ("dispute", "repair"):
-            ticket = desk.tickets.submit(title=f"{SECRET} {kind}", kind=kind, grid=grid, description="told")
-            records[ticket.id] = (RecordScope("ticket", grid, kind), f"{SECRET} {kind}")
-        parcel = desk.parcels.register(code=f"P-{grid.replace('/', '-')}", grid=grid, summary=f"{SECRET} parcel")
-        records[parcel.id] = (RecordScope("parcel", grid), f"{SECRET} parcel")
-    answer = server.push(server.enroll("desk", "station", ""), desk.id, desk.export_ops({}, limit=100_000)).json()
-    assert answer["refused"] == [] and answer["stored"] > 0
+def _opens(role: Role, scope: RecordScope) -> bool:
+    """Whether a device of ``role`` in :data:`DEVICE_GRIDS` opens a record's private fields: the station's and the
+    admin's devices hold the station key; a reading role opens what its role reads in its grids."""
+    if role in (Role.STATION, Role.ADMIN):
+        return True
+    return role.value in READER_ROLES and may_read(role, DEVICE_GRIDS, scope)
 
-    def private_value(device: object, eid: str) -> str | None:
-        scope = records[eid][0]
-        getter = {"resident": "residents", "visit": "visits", "ticket": "tickets", "parcel": "parcels"}[scope.type]
-        record = getattr(device, getter).get(eid)
-        field = {"resident": "name", "visit": "note", "ticket": "title", "parcel": "summary"}[scope.type]
-        return getattr(record, field)  # type: ignore[no-any-return]
 
-    for role in Role:
-        device = make_replica(f"device-{role.value}")
-        token = server.enroll(f"device-{role.value}", role.value, *DEVICE_GRIDS)
-        if OPENS[role]:
-            device.install_station_key(key)  # the station's own desks and its admin's machine hold the key
-        else:
-            device.set_station_public_key(key.public_key)
-        pulled = server.pull_all(token, device.id)
-        in_clear = [(op["kind"], op["eid"]) for op in pulled if unsealed_fields(op["kind"], op["body"])]
-        assert in_clear == [], f"a {role.value} device received free text in clear: {in_clear[:5]}"
-        assert SECRET.encode() not in repr(pulled).encode()
-        device.apply_ops(pulled)
-        opened: dict[str, bool] = {}
-        for eid, (scope, plain) in records.items():
-            if not may_read(role, DEVICE_GRIDS, scope):
-                continue
-            value = private_value(device, eid)
-            assert value == plain or is_sealed(value), (role, eid, value)
-            opened[scope.grid or ""] = opened.get(scope.grid or "", False) or value == plain
-        assert opened, f"a {role.value} device holds none of the records: the check would be empty"
-        held_grids = {grid for grid in opened}
-        assert held_grids <= {INSIDE}, f"a {role.value} device holds records outside its grids: {held_grids}"
-        assert set(opened.values()) <= {OPENS[role]}, f"{role.value}: opens {opened}, expected {OPENS[role]}"
+def _private(device: Replica, eid: str, scope: RecordScope) -> str:
+    value: str = getattr(getattr(device, _GETTER[scope.type]).get(eid), _FIELD[scope.type])
+    return value
+
+
+def test_every_role_opens_only_what_its_role_reads_in_its_grids(settings: Settings, tmp_path: Path) -> None:
+    storage = Storage(settings)
+    storage.ensure_schema(create=True)
+    try:
+        codes = {"desk": storage.issue_code("desk", "station", [""]).code}
+        for role in Role:
+            codes[role.value] = storage.issue_code(f"device-{role.value}", role.value, list(DEVICE_GRIDS)).code
+        for role in READER_ROLES:  # readers in the other community, so that readers' keys exist there too
+            codes[f"xinan-{role}"] = storage.issue_code(f"xinan-{role}", role, ["xinan"]).code
+    finally:
+        storage.close()
+    key_file = {"CARESYNC_SERVER_KEY_FILE": settings.server_key_file} if settings.server_key_file else {}
+    server = ServerProcess(
+        settings.database_url, tmp_path, database_schema=settings.database_schema, environment=key_file
+    ).start()
+    try:
+        with contextlib.ExitStack() as stack:
+            devices = {name: stack.enter_context(Replica.open(tmp_path / f"{name}.db", actor=name)) for name in codes}
+            for name, device in devices.items():
+                device.enroll(server.url, codes[name])
+            desk = devices["desk"]
+            stationkey.create_station_key(desk)
+            stationkey.register_station_key(desk)
+            key = desk.station_key
+            assert key is not None
+            for role in (Role.STATION, Role.ADMIN):  # the station's own desks and its admin's machine
+                devices[role.value].install_station_key(key)
+            for name, device in devices.items():
+                if name != "desk":
+                    device.sync()  # bound to its replica: the desk can wrap readers' keys to it
+            granted = desk.sync().grid_keys.grants
+            assert granted is not None and len(granted.made) == 2 * len(READER_ROLES)
+
+            records: dict[str, tuple[RecordScope, str]] = {}  # id -> (scope, a private field's value when opened)
+            for grid in (INSIDE, OUTSIDE):
+                resident = desk.residents.register(name=f"{SECRET} {grid}", grid=grid, address="Room 401")
+                records[resident.id] = (RecordScope("resident", grid), f"{SECRET} {grid}")
+                visit = desk.visits.record(resident_id=resident.id, outcome="well", note=f"{SECRET} visit")
+                records[visit.id] = (RecordScope("visit", grid), f"{SECRET} visit")
+                for kind in ("dispute", "repair"):
+                    ticket = desk.tickets.submit(title=f"{SECRET} {kind}", kind=kind, grid=grid, description="told")
+                    records[ticket.id] = (RecordScope("ticket", grid, kind), f"{SECRET} {kind}")
+                parcel = desk.parcels.register(code=f"P-{grid.replace('/', '-')}", grid=grid, summary=f"{SECRET} p")
+                records[parcel.id] = (RecordScope("parcel", grid), f"{SECRET} p")
+            assert desk.sync().pushed > 0
+            everything = desk.export_ops({}, limit=100_000)
+            assert not [op for op in everything if unsealed_fields(op["kind"], op["body"])]
+
+            for role in Role:
+                device = devices[role.value]
+                device.sync()
+                pulled = device.export_ops({}, limit=100_000)
+                assert SECRET.encode() not in repr(pulled).encode()
+                held = {eid: records[eid] for eid in {op["eid"] for op in pulled} & set(records)}
+                assert held, f"a {role.value} device holds none of the records: the check would be empty"
+                assert {scope.grid for scope, _ in held.values()} == {INSIDE}, f"{role.value} holds another grid"
+                for eid, (scope, plain) in held.items():  # 1. what the server sent it
+                    value = _private(device, eid, scope)
+                    assert value == plain if _opens(role, scope) else is_sealed(value), (role, scope, value)
+
+                device.apply_ops(everything)  # 2. every op, past the server's scope filter
+                opened = {}
+                for eid, (scope, plain) in records.items():
+                    value = _private(device, eid, scope)
+                    assert value == plain or is_sealed(value), (role, eid, value)
+                    opened[(scope.type, scope.grid, scope.kind)] = value == plain
+                expected = {(s.type, s.grid, s.kind): _opens(role, s) for s, _ in records.values()}
+                assert opened == expected, f"{role.value}: opens {opened}, expected {expected}"
+                if role.value in READER_ROLES:  # it opens something, and nothing of the other community
+                    assert any(opened.values()) and not any(v for (_, g, _), v in opened.items() if g == OUTSIDE)
+    finally:
+        server.stop()

@@ -17,7 +17,7 @@ from caresync_server.testing import ServerProcess, enroll
 
 CONFIG = Path(__file__).parent / "contract" / "schemathesis.toml"
 #: The protocol's routes (the station's admin routes under /v1/admin are another issue's, and not in this run).
-ROUTES = r"^/(v1/(push|pull|relay|relays|enroll|token|device|numbers|info|station-key)|healthz)$"
+ROUTES = r"^/(v1/(push|pull|relay|relays|enroll|token|device|numbers|info|station-key|grid-keys)|healthz)$"
 
 
 def _schemathesis(tmp_path: Path, examples: int) -> None:

@@ -325,13 +325,16 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
             ("entities", "kind_hlc"),
         ):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("DROP TABLE grid_key_wraps")  # schema version 3's tables (readers' keys)
+        db.execute("DROP TABLE grid_keys")
         db.execute("DELETE FROM meta WHERE key = 'server_signing_key'")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         db.commit()
     storage = Storage(settings)
     try:
-        assert storage.ensure_schema(create=False) == SCHEMA_VERSION == 2
-        assert storage.ping() == 2
+        assert storage.ensure_schema(create=False) == SCHEMA_VERSION == 3
+        assert storage.ping() == 3
+        assert storage.grid_keys(storage.authenticate(token)) == ([], [])  # readers' keys' tables are there, empty
         device = storage.authenticate(token)  # the old token still works, and never expires
         assert device.scope_version == 1 and device.token_expires_at is None
         page = storage.pull(device, "a" * 16, 0, 100, 0, START_MS)  # tickets got their kind: the dispute shows

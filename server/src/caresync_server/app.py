@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -603,7 +604,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"There is no {request.url.path} on this server; /openapi.json lists the endpoints."
         return _envelope(404, ErrorCode.NOT_FOUND, message, [], **headers)
     if error.status_code == 405:
-        allowed = next((value for name, value in headers.items() if name.lower() == "allow"), "-")
+        allowed = _allowed_methods(request) or next((v for k, v in headers.items() if k.lower() == "allow"), "-")
+        headers = {**{k: v for k, v in headers.items() if k.lower() != "allow"}, "Allow": allowed}
         message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})."
         return _envelope(405, ErrorCode.METHOD_NOT_ALLOWED, message, [], **headers)
     if error.status_code == 413:
@@ -613,6 +615,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return _envelope(400, ErrorCode.INVALID_JSON, "The body is not valid JSON; nothing was done.", details)
     code = ErrorCode.INVALID_REQUEST if error.status_code < 500 else ErrorCode.INTERNAL
     return _envelope(error.status_code, code, str(error.detail), [], **headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the OpenAPI document gives this path (Starlette names only the first route's when two routes
+    share a path with different methods, as ``GET`` and ``PUT /v1/grid-keys`` do)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    for template, operations in paths.items():
+        if re.fullmatch(re.sub(r"\{[^}/]+\}", "[^/]+", template), request.url.path):
+            return ", ".join(sorted(method.upper() for method in operations if method in _HTTP_METHODS))
+    return ""
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     DAMAGED_CHUNK = "damaged_chunk"
     UNSEALED_FIELD = "unsealed_field"
     STATION_KEY_CONFLICT = "station_key_conflict"
+    GRID_KEY_CONFLICT = "grid_key_conflict"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
 
@@ -97,6 +98,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.DAMAGED_CHUNK: 422,
     ErrorCode.UNSEALED_FIELD: 422,
     ErrorCode.STATION_KEY_CONFLICT: 409,
+    ErrorCode.GRID_KEY_CONFLICT: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
 }

@@ -21,8 +21,10 @@ __all__ = [
     "CODE_PATTERN",
     "CURSOR_PATTERN",
     "JSON_MAX_INT",
+    "MAX_GRID_KEYS",
     "MAX_HANDOFFS",
     "MAX_RECEIPTS",
+    "MAX_WRAPS",
     "PROTOCOL_VERSION",
     "AdminDevice",
     "AdminDevices",
@@ -35,6 +37,14 @@ __all__ = [
     "EnrollRequest",
     "ErrorBody",
     "ErrorEnvelope",
+    "GridKeyIn",
+    "GridKeyModel",
+    "GridKeyReader",
+    "GridKeyWrap",
+    "GridKeyWrapIn",
+    "GridKeysRequest",
+    "GridKeysResponse",
+    "GridKeysStored",
     "Handoff",
     "Health",
     "Info",
@@ -274,6 +284,96 @@ class StationKeyRequest(BaseModel):
     public_key: HexKey | None = None
     signing_key: HexKey | None = None
     signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$")] | None = None
+
+
+_SEGMENT = r"[^/\s](?:[^/]{0,62}[^/\s])?"
+#: A key grid: a grid path (one to three segments, as :func:`caresync.core.domain.check_grid` says), or ``""``.
+GridKeyGrid = Annotated[str, StringConstraints(max_length=300, pattern=f"^$|^{_SEGMENT}(?:/{_SEGMENT}){{0,2}}$")]
+#: The roles that read with readers' keys.
+ReaderRole = Literal["grid_worker", "knocker", "mediator"]
+#: The most readers' keys one ``PUT /v1/grid-keys`` carries, and wraps per key.
+MAX_GRID_KEYS = 200
+MAX_WRAPS = 2000
+
+
+class GridKeyWrapIn(BaseModel):
+    """One readers' key's secret wrapped (sealed) to one device's key."""
+
+    model_config = _REQUEST
+
+    replica: ReplicaId = Field(description="The device (replica id) it is wrapped to.")
+    wrap: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]+={0,2}$", max_length=1000)] = Field(
+        description="Base64 sealed box to the device's X25519 key (converted from its Ed25519 device key)."
+    )
+
+
+class GridKeyIn(BaseModel):
+    """One version of a key grid's readers' key, as the station's desk publishes it."""
+
+    model_config = _REQUEST
+
+    grid: GridKeyGrid = Field(description='The key grid; `""` is everywhere.')
+    role: ReaderRole = Field(description="The role whose devices read with it in that grid.")
+    version: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    public_key: HexKey = Field(description="Hex X25519 public key.")
+    signature: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{128}$")] = Field(
+        description="Hex Ed25519 signature by the registered station key of `caresync grid-key v1\\n` + role + "
+        "`\\n` + grid + `\\n` + version + `\\n` + public key (the 32 bytes)."
+    )
+    wraps: list[GridKeyWrapIn] = Field(default_factory=list, max_length=MAX_WRAPS)
+
+
+class GridKeysRequest(BaseModel):
+    """``PUT /v1/grid-keys``: readers' keys the station's desk publishes, with their wraps."""
+
+    model_config = _REQUEST
+
+    keys: list[GridKeyIn] = Field(min_length=1, max_length=MAX_GRID_KEYS)
+
+
+class GridKeysStored(BaseModel):
+    """What ``PUT /v1/grid-keys`` stored."""
+
+    keys: int = Field(description="Keys new to the server.")
+    wraps: int = Field(description="Wraps stored (added or replaced).")
+
+
+class GridKeyModel(BaseModel):
+    """A published readers' key: public half and the station key's signature."""
+
+    grid: str
+    role: str
+    version: int
+    public_key: str = Field(description="Hex X25519 public key.")
+    signature: str = Field(description="Hex Ed25519 signature (see `PUT /v1/grid-keys`).")
+    signing_key: str = Field(description="Hex Ed25519 station key that signed it.")
+
+
+class GridKeyWrap(BaseModel):
+    """A wrap addressed to the asking device."""
+
+    grid: str
+    role: str
+    version: int
+    wrap: str = Field(description="Base64 sealed box to the asking device's key.")
+
+
+class GridKeyReader(BaseModel):
+    """A device entitled to readers' keys (listed to the station's desk only)."""
+
+    replica: str
+    role: str
+    grids: list[str]
+    public_key: str = Field(description="Hex Ed25519 device key it enrolled with.")
+
+
+class GridKeysResponse(BaseModel):
+    """``GET /v1/grid-keys``: every published readers' key, the asking device's wraps, and, for a station or admin
+    device scoped everywhere, the devices entitled to readers' keys (null for every other device)."""
+
+    keys: list[GridKeyModel]
+    wraps: list[GridKeyWrap]
+    readers: list[GridKeyReader] | None
 
 
 class StationKeyLinkModel(BaseModel):

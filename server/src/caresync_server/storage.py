@@ -10,7 +10,10 @@ Tables (schema version :data:`SCHEMA_VERSION`, kept in ``meta``):
 * ``origins``: per device (origin), ``contig``: the highest seq with every seq up to it stored or refused;
 * ``entities``: per record, its type and the grid it lives in (for scope and permission);
 * ``refusals``: the ops refused, with the fingerprint of what was refused and the reason, answered again
-  whenever the op comes back.
+  whenever the op comes back;
+* ``grid_keys`` (schema version 3): the readers' keys the station published, public halves only, each signed by the
+  station key; ``grid_key_wraps``: each key's secret wrapped (sealed) to one device's key, served to that device
+  only. The server never holds a readers' key itself.
 
 **Cursors become visible in order.** A pull returns ops with ``cursor`` above the device's cursor and moves the
 cursor past them, so a commit that made a *lower* cursor visible after a puller read past it would be skipped by
@@ -40,6 +43,7 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
 from caresync.errors import InvalidInputError
 from caresync.trust.codes import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
+from caresync.trust.gridkeys import grid_key_message
 from caresync.trust.keys import DeviceKey, StationKeyLink, origin_of, rotation_message, verify_signature
 from caresync.trust.signing import chain_link, linkable, signature_needed
 from sqlalchemy import (
@@ -104,6 +108,8 @@ __all__ = [
     "check_replica",
     "devices",
     "entities",
+    "grid_key_wraps",
+    "grid_keys",
     "meta",
     "ops",
     "origins",
@@ -113,7 +119,7 @@ __all__ = [
 ]
 
 #: The layout of the server's tables; a database written by a newer server is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: The meta row that held the seed of the server's signing key before it moved to its key file; a database that
 #: still has it gives it to the key file on first use, and forgets it (:meth:`Storage.server_key`).
 SERVER_KEY_META = "server_signing_key"
@@ -247,6 +253,29 @@ refusals = Table(
     Column("code", String(32), nullable=False),
     Column("reason", Text, nullable=False),
     Column("refused_at", BigInteger, nullable=False),
+)
+grid_keys = Table(
+    "grid_keys",
+    _metadata,
+    Column("grid", Text, primary_key=True),
+    Column("role", String(16), primary_key=True),  # the reading role: grid_worker, knocker, mediator
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("public_key", String(64), nullable=False),  # X25519, hex
+    Column(
+        "signature", String(128), nullable=False
+    ),  # the station key's, over caresync.trust.gridkeys.grid_key_message
+    Column("signing_key", String(64), nullable=False),  # the station key that signed it (Ed25519, hex)
+    Column("published_at", BigInteger, nullable=False),
+)
+grid_key_wraps = Table(
+    "grid_key_wraps",
+    _metadata,
+    Column("grid", Text, primary_key=True),
+    Column("role", String(16), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("replica", String(16), primary_key=True),  # the device it is wrapped to
+    Column("wrap", Text, nullable=False),  # base64 sealed box to the device's X25519 key
+    Index("grid_key_wraps_by_replica", "replica"),
 )
 
 
@@ -554,7 +583,10 @@ class Storage:
                 conn.execute(ops.update().where(ops.c.eid == eid).values(rkind=value))
             if conn.execute(select(meta.c.value).where(meta.c.key == NUMBERS_META)).first() is None:
                 conn.execute(meta.insert().values(key=NUMBERS_META, value=str(FIRST_TICKET_NUMBER - 1)))
-            conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        if version < 3:  # readers' keys: two new tables, nothing else changes
+            grid_keys.create(conn, checkfirst=True)
+            grid_key_wraps.create(conn, checkfirst=True)
+        conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
     def reserve_numbers(self, count: int) -> tuple[int, int]:
         """Reserves the next ``count`` ticket numbers for one device: ``(start, count)``. Numbers are never
@@ -943,6 +975,134 @@ class Storage:
             self._set_meta(conn, "station_public_key", sealing.hex())
             self._set_meta(conn, "station_key_chain", json.dumps([item.to_json() for item in chain]))
         return True
+
+    def grid_keys(self, device: Device) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The readers' keys the station published (every grid, every version: public halves and the station's
+        signatures), and the wraps addressed to ``device``'s replica (none before it is bound)."""
+        with self._read() as conn:
+            keys = [
+                {
+                    "grid": r.grid,
+                    "role": r.role,
+                    "version": r.version,
+                    "public_key": r.public_key,
+                    "signature": r.signature,
+                    "signing_key": r.signing_key,
+                }
+                for r in conn.execute(
+                    select(grid_keys).order_by(grid_keys.c.role, grid_keys.c.grid, grid_keys.c.version)
+                )
+            ]
+            wraps: list[dict[str, Any]] = []
+            if device.replica_id is not None:
+                query = (
+                    select(grid_key_wraps)
+                    .where(grid_key_wraps.c.replica == device.replica_id)
+                    .order_by(grid_key_wraps.c.role, grid_key_wraps.c.grid, grid_key_wraps.c.version)
+                )
+                wraps = [
+                    {"grid": r.grid, "role": r.role, "version": r.version, "wrap": r.wrap} for r in conn.execute(query)
+                ]
+        return keys, wraps
+
+    def grid_key_readers(self) -> list[dict[str, Any]]:
+        """The devices entitled to readers' keys: grid workers, knockers and mediators, not revoked, bound to a
+        replica with the device key they enrolled with (a device enrolled with a direct token has none, and gets
+        no readers' keys)."""
+        roles = [Role.GRID_WORKER.value, Role.KNOCKER.value, Role.MEDIATOR.value]
+        query = (
+            select(devices.c.replica_id, devices.c.role, devices.c.grids, devices.c.public_key)
+            .where(
+                devices.c.role.in_(roles),
+                devices.c.revoked_at.is_(None),
+                devices.c.public_key.is_not(None),
+                devices.c.replica_id.is_not(None),
+            )
+            .order_by(devices.c.id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {"replica": r.replica_id, "role": r.role, "grids": json.loads(r.grids), "public_key": r.public_key}
+            for r in rows
+        ]
+
+    def publish_grid_keys(self, items: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Stores readers' keys the station's desk published, with their wraps, in one transaction: a key new to
+        the server must carry the registered station key's signature; the same grid and version again is taken
+        only with the same public key (its wraps are added, or replaced). Returns ``(keys new, wraps stored)``.
+
+        Raises:
+            ApiError: ``invalid_request`` (no station key registered, a grid that is not a grid path, a signature
+                the registered station key did not make), ``grid_key_conflict`` (that version holds another key).
+        """
+        added = stored = 0
+        with self._write() as conn:
+            chain = self._chain(conn)
+            if not chain:
+                raise ApiError(
+                    ErrorCode.INVALID_REQUEST,
+                    "No station key is registered: register it first (caresync station-key register); readers' keys "
+                    "are signed by it.",
+                    [{"field": "keys", "problem": "no station key registered"}],
+                )
+            signer = chain[-1].signing_key
+            for i, item in enumerate(items):
+                grid, role, version = item["grid"], item["role"], int(item["version"])
+                public = bytes.fromhex(item["public_key"])
+                name = f"the {role}s' readers' key of {grid or 'everywhere'}, version {version},"
+                if grid != EVERYWHERE:
+                    try:
+                        check_grid(grid)
+                    except ValueError as exc:
+                        raise ApiError(
+                            ErrorCode.INVALID_REQUEST, str(exc), [{"field": f"keys.{i}.grid", "problem": str(exc)}]
+                        ) from None
+                same = (grid_keys.c.grid == grid, grid_keys.c.role == role, grid_keys.c.version == version)
+                row = conn.execute(select(grid_keys.c.public_key).where(*same)).first()
+                if row is not None and row.public_key != public.hex():
+                    raise ApiError(
+                        ErrorCode.GRID_KEY_CONFLICT,
+                        f"{name[0].upper()}{name[1:]} is published already, with another key; a new key takes a new "
+                        "version.",
+                        [{"field": f"keys.{i}.public_key", "problem": "another key holds this version"}],
+                    )
+                if row is None:
+                    signature = bytes.fromhex(item["signature"])
+                    if not verify_signature(signer, grid_key_message(grid, role, version, public), signature):
+                        raise ApiError(
+                            ErrorCode.INVALID_REQUEST,
+                            f"{name[0].upper()}{name[1:]} is not signed by the registered station key; only the "
+                            "station's desk publishes readers' keys.",
+                            [{"field": f"keys.{i}.signature", "problem": "not the registered station key's signature"}],
+                        )
+                    conn.execute(
+                        grid_keys.insert().values(
+                            grid=grid,
+                            role=role,
+                            version=version,
+                            public_key=public.hex(),
+                            signature=signature.hex(),
+                            signing_key=signer.hex(),
+                            published_at=self.now_ms(),
+                        )
+                    )
+                    added += 1
+                for wrap in item["wraps"]:
+                    where = (
+                        grid_key_wraps.c.grid == grid,
+                        grid_key_wraps.c.role == role,
+                        grid_key_wraps.c.version == version,
+                        grid_key_wraps.c.replica == wrap["replica"],
+                    )
+                    if not conn.execute(grid_key_wraps.update().where(*where).values(wrap=wrap["wrap"])).rowcount:
+                        conn.execute(
+                            grid_key_wraps.insert().values(
+                                grid=grid, role=role, version=version, replica=wrap["replica"], wrap=wrap["wrap"]
+                            )
+                        )
+                    stored += 1
+        return added, stored
 
     @staticmethod
     def _set_meta(conn: Connection, key: str, value: str) -> None:

@@ -20,6 +20,9 @@ from .protocol import (
     DeviceResponse,
     EnrollRequest,
     ErrorEnvelope,
+    GridKeysRequest,
+    GridKeysResponse,
+    GridKeysStored,
     NumberBlockRequest,
     NumberBlockResponse,
     StationKeyRequest,
@@ -162,12 +165,7 @@ def station_key(body: StationKeyRequest, storage: _StorageDep, found: Annotated[
     """A station or admin device scoped everywhere registers the key devices seal private content to: the first
     one as it is, a later one only with the current key's signature handing over to it (devices check the same
     signature: they keep the key they learned first otherwise)."""
-    if found.role not in (Role.STATION, Role.ADMIN) or EVERYWHERE not in found.grids:
-        raise ApiError(
-            ErrorCode.FORBIDDEN,
-            f"Device {found.name} is a {found.role.value} device in {', '.join(found.grids) or 'no grid'}; only a "
-            "station or admin device whose scope is everywhere registers or rotates the station key.",
-        )
+    _require_desk(found, "registers or rotates the station key")
     try:
         if body.signing_key is not None:
             try:
@@ -193,6 +191,65 @@ def station_key(body: StationKeyRequest, storage: _StorageDep, found: Annotated[
             )
     except AdminError as exc:
         raise ApiError(ErrorCode.STATION_KEY_CONFLICT, str(exc)) from None
+
+
+def _is_desk(device: Device) -> bool:
+    """True for a station or admin device whose scope is everywhere: the only ones that manage the station's keys."""
+    return device.role in (Role.STATION, Role.ADMIN) and EVERYWHERE in device.grids
+
+
+def _require_desk(device: Device, what: str) -> None:
+    if not _is_desk(device):
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"Device {device.name} is a {device.role.value} device in {', '.join(device.grids) or 'no grid'}; only a "
+            f"station or admin device whose scope is everywhere {what}.",
+        )
+
+
+@router.get(
+    "/v1/grid-keys",
+    response_model=GridKeysResponse,
+    responses=_errors(
+        (401, "No token, or an unknown or expired one."),
+        (403, "The device was revoked (`revoked`)."),
+    ),
+    summary="The readers' keys the station published, and this device's wraps",
+)
+def get_grid_keys(storage: _StorageDep, found: Annotated[Device, Depends(_device)]) -> GridKeysResponse:
+    """Every device asks this at every sync: the published readers' keys (public halves, signed by the station
+    key: a device takes only those its pinned station key signed) and the wraps of their secrets made for this
+    device. A station or admin device scoped everywhere (the station's desk) also gets the devices entitled to
+    readers' keys, to wrap the keys to them and to rotate a key when one of them leaves."""
+    keys, wraps = storage.grid_keys(found)
+    readers = storage.grid_key_readers() if _is_desk(found) else None
+    return GridKeysResponse.model_validate({"keys": keys, "wraps": wraps, "readers": readers})
+
+
+@router.put(
+    "/v1/grid-keys",
+    response_model=GridKeysStored,
+    responses=_errors(
+        (401, "No token, or an unknown or expired one."),
+        (403, "Only a station or admin device whose scope is everywhere publishes readers' keys (`forbidden`)."),
+        (409, "That version of that key grid holds another key (`grid_key_conflict`)."),
+        (
+            422,
+            "A field is not valid, a grid is not a grid path, no station key is registered, or a new key is not "
+            "signed by the registered station key (`invalid_request`).",
+        ),
+    ),
+    summary="Publish readers' keys, with their secrets wrapped to the devices entitled to them",
+)
+def put_grid_keys(
+    body: GridKeysRequest, storage: _StorageDep, found: Annotated[Device, Depends(_device)]
+) -> GridKeysStored:
+    """The station's desk publishes readers' keys: each key new to the server is signed by the registered station
+    key; wraps are added, or replace the wrap of the same key for the same device. The server holds public halves
+    and wraps only, never a readers' key."""
+    _require_desk(found, "publishes readers' keys")
+    keys, wraps = storage.publish_grid_keys([item.model_dump() for item in body.keys])
+    return GridKeysStored(keys=keys, wraps=wraps)
 
 
 @router.post(

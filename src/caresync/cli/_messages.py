@@ -302,6 +302,17 @@ _M: dict[str, tuple[str, str]] = {
     "skey.not_held": ("本设备不持有驿站密钥", "This device does not hold the station's key"),
     "skey.pinned": ("固定的驿站公钥：{key}", "Pinned station public key: {key}"),
     "skey.none": ("尚无", "none yet"),
+    "skey.everywhere": ("全部网格", "everywhere"),
+    "skey.granted": (
+        "读者密钥：新生成 {made}；本次分发 {wrapped} 份（每份只有对应设备能打开）。",
+        "Readers' keys: made {made}; {wrapped} wrap(s) given out (each opens on its own device only).",
+    ),
+    "skey.grant_problem": ("读者密钥问题：{problem}", "Readers' keys: {problem}"),
+    "skey.readers": ("本设备持有的读者密钥：{keys}", "Readers' keys this device holds: {keys}"),
+    "skey.granted_to": (
+        "网格 {grid} 的 {role} 读者密钥 v{version} 已给：{devices}",
+        "Readers' key of the {role}s of {grid}, v{version}, given to: {devices}",
+    ),
     "skey.problem": ("已拒绝服务器提供的驿站密钥：{problem}", "Refused the station key the server offers: {problem}"),
     "sync.held": (
         "{n} 条变更含有文字内容，在本设备取得驿站密钥前留在本机、暂不发送",

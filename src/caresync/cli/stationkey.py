@@ -2,8 +2,10 @@
 
 ``create`` makes it in this device's replica file; ``register`` sends its public half to the sync server this device
 enrolled with (a station or admin device whose scope is everywhere); ``rotate`` replaces it by a new key signed by
-the old one, which devices accept; ``show`` prints what this device holds and pins. The rules live in
-:mod:`caresync.sync.stationkey` and :mod:`caresync.store.devicelog`.
+the old one, which devices accept; ``grant`` makes, rotates and wraps the readers' keys of the grids to the devices
+entitled to them (every sync of the desk does it too); ``show`` prints what this device holds and pins, and the
+readers' keys it holds or granted. The rules live in :mod:`caresync.sync.stationkey`, :mod:`caresync.sync.gridkeys`
+and :mod:`caresync.store.devicelog`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ __all__ = ["station_key"]
 
 
 def _described(replica: Replica) -> dict[str, Any]:
-    from caresync.sync import stationkey  # here, not at the top: keeps start-up fast
+    from caresync.sync import gridkeys, stationkey  # here, not at the top: keeps start-up fast
     from caresync.sync.enrolment import enrolment  # here, not at the top: keeps start-up fast
 
     held = replica.station_key
+    log = replica.device_log
     creds = enrolment(replica)
     return {
         "device": replica.id,
@@ -34,6 +37,9 @@ def _described(replica: Replica) -> dict[str, Any]:
         "sealing_key": None if replica.station_public_key is None else replica.station_public_key.hex(),
         "rotations": max(0, len(stationkey.station_key_links(replica)) - 1),
         "problem": None if creds is None else creds.station_key_problem,
+        "readers_keys": [{"role": r, "grid": g, "version": v} for r, g, v in log.readers_keys],
+        "sealing_to": [{"role": k.role, "grid": k.grid, "version": k.version} for k in log.published_readers_keys],
+        "granted": gridkeys.grants(replica),
     }
 
 
@@ -78,6 +84,28 @@ def station_key_rotate(env: Env) -> None:
         env.out(_described(replica), env.t("skey.rotated", key=key.signing_public_key.hex()))
 
 
+@station_key.command("grant")
+@common_options
+def station_key_grant(env: Env) -> None:
+    """Gives the readers' keys of the grids to the devices entitled to them (grid workers, knockers, mediators),
+    and rotates a grid's key when a device left it (revoked, re-scoped, another role); each sync of this desk does
+    it too."""
+    from caresync.sync import stationkey  # here, not at the top: keeps start-up fast
+
+    with env.open(writes=False) as replica:
+        done = stationkey.grant_readers_keys(replica)
+        info = _described(replica)
+    grants = done.grants
+    assert grants is not None
+    info["made"] = [{"role": role, "grid": grid, "version": version} for role, grid, version in grants.made]
+    info["wrapped"] = grants.wrapped
+    info["problems"] = done.problems
+    made = ", ".join(f"{role} {grid or env.t('skey.everywhere')} v{version}" for role, grid, version in grants.made)
+    lines = [env.t("skey.granted", made=made or env.t("skey.none"), wrapped=grants.wrapped)]
+    lines += [env.t("skey.grant_problem", problem=p) for p in done.problems]
+    env.out(info, "\n".join(lines))
+
+
 @station_key.command("show")
 @common_options
 def station_key_show(env: Env) -> None:
@@ -88,4 +116,18 @@ def station_key_show(env: Env) -> None:
     lines.append(env.t("skey.pinned", key=info["pinned"] or info["sealing_key"] or env.t("skey.none")))
     if info["problem"]:
         lines.append(env.t("skey.problem", problem=info["problem"]))
+    held = ", ".join(
+        f"{k['role']} {k['grid'] or env.t('skey.everywhere')} v{k['version']}" for k in info["readers_keys"]
+    )
+    lines.append(env.t("skey.readers", keys=held or env.t("skey.none")))
+    for granted in info["granted"]:
+        lines.append(
+            env.t(
+                "skey.granted_to",
+                role=granted["role"],
+                grid=granted["grid"] or env.t("skey.everywhere"),
+                version=granted["version"],
+                devices=", ".join(granted["readers"]) or env.t("skey.none"),
+            )
+        )
     env.out(info, "\n".join(lines))

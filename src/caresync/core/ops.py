@@ -82,8 +82,10 @@ __all__ = [
 #: (the body itself rather than a digest per value, except for the redactable kinds: :mod:`caresync.trust.signing`);
 #: format 3 is signed as format 2, and may carry sealed values where format 2 held free text in clear (titles,
 #: rating comments, reasons, parties' sides), which a library of format 2 would refuse as too long: it keeps a
-#: format 3 op deferred instead, until it is upgraded. Formats 1 and 2 are still read, checked and folded.
-FORMAT_VERSION = 3
+#: format 3 op deferred instead, until it is upgraded; format 4 is signed as format 2 too, and may carry values
+#: sealed to several readers (``sealed:2:``, readers' keys), which a library of format 3 would refuse. Formats 1
+#: to 3 are still read, checked and folded.
+FORMAT_VERSION = 4
 
 _OPID_RE = r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$"
 ReplicaIdStr = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
@@ -95,13 +97,13 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whit
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{3,24}$")]
 Millis = Annotated[int, Field(ge=0)]
 Refs = Annotated[list[OpIdStr], Field(max_length=64)]
-_SEALED_RE = re.compile(r"^sealed:1:[A-Za-z0-9+/]+={0,2}$")
+_SEALED_RE = re.compile(r"^sealed:[12]:[A-Za-z0-9+/]+={0,2}$")
 _MAX_SEALED = 24_000
 
 
 def _sealed_or(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     """A private field holds its plain value (checked as usual) or, once sealed, a well-formed sealed text."""
-    if type(value) is str and value.startswith("sealed:1:"):
+    if type(value) is str and value.startswith(("sealed:1:", "sealed:2:")):
         if len(value) > _MAX_SEALED or not _SEALED_RE.match(value):
             raise PydanticCustomError("sealed", "is not a well-formed sealed value")
         return value
@@ -117,7 +119,7 @@ Link = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 #: Digests of the values a redaction erased, by body key, so the op's signature still checks.
 Redacted = Annotated[dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]], Field(max_length=8)]
 #: Text that must arrive sealed (what a courier captures at pickup is sealed on the handheld).
-SealedText = Annotated[str, StringConstraints(pattern=r"^sealed:1:[A-Za-z0-9+/]+={0,2}$", max_length=8000)]
+SealedText = Annotated[str, StringConstraints(pattern=r"^sealed:[12]:[A-Za-z0-9+/]+={0,2}$", max_length=8000)]
 
 OpDict = dict[str, Any]
 _SCALARS = (str, int, bool, type(None))

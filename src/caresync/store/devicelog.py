@@ -30,15 +30,35 @@ from caresync.store.blobs import BlobStore
 from caresync.store.numbers import TicketNumbers
 from caresync.store.schema import ENTITY_TABLES, PROVISIONAL_NUMBER_SQL
 from caresync.store.store import IngestResult, Store, identify
-from caresync.trust.keys import DeviceKey, StationKey, StationKeyLink, follow_station_chain
+from caresync.trust.gridkeys import GridKey, PublishedGridKey, newest_keys, readers_for, unwrap_grid_key
+from caresync.trust.keys import DeviceKey, OpeningKey, StationKey, StationKeyLink, follow_station_chain
 from caresync.trust.scopes import RecordScope, may_read
 from caresync.trust.sealing import open_sealed, seal_body, unsealed_fields
 from caresync.trust.signing import sign_linked, verify_ops
 
-__all__ = ["SEALING_REQUIRED_META", "STATION_SIGNING_META", "ApplyResult", "DeviceLog", "HasDeviceLog", "device_log_of"]
+__all__ = [
+    "GRID_KEYS_META",
+    "GRID_SECRETS_META",
+    "SEALING_REQUIRED_META",
+    "STATION_SIGNING_META",
+    "ApplyResult",
+    "DeviceLog",
+    "HasDeviceLog",
+    "device_log_of",
+]
 
 #: The meta key of the station's Ed25519 public key this device pinned.
 STATION_SIGNING_META = "station_signing_key"
+#: The meta key of the readers' keys the station published (public halves, checked against the pinned station key,
+#: JSON): this device seals each record's private fields to the newest of those covering its grid, besides the
+#: station.
+GRID_KEYS_META = "grid_keys"
+#: The meta key of the readers' keys this device was given (unwrapped secrets, JSON: grid, version, secret):
+#: it opens what was sealed to any of them.
+GRID_SECRETS_META = "grid_key_secrets"
+#: The meta key of the station keys this device followed by signed rotations (hex, JSON list), whose signatures on
+#: readers' keys it still takes.
+_STATION_HISTORY_META = "station_signing_history"
 
 
 def _installed_station_keys(store: Store) -> list[StationKey]:
@@ -108,6 +128,10 @@ def _kills_blobs(op: OpDict) -> bool:
     return kind.endswith(".detach") or (kind == "resident.redact" and "attachments" in op["body"]["fields"])
 
 
+def _grid_order(key: PublishedGridKey) -> tuple[str, str, int]:
+    return key.role, key.grid, key.version
+
+
 class DeviceLog:
     """One device's op log over its replica file: identity, clock, keys, local ops, applied ops, sync marks.
 
@@ -128,7 +152,14 @@ class DeviceLog:
         public = store.get_meta("station_public_key")
         self._station_public_key: bytes | None = bytes.fromhex(public) if public else None
         self._station_keys: list[StationKey] = _installed_station_keys(store)  # the current one first
-        self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding the station key
+        self._grid_published: dict[tuple[str, str], PublishedGridKey] = newest_keys(
+            PublishedGridKey.from_json(item) for item in json.loads(store.get_meta(GRID_KEYS_META) or "[]")
+        )
+        self._grid_secrets: list[GridKey] = [
+            GridKey(item["grid"], item["role"], item["version"], bytes.fromhex(item["secret"]))
+            for item in json.loads(store.get_meta(GRID_SECRETS_META) or "[]")
+        ]
+        self._opened: dict[str, Any] = {}  # sealed text -> its opened value, on a device holding a key that opens it
         self._device_keys: dict[str, str | None] = {}  # device id -> its public key (hex), for history
         self.numbers = TicketNumbers(store, replica_id)
         """Where this device's ticket numbers come from (server-reserved blocks, then a fallback)."""
@@ -291,7 +322,7 @@ class DeviceLog:
         try:
             known, _ = validate_ops([op])
             if self._station_public_key is not None:
-                sealed = seal_body(kind, known[0]["body"], self._station_public_key)
+                sealed = seal_body(kind, known[0]["body"], self._readers(known[0], state))
                 if sealed != known[0]["body"]:
                     known, _ = validate_ops([{**known[0], "body": sealed}])  # a sealed value has limits too
         except InvalidOpError as exc:
@@ -383,10 +414,16 @@ class DeviceLog:
         return [from_json(r[0]) for r in rows]
 
     def readable(self, value: Any) -> Any:
-        """``value`` (a state or an op body) with what this device's keys open opened; the rest as it is."""
-        if not self._station_keys:
+        """``value`` (a state or an op body) with what this device's keys open opened (the station's keys, on the
+        station's devices; the readers' keys of its grids, on a field device entitled to them); the rest as it
+        is."""
+        keys = self._opening_keys()
+        if not keys:
             return value
-        return open_sealed(value, self._station_keys, self._opened)
+        return open_sealed(value, keys, self._opened)
+
+    def _opening_keys(self) -> list[OpeningKey]:
+        return [*self._station_keys, *self._grid_secrets]
 
     def ops_of(self, eid: str) -> list[OpDict]:
         """Every op of one record, oldest first, as stored (sealed)."""
@@ -395,7 +432,7 @@ class DeviceLog:
     def readable_ops(self, eid: str) -> list[OpDict]:
         """Every op of one record, oldest first, opened where this device's keys open them."""
         ops = self.store.ops_of(eid)
-        if not self._station_keys:
+        if not self._station_keys and not self._grid_secrets:
             return ops
         return [{**op, "body": self.readable(op["body"])} for op in ops]
 
@@ -407,6 +444,114 @@ class DeviceLog:
             rows = self.store.sql("SELECT sig FROM ops WHERE origin = ? AND sig IS NOT NULL LIMIT 1", (origin,))
             key = self._device_keys[origin] = signer_of({"sig": rows[0][0]}) if rows else None
         return key
+
+    # --- readers' keys --------------------------------------------------------------------------------------
+
+    def _readers(self, op: Mapping[str, Any], state: State | None) -> list[bytes]:
+        """The X25519 keys an op's private values are sealed to: the station's, then the newest readers' key of
+        every role and grid that may read the record (:func:`~caresync.trust.gridkeys.readers_for`)."""
+        assert self._station_public_key is not None
+        if not self._grid_published:
+            return [self._station_public_key]
+        return [self._station_public_key, *readers_for(self._grid_published, self._record_scopes(op, state))]
+
+    def _record_scopes(self, op: Mapping[str, Any], state: State | None) -> list[RecordScope]:
+        """Where the record of an op lives, as the role table places it: its type, grid and (tickets) kind, as the
+        op leaves it and as it was before (a move, a change of kind); a visit lives in its resident's grid."""
+        entity = str(op["kind"]).partition(".")[0]
+        body = op["body"]
+        if entity == EntityType.VISIT.value:
+            resident = body.get("resident_id")
+            if resident is None and state is not None:
+                resident = value_of(state, "resident_id")
+            held = self.store.state(EntityType.RESIDENT.value, str(resident)) if resident else None
+            grid = value_of(held, "grid") if held is not None else None
+            return [RecordScope(entity, grid)] if isinstance(grid, str) else []
+        grids: list[str] = []
+        kinds: list[str | None] = []
+        if isinstance(body.get("grid"), str):
+            grids.append(body["grid"])
+        if isinstance(body.get("kind"), str):
+            kinds.append(body["kind"])
+        changed = body.get("field") if str(op["kind"]).endswith(".set") else None
+        if changed in ("grid", "kind") and isinstance(body.get("value"), str):
+            (grids if changed == "grid" else kinds).append(body["value"])
+        if state is not None:
+            for values, name in ((grids, "grid"), (kinds, "kind")):
+                now = value_of(state, name) if name == "grid" or entity == EntityType.TICKET.value else None
+                if isinstance(now, str):
+                    values.append(now)
+        return [
+            RecordScope(entity, grid, kind) for grid in dict.fromkeys(grids) for kind in dict.fromkeys(kinds or [None])
+        ]
+
+    def _state_of(self, op: Mapping[str, Any]) -> State | None:
+        return self.store.state(str(op["kind"]).partition(".")[0], str(op["eid"]))
+
+    def _trusted_signers(self) -> set[bytes]:
+        """The station keys whose signature on a readers' key this device takes: the one it pinned and those it
+        followed to it by signed rotations."""
+        keys = {bytes.fromhex(k) for k in json.loads(self.store.get_meta(_STATION_HISTORY_META) or "[]")}
+        pinned = self.station_signing_key
+        return keys | ({pinned} if pinned is not None else set())
+
+    def learn_grid_keys(self, published: Sequence[PublishedGridKey], wraps: Sequence[str]) -> tuple[int, list[str]]:
+        """Takes the readers' keys a server serves: the public halves the station signed (with the station key this
+        device pinned, or one it followed to it), and this device's wraps, each opened with the device key and
+        checked against the published key of its grid and version. What fails a check is left out and named.
+
+        Returns:
+            ``(how many readers' keys this device holds now that it did not before, problems)``.
+        """
+        trusted = self._trusted_signers()
+        good = [k for k in published if any(k.signed_by(signer) for signer in trusted)]
+        problems = [
+            f"readers' key of the {k.role}s of {k.grid or 'everywhere'} v{k.version} is not signed by the station "
+            "key this device pinned: ignored"
+            for k in published
+            if k not in good
+        ]
+        held = {(k.grid, k.role, k.version) for k in self._grid_secrets}
+        fresh: list[GridKey] = []
+        for wrap in wraps:
+            try:
+                key = unwrap_grid_key(self.device_key, wrap, good)
+            except TrustError as exc:
+                problems.append(str(exc))
+                continue
+            if (key.grid, key.role, key.version) not in held:
+                held.add((key.grid, key.role, key.version))
+                fresh.append(key)
+        newest = newest_keys(good)
+        if newest == self._grid_published and not fresh:
+            return 0, problems
+        secrets = [*self._grid_secrets, *fresh]
+        with self.store.write():
+            self.store.set_meta(GRID_KEYS_META, json.dumps([k.to_json() for k in sorted(good, key=_grid_order)]))
+            self.store.set_meta(
+                GRID_SECRETS_META,
+                json.dumps(
+                    [{"grid": k.grid, "role": k.role, "version": k.version, "secret": k.secret.hex()} for k in secrets]
+                ),
+            )
+        self._grid_published, self._grid_secrets = newest, secrets
+        if fresh:
+            self._opened.clear()  # values it could not open before may open now
+            self.logger.info(
+                "readers' keys received: %s",
+                ", ".join(f"{k.role} {k.grid or 'everywhere'} v{k.version}" for k in fresh),
+            )
+        return len(fresh), problems
+
+    @property
+    def readers_keys(self) -> list[tuple[str, str, int]]:
+        """The readers' keys this device holds, as ``(role, grid, version)``: it opens what was sealed to them."""
+        return sorted((k.role, k.grid, k.version) for k in self._grid_secrets)
+
+    @property
+    def published_readers_keys(self) -> list[PublishedGridKey]:
+        """The newest published readers' key of each key grid this device knows: it seals to them."""
+        return [self._grid_published[g] for g in sorted(self._grid_published)]
 
     # --- keys -----------------------------------------------------------------------------------------------
 
@@ -480,9 +625,16 @@ class DeviceLog:
             return True
         if newest.signing_key == pinned_signing and newest.public_key == self._station_public_key:
             return False
+        followed = [link.signing_key.hex() for link in chain]
+        if pinned_signing is not None and pinned_signing.hex() in followed:
+            followed = followed[followed.index(pinned_signing.hex()) :]  # the keys it followed, from its own on
+        else:
+            followed = followed[-1:]
+        history = json.loads(self.store.get_meta(_STATION_HISTORY_META) or "[]")
         with self.store.write():
             self.store.set_meta(STATION_SIGNING_META, newest.signing_key.hex())
             self.store.set_meta("station_public_key", newest.public_key.hex())
+            self.store.set_meta(_STATION_HISTORY_META, json.dumps(list(dict.fromkeys([*history, *followed]))))
         if self._station_public_key is not None and self._station_public_key != newest.public_key:
             self.logger.warning("the station rotated its key: sealing to %s from now on", newest.signing_key.hex())
         self._station_public_key = newest.public_key
@@ -503,6 +655,9 @@ class DeviceLog:
             self.store.set_meta("station_public_key", key.public_key.hex())
             if key.signing_public_key is not None:
                 self.store.set_meta(STATION_SIGNING_META, key.signing_public_key.hex())
+                history = json.loads(self.store.get_meta(_STATION_HISTORY_META) or "[]")
+                history = list(dict.fromkeys([*history, key.signing_public_key.hex()]))
+                self.store.set_meta(_STATION_HISTORY_META, json.dumps(history))
         self._station_keys = [key, *previous]
         self._station_public_key = key.public_key
         self.seal_held()
@@ -569,7 +724,7 @@ class DeviceLog:
         rewritten: list[OpDict] = []
         for op in tail:
             fresh: OpDict = {k: v for k, v in op.items() if k not in ("sig", "pd")}
-            fresh["body"] = seal_body(op["kind"], op["body"], key)
+            fresh["body"] = seal_body(op["kind"], op["body"], self._readers(op, self._state_of(op)))
             prev = sign_linked(fresh, self.device_key, prev)
             rewritten.append(fresh)
         validate_ops(rewritten)  # a sealed value has limits too

@@ -40,6 +40,7 @@ from caresync.sync import blobsync
 from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DEADLINE_S, Link, Wait, WaitCallback
 from caresync.sync.blobsync import BlobTransfer
 from caresync.sync.bundles.format import MAX_DELETED
+from caresync.sync.gridkeys import GridKeySync, sync_grid_keys
 from caresync.sync.wire import encode_envelope
 from caresync.trust.keys import StationKeyLink
 from caresync.trust.signing import failing_signatures
@@ -119,6 +120,9 @@ class SyncResult:
     """The server's view of this device's clock error at the last exchange (server minus device)."""
     blobs: BlobTransfer = field(default_factory=BlobTransfer)
     """What moved of the attachments' blobs (:mod:`caresync.sync.blobsync`)."""
+    grid_keys: GridKeySync = field(default_factory=GridKeySync)
+    """The readers' keys this device learned (and, on the station's desk, granted) at this sync
+    (:mod:`caresync.sync.gridkeys`)."""
 
 
 SyncProgressCallback = Callable[[SyncProgress], None]
@@ -144,7 +148,9 @@ def sync(
     """Pushes this replica's unsent ops to the server at ``url`` and pulls what it may see; see the module doc.
 
     First it asks ``GET /v1/device`` and learns the station key the server offers, by the pinning rule
-    (``ask_device``; :func:`caresync.sync.enrolment.sync` asks it itself and passes False).
+    (``ask_device``; :func:`caresync.sync.enrolment.sync` asks it itself and passes False); then it takes the
+    readers' keys the station published and those wrapped to it, and on the station's desk grants them
+    (:func:`caresync.sync.gridkeys.sync_grid_keys`).
 
     ``connect_timeout_s`` bounds each wait for a connection, ``timeout_s`` each wait for an answer, and
     ``deadline_s`` the time the sync goes without any answer, retries included (None: no bound; every answer
@@ -174,6 +180,7 @@ def sync(
     try:
         if ask_device:
             _ask_device(device, link, result)
+        result.grid_keys = sync_grid_keys(device, link)  # before the push: what it seals next, it seals to them too
         _top_up_numbers(device, link)  # first: the short numbers it gives provisional tickets travel in this push
         _push(device, link, push_batch, result, progress)
         _pull(device, link, pull_batch, result, progress)

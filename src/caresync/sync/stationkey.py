@@ -14,6 +14,9 @@ key hands over with a signature:
 
 The device keeps the chain of its keys' public halves (``station_key_links``) so that a registration cut off by
 the network is sent again, signature included, by :func:`register_station_key`.
+
+4. :func:`grant_readers_keys`: the readers' keys of the grids (:mod:`caresync.sync.gridkeys`), made, rotated and
+   wrapped to the devices entitled to them now, without waiting for the desk's next sync.
 """
 
 from __future__ import annotations
@@ -24,11 +27,19 @@ import httpx
 
 from caresync.errors import SyncError, TrustError
 from caresync.store.devicelog import DeviceLog, HasDeviceLog, device_log_of
-from caresync.sync._http import client_for, request_json
+from caresync.sync._http import DEFAULT_CONNECT_TIMEOUT_S, Link, client_for, request_json
 from caresync.sync.enrolment import current_token, enrolment
+from caresync.sync.gridkeys import GridKeySync, grant_grid_keys, learn_from
 from caresync.trust.keys import StationKey, StationKeyLink
 
-__all__ = ["LINKS_META", "create_station_key", "register_station_key", "rotate_station_key", "station_key_links"]
+__all__ = [
+    "LINKS_META",
+    "create_station_key",
+    "grant_readers_keys",
+    "register_station_key",
+    "rotate_station_key",
+    "station_key_links",
+]
 
 #: Where a station device keeps the public halves of its keys, oldest first, each with its handing-over signature.
 LINKS_META = "station_key_links"
@@ -117,3 +128,34 @@ def rotate_station_key(
         device.store.set_meta(LINKS_META, json.dumps([link.to_json() for link in links]))
     register_station_key(device, client=client, timeout_s=timeout_s)
     return new
+
+
+def grant_readers_keys(
+    holder: DeviceLog | HasDeviceLog,
+    *,
+    client: httpx.Client | None = None,
+    timeout_s: float = 30.0,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> GridKeySync:
+    """``caresync station-key grant``: the desk grants the readers' keys now (made, rotated after a revocation or
+    a scope change, wrapped to every entitled device, published), with its stored credentials, without a whole
+    sync; every sync of the desk does the same (:func:`caresync.sync.gridkeys.sync_grid_keys`).
+
+    Raises:
+        SyncError: not enrolled. TrustError: this device holds no station signing key. ServerRefusedError: the
+            server refused (``forbidden``: not a station or admin device scoped everywhere).
+    """
+    device = device_log_of(holder)
+    creds, token = enrolment(device), current_token(device)
+    if creds is None or token is None:
+        raise SyncError("This device is not enrolled with a sync server: enrol it as a station device first.")
+    station = device.station_key
+    if station is None or station.signing_public_key is None:
+        raise TrustError("Only the station's desk, holding the station's signing key, grants readers' keys.")
+    link = Link(creds.server_url, token, client, 3, 0.5, timeout_s, connect_timeout_s=connect_timeout_s)
+    try:
+        result = GridKeySync(grants=grant_grid_keys(device, link))
+        learn_from(device, link.get("/v1/grid-keys"), result)
+    finally:
+        link.close()
+    return result

@@ -6,6 +6,9 @@
 - Private content is *sealed* to the station's X25519 public key (libsodium sealed boxes): only a holder of
   the :class:`StationKey` secret reads it. A sealed value travels and is stored as text
   ``sealed:1:<base64>``, so it fits wherever a string does.
+- Sealed to several readers at once (the station and the readers' keys of the record's grid,
+  :mod:`caresync.trust.gridkeys`), it is ``sealed:2:<base64>``: a random data key seals the value, and the data key
+  is sealed to each reader's X25519 key, tagged with 8 bytes of that key's hash (:func:`seal_to`).
 - The station's key is an Ed25519 key too: its public half (:attr:`StationKey.signing_public_key`) is the
   station's identity, which devices pin on first sight, and the X25519 key they seal to is derived from it (as
   libsodium converts keys; :func:`sealing_key_of`). A new station key is accepted only with a rotation signed by
@@ -20,12 +23,15 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import nacl.exceptions
 import nacl.public
+import nacl.secret
 import nacl.signing
+import nacl.utils
 from nacl.bindings import (
     crypto_sign_ed25519_pk_to_curve25519,
     crypto_sign_ed25519_sk_to_curve25519,
@@ -35,16 +41,21 @@ from nacl.bindings import (
 from caresync.errors import InvalidInputError, TrustError
 
 __all__ = [
+    "MAX_READERS",
     "SEALED_PREFIX",
+    "SEALED_PREFIXES",
     "DeviceKey",
+    "OpeningKey",
     "StationKey",
     "StationKeyLink",
     "content_hash",
     "follow_station_chain",
     "is_sealed",
+    "key_tag",
     "origin_of",
     "rotation_message",
     "seal",
+    "seal_to",
     "seal_value",
     "sealing_key_of",
     "unseal",
@@ -53,7 +64,13 @@ __all__ = [
 ]
 
 SEALED_PREFIX = "sealed:1:"
-_SEALED_RE = re.compile(r"^sealed:1:[A-Za-z0-9+/]+={0,2}$")
+#: The two forms of a sealed value: to the station alone (``sealed:1:``), and to several readers (``sealed:2:``).
+SEALED_PREFIXES = ("sealed:1:", "sealed:2:")
+_SEALED_RE = re.compile(r"^sealed:[12]:[A-Za-z0-9+/]+={0,2}$")
+#: The most readers a ``sealed:2:`` value is sealed to (the station and every readers' key above a building).
+MAX_READERS = 16
+_TAG = 8  # bytes of a reader key's hash that name its slot
+_SLOT = _TAG + 32 + 48  # a tag, then the 32-byte data key in a sealed box (an ephemeral key and a MAC: 48 bytes)
 
 
 def origin_of(public_key: bytes) -> str:
@@ -190,6 +207,10 @@ class StationKey:
         """The plaintext of a sealed value. Raises TrustError when it was not sealed to this key or was altered."""
         return unseal(self, value)
 
+    def open_box(self, sealed: bytes) -> bytes:
+        """The plaintext of a sealed box to this key (see :class:`OpeningKey`)."""
+        return bytes(self._box.decrypt(sealed))
+
     def __repr__(self) -> str:
         return f"StationKey(public_key={self.public_key.hex()[:16]}…)"
 
@@ -279,21 +300,74 @@ def seal(public_key: bytes, plaintext: bytes) -> str:
     return SEALED_PREFIX + base64.b64encode(box.encrypt(plaintext)).decode("ascii")
 
 
+def key_tag(public_key: bytes) -> bytes:
+    """The 8 bytes that name a reader's slot in a ``sealed:2:`` value: a hash of its X25519 public key."""
+    return hashlib.blake2b(bytes(public_key), digest_size=_TAG).digest()
+
+
+def seal_to(public_keys: Sequence[bytes], plaintext: bytes) -> str:
+    """``plaintext`` sealed so that any one of several X25519 keys opens it, as ``sealed:2:<base64>`` text.
+
+    A fresh random data key seals the plaintext (XSalsa20-Poly1305); the data key is sealed to each key (a sealed
+    box) in a slot named by :func:`key_tag`. Layout: one byte, the number of slots; the slots (tag, then sealed
+    data key: 88 bytes each); then the secret box (nonce, MAC, ciphertext). With one key, use :func:`seal`.
+
+    Raises:
+        InvalidInputError: no key, more than :data:`MAX_READERS`, or one that is not an X25519 public key.
+    """
+    keys = list(dict.fromkeys(bytes(k) for k in public_keys))  # each reader once, in the order given
+    if not 1 <= len(keys) <= MAX_READERS:
+        raise InvalidInputError("Cannot seal", [("readers", f"must be 1 to {MAX_READERS} keys, got {len(keys)}")])
+    data_key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
+    out = bytearray([len(keys)])
+    for public in keys:
+        try:
+            box = nacl.public.SealedBox(nacl.public.PublicKey(public))
+        except (nacl.exceptions.TypeError, nacl.exceptions.ValueError) as exc:
+            raise InvalidInputError("Not a reader's public key", [("public_key", str(exc))]) from None
+        out += key_tag(public) + bytes(box.encrypt(data_key))
+    out += bytes(nacl.secret.SecretBox(data_key).encrypt(plaintext))
+    return SEALED_PREFIXES[1] + base64.b64encode(bytes(out)).decode("ascii")
+
+
 def is_sealed(value: Any) -> bool:
-    """True when ``value`` is a sealed value (text starting ``sealed:1:``)."""
-    return isinstance(value, str) and value.startswith(SEALED_PREFIX)
+    """True when ``value`` is a sealed value (text starting ``sealed:1:`` or ``sealed:2:``)."""
+    return isinstance(value, str) and value.startswith(SEALED_PREFIXES)
 
 
-def unseal(key: StationKey, value: str) -> bytes:
-    """The plaintext of a sealed value; raises TrustError when it cannot be opened with ``key``."""
+class OpeningKey(Protocol):
+    """What opens sealed values: an X25519 key pair (a :class:`StationKey`, or a readers' key,
+    :class:`caresync.trust.gridkeys.GridKey`)."""
+
+    @property
+    def public_key(self) -> bytes:
+        """The X25519 public key values are sealed to."""
+        ...
+
+    def open_box(self, sealed: bytes) -> bytes:
+        """The plaintext of a sealed box to this key; raises nacl's CryptoError when it is not for it."""
+        ...
+
+
+def unseal(key: OpeningKey, value: str) -> bytes:
+    """The plaintext of a sealed value (either form); raises TrustError when it cannot be opened with ``key``."""
     if not _SEALED_RE.match(value):
-        raise TrustError("This sealed value is damaged: it is not sealed:1:<base64>.")
+        raise TrustError("This sealed value is damaged: it is not sealed:1:<base64> or sealed:2:<base64>.")
     try:
-        return bytes(key._box.decrypt(base64.b64decode(value[len(SEALED_PREFIX) :])))
-    except (nacl.exceptions.CryptoError, binascii.Error, ValueError):
-        raise TrustError(
-            "This sealed value cannot be opened with this station key: it was sealed to another station, or altered."
-        ) from None
+        raw = base64.b64decode(value[len(SEALED_PREFIX) :])
+        if value.startswith(SEALED_PREFIX):
+            return key.open_box(raw)
+        count, tag = raw[0], key_tag(key.public_key)
+        for start in range(1, 1 + count * _SLOT, _SLOT):
+            if raw[start : start + _TAG] == tag:
+                data_key = key.open_box(raw[start + _TAG : start + _SLOT])
+                return bytes(nacl.secret.SecretBox(data_key).decrypt(raw[1 + count * _SLOT :]))
+    except (nacl.exceptions.CryptoError, binascii.Error, ValueError, IndexError):
+        pass
+    raise TrustError(
+        "This sealed value cannot be opened with this key: it was sealed to another station or to other readers, "
+        "or altered."
+    ) from None
 
 
 def content_hash(value: Any, salt: bytes) -> str:
@@ -305,14 +379,19 @@ def content_hash(value: Any, salt: bytes) -> str:
     return hashlib.blake2b(salt + canonical, digest_size=16).hexdigest()
 
 
-def seal_value(public_key: bytes, value: Any) -> tuple[str, str]:
-    """A JSON value sealed to the station, with a fresh salt inside: ``(sealed text, content hash)``."""
+def seal_value(public_key: bytes | Sequence[bytes], value: Any) -> tuple[str, str]:
+    """A JSON value sealed to the station, with a fresh salt inside: ``(sealed text, content hash)``.
+
+    ``public_key`` is the station's X25519 key (``sealed:1:``), or a list of readers' keys, the station's first:
+    with more than one, the value is sealed so any of them opens it (``sealed:2:``, :func:`seal_to`)."""
     salt = secrets.token_bytes(16)
     payload = json.dumps({"n": salt.hex(), "v": value}, separators=(",", ":"), ensure_ascii=False).encode()
-    return seal(public_key, payload), content_hash(value, salt)
+    keys = [bytes(public_key)] if isinstance(public_key, bytes | bytearray) else [bytes(k) for k in public_key]
+    sealed = seal(keys[0], payload) if len(set(keys)) == 1 else seal_to(keys, payload)
+    return sealed, content_hash(value, salt)
 
 
-def unseal_value(key: StationKey, sealed: str) -> tuple[Any, str]:
+def unseal_value(key: OpeningKey, sealed: str) -> tuple[Any, str]:
     """The value inside a :func:`seal_value` and its content hash (compare it with the one taken at capture)."""
     try:
         payload = json.loads(unseal(key, sealed))

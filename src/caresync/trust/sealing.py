@@ -1,7 +1,8 @@
 """Sealing: which private fields of an op are sealed at capture, and sealing and opening them.
 
 Free text (residents' names, addresses and phones, titles, what people say, reasons, comments, parties,
-summaries) is sealed on the device that captures it, before the op is signed, to the station's key; only
+summaries) is sealed on the device that captures it, before the op is signed, to the station's key (and to the
+readers' keys of the record's grid, :mod:`caresync.trust.gridkeys`); only
 structure travels in clear (ids, kinds, statuses, grids, times, scores, outcomes, codes). The primitives (a sealed
 box to an X25519 key) are in :mod:`caresync.trust.keys`.
 
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from caresync.errors import TrustError
-from caresync.trust.keys import StationKey, is_sealed, seal_value, unseal_value
+from caresync.trust.keys import SEALED_PREFIXES, OpeningKey, StationKey, is_sealed, seal_value, unseal_value
 
 __all__ = [
     "SEALED_FIELDS",
@@ -99,9 +100,10 @@ def unsealed_fields(kind: str, body: Mapping[str, Any]) -> list[str]:
     return [".".join(path) for path in sealed_paths(kind, body) if _clear(_value_at(body, path))]
 
 
-def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dict[str, Any]:
-    """``body`` with its private values (:func:`sealed_paths`) sealed to the station; values already sealed,
-    and None, are left as they are. A list (a session's attendees) is sealed whole."""
+def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes | Sequence[bytes]) -> dict[str, Any]:
+    """``body`` with its private values (:func:`sealed_paths`) sealed to the station (its X25519 key), or to the
+    station and the readers' keys of the record's grid (a list, the station's first: ``sealed:2:``); values
+    already sealed, and None, are left as they are. A list (a session's attendees) is sealed whole."""
     sealed = dict(body)
     for path in sealed_paths(kind, body):
         value = _value_at(body, path)
@@ -116,17 +118,20 @@ def seal_body(kind: str, body: dict[str, Any], station_public_key: bytes) -> dic
     return sealed
 
 
-def open_sealed(value: Any, key: StationKey | Sequence[StationKey], cache: dict[str, Any]) -> Any:
+def open_sealed(value: Any, key: OpeningKey | Sequence[OpeningKey], cache: dict[str, Any]) -> Any:
     """``value`` with every sealed string inside it opened with ``key`` (or the first of several keys that opens
-    it: a station keeps the keys it rotated away from), nested lists and dicts too; a value that cannot be opened
-    stays sealed. ``cache`` keeps opened values (opening costs about 50 µs)."""
-    keys = (key,) if isinstance(key, StationKey) else tuple(key)
+    it: a station keeps the keys it rotated away from, a reader every version of its grids' readers' keys), nested
+    lists and dicts too; a value that cannot be opened stays sealed. ``cache`` keeps opened values (opening costs
+    about 50 µs)."""
+    keys: tuple[OpeningKey, ...] = (
+        (key,) if isinstance(key, StationKey) or not isinstance(key, Sequence) else tuple(key)
+    )
     return _open(value, keys, cache)
 
 
-def _open(value: Any, keys: tuple[StationKey, ...], cache: dict[str, Any]) -> Any:
+def _open(value: Any, keys: tuple[OpeningKey, ...], cache: dict[str, Any]) -> Any:
     if type(value) is str:
-        if not value.startswith("sealed:1:"):
+        if not value.startswith(SEALED_PREFIXES):
             return value
         opened = cache.get(value, cache)
         if opened is cache:
