@@ -186,3 +186,39 @@ def test_a_redaction_reaches_every_replica_and_the_server_and_signatures_still_c
             r.close()
             assert sealed_phone.encode() not in _raw_bytes(r.path), f"the erased phone is still on disk in {r.path}"
     assert sealed_phone.encode() not in _raw_bytes(tmp_path / "server.db")
+
+
+def test_a_value_sealed_to_several_readers_opens_with_any_of_them_and_nothing_else() -> None:
+    from caresync import DeviceKey, InvalidInputError
+    from caresync.trust.gridkeys import GridKey, unwrap_grid_key, wrap_grid_key
+    from caresync.trust.keys import MAX_READERS, is_sealed
+
+    station = StationKey.generate()
+    knockers, workers, outsider = (GridKey.generate("changnan/dorm/3", "knocker", 1), GridKey.generate("changnan",
+                                   "grid_worker", 1), GridKey.generate("xinan", "knocker", 1))  # fmt: skip
+    sealed, digest = seal_value([station.public_key, knockers.public_key, workers.public_key], "王秀英 Rk-Unit")
+    assert sealed.startswith("sealed:2:") and is_sealed(sealed)
+    for key in (station, knockers, workers):
+        assert unseal_value(key, sealed) == ("王秀英 Rk-Unit", digest)
+    with pytest.raises(TrustError, match="other readers"):
+        unseal_value(outsider, sealed)
+    raw = bytearray(__import__("base64").b64decode(sealed[9:]))
+    raw[-1] ^= 1  # one bit of the ciphertext: every reader refuses it
+    tampered = "sealed:2:" + __import__("base64").b64encode(bytes(raw)).decode()
+    for key in (station, knockers):
+        with pytest.raises(TrustError):
+            unseal_value(key, tampered)
+    assert seal_value([station.public_key], "x")[0].startswith("sealed:1:")  # one reader: the station's form
+    with pytest.raises(InvalidInputError):
+        seal_value([GridKey.generate("a", "knocker", i + 1).public_key for i in range(MAX_READERS + 1)], "x")
+
+    device, other = DeviceKey.generate(), DeviceKey.generate()
+    wrap = wrap_grid_key(knockers, device.public_key)
+    assert unwrap_grid_key(device, wrap, [knockers.publish(station)]).secret == knockers.secret
+    with pytest.raises(TrustError, match="not for it"):
+        unwrap_grid_key(other, wrap, [knockers.publish(station)])
+    with pytest.raises(TrustError, match="did not publish"):  # a wrap of a key the station did not publish
+        unwrap_grid_key(device, wrap, [GridKey.generate("changnan/dorm/3", "knocker", 1).publish(station)])
+    published = knockers.publish(station)
+    assert published.signed_by(station.signing_public_key)
+    assert not published.signed_by(StationKey.generate().signing_public_key)

@@ -33,7 +33,7 @@ def _spec(tmp_path: Path) -> dict[str, Any]:
 
 def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
-    trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key", "/v1/numbers"}
+    trust = {"/v1/enroll", "/v1/token", "/v1/device", "/v1/station-key", "/v1/grid-keys", "/v1/numbers"}
     relay = {"/v1/relay", "/v1/relays"}
     admin = {"/v1/admin/devices", "/v1/admin/devices/{device}/revoke", "/v1/admin/devices/{device}/scope"}
     blobs = {"/v1/blobs/{blob_id}", "/v1/blobs/{blob_id}/chunks/{n}"}
@@ -58,6 +58,9 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
         "AdminEnrolRequest",
         "AdminEnrolResponse",
         "AdminScopeRequest",
+        "GridKeysRequest",
+        "GridKeysResponse",
+        "GridKeysStored",
     ):
         assert model in schemas, model
     assert "HTTPValidationError" not in schemas  # every error is the one envelope
@@ -77,6 +80,8 @@ def test_the_openapi_spec_describes_every_endpoint_and_model(tmp_path: Path) -> 
     for path in ("/v1/enroll", "/v1/token"):
         assert "security" not in spec["paths"][path]["post"]
     assert spec["paths"]["/v1/device"]["get"]["security"] == [{"HTTPBearer": []}]
+    for method in ("get", "put"):  # readers' keys: with a device token
+        assert spec["paths"]["/v1/grid-keys"][method]["security"] == [{"HTTPBearer": []}]
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', str(spec).replace("'", '"'))
     assert set(refs) <= set(schemas), "a reference to a schema the spec does not hold"
 
@@ -97,6 +102,8 @@ def test_the_protocol_page_explains_every_code() -> None:
         "POST /v1/token",
         "GET /v1/device",
         "PUT /v1/station-key",
+        "GET /v1/grid-keys",
+        "PUT /v1/grid-keys",
         "POST /v1/numbers",
         "POST /v1/relay",
         "GET /v1/relays",

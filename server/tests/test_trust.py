@@ -400,3 +400,63 @@ def test_a_code_redeemed_by_several_devices_at_once_enrols_exactly_one(server: S
         winners = [o for o in outcomes if o != "invalid_code"]
         assert len(winners) == 1, outcomes
         assert server.storage.device(f"phone-{round_no}").replica_id == winners[0]
+
+
+def test_readers_keys_are_published_only_by_a_desk_scoped_everywhere_and_only_when_the_station_signed_them(
+    server: Server,
+) -> None:
+    from caresync.trust.gridkeys import GridKey, wrap_grid_key
+
+    station = StationKey.generate()
+    desk = server.enroll("desk", "station", "")
+    community = server.enroll("community-desk", "station", "changnan")
+    knocker_key = DeviceKey.generate()
+    code = server.storage.issue_code("knocker", "knocker", [GRID]).code
+    knocker = server.storage.redeem_code(code, knocker_key.public_key).token
+    key = GridKey.generate(GRID, "knocker", 1)
+    published = key.publish(station)
+    item = {
+        "grid": GRID,
+        "role": "knocker",
+        "version": 1,
+        "public_key": key.public_key.hex(),
+        "signature": published.signature.hex(),
+        "wraps": [{"replica": knocker_key.origin, "wrap": wrap_grid_key(key, knocker_key.public_key)}],
+    }
+
+    def put(token: str, *items: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return server.client.request("PUT", "/v1/grid-keys", json={"keys": list(items)}, headers=headers)
+
+    def get(token: str) -> dict[str, Any]:
+        answer = server.client.get("/v1/grid-keys", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    assert (put(desk, item).status_code, _code(put(desk, item))) == (422, "invalid_request")  # no station key yet
+    assert station.signing_public_key is not None
+    server.storage.set_station_key(station.signing_public_key)
+    for token in (community, knocker):  # a station of one community, a knocker: not the desk
+        assert (put(token, item).status_code, _code(put(token, item))) == (403, "forbidden")
+    forged = GridKey.generate(GRID, "knocker", 1).publish(StationKey.generate())  # signed by another key
+    bad = {**item, "public_key": forged.public_key.hex(), "signature": forged.signature.hex()}
+    assert (put(desk, bad).status_code, _code(put(desk, bad))) == (422, "invalid_request")
+    assert get(desk)["keys"] == []  # nothing of a refused request was stored
+    done = put(desk, item)
+    assert done.status_code == 200 and done.json() == {"keys": 1, "wraps": 1}
+    assert put(desk, item).json() == {"keys": 0, "wraps": 1}  # again: nothing new, the wrap replaced
+    other = GridKey.generate(GRID, "knocker", 1).publish(station)  # the same version, another key
+    clash = {**item, "public_key": other.public_key.hex(), "signature": other.signature.hex()}
+    assert (put(desk, clash).status_code, _code(put(desk, clash))) == (409, "grid_key_conflict")
+
+    seen = get(knocker)  # the knocker gets the published key and its own wrap, and no list of readers
+    assert [k["public_key"] for k in seen["keys"]] == [key.public_key.hex()] and seen["readers"] is None
+    assert [w["wrap"] for w in seen["wraps"]] == [item["wraps"][0]["wrap"]]
+    assert get(community)["readers"] is None and get(community)["wraps"] == []
+    readers = get(desk)["readers"]  # the desk gets the entitled devices: the knocker, enrolled with its key
+    assert [(r["replica"], r["role"], r["grids"], r["public_key"]) for r in readers] == [
+        (knocker_key.origin, "knocker", [GRID], knocker_key.public_key.hex())
+    ]
+    server.storage.revoke("knocker")
+    assert get(desk)["readers"] == []  # revoked: no longer entitled

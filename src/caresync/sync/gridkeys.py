@@ -1,9 +1,9 @@
 """Readers' keys over the network: the station's desk makes, wraps, rotates and publishes them; every device
 fetches the published keys and its own wraps at every sync (docs/security.md, "Readers' keys").
 
-- :func:`sync_grid_keys` runs at the start of every sync (:func:`caresync.sync.netsync.sync`), whatever the order of
-  set-up: ``GET /v1/grid-keys`` answers the keys the station published (public halves, signed by the station key)
-  and the wraps addressed to this device; the device checks and keeps them
+- :func:`sync_grid_keys` runs at every sync, after the push and the pull (:func:`caresync.sync.netsync.sync`),
+  whatever the order of set-up: ``GET /v1/grid-keys`` answers the keys the station published (public halves,
+  signed by the station key) and the wraps addressed to this device; the device checks and keeps them
   (:meth:`~caresync.store.devicelog.DeviceLog.learn_grid_keys`). On the desk (a device holding the station's
   signing key) it first grants (:func:`grant_grid_keys`).
 - :func:`grant_grid_keys`: the server lists, to a station or admin device scoped everywhere, the devices entitled to
@@ -223,9 +223,12 @@ def sync_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link) -> GridKeySync:
     try:
         answer = link.get("/v1/grid-keys")
     except ServerRefusedError as exc:
-        if exc.status == 404:  # a server of an earlier release: no readers' keys there
+        if exc.status in (404, 405):  # a server of an earlier release: no readers' keys there
             return result
         raise
+    if not isinstance(answer, dict):
+        result.problems.append("the sync server answered GET /v1/grid-keys with something this device cannot read")
+        return result
     station = device.station_key
     if station is not None and station.signing_public_key is not None and answer.get("readers") is not None:
         try:

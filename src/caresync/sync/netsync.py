@@ -148,9 +148,9 @@ def sync(
     """Pushes this replica's unsent ops to the server at ``url`` and pulls what it may see; see the module doc.
 
     First it asks ``GET /v1/device`` and learns the station key the server offers, by the pinning rule
-    (``ask_device``; :func:`caresync.sync.enrolment.sync` asks it itself and passes False); then it takes the
-    readers' keys the station published and those wrapped to it, and on the station's desk grants them
-    (:func:`caresync.sync.gridkeys.sync_grid_keys`).
+    (``ask_device``; :func:`caresync.sync.enrolment.sync` asks it itself and passes False). After the push and the
+    pull it takes the readers' keys the station published and those wrapped to it, and on the station's desk grants
+    them (:func:`caresync.sync.gridkeys.sync_grid_keys`).
 
     ``connect_timeout_s`` bounds each wait for a connection, ``timeout_s`` each wait for an answer, and
     ``deadline_s`` the time the sync goes without any answer, retries included (None: no bound; every answer
@@ -180,10 +180,10 @@ def sync(
     try:
         if ask_device:
             _ask_device(device, link, result)
-        result.grid_keys = sync_grid_keys(device, link)  # before the push: what it seals next, it seals to them too
         _top_up_numbers(device, link)  # first: the short numbers it gives provisional tickets travel in this push
         _push(device, link, push_batch, result, progress)
         _pull(device, link, pull_batch, result, progress)
+        result.grid_keys = _grid_keys(device, link)
         _learn_server_key(device, link)
         blobs = device.blobs
         on_blob = _blob_progress(progress)
@@ -242,6 +242,16 @@ def _ask_device(device: DeviceLog, link: Link, result: SyncResult) -> None:
     info = link.request("GET", "/v1/device")  # retried and bounded like the push that follows
     if isinstance(info, dict):
         result.station_key_problem = learn_station_key(device, info)
+
+
+def _grid_keys(device: DeviceLog, link: Link) -> GridKeySync:
+    """The readers' keys step, after the push and the pull (:func:`caresync.sync.gridkeys.sync_grid_keys`): a link
+    that fails here fails no work already exchanged; the failure is kept in the result and the next sync asks again."""
+    try:
+        return sync_grid_keys(device, link)
+    except SyncError as exc:
+        device.logger.warning("readers' keys not fetched this time (%s); the next sync asks again", exc)
+        return GridKeySync(problems=[f"readers' keys not fetched this time: {exc}"])
 
 
 def _learn_server_key(device: DeviceLog, link: Link) -> None:
