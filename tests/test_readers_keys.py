@@ -34,7 +34,8 @@ KNOCK_NOTE = "Marker-Knock-Rk5 老人说腿疼，药还够三天"
 REPORT = "Marker-Report-Rk5 楼道里有人说她摔过一跤"
 AFTER_NOTE = "Marker-After-Rk5 新来的志愿者记下：女儿周末回来"
 AFTER_ADDRESS = "Marker-Moved-Rk5 教师宿舍3栋502"
-MARKERS = [NAME, ADDRESS, OTHER_NAME, KNOCK_NOTE, REPORT, AFTER_NOTE, AFTER_ADDRESS]
+XINAN_NOTE = "Marker-Xinan-Rk5 搬来的网格员第一次记录"
+MARKERS = [NAME, ADDRESS, OTHER_NAME, KNOCK_NOTE, REPORT, AFTER_NOTE, AFTER_ADDRESS, XINAN_NOTE]
 MARKER_PARTS = [m.split(" ", 1)[part] for m in MARKERS for part in (0, 1)]  # each half alone must not show either
 
 
@@ -185,6 +186,18 @@ def test_a_knocker_reads_its_round_and_a_revoked_phone_opens_nothing_written_aft
             )
             assert zhou.residents.get(wang.id).address == AFTER_ADDRESS  # the community's key was not rotated
             assert desk.residents.get(wang.id).notes[-1].text == AFTER_NOTE  # the station reads everything
+
+            # the grid worker is moved to another community: its old key is rotated, it gets the new grid's
+            _program("caresync-server", "scope", "worker-zhou", "--grid", "xinan", "--yes", "--json", env=env)
+            moved = desk.sync().grid_keys.grants
+            assert moved is not None
+            assert sorted(moved.made) == [("grid_worker", "changnan", 2), ("grid_worker", "xinan", 1)]
+            assert zhou.sync().grid_keys.learned == 1 and ("grid_worker", "xinan", 1) in zhou.device_log.readers_keys
+            desk.residents.note(other.id, XINAN_NOTE)
+            desk.sync()
+            zhou.sync()
+            assert zhou.residents.get(other.id).notes[-1].text == XINAN_NOTE  # written since: it reads it
+            assert is_sealed(zhou.residents.get(other.id).name)  # written before xinan had a readers' key: station's
 
         raws = {
             "the courier's handheld": _raw(courier_home),

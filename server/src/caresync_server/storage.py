@@ -294,6 +294,9 @@ class Device:
     scope_version: int = 1
     """Raised by every change of the device's role or grids, so the device knows to re-check what it holds."""
     token_expires_at: int | None = None
+    has_key: bool = False
+    """True when the server holds the device's Ed25519 key (bound at enrolment with a code, or by
+    :meth:`Storage.bind_device_key`)."""
 
 
 @dataclass(frozen=True)
@@ -1005,6 +1008,40 @@ class Storage:
                 ]
         return keys, wraps
 
+    def bind_device_key(self, device: Device, public_key: bytes) -> Device:
+        """Binds the Ed25519 key of a device enrolled with a direct token (it enrolled with none), so that the desk
+        can wrap readers' keys to it: taken only when its fingerprint is the replica the device syncs (binding
+        that replica if the device has none yet). A device that has a key keeps it; the same key again changes
+        nothing.
+
+        Raises:
+            ApiError: ``invalid_request`` (not a device key, or not the key of the replica this device syncs),
+                ``replica_mismatch`` (that replica syncs as another device).
+        """
+        try:
+            origin = origin_of(public_key)
+        except InvalidInputError:
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST,
+                "public_key is not a device key.",
+                [{"field": "public_key", "problem": "must be 32 bytes"}],
+            ) from None
+        with self._write() as conn:
+            found = self._bind(conn, device.id, device.replica_id or origin)
+            if found.replica_id != origin:
+                raise ApiError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"This key belongs to replica {origin}, not to replica {found.replica_id}, which device "
+                    f"{found.name} syncs.",
+                    [{"field": "public_key", "problem": "not the key of the replica this device syncs"}],
+                )
+            conn.execute(
+                devices.update()
+                .where(devices.c.id == device.id, devices.c.public_key.is_(None))
+                .values(public_key=public_key.hex())
+            )
+            return replace(found, replica_id=origin, has_key=True)
+
     def grid_key_readers(self) -> list[dict[str, Any]]:
         """The devices entitled to readers' keys: grid workers, knockers and mediators, not revoked, bound to a
         replica with the device key they enrolled with (a device enrolled with a direct token has none, and gets
@@ -1676,6 +1713,7 @@ def _device(row: Any) -> Device:
         clock_offset_ms=row.last_clock_offset_ms,
         scope_version=row.scope_version,
         token_expires_at=row.token_expires_at,
+        has_key=row.public_key is not None,
     )
 
 

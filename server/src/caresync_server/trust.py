@@ -10,7 +10,7 @@ from caresync.core.domain import Role
 from caresync.errors import InvalidInputError
 from caresync.trust.codes import check_code
 from caresync.trust.keys import sealing_key_of
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -212,15 +212,33 @@ def _require_desk(device: Device, what: str) -> None:
     response_model=GridKeysResponse,
     responses=_errors(
         (401, "No token, or an unknown or expired one."),
-        (403, "The device was revoked (`revoked`)."),
+        (
+            403,
+            "The device was revoked (`revoked`), or `public_key` names a replica that syncs as another device "
+            "(`replica_mismatch`).",
+        ),
+        (422, "`public_key` is not the key of the replica this device syncs (`invalid_request`)."),
     ),
     summary="The readers' keys the station published, and this device's wraps",
 )
-def get_grid_keys(storage: _StorageDep, found: Annotated[Device, Depends(_device)]) -> GridKeysResponse:
+def get_grid_keys(
+    storage: _StorageDep,
+    found: Annotated[Device, Depends(_device)],
+    public_key: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9a-fA-F]{64}$",
+            description="The asking device's Ed25519 public key (hex): bound to a device enrolled with a direct "
+            "token, which has none, when it is the key of the replica the device syncs; ignored once one is bound.",
+        ),
+    ] = None,
+) -> GridKeysResponse:
     """Every device asks this at every sync: the published readers' keys (public halves, signed by the station
     key: a device takes only those its pinned station key signed) and the wraps of their secrets made for this
     device. A station or admin device scoped everywhere (the station's desk) also gets the devices entitled to
     readers' keys, to wrap the keys to them and to rotate a key when one of them leaves."""
+    if public_key is not None and not found.has_key:
+        found = storage.bind_device_key(found, bytes.fromhex(public_key))
     keys, wraps = storage.grid_keys(found)
     readers = storage.grid_key_readers() if _is_desk(found) else None
     return GridKeysResponse.model_validate({"keys": keys, "wraps": wraps, "readers": readers})

@@ -220,8 +220,8 @@ def sync_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link) -> GridKeySync:
     refusal to grant is kept in the result, and the sync goes on."""
     device = device_log_of(holder)
     result = GridKeySync()
-    try:
-        answer = link.get("/v1/grid-keys")
+    try:  # with its device key: a device enrolled with a direct token has none on the server until it says so
+        answer = link.get(f"/v1/grid-keys?public_key={device.device_key.public_key.hex()}")
     except ServerRefusedError as exc:
         if exc.status in (404, 405):  # a server of an earlier release: no readers' keys there
             return result
