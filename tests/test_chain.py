@@ -16,7 +16,15 @@ from caresync import ForgedOpError, OpForkError, Replica
 from caresync.core.ops import FORMAT_VERSION
 from caresync.sync.wire import decode_envelope, encode_envelope
 from caresync.testing import key_for, sign
-from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, signature_needed, verify_each, verify_ops
+from caresync.trust.signing import (
+    ZERO_LINK,
+    chain_link,
+    failing_signatures,
+    signature_needed,
+    verify_each,
+    verify_ops,
+    verify_signed,
+)
 from tests.conftest import ReplicaFactory
 
 GRID = "changnan/dorm/3"
@@ -90,6 +98,9 @@ def test_an_altered_op_anywhere_in_a_run_is_refused_and_named(
         with pytest.raises(ForgedOpError) as info:
             verify_each(batch)
         assert info.value.problems[0][0].startswith(f"op {a.id}:{where + 1} (")
+        with pytest.raises(ForgedOpError) as again:  # the server's one pass: links and runs, then each signature
+            verify_signed(_copy(batch))
+        assert again.value.problems == info.value.problems
         return
     with pytest.raises(ForgedOpError, match="altered on the way, or forged") as info:
         b.apply_ops(batch)

@@ -441,6 +441,33 @@ def test_every_signature_the_server_keeps_is_checked(server: Server, make_replic
     assert server.counts() == counts
 
 
+def test_a_forged_signature_in_a_large_batch_is_refused_whole(server: Server, make_replica: ReplicaFactory) -> None:
+    """From 256 ops on, each op's own signature is checked on two threads, against the messages the check of the
+    batch's links built: a bad one refuses the whole batch, named."""
+    import base64
+
+    station = make_replica("station")
+    token = server.enroll("station")
+    with station.batch():
+        ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+        for i in range(299):
+            station.tickets.note(ticket.id, f"note {i}")
+    ops = own_ops(station)
+    assert len(ops) == 300
+    counts = server.counts()
+    raw = bytearray(base64.b64decode(ops[250]["sig"]))
+    raw[50] ^= 1
+    altered = [*ops[:250], {**ops[250], "sig": base64.b64encode(bytes(raw)).decode()}, *ops[251:]]
+    for compact in (False, True):
+        response = server.push(token, station.id, altered, compact=compact)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "bad_signature"
+        assert f"op {station.id}:251 (ticket.note)" in error["details"][0]["field"]
+    assert server.counts() == counts
+    assert _answer(server.push(token, station.id, ops))["stored"] == 300
+
+
 def test_pull_answers_carry_one_signature_per_run(server: Server, make_replica: ReplicaFactory) -> None:
     from caresync.sync.wire import MEDIA_TYPE, decode_envelope
 
@@ -469,3 +496,4 @@ def test_pull_answers_carry_one_signature_per_run(server: Server, make_replica: 
         response = server.client.post("/v1/pull", json=body, headers=headers)
         assert response.content[2] == fmt
         assert [("sig" in op) for op in decode_envelope(response.content)["ops"]] == [False] * 9 + [True]
+

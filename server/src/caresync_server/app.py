@@ -21,7 +21,7 @@ from caresync.core.gcpause import paused_gc
 from caresync.core.ops import FORMAT_VERSION, OpDict, ops_from_rows, validate_ops
 from caresync.errors import ForgedOpError, InvalidInputError, InvalidOpError, OpForkError
 from caresync.sync.wire import FORMATS, MEDIA_TYPE, decode_envelope, encode_envelope
-from caresync.trust.signing import verify_each, verify_ops
+from caresync.trust.signing import verify_signed
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -408,8 +408,9 @@ def _validated(raw_ops: list[Any]) -> list[OpDict]:
             problems,
         )
     try:
-        verify_ops(known)  # also fills in the pd links the batch left out, which are stored with the ops
-        verify_each(known)  # every signature kept here may be sent on alone (a pull filtered by scope)
+        # verify_ops, which also fills in the pd links the batch left out (they are stored with the ops), then each
+        # op's own signature: every signature kept here may be sent on alone (a pull filtered by scope)
+        verify_signed(known)
     except ForgedOpError as exc:
         raise ApiError(
             ErrorCode.BAD_SIGNATURE,

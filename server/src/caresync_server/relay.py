@@ -25,7 +25,7 @@ from typing import Any
 from caresync.core.ops import ops_from_rows, validate_ops
 from caresync.errors import BundleError, ForgedOpError, InvalidOpError, OpForkError
 from caresync.sync.bundles.format import MAX_BUNDLE_BLOB_BYTES, carried_blobs, check_bundle, seal_answer
-from caresync.trust.signing import verify_each, verify_ops
+from caresync.trust.signing import verify_signed
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError as PydanticValidationError
@@ -293,8 +293,7 @@ def _deliver(
         known, deferred = validate_ops(bundle["ops"])
         for op in known:
             body_text(op["body"]).encode()
-        verify_ops(known)
-        verify_each(known)
+        verify_signed(known)
     except ForgedOpError as exc:
         return _refusal("bad_signature", f"Bundle {bundle_id} holds an op its device did not sign: {exc}", bundle_id)
     except OpForkError as exc:
