@@ -497,3 +497,40 @@ def test_pull_answers_carry_one_signature_per_run(server: Server, make_replica: 
         assert response.content[2] == fmt
         assert [("sig" in op) for op in decode_envelope(response.content)["ops"]] == [False] * 9 + [True]
 
+
+def test_a_push_finds_ops_by_identity_without_scanning_the_log(server: Server, make_replica: ReplicaFactory) -> None:
+    """A push reads the held ops next to its runs, the ops it may repeat and their refusals by ``(origin, seq)``:
+    each must be a search of that index, not a scan of the whole log at every push (SQLite answers a row-value
+    IN list with a scan)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    if server.settings.dialect != "sqlite":
+        pytest.skip("the plans read here are SQLite's")
+    station = make_replica("station")
+    token = server.enroll("station")
+    ticket = station.tickets.submit(title="Leak", kind="repair", grid=GRID)
+    for i in range(5):
+        station.tickets.note(ticket.id, f"note {i}")
+    ops = own_ops(station)
+    assert _answer(server.push(token, station.id, ops[:3]))["stored"] == 3
+    statements: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if not executemany:
+            statements.append((statement, parameters))
+
+    engine = server.app.state.caresync.storage.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        # ops 2 and 3 again (held: read to compare), then 4 to 6 (the held op 3 is read for its link)
+        assert _answer(server.push(token, station.id, ops[1:]))["stored"] == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    by_identity = [(s, p) for s, p in statements if "seq = ?" in s or "seq) IN" in s]
+    assert len(by_identity) >= 2, statements  # the neighbours' links and the held ops compared
+    with sqlite3.connect(server.settings.database_url.removeprefix("sqlite:///")) as conn:
+        plans = {s: " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {s}", p)) for s, p in by_identity}
+    conn.close()
+    assert not {s: plan for s, plan in plans.items() if "SCAN ops" in plan or "SCAN refusals" in plan}, plans

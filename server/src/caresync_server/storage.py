@@ -68,7 +68,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    tuple_,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -387,6 +386,13 @@ class PullPage:
 def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _identities(table: Table, pairs: Sequence[tuple[str, int]]) -> ColumnElement[bool]:
+    """``(origin, seq) IN pairs`` for ``table``, written as an OR of equalities: SQLite (3.40) answers a row-value
+    IN list by scanning the whole table (at every push, growing with the log), the OR by one search of the
+    ``(origin, seq)`` index per pair; PostgreSQL searches its index either way."""
+    return or_(*(and_(table.c.origin == origin, table.c.seq == seq) for origin, seq in pairs))
 
 
 def token_hash(token: str) -> str:
@@ -1432,7 +1438,7 @@ class Storage:
             }
         )
         for pairs in _chunks(neighbours):
-            rows = conn.execute(select(*_OP_ROW).where(tuple_(ops.c.origin, ops.c.seq).in_(pairs)))
+            rows = conn.execute(select(*_OP_ROW).where(_identities(ops, pairs)))
             for held in ops_from_rows([tuple(r) for r in rows]):
                 items = by_origin[held["origin"]]
                 after, before = items.get(held["seq"] + 1), items.get(held["seq"] - 1)
@@ -1478,7 +1484,7 @@ class Storage:
             for origin, seq, hlc, eid, kind, actor, at, body in conn.execute(
                 select(
                     ops.c.origin, ops.c.seq, ops.c.hlc, ops.c.eid, ops.c.kind, ops.c.actor, ops.c.at, ops.c.body
-                ).where(tuple_(ops.c.origin, ops.c.seq).in_(pairs))
+                ).where(_identities(ops, pairs))
             ):
                 stored[(origin, seq)] = fingerprint(hlc, eid, kind, actor, at, body)
         wanted = set(candidates) | {ref for op in batch for ref in referenced_ops(op)}
@@ -1495,7 +1501,7 @@ class Storage:
             for origin, seq, mark, code, reason in conn.execute(
                 select(
                     refusals.c.origin, refusals.c.seq, refusals.c.fingerprint, refusals.c.code, refusals.c.reason
-                ).where(tuple_(refusals.c.origin, refusals.c.seq).in_(pairs))
+                ).where(_identities(refusals, pairs))
             ):
                 refused[(origin, seq)] = PriorRefusal(mark, code, reason)
         found_devices: dict[str, OriginDevice] = {}
