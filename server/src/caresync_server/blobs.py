@@ -207,10 +207,11 @@ def _records_blobs(storage: Storage, eids: Sequence[str]) -> tuple[set[str], dic
     """The blobs the live attachments of records ``eids`` name (:func:`caresync.trust.blobs.live_blobs`), and the
     resident each record is of (a resident is its own; a visit, a ticket or a parcel names theirs when created)."""
     records = sorted(set(eids))
-    found = storage.ops_of_kinds(records, (".attach", ".detach"))
+    rows = storage.ops_of_kinds(records, (".attach", ".detach", ".create"))
+    found = [row for row in rows if not row[2].endswith(".create")]
     resident_of = {
         eid: str(body["resident_id"])
-        for _, eid, kind, _, body in storage.ops_of_kinds(records, (".create",))
+        for _, eid, kind, _, body in rows
         if kind in _RESIDENT_LINKED and body.get("resident_id")
     }
     resident_of.update({eid: eid for eid in records if eid.startswith(_RESIDENT_PREFIX)})
@@ -331,24 +332,16 @@ def _manifest(row: Any) -> BlobManifest:
     return BlobManifest(int(row.size), [row.chunks[i : i + 64] for i in range(0, len(row.chunks), 64)])
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _publish(settings: Settings, blob_id: str) -> bool:
     """Renames a whole blob's ``.part`` file to its name (atomic: a reader sees no file or the whole one); True
-    when the blob's file is there. Any process may do it (the one that wrote the last chunk, or a reader that
-    finds a blob the database calls whole still under its ``.part`` name after a crash between the two)."""
+    when the blob's file is there. Any process may do it: the one that wrote the last chunk, or a reader that finds
+    a blob the database calls whole still under its ``.part`` name (a crash between the two, or a power cut that
+    lost the rename: so the folder need not be synced after it; every chunk's bytes were)."""
     final = _path(settings, blob_id, part=False)
     try:
         os.replace(_path(settings, blob_id, part=True), final)
     except FileNotFoundError:
         return final.exists()  # published by another process, or deleted
-    _fsync_dir(final.parent)
     return True
 
 
