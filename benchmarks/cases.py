@@ -748,6 +748,71 @@ def startup(cfg: Config) -> Row:
     return row
 
 
+# --- lists of 10,000 records ------------------------------------------------------------------------------
+
+#: How many records each list of ``lists/10k`` shows (a tiny run, as the test's, uses :data:`LIST_RECORDS_SMALL`).
+LIST_RECORDS = 10_000
+LIST_RECORDS_SMALL = 200
+#: How many times ``lists/10k`` runs each command (the median is the figure).
+LIST_RUNS = 5
+
+
+def lists_10k(cfg: Config) -> Row:
+    """Wall time of the list commands on a replica of :data:`LIST_RECORDS` records of each kind, as a user meets
+    them (subprocesses, interleaved, :data:`LIST_RUNS` runs each): ``caresync ticket list`` (10,000 open tickets),
+    ``resident list`` (10,000 residents), each also with ``--json``, and on a courier's handheld of 10,000 parcels
+    waiting in its mailboxes, ``caresync-courier route`` and ``status``. The replicas are made before the clock
+    starts. Target: each under 1 s."""
+    from caresync import Replica  # here, not at the top: a case imports only what it runs
+    from caresync.cli._common import REPLICA_FILE  # (likewise)
+
+    n = LIST_RECORDS if cfg.ops >= 1000 else LIST_RECORDS_SMALL
+    home, handheld = cfg.workdir / "lists-desk", cfg.workdir / "lists-courier"
+    env = {**os.environ, "CARESYNC_HOME": str(home), "CARESYNC_LANG": "en"}
+    courier_env = {**os.environ, "CARESYNC_HOME": str(handheld), "CARESYNC_LANG": "en"}
+    if not (home / REPLICA_FILE).exists():
+        subprocess.run([_program("caresync"), "init", "--actor", ACTOR], env=env, check=True, capture_output=True)
+        with Replica.open(home / REPLICA_FILE, actor=ACTOR) as replica, replica.batch():
+            for i in range(n):
+                grid = f"changnan/dorm-{i % 20}/b{i % 7}"
+                who = replica.residents.register(
+                    name=f"Resident {i}", grid=grid, address=f"{i % 30}-{i % 500}", knock_every_days=7
+                )
+                made = replica.tickets.submit(title=f"Stair light {i}", kind=KIND, grid=grid, resident_id=who.id)
+                if i % 4 == 0:
+                    replica.tickets.accept(made.id, assignee="grid-li")
+    if not (handheld / "courier.db").exists():
+        handheld.mkdir(parents=True, exist_ok=True)
+        with Replica.open(handheld / "courier.db", actor="chen") as replica, replica.batch():
+            boxes = [replica.mailboxes.add(code=f"MB-{b:02d}", name=f"Box {b}", grid=GRID) for b in range(40)]
+            for i in range(n):
+                replica.parcels.register(code=f"E-{i:05d}", grid=GRID, mailbox_id=boxes[i % 40].id)
+    commands = {
+        "ticket list": ([_program("caresync"), "ticket", "list"], env, f"{n} tickets"),
+        "ticket list --json": ([_program("caresync"), "ticket", "list", "--json"], env, '"number"'),
+        "resident list": ([_program("caresync"), "resident", "list"], env, f"{n} residents"),
+        "resident list --json": ([_program("caresync"), "resident", "list", "--json"], env, '"address"'),
+        "courier route": ([_program("caresync-courier"), "route"], courier_env, "E-00000"),
+        "courier status": ([_program("caresync-courier"), "status"], courier_env, "Unsent changes"),
+    }
+    runs = LIST_RUNS if cfg.ops >= 1000 else 2
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, (argv, environ, expect) in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(argv, env=environ, capture_output=True, text=True)
+            times[name].append(time.perf_counter() - start)
+            if done.returncode != 0 or expect not in done.stdout:
+                raise RuntimeError(f"{name} exited {done.returncode}: {(done.stderr or done.stdout)[-500:]}")
+    medians = {name: percentile(values, 0.5) for name, values in times.items()}
+    notes = "; ".join(
+        f"{name} {medians[name]:.2f} s ({min(values):.2f}-{max(values):.2f})" for name, values in times.items()
+    )
+    row = _row(len(commands) * runs, sum(sum(v) for v in times.values()), f"{n} records, median of {runs}: {notes}")
+    row["lists_median_s"] = medians
+    return row
+
+
 # --- registry ----------------------------------------------------------------------------------------------
 
 CASES: dict[str, Case] = {
@@ -769,6 +834,7 @@ CASES: dict[str, Case] = {
         Case("loro", "loro", loro_case),
         Case("pycrdt", "pycrdt", pycrdt_case),
         Case("startup/programs", "startup", startup),
+        Case("lists/10k", "lists", lists_10k),
     )
 }
 

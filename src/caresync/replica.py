@@ -11,6 +11,7 @@ The :class:`Replica` is the facade people use; the engine under it, the device's
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +52,7 @@ from caresync.core.model import (
     ms_to_datetime,
 )
 from caresync.core.ops import ATTACHABLE, SETTABLE_FIELDS, OpDict, entity_type_of
+from caresync.core.summaries import ParcelSummary, ResidentSummary, TicketSummary
 from caresync.errors import IntentError, InvalidInputError, NotFoundError, SyncError, TrustError
 from caresync.store.devicelog import ApplyResult, DeviceLog
 from caresync.store.numbers import TicketNumbers, is_ticket_number
@@ -503,11 +505,14 @@ class Replica:
 
     def refusals(self) -> list[Refusal]:
         """Every op the sync server refused, with its reason; they stay on this device, unsent."""
+        refused = self._device_log.store.refusals()
+        if not refused:  # most of the time: no need to import the sync modules (and httpx) to say so
+            return []
         from caresync.sync.netsync import Refusal  # here, not at the top: keeps start-up fast
 
         return [
             Refusal(op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=code, reason=reason)
-            for op, code, reason, _ in self._device_log.store.refusals()
+            for op, code, reason, _ in refused
         ]
 
     def retry_refused(self) -> int:
@@ -974,6 +979,18 @@ class Residents(_Collection):
         """Residents, optionally of one grid (exact path), by id."""
         return self._list({"grid": grid}, include_deleted)
 
+    def summaries(self, *, grid: str | None = None, include_deleted: bool = False) -> builtins.list[ResidentSummary]:
+        """What a list shows of each resident (optionally of one grid, exact path), by id, read from the replica's
+        columns without building the records: :class:`~caresync.core.summaries.ResidentSummary`."""
+        rows = self._r.device_log.rows(
+            self.entity,
+            ResidentSummary.COLUMNS,
+            {"grid": grid},
+            include_deleted=include_deleted,
+            fields=ResidentSummary.FIELDS,
+        )
+        return [ResidentSummary.from_row(row) for row in rows]
+
     def note(self, resident_id: str, text: str, *, actor: str | None = None) -> None:
         """Adds a note about a resident."""
         self._note(resident_id, text, actor)
@@ -1116,6 +1133,25 @@ class Tickets(_Collection):
             include_deleted,
             order="due_at, id",
         )
+
+    def summaries(
+        self,
+        *,
+        status: str | None = None,
+        grid: str | None = None,
+        assignee: str | None = None,
+        resident_id: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+    ) -> builtins.list[TicketSummary]:
+        """What a list shows of each ticket matching every filter given, soonest due first, read from the
+        replica's columns without building the records (:class:`~caresync.core.summaries.TicketSummary`), where
+        :meth:`list` builds every record."""
+        filters = {"status": status, "grid": grid, "assignee": assignee, "resident_id": resident_id, "kind": kind}
+        rows = self._r.device_log.rows(
+            self.entity, TicketSummary.COLUMNS, filters, include_deleted=include_deleted, order="due_at, id"
+        )
+        return [TicketSummary.from_row(row) for row in rows]
 
     def _transition(self, ticket_id: str, action: str, *, actor: str | None, **extra: Any) -> Ticket:
         state = self._state(ticket_id)
@@ -1463,6 +1499,19 @@ class Parcels(_Collection):
         """One parcel with its chain of custody."""
         result: Parcel = self._get(parcel_id)
         return result
+
+    def summaries(self, *, include_deleted: bool = False) -> builtins.list[ParcelSummary]:
+        """What a route shows of each parcel, by id, read from the replica's columns without building the records
+        (:class:`~caresync.core.summaries.ParcelSummary`)."""
+        rows = self._r.device_log.rows(
+            self.entity,
+            ParcelSummary.COLUMNS,
+            {},
+            include_deleted=include_deleted,
+            fields=ParcelSummary.FIELDS,
+            paths=ParcelSummary.PATHS,
+        )
+        return [ParcelSummary.from_row(row) for row in rows]
 
     def by_code(self, code: str) -> Parcel | None:
         """The parcel with this envelope code, if known here."""

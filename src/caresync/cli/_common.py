@@ -51,9 +51,12 @@ def local_tz() -> Any:
     return datetime.now().astimezone().tzinfo
 
 
-def fmt_time(moment: datetime | None) -> str:
-    """A time as a clerk reads it, in this computer's time zone."""
-    return "" if moment is None else moment.astimezone(local_tz()).strftime("%Y-%m-%d %H:%M")
+def fmt_time(moment: datetime | None, tz: Any = None) -> str:
+    """A time as a clerk reads it, in this computer's time zone (``tz``: that zone, found once for a long list)."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(tz or local_tz())
+    return f"{local.year:04d}-{local.month:02d}-{local.day:02d} {local.hour:02d}:{local.minute:02d}"
 
 
 def parse_day(text: str, field: str) -> date:

@@ -69,6 +69,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, str):
+        if not (19 <= len(value) <= 40 and value[4:5] == "-"):  # not a moment: most strings, decided at once
+            return value
         match = _Z_OR_SPACE.match(value)
         if match is None:
             return value

@@ -86,34 +86,37 @@ def resident_add(
 @click.option("--grid", default=None, help="Only this grid and the grids in it.")
 @common_options
 def resident_list(env: Env, grid: str | None) -> None:
-    """Residents, by grid."""
-    from rich.table import Table  # here, not at the top: keeps start-up fast
-
+    """Residents, by grid. Reads only what it shows of each resident (`resident show` gives one whole)."""
+    from caresync.cli._table import table_text  # here, not at the top: keeps start-up fast
     from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
     from caresync.field.labels import label  # here, not at the top: keeps start-up fast
 
     with env.read() as replica:
         if grid is not None:
             check_known_grid(replica, grid, filtering=True)
-        found = [r for r in replica.residents.list() if grid is None or in_grid(r.grid, grid)]
-        found.sort(key=lambda r: (r.grid, r.name or "", r.id))
+        found = [r for r in replica.residents.summaries() if grid is None or in_grid(r.grid, grid)]
+    found.sort(key=lambda r: (r.grid, r.name or "", r.id))
 
     def text() -> None:
-        table = Table(title=env.t("resident.list_title", n=len(found)))
-        for col in ("id", "name", "grid", "address", "flags", "knock_every"):
-            table.add_column(env.t("field." + col))
-        for r in found:
-            table.add_row(
+        flags = {f: label("resident", f, env.lang) for r in found for f in r.flags}
+        rows = [
+            [
                 r.id,
                 r.name or "",
                 r.grid,
                 r.address or "",
-                ", ".join(label("resident", f, env.lang) for f in r.flags),
+                ", ".join(flags[f] for f in r.flags),
                 str(r.knock_every_days or ""),
-            )
-        env.console().print(table)
+            ]
+            for r in found
+        ]
+        headings = [env.t("field." + col) for col in ("id", "name", "grid", "address", "flags", "knock_every")]
+        click.echo(table_text(env.t("resident.list_title", n=len(found)), headings, rows))
 
-    env.out({"residents": [resident_json(r) for r in found]}, text)
+    if env.as_json:
+        env.out({"residents": [r.to_json() for r in found]}, text)
+    else:
+        text()
 
 
 @resident.command("show")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from caresync.cli._common import Env, common_options, enum_choice, fmt_time, now_utc
+from caresync.cli._common import Env, common_options, enum_choice, fmt_time, local_tz, now_utc
 from caresync.core.domain import (
     Channel,
     Priority,
@@ -212,52 +212,51 @@ def ticket_submit(
 def ticket_list(
     env: Env, status: str | None, grid: str | None, assignee: str | None, kind: str | None, show_all: bool
 ) -> None:
-    """Tickets, overdue ones first, then soonest due."""
-    from rich.table import Table  # here, not at the top: keeps start-up fast
-
+    """Tickets, overdue ones first, then soonest due. Reads only what it shows of each ticket (``--json``: the
+    list's fields; `ticket show` gives a ticket whole)."""
+    from caresync.cli._table import table_text  # here, not at the top: keeps start-up fast
     from caresync.field.grids import check_known_grid  # here, not at the top: keeps start-up fast
     from caresync.field.labels import label  # here, not at the top: keeps start-up fast
-    from caresync.field.sla import is_overdue, sla_sorted  # here, not at the top: keeps start-up fast
 
     with env.read() as replica:
         if grid is not None:
             check_known_grid(replica, grid, filtering=True)
         now = now_utc()
-        found = replica.tickets.list(status=status, assignee=assignee, kind=kind)
         found = [
             t
-            for t in found
+            for t in replica.tickets.summaries(status=status, assignee=assignee, kind=kind)
             if (grid is None or in_grid(t.grid, grid)) and (show_all or status is not None or t.is_open)
         ]
-        ordered = sla_sorted(found, now)
-        # inside the block: a resolution is read from the ticket's history, which loads from the file when asked
-        data = {"tickets": [ticket_json(t, now) for t in ordered]}
+    ordered = sorted(found, key=lambda t: (not t.is_overdue(now), t.due_at, t.id))  # as field.sla.sla_sorted
 
     def text() -> None:
         if not ordered:
             click.echo(env.t("ticket.none"))
             return
-        table = Table(
-            title=env.t("ticket.list_title", n=len(ordered), overdue=sum(is_overdue(t, now) for t in ordered))
-        )
-        for col in ("number", "title", "kind", "status", "grid", "assignee", "due"):
-            table.add_column(env.t("field." + col))
-        for t in ordered:
-            due = fmt_time(t.due_at)
-            if is_overdue(t, now):
-                due = f"[bold red]{due} {env.t('ticket.overdue_mark')}[/bold red]"
-            table.add_row(
+        overdue = sum(t.is_overdue(now) for t in ordered)
+        tz = local_tz()
+        late = env.t("ticket.overdue_mark")
+        kinds: dict[str, str] = {}
+        statuses: dict[str, str] = {}
+        rows = [
+            [
                 t.number or t.id,
                 t.title,
-                label("kind", t.kind, env.lang),
-                label("status", t.status, env.lang),
+                kinds.setdefault(t.kind, label("kind", t.kind, env.lang)),
+                statuses.setdefault(t.status, label("status", t.status, env.lang)),
                 t.grid,
                 t.assignee or "",
-                due,
-            )
-        env.console().print(table)
+                f"{fmt_time(t.due_at, tz)} {late}" if t.is_overdue(now) else fmt_time(t.due_at, tz),
+            ]
+            for t in ordered
+        ]
+        headings = [env.t("field." + col) for col in ("number", "title", "kind", "status", "grid", "assignee", "due")]
+        click.echo(table_text(env.t("ticket.list_title", n=len(ordered), overdue=overdue), headings, rows))
 
-    env.out(data, text)
+    if env.as_json:
+        env.out({"tickets": [t.to_json(now) for t in ordered]}, text)
+    else:
+        text()
 
 
 @ticket.command("show")

@@ -35,6 +35,7 @@ from caresync.trust.codes import delivery_code_matches
 from caresync.trust.keys import seal_value
 
 if TYPE_CHECKING:
+    from caresync.core.summaries import ParcelSummary
     from caresync.replica import Replica
 
 __all__ = [
@@ -476,15 +477,12 @@ class RouteStop:
         return any(p.due for p in self.parcels)
 
 
-def _since(parcel: Parcel) -> int:
-    if parcel.hops:
-        return int(parcel.hops[-1].at.timestamp() * 1000)
-    return int(parcel.history[0].at.timestamp() * 1000) if parcel.history else 0
-
-
-def _at_station(parcel: Parcel) -> bool:
-    """True when the station holds the parcel: registered there, or a hand-in it receipted."""
-    return parcel.stage is None or (parcel.stage is HopStage.HANDED_IN and not handover_pending(parcel))
+def _summary_at_station(replica: Replica, parcel: ParcelSummary) -> bool:
+    """True when the station holds the parcel: registered there, or a hand-in it receipted (the whole record is
+    read only for a hand-in, to see the receipt)."""
+    if parcel.stage is None:
+        return True
+    return parcel.stage == HopStage.HANDED_IN and not handover_pending(replica.parcels.get(parcel.id))
 
 
 def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = None) -> list[RouteStop]:
@@ -495,23 +493,23 @@ def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = No
     boxes = {m.id: m for m in replica.mailboxes.list()}
     stops: dict[tuple[str, str], RouteStop] = {}
     waits: dict[tuple[str, str], list[tuple[int, RouteParcel]]] = defaultdict(list)
-    for parcel in replica.parcels.list():
+    for parcel in replica.parcels.summaries():  # what a route shows, from the columns: no record is built
         if parcel.stage in (None, HopStage.DROPPED) and parcel.direction == "to_station" and parcel.mailbox_id:
             box = boxes.get(parcel.mailbox_id)
             key = ("pickup", box.code if box else parcel.mailbox_id)
             if key not in stops:
                 stops[key] = RouteStop("pickup", key[1], box.name if box else key[1], box.grid if box else parcel.grid)
-        elif parcel.direction == "to_resident" and _at_station(parcel):
+        elif parcel.direction == "to_resident" and _summary_at_station(replica, parcel):
             key = ("collect", "station")
             if key not in stops:
                 stops[key] = RouteStop("collect", "station", "station", "")
-        elif parcel.stage is HopStage.OUT_FOR_DELIVERY and parcel.holder == who:
+        elif parcel.stage == HopStage.OUT_FOR_DELIVERY and parcel.holder == who:
             key = ("deliver", parcel.grid)
             if key not in stops:
                 stops[key] = RouteStop("deliver", parcel.grid, parcel.grid, parcel.grid)
         else:
             continue
-        since = _since(parcel)
+        since = parcel.since_ms
         hours = max(0, now - since) / 3_600_000
         waits[key].append(
             (
@@ -519,7 +517,7 @@ def route(replica: Replica, *, now_ms: int | None = None, actor: str | None = No
                 RouteParcel(
                     parcel.id,
                     parcel.code,
-                    _stage(parcel),
+                    parcel.stage or "registered",
                     ms_to_datetime(since),
                     round(hours, 1),
                     hours >= ROUTE_DUE_HOURS,
@@ -571,12 +569,13 @@ class CourierStatus:
 def status(replica: Replica, carried: dict[str, int] | None = None) -> CourierStatus:
     """Unsent changes, carried bundles, last sync, clock offset, conflicts, custody anomalies and refusals."""
     last = replica.device_log.store.get_meta(_LAST_SYNC_META)
-    holding = [
+    held_stages = (HopStage.PICKED_UP, HopStage.OUT_FOR_DELIVERY, HopStage.HANDED_IN)
+    holding = [  # from the columns; a hand-in's record is read to see whether the station receipted it
         p.code
-        for p in replica.parcels.list()
+        for p in replica.parcels.summaries()
         if p.holder == replica.actor
-        and p.stage in (HopStage.PICKED_UP, HopStage.OUT_FOR_DELIVERY, HopStage.HANDED_IN)
-        and (p.stage is not HopStage.HANDED_IN or handover_pending(p))
+        and p.stage in held_stages
+        and (p.stage != HopStage.HANDED_IN or handover_pending(replica.parcels.get(p.id)))
     ]
     return CourierStatus(
         replica=replica.id,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from caresync.core.domain import HopStage
 from caresync.core.model import Hop, Parcel
+from caresync.core.summaries import ParcelSummary
 from caresync.errors import TrustError
 from caresync.trust.keys import unseal_value
 
@@ -177,12 +178,14 @@ def anomalies(replica: Replica) -> list[CustodyAnomaly]:
     courier's own device), ``custody_conflict`` (hops made without seeing each other, or out of order), and
     ``duplicate_code`` (two parcels registered with one envelope code).
     """
-    parcels = replica.parcels.list()
+    summaries = replica.parcels.summaries()  # from the columns: only a parcel with hops or a conflict is read whole
     out: list[CustodyAnomaly] = []
-    by_code: dict[str, list[Parcel]] = defaultdict(list)
-    for parcel in parcels:
-        out.extend(parcel_anomalies(parcel))
-        by_code[parcel.code].append(parcel)
+    for summary in summaries:
+        if summary.stage is not None or summary.conflicts:
+            out.extend(parcel_anomalies(replica.parcels.get(summary.id)))
+    by_code: dict[str, list[ParcelSummary]] = defaultdict(list)
+    for summary in summaries:
+        by_code[summary.code].append(summary)
     for code, same in sorted(by_code.items()):
         if len(same) > 1:
             for parcel in same:

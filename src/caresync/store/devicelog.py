@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,11 @@ from caresync.trust.keys import DeviceKey, OpeningKey, StationKey, StationKeyLin
 from caresync.trust.scopes import RecordScope, may_read
 from caresync.trust.sealing import open_sealed, seal_body, unsealed_fields
 from caresync.trust.signing import sign_linked, verify_ops
+
+#: A column or field name a list may name (checked before it goes into SQL).
+_NAME = re.compile(r"^[a-z_]+$")
+#: A JSON path into a stored state a list may read: ``$.created[2]``, ``$.c.hops[#-1][5]``.
+_PATH = re.compile(r"^\$(\.[a-z_]+|\[(#-1|[0-9]+)\])+$")
 
 __all__ = [
     "GRID_KEYS_META",
@@ -402,6 +408,54 @@ class DeviceLog:
         if not include_deleted:
             where.append("AND deleted = 0")
         return self._states(entity, " ".join(where), params, order)
+
+    def rows(
+        self,
+        entity: EntityType,
+        columns: Sequence[str],
+        filters: Mapping[str, Any],
+        *,
+        include_deleted: bool,
+        order: str = "id",
+        fields: Sequence[str] = (),
+        paths: Sequence[str] = (),
+    ) -> list[tuple[Any, ...]]:
+        """``(id, *columns, *fields)`` of the complete records of one type whose columns equal ``filters``: the
+        materialised columns as stored, and each of ``fields`` (a field without a column) as the record shows it
+        (the last entry of its value list, as :func:`~caresync.core.merge.value_of` reads it), taken from the
+        stored state by SQLite without parsing it here, then each of ``paths`` (a JSON path into the state, such as
+        ``$.created[2]``; several joined by ``|`` give the first that is not null). Sealed values are opened as in a
+        record. For lists: no state is parsed and no record is built."""
+        names = [*columns, *fields, *filters, *order.replace(",", " ").split()]
+        if not all(_NAME.match(n) for n in names if n.lower() not in ("asc", "desc")) or not all(
+            _PATH.match(p) for path in paths for p in path.split("|")
+        ):
+            raise InvalidInputError("Cannot list records", [("columns", "names of columns and JSON paths only")])
+        where, params = [], []
+        for column, value in filters.items():
+            if value is not None:
+                where.append(f"AND {column} = ?")
+                params.append(str(value))
+        if not include_deleted:
+            where.append("AND deleted = 0")
+        extracts = [f"$.f.{f}[#-1][6]" for f in fields] + list(paths)
+        select = ", ".join(
+            ["id", *columns]
+            + [
+                "coalesce(" + ", ".join(f"json_extract(state, '{p}')" for p in e.split("|")) + ")"
+                if "|" in e
+                else f"json_extract(state, '{e}')"
+                for e in extracts
+            ]
+        )
+        self.store.settle()
+        table = ENTITY_TABLES[entity.value].__tablename__
+        found = self.store.sql(
+            f"SELECT {select} FROM {table} WHERE complete = 1 {' '.join(where)} ORDER BY {order}", params
+        )
+        if not self._opening_keys():  # nothing this device could open: the values as stored
+            return [tuple(r) for r in found]
+        return [tuple(self.readable(list(r))) for r in found]
 
     def conflicted_states(self, entity: EntityType) -> list[State]:
         """The states of the records of one type that hold an unresolved conflict."""

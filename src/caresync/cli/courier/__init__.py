@@ -300,7 +300,7 @@ def route(env: _Env) -> None:
             env.t(key, n=n, place=stop.place, name=stop.name, grid=stop.grid, count=len(stop.parcels), due=due)
         )
         lines.extend(env.t("route_parcel", code=p.code, hours=p.waited_hours) for p in stop.parcels)
-    data = {"stops": [{**asdict(s), "due": s.due} for s in stops]}
+    data = {"stops": [{**asdict(s), "due": s.due} for s in stops]} if env.as_json else {}  # built for JSON only
     env.out(data, lines or [env.t("route_empty")])
 
 
