@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from caresync_server.testing import ServerProcess, issue_code
 
 from caresync import Replica, ServerRefusedError
@@ -206,5 +207,47 @@ def test_a_knocker_reads_its_round_and_a_revoked_phone_opens_nothing_written_aft
         }
         for holder, raw in raws.items():
             _no_marker(raw, holder)
+    finally:
+        server.stop()
+
+
+def test_two_desks_granting_at_once_end_with_keys_every_reader_holds(tmp_path: Path, database_url: str) -> None:
+    from caresync.sync import stationkey
+    from caresync.sync._http import Link
+    from caresync.sync.enrolment import current_token
+    from caresync.sync.gridkeys import grant_grid_keys
+
+    codes = {
+        name: issue_code(database_url, name, role=role, grids=grids)
+        for name, role, grids in (("desk-a", "station", [""]), ("desk-b", "station", [""]), ("fang", "knocker", [GRID]))
+    }
+    server = ServerProcess(database_url, tmp_path).start()
+    try:
+        with contextlib.ExitStack() as stack:
+            a, b, fang = (stack.enter_context(Replica.open(tmp_path / f"{n}.db", actor=n)) for n in codes)
+            for device, name in ((a, "desk-a"), (b, "desk-b"), (fang, "fang")):
+                device.enroll(server.url, codes[name])
+            stationkey.create_station_key(a)
+            stationkey.register_station_key(a)
+            key = a.station_key
+            assert key is not None
+            b.install_station_key(key)  # a second station PC, with the station's key
+            fang.sync()
+            links = [Link(server.url, str(current_token(d)), None, 0, 0.1, 30) for d in (a, b)]
+            stale = links[1].get("/v1/grid-keys")  # desk B reads before desk A publishes
+            assert grant_grid_keys(a, links[0]).made == [("knocker", GRID, 1)]
+            with pytest.raises(ServerRefusedError) as clash:  # B made version 1 too, with another key
+                grant_grid_keys(b, links[1], stale)
+            assert clash.value.server_code == "grid_key_conflict"
+            assert b.sync().grid_keys.problems == []  # its next grant takes the next version instead
+            fang.sync()
+            assert [v for role, grid, v in fang.device_log.readers_keys] == [1, 2]
+            a.sync()  # desk A learns version 2 and seals to it; the knocker opens it
+            resident = a.residents.register(name=NAME, grid=GRID)
+            a.sync()
+            fang.sync()
+            assert fang.residents.get(resident.id).name == NAME
+            for link in links:
+                link.close()
     finally:
         server.stop()

@@ -13,7 +13,8 @@ fetches the published keys and its own wraps at every sync (docs/security.md, "R
   key was rotated; wraps every version to every entitled device that lacks it; and publishes what changed
   (``PUT /v1/grid-keys``).
   It remembers its grants in its replica file (``grid_key_grants``), so a publication cut off by the network is
-  sent again at the next sync.
+  sent again at the next sync. A new version's number comes after the newest the server holds; a version another
+  desk published first with another key (two station PCs granting at once) is numbered again, after it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from caresync.errors import ServerRefusedError, SyncError, TrustError
 from caresync.store.devicelog import DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync._http import Link
 from caresync.trust.gridkeys import READER_ROLES, GridKey, PublishedGridKey, wrap_grid_key
+from caresync.trust.keys import StationKey
 
 __all__ = [
     "GRANTS_META",
@@ -139,6 +141,7 @@ def grant_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link, answer: Mappin
             server_code="forbidden",
         )
     entitled = _readers(answer)
+    on_server = _published(answer)
     state = _state(device)
     done = Grants(readers={_split(at): sorted(devices) for at, devices in entitled.items()})
     signer = station.signing_public_key.hex()
@@ -146,22 +149,21 @@ def grant_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link, answer: Mappin
         role, grid = _split(at)
         now = entitled.get(at, {})
         versions = state.setdefault(at, [])
+        published_here = on_server.get(at, {})
+        for version in versions:  # another desk published this version first, with its own key: take the next one
+            taken = published_here.get(version["version"])
+            if not version["sent"] and taken is not None and taken != _public_of(grid, role, version):
+                newest = max([*published_here, *(v["version"] for v in versions)])
+                version.update(_signed(GridKey(grid, role, newest + 1, bytes.fromhex(version["secret"])), station))
+                version["readers"] = {}  # wrapped again below: a wrap names its version
+        versions.sort(key=lambda v: int(v["version"]))
         current = versions[-1] if versions else None
         if current is None and not now:
             continue
         if current is None or set(current["readers"]) - set(now) or current["signing_key"] != signer:
-            key = GridKey.generate(grid, role, 1 if current is None else current["version"] + 1)
-            published = key.publish(station)
-            versions.append(
-                {
-                    "version": key.version,
-                    "secret": key.secret.hex(),
-                    "signature": published.signature.hex(),
-                    "signing_key": signer,
-                    "readers": {},
-                    "sent": False,
-                }
-            )
+            number = max([0, *published_here, *(v["version"] for v in versions)]) + 1
+            key = GridKey.generate(grid, role, number)
+            versions.append({"secret": key.secret.hex(), "readers": {}, "sent": False, **_signed(key, station)})
             done.made.append((role, grid, key.version))
         for version in versions:  # every version to every entitled device: it reads what was sealed before too
             key = GridKey(grid, role, version["version"], bytes.fromhex(version["secret"]))
@@ -186,6 +188,32 @@ def grant_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link, answer: Mappin
             ", ".join(f"{role} {grid or 'everywhere'} v{version}" for role, grid, version in done.made),
         )
     return done
+
+
+def _published(answer: Mapping[str, Any]) -> dict[str, dict[int, str]]:
+    """Per key grid (``role:grid``), the versions the server holds and their public keys (hex)."""
+    out: dict[str, dict[int, str]] = {}
+    for item in answer.get("keys") or []:
+        try:
+            out.setdefault(f"{item['role']}:{item['grid']}", {})[int(item["version"])] = str(item["public_key"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SyncError(f"The sync server listed readers' keys this device cannot read ({exc}).") from exc
+    return out
+
+
+def _public_of(grid: str, role: str, version: Mapping[str, Any]) -> str:
+    return GridKey(grid, role, version["version"], bytes.fromhex(version["secret"])).public_key.hex()
+
+
+def _signed(key: GridKey, station: StationKey) -> dict[str, Any]:
+    """A version's number and the station's signature over it, as the desk keeps them."""
+    published = key.publish(station)
+    assert station.signing_public_key is not None
+    return {
+        "version": key.version,
+        "signature": published.signature.hex(),
+        "signing_key": station.signing_public_key.hex(),
+    }
 
 
 def _put_item(at: str, version: Mapping[str, Any]) -> dict[str, Any]:
