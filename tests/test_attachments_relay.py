@@ -175,6 +175,23 @@ def test_answers_carry_blobs_back_to_a_device_that_never_goes_online_and_large_b
             station.sync(server.url, token=station_token)
             assert station.attachments.open(own.id)[: len(KNOWN_TEXT)] == KNOWN_TEXT
 
+            # a removal: the kiosk deletes its copy when the answer brings it, and its next bundle says so, which
+            # is when the server (that carried the photo to it) deletes its own
+            station.attachments.remove(photo.id)
+            station.sync(server.url, token=station_token)
+
+            def on_server() -> set[str]:
+                return {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()}
+
+            assert {photo.blob, photo.thumb} <= on_server()
+            _round_trip(kiosk, tmp_path, courier_token, server.url, 10)
+            assert not {photo.blob, photo.thumb} & kiosk.device_log.blobs.held()
+            assert {photo.blob, photo.thumb} <= on_server()
+            bundle, _, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 11)
+            assert sorted(bundle["deleted"]) == sorted([photo.blob, photo.thumb])
+            assert not {photo.blob, photo.thumb} & on_server() and document.blob in on_server()
+            assert kiosk.device_log.blobs.deleted() == []  # the server's signed answer said it heard
+
         for piece in (photo_bytes[3000:3064], photo_bytes[-3064:-3000], KNOWN_TEXT[:32], b"13907981234"):
             assert piece not in travelled
     finally:
