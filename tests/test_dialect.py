@@ -137,3 +137,58 @@ def test_the_server_speaks_chinese_and_json_on_every_command(tmp_path: Path) -> 
 def test_an_error_envelope_has_code_message_and_details(program: str, tmp_path: Path) -> None:
     done = _run(program, "snyc", "--json", home=tmp_path)
     assert set(json.loads(done.stdout)["error"]) == {"code", "message", "details"}
+
+
+def test_serve_says_its_start_and_its_errors_in_json_and_in_chinese(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    exe = shutil.which("caresync-server", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    env = {**os.environ, "CARESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}", "CARESYNC_LANG": "en"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [exe, "serve", "--port", str(port), "--json", "--lang", "zh"], env=env, capture_output=True, text=True
+        )
+    assert busy.returncode == 1 and busy.stderr.startswith(f"错误: 无法在 http://127.0.0.1:{port} 上监听")
+    assert json.loads(busy.stdout)["error"]["code"] == "invalid_config"
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with subprocess.Popen(
+        [exe, "serve", "--port", str(port), "--json", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            lines = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                lines.append(process.stdout.readline())
+                if lines[-1].startswith("}"):
+                    break
+            started = json.loads("".join(lines))
+            assert started["listening"] == f"http://127.0.0.1:{port}" and started["schema_version"] >= 1
+            assert started["started_at"].endswith("+00:00")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("program", ["caresync", "caresync-courier"])
+def test_home_goes_after_the_command_in_both_device_programs(program: str, tmp_path: Path) -> None:
+    if program == "caresync":
+        assert (
+            _run(program, "init", "--actor", "clerk", "--home", str(tmp_path / "here"), home=tmp_path).returncode == 0
+        )
+        done = _run(program, "ticket", "list", "--json", "--home", str(tmp_path / "here"), home=tmp_path / "elsewhere")
+    else:
+        done = _run(program, "status", "--json", "--home", str(tmp_path / "here"), home=tmp_path / "elsewhere")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "here").is_dir() and not (tmp_path / "elsewhere").exists()

@@ -83,9 +83,9 @@ _MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", flags=re.M)
 
 def test_no_file_holds_a_merge_conflict_marker() -> None:
     """A rebase resolved by hand once left ``<<<<<<<`` blocks in four docs pages; git itself does not refuse them."""
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    )
     text_files = [ROOT / name for name in tracked if name.endswith((".md", ".py", ".toml", ".yml", ".html", ".cfg"))]
     marked = [
         str(path.relative_to(ROOT))

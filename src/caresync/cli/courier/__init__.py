@@ -147,7 +147,8 @@ _pass_env = click.make_pass_decorator(_Env)
 
 
 def _common(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json`` and ``--lang`` on every command (as well as on the group)."""
+    """``--json``, ``--lang`` and ``--home`` on every command (as well as on the group), so they go after the
+    command as in ``caresync``."""
 
     def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
         if value:
@@ -159,8 +160,20 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
             ctx.ensure_object(_Env).lang = pick_language(value)
         return value
 
+    def set_home(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+        if value is not None:
+            ctx.ensure_object(_Env).home = value
+        return value
+
     command = click.option(
         "--json", "as_json", is_flag=True, expose_value=False, callback=set_json, help="Print JSON for scripts."
+    )(command)
+    command = click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        callback=set_home,
+        help="The handheld's folder, after the command as before it (as in caresync).",
     )(command)
     command = click.option(
         "--lang",
