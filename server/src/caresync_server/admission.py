@@ -322,7 +322,7 @@ class _Admission:
                 "accepted. Ask the station to make this change.",
             )
             return None
-        for ref in referenced_ops(op):
+        for ref in referenced_ops(op) if self.known.refused or self.refused_now else ():
             prior = self.known.refused.get(ref)
             cause = self.refused_now.get(ref) or (None if prior is None else (prior.code, prior.reason))
             if cause is not None:

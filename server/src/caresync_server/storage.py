@@ -1487,8 +1487,11 @@ class Storage:
                 ).where(_identities(ops, pairs))
             ):
                 stored[(origin, seq)] = fingerprint(hlc, eid, kind, actor, at, body)
-        wanted = set(candidates) | {ref for op in batch for ref in referenced_ops(op)}
         refused: dict[OpKey, PriorRefusal] = {}
+        # what each op builds on is worked out only where the server has refused anything (rarely): most of the
+        # cost of reading a batch's refusals when there are none
+        anything_refused = conn.execute(select(refusals.c.origin).limit(1)).first() is not None
+        wanted = set(candidates) | {ref for op in batch for ref in referenced_ops(op)} if anything_refused else set()
         ref_origins = sorted({origin for origin, _ in wanted})
         with_refusals: list[str] = []
         for part in _chunks(ref_origins):
