@@ -1602,7 +1602,12 @@ def find_ticket(replica: Replica, ref: str) -> Ticket:
         return replica.tickets.get(ref)
     tail = _TAIL_RE.match(ref)
     if is_ticket_number(ref) or tail:
-        tickets = replica.tickets.list(include_deleted=True)
+        # the numbers from the column (no record built); whole records only for a number a ticket had before
+        numbered = [t.id for t in replica.tickets.summaries(include_deleted=True) if t.number == ref]
+        if numbered:
+            tickets = [replica.tickets.get(eid) for eid in numbered]
+        else:
+            tickets = replica.tickets.list(include_deleted=True)
         same = [t for t in tickets if t.number == ref] or [t for t in tickets if ref in t.former_numbers]
         if len(same) == 1:
             return same[0]
