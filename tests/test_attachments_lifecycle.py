@@ -92,6 +92,7 @@ def test_erasure_reaches_the_photos_on_the_residents_tickets_and_parcels_everywh
     desk_token = enroll(database, "desk", role="station", grids=[""])
     worker_token = enroll(database, "worker", role="grid_worker", grids=[GRID])
     courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
+    satchel_token = enroll(database, "satchel", role="courier", grids=["changnan"])
     kiosk_code = issue_code(database, "kiosk", role="grid_worker", grids=[GRID])
     server.start()
     try:
@@ -111,9 +112,13 @@ def test_erasure_reaches_the_photos_on_the_residents_tickets_and_parcels_everywh
         )
         handheld = Replica.open(tmp_path / "handheld.db", actor="li", now_ms=FakeClock())
         handheld.set_station_public_key(key.public_key)  # a courier's: it holds the parcel's photo, sealed
+        satchel = Replica.open(tmp_path / "satchel.db", actor="wu", now_ms=FakeClock())
+        satchel.set_station_public_key(key.public_key)  # another courier's, which syncs only by relay afterwards
         desk.sync(server.url, token=desk_token)
         worker.sync(server.url, token=worker_token)
         handheld.sync(server.url, token=courier_token)
+        satchel.sync(server.url, token=satchel_token)
+        assert satchel.attachments.held(theirs[1].id)
         sealed = {a.blob: desk.device_log.blobs.read(a.blob) for a in theirs}
         assert worker.attachments.held(theirs[0].id) and handheld.attachments.held(theirs[1].id)
 
@@ -128,6 +133,16 @@ def test_erasure_reaches_the_photos_on_the_residents_tickets_and_parcels_everywh
         assert not dead & handheld.device_log.blobs.held()
         assert handheld.device_log.blobs.deleted() == [] and handheld.attachments.held(theirs[1].id) is False
         assert handheld.sync(server.url, token=courier_token).blobs.waiting == 0  # and never asks for it again
+        assert theirs[1].blob in _files(tmp_path)  # the satchel still holds it
+        for n in range(2):  # the same through a courier's bag: the answer tells it, the next bundle says it did
+            made = write_bundle(satchel, tmp_path / f"satchel-{n}.bundle")
+            with Bag(tmp_path / f"satchel-bag-{n}.db") as bag:
+                bag.take(tmp_path / f"satchel-{n}.bundle", now_ms=made["created_ms"])
+                deliver(bag, server.url, token=courier_token, courier="li", now_ms=made["created_ms"])
+                bag.export_answers(satchel.id[:6], tmp_path / f"satchel-{n}.answers", now_ms=made["created_ms"])
+            import_answers(satchel, tmp_path / f"satchel-{n}.answers")
+            assert not dead & satchel.device_log.blobs.held()
+        assert sorted(made["deleted"]) == sorted({theirs[1].blob, theirs[1].thumb})
         assert not dead & (_files(tmp_path) | _rows(tmp_path))
         assert stays.blob in _files(tmp_path)
         for device in (desk, worker):
@@ -145,7 +160,7 @@ def test_erasure_reaches_the_photos_on_the_residents_tickets_and_parcels_everywh
         assert kiosk.attachments.held(stays.id) and not dead & kiosk.device_log.blobs.held()
 
         raw: dict[str, bytes] = {}
-        for name in ("desk", "worker", "kiosk", "handheld"):
+        for name in ("desk", "worker", "kiosk", "handheld", "satchel"):
             raw[name] = b"".join(p.read_bytes() for p in tmp_path.glob(f"{name}.db*"))
         raw["server"] = b"".join(p.read_bytes() for p in tmp_path.glob("server.db*")) + b"".join(
             p.read_bytes() for p in (tmp_path / "blobs").rglob("*") if p.is_file()
