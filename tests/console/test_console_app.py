@@ -344,3 +344,31 @@ def test_assign_escalate_cancel_reopen_and_a_status_conflict_confirmed(tmp_path:
                 assert worker.call(lambda r: r.conflicts()) == []
 
     run(go())
+
+
+def test_a_request_raised_from_a_knock_reads_with_the_residents_name_in_the_readers_language(tmp_path: Path) -> None:
+    from caresync.field.knock import raise_ticket
+
+    async def go() -> None:
+        with running(tmp_path) as app:
+
+            def seed(r: Replica) -> tuple[str, str, str]:
+                old = r.residents.register(name="Old Wang", grid="c/a/b", knock_every_days=2)
+                for _ in range(2):
+                    r.visits.record(resident_id=old.id, outcome="no_answer", visitor="wu")
+                raised = raise_ticket(r, old.id)  # titled from structure, in English, without the name
+                return old.id, raised.title, str(raised.number or raised.id)
+
+            resident, stored, number = app.state.console.worker.call(seed)
+            assert "Old Wang" not in stored and resident in stored
+            async with client(app) as http:
+                await sign_in(http)
+                english = "Old Wang (c/a/b) did not answer two knocks in a row"
+                for path in ("/requests", f"/requests/{number}", f"/residents/{resident}"):
+                    html = (await http.get(path)).text
+                    assert english in html and stored not in html, path
+                await http.get("/lang/zh", params={"next": "/requests"})
+                for path in ("/requests", f"/requests/{number}"):
+                    assert "Old Wang（c/a/b）连续两次敲门无人应答" in (await http.get(path)).text, path
+
+    run(go())

@@ -104,6 +104,7 @@ def page(console: Console, handler: Handler) -> Callable[[Request], Awaitable[Re
         )
 
         def run(replica: Replica) -> Response:
+            ctx.replica = replica  # templates read raised requests' titles through it, on this thread
             try:
                 return handler(ctx, replica)
             except NotFoundError as exc:

@@ -19,7 +19,9 @@ from caresync.console.accounts import Accounts, Session
 from caresync.console.messages import MESSAGES
 from caresync.console.worker import ReplicaWorker, SyncStatus
 from caresync.core.clock import system_time_ms
+from caresync.core.model import Ticket
 from caresync.field.i18n import LANGUAGES
+from caresync.field.knock import FLAG_REASONS, raised_title
 from caresync.field.labels import label
 from caresync.replica import Replica
 
@@ -86,6 +88,17 @@ class Page:
     form: Mapping[str, str]
     form_lists: Mapping[str, list[str]]
     console: Console
+    replica: Replica | None = None
+    """The replica, while a handler runs on its thread (templates read through it: :meth:`title_of`)."""
+
+    def title_of(self, ticket: Ticket) -> str:
+        """A request's title as the reader reads it: one raised from a knock round is rebuilt from its structure in
+        the page's language, with the resident's name when the station's key opens it
+        (:func:`caresync.field.knock.raised_title`); any other request shows its title."""
+        if self.replica is None:
+            return ticket.title
+        titles = {reason: self.t(f"raised.{reason}") for reason in FLAG_REASONS}
+        return raised_title(self.replica, ticket, titles) or ticket.title
 
     @property
     def user(self) -> str:
@@ -190,6 +203,7 @@ class Console:
             flashes=flashes,
             csrf=page.session.csrf if page is not None else "",
             user=page.user if page is not None else None,
+            title_of=page.title_of if page is not None else (lambda ticket: ticket.title),
             **context,
         )
         return HTMLResponse(html, status_code=status)

@@ -143,6 +143,15 @@ _M: dict[str, tuple[str, str]] = {
     "requests.count": ("共 {n} 件，其中超时 {overdue} 件", "{n} request(s), {overdue} overdue"),
     "requests.none": ("没有符合条件的诉求。", "No request matches."),
     "request.title": ("诉求 {number}", "Request {number}"),
+    "raised.no_answer_twice": (
+        "{resident}（{grid}）连续两次敲门无人应答",
+        "{resident} ({grid}) did not answer two knocks in a row",
+    ),
+    "raised.unwell": ("{resident}（{grid}）上次敲门时身体不适", "{resident} ({grid}) was unwell at the last knock"),
+    "raised.emergency": (
+        "敲门发现紧急情况：{resident}（{grid}）",
+        "Emergency found at the door of {resident} ({grid})",
+    ),
     "request.history": ("全部经过", "Whole history"),
     "request.notes": ("备注", "Notes"),
     "request.attachments": ("照片与附件", "Photos and attachments"),

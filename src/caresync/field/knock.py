@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from caresync.core.domain import OPEN_STATUSES, TicketKind, VisitOutcome, in_grid
 from caresync.core.model import Resident, Ticket, Visit, ms_to_datetime
-from caresync.errors import IntentError, InvalidInputError
+from caresync.errors import IntentError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from caresync.replica import Replica
 
-__all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "knock_round", "raise_ticket", "round_of"]
+__all__ = ["FLAG_REASONS", "KnockDue", "KnockRound", "knock_round", "raise_ticket", "raised_title", "round_of"]
 
 DueState = Literal["overdue", "due", "ok"]
 #: Why a resident is flagged: two unanswered knocks in a row, or what the last knock found.
@@ -315,3 +315,38 @@ def raise_ticket(
         if last.ticket_id is None:
             replica.visits.edit(last.id, ticket_id=ticket.id, actor=actor)
     return replica.tickets.get(ticket.id)
+
+
+#: The flag reason a raised request came from, by the outcome of the knock it links to.
+_REASON_OF_OUTCOME = {
+    VisitOutcome.EMERGENCY: "emergency",
+    VisitOutcome.UNWELL: "unwell",
+    VisitOutcome.NO_ANSWER: "no_answer_twice",
+}
+
+
+def raised_title(replica: Replica, ticket: Ticket, titles: Mapping[str, str] | None = None) -> str | None:
+    """The title of a request raised from a knock round (:func:`raise_ticket`), rebuilt from its structure for
+    the reader: the reason from the outcome of the knock it links to, the resident's name when this device opens it
+    (else their id), in the words of ``titles`` (by reason, with ``{resident}`` and ``{grid}``; the station tools
+    pass the reader's language). None for any other request, or when the knock or the resident is not held here:
+    show its title then.
+
+    The stored title is built from the same structure at raising time, in the raiser's language, and never holds a
+    name (free text written by caresync itself must not carry a resident's private details)."""
+    if ticket.channel.value != "door_knock" or not ticket.visit_id or not ticket.resident_id:
+        return None
+    try:
+        visit = replica.visits.get(ticket.visit_id)
+        resident = replica.residents.get(ticket.resident_id)
+    except NotFoundError:
+        return None
+    reason = _REASON_OF_OUTCOME.get(visit.outcome)
+    if reason is None:
+        return None
+    name = resident.name if resident.name and not resident.name.startswith(("sealed:1:", "sealed:2:")) else None
+    template = {**_TITLES, **(titles or {})}[reason]
+    try:
+        return template.format(resident=name or ticket.resident_id, grid=ticket.grid)
+    except (KeyError, IndexError, ValueError):
+        return None
