@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from caresync import ForgedOpError, OpForkError, Replica
-from caresync.core.ops import FORMAT_VERSION
+from caresync.core.ops import FORMAT_VERSION, LOST_KIND
 from caresync.sync.wire import decode_envelope, encode_envelope
 from caresync.testing import key_for, sign
 from caresync.trust.signing import (
@@ -341,7 +341,7 @@ def test_format_2_ops_of_the_redactable_kinds_are_signed_per_value(make_replica:
     a = make_replica("a")
     rid = a.residents.register(name="Zhang Guilan", grid=GRID, phone="13800000000").id
     ops = a.export_ops()
-    assert {op["v"] for op in ops} == {FORMAT_VERSION} and FORMAT_VERSION >= 2  # signed as format 2
+    assert {op["v"] for op in ops} == {3} and FORMAT_VERSION >= 3  # resident ops: format 3, signed per value
     a.residents.redact(rid, fields=["name", "phone"], reason="moved away")
     redacted = a.export_ops()
     assert redacted[0]["body"]["name"] is None and "redacted" in redacted[0]["body"]
@@ -436,3 +436,28 @@ def test_signatures_of_a_large_batch_are_checked_on_two_threads_with_the_same_an
         _alter_sig(batch[where])
     assert [op["seq"] for op in failing_signatures(batch)] == [4, 281]
     assert [op["seq"] for op in failing_signatures(batch[:200])] == [4]
+
+
+def test_a_lost_op_statement_carries_the_chain_through_and_must_keep_its_signature(
+    make_replica: ReplicaFactory,
+) -> None:
+    """A device's signed "op N is lost" stands in op N's place: the ops after it check through the link it
+    declares; one without its own signature, or whose declared link was changed, is refused."""
+    a, ops = _source(make_replica, notes=3)
+    lost_seq = ops[2]["seq"]
+    statement = a.device_log.mark_lost(ops[2])
+    assert statement["kind"] == LOST_KIND and statement["body"]["link"] == ops[3]["pd"]
+    chain = _copy([*ops[:2], statement, *ops[3:]])
+    assert verify_ops(_copy(chain)) == [] and chain_link(statement) == bytes.fromhex(ops[3]["pd"])
+    assert verify_ops(_compact(_copy(chain))) == []  # links derived through it in the compact form
+    needed = signature_needed([(o["origin"], o["seq"], o["v"]) for o in chain], [o["kind"] for o in chain])
+    assert needed[2] and not needed[1]  # it always travels with its signature
+    unsigned = _copy(chain)
+    del unsigned[2]["sig"]
+    with pytest.raises(ForgedOpError, match=f"{a.id}:{lost_seq}"):
+        verify_ops(unsigned)
+    moved = _copy(chain)
+    moved[2]["body"]["link"] = "0" * 32  # another link declared: its own signature no longer matches
+    with pytest.raises(ForgedOpError):
+        verify_ops(moved)
+    assert a.export_ops()[2]["kind"] == LOST_KIND and a.tickets.get(ops[0]["eid"]).notes[1].text == "note 2"

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from caresync import Replica
+from caresync.core.ops import FORMAT_VERSION
 from caresync.sync.wire import MEDIA_TYPE, decode_envelope, encode_envelope
 from caresync.testing import FakeClock
 from sqlalchemy import create_engine, text
@@ -128,7 +129,7 @@ class Server:
         headers = {"Authorization": f"Bearer {token}"}
         if compact:
             headers["Accept"] = MEDIA_TYPE
-        body = {"replica": replica, "cursor": cursor, "limit": limit, "time_ms": START_MS}
+        body = {"replica": replica, "cursor": cursor, "limit": limit, "time_ms": START_MS, "format": FORMAT_VERSION}
         response = self.client.post("/v1/pull", json=body, headers=headers)
         assert response.status_code == 200, response.text
         answer: dict[str, Any] = decode_envelope(response.content) if compact else response.json()

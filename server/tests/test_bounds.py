@@ -1,7 +1,8 @@
 """No request makes the server answer a 5xx or do unbounded work (issue 16), against a real server process:
 JSON nested deeply, numbers beyond a BIGINT, a gzip bomb (alone and three at once, with the server's peak
-resident memory read from /proc), a body of millions of tiny values, 40,000 hand-offs in one relay request, and
-hand-offs from a device that never carried the bundle. Each is refused with a 4xx of the one error envelope."""
+resident memory read from /proc), a body of millions of tiny values (plain JSON or compact), 40,000 hand-offs
+in one relay request, and hand-offs from a device that never carried the bundle. Each is refused with a 4xx of
+the one error envelope."""
 
 from __future__ import annotations
 
@@ -121,6 +122,23 @@ def test_a_body_of_millions_of_tiny_values_is_refused_before_it_is_parsed(live: 
     assert len(body) < 8 * MIB
     _, peak_before = live.process.memory()
     refused(live.post("/v1/push", content=body, headers={"Content-Type": "application/json"}), 413, "batch_too_large")
+    _, peak_after = live.process.memory()
+    assert peak_after - peak_before < 64 * MIB, (peak_before, peak_after)
+
+
+def test_a_compact_batch_of_millions_of_tiny_values_is_refused_before_it_is_parsed(live: Live) -> None:
+    """The values inside a compact batch count against the same bound as a plain JSON body's."""
+    import zlib
+
+    from caresync.sync.wire import _DICT_1  # the compact form's preset dictionary
+
+    content = b'{"replica":"0123456789abcdef","time_ms":1,"extra":[' + b",".join([b"[]"] * 2_500_000) + b"]}"
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICT_1)
+    body = b"CS\x03\x01" + packer.compress(content) + packer.flush()
+    assert len(content) < 8 * MIB and len(body) < 100_000
+    _, peak_before = live.process.memory()
+    error = refused(live.post("/v1/push", content=body, headers={"Content-Type": MEDIA_TYPE}), 413, "batch_too_large")
+    assert "JSON values" in error["message"], error
     _, peak_after = live.process.memory()
     assert peak_after - peak_before < 64 * MIB, (peak_before, peak_after)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from caresync.core.ops import FORMAT_VERSION
 from sqlalchemy import text
 
 from caresync_server.settings import Settings
@@ -149,7 +150,13 @@ def test_every_puller_gets_every_op_exactly_once(cluster: tuple[Settings, list[s
         with httpx.Client(timeout=60) as client:
             while True:
                 still_pushing = pushing.is_set()  # read before pulling: a drain after the last push sees it all
-                body = {"replica": replica_id, "cursor": cursor, "limit": rng.randint(1, 50), "time_ms": START_MS}
+                body = {
+                    "replica": replica_id,
+                    "cursor": cursor,
+                    "limit": rng.randint(1, 50),
+                    "time_ms": START_MS,
+                    "format": FORMAT_VERSION,
+                }
                 answer = client.post(
                     rng.choice(urls) + "/v1/pull", json=body, headers={"Authorization": f"Bearer {token}"}
                 )

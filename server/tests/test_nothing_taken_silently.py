@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from caresync import Replica, StationKey
+from caresync.core.ops import FORMAT_VERSION
 from caresync.sync.bundles.bag import BAG_SCHEMA_VERSION, Bag
 from caresync.sync.bundles.format import canonical
 from caresync.sync.bundles.relay import deliver, make_bundle
@@ -152,14 +153,15 @@ def test_a_device_with_a_damaged_op_of_its_own_quarantines_it_and_is_not_wedged(
     station: Station, tmp_path: Path
 ) -> None:
     """One damaged byte in one of a device's own unsent ops: its sync no longer fails (pulls included); the op
-    is listed in ``refusals()`` as ``corrupted`` and never sent; the ops made before it reach the server; the
-    device's later own ops wait behind it (the server keeps a device's ops without holes)."""
+    is listed in ``refusals()`` as ``corrupted`` and never sent; a signed statement that it is lost takes its place,
+    so the ops the device made before and after it reach the server, and another device checks the chain through
+    it."""
     phone = station.device(tmp_path, "phone-grid-li")
     desk = Replica.open(tmp_path / "desk.db", actor="desk", now_ms=FakeClock(START_MS))
     try:
         before = phone.residents.register(name="Old Li", grid=GRID)
         damaged = phone.residents.register(name="Old Wang", grid=GRID)
-        phone.residents.register(name="Old Zhao", grid=GRID)
+        after = phone.residents.register(name="Old Zhao", grid=GRID)
         desk.install_station_key(station.key)  # the station's desk: it seals, and reads, with the station key
         sun = desk.residents.register(name="Old Sun", grid=GRID)
         desk.sync(station.process.url, token=station.station)
@@ -181,11 +183,18 @@ def test_a_device_with_a_damaged_op_of_its_own_quarantines_it_and_is_not_wedged(
         assert sun.id in {r.id for r in phone.residents.list()}  # the pull went through (the name sealed to the desk)
         held = httpx.post(
             station.process.url + "/v1/pull",
-            json={"replica": desk.id, "time_ms": START_MS},
+            json={"replica": desk.id, "time_ms": START_MS, "format": FORMAT_VERSION},
             headers={"Authorization": f"Bearer {station.station}"},
         ).json()["ops"]
-        assert [op["eid"] for op in held if op["origin"] == phone.id] == [before.id]
-        assert phone.unsent_count() == 1  # the op after the damaged one waits behind it
+        lost = f"lost-{phone.id}-{seq}"
+        assert [op["eid"] for op in held if op["origin"] == phone.id] == [before.id, lost, after.id]
+        assert phone.unsent_count() == 0  # the op after the damaged one went too, behind the lost-op statement
+        assert refusal.kind == "resident.create" and "lost" in refusal.reason
+        desk.sync(station.process.url, token=station.station)  # the chain checks through the statement
+        assert {r.id for r in desk.residents.list()} >= {before.id, after.id} and damaged.id not in {
+            r.id for r in desk.residents.list()
+        }
+        assert damaged.id not in {r.id for r in phone.residents.list()}  # the lost change is gone here too
     finally:
         phone.close()
         desk.close()

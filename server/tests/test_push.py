@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from caresync import Replica
+from caresync.core.ops import FORMAT_VERSION
 from caresync.testing import sign
 
 from support import GRID, START_MS, ReplicaFactory, Server, keys, own_ops
@@ -490,7 +491,7 @@ def test_pull_answers_carry_one_signature_per_run(server: Server, make_replica: 
     assert reader.state_digest() == station.state_digest()
     assert phone.tickets.get(here.id).title == "Leak"
     # the compact format follows what the device says it reads; a device from before format 3 gets format 2
-    body = {"replica": reader.id, "cursor": "", "limit": 100, "time_ms": START_MS}
+    body = {"replica": reader.id, "cursor": "", "limit": 100, "time_ms": START_MS, "format": FORMAT_VERSION}
     for accept, fmt in ((MEDIA_TYPE, 2), (f"{MEDIA_TYPE};format=3", 3), (f"{MEDIA_TYPE};format=9", 2)):
         headers = {"Authorization": f"Bearer {tr}", "Accept": accept}
         response = server.client.post("/v1/pull", json=body, headers=headers)

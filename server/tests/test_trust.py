@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from caresync import DeviceKey, StationKey
+from caresync.core.ops import FORMAT_VERSION
 from caresync.sync.enrolment import check_code, normalize_code, token_proof
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -29,7 +30,7 @@ def _enroll(server: Server, code: str, key: DeviceKey) -> httpx.Response:
 
 
 def _pull(server: Server, token: str, replica_id: str, cursor: str = "", limit: int = 1000) -> httpx.Response:
-    body = {"replica": replica_id, "cursor": cursor, "limit": limit, "time_ms": START_MS}
+    body = {"replica": replica_id, "cursor": cursor, "limit": limit, "time_ms": START_MS, "format": FORMAT_VERSION}
     return server.client.post("/v1/pull", json=body, headers={"Authorization": f"Bearer {token}"})
 
 

@@ -51,7 +51,7 @@ from caresync.core.model import (
     history_of,
     ms_to_datetime,
 )
-from caresync.core.ops import ATTACHABLE, SETTABLE_FIELDS, OpDict, entity_type_of
+from caresync.core.ops import ATTACHABLE, LOST_KIND, SETTABLE_FIELDS, OpDict, entity_type_of
 from caresync.core.summaries import ParcelSummary, ResidentSummary, TicketSummary
 from caresync.errors import IntentError, InvalidInputError, NotFoundError, SyncError, TrustError
 from caresync.store.devicelog import ApplyResult, DeviceLog
@@ -504,16 +504,21 @@ class Replica:
         return self._device_log.unsent_count()
 
     def refusals(self) -> list[Refusal]:
-        """Every op the sync server refused, with its reason; they stay on this device, unsent."""
+        """Every op the sync server refused, with its reason; they stay on this device, unsent. An op of this
+        device found damaged here is listed too (code ``corrupted``), with the kind and record it was about, once a
+        signed statement that it is lost has taken its place in the log."""
         refused = self._device_log.store.refusals()
         if not refused:  # most of the time: no need to import the sync modules (and httpx) to say so
             return []
         from caresync.sync.netsync import Refusal  # here, not at the top: keeps start-up fast
 
-        return [
-            Refusal(op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=code, reason=reason)
-            for op, code, reason, _ in refused
-        ]
+        out = []
+        for op, code, reason, _ in refused:
+            kind, record = op["kind"], op["eid"]
+            if kind == LOST_KIND:  # what the lost op was about, as its statement says
+                kind, record = op["body"].get("kind") or kind, op["body"].get("eid") or record
+            out.append(Refusal(op=op_id(op["origin"], op["seq"]), kind=kind, record=record, code=code, reason=reason))
+        return out
 
     def retry_refused(self) -> int:
         """Queues the refused ops to be sent again (once the station changed what this device may do)."""

@@ -31,13 +31,14 @@ from typing import Any
 
 from caresync.core.domain import EntityType, Role, grid_parent, in_grid
 from caresync.core.ids import entity_id_for, op_id
-from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of
+from caresync.core.ops import LOST_KIND, OpDict, entity_type_of, rewritable
 from caresync.trust.sealing import unsealed_fields
 
 from .errors import ApiError, ErrorCode, ErrorDetail
 from .roles import EVERYWHERE, GLOBAL_TYPES, KIND_ONLY, PERMISSIONS, covers
 
 __all__ = [
+    "LOST_RECORD_TYPE",
     "Admitted",
     "Knowledge",
     "OpKey",
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 OpKey = tuple[str, int]
+#: The record type a lost-op statement is stored under: no role reads it, so only devices that see everything
+#: (the station's) pull it; others see the seq as a gap, as they do any op outside their scope.
+LOST_RECORD_TYPE = "log"
 
 _CREATED_BY = re.compile(r"^[A-Z]-([0-9a-f]{16})-([1-9][0-9]{0,17})$")
 _REF_KEYS = ("replaces", "follows", "assignee_replaces")
@@ -168,14 +172,15 @@ def body_text(body: Any) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def fingerprint(hlc: int, eid: str, kind: str, actor: str, at: int, body: str) -> str:
-    """What makes two ops with one identity the same op (a redaction may rewrite a redactable body)."""
-    compared = "" if kind in REDACTABLE_KINDS else body
+def fingerprint(hlc: int, eid: str, kind: str, actor: str, at: int, body: str, v: int) -> str:
+    """What makes two ops with one identity the same op (a redaction may rewrite a body its signature covers
+    value by value: :func:`caresync.core.ops.rewritable`)."""
+    compared = "" if rewritable({"kind": kind, "v": v}) else body
     return hashlib.sha256(json.dumps([hlc, eid, kind, actor, at, compared]).encode()).hexdigest()
 
 
 def _fingerprint_of(op: OpDict) -> str:
-    return fingerprint(op["hlc"], op["eid"], op["kind"], op["actor"], op["at"], body_text(op["body"]))
+    return fingerprint(op["hlc"], op["eid"], op["kind"], op["actor"], op["at"], body_text(op["body"]), op["v"])
 
 
 def _parse_ref(text: str) -> OpKey:
@@ -331,6 +336,15 @@ class _Admission:
                     reason = f"it builds on change {op_id(*ref)}, which the server refused: {reason}"
                 self.refuse(op, "depends_on_refused", reason)
                 return None
+        if kind == LOST_KIND:  # a device's signed "op N is lost": it fills the seq, and is of no record
+            if eid != f"lost-{origin}-{op['seq']}":
+                self.refuse(
+                    op, "wrong_record", f"a {kind} op of {op_id(origin, op['seq'])} is lost-{origin}-{op['seq']}"
+                )
+                return None
+            self.verdict.admitted.append(Admitted(op, LOST_RECORD_TYPE, EVERYWHERE, None, None, None))
+            self.verdict.held[origin].add(op["seq"])
+            return None
         rtype = entity_type_of(kind)
         record = self.records.get(eid)
         if kind.endswith(".create"):

@@ -40,7 +40,9 @@ from .blobs import deleted as deleted_blobs
 from .blobs import router as blobs_router
 from .blobs import to_delete
 from .bodies import inflate, max_values, read_json
+from .deps import charge_ops, charge_request
 from .errors import STATUS, ApiError, ConfigError, DatabaseError, ErrorCode, ErrorDetail
+from .limits import DeviceLimits
 from .protocol import (
     PROTOCOL_VERSION,
     ErrorEnvelope,
@@ -89,6 +91,8 @@ class _Context:
     pushes: asyncio.Semaphore
     decoding: asyncio.Semaphore
     """Push bodies being decoded at once: each may briefly hold some 20 times its size as Python objects."""
+    limits: DeviceLimits
+    """Each device's requests, bytes and ops in its current hour (:mod:`.limits`)."""
 
 
 def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms) -> FastAPI:
@@ -118,8 +122,13 @@ def create_app(settings: Settings, *, now_ms: Callable[[], int] = system_time_ms
         description=_DESCRIPTION,
         lifespan=lifespan,
     )
+    limits = DeviceLimits(
+        requests_per_hour=settings.device_requests_per_hour,
+        bytes_per_hour=settings.device_bytes_per_hour,
+        ops_per_hour=settings.device_ops_per_hour,
+    )
     app.state.caresync = _Context(
-        settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE), asyncio.Semaphore(PUSHES_IN_LINE)
+        settings, storage, now_ms, asyncio.Semaphore(PUSHES_IN_LINE), asyncio.Semaphore(PUSHES_IN_LINE), limits
     )
     app.include_router(_router)
     app.include_router(trust_router)
@@ -160,7 +169,9 @@ _bearer = HTTPBearer(auto_error=False, description="The device token `caresync-s
 _ContextDep = Annotated[_Context, Depends(_context)]
 
 
-def _device(ctx: _ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Device:
+def _device(
+    request: Request, ctx: _ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Device:
     if credentials is None:
         raise ApiError(
             ErrorCode.UNAUTHORIZED,
@@ -168,7 +179,9 @@ def _device(ctx: _ContextDep, credentials: Annotated[HTTPAuthorizationCredential
             "device and use the token it prints.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return ctx.storage.authenticate(credentials.credentials)
+    device = ctx.storage.authenticate(credentials.credentials)
+    charge_request(request, device)
+    return device
 
 
 _DeviceDep = Annotated[Device, Depends(_device)]
@@ -215,6 +228,7 @@ async def push(request: Request, ctx: _ContextDep, device: _DeviceDep) -> Respon
     now = ctx.now_ms()
     async with ctx.decoding:
         replica, ops, report = await run_in_threadpool(_read_push, ctx, device, request.headers, body, now)
+    charge_ops(request, device, len(ops))
     async with ctx.pushes:
         verdict = await run_in_threadpool(ctx.storage.push, device.id, replica, ops, report, now)
     killed = sorted({op["eid"] for op in ops if op["kind"].endswith(".detach") or op["kind"] == "resident.redact"})
@@ -239,7 +253,7 @@ def pull(body: PullRequest, request: Request, ctx: _ContextDep, device: _DeviceD
     # a page is some 10,000 rows, op dicts and columns, alive until it is encoded and forming no cycles: cyclic
     # collections in the middle would walk them (and the whole app) again and again for nothing
     with paused_gc():
-        page = ctx.storage.pull(device, body.replica, after, limit, offset, now)
+        page = ctx.storage.pull(device, body.replica, after, limit, offset, now, op_format=body.format)
         deleted_blobs(ctx.storage, ctx.settings, device, body.deleted)  # it holds those no longer
         drop = to_delete(ctx.storage, device)  # blobs it holds that no live attachment names: delete them
         fmt = _compact_format(request.headers.get("accept", ""))
@@ -323,9 +337,16 @@ def _decode(content_type: str, encoding: str, body: bytes, settings: Settings) -
     body = inflate(body, encoding, settings.max_body_bytes)
     media = content_type.split(";", 1)[0].strip().lower()
     if media == MEDIA_TYPE:
+        allowed = max_values(settings.max_batch_ops)
         try:
-            return decode_envelope(body, max_bytes=settings.max_body_bytes)
+            return decode_envelope(body, max_bytes=settings.max_body_bytes, max_values=allowed)
         except InvalidInputError as exc:
+            if [field for field, _ in exc.problems] == ["values"]:  # the bound of a plain JSON body, and its answer
+                raise ApiError(
+                    ErrorCode.BATCH_TOO_LARGE,
+                    f"The batch holds more than {allowed} JSON values; send smaller batches (see /v1/info).",
+                    [{"field": "body", "problem": problem} for _, problem in exc.problems],
+                ) from exc
             raise ApiError(
                 ErrorCode.INVALID_ENCODING,
                 f"The batch cannot be read: {exc.message}. Nothing was stored.",
@@ -677,7 +698,7 @@ class _BodyLimit:
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, plus the push and relay request bodies (their routes read them themselves: a push may be
-    compact, either may be gzipped)."""
+    compact, either may be gzipped), and the 429 every route that takes a device token may answer."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (PushRequest, RelayRequest):  # the bodies the routes read themselves
@@ -685,4 +706,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         for name, definition in body.pop("$defs", {}).items():
             components.setdefault(name, definition)
         components[model.__name__] = body
+    for methods in schema.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.get("responses", {})
+            if operation.get("security"):  # a device token: counted against its hourly limits (see .limits)
+                responses.setdefault("429", _RATE_LIMITED)
     return schema
+
+
+_RATE_LIMITED = {
+    "description": "The device sent more requests, bytes or ops in the last hour than the server takes "
+    "(`rate_limited`); `Retry-After` says in how many seconds it may again.",
+    "headers": {
+        "Retry-After": {"description": "Seconds until the device may send again.", "schema": {"type": "integer"}}
+    },
+    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+}

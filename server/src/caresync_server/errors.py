@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     UNSEALED_FIELD = "unsealed_field"
     STATION_KEY_CONFLICT = "station_key_conflict"
     GRID_KEY_CONFLICT = "grid_key_conflict"
+    RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
 
@@ -99,6 +100,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSEALED_FIELD: 422,
     ErrorCode.STATION_KEY_CONFLICT: 409,
     ErrorCode.GRID_KEY_CONFLICT: 409,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
 }

@@ -113,7 +113,7 @@ class Op(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=_present_or_absent)
 
-    v: int = Field(ge=1, description="The op format version (1, 2 or 3; a newer one is kept for a newer server).")
+    v: int = Field(ge=1, description="The op format version (1 to 4; a newer one is kept for a newer server).")
     kind: Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}\.[a-z_]{1,32}$")] = Field(
         description="`<record type>.<action>`, for example `ticket.set`.", examples=["ticket.set"]
     )
@@ -194,6 +194,15 @@ class PullRequest(BaseModel):
     deleted: Annotated[list[BlobIdText], Field(max_length=MAX_DELETED)] = Field(
         default_factory=list,
         description="Blobs the device deleted (and committed) since it last said so: it holds them no longer.",
+    )
+    format: Annotated[int, Field(ge=1, le=JSON_MAX_INT), _INTEGRAL] = Field(
+        3,
+        description=(
+            "The newest op format the device reads and checks. Ops of a newer format are left out of the answer "
+            "(a device of format 4 or older cannot check the signature of a format 5 op; format 4 ops are sent to "
+            "any device, which keeps those it cannot read deferred); absent, 3. A device that starts "
+            "to send a higher value pulls again from the start once, to get what was left out."
+        ),
     )
 
 

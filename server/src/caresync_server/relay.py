@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from .admission import body_text
 from .blobs import carry_back, deleted, take_carried, to_delete
 from .bodies import inflate, max_values, read_json
-from .deps import DeviceDep
+from .deps import DeviceDep, charge_ops
 from .deps import request_now as _now
 from .deps import request_storage as _storage
 from .errors import ApiError, DatabaseUnavailable, ErrorCode, ErrorDetail
@@ -414,6 +414,8 @@ async def relay(request: Request, carrier: _CarrierDep) -> Response:
         raise ApiError(
             ErrorCode.INVALID_REQUEST, "The relay request's fields are not valid; nothing was stored.", details
         ) from None
+    carried = checked.bundle.get("ops") if checked.bundle is not None else None
+    charge_ops(request, carrier, len(carried) if isinstance(carried, list) else 0)
     answer = await run_in_threadpool(_relay, _storage(request), carrier, checked, _now(request))
     return Response(json.dumps(answer, ensure_ascii=False).encode(), media_type=_JSON)
 

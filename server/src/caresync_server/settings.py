@@ -54,6 +54,14 @@ class Settings(BaseModel):
     """The largest blob (sealed attachment) the server takes; larger ones are answered 413 ``blob_too_large``."""
     max_device_blob_bytes: Annotated[int, Field(ge=1024, le=1 << 44)] = 4 * 1024 * 1024 * 1024
     """The most blob bytes one device may have stored; more is answered 413 ``quota_exceeded``."""
+    device_requests_per_hour: Annotated[int, Field(ge=1, le=1 << 40)] = 36_000
+    """The most requests one device may send in an hour (ten a second on average); more is answered 429
+    ``rate_limited`` with ``Retry-After``. Counted per server process."""
+    device_bytes_per_hour: Annotated[int, Field(ge=4096, le=1 << 50)] = 8 * 1024 * 1024 * 1024
+    """The most request-body bytes (as sent, by ``Content-Length``) one device may send in an hour; a body sent
+    without a length counts as ``max_body_bytes``. More is answered 429 ``rate_limited``."""
+    device_ops_per_hour: Annotated[int, Field(ge=1, le=1 << 40)] = 1_000_000
+    """The most ops one device may push or relay in an hour; more is answered 429 ``rate_limited``."""
     server_key_file: str | None = None
     """The file holding the server's signing key (mode 0600; ``caresync-server init`` creates it). By default
     beside an SQLite database, named after it (``caresync-server.key``), and ``caresync-server.key`` in the working

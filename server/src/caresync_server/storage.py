@@ -40,7 +40,20 @@ from typing import Any, TypeVar
 
 from caresync.core.domain import EntityType, Role, check_grid
 from caresync.core.gcpause import paused_gc
-from caresync.core.ops import REDACTABLE_KINDS, OpDict, ops_from_rows, redact_body
+from caresync.core.ops import (
+    CHECKABLE_BY_OLDER,
+    FORMAT_VERSION,
+    LINK_KINDS,
+    REDACTABLE_KINDS,
+    TEXT_FORMAT,
+    TEXT_KINDS,
+    OpDict,
+    erased_texts,
+    ops_from_rows,
+    redact_body,
+    resident_link,
+    rewritable,
+)
 from caresync.errors import InvalidInputError
 from caresync.trust.codes import PROOF_WINDOW_MS, new_code, normalize_code, token_proof
 from caresync.trust.gridkeys import grid_key_message
@@ -1330,8 +1343,20 @@ class Storage:
             self.checkpoint()  # the erased values' old pages leave the -wal file too
         return verdict
 
-    def pull(self, device: Device, replica: str, after: int, limit: int, clock_offset_ms: int, now: int) -> PullPage:
-        """The next ops after cursor ``after`` that ``device`` may see (its own excluded), in cursor order.
+    def pull(
+        self,
+        device: Device,
+        replica: str,
+        after: int,
+        limit: int,
+        clock_offset_ms: int,
+        now: int,
+        *,
+        op_format: int = FORMAT_VERSION,
+    ) -> PullPage:
+        """The next ops after cursor ``after`` that ``device`` may see (its own excluded), in cursor order, of op
+        formats up to ``op_format``, or to :data:`~caresync.core.ops.CHECKABLE_BY_OLDER` when it is lower (a device
+        that reads format 4 or older could not check a format 5 op's signature; it keeps format 4 ops deferred).
 
         A pull is a read: it writes only to bind the device's replica on first use, and to record the device's
         health when the record is older than :data:`HEALTH_EVERY_MS` or its clock offset changed.
@@ -1373,6 +1398,8 @@ class Storage:
                 .order_by(ops.c.cursor)
                 .limit(limit)
             )
+            if op_format < FORMAT_VERSION:
+                query = query.where(ops.c.v <= max(op_format, CHECKABLE_BY_OLDER))
             if scope is not None:
                 query = query.where(scope)
             rows = [tuple(r) for r in conn.execute(query)]
@@ -1481,12 +1508,20 @@ class Storage:
         )
         stored: dict[OpKey, str] = {}
         for pairs in _chunks(candidates):
-            for origin, seq, hlc, eid, kind, actor, at, body in conn.execute(
+            for origin, seq, hlc, eid, kind, actor, at, body, v in conn.execute(
                 select(
-                    ops.c.origin, ops.c.seq, ops.c.hlc, ops.c.eid, ops.c.kind, ops.c.actor, ops.c.at, ops.c.body
+                    ops.c.origin,
+                    ops.c.seq,
+                    ops.c.hlc,
+                    ops.c.eid,
+                    ops.c.kind,
+                    ops.c.actor,
+                    ops.c.at,
+                    ops.c.body,
+                    ops.c.v,
                 ).where(_identities(ops, pairs))
             ):
-                stored[(origin, seq)] = fingerprint(hlc, eid, kind, actor, at, body)
+                stored[(origin, seq)] = fingerprint(hlc, eid, kind, actor, at, body, v)
         refused: dict[OpKey, PriorRefusal] = {}
         # what each op builds on is worked out only where the server has refused anything (rarely): most of the
         # cost of reading a batch's refusals when there are none
@@ -1587,7 +1622,7 @@ class Storage:
                         "kind": op["kind"],
                         "eid": op["eid"],
                         "fingerprint": fingerprint(
-                            op["hlc"], op["eid"], op["kind"], op["actor"], op["at"], body_text(op["body"])
+                            op["hlc"], op["eid"], op["kind"], op["actor"], op["at"], body_text(op["body"]), op["v"]
                         ),
                         "code": code,
                         "reason": reason,
@@ -1644,9 +1679,53 @@ class Storage:
             elif top != contig:
                 conn.execute(origins.update().where(origins.c.origin == origin).values(contig=top))
 
+    def _erase_texts(self, conn: Connection, verdict: Verdict) -> None:
+        """Erases the free text of a resident's tickets and visits (:func:`caresync.core.ops.erased_texts`): in the
+        stored ops a new redaction reaches, and in the admitted ops a stored (or admitted) one reaches. The rule
+        is the replicas'; the server looks up the ops it needs in its own tables."""
+        admitted = [a.op for a in verdict.admitted]
+        new_redacts = [o for o in admitted if o["kind"] == "resident.redact"]
+        fresh_texts = [o for o in admitted if o["kind"] in TEXT_KINDS and rewritable(o)]
+        if not new_redacts and not fresh_texts:
+            return
+        links = [o for o in admitted if o["kind"] in LINK_KINDS]
+        for o in new_redacts:  # the records that name the resident (the body holds its id: found, then checked)
+            links += _op_rows(conn, ops.c.kind.in_(LINK_KINDS) & ops.c.body.contains(o["eid"], autoescape=True))
+        for part in _chunks(sorted({o["eid"] for o in fresh_texts})):
+            links += _op_rows(conn, ops.c.eid.in_(part) & ops.c.kind.in_(LINK_KINDS))
+        erased_by_new = {o["eid"] for o in new_redacts}
+        fresh_ids = {id(o) for o in admitted}
+        residents: set[str] = set()
+        records: set[str] = set()
+        stored_texts: list[OpDict] = []
+        for link in links + fresh_texts:
+            found = resident_link(link)
+            if found is not None:
+                residents.add(found[0])
+                if found[0] in erased_by_new and found[1]:
+                    records.add(link["eid"])
+                elif found[0] in erased_by_new and id(link) not in fresh_ids:  # a party who is the resident
+                    stored_texts.append(link)
+        redactions = list(new_redacts)
+        for part in _chunks(sorted(residents - erased_by_new)):
+            redactions += _op_rows(conn, (ops.c.kind == "resident.redact") & ops.c.eid.in_(part))
+        for part in _chunks(sorted(records)):
+            stored_texts += _op_rows(conn, ops.c.eid.in_(part) & ops.c.kind.in_(TEXT_KINDS) & (ops.c.v >= TEXT_FORMAT))
+        updates = []
+        for op, body in erased_texts(fresh_texts + stored_texts, links, redactions):
+            if id(op) in fresh_ids:
+                op["body"] = body
+            else:
+                updates.append({"at_cursor": op["cursor"], "erased": body_text(body)})
+        if updates:
+            conn.execute(
+                ops.update().where(ops.c.cursor == bindparam("at_cursor")).values(body=bindparam("erased")), updates
+            )
+
     def _erase(self, conn: Connection, verdict: Verdict) -> list[str]:
         """Applies redactions: to stored ops a new ``resident.redact`` covers, and to admitted ops a stored (or
         admitted) redaction covers. Returns the admitted ops' bodies as they are to be stored."""
+        self._erase_texts(conn, verdict)
         bodies = [body_text(a.op["body"]) for a in verdict.admitted]
         residents = sorted({a.op["eid"] for a in verdict.admitted if a.op["kind"].startswith("resident.")})
         if not residents:
@@ -1691,10 +1770,19 @@ class Storage:
         return bodies
 
 
+def _op_rows(conn: Connection, where: ColumnElement[bool]) -> list[OpDict]:
+    """The stored ops that match ``where``, as op dicts with their cursors (``"cursor"``)."""
+    rows = [tuple(r) for r in conn.execute(select(*_OP_ROW, ops.c.cursor).where(where))]
+    found = ops_from_rows([r[:-1] for r in rows])
+    for op, row in zip(found, rows, strict=True):
+        op["cursor"] = row[-1]
+    return found
+
+
 def _without_inner_signatures(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Op rows with the signature left out where the op after it in the page pins it
     (:func:`caresync.trust.signing.signature_needed`): the receiver checks one signature per run of a device's ops."""
-    needed = signature_needed([(r[0], r[1], r[5]) for r in rows])
+    needed = signature_needed([(r[0], r[1], r[5]) for r in rows], [r[4] for r in rows])
     return [row if keep else (*row[:9], None, *row[10:]) for row, keep in zip(rows, needed, strict=True)]
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from .deps import charge_request
 from .errors import AdminError, ApiError, ErrorCode, ErrorDetail
 from .protocol import (
     CredentialsResponse,
@@ -45,7 +46,9 @@ _StorageDep = Annotated[Storage, Depends(_storage)]
 
 
 def _device(
-    storage: _StorageDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    storage: _StorageDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Device:
     if credentials is None:
         raise ApiError(
@@ -54,7 +57,9 @@ def _device(
             "the station gives you.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return storage.authenticate(credentials.credentials)
+    device = storage.authenticate(credentials.credentials)
+    charge_request(request, device)
+    return device
 
 
 _COMMON = {

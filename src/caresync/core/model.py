@@ -455,7 +455,7 @@ def _build_record(state: State) -> _Entity:
         rating = _v(state, "rating")
         return Ticket(
             **common,
-            title=_v(state, "title"),
+            title=_v(state, "title") or "",  # empty once a resident's erasure reached it
             kind=_v(state, "kind"),
             channel=_v(state, "channel"),
             grid=st["grid"],
@@ -478,14 +478,14 @@ def _build_record(state: State) -> _Entity:
             outcome=_v(state, "outcome"),
             notes=_notes(state),
             attachments=_attachments(state),
-            parties=[Party(op_id=i[0], **i[6]) for i in _items(state, "parties")],
+            parties=[Party(op_id=i[0], **{**i[6], "name": i[6].get("name") or ""}) for i in _items(state, "parties")],
             sessions=[
                 MediationSession(
                     op_id=i[0],
                     held_at=ms_to_datetime(i[6]["held_at"]),
                     mediator=i[6]["mediator"],
-                    summary=i[6]["summary"],
-                    attendees=_text_list(i[6].get("attendees", [])),
+                    summary=i[6].get("summary") or "",  # empty once a resident's erasure reached it
+                    attendees=_text_list(i[6].get("attendees") or []),
                 )
                 for i in _items(state, "sessions")
             ],

@@ -62,9 +62,13 @@ __all__ = [
     "ATTACHABLE",
     "FORMAT_VERSION",
     "KNOWN_KINDS",
+    "LINK_KINDS",
+    "LOST_KIND",
     "MAX_BLOB_BYTES",
     "REDACTABLE_KINDS",
     "SETTABLE_FIELDS",
+    "TEXT_FORMAT",
+    "TEXT_KINDS",
     "AttachBody",
     "BlobId",
     "DetachBody",
@@ -73,7 +77,11 @@ __all__ = [
     "OpIdStr",
     "ReplicaIdStr",
     "entity_type_of",
+    "erased_texts",
     "field_digest",
+    "format_for",
+    "resident_link",
+    "rewritable",
     "signer_of",
     "validate_ops",
 ]
@@ -83,9 +91,20 @@ __all__ = [
 #: format 3 is signed as format 2, and may carry sealed values where format 2 held free text in clear (titles,
 #: rating comments, reasons, parties' sides), which a library of format 2 would refuse as too long: it keeps a
 #: format 3 op deferred instead, until it is upgraded; format 4 is signed as format 2 too, and may carry values
-#: sealed to several readers (``sealed:2:``, readers' keys), which a library of format 3 would refuse. Formats 1
-#: to 3 are still read, checked and folded.
-FORMAT_VERSION = 4
+#: sealed to several readers (``sealed:2:``, readers' keys), which a library of format 3 would refuse. Format 5 signs
+#: a digest per body value for the ops that carry the free text of tickets and visits (:data:`TEXT_KINDS`), as format
+#: 1 did for every kind and every format does for the resident's own ops, so that a resident's erasure can reach that
+#: text too (:func:`redact_body`). A device writes each op in the oldest format that can carry it
+#: (:func:`format_for`): format 5 only for those ops (and a lost-op statement), format 4 for the rest. Formats 1 to 4
+#: are still read, checked and folded.
+FORMAT_VERSION = 5
+#: The format from which the ops of :data:`TEXT_KINDS` are signed per value, and a lost-op statement declares its link.
+TEXT_FORMAT = 5
+#: The format of every op that does not need format 5 (:func:`format_for`).
+_BASE_FORMAT = 4
+#: The newest format whose signatures a library of format 2 to 4 can check (it keeps such ops deferred until it is
+#: upgraded); the ops of later formats are left out of the pulls of a device that does not read them.
+CHECKABLE_BY_OLDER = 4
 
 _OPID_RE = r"^[0-9a-f]{16}:[1-9][0-9]{0,17}$"
 ReplicaIdStr = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
@@ -126,6 +145,43 @@ _SCALARS = (str, int, bool, type(None))
 
 #: The op kinds whose bodies a ``resident.redact`` rewrites: their signatures cover a digest per body value.
 REDACTABLE_KINDS: frozenset[str] = frozenset({"resident.attach", "resident.create", "resident.note", "resident.set"})
+#: The free text of tickets and visits a resident's erasure (``resident.redact`` with ``notes``) erases, by op kind:
+#: the body keys for most kinds, the fields (``body["field"]``) for ``.set``. Ops of these kinds that carry such text
+#: are written in format 5, whose signature covers a digest per body value (the rating's, per key of the rating).
+TEXT_KINDS: dict[str, frozenset[str]] = {
+    "ticket.create": frozenset({"title", "description"}),
+    "ticket.set": frozenset({"title", "description", "rating"}),
+    "ticket.transition": frozenset({"reason"}),
+    "ticket.note": frozenset({"text"}),
+    "ticket.party": frozenset({"name", "side"}),
+    "ticket.session": frozenset({"summary", "attendees"}),
+    "ticket.attach": frozenset({"key", "caption"}),
+    "visit.create": frozenset({"note"}),
+    "visit.set": frozenset({"note"}),
+    "visit.note": frozenset({"text"}),
+    "visit.attach": frozenset({"key", "caption"}),
+}
+
+
+def format_for(kind: str, body: Mapping[str, Any]) -> int:
+    """The format a device writes an op in: the oldest that can carry it, so that a replica of an older release
+    still reads as much as it can (the server does not send it ops of a format it cannot check, see
+    docs/protocol.md). Format 5 for an op that carries a ticket's or visit's free text (:data:`TEXT_KINDS`)."""
+    texts = TEXT_KINDS.get(kind)
+    if kind == LOST_KIND:  # its link is declared, not derived: a library of format 3 could not follow the chain
+        return TEXT_FORMAT
+    if texts is None:
+        return _BASE_FORMAT
+    if kind.endswith(".set"):
+        return TEXT_FORMAT if body.get("field") in texts else _BASE_FORMAT
+    return TEXT_FORMAT if any(body.get(key) is not None for key in texts) else _BASE_FORMAT
+
+
+def rewritable(op: Mapping[str, Any]) -> bool:
+    """Whether a redaction may rewrite the op's body (its signature covers a digest per value, so it still checks):
+    the resident's own ops (:data:`REDACTABLE_KINDS`) and the format 5 ops of :data:`TEXT_KINDS`."""
+    kind = op["kind"]
+    return kind in REDACTABLE_KINDS or (op["v"] >= TEXT_FORMAT and kind in TEXT_KINDS)
 
 
 def field_digest(value: Any) -> str:
@@ -143,11 +199,16 @@ def signer_of(op: Mapping[str, Any]) -> str | None:
     return base64.b64decode(sig)[:32].hex() if sig else None
 
 
-def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    """The body of a ``kind`` op written before a redaction of ``fields``: those set to None (``notes`` erases
-    note texts), each erased value's digest kept under ``redacted`` so the op's signature still checks. Every
-    holder of the log applies it, replicas and the server alike."""
+def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str], v: int = 1) -> dict[str, Any]:
+    """The body of a ``kind`` op of format ``v`` written before a redaction of ``fields``: those set to None
+    (``notes`` erases note texts, and the free text of the resident's tickets and visits in their format 5 ops:
+    :data:`TEXT_KINDS`), each erased value's digest kept under ``redacted`` so the op's signature still checks.
+    Every holder of the log applies it, replicas and the server alike; the caller picks the ops (a ticket's are
+    erased when the ticket is the resident's)."""
     names = set(fields)
+    if kind in TEXT_KINDS:
+        trigger = "attachments" if kind.endswith(".attach") else "notes"
+        return _erase_text(kind, body) if v >= TEXT_FORMAT and trigger in names else body
     if kind == "resident.create":
         erased = [key for key, value in body.items() if key in names and value is not None]
     elif kind == "resident.set" and body.get("field") in names and body.get("value") is not None:
@@ -163,6 +224,83 @@ def redact_body(kind: str, body: dict[str, Any], fields: Iterable[str]) -> dict[
     digests = dict(body.get("redacted") or {})
     digests.update((key, field_digest(body[key])) for key in erased)
     return {**{key: (None if key in erased else value) for key, value in body.items()}, "redacted": digests}
+
+
+def _erase_text(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """:func:`redact_body` of a format 5 op of :data:`TEXT_KINDS`: its text values set to None; a rating keeps its
+    score and loses its comment (the digest kept as ``value.comment``, see :mod:`caresync.trust.signing`)."""
+    texts = TEXT_KINDS[kind]
+    digests = dict(body.get("redacted") or {})
+    if kind.endswith(".set"):
+        field, value = body.get("field"), body.get("value")
+        if field not in texts or value is None:
+            return body
+        if type(value) is dict:  # a rating: the score is structure, the comment is text
+            if value.get("comment") is None:
+                return body
+            digests["value.comment"] = field_digest(value["comment"])
+            return {**body, "value": {**value, "comment": None}, "redacted": digests}
+        digests["value"] = field_digest(value)
+        return {**body, "value": None, "redacted": digests}
+    erased = [key for key in sorted(texts) if body.get(key) is not None]
+    if not erased:
+        return body
+    digests.update((key, field_digest(body[key])) for key in erased)
+    return {**{key: (None if key in erased else value) for key, value in body.items()}, "redacted": digests}
+
+
+#: The kinds of op that may tie a ticket or visit to a resident (:func:`resident_link`).
+LINK_KINDS: tuple[str, ...] = ("ticket.create", "ticket.party", "ticket.set", "visit.create")
+
+
+def resident_link(op: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """The resident an op ties text to, and whether it ties its whole record (a ticket or visit created about the
+    resident, or a ticket later set to be about them) or only itself (a dispute's party who is the resident):
+    whose erasure reaches that text (:func:`redact_body`). None for any other op."""
+    kind, body = op["kind"], op["body"]
+    if kind == "ticket.set":
+        value = body.get("value") if body.get("field") == "resident_id" else None
+        return (value, True) if type(value) is str else None
+    if kind in LINK_KINDS:
+        resident = body.get("resident_id")
+        return (resident, kind != "ticket.party") if type(resident) is str else None
+    return None
+
+
+def erased_texts(
+    texts: Iterable[OpDict], links: Iterable[Mapping[str, Any]], redactions: Iterable[Mapping[str, Any]]
+) -> list[tuple[OpDict, dict[str, Any]]]:
+    """Which of the ``texts`` ops (format 5 ops of :data:`TEXT_KINDS`) a resident's erasure reaches, with the body
+    each is to have: those written before a ``resident.redact`` of a resident that ``links`` (ops of
+    :data:`LINK_KINDS`; any that tied the op's record to the resident count, so a ticket once about a resident
+    stays erasable by them) or the op itself (a party) ties them to. The replicas and the server look up the
+    ``links`` and ``redactions`` of the ops at hand in their own stores; the rule is this one."""
+    residents_of: dict[str, set[str]] = {}
+    for op in links:
+        link = resident_link(op)
+        if link is not None and link[1]:
+            residents_of.setdefault(op["eid"], set()).add(link[0])
+    by_resident: dict[str, list[tuple[tuple[int, str, int], list[str]]]] = {}
+    for op in redactions:
+        key = (op["hlc"], op["origin"], op["seq"])
+        by_resident.setdefault(op["eid"], []).append((key, op["body"]["fields"]))
+    out: list[tuple[OpDict, dict[str, Any]]] = []
+    for op in texts:
+        if not rewritable(op) or op["kind"] not in TEXT_KINDS:
+            continue
+        residents = set(residents_of.get(op["eid"], ()))
+        own = resident_link(op)
+        if own is not None:
+            residents.add(own[0])
+        key = (op["hlc"], op["origin"], op["seq"])
+        body = op["body"]
+        for resident in sorted(residents):
+            for when, fields in by_resident.get(resident, ()):
+                if key < when:
+                    body = redact_body(op["kind"], body, fields, op["v"])
+        if body is not op["body"]:
+            out.append((op, body))
+    return out
 
 
 def ops_from_rows(rows: Sequence[Sequence[Any]]) -> list[OpDict]:
@@ -258,7 +396,7 @@ class WorkerCreate(TypedDict):
 
 @with_config(_FORBID)
 class TicketCreate(TypedDict):
-    title: Annotated[ShortText, _Private]
+    title: Annotated[ShortText, _Private] | None  # None only once erased by a redaction (format 5)
     kind: KindChoice
     channel: ChannelChoice
     grid: GridPath
@@ -269,6 +407,7 @@ class TicketCreate(TypedDict):
     visit_id: NotRequired[EntityId | None]
     parcel_id: NotRequired[EntityId | None]
     number: NotRequired[Annotated[str, StringConstraints(pattern=NUMBER_PATTERN)] | None]  # see caresync.store.numbers
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
@@ -287,6 +426,7 @@ class VisitCreate(TypedDict):
     outcome: VisitOutcomeChoice
     note: NotRequired[Annotated[Text, _Private] | None]
     ticket_id: NotRequired[EntityId | None]
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
@@ -322,6 +462,7 @@ class TicketTransition(TypedDict):
     to_grid: NotRequired[GridPath | None]
     assignee: NotRequired[EntityId | None]
     assignee_replaces: NotRequired[Refs]
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
@@ -332,17 +473,19 @@ class NoteBody(TypedDict):
 
 @with_config(_FORBID)
 class PartyBody(TypedDict):
-    name: Annotated[Name, _Private]
+    name: Annotated[Name, _Private] | None  # None only once erased by a redaction (format 5)
     side: NotRequired[Annotated[ShortText, _Private] | None]
     resident_id: NotRequired[EntityId | None]
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
 class SessionBody(TypedDict):
     held_at: Millis
     mediator: Name
-    summary: Annotated[Text, _Private]
-    attendees: NotRequired[Annotated[list[Name], _Private]]
+    summary: Annotated[Text, _Private] | None  # None only once erased by a redaction (format 5)
+    attendees: NotRequired[Annotated[list[Name], _Private] | None]
+    redacted: NotRequired[Redacted]
 
 
 @with_config(_FORBID)
@@ -389,6 +532,22 @@ class AttachBody(TypedDict):
     redacted: NotRequired[Redacted]
 
 
+#: The kind of a device's signed statement that its own op of that seq is lost (damaged on its disk before it was
+#: sent): it takes the lost op's place in the device's chain, so that the ops after it can be sent and checked.
+LOST_KIND = "log.lost"
+
+
+@with_config(_FORBID)
+class LostBody(TypedDict):
+    """Op ``origin:seq`` is lost: ``link`` is the link the lost op had (the one the device's next op signed), which
+    stands for this op's own in the chain (:func:`caresync.trust.signing.chain_link`); ``kind`` and ``eid`` say what
+    the lost op was, where the damaged copy still showed it. Folded into no record."""
+
+    link: Link
+    kind: NotRequired[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}\.[a-z_]{1,32}$")] | None]
+    eid: NotRequired[EntityId | None]
+
+
 @with_config(_FORBID)
 class DetachBody(TypedDict):
     """Removes attachments: the attach ops it saw (observed-remove, so an attachment added concurrently stays)."""
@@ -419,7 +578,7 @@ SETTABLE_FIELDS: dict[EntityType, dict[str, Any]] = {
         "deleted": bool,
     },
     EntityType.TICKET: {
-        "title": Annotated[ShortText, _Private],
+        "title": Annotated[ShortText, _Private] | None,  # None only once erased by a redaction (format 5)
         "kind": KindChoice,
         "channel": ChannelChoice,
         "description": Annotated[Text, _Private] | None,
@@ -474,12 +633,16 @@ def _typed_dict(name: str, fields: dict[str, Any]) -> Any:
     return cls
 
 
+#: The record types whose ``.set`` ops a redaction may rewrite (the resident's; tickets' and visits' texts).
+_ERASABLE_SETS = (EntityType.RESIDENT, EntityType.TICKET, EntityType.VISIT)
+
+
 def _set_body(entity: EntityType) -> Any:
     variants = [
         _typed_dict(
             f"{entity.value.title()}Set_{field}",
             {"field": Literal[field], "value": annotation, "replaces": Refs}
-            | ({"redacted": NotRequired[Redacted]} if entity is EntityType.RESIDENT else {}),
+            | ({"redacted": NotRequired[Redacted]} if entity in _ERASABLE_SETS else {}),
         )
         for field, annotation in SETTABLE_FIELDS[entity].items()
     ]
@@ -502,6 +665,7 @@ _BODIES: dict[str, Any] = {
     "mailbox.create": MailboxCreate,
     "parcel.create": ParcelCreate,
     "parcel.hop": HopBody,
+    LOST_KIND: LostBody,
 }
 for _entity in EntityType:
     _BODIES[f"{_entity.value}.set"] = _set_body(_entity)

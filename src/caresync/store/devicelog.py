@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from caresync.core.domain import EntityType
 from caresync.core.gcpause import paused_gc
 from caresync.core.ids import entity_id_for
 from caresync.core.merge import State, value_of
-from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, OpDict, signer_of, validate_ops
+from caresync.core.ops import FORMAT_VERSION, KNOWN_KINDS, LOST_KIND, OpDict, format_for, signer_of, validate_ops
 from caresync.errors import InvalidInputError, InvalidOpError, StoreError, TrustError
 from caresync.store.blobs import BlobStore
 from caresync.store.numbers import TicketNumbers
@@ -311,8 +312,9 @@ class DeviceLog:
             assert entity is not None
             eid = entity_id_for(entity, self.id, seq)
         last = state["last"] if state is not None else None
+        kept = {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")}
         op: OpDict = {
-            "v": FORMAT_VERSION,
+            "v": format_for(kind, kept),
             "kind": kind,
             "origin": self.id,
             "seq": seq,
@@ -320,7 +322,7 @@ class DeviceLog:
             "eid": eid,
             "actor": actor,
             "at": self.clock.physical_ms() if at is None else at,
-            "body": {k: v for k, v in body.items() if v is not None or k in ("value", "assignee")},
+            "body": kept,
         }
         prev = self.store.own_link(self.id, seq - 1)  # the link of this device's previous op: signed over
         if seq > 1:
@@ -343,6 +345,49 @@ class DeviceLog:
                 self.blobs.collect()  # a removed or erased picture goes in the same transaction as its op
         self._next_seq = seq + 1
         return known[0], new
+
+    def mark_lost(self, damaged: OpDict) -> OpDict:
+        """Replaces this device's own op ``damaged`` (never sent: its copy here was damaged, so its signature no
+        longer checks) by a signed statement that op ``seq`` is lost (:data:`~caresync.core.ops.LOST_KIND`), so
+        that the ops this device made after it can be sent: the server takes a device's ops only without holes.
+        The statement declares the link the lost op had, which the device's next op signed, and is signed over the
+        link of the op before it, so the chain runs on through it. Returns the statement.
+
+        Raises:
+            StoreError: the op before it cannot be read to link to.
+        """
+        seq = damaged["seq"]
+        after = self.store.sql("SELECT pd FROM ops WHERE origin = ? AND seq = ?", (self.id, seq + 1))
+        newest = not after
+        if after and after[0][0]:
+            link = bytes.fromhex(after[0][0])
+        else:
+            try:
+                link = self.store.own_link(self.id, seq)
+            except (StoreError, TrustError, ValueError, KeyError):  # its bytes are damaged: any link will do,
+                link = os.urandom(16)  # since no op of this device follows it yet
+        body: dict[str, Any] = {"link": link.hex(), "kind": damaged.get("kind"), "eid": damaged.get("eid")}
+        op: OpDict = {
+            "v": format_for(LOST_KIND, body),
+            "kind": LOST_KIND,
+            "origin": self.id,
+            "seq": seq,
+            "hlc": damaged["hlc"],
+            "eid": f"lost-{self.id}-{seq}",
+            "actor": damaged["actor"],
+            "at": self.clock.physical_ms(),
+            "body": body,
+        }
+        try:
+            validate_ops([op])
+        except InvalidOpError:  # the damaged copy's kind or record id is unreadable: say only that it is lost
+            op["body"] = {"link": link.hex()}
+        sign_linked(op, self.device_key, self.store.own_link(self.id, seq - 1))
+        self.store.replace_lost(op, link if newest else None)
+        self.logger.warning(
+            "op %s:%s was damaged on this device; a signed statement that it is lost takes its place", self.id, seq
+        )
+        return op
 
     def provisional_tickets(self, limit: int | None = None) -> list[State]:
         """The states of this device's own tickets that still show a provisional number, oldest first (the

@@ -36,7 +36,20 @@ from sqlalchemy.pool import NullPool
 
 from caresync.core.gcpause import paused_gc
 from caresync.core.merge import FOLD_VERSION, State, apply_op, apply_sorted, new_state, op_key
-from caresync.core.ops import REDACTABLE_KINDS, OpDict, entity_type_of, ops_from_rows, redact_body
+from caresync.core.ops import (
+    LINK_KINDS,
+    LOST_KIND,
+    REDACTABLE_KINDS,
+    TEXT_FORMAT,
+    TEXT_KINDS,
+    OpDict,
+    entity_type_of,
+    erased_texts,
+    ops_from_rows,
+    redact_body,
+    resident_link,
+    rewritable,
+)
 from caresync.errors import OpForkError, StoreError, StoreVersionError
 from caresync.store.schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
 from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, linkable
@@ -44,6 +57,8 @@ from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, li
 __all__ = ["FileKind", "IngestResult", "Store", "identify"]
 
 _REDACTABLE_MARKS = ",".join("?" * len(REDACTABLE_KINDS))
+_LINK_MARKS = ",".join("?" * len(LINK_KINDS))
+_TEXT_MARKS = ",".join("?" * len(TEXT_KINDS))
 
 _CHUNK = 500
 _SCRUB_TRIES = 100  # a checkpoint that must empty the log retries this often while another process checkpoints
@@ -492,7 +507,7 @@ class Store:
             self._insert(_INSERT_OP, "ops", rows)
             self._update_origins(fresh_known + fresh_deferred, origins, result)
             if defer_rows:
-                marks = {(o["kind"][: o["kind"].index(".")], o["eid"]) for o in fresh_known}
+                marks = {(o["kind"][: o["kind"].index(".")], o["eid"]) for o in fresh_known if o["kind"] != LOST_KIND}
                 self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", sorted(marks))
                 self._pending = self._pending or bool(marks)
             else:
@@ -567,7 +582,10 @@ class Store:
                     ready = [have[eid] for eid in eids if eid in have]
                     rest = [eid for eid in eids if eid not in have] if ready else eids
                     states = [*ready, *self._fold_from_log(entity, rest).values()]
-                    self._many(_UPSERT[entity], [row_values(st) for st in states])
+                    gone = [(st["id"],) for st in states if st["last"] is None]  # no op of it is left (one was lost)
+                    if gone:
+                        self._many(f"DELETE FROM {_TABLE[entity]} WHERE id = ?", gone)
+                    self._many(_UPSERT[entity], [row_values(st) for st in states if st["last"] is not None])
                 self._many("DELETE FROM pending WHERE entity = ? AND id = ?", pending)
             done += len(pending)
         self._pending = False
@@ -610,7 +628,7 @@ class Store:
                     existing = {
                         r[0]: r
                         for r in self.sql(
-                            "SELECT seq, hlc, eid, kind, actor, at, body, pd FROM ops "
+                            "SELECT seq, hlc, eid, kind, actor, at, body, pd, v FROM ops "
                             "WHERE origin = ? AND seq BETWEEN ? AND ?",
                             (origin, low, high),
                         )
@@ -629,6 +647,7 @@ class Store:
                     "actor": row[4],
                     "at": row[5],
                     "body": from_json(row[6]),
+                    "v": row[8],
                 }
                 if row[7] is not None:
                     stored_op["pd"] = row[7]
@@ -696,7 +715,7 @@ class Store:
     def _check_same(a: OpDict, b: OpDict) -> None:
         same = all(a[k] == b[k] for k in ("hlc", "eid", "kind", "actor", "at"))
         same = same and a.get("pd", b.get("pd")) == b.get("pd", a.get("pd"))
-        if same and a["kind"] not in REDACTABLE_KINDS:
+        if same and not rewritable(a):
             same = json.dumps(a["body"], sort_keys=True) == json.dumps(b["body"], sort_keys=True)
         if not same:
             raise OpForkError(
@@ -707,6 +726,7 @@ class Store:
 
     def _apply_redactions(self, fresh: list[OpDict]) -> None:
         """Erases redacted personal fields from stored op bodies and from new ops written before a redaction."""
+        self._erase_texts(fresh)
         resident_ids = {o["eid"] for o in fresh if o["kind"].startswith("resident.")}
         if not resident_ids:
             return
@@ -740,6 +760,75 @@ class Store:
                     updates.append((to_json(redacted).decode(), origin, seq))
             if updates:
                 self._many("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", updates)
+            self._scrub = True
+
+    def _erase_texts(self, fresh: list[OpDict]) -> None:
+        """Erases the free text of a resident's tickets and visits (:func:`caresync.core.ops.erased_texts`): from
+        the stored ops a new redaction reaches and from new ops a held (or new) redaction reaches. The records
+        whose stored ops changed are re-folded (their rows held the text too)."""
+        new_redacts = [o for o in fresh if o["kind"] == "resident.redact"]
+        fresh_texts = [o for o in fresh if o["kind"] in TEXT_KINDS and rewritable(o)]
+        if not new_redacts and not fresh_texts:
+            return
+        links = [o for o in fresh if o["kind"] in LINK_KINDS]
+        for o in new_redacts:  # the records that name the resident (the body holds its id: found, then checked)
+            links += ops_from_rows(
+                self.sql(
+                    f"SELECT {_OP_COLUMNS} FROM ops WHERE kind IN ({_LINK_MARKS}) AND known = 1 AND instr(body, ?)",
+                    (*LINK_KINDS, o["eid"]),
+                )
+            )
+        for chunk in _chunks(sorted({o["eid"] for o in fresh_texts})):
+            marks = ",".join("?" * len(chunk))
+            links += ops_from_rows(
+                self.sql(
+                    f"SELECT {_OP_COLUMNS} FROM ops WHERE eid IN ({marks}) AND kind IN ({_LINK_MARKS}) AND known = 1",
+                    (*chunk, *LINK_KINDS),
+                )
+            )
+        residents: set[str] = set()
+        stored_texts: list[OpDict] = []
+        erased_by_new = {o["eid"] for o in new_redacts}
+        records: set[str] = set()
+        fresh_ids = {id(o) for o in fresh}
+        for link in links + fresh_texts:
+            found = resident_link(link)
+            if found is not None:
+                residents.add(found[0])
+                if found[0] in erased_by_new and found[1]:
+                    records.add(link["eid"])
+                elif found[0] in erased_by_new and id(link) not in fresh_ids:  # a party who is the resident
+                    stored_texts.append(link)
+        redactions = list(new_redacts)
+        for chunk in _chunks(sorted(residents - erased_by_new)):
+            marks = ",".join("?" * len(chunk))
+            redactions += ops_from_rows(
+                self.sql(
+                    f"SELECT {_OP_COLUMNS} FROM ops WHERE kind = 'resident.redact' AND known = 1 AND eid IN ({marks})",
+                    chunk,
+                )
+            )
+        for chunk in _chunks(sorted(records)):
+            marks = ",".join("?" * len(chunk))
+            stored_texts += ops_from_rows(
+                self.sql(
+                    f"SELECT {_OP_COLUMNS} FROM ops WHERE eid IN ({marks}) AND kind IN ({_TEXT_MARKS}) AND v >= ? "
+                    "AND known = 1",
+                    (*chunk, *TEXT_KINDS, TEXT_FORMAT),
+                )
+            )
+        updates = []
+        touched: set[tuple[str, str]] = set()
+        for op, body in erased_texts(fresh_texts + stored_texts, links, redactions):
+            if id(op) in fresh_ids:
+                op["body"] = body
+            else:
+                updates.append((to_json(body).decode(), op["origin"], op["seq"]))
+                touched.add((entity_type_of(op["kind"]), op["eid"]))
+        if updates:
+            self._many("UPDATE ops SET body = ? WHERE origin = ? AND seq = ?", updates)
+            self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", sorted(touched))
+            self._pending = True
             self._scrub = True
 
     def _update_origins(
@@ -972,6 +1061,40 @@ class Store:
             self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND sent != 1 ORDER BY seq", (origin,))
         )
 
+    def replace_lost(self, lost: OpDict, link: bytes | None) -> None:
+        """Puts a lost-op statement (:data:`~caresync.core.ops.LOST_KIND`) in the place of this device's damaged op
+        of the same seq, unsent, and re-folds the record the damaged op was about (its row showed that op's change,
+        which no longer is in the log). ``link``: keep it for the device's next op, when the lost op was its newest.
+        Only for an op that never left the device."""
+        with self.write():
+            rows = self.sql("SELECT kind, eid FROM ops WHERE origin = ? AND seq = ?", (lost["origin"], lost["seq"]))
+            self.sql(
+                "UPDATE ops SET hlc = ?, eid = ?, kind = ?, v = ?, actor = ?, at = ?, body = ?, sig = ?, pd = ?, "
+                "known = 1, sent = 0 WHERE origin = ? AND seq = ?",
+                (
+                    lost["hlc"],
+                    lost["eid"],
+                    lost["kind"],
+                    lost["v"],
+                    lost["actor"],
+                    lost["at"],
+                    to_json(lost["body"]).decode(),
+                    lost.get("sig"),
+                    lost.get("pd"),
+                    lost["origin"],
+                    lost["seq"],
+                ),
+            )
+            for kind, eid in rows:
+                entity = str(kind).partition(".")[0]
+                if entity in _TABLE:
+                    self.sql("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", (entity, eid))
+                    self._pending = True
+            if link is not None:
+                self._keep_link(lost, link)
+            self._scrub = True
+        self.settle()
+
     def rewrite_own(self, ops: Sequence[OpDict], link: bytes) -> None:
         """Replaces this device's own unsent ops by new versions of them (the same identities; sealed and signed
         again), re-folds their records, and keeps ``link``, the newest op's link, for the next op. The old bodies
@@ -1094,6 +1217,8 @@ def _group(ops: list[OpDict]) -> dict[str, dict[str, list[OpDict]]]:
         items = by_kind.get(kind)
         if items is None:
             items = by_kind[kind] = groups.setdefault(kind[: kind.index(".")], {})
+        if kind == LOST_KIND:  # a lost-op statement: part of its device's chain, of no record
+            continue
         eid = op["eid"]
         record = items.get(eid)
         if ordered:

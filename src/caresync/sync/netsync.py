@@ -33,7 +33,7 @@ import httpx
 from caresync.core.gcpause import paused_gc
 from caresync.core.ids import op_id
 from caresync.core.merge import State, apply_sorted, new_state
-from caresync.core.ops import OpDict, validate_ops
+from caresync.core.ops import FORMAT_VERSION, LOST_KIND, OpDict, validate_ops
 from caresync.errors import CaresyncError, InvalidInputError, ServerRefusedError, SyncError, TrustError
 from caresync.store.devicelog import ApplyResult, DeviceLog, HasDeviceLog, device_log_of
 from caresync.sync import blobsync
@@ -327,12 +327,13 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
         try:
             answer = link.post("/v1/push", content=encode_envelope(envelope))
         except ServerRefusedError as exc:
-            damaged = _quarantine(device, ops, exc, result)
-            if not damaged:
+            before_count = len(result.refused)
+            stuck = _quarantine(device, ops, exc, result)
+            if len(result.refused) == before_count:
                 raise
-            own = [op["seq"] for op in damaged if op["origin"] == device.id]
+            own = [op["seq"] for op in stuck if op["origin"] == device.id]
             blocked = min([*own, *([] if blocked is None else [blocked])], default=blocked)
-            after = before  # the same ops again, without the damaged ones
+            after = before  # the same ops again: a lost-op statement in each damaged one's place
             continue
         by_id = {op_id(o["origin"], o["seq"]): o for o in ops}
         try:
@@ -369,11 +370,26 @@ QUARANTINE_CODE = "corrupted"
 
 
 def _quarantined_from(device: DeviceLog) -> int | None:
-    """The lowest seq of the device's own ops it quarantined; its later own ops wait behind it."""
-    own = [
-        op["seq"] for op, code, _, _ in device.store.refusals() if code == QUARANTINE_CODE and op["origin"] == device.id
-    ]
-    return min(own, default=None)
+    """The lowest seq of the device's own ops it quarantined and could not replace by a signed "op N is lost"
+    statement (:meth:`DeviceLog.mark_lost`); its later own ops wait behind it. Quarantined ops not replaced yet (by
+    an older caresync) are replaced now."""
+    blocked: list[int] = []
+    for op, code, _, _ in device.store.refusals():
+        if code != QUARANTINE_CODE or op["origin"] != device.id or op["kind"] == LOST_KIND:
+            continue
+        if not _replaced(device, op):
+            blocked.append(op["seq"])
+    return min(blocked, default=None)
+
+
+def _replaced(device: DeviceLog, op: OpDict) -> bool:
+    """Replaces a quarantined own op by a signed statement that it is lost; False when that cannot be done."""
+    try:
+        device.mark_lost(op)
+    except CaresyncError as exc:
+        device.logger.warning("op %s:%s stays quarantined, and the ops after it wait: %s", op["origin"], op["seq"], exc)
+        return False
+    return True
 
 
 def _quarantine(device: DeviceLog, ops: list[OpDict], exc: ServerRefusedError, result: SyncResult) -> list[OpDict]:
@@ -387,19 +403,27 @@ def _quarantine(device: DeviceLog, ops: list[OpDict], exc: ServerRefusedError, r
     if not damaged:
         return []
     now = device.clock.physical_ms()
-    reason = (
-        "this device's copy of the change was damaged on disk (its signature no longer checks), so it cannot be "
-        "sent; the changes this device made after it wait behind it. Make the change again if it is still needed."
-    )
+    reasons = {
+        id(op): (
+            f"this device's copy of the change ({op['kind']} on {op['eid']}) was damaged on disk (its signature no "
+            "longer checks), so it cannot be sent; a signed statement that it is lost takes its place, so the changes "
+            "this device made after it are sent. Make the change again if it is still needed."
+        )
+        for op in damaged
+    }
     with device.store.write():
-        device.store.mark_refused((op["origin"], op["seq"], QUARANTINE_CODE, reason, now) for op in damaged)
+        device.store.mark_refused((op["origin"], op["seq"], QUARANTINE_CODE, reasons[id(op)], now) for op in damaged)
     result.refused.extend(
         Refusal(
-            op=op_id(op["origin"], op["seq"]), kind=op["kind"], record=op["eid"], code=QUARANTINE_CODE, reason=reason
+            op=op_id(op["origin"], op["seq"]),
+            kind=op["kind"],
+            record=op["eid"],
+            code=QUARANTINE_CODE,
+            reason=reasons[id(op)],
         )
         for op in damaged
     )
-    return damaged
+    return [op for op in damaged if op["origin"] != device.id or not _replaced(device, op)]
 
 
 class _Backlog:
@@ -559,10 +583,17 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
     loses at most the pages in flight, which the next sync asks for again."""
     key = f"sync_cursor {link.base}"
     deleted = device.blobs.deleted()[:MAX_DELETED]  # blobs deleted here since the server was last told
+    format_key = f"sync_format {link.base}"
 
     def fetch(cursor: str, told: list[str] | None = None) -> _Page:
         time_ms = device.clock.physical_ms() - device.clock.offset_ms  # read as the request leaves
-        request: dict[str, Any] = {"replica": device.id, "cursor": cursor, "limit": batch, "time_ms": time_ms}
+        request: dict[str, Any] = {
+            "replica": device.id,
+            "cursor": cursor,
+            "limit": batch,
+            "time_ms": time_ms,
+            "format": FORMAT_VERSION,
+        }
         if told:
             request["deleted"] = told
         answer = link.post("/v1/pull", json=request, compact=True)
@@ -585,7 +616,7 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
     folded = _Folded() if device.store.op_count() == 0 else None
     try:
         with paused_gc():  # the pages' ops stay alive across the loop; collections would walk them for nothing
-            newest: Future[_Page | None] = pool.submit(fetch, device.store.get_meta(key) or "", deleted)
+            newest: Future[_Page | None] = pool.submit(fetch, _start(device, key, format_key), deleted)
             ahead = deque([newest])
             while ahead:
                 got = ahead.popleft().result()
@@ -603,7 +634,11 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
                         ahead.append(newest)
                 try:
                     applied = device.apply_valid(
-                        got.known, got.deferred, defer_rows=True, from_server=True, meta={key: got.cursor}
+                        got.known,
+                        got.deferred,
+                        defer_rows=True,
+                        from_server=True,
+                        meta={key: got.cursor, format_key: str(FORMAT_VERSION)},
                     )
                 except CaresyncError as exc:
                     raise _refused_ops(link, exc) from exc
@@ -619,6 +654,17 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
         pool.shutdown(wait=False, cancel_futures=True)
         if folded is not None:
             folded.settle(device)
+
+
+def _start(device: DeviceLog, key: str, format_key: str) -> str:
+    """Where a pull starts: the saved cursor, or the start when this device pulled up to it while reading an older op
+    format (the server left out the ops of newer formats: it pulls again from the start once, to get them; what
+    it holds already is recognised and skipped)."""
+    cursor = device.store.get_meta(key) or ""
+    if cursor and device.store.get_meta(format_key) != str(FORMAT_VERSION):
+        device.logger.info("this caresync reads op format %d: pulling again from the start once", FORMAT_VERSION)
+        return ""
+    return cursor
 
 
 def _correct_clock(device: DeviceLog, answer: Mapping[str, Any], result: SyncResult) -> None:

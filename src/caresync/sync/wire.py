@@ -393,16 +393,22 @@ def encode_envelope(envelope: Mapping[str, Any], fmt: int = FORMAT) -> bytes:
     return _MAGIC + bytes((fmt, _DEFLATE_DICT_1)) + data + trailer
 
 
-def decode_envelope(data: bytes, *, max_bytes: int = MAX_DECODED_BYTES) -> dict[str, Any]:
+def decode_envelope(
+    data: bytes, *, max_bytes: int = MAX_DECODED_BYTES, max_values: int | None = None
+) -> dict[str, Any]:
     """The envelope a compact form holds, ``"ops"`` as a list of op dicts.
 
     Args:
         data: the compact form.
         max_bytes: the most bytes its content may inflate to (a server passes its own, smaller, limit).
+        max_values: the most JSON values its content may hold, counted as commas and opening brackets before it
+            is parsed (as a server counts a plain JSON body): a small batch of millions of tiny values is refused
+            before it becomes millions of Python objects. None: not counted.
 
     Raises:
         InvalidInputError: the bytes are not a compact envelope of a format this library reads, are damaged,
-            inflate beyond ``max_bytes``, or their columns do not agree.
+            inflate beyond ``max_bytes``, hold more than ``max_values`` values (the problem is named
+            ``values``), or their columns do not agree.
     """
     if len(data) < 4 or data[:2] != _MAGIC:
         raise InvalidInputError("This is not a caresync batch", [("body", "it does not start with the CS marker")])
@@ -426,8 +432,14 @@ def decode_envelope(data: bytes, *, max_bytes: int = MAX_DECODED_BYTES) -> dict[
         raise InvalidInputError("A batch is damaged and cannot be unpacked", [("body", str(exc))]) from exc
     if not unpacker.eof:
         raise InvalidInputError("A batch is cut short", [("body", "the compressed stream ends early")])
+    if max_values is not None and len(text) > max_values:
+        values = text.count(b",") + text.count(b"[") + text.count(b"{")
+        if values > max_values:
+            raise InvalidInputError(
+                "A batch holds too many values", [("values", f"about {values}, more than {max_values}")]
+            )
     try:
-        plain = from_json(text)
+        plain = from_json(text, allow_inf_nan=False)
     except ValueError as exc:
         raise InvalidInputError("A batch is damaged: its content is not JSON", [("body", str(exc))]) from exc
     if not isinstance(plain, dict):

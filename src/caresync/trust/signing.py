@@ -40,7 +40,7 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from pydantic_core import to_json
 
-from caresync.core.ops import REDACTABLE_KINDS, field_digest
+from caresync.core.ops import LOST_KIND, REDACTABLE_KINDS, TEXT_FORMAT, TEXT_KINDS, field_digest
 from caresync.errors import ForgedOpError, OpForkError, TrustError
 from caresync.trust.keys import DeviceKey, origin_of
 
@@ -60,6 +60,7 @@ __all__ = [
 
 _CONTEXT = b"caresync-op-signature/2\n"  # format 1 ops: per-field digests of every body
 _CONTEXT_V2 = b"caresync-op-signature/3\n"  # format 2 ops: the body itself, but for the redactable kinds
+_CONTEXT_V5 = b"caresync-op-signature/5\n"  # format 5 ops of the text kinds: a digest per value (per rating key)
 _PARALLEL_FROM = 256  # runs in a batch from which signatures are checked on two threads (libsodium frees the GIL)
 #: The link before a device's first op (seq 1).
 ZERO_LINK = bytes(16)
@@ -85,12 +86,18 @@ def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
     Ops of format 2 and later carry their body itself (keys sorted at every level), in one JSON array with the
     envelope, except the kinds a redaction may rewrite (:data:`REDACTABLE_KINDS`): those carry, for each body
     key, the digest of its value (or, for a value a redaction erased, the digest it kept), so a signature
-    still checks after an erasure. Format 1 ops carry digests for every kind. Formats after 2 must keep this
-    message: a replica that defers an op of a newer format still checks its signature.
+    still checks after an erasure. Format 1 ops carry digests for every kind. Format 5 ops of the kinds that
+    carry tickets' and visits' free text (:data:`~caresync.core.ops.TEXT_KINDS`) carry digests too, a structured
+    value (a rating) one digest per key, so that a redaction can erase a rating's comment and keep its score.
+    A replica of format 4 or older cannot check a format 5 op of those kinds (it computes the format 2 message):
+    the server does not send it such ops (docs/protocol.md, "Op formats").
     """
     body = op["body"]
     kind = op["kind"]
-    if op["v"] >= 2 and kind not in REDACTABLE_KINDS:
+    v = op["v"]
+    if v >= TEXT_FORMAT and kind in TEXT_KINDS:
+        return _CONTEXT_V5 + prev + to_json(_digest_envelope(op, nested=True))
+    if v >= 2 and kind not in REDACTABLE_KINDS:
         if type(body) is dict:  # the common case: values are scalars, or lists of scalars (op references)
             flat = True
             for value in body.values():
@@ -103,19 +110,47 @@ def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
             ordered = _canonical(body)
         envelope = [op["v"], kind, op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], ordered]
         return _CONTEXT_V2 + prev + to_json(envelope)
+    return _CONTEXT + prev + to_json(_digest_envelope(op, nested=False))
+
+
+def _digest_envelope(op: Mapping[str, Any], *, nested: bool) -> list[Any]:
+    """The envelope with a digest per body value: an erased value (None, its key in the body's ``redacted``)
+    stands for the digest it kept. With ``nested``, a dict value stands for its keys' digests, each erasable alone
+    (kept in ``redacted`` as ``key.subkey``)."""
+    body = op["body"]
     redacted = body.get("redacted") if type(body) is dict else None
-    digests = []
+    digests: list[Any] = []
     for key in sorted(body):
         value = body[key]
-        if redacted is not None:
-            if key == "redacted":
-                continue
-            if value is None and key in redacted:
-                digests.append((key, redacted[key]))
-                continue
-        digests.append((key, field_digest(value)))
-    envelope = [op["v"], kind, op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], digests]
-    return _CONTEXT + prev + to_json(envelope)
+        if redacted is not None and key == "redacted":
+            continue
+        if nested and type(value) is dict:
+            parts = [(sub, _digest(f"{key}.{sub}", value[sub], redacted)) for sub in sorted(value)]
+            digests.append((key, parts))
+        else:
+            digests.append((key, _digest(key, value, redacted)))
+    return [op["v"], op["kind"], op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], digests]
+
+
+def _digest(key: str, value: Any, redacted: Mapping[str, str] | None) -> str:
+    """A body value's digest, or the one a redaction kept for it (only for a value it erased, which is None)."""
+    if value is None and redacted is not None and key in redacted:
+        return redacted[key]
+    return field_digest(value)
+
+
+def _declared(op: Mapping[str, Any]) -> bytes | None:
+    """The link a device's "op N is lost" statement (:data:`~caresync.core.ops.LOST_KIND`, format 5) declares
+    for itself: the lost op's, which the device's next op signed. Its signature covers it, and the op before it
+    (its ``pd``), so the chain runs on through it; the lost op's content is pinned by nothing any more."""
+    if op["kind"] != LOST_KIND or op["v"] < TEXT_FORMAT:
+        return None
+    body = op["body"]
+    link = body.get("link") if type(body) is dict else None
+    try:
+        return bytes.fromhex(link) if type(link) is str and len(link) == 32 else None
+    except ValueError:
+        return None
 
 
 def _prev_of(op: Mapping[str, Any]) -> bytes:
@@ -151,13 +186,16 @@ def sign_linked(op: dict[str, Any], key: DeviceKey, prev: bytes | None = None) -
     message = signing_message(op, prev)
     raw = key.public_key + key.sign(message)
     op["sig"] = base64.b64encode(raw).decode("ascii")
-    return hashlib.blake2b(message if op["v"] >= 2 else message + raw, digest_size=16).digest()
+    return _declared(op) or hashlib.blake2b(message if op["v"] >= 2 else message + raw, digest_size=16).digest()
 
 
 def chain_link(op: Mapping[str, Any], prev: bytes | None = None) -> bytes:
     """The link of an op, which the device's next op commits to: blake2b-128 of its signing message (format 2 and
     later; the op needs no signature for it), or of its message, public key and signature (format 1, which
     must be signed). ``prev`` defaults to the link the op names (its ``pd``; zeros for seq 1)."""
+    declared = _declared(op)
+    if declared is not None:
+        return declared
     if prev is None:
         prev = _prev_of(op)
     message = signing_message(op, prev)
@@ -172,13 +210,17 @@ def linkable(op: Mapping[str, Any]) -> bool:
     return (op["seq"] == 1 or bool(op.get("pd"))) and (op["v"] >= 2 or bool(op.get("sig")))
 
 
-def signature_needed(keys: Sequence[tuple[str, int, int]]) -> list[bool]:
-    """For the ``(origin, seq, v)`` of each op of a batch, whether its signature must travel with it: a format 2
-    op whose successor (seq + 1, same device, format 2 or later) is in the batch too is pinned by the link the
-    successor signs, so the receiver checks the signature at the end of the run instead (:func:`verify_ops`).
-    Pull answers leave the others out."""
+def signature_needed(keys: Sequence[tuple[str, int, int]], kinds: Sequence[str] | None = None) -> list[bool]:
+    """For the ``(origin, seq, v)`` of each op of a batch (of kinds ``kinds``), whether its signature must travel
+    with it: a format 2 op whose successor (seq + 1, same device, format 2 or later) is in the batch too is pinned
+    by the link the successor signs, so the receiver checks the signature at the end of the run instead
+    (:func:`verify_ops`). Pull answers leave the others out. A lost-op statement always keeps its own: the link
+    it stands for is declared, so its successor's signature does not pin it."""
     later = {(origin, seq) for origin, seq, v in keys if v >= 2}
-    return [v < 2 or (origin, seq + 1) not in later for origin, seq, v in keys]
+    needed = [v < 2 or (origin, seq + 1) not in later for origin, seq, v in keys]
+    if kinds is not None:
+        needed = [keep or kind == LOST_KIND for keep, kind in zip(needed, kinds, strict=True)]
+    return needed
 
 
 def verify_each(ops: Sequence[Mapping[str, Any]]) -> None:
@@ -376,6 +418,8 @@ def _check_run(
                 key = sig[:32]
         elif op["v"] < 2:
             return op, "has no readable signature"  # a format 1 link covers the signature
+        elif _declared(op) is not None:
+            return op, "states that an op is lost and travelled without its signature, which nothing else pins"
         if i:
             pd = op.get("pd")
             link = prev.hex()
@@ -393,9 +437,9 @@ def _check_run(
             messages[id(op)] = (sig, message)
         if sig is not None:
             signed = (i, sig, message)
-            prev = blake2b(message if op["v"] >= 2 else message + sig, digest_size=16).digest()
+            prev = _declared(op) or blake2b(message if op["v"] >= 2 else message + sig, digest_size=16).digest()
         else:
-            prev = blake2b(message, digest_size=16).digest()
+            prev = _declared(op) or blake2b(message, digest_size=16).digest()
     return close(len(run), False) or fork
 
 
@@ -427,7 +471,10 @@ def _name_forged(run: list[Mapping[str, Any]]) -> _Found:
         message = signing_message(op, prev)
         if raw is not None and not _signed(raw, message):
             return op, _NO_MATCH
-        prev = hashlib.blake2b(message if raw is None or op["v"] >= 2 else message + raw, digest_size=16).digest()
+        prev = (
+            _declared(op)
+            or hashlib.blake2b(message if raw is None or op["v"] >= 2 else message + raw, digest_size=16).digest()
+        )
     return run[-1], _NO_MATCH_RUN
 
 
