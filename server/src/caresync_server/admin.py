@@ -116,12 +116,21 @@ def revoke(device: _DeviceRef, storage: _StorageDep, found: _AdminDep) -> AdminD
 @router.put(
     "/v1/admin/devices/{device}/scope",
     response_model=AdminDevice,
-    responses=_errors(*_AUTH, (422, "No such device, an unknown role, or a grid not a grid path.")),
+    responses=_errors(
+        *_AUTH, (422, "No such device, an unknown role, a grid not a grid path, or the requesting device itself.")
+    ),
     summary="Change a device's grids (and role)",
 )
-def scope(device: _DeviceRef, body: AdminScopeRequest, storage: _StorageDep, _: _AdminDep) -> AdminDevice:
+def scope(device: _DeviceRef, body: AdminScopeRequest, storage: _StorageDep, found: _AdminDep) -> AdminDevice:
     """Changes the device's scope at once; on its next sync it sends its unsent work, then removes what it may
-    no longer hold."""
+    no longer hold. A device does not change its own (it could lock the station out of managing devices)."""
+    if device in (found.name, str(found.id)):
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            f"Device {found.name} cannot change its own role or grids; use another station device, or "
+            "caresync-server scope on the server.",
+            [{"field": "device", "problem": "a device cannot re-scope itself"}],
+        )
     try:
         return _shown(storage.set_scope(device, grids=body.grids, role=body.role))
     except AdminError as exc:

@@ -508,7 +508,15 @@ class CredentialsResponse(DeviceResponse):
     token: str = Field(description="The device token; the server keeps only its SHA-256.")
 
 
-GridPath = Annotated[str, StringConstraints(max_length=300)]
+_SEGMENT = r"[^/\s](?:[^/]{0,62}[^/\s])?"
+#: A grid path (one to three segments of 1 to 64 characters, none starting or ending with a space), or "" for
+#: everywhere: what ``caresync.core.domain.check_grid`` takes.
+GridPath = Annotated[str, StringConstraints(max_length=200, pattern=rf"^(?:{_SEGMENT}(?:/{_SEGMENT}){{0,2}})?$")]
+#: A device's name: 1 to 100 characters, no control character, not only spaces.
+DeviceName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$")
+]
+RoleName = Literal["courier", "knocker", "grid_worker", "mediator", "station", "admin"]
 
 
 class AdminDevice(BaseModel):
@@ -540,10 +548,8 @@ class AdminEnrolRequest(BaseModel):
 
     model_config = _REQUEST
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    role: Annotated[str, StringConstraints(min_length=1, max_length=40)] = Field(
-        description="courier, knocker, grid_worker, mediator, station or admin."
-    )
+    name: DeviceName = Field(description="Unique among the server's devices (a name taken is `422`).")
+    role: RoleName = Field(description="courier, knocker, grid_worker, mediator, station or admin.")
     grids: list[GridPath] = Field(min_length=1, max_length=100, description='Its grids; `[""]` for everywhere.')
 
 
@@ -561,9 +567,7 @@ class AdminScopeRequest(BaseModel):
     model_config = _REQUEST
 
     grids: list[GridPath] = Field(min_length=1, max_length=100)
-    role: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = Field(
-        None, description="A new role; the current one when left out."
-    )
+    role: RoleName | None = Field(None, description="A new role; the current one when left out.")
 
 
 class ErrorBody(BaseModel):
