@@ -341,7 +341,7 @@ def test_format_2_ops_of_the_redactable_kinds_are_signed_per_value(make_replica:
     a = make_replica("a")
     rid = a.residents.register(name="Zhang Guilan", grid=GRID, phone="13800000000").id
     ops = a.export_ops()
-    assert {op["v"] for op in ops} == {3} and FORMAT_VERSION >= 3  # resident ops: format 3, signed per value
+    assert {op["v"] for op in ops} == {4} and FORMAT_VERSION >= 4  # resident ops: format 4, signed per value
     a.residents.redact(rid, fields=["name", "phone"], reason="moved away")
     redacted = a.export_ops()
     assert redacted[0]["body"]["name"] is None and "redacted" in redacted[0]["body"]
