@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import zlib
 from typing import Any
 
@@ -12,10 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from caresync import InvalidInputError
+from caresync.sync import wire
 from caresync.sync.wire import FORMATS, MAX_DECODED_BYTES, decode_envelope, encode_envelope
 from caresync.testing import key_for, sign
 from caresync.trust.signing import signature_needed, verify_ops
-from tests.property.test_fuzz_ops import VALID, json_values
+from tests.property.test_fuzz_ops import VALID, json_scalars
+
+# Values JSON can carry: the fuzz strategy also makes infinities, which a batch refuses (see below).
+json_values_finite = st.recursive(
+    json_scalars.filter(lambda v: not (isinstance(v, float) and math.isinf(v))),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 
 hex16 = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
 
@@ -37,9 +46,9 @@ def op_like(draw: st.DrawFn) -> dict[str, Any]:
     body = draw(
         st.one_of(
             st.fixed_dictionaries(
-                {"field": st.text(max_size=10), "value": json_values, "replaces": st.lists(ref, max_size=3)}
+                {"field": st.text(max_size=10), "value": json_values_finite, "replaces": st.lists(ref, max_size=3)}
             ),
-            st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+            st.dictionaries(st.text(max_size=8), json_values_finite, max_size=4),
         )
     )
     sig = draw(st.one_of(st.none(), st.binary(min_size=96, max_size=96).map(lambda b: base64.b64encode(b).decode())))
@@ -62,12 +71,25 @@ def op_like(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=200, deadline=None)
 @given(
     ops=st.lists(op_like(), max_size=12),
-    extra=st.dictionaries(st.sampled_from(["cursor", "more", "time_ms"]), json_values),
+    extra=st.dictionaries(st.sampled_from(["cursor", "more", "time_ms"]), json_values_finite),
 )
 def test_round_trip_is_exact(ops: list[dict[str, Any]], extra: dict[str, Any]) -> None:
     envelope = {**extra, "ops": ops}
     for fmt in FORMATS:
         assert decode_envelope(encode_envelope(envelope, fmt)) == {**extra, "ops": _as_sent(ops)}
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_number_json_cannot_carry_is_refused_both_ways(number: float) -> None:
+    with pytest.raises(InvalidInputError, match="JSON cannot carry"):
+        encode_envelope({"ops": [], "time_ms": number})
+    text = json.dumps({"ops": [0], "time_ms": number}).encode()  # Python writes Infinity and NaN; JSON has neither
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, wire._DICT_1)
+    data = encode_envelope({"ops": []})[:4] + packer.compress(text) + packer.flush()
+    with pytest.raises(InvalidInputError, match="not JSON"):
+        decode_envelope(data)
+    # the words inside a string are only text
+    assert decode_envelope(encode_envelope({"ops": [], "cursor": "NaN Infinity"}))["cursor"] == "NaN Infinity"
 
 
 def _as_sent(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:

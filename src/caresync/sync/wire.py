@@ -373,9 +373,24 @@ def _unpack(packed: Any) -> dict[str, Any]:
     }
 
 
+def _strict_json(text: bytes) -> bool:
+    """Whether ``text`` parses as JSON without infinities or NaN (which :func:`decode_envelope` refuses): the
+    words may also stand inside strings, so only a parse tells."""
+    try:
+        from_json(text, allow_inf_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 def encode_envelope(envelope: Mapping[str, Any], fmt: int = FORMAT) -> bytes:
     """The compact form of ``envelope`` (its ``"ops"``, if any, by column), in format ``fmt`` (one of
-    :data:`FORMATS`: a server answers a device in the newest format it says it reads)."""
+    :data:`FORMATS`: a server answers a device in the newest format it says it reads).
+
+    Raises:
+        InvalidInputError: the envelope holds an infinite or NaN number, which JSON cannot carry and
+            :func:`decode_envelope` refuses.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt} is not one of {FORMATS}")
     plain = {key: value for key, value in envelope.items() if key != "ops"}
@@ -388,8 +403,13 @@ def encode_envelope(envelope: Mapping[str, Any], fmt: int = FORMAT) -> bytes:
             trailer = b"".join(columns["keys"]) + columns["signatures"] + columns["link_bytes"]
         else:
             plain["ops"] = [0]
+    text = to_json(plain)
+    if (b"Infinity" in text or b"NaN" in text) and not _strict_json(text):
+        raise InvalidInputError(
+            "A batch holds a number JSON cannot carry", [("body", "infinity or NaN is not a JSON number")]
+        )
     packer = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICT_1)
-    data = packer.compress(to_json(plain)) + packer.flush()
+    data = packer.compress(text) + packer.flush()
     return _MAGIC + bytes((fmt, _DEFLATE_DICT_1)) + data + trailer
 
 
