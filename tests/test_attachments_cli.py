@@ -70,7 +70,7 @@ def test_ticket_attach_and_visit_record_with_a_photo(tmp_path: Path, lang: str) 
     not_image = tmp_path / "notes.txt"
     not_image.write_text("not a picture")
     refused = _station(home, lang, "ticket", "attach", ticket["id"], str(not_image), ok=False)
-    assert refused.exit_code != 0 and "image" in refused.output
+    assert refused.exit_code != 0 and {"zh": "不是能读取的图片", "en": "image"}[lang] in refused.output
 
     resident = json.loads(
         _station(home, lang, "resident", "add", "--name", "Zhang Min", "--grid", GRID, "--json").stdout

@@ -730,6 +730,8 @@ class Attachments:
             raise InvalidInputError(
                 f"Cannot attach to {record_id!r}",
                 [("record_id", "must be the id of a resident (R-), ticket (T-), visit (V-) or parcel (P-)")],
+                key="attachment.cannot_attach_to",
+                fields={"ref": repr(record_id)},
             )
         return entity, self._r._state(entity, record_id, _NOUNS[entity])
 
@@ -758,7 +760,9 @@ class Attachments:
         """
         if kind not in ("photo", "signature", "document"):
             raise InvalidInputError(
-                "Cannot attach this", [("kind", f"must be photo, signature or document, got {kind!r}")]
+                "Cannot attach this",
+                [("kind", f"must be photo, signature or document, got {kind!r}")],
+                key="attachment.cannot",
             )
         entity, state = self._record_state(record_id)
         media: str | None = None
@@ -768,19 +772,26 @@ class Attachments:
                 raw = path.read_bytes()
             except OSError as exc:
                 raise InvalidInputError(
-                    f"Cannot attach {path}", [("data", f"the file cannot be read ({exc.strerror})")]
+                    f"Cannot attach {path}",
+                    [("data", f"the file cannot be read ({exc.strerror})")],
+                    key="attachment.cannot_attach_file",
+                    fields={"path": str(path)},
                 ) from None
             media = _DOCUMENT_TYPES.get(path.suffix.lower())
         elif isinstance(data, bytes):
             raw = data
         else:
-            raise InvalidInputError("Cannot attach this", [("data", "must be bytes or the path of a file")])
+            raise InvalidInputError(
+                "Cannot attach this", [("data", "must be bytes or the path of a file")], key="attachment.cannot"
+            )
         if on is not None:
             parts = {"ticket": "sessions", "parcel": "hops"}.get(entity.value)
             if parts is None or on not in {item[0] for item in state["c"].get(parts, [])}:
                 raise InvalidInputError(
                     f"Cannot attach to {record_id}",
                     [("on", f"{on!r} is not a mediation session of this ticket or a custody hop of this parcel")],
+                    key="attachment.cannot_attach_to",
+                    fields={"ref": record_id},
                 )
         prepared = prepare(raw, kind, self.media)
         key, sealed = seal_blob(prepared.data)
@@ -812,7 +823,9 @@ class Attachments:
         for attachment in attachments:
             if attachment.id == attachment_id:
                 return attachment
-        raise NotFoundError(f"Attachment {attachment_id} was removed.")
+        raise NotFoundError(
+            f"Attachment {attachment_id} was removed.", key="attachment.removed", fields={"attachment": attachment_id}
+        )
 
     def list(self, record_id: str) -> list[Attachment]:
         """The attachments of a record that were not removed, oldest first."""
@@ -825,13 +838,21 @@ class Attachments:
         log = self._r.device_log
         record_id = log.record_of(attachment_id)
         if record_id is None:
-            raise NotFoundError(f"No attachment {attachment_id!r} on this device. Check the id, or sync to fetch it.")
+            raise NotFoundError(
+                f"No attachment {attachment_id!r} on this device. Check the id, or sync to fetch it.",
+                key="attachment.not_found",
+                fields={"attachment": repr(attachment_id)},
+            )
         entity, state = self._record_state(record_id)
         removed = {ref for item in state["c"].get("detachments", []) for ref in item[6]["removes"]}
         for item in state["c"].get("attachments", []):
             if item[0] == attachment_id and attachment_id not in removed:
                 return entity, state, log.readable(item[6])
-        raise NotFoundError(f"Attachment {attachment_id} of {record_id} was removed.")
+        raise NotFoundError(
+            f"Attachment {attachment_id} of {record_id} was removed.",
+            key="attachment.removed_from",
+            fields={"attachment": attachment_id, "ref": record_id},
+        )
 
     def get(self, attachment_id: str) -> Attachment:
         """One attachment. Raises NotFoundError when it is unknown here or was removed."""
@@ -862,22 +883,38 @@ class Attachments:
         _, _, body = self._located(attachment_id)
         key = body.get("key")
         if key is None:
-            raise IntentError(f"Attachment {attachment_id} was erased with its resident's data: it cannot be opened.")
+            raise IntentError(
+                f"Attachment {attachment_id} was erased with its resident's data: it cannot be opened.",
+                key="attachment.erased",
+                fields={"attachment": attachment_id},
+            )
         if is_sealed(key):
             raise TrustError(
-                f"Attachment {attachment_id} is sealed to the station: this device does not hold the key to open it."
+                f"Attachment {attachment_id} is sealed to the station: this device does not hold the key to open it.",
+                key="attachment.sealed",
+                fields={"attachment": attachment_id},
             )
         blob = body.get("thumb") if thumbnail else body["blob"]
         if blob is None:
-            raise NotFoundError(f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).")
+            raise NotFoundError(
+                f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).",
+                key="attachment.no_thumbnail",
+                fields={"attachment": attachment_id, "noun": body["kind"]},
+            )
         blobs = self._r.device_log.blobs
         sealed = blobs.read(blob)
         if sealed is None and blob not in {ref.blob for ref in blobs.named()}:
-            raise IntentError(f"Attachment {attachment_id} was erased with its resident's data: it cannot be opened.")
+            raise IntentError(
+                f"Attachment {attachment_id} was erased with its resident's data: it cannot be opened.",
+                key="attachment.erased",
+                fields={"attachment": attachment_id},
+            )
         if sealed is None:
             raise NotFoundError(
                 f"The {'thumbnail' if thumbnail else 'picture'} of attachment {attachment_id} is not on this device "
-                "yet: sync, or fetch it with replica.attachments.fetch()."
+                "yet: sync, or fetch it with replica.attachments.fetch().",
+                key="attachment.not_here",
+                fields={"attachment": attachment_id, "part": "thumbnail" if thumbnail else "picture"},
             )
         plain = open_blob(bytes.fromhex(key), sealed)
         if to is None:
@@ -886,7 +923,12 @@ class Attachments:
         try:
             target.write_bytes(plain)
         except OSError as exc:
-            raise InvalidInputError(f"Cannot write {target}", [("to", exc.strerror or str(exc))]) from None
+            raise InvalidInputError(
+                f"Cannot write {target}",
+                [("to", exc.strerror or str(exc))],
+                key="attachment.cannot_write",
+                fields={"path": str(target)},
+            ) from None
         return target
 
     def fetch(
@@ -911,15 +953,24 @@ class Attachments:
         _, _, body = self._located(attachment_id)
         blob = body.get("thumb") if thumbnail else body["blob"]
         if blob is None:
-            raise NotFoundError(f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).")
+            raise NotFoundError(
+                f"Attachment {attachment_id} has no thumbnail (it is a {body['kind']}).",
+                key="attachment.no_thumbnail",
+                fields={"attachment": attachment_id, "noun": body["kind"]},
+            )
         if token is None:
             found = enrolment.enrolment(self._r)
             token = enrolment.current_token(self._r)
             if found is None or token is None:
-                raise SyncError("This device is not enrolled with a sync server: give url and token to fetch.")
+                raise SyncError(
+                    "This device is not enrolled with a sync server: give url and token to fetch.",
+                    key="sync.not_enrolled_fetch",
+                )
             url = found.server_url
         if url is None:
-            raise InvalidInputError("Cannot fetch", [("url", "give the server address with the token")])
+            raise InvalidInputError(
+                "Cannot fetch", [("url", "give the server address with the token")], key="attachment.cannot_fetch"
+            )
         size = body["thumb_size"] if thumbnail else body["size"]
         ref = BlobRef(blob, int(size), thumbnail, attachment_id, self._r.device_log.record_of(attachment_id) or "")
         blobsync.fetch(self._r.device_log.blobs, url, token, ref, client=client)

@@ -671,6 +671,243 @@ _LIB: dict[str, tuple[str, str]] = {
         "本设备上没有名为 {ref} 的居民（也没有这个记录号）：请核对姓名，或同步后再试。",
         "No resident named {ref} (nor with that id) on this device. Check the name, or sync to fetch them.",
     ),
+    # the replica file (caresync.store)
+    "store.not_replica": ("无法读取 {path}：{what}。", "Cannot read {path}: {what}."),
+    "store.no_device_key": (
+        "无法读取 {path}：其中没有设备密钥，不是完整的数据文件。",
+        "Cannot read {path}: it holds no device key, so it is not a whole replica.",
+    ),
+    "store.cut_off": (
+        "数据文件 {path} 上次同步中途被打断：请先运行一次 caresync sync（或任何会记录内容的命令）完成它，再读取。",
+        "The replica file {path} was left by a sync that was cut off; run caresync sync (or any command that "
+        "records something) once to finish it, then read it.",
+    ),
+    "store.cannot_open": ("无法打开数据文件 {path}：{reason}", "Cannot open the replica file {path}: {reason}"),
+    "store.newer": (
+        "数据文件 {path} 的结构版本是 {version}，比本程序能读的（{known}）新；请升级 caresync 后再打开。",
+        "The replica file {path} has schema version {version}, newer than this caresync understands ({known}); "
+        "upgrade caresync to open it.",
+    ),
+    "store.read_only": (
+        "数据文件 {path} 以只读方式打开；没有做任何修改。",
+        "The replica file {path} is open for reading only; nothing was changed.",
+    ),
+    "store.cannot_write": ("无法写入数据文件 {path}：{reason}", "Cannot write to the replica file {path}: {reason}"),
+    "store.not_written": (
+        "数据文件 {path} 无法写入：{reason}",
+        "The replica file {path} could not be written: {reason}",
+    ),
+    "store.cannot_use": (
+        "数据文件 {path} 无法读写：{reason}",
+        "The replica file {path} could not be read or written: {reason}",
+    ),
+    "store.cannot_read": ("数据文件 {path} 无法读取：{reason}", "The replica file {path} could not be read: {reason}"),
+    "store.no_chain": (
+        "数据文件 {path} 缺少本设备签名的第 {seq} 条操作，无法接续。",
+        "The replica file {path} lacks this device's signed op {seq}: cannot chain to it.",
+    ),
+    "store.fork": (
+        "有两条不同的操作都自称是 {origin}:{seq}。设备 {origin} 可能是从备份恢复的，或被复制到了另一部手机；请停用那份"
+        "副本，并请驿站重新登记该设备。这一批内容都没有应用。",
+        "Two different ops both claim to be op {origin}:{seq}. The device {origin} was probably restored from a "
+        "backup or copied to another phone; stop using that copy and ask the station to re-enrol it. Nothing from "
+        "this batch was applied.",
+    ),
+    "store.pull_mode": ("无法设置拉取方式", "Cannot set the pull mode"),
+    "store.list_columns": ("无法列出记录", "Cannot list records"),
+    "store.other_key": ("不能用另一台设备的密钥打开 {path}", "Cannot open {path} with another device's key"),
+    "numbers.bad_block": ("无法添加这段诉求编号", "Cannot add the block of ticket numbers"),
+    "numbers.overlap": (
+        "编号段 {start}-{end} 与本设备已有的编号段 {held_start}-{held_end} 重叠；请向驿站申请新的编号段。",
+        "The block {start}-{end} overlaps the block {held_start}-{held_end} this device already holds; ask the "
+        "station for a new block.",
+    ),
+    # the station's key (caresync.sync.stationkey, the device's pinned key)
+    "station_key.not_key": ("这不是驿站密钥", "Not a station key"),
+    "station_key.pinned": (
+        "本设备保存的驿站密钥是 {kept}（最先得知的）；只接受由它签名的轮换密钥。没有做任何修改。",
+        "This device keeps station key {kept} (learned first); it takes another one only as a rotation signed by "
+        "that key. Nothing changed.",
+    ),
+    "station_key.offer_refused": (
+        "同步服务器提供的驿站密钥 {offered} 不是本设备最先得知的那个（{kept}），也没有它签名的轮换："
+        "已拒绝。本设备继续用原有密钥加密；请联系驿站。",
+        "The sync server offers station key {offered}, not the one this device learned first ({kept}), with no "
+        "rotation signed by it: refused. This device keeps sealing to the key it has; ask the station.",
+    ),
+    "station_key.already_held": (
+        "本设备已经持有驿站密钥：如需更换请轮换（caresync station-key rotate）。",
+        "This device already holds the station's key: rotate it (caresync station-key rotate).",
+    ),
+    "station_key.server_kept": (
+        "本设备保存着其服务器的驿站密钥：驿站密钥只在驿站自己的设备上生成一次；如需更换，请在那台设备上轮换。",
+        "This device keeps the station key of its server: the station's key is made once, on the station's own "
+        "device; to change it, rotate it there.",
+    ),
+    "station_key.none_made": (
+        "本设备还没有生成驿站密钥：caresync station-key create。",
+        "This device made no station key: caresync station-key create.",
+    ),
+    "station_key.none_to_rotate": (
+        "本设备没有可轮换的驿站密钥：caresync station-key create。",
+        "This device holds no station key to rotate: caresync station-key create.",
+    ),
+    "station_key.not_desk": (
+        "只有持有驿站签名密钥的驿站前台才能发放读取密钥。",
+        "Only the station's desk, holding the station's signing key, grants readers' keys.",
+    ),
+    "sync.not_enrolled_station": (
+        "本设备尚未在同步服务器登记：请先把它登记为驿站设备。",
+        "This device is not enrolled with a sync server: enrol it as a station device first.",
+    ),
+    # relay bundles and the courier's bag (caresync.sync.bundles)
+    "bundle.too_big": (
+        "{path} 比任何 caresync 数据包都大，不是数据包。",
+        "{path} is larger than any caresync bundle; it is not one.",
+    ),
+    "bundle.cannot_read": ("无法读取 {path}：{reason}。", "Cannot read {path}: {reason}."),
+    "bundle.not_json": (
+        "{path} 不是 caresync 数据包（不是 JSON：文件已损坏或是别的文件）。",
+        "{path} is not a caresync bundle (not JSON: the file is damaged or of another kind).",
+    ),
+    "bundle.not_bundle": ("{path} 不是 caresync 数据包。", "{path} is not a caresync bundle."),
+    "bundle.format": (
+        "{path} 是格式 {format} 的数据包；本程序只读格式 1。",
+        "{path} is a bundle of format {format}; this caresync reads format 1.",
+    ),
+    "bundle.unknown_type": (
+        "{path} 是未知类型 {type} 的 caresync 文件。",
+        "{path} is a caresync file of unknown type {type}.",
+    ),
+    "bundle.damaged_fields": (
+        "这个数据包已损坏（字段 {fields} 缺失或有误）。",
+        "This bundle is damaged (fields {fields} missing or wrong).",
+    ),
+    "bundle.damaged_key": (
+        "数据包 {bundle} 已损坏：其中的密钥或签名不是长度正确的十六进制。",
+        "Bundle {bundle} is damaged: its key or signature is not hex of the right size.",
+    ),
+    "bundle.forged": (
+        "数据包 {bundle} 自称来自设备 {origin}，带的却是设备 {owner} 的密钥：是伪造的。不要携带。",
+        "Bundle {bundle} claims to come from device {origin} but carries the key of device {owner}: it was forged. "
+        "Do not carry it.",
+    ),
+    "bundle.altered": (
+        "设备 {origin} 的数据包 {bundle} 与签名不符：设备写出后被改动过。不要携带；请设备重新生成。",
+        "Bundle {bundle} from device {origin} does not match its signature: it was altered after the device wrote "
+        "it. Do not carry it; ask for a new one.",
+    ),
+    "bundle.expired": (
+        "设备 {origin} 的数据包 {bundle} 已过期；其中内容没有丢失（仍在设备上）：请设备重新生成数据包。",
+        "Bundle {bundle} from device {origin} expired; nothing in it was lost (its ops stay on the device): ask the "
+        "device for a new bundle.",
+    ),
+    "bundle.blobs_not_list": (
+        "数据包 {bundle} 已损坏：其中的附件不是列表。",
+        "Bundle {bundle} is damaged: its blobs are not a list.",
+    ),
+    "bundle.damaged_blob": (
+        "数据包 {bundle} 带的附件已损坏（{reason}）。",
+        "Bundle {bundle} carries a damaged blob ({reason}).",
+    ),
+    "bundle.cannot_write": (
+        "无法写入 {path}：{reason}。请检查文件夹和剩余空间。",
+        "Cannot write {path}: {reason}. Check the folder and free space.",
+    ),
+    "bundle.answer_not_ours": (
+        "这份回执无法用本设备的密钥打开：它是给别的设备的，或已损坏。",
+        "This answer cannot be opened with this device's key: it is for another device, or damaged.",
+    ),
+    "bundle.bad_ttl": ("无法生成数据包", "Cannot make a bundle"),
+    "bundle.answer_forged": (
+        "回执 {answer} 不是本设备所知的同步服务器签名的：途中被改动或伪造。"
+        "没有应用其中任何内容；未发送的工作仍在排队。",
+        "Answer {answer} is not signed by the sync server this device knows: it was altered or forged on the way. "
+        "Nothing of it was applied; your unsent work stays queued.",
+    ),
+    "bundle.ops_not_answers": (
+        "{path} 是发给服务器的操作数据包，不是给设备的回执：请交给邮递员携带。",
+        "{path} is a bundle of ops for the server, not answers for a device: give it to a courier to carry.",
+    ),
+    "bundle.answer_damaged": (
+        "回执 {answer} 能打开但已损坏（{reason}）；没有应用其中任何内容。",
+        "Answer {answer} opened but is damaged ({reason}); nothing of it was applied.",
+    ),
+    "bundle.no_usable_answer": (
+        "{path} 中没有本设备能用的回执：{skipped}。",
+        "{path} holds no answer this device can use: {skipped}.",
+    ),
+    "relay.unreadable_answer": (
+        "位于 {url} 的同步服务器发来的转交回执本机无法读取",
+        "The sync server at {url} sent a relay answer this handheld cannot read",
+    ),
+    "bag.cannot_open": ("无法打开邮递员的邮袋 {path}：{reason}", "Cannot open the courier's bag {path}: {reason}"),
+    "bag.newer": (
+        "邮递员的邮袋 {path} 是较新版本的 caresync 写的（邮袋版本 {version}）；"
+        "请升级本机的 caresync 后再读。其中内容没有改动。",
+        "The courier's bag {path} was written by a newer caresync (bag version {version}); upgrade caresync on "
+        "this handheld to read it. Nothing in it was changed.",
+    ),
+    "bag.answers_not_bundle": (
+        "{path} 是给设备的回执，不是要投递的数据包：请交给那台设备。",
+        "{path} holds answers for a device, not a bundle to deliver: give it to the device.",
+    ),
+    "bag.no_bundle": (
+        "邮袋里没有数据包 {bundle}；`carry list` 可查看邮袋里有什么。",
+        "The bag holds no bundle {bundle}; `carry list` shows what it holds.",
+    ),
+    "bag.several_bundles": (
+        "邮袋里有多个数据包 {bundle}，分别来自设备 {devices}；请指明设备。",
+        "The bag holds several bundles {bundle}, from devices {devices}; name the device.",
+    ),
+    "bag.no_answer": (
+        "邮袋里没有给 {device} 的回执（有回执的设备：{held}）。请先同步，取回所携数据包的回执。",
+        "The bag holds no answer for {device} (devices with answers: {held}). Sync first to fetch the answers of "
+        "the bundles you carry.",
+    ),
+    "bag.several_answers": (
+        "邮袋里有多台设备的回执都匹配 {device}（有回执的设备：{held}）。请先同步，取回所携数据包的回执。",
+        "The bag holds answers for several devices for {device} (devices with answers: {held}). Sync first to "
+        "fetch the answers of the bundles you carry.",
+    ),
+    # attachments (caresync.replica.Attachments, caresync.core.media)
+    "attachment.settings": ("这些附件设置不能使用", "These attachment settings cannot be used"),
+    "attachment.cannot": ("无法添加这个附件", "Cannot attach this"),
+    "attachment.cannot_attach": ("无法添加这个{noun}", "Cannot attach this {noun}"),
+    "attachment.cannot_attach_file": ("无法添加 {path}", "Cannot attach {path}"),
+    "attachment.cannot_attach_to": ("无法添加附件到 {ref}", "Cannot attach to {ref}"),
+    "attachment.removed": ("附件 {attachment} 已被删除。", "Attachment {attachment} was removed."),
+    "attachment.removed_from": (
+        "{ref} 的附件 {attachment} 已被删除。",
+        "Attachment {attachment} of {ref} was removed.",
+    ),
+    "attachment.not_found": (
+        "本设备上没有附件 {attachment}。请检查编号，或同步后再试。",
+        "No attachment {attachment} on this device. Check the id, or sync to fetch it.",
+    ),
+    "attachment.erased": (
+        "附件 {attachment} 已随居民的资料一并抹除：无法打开。",
+        "Attachment {attachment} was erased with its resident's data: it cannot be opened.",
+    ),
+    "attachment.sealed": (
+        "附件 {attachment} 已加密给驿站：本设备没有打开它的密钥。",
+        "Attachment {attachment} is sealed to the station: this device does not hold the key to open it.",
+    ),
+    "attachment.no_thumbnail": (
+        "附件 {attachment} 没有缩略图（它是{noun}）。",
+        "Attachment {attachment} has no thumbnail (it is a {noun}).",
+    ),
+    "attachment.not_here": (
+        "附件 {attachment} 的{part}还不在本设备上：请同步，或用 replica.attachments.fetch() 取回。",
+        "The {part} of attachment {attachment} is not on this device yet: sync, or fetch it with "
+        "replica.attachments.fetch().",
+    ),
+    "attachment.cannot_write": ("无法写入 {path}", "Cannot write {path}"),
+    "attachment.cannot_fetch": ("无法取回附件", "Cannot fetch"),
+    "sync.not_enrolled_fetch": (
+        "本设备尚未在同步服务器登记：请提供服务器地址和令牌再取回。",
+        "This device is not enrolled with a sync server: give url and token to fetch.",
+    ),
     # the words inside them
     "noun.ticket": ("诉求", "ticket"),
     "noun.resident": ("居民", "resident"),
@@ -678,6 +915,13 @@ _LIB: dict[str, tuple[str, str]] = {
     "noun.worker": ("工作人员", "worker"),
     "noun.mailbox": ("邮筒", "mailbox"),
     "noun.parcel": ("包裹", "parcel"),
+    "noun.photo": ("照片", "photo"),
+    "noun.signature": ("签名", "signature"),
+    "noun.document": ("文件", "document"),
+    "noun.picture": ("图片", "picture"),
+    "noun.thumbnail": ("缩略图", "thumbnail"),
+    "noun.data": ("文件", "data"),
+    "noun.image": ("图片", "image"),
     "action.accept": ("接单", "accept"),
     "action.start": ("开始办理", "start"),
     "action.resolve": ("办结", "resolve"),

@@ -33,6 +33,34 @@ _ZH_PROBLEMS = [
     (r"^choose 1 to (\d+)$", "请选 1 到 {0}"),
     (r"^give a value or a pick, not both$", "值和序号只能给一个"),
     (r"^write it as NUMBER#FIELD .*$", "请写成 编号#字段，或在编号后另给字段名"),
+    (r"^is empty$", "是空的"),
+    (r"^is not an image Pillow can read \((.+)\)$", "不是能读取的图片"),
+    (r"^(\d+x\d+) pixels is too large to be a (\w+)$", "{0} 像素，太大了"),
+    (r"^the file cannot be read \((.+)\)$", "文件无法读取（{0}）"),
+    (r"^must be photo, signature or document, got (.+)$", "须为 photo、signature 或 document，输入的是 {0}"),
+    (r"^must be 32 bytes, got (\d+)$", "须为 32 字节，输入的是 {0} 字节"),
+    (
+        r"^must be the id of a resident \(R-\), ticket \(T-\), visit \(V-\) or parcel \(P-\)$",
+        "须为居民（R-）、诉求（T-）、敲门记录（V-）或包裹（P-）的记录号",
+    ),
+    (r"^must be 1 to 2160 \(90 days\)$", "须为 1 到 2160（90 天）"),
+    (r"^give the server address with the token$", "请同时给出服务器地址和令牌"),
+    (r"^must be a whole number of 1 or more, got (.+)$", "须为大于等于 1 的整数，输入的是 {0}"),
+    (r"^the block would end past (\d+)$", "编号段会超过 {0}"),
+]
+
+#: Why a file could not be used, as SQLite and the operating system word it, in Chinese.
+_ZH_REASONS = [
+    (r"^file is not a database$", "不是数据库文件"),
+    (r"^database is locked$", "文件正被其他程序使用，请稍后再试"),
+    (r"^unable to open database file$", "无法打开这个文件"),
+    (r"^attempt to write a readonly database$", "文件是只读的"),
+    (r"^database or disk is full$", "磁盘已满"),
+    (r"^disk I/O error$", "磁盘读写出错"),
+    (r"^No such file or directory$", "文件不存在"),
+    (r"^Permission denied$", "没有权限"),
+    (r"^Is a directory$", "这是文件夹"),
+    (r"^No space left on device$", "磁盘已满"),
 ]
 
 #: Headlines of errors that carry no key, in Chinese.
@@ -61,9 +89,10 @@ def _noun(noun: str, lang: str) -> str:
 
 
 def field_label(field: str, lang: str) -> str:
-    """A field's label as people read it (``title`` → ``事项``); option names (``--day``) stay as typed."""
+    """A field's label as people read it (``title`` → ``事项``; a library error's field such as ``image`` by its
+    noun); option names (``--day``) stay as typed."""
     key = f"field.{field.lstrip('-').replace('-', '_')}"
-    return MESSAGES(key, lang) if key in MESSAGES else field
+    return MESSAGES(key, lang) if key in MESSAGES else _noun(field, lang)
 
 
 def value_words(field: str, value: Any, lang: str) -> str:
@@ -94,10 +123,15 @@ def _people(fields: dict[str, Any], lang: str) -> dict[str, Any]:
         action = str(shown["action"])
         shown["hint"] = LIBRARY_ERRORS(f"hint.{action}" if f"hint.{action}" in LIBRARY_ERRORS else "hint.confirm", lang)
         shown["action"] = LIBRARY_ERRORS(f"action.{action}", lang) if f"action.{action}" in LIBRARY_ERRORS else action
-    if "noun" in shown:
-        shown["noun"] = _noun(str(shown["noun"]), lang)
+    for noun in ("noun", "part"):
+        if noun in shown:
+            shown[noun] = _noun(str(shown[noun]), lang)
     if "role" in shown:
         shown["role"] = label("role", shown["role"], lang)
+    if lang == "zh" and f"file.{shown.get('kind')}" in MESSAGES and "what" in shown:
+        shown["what"] = MESSAGES(f"file.{shown['kind']}", lang, path=shown.get("path", "")).rstrip("。")
+    if lang == "zh" and "reason" in shown:
+        shown["reason"] = _zh(_ZH_REASONS, str(shown["reason"]))
     return shown
 
 

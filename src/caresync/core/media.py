@@ -48,7 +48,7 @@ class MediaSettings:
         if not 16 <= self.thumb_side <= self.longest_side:
             problems.append(("thumb_side", f"must be 16 pixels to longest_side, got {self.thumb_side}"))
         if problems:
-            raise InvalidInputError("These attachment settings cannot be used", problems)
+            raise InvalidInputError("These attachment settings cannot be used", problems, key="attachment.settings")
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,20 @@ def _image(data: bytes, kind: str) -> Image.Image:
             width, height = probe.size
             if width * height > _MAX_PIXELS:
                 raise InvalidInputError(
-                    f"Cannot attach this {kind}", [("image", f"{width}x{height} pixels is too large to be a {kind}")]
+                    f"Cannot attach this {kind}",
+                    [("image", f"{width}x{height} pixels is too large to be a {kind}")],
+                    key="attachment.cannot_attach",
+                    fields={"noun": kind},
                 )
             image = ImageOps.exif_transpose(probe)
             image.load()
             return image
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidInputError(
-            f"Cannot attach this {kind}", [("image", f"is not an image Pillow can read ({exc})")]
+            f"Cannot attach this {kind}",
+            [("image", f"is not an image Pillow can read ({exc})")],
+            key="attachment.cannot_attach",
+            fields={"noun": kind},
         ) from None
 
 
@@ -112,7 +118,9 @@ def prepare(data: bytes, kind: AttachmentKind, settings: MediaSettings) -> Prepa
         InvalidInputError: a photo or signature that is not an image Pillow can read, or empty bytes.
     """
     if not data:
-        raise InvalidInputError(f"Cannot attach this {kind}", [("data", "is empty")])
+        raise InvalidInputError(
+            f"Cannot attach this {kind}", [("data", "is empty")], key="attachment.cannot_attach", fields={"noun": kind}
+        )
     if kind == "document":
         return Prepared(data, "application/octet-stream", None)
     image = _image(data, kind)
@@ -127,4 +135,6 @@ def prepare(data: bytes, kind: AttachmentKind, settings: MediaSettings) -> Prepa
         return Prepared(
             _png(_scaled(grey, settings.longest_side)), "image/png", _png(_scaled(grey, settings.thumb_side))
         )
-    raise InvalidInputError("Cannot attach this", [("kind", f"must be photo, signature or document, got {kind!r}")])
+    raise InvalidInputError(
+        "Cannot attach this", [("kind", f"must be photo, signature or document, got {kind!r}")], key="attachment.cannot"
+    )

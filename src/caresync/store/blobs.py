@@ -75,7 +75,9 @@ class BlobStore:
         """Sets the pull mode. Raises InvalidInputError for a mode not in :data:`PULL_MODES`."""
         if mode not in PULL_MODES:
             raise InvalidInputError(
-                "Cannot set the pull mode", [("pull_mode", f"one of {', '.join(PULL_MODES)}, not {mode!r}")]
+                "Cannot set the pull mode",
+                [("pull_mode", f"one of {', '.join(PULL_MODES)}, not {mode!r}")],
+                key="store.pull_mode",
             )
         self._store.set_meta(_PULL_MODE_META, mode)
 

@@ -197,12 +197,20 @@ class DeviceLog:
         if read_only:
             found = identify(path)
             if not found.is_replica:
-                raise StoreError(f"Cannot read {path}: {found.description}.")
+                raise StoreError(
+                    f"Cannot read {path}: {found.description}.",
+                    key="store.not_replica",
+                    fields={"path": str(path), "kind": found.kind, "what": found.description},
+                )
         store = Store(path, logger=log, read_only=read_only)
         try:
             seed = store.get_meta("device_key")
             if seed is None and read_only:
-                raise StoreError(f"Cannot read {path}: it holds no device key, so it is not a whole replica.")
+                raise StoreError(
+                    f"Cannot read {path}: it holds no device key, so it is not a whole replica.",
+                    key="store.no_device_key",
+                    fields={"path": str(path)},
+                )
             if seed is None:
                 key = device_key or DeviceKey.generate()
                 store.set_meta("device_key", key.seed.hex())
@@ -212,6 +220,8 @@ class DeviceLog:
                     raise InvalidInputError(
                         f"Cannot open {path} with another device's key",
                         [("device_key", f"the file is device {key.origin}, the key is {device_key.origin}'s")],
+                        key="store.other_key",
+                        fields={"path": str(path)},
                     )
             replica_id = store.get_meta("replica_id")
             if replica_id != key.origin:
@@ -475,7 +485,9 @@ class DeviceLog:
         if not all(_NAME.match(n) for n in names if n.lower() not in ("asc", "desc")) or not all(
             _PATH.match(p) for path in paths for p in path.split("|")
         ):
-            raise InvalidInputError("Cannot list records", [("columns", "names of columns and JSON paths only")])
+            raise InvalidInputError(
+                "Cannot list records", [("columns", "names of columns and JSON paths only")], key="store.list_columns"
+            )
         where, params = [], []
         for column, value in filters.items():
             if value is not None:
@@ -680,11 +692,17 @@ class DeviceLog:
                 comes only as a rotation signed by the old: :meth:`learn_station_key`).
         """
         if len(public_key) != 32:
-            raise InvalidInputError("Not a station key", [("public_key", f"must be 32 bytes, got {len(public_key)}")])
+            raise InvalidInputError(
+                "Not a station key",
+                [("public_key", f"must be 32 bytes, got {len(public_key)}")],
+                key="station_key.not_key",
+            )
         if self._station_public_key not in (None, bytes(public_key)):
             raise TrustError(
                 f"This device keeps station key {self._station_public_key.hex()} (learned first); it takes another "
-                "one only as a rotation signed by that key. Nothing changed."
+                "one only as a rotation signed by that key. Nothing changed.",
+                key="station_key.pinned",
+                fields={"kept": self._station_public_key.hex()},
             )
         self.store.set_meta("station_public_key", public_key.hex())
         self._station_public_key = bytes(public_key)
@@ -718,7 +736,9 @@ class DeviceLog:
                 raise TrustError(
                     f"The sync server offers station key {legacy_public_key.hex()}, not the one this device learned "
                     f"first ({self._station_public_key.hex()}), with no rotation signed by it: refused. This device "
-                    "keeps sealing to the key it has; ask the station."
+                    "keeps sealing to the key it has; ask the station.",
+                    key="station_key.offer_refused",
+                    fields={"offered": legacy_public_key.hex(), "kept": self._station_public_key.hex()},
                 )
             self.set_station_public_key(legacy_public_key)
             return True

@@ -111,14 +111,16 @@ class TicketNumbers:
         if not problems and start + count - 1 > _MAX:
             problems.append(("count", f"the block would end past {_MAX}"))
         if problems:
-            raise InvalidInputError("Cannot add the block of ticket numbers", problems)
+            raise InvalidInputError("Cannot add the block of ticket numbers", problems, key="numbers.bad_block")
         with self._store.write():  # read and write the blocks in one transaction
             blocks = self._blocks()
             for s, c, _ in blocks:
                 if start <= s + c - 1 and s <= start + count - 1:
                     raise IntentError(
                         f"The block {start}-{start + count - 1} overlaps the block {s}-{s + c - 1} this device "
-                        "already holds; ask the station for a new block."
+                        "already holds; ask the station for a new block.",
+                        key="numbers.overlap",
+                        fields={"start": start, "end": start + count - 1, "held_start": s, "held_end": s + c - 1},
                     )
             blocks.append([start, count, 0])
             self._store.set_meta(_BLOCKS_KEY, json.dumps(blocks))

@@ -244,11 +244,17 @@ class Store:
             if read_only and self._pending:
                 raise StoreError(
                     f"The replica file {self.path} was left by a sync that was cut off; run caresync sync (or any "
-                    "command that records something) once to finish it, then read it."
+                    "command that records something) once to finish it, then read it.",
+                    key="store.cut_off",
+                    fields={"path": str(self.path)},
                 )
         except (SQLAlchemyError, sqlite3.Error) as exc:
             self._closed = True
-            raise StoreError(f"Cannot open the replica file {self.path}: {_reason(exc)}") from exc
+            raise StoreError(
+                f"Cannot open the replica file {self.path}: {_reason(exc)}",
+                key="store.cannot_open",
+                fields={"path": str(self.path), "reason": _reason(exc)},
+            ) from exc
 
     # --- lifetime -------------------------------------------------------------------------------------------
 
@@ -280,7 +286,9 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreVersionError(
                 f"The replica file {self.path} has schema version {version}, newer than this caresync "
-                f"understands ({SCHEMA_VERSION}); upgrade caresync to open it."
+                f"understands ({SCHEMA_VERSION}); upgrade caresync to open it.",
+                key="store.newer",
+                fields={"path": str(self.path), "version": version, "known": SCHEMA_VERSION},
             )
         return version
 
@@ -313,13 +321,21 @@ class Store:
     def write(self) -> Iterator[None]:
         """One write transaction (``BEGIN IMMEDIATE``); nested calls become savepoints."""
         if self.read_only:
-            raise StoreError(f"The replica file {self.path} is open for reading only; nothing was changed.")
+            raise StoreError(
+                f"The replica file {self.path} is open for reading only; nothing was changed.",
+                key="store.read_only",
+                fields={"path": str(self.path)},
+            )
         depth = self._depth
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
         except sqlite3.Error as exc:
-            raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
+            raise StoreError(
+                f"Cannot write to the replica file {self.path}: {_reason(exc)}",
+                key="store.cannot_write",
+                fields={"path": str(self.path), "reason": _reason(exc)},
+            ) from exc
         self._depth += 1
         try:
             yield
@@ -336,7 +352,11 @@ class Store:
         try:
             db.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")
         except sqlite3.Error as exc:
-            raise StoreError(f"Cannot write to the replica file {self.path}: {_reason(exc)}") from exc
+            raise StoreError(
+                f"Cannot write to the replica file {self.path}: {_reason(exc)}",
+                key="store.cannot_write",
+                fields={"path": str(self.path), "reason": _reason(exc)},
+            ) from exc
         if depth == 0:
             if self._scrub and not self._pending:
                 self._checkpoint()
@@ -368,13 +388,21 @@ class Store:
         try:
             return self._db.execute(statement, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"The replica file {self.path} could not be read or written: {_reason(exc)}") from exc
+            raise StoreError(
+                f"The replica file {self.path} could not be read or written: {_reason(exc)}",
+                key="store.cannot_use",
+                fields={"path": str(self.path), "reason": _reason(exc)},
+            ) from exc
 
     def _many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
             self._db.executemany(statement, rows)
         except sqlite3.Error as exc:
-            raise StoreError(f"The replica file {self.path} could not be written: {_reason(exc)}") from exc
+            raise StoreError(
+                f"The replica file {self.path} could not be written: {_reason(exc)}",
+                key="store.not_written",
+                fields={"path": str(self.path), "reason": _reason(exc)},
+            ) from exc
 
     # --- meta -----------------------------------------------------------------------------------------------
 
@@ -443,7 +471,11 @@ class Store:
             return bytes.fromhex(kept[2])
         found = ops_from_rows(self.sql(f"SELECT {_OP_COLUMNS} FROM ops WHERE origin = ? AND seq = ?", (origin, seq)))
         if not found or "sig" not in found[0]:
-            raise StoreError(f"The replica file {self.path} lacks this device's signed op {seq}: cannot chain to it.")
+            raise StoreError(
+                f"The replica file {self.path} lacks this device's signed op {seq}: cannot chain to it.",
+                key="store.no_chain",
+                fields={"path": str(self.path), "seq": seq},
+            )
         return chain_link(found[0])
 
     def ingest(
@@ -721,7 +753,9 @@ class Store:
             raise OpForkError(
                 f"Two different ops both claim to be op {a['origin']}:{a['seq']}. The device "
                 f"{a['origin']} was probably restored from a backup or copied to another phone; stop using "
-                "that copy and ask the station to re-enrol it. Nothing from this batch was applied."
+                "that copy and ask the station to re-enrol it. Nothing from this batch was applied.",
+                key="store.fork",
+                fields={"origin": a["origin"], "seq": a["seq"]},
             )
 
     def _apply_redactions(self, fresh: list[OpDict]) -> None:
@@ -1127,7 +1161,11 @@ class Store:
                 f"SELECT hlc, at FROM ops WHERE sent = 0 {where} ORDER BY hlc, origin, seq", params
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"The replica file {self.path} could not be read: {_reason(exc)}") from exc
+            raise StoreError(
+                f"The replica file {self.path} could not be read: {_reason(exc)}",
+                key="store.cannot_read",
+                fields={"path": str(self.path), "reason": _reason(exc)},
+            ) from exc
 
     def mark_sent(self, ranges: Iterable[tuple[str, int, int]]) -> int:
         """Marks unsent ops in ``(origin, lo, hi)`` seq ranges as stored by the server; returns how many."""

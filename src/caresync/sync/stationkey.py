@@ -60,14 +60,18 @@ def create_station_key(holder: DeviceLog | HasDeviceLog) -> StationKey:
     """
     device = device_log_of(holder)
     if device.station_key is not None:
-        raise TrustError("This device already holds the station's key: rotate it (caresync station-key rotate).")
+        raise TrustError(
+            "This device already holds the station's key: rotate it (caresync station-key rotate).",
+            key="station_key.already_held",
+        )
     key = StationKey.generate()
     assert key.signing_public_key is not None
     pinned = device.station_signing_key
     if pinned is not None or device.station_public_key is not None:
         raise TrustError(
             "This device keeps the station key of its server: the station's key is made once, on the station's "
-            "own device; to change it, rotate it there."
+            "own device; to change it, rotate it there.",
+            key="station_key.server_kept",
         )
     device.install_station_key(key)
     device.store.set_meta(LINKS_META, json.dumps([StationKeyLink(key.signing_public_key).to_json()]))
@@ -88,11 +92,14 @@ def register_station_key(
     device = device_log_of(holder)
     links = station_key_links(device)
     if not links:
-        raise TrustError("This device made no station key: caresync station-key create.")
+        raise TrustError("This device made no station key: caresync station-key create.", key="station_key.none_made")
     creds = enrolment(device)
     token = current_token(device)
     if creds is None or token is None:
-        raise SyncError("This device is not enrolled with a sync server: enrol it as a station device first.")
+        raise SyncError(
+            "This device is not enrolled with a sync server: enrol it as a station device first.",
+            key="sync.not_enrolled_station",
+        )
     newest = links[-1]
     body = {"signing_key": newest.signing_key.hex()}
     if newest.signature is not None:
@@ -117,7 +124,9 @@ def rotate_station_key(
     device = device_log_of(holder)
     old = device.station_key
     if old is None:
-        raise TrustError("This device holds no station key to rotate: caresync station-key create.")
+        raise TrustError(
+            "This device holds no station key to rotate: caresync station-key create.", key="station_key.none_to_rotate"
+        )
     new = StationKey.generate()
     signature = old.sign_rotation(new)
     assert new.signing_public_key is not None
@@ -148,10 +157,16 @@ def grant_readers_keys(
     device = device_log_of(holder)
     creds, token = enrolment(device), current_token(device)
     if creds is None or token is None:
-        raise SyncError("This device is not enrolled with a sync server: enrol it as a station device first.")
+        raise SyncError(
+            "This device is not enrolled with a sync server: enrol it as a station device first.",
+            key="sync.not_enrolled_station",
+        )
     station = device.station_key
     if station is None or station.signing_public_key is None:
-        raise TrustError("Only the station's desk, holding the station's signing key, grants readers' keys.")
+        raise TrustError(
+            "Only the station's desk, holding the station's signing key, grants readers' keys.",
+            key="station_key.not_desk",
+        )
     link = Link(creds.server_url, token, client, 3, 0.5, timeout_s, connect_timeout_s=connect_timeout_s)
     try:
         result = GridKeySync(grants=grant_grid_keys(device, link))

@@ -75,13 +75,19 @@ class Bag:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
-            raise BundleError(f"Cannot open the courier's bag {self.path}: {exc}") from exc
+            raise BundleError(
+                f"Cannot open the courier's bag {self.path}: {exc}",
+                key="bag.cannot_open",
+                fields={"path": str(self.path), "reason": str(exc)},
+            ) from exc
         try:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > BAG_SCHEMA_VERSION:
                 raise BundleError(
                     f"The courier's bag {self.path} was written by a newer caresync (bag version {version}); "
-                    "upgrade caresync on this handheld to read it. Nothing in it was changed."
+                    "upgrade caresync on this handheld to read it. Nothing in it was changed.",
+                    key="bag.newer",
+                    fields={"path": str(self.path), "version": version},
                 )
             if version < 2 and self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'bundles'").fetchone():
                 self._db.executescript(_TO_VERSION_2)  # a bag of versions 0 or 1 keyed its bundles by id alone
@@ -90,7 +96,11 @@ class Bag:
             self._db.execute("PRAGMA secure_delete = ON")
         except sqlite3.Error as exc:
             self._db.close()
-            raise BundleError(f"Cannot open the courier's bag {self.path}: {exc}") from exc
+            raise BundleError(
+                f"Cannot open the courier's bag {self.path}: {exc}",
+                key="bag.cannot_open",
+                fields={"path": str(self.path), "reason": str(exc)},
+            ) from exc
         except BundleError:
             self._db.close()
             raise
@@ -117,7 +127,11 @@ class Bag:
         """
         data = read_file(path)
         if data["type"] != "ops":
-            raise BundleError(f"{path} holds answers for a device, not a bundle to deliver: give it to the device.")
+            raise BundleError(
+                f"{path} holds answers for a device, not a bundle to deliver: give it to the device.",
+                key="bag.answers_not_bundle",
+                fields={"path": str(path)},
+            )
         bundle = check_bundle(data, now_ms=now_ms)
         signer = bundle["public_key"].lower()
         known = self._db.execute(
@@ -148,10 +162,18 @@ class Bag:
         """
         found = [b for b in self.carried() if b.id == bundle_id and origin in (None, b.origin)]
         if not found:
-            raise BundleError(f"The bag holds no bundle {bundle_id}; `carry list` shows what it holds.")
+            raise BundleError(
+                f"The bag holds no bundle {bundle_id}; `carry list` shows what it holds.",
+                key="bag.no_bundle",
+                fields={"bundle": bundle_id},
+            )
         if len(found) > 1:
             devices = ", ".join(b.origin for b in found)
-            raise BundleError(f"The bag holds several bundles {bundle_id}, from devices {devices}; name the device.")
+            raise BundleError(
+                f"The bag holds several bundles {bundle_id}, from devices {devices}; name the device.",
+                key="bag.several_bundles",
+                fields={"bundle": bundle_id, "devices": devices},
+            )
         return found[0]
 
     def carried(self) -> list[CarriedBundle]:
@@ -232,11 +254,20 @@ class Bag:
             BundleError: the bag holds no answer for that device (or the prefix names several).
         """
         matches = [d for d in self.devices_with_answers() if d.startswith(device)]
-        if len(matches) != 1:
-            held = ", ".join(self.devices_with_answers()) or "none"
+        held = ", ".join(self.devices_with_answers()) or "none"
+        if not matches:
             raise BundleError(
-                f"The bag holds {'no answer' if not matches else 'answers for several devices'} for {device!r} "
-                f"(devices with answers: {held}). Sync first to fetch the answers of the bundles you carry."
+                f"The bag holds no answer for {device!r} (devices with answers: {held}). Sync first to fetch the "
+                "answers of the bundles you carry.",
+                key="bag.no_answer",
+                fields={"device": repr(device), "held": held},
+            )
+        if len(matches) > 1:
+            raise BundleError(
+                f"The bag holds answers for several devices for {device!r} (devices with answers: {held}). Sync "
+                "first to fetch the answers of the bundles you carry.",
+                key="bag.several_answers",
+                fields={"device": repr(device), "held": held},
             )
         rows = self._db.execute(
             "SELECT id, body FROM answers WHERE origin = ? ORDER BY received_ms", (matches[0],)

@@ -89,18 +89,36 @@ def read_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         if p.stat().st_size > _MAX_FILE_BYTES:
-            raise BundleError(f"{p} is larger than any caresync bundle; it is not one.")
+            raise BundleError(
+                f"{p} is larger than any caresync bundle; it is not one.", key="bundle.too_big", fields={"path": str(p)}
+            )
         data = json.loads(p.read_bytes())
     except OSError as exc:
-        raise BundleError(f"Cannot read {p}: {exc.strerror or exc}.") from exc
+        raise BundleError(
+            f"Cannot read {p}: {exc.strerror or exc}.",
+            key="bundle.cannot_read",
+            fields={"path": str(p), "reason": str(exc.strerror or exc)},
+        ) from exc
     except ValueError as exc:
-        raise BundleError(f"{p} is not a caresync bundle (not JSON: the file is damaged or of another kind).") from exc
+        raise BundleError(
+            f"{p} is not a caresync bundle (not JSON: the file is damaged or of another kind).",
+            key="bundle.not_json",
+            fields={"path": str(p)},
+        ) from exc
     if not isinstance(data, dict) or "caresync_bundle" not in data:
-        raise BundleError(f"{p} is not a caresync bundle.")
+        raise BundleError(f"{p} is not a caresync bundle.", key="bundle.not_bundle", fields={"path": str(p)})
     if data["caresync_bundle"] != BUNDLE_FORMAT:
-        raise BundleError(f"{p} is a bundle of format {data['caresync_bundle']!r}; this caresync reads format 1.")
+        raise BundleError(
+            f"{p} is a bundle of format {data['caresync_bundle']!r}; this caresync reads format 1.",
+            key="bundle.format",
+            fields={"path": str(p), "format": repr(data["caresync_bundle"])},
+        )
     if data.get("type") not in ("ops", "answers"):
-        raise BundleError(f"{p} is a caresync file of unknown type {data.get('type')!r}.")
+        raise BundleError(
+            f"{p} is a caresync file of unknown type {data.get('type')!r}.",
+            key="bundle.unknown_type",
+            fields={"path": str(p), "type": repr(data.get("type"))},
+        )
     return data
 
 
@@ -124,7 +142,11 @@ def check_bundle(data: Mapping[str, Any], *, now_ms: int | None = None) -> dict[
     }
     bad = [name for name, kind in fields.items() if not isinstance(data.get(name), kind)]
     if data.get("type") != "ops" or bad:
-        raise BundleError(f"This bundle is damaged (fields {', '.join(bad) or 'type'} missing or wrong).")
+        raise BundleError(
+            f"This bundle is damaged (fields {', '.join(bad) or 'type'} missing or wrong).",
+            key="bundle.damaged_fields",
+            fields={"fields": ", ".join(bad) or "type"},
+        )
     bundle = dict(data)
     try:
         public_key = bytes.fromhex(bundle["public_key"])
@@ -132,22 +154,30 @@ def check_bundle(data: Mapping[str, Any], *, now_ms: int | None = None) -> dict[
         owner = origin_of(public_key)
     except (ValueError, InvalidInputError):
         raise BundleError(
-            f"Bundle {data['id']} is damaged: its key or signature is not hex of the right size."
+            f"Bundle {data['id']} is damaged: its key or signature is not hex of the right size.",
+            key="bundle.damaged_key",
+            fields={"bundle": data["id"]},
         ) from None
     if owner != bundle["origin"]:
         raise BundleError(
             f"Bundle {data['id']} claims to come from device {bundle['origin']} but carries the key of device "
-            f"{owner}: it was forged. Do not carry it."
+            f"{owner}: it was forged. Do not carry it.",
+            key="bundle.forged",
+            fields={"bundle": data["id"], "origin": bundle["origin"], "owner": owner},
         )
     if not verify_signature(public_key, canonical(bundle), signature):
         raise BundleError(
             f"Bundle {data['id']} from device {bundle['origin']} does not match its signature: it was altered after "
-            "the device wrote it. Do not carry it; ask for a new one."
+            "the device wrote it. Do not carry it; ask for a new one.",
+            key="bundle.altered",
+            fields={"bundle": data["id"], "origin": bundle["origin"]},
         )
     if now_ms is not None and bundle["expires_ms"] < now_ms:
         raise BundleError(
             f"Bundle {data['id']} from device {bundle['origin']} expired; nothing in it was lost (its ops stay on "
-            "the device): ask the device for a new bundle."
+            "the device): ask the device for a new bundle.",
+            key="bundle.expired",
+            fields={"bundle": data["id"], "origin": bundle["origin"]},
         )
     bundle["sig"] = signature.hex()
     return bundle
@@ -192,7 +222,11 @@ def carried_blobs(bundle: Mapping[str, Any], member: str = "blobs") -> list[Carr
     """
     entries = bundle.get(member) or []
     if not isinstance(entries, list):
-        raise BundleError(f"Bundle {bundle.get('id')} is damaged: its blobs are not a list.")
+        raise BundleError(
+            f"Bundle {bundle.get('id')} is damaged: its blobs are not a list.",
+            key="bundle.blobs_not_list",
+            fields={"bundle": bundle.get("id")},
+        )
     out = []
     for entry in entries:
         try:
@@ -207,7 +241,11 @@ def carried_blobs(bundle: Mapping[str, Any], member: str = "blobs") -> list[Carr
             for n, data in parts:
                 manifest.check_chunk(n, data)
         except (KeyError, TypeError, ValueError, CaresyncError) as exc:
-            raise BundleError(f"Bundle {bundle.get('id')} carries a damaged blob ({exc}).") from None
+            raise BundleError(
+                f"Bundle {bundle.get('id')} carries a damaged blob ({exc}).",
+                key="bundle.damaged_blob",
+                fields={"bundle": bundle.get("id"), "reason": str(exc)},
+            ) from None
         out.append(CarriedBlob(manifest, op, parts))
     return out
 
@@ -219,7 +257,11 @@ def write_file(path: Path, value: Any) -> None:
         tmp.write_bytes(canonical(value))
         os.replace(tmp, path)
     except OSError as exc:
-        raise BundleError(f"Cannot write {path}: {exc.strerror or exc}. Check the folder and free space.") from exc
+        raise BundleError(
+            f"Cannot write {path}: {exc.strerror or exc}. Check the folder and free space.",
+            key="bundle.cannot_write",
+            fields={"path": str(path), "reason": str(exc.strerror or exc)},
+        ) from exc
 
 
 # --- the server's answer, sealed to the device ------------------------------------------------------------
@@ -260,5 +302,6 @@ def open_answer(key: DeviceKey, sealed: str) -> Any:
         return json.loads(box.decrypt(base64.b64decode(sealed)))
     except (nacl.exceptions.CryptoError, ValueError, TypeError):
         raise BundleError(
-            "This answer cannot be opened with this device's key: it is for another device, or damaged."
+            "This answer cannot be opened with this device's key: it is for another device, or damaged.",
+            key="bundle.answer_not_ours",
         ) from None

@@ -100,7 +100,9 @@ def make_bundle(
     (:meth:`~caresync.store.devicelog.DeviceLog.held_from`) stays out. Changes nothing on the replica."""
     device = device_log_of(holder)
     if not 1 <= ttl_hours <= 24 * 90:
-        raise InvalidInputError("Cannot make a bundle", [("ttl_hours", "must be 1 to 2160 (90 days)")])
+        raise InvalidInputError(
+            "Cannot make a bundle", [("ttl_hours", "must be 1 to 2160 (90 days)")], key="bundle.bad_ttl"
+        )
     now = device.clock.physical_ms() if now_ms is None else now_ms
     store = device.store
     bundle: dict[str, Any] = {
@@ -209,7 +211,9 @@ def _signed_by_server(payload: dict[str, Any], server_key: bytes | None, answer_
     if not verify_signature(server_key, canonical(payload), signature):
         raise BundleError(
             f"Answer {answer_id} is not signed by the sync server this device knows: it was altered or forged on "
-            "the way. Nothing of it was applied; your unsent work stays queued."
+            "the way. Nothing of it was applied; your unsent work stays queued.",
+            key="bundle.answer_forged",
+            fields={"answer": answer_id},
         )
     return True
 
@@ -245,7 +249,9 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
     data = read_file(path)
     if data["type"] != "answers" or not isinstance(data.get("answers"), list):
         raise BundleError(
-            f"{path} is a bundle of ops for the server, not answers for a device: give it to a courier to carry."
+            f"{path} is a bundle of ops for the server, not answers for a device: give it to a courier to carry.",
+            key="bundle.ops_not_answers",
+            fields={"path": str(path)},
         )
     now = device.clock.physical_ms() if now_ms is None else now_ms
     store = device.store
@@ -276,7 +282,9 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
             answer_more = bool(payload["more"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(
-                f"Answer {answer.get('id')} opened but is damaged ({exc}); nothing of it was applied."
+                f"Answer {answer.get('id')} opened but is damaged ({exc}); nothing of it was applied.",
+                key="bundle.answer_damaged",
+                fields={"answer": answer.get("id"), "reason": str(exc)},
             ) from exc
         current = store.get_meta(RELAY_CURSOR_META) or ""
         newest = max(current, cursor, key=_cursor_key)
@@ -305,7 +313,11 @@ def import_answers(holder: DeviceLog | HasDeviceLog, path: str | Path, *, now_ms
         more = more or (answer_more and newest == cursor) or blobs_more
     device.settle()
     if not answers and skipped:
-        raise BundleError(f"{path} holds no answer this device can use: {'; '.join(skipped)}.")
+        raise BundleError(
+            f"{path} holds no answer this device can use: {'; '.join(skipped)}.",
+            key="bundle.no_usable_answer",
+            fields={"path": str(path), "skipped": "; ".join(skipped)},
+        )
     return AnswerImport(answers, applied, acked, refused, skipped, more, chunks)
 
 
@@ -409,7 +421,11 @@ def deliver(
                     reason=answer.get("reason"),
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                raise CaresyncError(f"The sync server at {url} sent a relay answer this handheld cannot read") from exc
+                raise CaresyncError(
+                    f"The sync server at {url} sent a relay answer this handheld cannot read",
+                    key="relay.unreadable_answer",
+                    fields={"url": url},
+                ) from exc
             answer_or_none = sealed if status == "delivered" else None
             bag.delivered(item["id"], answer_or_none, now_ms=now_ms, reason=outcome.reason, signer=item["public_key"])
             out.append(outcome)
