@@ -561,6 +561,7 @@ class Replica:
 def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCallback | None) -> int:
     scope = _ReceiverScope.of(into)
     total = 0
+    declined: set[tuple[str, int]] = set()
     since = into.version_vector()
     with paused_gc():  # one pause for the whole exchange: exported and applied batches would be walked again
         while True:
@@ -571,14 +572,17 @@ def _pull(into: Replica, source: Replica, batch_size: int, progress: ProgressCal
                 for op in batch:
                     since[op["origin"]] = max(since.get(op["origin"], 0), op["seq"])
                 taken = scope.keep(batch)
+                kept = {id(op) for op in taken}
+                declined.update((op["origin"], op["seq"]) for op in batch if id(op) not in kept)
                 if not taken:
                     continue
                 batch = taken
-            result = into.apply_ops(batch, defer_rows=True)
+            # ops it declined itself are no gap in the peer's stream: what follows them is applied
+            result = into.device_log.apply(batch, defer_rows=True, explained=declined)
             total += result.applied + result.deferred
             if progress is not None:
                 progress(total, len(batch))
-            if result.applied + result.deferred == 0 and scope is None:
+            if result.applied + result.deferred + result.held_back == 0 and scope is None:
                 return total  # everything offered is already held (gaps beyond what the peer has)
 
 

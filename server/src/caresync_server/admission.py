@@ -31,8 +31,9 @@ from typing import Any
 
 from caresync.core.domain import EntityType, Role, grid_parent, in_grid
 from caresync.core.ids import entity_id_for, op_id
-from caresync.core.ops import LOST_KIND, OpDict, entity_type_of, rewritable
+from caresync.core.ops import LOST_KIND, TEXT_FORMAT, OpDict, entity_type_of, rewritable
 from caresync.trust.sealing import unsealed_fields
+from caresync.trust.signing import content_digests
 
 from .errors import ApiError, ErrorCode, ErrorDetail
 from .roles import EVERYWHERE, GLOBAL_TYPES, KIND_ONLY, PERMISSIONS, covers
@@ -175,7 +176,9 @@ def body_text(body: Any) -> str:
 def fingerprint(hlc: int, eid: str, kind: str, actor: str, at: int, body: str, v: int) -> str:
     """What makes two ops with one identity the same op (a redaction may rewrite a body its signature covers
     value by value: :func:`caresync.core.ops.rewritable`)."""
-    compared = "" if rewritable({"kind": kind, "v": v}) else body
+    compared = body
+    if rewritable({"kind": kind, "v": v}):  # a redaction may erase values: what the signature covers stays
+        compared = content_digests(kind, v, json.loads(body)) if v >= TEXT_FORMAT else ""
     return hashlib.sha256(json.dumps([hlc, eid, kind, actor, at, compared]).encode()).hexdigest()
 
 

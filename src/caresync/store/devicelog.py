@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +100,9 @@ class ApplyResult:
     """Ops left out because nothing in the batch vouches for them: they came without their signature (as a pull
     answer sends the ops inside a run) and the op that closes their run did not come. They are not applied;
     sent again with it, they are."""
+    held_back: int = 0
+    """Ops from a peer kept but not applied: they follow a gap in their device's chain (an op the peer did not
+    send). They are applied once the op arrives, or the sync server sends them (docs/security.md, "Gaps")."""
 
 
 def _verify_partial(ops: list[OpDict]) -> list[Mapping[str, Any]]:
@@ -858,16 +861,22 @@ class DeviceLog:
         defer_rows: bool,
         from_server: bool = False,
         meta: Mapping[str, str] | None = None,
+        explained: Collection[tuple[str, int]] = (),
     ) -> ApplyResult:
         """Validates and applies a batch of ops from another replica, all or nothing; ``from_server`` marks
         them as held by the server, and ``meta`` is set in the same transaction (sync saves its cursor so).
+        Ops from a peer (not ``from_server``) that follow a gap in their device's chain are kept but not applied
+        until it is filled (:meth:`caresync.store.store.Store.ingest`; ``explained``: ops this replica declined
+        itself, which are no gap).
 
         Raises:
             InvalidOpError: an op is malformed (the message names it and the field); nothing was applied.
             OpForkError: an op reuses the identity of a different op; nothing was applied.
         """
         with paused_gc():  # one pause for the batch: a collection between the steps would walk every validated op
-            return self.apply_valid(*validate_ops(ops), defer_rows=defer_rows, from_server=from_server, meta=meta)
+            return self.apply_valid(
+                *validate_ops(ops), defer_rows=defer_rows, from_server=from_server, meta=meta, explained=explained
+            )
 
     def apply_valid(
         self,
@@ -877,6 +886,7 @@ class DeviceLog:
         defer_rows: bool,
         from_server: bool = False,
         meta: Mapping[str, str] | None = None,
+        explained: Collection[tuple[str, int]] = (),
     ) -> ApplyResult:
         """:meth:`apply` of ops :func:`~caresync.core.ops.validate_ops` already checked and split (network sync
         validates a page on its fetching thread, while the page before it is stored)."""
@@ -888,6 +898,8 @@ class DeviceLog:
                     defer_rows=defer_rows,
                     sent=from_server,
                     verify=verify_ops if from_server else _verify_partial,
+                    hold_gaps=not from_server,
+                    explained=explained,
                 )
                 now = self.clock.physical_ms()
                 for origin, stamp in result.max_hlc_by_origin.items():
@@ -901,6 +913,12 @@ class DeviceLog:
             del known, deferred  # freed now, before the collector resumes and would walk them once more
         if result.deferred:
             self.logger.warning("kept %d op(s) of a kind this caresync cannot read yet", result.deferred)
+        if result.held_back:
+            self.logger.warning(
+                "kept %d op(s) unapplied: they follow a gap in their device's chain that the peer did not fill; "
+                "they are applied once the ops before them arrive (or the sync server sends them)",
+                result.held_back,
+            )
         if result.unchecked:
             self.logger.info(
                 "left out %d op(s) that came without their signature and without the op that closes their run; "
@@ -914,6 +932,7 @@ class DeviceLog:
             records=result.records,
             refolded=result.refolded,
             unchecked=result.unchecked,
+            held_back=result.held_back,
         )
 
     def _record_anomaly(self, origin: str, stamp: int, now: int) -> None:

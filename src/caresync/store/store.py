@@ -21,7 +21,7 @@ import stat
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -52,7 +52,7 @@ from caresync.core.ops import (
 )
 from caresync.errors import OpForkError, StoreError, StoreVersionError
 from caresync.store.schema import ENTITY_TABLES, SCHEMA_VERSION, migrate, row_values, upsert_sql
-from caresync.trust.signing import ZERO_LINK, chain_link, failing_signatures, linkable
+from caresync.trust.signing import ZERO_LINK, chain_link, content_digests, failing_signatures, linkable
 
 __all__ = ["FileKind", "IngestResult", "Store", "identify"]
 
@@ -70,6 +70,7 @@ _INSERT_OP = (
 _OP_COLUMNS = "origin, seq, hlc, eid, kind, v, actor, at, body, sig, pd"
 _ENVELOPE = itemgetter("origin", "seq", "hlc", "eid", "kind", "v", "actor", "at")  # _op_row's first columns
 _ORDER = itemgetter("hlc", "origin", "seq")  # op_key, without a Python call per op
+_HELD_META = "gap_held"  # present while some op from a peer is held back behind a gap in its device's chain
 _LINK_META = "chain_link"  # "<origin>:<seq>:<link hex>" of this device's newest op
 _TABLE: dict[str, str] = {entity: str(table.__tablename__) for entity, table in ENTITY_TABLES.items()}
 _UPSERT = {entity: upsert_sql(entity) for entity in ENTITY_TABLES}
@@ -85,6 +86,10 @@ class IngestResult:
     refolded: int = 0
     records: int = 0
     unchecked: int = 0
+    held_back: int = 0
+    """New ops from a peer that follow a gap in their device's chain: stored, not applied, until it is filled."""
+    released: int = 0
+    """Ops held back before that this batch let follow on (their gap filled, or the server sent them)."""
     max_hlc_by_origin: dict[str, int] = field(default_factory=dict)
 
 
@@ -486,6 +491,8 @@ class Store:
         defer_rows: bool = False,
         sent: bool = False,
         verify: Callable[[list[OpDict]], Sequence[Mapping[str, Any]]] | None = None,
+        hold_gaps: bool = False,
+        explained: Collection[tuple[str, int]] = (),
     ) -> IngestResult:
         """Stores validated ops and folds the known ones into their records, in one transaction.
 
@@ -497,6 +504,13 @@ class Store:
         Each op's ``pd`` (its link to its device's previous op, see :mod:`caresync.trust.signing`) is stored with it:
         taken from the held predecessor when a new run of ops starts right after one and lacks it, derived by
         ``verify`` inside the batch; then the run's last op is checked against a held successor.
+
+        With ``hold_gaps`` (ops from a peer, which claims to send everything it holds after what this replica
+        holds), a new op whose predecessor in its device's chain is neither held here, nor in the batch, nor in
+        ``explained`` (ops this replica declined itself: outside its scope) is stored but not applied (``known``
+        2), and so is every op after it that follows only it, until the gap is filled or the sync server sends the
+        op (a server's pull answers are complete for the device's scope, so what they leave out is no gap). Ops a
+        batch lets follow on are applied then (:attr:`IngestResult.released`).
 
         Raises:
             OpForkError: an op has the identity of a stored op but different content, or a signed ``pd`` names
@@ -527,17 +541,26 @@ class Store:
                 raise forks[0]
             if verify is not None:
                 self._check_held_successors(ends, origins)
+            held_back: set[int] = set()
+            if hold_gaps:
+                held_back = self._beyond_gaps(fresh_known, fresh_deferred, explained)
+                result.held_back = len(held_back)
             self._apply_redactions(fresh_known)
             # an op that came without its signature (pinned by a later op's link) came from a server's pull
             # answer, at first or second hand: the server holds it, so it is never pushed (it could not be: the
             # server keeps only ops it checked the signature of)
             mark = int(sent)
-            rows = [_op_row(o, 1, mark if "sig" in o else 1) for o in fresh_known]
+            rows = [_op_row(o, 2 if id(o) in held_back else 1, mark if "sig" in o else 1) for o in fresh_known]
             rows += [_op_row(o, 0, mark if "sig" in o else 1) for o in fresh_deferred]
             result.applied = len(fresh_known)
             result.deferred = len(fresh_deferred)
             self._insert(_INSERT_OP, "ops", rows)
             self._update_origins(fresh_known + fresh_deferred, origins, result)
+            if held_back:
+                fresh_known = [o for o in fresh_known if id(o) not in held_back]
+                self.set_meta(_HELD_META, "1")
+            result.applied -= len(held_back)
+            self._release([o for o in fresh if id(o) not in held_back], known + deferred if sent else [], result)
             if defer_rows:
                 marks = {(o["kind"][: o["kind"].index(".")], o["eid"]) for o in fresh_known if o["kind"] != LOST_KIND}
                 self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", sorted(marks))
@@ -749,6 +772,8 @@ class Store:
         same = same and a.get("pd", b.get("pd")) == b.get("pd", a.get("pd"))
         if same and not rewritable(a):
             same = json.dumps(a["body"], sort_keys=True) == json.dumps(b["body"], sort_keys=True)
+        elif same:  # a redaction may have erased values of either: compare what the signatures cover
+            same = content_digests(a["kind"], a["v"], a["body"]) == content_digests(b["kind"], b["v"], b["body"])
         if not same:
             raise OpForkError(
                 f"Two different ops both claim to be op {a['origin']}:{a['seq']}. The device "
@@ -864,6 +889,57 @@ class Store:
             self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", sorted(touched))
             self._pending = True
             self._scrub = True
+
+    def _beyond_gaps(
+        self, known: list[OpDict], deferred: list[OpDict], explained: Collection[tuple[str, int]]
+    ) -> set[int]:
+        """The ops of ``known`` (by ``id``) whose predecessor is missing here or itself held back (see
+        :meth:`ingest`)."""
+        present = {(o["origin"], o["seq"]) for o in known} | {(o["origin"], o["seq"]) for o in deferred}
+        present |= set(explained)
+        wanted = sorted({(o["origin"], o["seq"] - 1) for o in known if o["seq"] > 1} - present)
+        stored: dict[tuple[str, int], int] = {}
+        for origin, seq in wanted:
+            for (flag,) in self.sql("SELECT known FROM ops WHERE origin = ? AND seq = ?", (origin, seq)):
+                stored[(origin, seq)] = int(flag)
+        held: set[int] = set()
+        by_key = {(o["origin"], o["seq"]): o for o in known}
+        for op in sorted(known, key=lambda o: (o["origin"], o["seq"])):
+            before = (op["origin"], op["seq"] - 1)
+            if op["seq"] == 1:
+                continue
+            if before in by_key:
+                if id(by_key[before]) in held:
+                    held.add(id(op))
+            elif before not in present and stored.get(before, 2) == 2:
+                held.add(id(op))
+        return held
+
+    def _release(self, applied: list[OpDict], vouched: list[OpDict], result: IngestResult) -> None:
+        """Applies the held-back ops that now follow on: the successors of the ``applied`` ops, the ``vouched``
+        ones (a server's pull answer sent them), then their successors in turn."""
+        if self.get_meta(_HELD_META) is None:
+            return
+        keys = {(o["origin"], o["seq"] + 1) for o in applied} | {(o["origin"], o["seq"]) for o in vouched}
+        released: list[tuple[str, int, str, str]] = []
+        while keys:
+            found = []
+            for origin, seq in sorted(keys):
+                found += self.sql(
+                    "SELECT origin, seq, kind, eid FROM ops WHERE origin = ? AND seq = ? AND known = 2", (origin, seq)
+                )
+            if not found:
+                break
+            self._many("UPDATE ops SET known = 1 WHERE origin = ? AND seq = ?", [(o, s) for o, s, _, _ in found])
+            released += found
+            keys = {(o, s + 1) for o, s, _, _ in found}
+        if released:
+            marks = sorted({(str(k).partition(".")[0], e) for _, _, k, e in released if k != LOST_KIND})
+            self._many("INSERT OR IGNORE INTO pending (entity, id) VALUES (?, ?)", marks)
+            self._pending = True
+            result.released += len(released)
+        if not self.sql("SELECT 1 FROM ops WHERE known = 2 LIMIT 1"):
+            self.sql("DELETE FROM meta WHERE key = ?", (_HELD_META,))
 
     def _update_origins(
         self, ops: list[OpDict], origins: dict[str, tuple[int, int, int]], result: IngestResult

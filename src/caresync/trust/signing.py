@@ -47,6 +47,7 @@ from caresync.trust.keys import DeviceKey, origin_of
 __all__ = [
     "ZERO_LINK",
     "chain_link",
+    "content_digests",
     "failing_signatures",
     "linkable",
     "sign_linked",
@@ -111,6 +112,15 @@ def signing_message(op: Mapping[str, Any], prev: bytes) -> bytes:
         envelope = [op["v"], kind, op["origin"], op["seq"], op["hlc"], op["eid"], op["actor"], op["at"], ordered]
         return _CONTEXT_V2 + prev + to_json(envelope)
     return _CONTEXT + prev + to_json(_digest_envelope(op, nested=False))
+
+
+def content_digests(kind: str, v: int, body: Mapping[str, Any]) -> str:
+    """What an op's body says, the same before and after a redaction erased values from it: the digest per value
+    its signature covers (erased values by the digest they kept), as JSON. Two ops with one identity are the same
+    op when these agree (the body of an op a redaction may rewrite cannot be compared as it is)."""
+    nested = v >= TEXT_FORMAT and kind in TEXT_KINDS
+    op = {"v": v, "kind": kind, "origin": "", "seq": 0, "hlc": 0, "eid": "", "actor": "", "at": 0, "body": body}
+    return to_json(_digest_envelope(op, nested=nested)[-1]).decode()
 
 
 def _digest_envelope(op: Mapping[str, Any], *, nested: bool) -> list[Any]:
