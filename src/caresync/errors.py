@@ -178,8 +178,16 @@ class ServerRefusedError(SyncError):
     #: A program ends with 4: the server refused this device or its work; ask the station.
     exit_code = 4
 
-    def __init__(self, message: str, *, status: int, server_code: str) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        server_code: str,
+        key: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, key=key, fields=fields)
         self.status = status
         self.server_code = server_code
 

@@ -285,8 +285,17 @@ def sync(
         try:
             result = replica.sync(url, token=token, progress=talk.progress, **talk.bounds())
         except ServerUnreachableError as exc:
+            from caresync.cli._names import error_text  # here, not at the top: only when there is an error
+
+            # in Chinese the detail is the technical reason alone (the line already says the rest), else the whole
+            detail = exc.fields.get("reason") if env.lang == "zh" else None
             raise ServerUnreachableError(
-                env.t("sync.unreachable", url=server, unsent=f"{replica.unsent_count():,}", detail=exc)
+                env.t(
+                    "sync.unreachable",
+                    url=server,
+                    unsent=f"{replica.unsent_count():,}",
+                    detail=detail or error_text(exc, env.lang),
+                )
             ) from exc
         info = {
             "replica": replica.id,

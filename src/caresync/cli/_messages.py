@@ -716,6 +716,19 @@ _LIB: dict[str, tuple[str, str]] = {
     "store.pull_mode": ("无法设置拉取方式", "Cannot set the pull mode"),
     "store.list_columns": ("无法列出记录", "Cannot list records"),
     "store.other_key": ("不能用另一台设备的密钥打开 {path}", "Cannot open {path} with another device's key"),
+    "store.older": (
+        "数据文件 {path} 是较旧版本的 caresync 写的；"
+        "请先运行一次 caresync sync（或任何会记录内容的命令）升级它，再读取。",
+        "The replica file {path} was written by an older caresync; run caresync sync (or any command that records "
+        "something) once to upgrade it, then read it.",
+    ),
+    "store.fork_chain": (
+        "操作 {origin}:{seq}（{what}）：其设备 {origin} 签了两段不同的历史。"
+        "它可能是从备份恢复的，或被复制到了另一部手机；请停用那份副本，并请驿站重新登记该设备。这一批内容都没有应用。",
+        "Op {origin}:{seq} {what}: its device {origin} signed two different histories. It was probably restored "
+        "from a backup or copied to another phone; stop using that copy and ask the station to re-enrol it. "
+        "Nothing from this batch was applied.",
+    ),
     "numbers.bad_block": ("无法添加这段诉求编号", "Cannot add the block of ticket numbers"),
     "numbers.overlap": (
         "编号段 {start}-{end} 与本设备已有的编号段 {held_start}-{held_end} 重叠；请向驿站申请新的编号段。",
@@ -907,6 +920,103 @@ _LIB: dict[str, tuple[str, str]] = {
     "sync.not_enrolled_fetch": (
         "本设备尚未在同步服务器登记：请提供服务器地址和令牌再取回。",
         "This device is not enrolled with a sync server: give url and token to fetch.",
+    ),
+    # syncing with the server (caresync.sync)
+    "sync.unreachable": (
+        "连不上同步服务器 {url}（{reason}）。数据保存在本设备上；有网络时再同步。",
+        "Cannot reach the sync server at {url} ({reason}). Your work is kept on this device; sync again when the "
+        "network is back.",
+    ),
+    "sync.deadline": (
+        "同步服务器 {url} 在 {seconds} 秒（同步总时限，--deadline）内没有应答。数据保存在本设备上；网络好些时再同步。",
+        "No answer from the sync server at {url} for {seconds} s, the sync's deadline (--deadline). Your work is "
+        "kept on this device; sync again when the network is better.",
+    ),
+    "sync.unreadable_answer_at": (
+        "同步服务器 {url} 的应答本设备无法读取：{reason}",
+        "The sync server at {url} sent an answer this device cannot read: {reason}",
+    ),
+    "sync.unreadable_answer": (
+        "同步服务器的应答本设备无法读取（{reason}）",
+        "The sync server sent an answer this device cannot read ({reason})",
+    ),
+    "sync.not_an_object": (
+        "同步服务器的应答本设备无法读取（不是 JSON 对象）",
+        "The sync server sent an answer this device cannot read (not a JSON object)",
+    ),
+    "sync.server_problem": (
+        "同步服务器 {url} 出了问题（HTTP {status}：{message}）。数据保存在本设备上；请稍后再试，或告知驿站。",
+        "The sync server at {url} has a problem (HTTP {status}: {message}). Your work is kept on this device; try "
+        "again later or tell the station.",
+    ),
+    "sync.refused": (
+        "同步服务器拒绝了本设备：{message}（HTTP {status}，{code}）",
+        "The sync server refused this device: {message} (HTTP {status}, {code})",
+    ),
+    "sync.ops_refused": (
+        "同步服务器 {url} 发来的操作本设备拒收（{reason}）；那一批内容都没有应用。请告知驿站。",
+        "The sync server at {url} sent ops this device refuses ({reason}); nothing of that batch was applied. "
+        "Tell the station.",
+    ),
+    "sync.unreadable_push_answer": (
+        "同步服务器 {url} 对上传的应答本设备无法读取",
+        "The sync server at {url} sent a push answer this device cannot read",
+    ),
+    "sync.unreadable_pull_answer": (
+        "同步服务器 {url} 对下载的应答本设备无法读取",
+        "The sync server at {url} sent a pull answer this device cannot read",
+    ),
+    "sync.not_enrolled": (
+        "本设备尚未在同步服务器登记：请向驿站要一个登记码，然后 replica.enroll(server_url, code)。",
+        "This device is not enrolled with a sync server: ask the station for an enrolment code, then "
+        "replica.enroll(server_url, code).",
+    ),
+    "sync.not_enrolled_admin": (
+        "本设备尚未在同步服务器登记：请先把它登记为驿站设备（replica.enroll(server_url, code)）。",
+        "This device is not enrolled with a sync server: enrol it as a station device first "
+        "(replica.enroll(server_url, code)).",
+    ),
+    "enrol.cannot": ("无法登记本设备", "Cannot enrol this device"),
+    "enrol.unreadable_credentials": (
+        "同步服务器发来的凭据本设备无法读取（{reason}）；请重试。",
+        "The sync server sent credentials this device cannot read ({reason}); try again.",
+    ),
+    "enrol.wrong_replica": (
+        "同步服务器把本设备绑定到了数据文件 {replica}，而不是 {device}。",
+        "The sync server bound this device to replica {replica}, not {device}.",
+    ),
+    "enrol.server_too_old": (
+        "同步服务器 {url} 版本太旧，不能更新令牌；请联系驿站。",
+        "The sync server at {url} is too old to renew tokens; ask the station.",
+    ),
+    "enrol.unreadable_device": (
+        "同步服务器发来的设备说明本设备无法读取（{reason}）",
+        "The sync server sent a device description this device cannot read ({reason})",
+    ),
+    "admin.unreadable_device": (
+        "同步服务器发来的设备信息本程序无法读取（{reason}）",
+        "The sync server sent a device this caresync cannot read ({reason})",
+    ),
+    "blob.bad_manifest": (
+        "同步服务器为附件 {blob}… 提供的分块清单不属于它（{reason}）",
+        "The sync server offered a chunk list for blob {blob}… that is not that blob's ({reason})",
+    ),
+    "station_key.chain_not_list": ("驿站密钥链不是列表。", "The station key chain is not a list."),
+    "grid_keys.unreadable_readers": (
+        "同步服务器列出的读取人本设备无法读取（{reason}）。",
+        "The sync server listed readers this device cannot read ({reason}).",
+    ),
+    "grid_keys.unreadable_keys": (
+        "同步服务器列出的读取密钥本设备无法读取（{reason}）。",
+        "The sync server listed readers' keys this device cannot read ({reason}).",
+    ),
+    "grid_keys.not_desk": (
+        "只有持有签名密钥的驿站前台才能发放读取密钥。",
+        "Only the station's desk, holding its signing key, grants readers' keys.",
+    ),
+    "grid_keys.readers_forbidden": (
+        "同步服务器只向驿站设备或范围为全部网格的管理设备列出读取人。",
+        "The sync server lists readers only to a station or admin device whose scope is everywhere.",
     ),
     # the words inside them
     "noun.ticket": ("诉求", "ticket"),

@@ -45,6 +45,9 @@ _ZH_PROBLEMS = [
     ),
     (r"^must be 1 to 2160 \(90 days\)$", "须为 1 到 2160（90 天）"),
     (r"^give the server address with the token$", "请同时给出服务器地址和令牌"),
+    (r"^an enrolment code has (\d+) characters, this one has (\d+)$", "登记码有 {0} 个字符，这个有 {1} 个"),
+    (r"^(.+) cannot appear in an enrolment code$", "登记码里不会有 {0}"),
+    (r"^a character is mistyped .*$", "有字符输错了（校验字符不符）；请与打印的登记码核对"),
     (r"^must be a whole number of 1 or more, got (.+)$", "须为大于等于 1 的整数，输入的是 {0}"),
     (r"^the block would end past (\d+)$", "编号段会超过 {0}"),
 ]

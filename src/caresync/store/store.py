@@ -282,7 +282,9 @@ class Store:
         """The error for a read-only open of a file an older caresync wrote (it must be upgraded by a writer)."""
         return StoreError(
             f"The replica file {self.path} was written by an older caresync; run caresync sync (or any command "
-            "that records something) once to upgrade it, then read it."
+            "that records something) once to upgrade it, then read it.",
+            key="store.older",
+            fields={"path": str(self.path)},
         )
 
     def _schema_version(self) -> int:
@@ -1383,7 +1385,9 @@ def _fork(op: OpDict, what: str) -> OpForkError:
     return OpForkError(
         f"Op {op['origin']}:{op['seq']} {what}: its device {op['origin']} signed two different histories. It was "
         "probably restored from a backup or copied to another phone; stop using that copy and ask the station to "
-        "re-enrol it. Nothing from this batch was applied."
+        "re-enrol it. Nothing from this batch was applied.",
+        key="store.fork_chain",
+        fields={"origin": op["origin"], "seq": op["seq"], "what": what},
     )
 
 

@@ -56,9 +56,12 @@ def timeouts(timeout_s: float, connect_timeout_s: float) -> httpx.Timeout:
 
 
 def _unreachable(base: str, exc: BaseException) -> ServerUnreachableError:
+    reason = f"{type(exc).__name__}: {exc}"
     return ServerUnreachableError(
-        f"Cannot reach the sync server at {base} ({type(exc).__name__}: {exc}). Your work is kept on this device; "
-        "sync again when the network is back."
+        f"Cannot reach the sync server at {base} ({reason}). Your work is kept on this device; sync again when the "
+        "network is back.",
+        key="sync.unreachable",
+        fields={"url": base, "reason": reason},
     )
 
 
@@ -114,7 +117,9 @@ class Link:
         if left <= 0:
             raise ServerUnreachableError(
                 f"No answer from the sync server at {self.base} for {self.deadline_s:g} s, the sync's deadline "
-                "(--deadline). Your work is kept on this device; sync again when the network is better."
+                "(--deadline). Your work is kept on this device; sync again when the network is better.",
+                key="sync.deadline",
+                fields={"url": self.base, "seconds": f"{self.deadline_s:g}"},
             )
         return left
 
@@ -193,7 +198,9 @@ class Link:
                 return decode_envelope(response.content) if kind == MEDIA_TYPE else response.json()
             except (InvalidInputError, ValueError) as exc:
                 raise SyncError(
-                    f"The sync server at {self.base} sent an answer this device cannot read: {exc}"
+                    f"The sync server at {self.base} sent an answer this device cannot read: {exc}",
+                    key="sync.unreadable_answer_at",
+                    fields={"url": self.base, "reason": str(exc)},
                 ) from exc
         raise refusal(response, self.base)
 
@@ -210,12 +217,16 @@ def refusal(response: httpx.Response, base: str) -> SyncError:
     if response.status_code >= 500:
         return SyncError(
             f"The sync server at {base} has a problem (HTTP {response.status_code}: {message}). "
-            "Your work is kept on this device; try again later or tell the station."
+            "Your work is kept on this device; try again later or tell the station.",
+            key="sync.server_problem",
+            fields={"url": base, "status": response.status_code, "message": message},
         )
     return ServerRefusedError(
         f"The sync server refused this device: {message} (HTTP {response.status_code}, {code})",
         status=response.status_code,
         server_code=code,
+        key="sync.refused",
+        fields={"message": message, "status": response.status_code, "code": code},
     )
 
 
@@ -248,8 +259,14 @@ def request_json(
         try:
             data = response.json()
         except ValueError as exc:
-            raise SyncError(f"The sync server sent an answer this device cannot read ({exc})") from exc
+            raise SyncError(
+                f"The sync server sent an answer this device cannot read ({exc})",
+                key="sync.unreadable_answer",
+                fields={"reason": str(exc)},
+            ) from exc
         if not isinstance(data, dict):
-            raise SyncError("The sync server sent an answer this device cannot read (not a JSON object)")
+            raise SyncError(
+                "The sync server sent an answer this device cannot read (not a JSON object)", key="sync.not_an_object"
+            )
         return data
     raise refusal(response, url.rsplit("/v1/", 1)[0])

@@ -87,7 +87,11 @@ def _device(data: Mapping[str, Any]) -> ServerDevice:
             scope_version=int(data.get("scope_version", 1)),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise SyncError(f"The sync server sent a device this caresync cannot read ({exc!r})") from None
+        raise SyncError(
+            f"The sync server sent a device this caresync cannot read ({exc!r})",
+            key="admin.unreadable_device",
+            fields={"reason": repr(exc)},
+        ) from None
 
 
 def _server(holder: DeviceLog | HasDeviceLog) -> tuple[str, str]:
@@ -96,7 +100,8 @@ def _server(holder: DeviceLog | HasDeviceLog) -> tuple[str, str]:
     if found is None or token is None:
         raise SyncError(
             "This device is not enrolled with a sync server: enrol it as a station device first "
-            "(replica.enroll(server_url, code))."
+            "(replica.enroll(server_url, code)).",
+            key="sync.not_enrolled_admin",
         )
     return found.server_url, token
 

@@ -153,6 +153,8 @@ def download(
                     f"The sync server offered a chunk list for blob {ref.blob[:12]}… that is not that blob's ({exc})",
                     status=200,
                     server_code="bad_manifest",
+                    key="blob.bad_manifest",
+                    fields={"blob": ref.blob[:12], "reason": str(exc)},
                 ) from exc
             if not answer.get("complete"):
                 result.waiting += 1  # its device has not finished sending it: next time

@@ -164,7 +164,11 @@ def _save(device: DeviceLog, answer: Mapping[str, Any], server_url: str | None =
         if server is not None and len(bytes.fromhex(str(server))) == 32:
             values[SERVER_KEY_META] = bytes.fromhex(str(server)).hex()
     except (KeyError, TypeError, ValueError) as exc:
-        raise SyncError(f"The sync server sent credentials this device cannot read ({exc}); try again.") from exc
+        raise SyncError(
+            f"The sync server sent credentials this device cannot read ({exc}); try again.",
+            key="enrol.unreadable_credentials",
+            fields={"reason": str(exc)},
+        ) from exc
     store = device.store
     with store.write():
         if server_url is not None:
@@ -193,7 +197,7 @@ def enroll(
     device = device_log_of(holder)
     problem = check_code(code)
     if problem is not None:
-        raise InvalidInputError("Cannot enrol this device", [("code", problem)])
+        raise InvalidInputError("Cannot enrol this device", [("code", problem)], key="enrol.cannot")
     key = device.device_key  # DeviceLog.open makes the replica's id its key's fingerprint, old files included
     base = server_url.rstrip("/")
     with client_for(client, 30.0) as http:
@@ -201,7 +205,11 @@ def enroll(
             http, "POST", base + "/v1/enroll", body={"code": normalize_code(code), "public_key": key.public_key.hex()}
         )
     if answer.get("replica") != device.id:
-        raise TrustError(f"The sync server bound this device to replica {answer.get('replica')}, not {device.id}.")
+        raise TrustError(
+            f"The sync server bound this device to replica {answer.get('replica')}, not {device.id}.",
+            key="enrol.wrong_replica",
+            fields={"replica": str(answer.get("replica")), "device": device.id},
+        )
     _save(device, answer, base)
     found = enrolment(device)
     assert found is not None
@@ -223,7 +231,11 @@ def renew_token(holder: DeviceLog | HasDeviceLog, *, client: httpx.Client | None
         info = request_json(http, "GET", creds.server_url + "/v1/info")
         server_time = info.get("server_time_ms")
         if type(server_time) is not int:
-            raise SyncError(f"The sync server at {creds.server_url} is too old to renew tokens; ask the station.")
+            raise SyncError(
+                f"The sync server at {creds.server_url} is too old to renew tokens; ask the station.",
+                key="enrol.server_too_old",
+                fields={"url": creds.server_url},
+            )
         proof = key.sign(token_proof(device.id, server_time))
         answer = request_json(
             http,
@@ -242,7 +254,8 @@ def _require(device: DeviceLog) -> Enrolment:
     if creds is None:
         raise SyncError(
             "This device is not enrolled with a sync server: ask the station for an enrolment code, then "
-            "replica.enroll(server_url, code)."
+            "replica.enroll(server_url, code).",
+            key="sync.not_enrolled",
         )
     return creds
 
@@ -330,7 +343,11 @@ def _scope_of(info: Mapping[str, Any], creds: Enrolment) -> tuple[Role, tuple[st
     try:
         role, grids, version = Role(info["role"]), tuple(str(g) for g in info["grids"]), int(info["scope_version"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise SyncError(f"The sync server sent a device description this device cannot read ({exc})") from exc
+        raise SyncError(
+            f"The sync server sent a device description this device cannot read ({exc})",
+            key="enrol.unreadable_device",
+            fields={"reason": str(exc)},
+        ) from exc
     if version == creds.scope_version and role == creds.role and grids == creds.grids:
         return None
     return role, grids, version

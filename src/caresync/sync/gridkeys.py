@@ -115,7 +115,11 @@ def _readers(answer: Mapping[str, Any]) -> dict[str, dict[str, bytes]]:
             for grid in item["grids"]:
                 by_grid.setdefault(f"{role}:{grid}", {})[str(item["replica"])] = key
     except (KeyError, TypeError, ValueError) as exc:
-        raise SyncError(f"The sync server listed readers this device cannot read ({exc}).") from exc
+        raise SyncError(
+            f"The sync server listed readers this device cannot read ({exc}).",
+            key="grid_keys.unreadable_readers",
+            fields={"reason": str(exc)},
+        ) from exc
     return by_grid
 
 
@@ -131,7 +135,9 @@ def grant_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link, answer: Mappin
     device = device_log_of(holder)
     station = device.station_key
     if station is None or station.signing_public_key is None:
-        raise TrustError("Only the station's desk, holding its signing key, grants readers' keys.")
+        raise TrustError(
+            "Only the station's desk, holding its signing key, grants readers' keys.", key="grid_keys.not_desk"
+        )
     if answer is None:
         answer = link.get("/v1/grid-keys")
     if answer.get("readers") is None:
@@ -139,6 +145,7 @@ def grant_grid_keys(holder: DeviceLog | HasDeviceLog, link: Link, answer: Mappin
             "The sync server lists readers only to a station or admin device whose scope is everywhere.",
             status=403,
             server_code="forbidden",
+            key="grid_keys.readers_forbidden",
         )
     entitled = _readers(answer)
     on_server = _published(answer)
@@ -197,7 +204,11 @@ def _published(answer: Mapping[str, Any]) -> dict[str, dict[int, str]]:
         try:
             out.setdefault(f"{item['role']}:{item['grid']}", {})[int(item["version"])] = str(item["public_key"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise SyncError(f"The sync server listed readers' keys this device cannot read ({exc}).") from exc
+            raise SyncError(
+                f"The sync server listed readers' keys this device cannot read ({exc}).",
+                key="grid_keys.unreadable_keys",
+                fields={"reason": str(exc)},
+            ) from exc
     return out
 
 

@@ -221,7 +221,7 @@ def learn_station_key(device: DeviceLog, answer: Mapping[str, Any]) -> str | Non
     try:
         legacy = bytes.fromhex(str(station)) if station is not None else None
         if not isinstance(raw_chain, list):
-            raise TrustError("The station key chain is not a list.")
+            raise TrustError("The station key chain is not a list.", key="station_key.chain_not_list")
         chain = [StationKeyLink.from_json(link) for link in raw_chain]
         device.learn_station_key(chain, legacy)
     except (TrustError, InvalidInputError, ValueError) as exc:
@@ -346,7 +346,11 @@ def _push(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
             waiting = {str(item["op"]) for item in answer.get("waiting", [])}
             stored, duplicates = int(answer.get("stored", 0)), int(answer.get("duplicates", 0))
         except (AttributeError, TypeError, ValueError, KeyError) as exc:
-            raise SyncError(f"The sync server at {link.base} sent a push answer this device cannot read") from exc
+            raise SyncError(
+                f"The sync server at {link.base} sent a push answer this device cannot read",
+                key="sync.unreadable_push_answer",
+                fields={"url": link.base},
+            ) from exc
         now = device.clock.physical_ms()
         with store.write():
             store.mark_refused((by_id[o]["origin"], by_id[o]["seq"], c, r, now) for o, c, r in refused)
@@ -570,7 +574,9 @@ class _Folded:
 def _refused_ops(link: Link, exc: CaresyncError) -> SyncError:
     return SyncError(
         f"The sync server at {link.base} sent ops this device refuses ({exc}); nothing of that batch was applied. "
-        "Tell the station."
+        "Tell the station.",
+        key="sync.ops_refused",
+        fields={"url": link.base, "reason": str(exc)},
     )
 
 
@@ -600,7 +606,11 @@ def _pull(device: DeviceLog, link: Link, batch: int, result: SyncResult, progres
         try:
             ops, new_cursor, more = answer["ops"], str(answer["cursor"]), bool(answer["more"])
         except (KeyError, TypeError) as exc:
-            raise SyncError(f"The sync server at {link.base} sent a pull answer this device cannot read") from exc
+            raise SyncError(
+                f"The sync server at {link.base} sent a pull answer this device cannot read",
+                key="sync.unreadable_pull_answer",
+                fields={"url": link.base},
+            ) from exc
         try:
             known, deferred = validate_ops(ops)  # pure: done here, while the main thread stores the page before
         except CaresyncError as exc:
