@@ -32,7 +32,7 @@ LAYERS = [
 ]
 #: Raises left without a key, each said in Chinese another way (``cli._names._ZH_HEADLINES``), by file and the
 #: start of the message.
-SAID_ELSEWHERE = {("devicelog.py", "Cannot record ")}
+SAID_ELSEWHERE = {("store/devicelog.py", "Cannot record ")}
 ERRORS = {name for name in errors.__all__ if name != "envelope"}
 #: Fields a catalogue text names that the program works out from the others (``cli._names._people``).
 DERIVED = {"hint"}
@@ -67,9 +67,15 @@ def _message_start(call: ast.Call) -> str:
     return ""
 
 
-def _sites() -> list[tuple[str, int, ast.Call]]:
-    sites = [(path.name, line, call) for path in LAYERS for line, call in _raises(path)]
-    sites += [(f"replica.py:{line}", line, call) for line, call in _raises(SRC / "replica.py", "Attachments")]
+#: Keyed so far only where a user meets them (a sealed value, the station's key offered, an altered op, an
+#: attachment's bytes); their keys are checked, their other raises (a key of the wrong length, ...) not yet.
+PARTLY = sorted((SRC / "trust").glob("*.py"))
+
+
+def _sites(layers: list[Path] = LAYERS) -> list[tuple[str, int, ast.Call]]:
+    sites = [(path.relative_to(SRC).as_posix(), line, call) for path in layers for line, call in _raises(path)]
+    if layers is LAYERS:
+        sites += [(f"replica.py:{line}", line, call) for line, call in _raises(SRC / "replica.py", "Attachments")]
     return sites
 
 
@@ -83,11 +89,12 @@ def test_the_walk_finds_the_raises() -> None:
 
 def test_every_raise_in_these_layers_has_a_key_said_in_both_languages() -> None:
     missing, unknown, mismatched = [], [], []
-    for site, line, call in _sites():
+    for site, line, call in _sites() + _sites(PARTLY):
         where = f"{site}:{line}" if ":" not in site else site
         keywords = {k.arg: k.value for k in call.keywords}
         if "key" not in keywords:
-            if (site.split(":")[0], _message_start(call)) not in SAID_ELSEWHERE:
+            partly = site.startswith("trust/")
+            if (site.split(":")[0], _message_start(call)) not in SAID_ELSEWHERE and not partly:
                 missing.append(where)
             continue
         key_node = keywords["key"]
@@ -209,7 +216,7 @@ def _shape(node: ast.expr) -> str | None:
 
 def test_the_english_of_each_key_is_the_message_it_replaces() -> None:
     differ = []
-    for site, line, call in _sites():
+    for site, line, call in _sites() + _sites(PARTLY):
         key = next((k.value for k in call.keywords if k.arg == "key"), None)
         shape = _shape(call.args[0]) if call.args else None
         if not isinstance(key, ast.Constant) or shape is None:

@@ -1018,6 +1018,60 @@ _LIB: dict[str, tuple[str, str]] = {
         "同步服务器只向驿站设备或范围为全部网格的管理设备列出读取人。",
         "The sync server lists readers only to a station or admin device whose scope is everywhere.",
     ),
+    # keys, signatures and sealed values (caresync.trust)
+    "trust.not_station_public_key": ("这不是驿站公钥", "Not a station public key"),
+    "station_key.not_from_station": (
+        "同步服务器提供驿站密钥 {offered}，但本设备最先得知的驿站密钥（{kept}）签过的轮换都到不了它：它不是驿站生成的。"
+        "本设备继续用原有密钥加密；请联系驿站。",
+        "The sync server offers station key {offered}, and no rotation signed by the station key this device "
+        "learned first ({kept}) leads to it: it was not made by the station. This device keeps sealing to the key it "
+        "has; ask the station.",
+    ),
+    "station_key.rotation_unsigned": (
+        "同步服务器把驿站密钥 {offered} 当作 {before} 的轮换，但旧密钥没有签名：已拒绝。本设备继续用原有密钥加密；"
+        "请联系驿站。",
+        "The sync server offers station key {offered} as a rotation of {before}, but the old key did not sign it: "
+        "refused. This device keeps sealing to the key it has; ask the station.",
+    ),
+    "trust.sealed_damaged": (
+        "这个加密值已损坏：不是 sealed:1:<base64> 或 sealed:2:<base64>。",
+        "This sealed value is damaged: it is not sealed:1:<base64> or sealed:2:<base64>.",
+    ),
+    "trust.sealed_not_ours": (
+        "这个加密值用这把密钥打不开：它是加密给别的驿站或别的读取人的，或已被改动。",
+        "This sealed value cannot be opened with this key: it was sealed to another station or to other readers, "
+        "or altered.",
+    ),
+    "trust.sealed_not_caresync": (
+        "这个加密值能打开，但里面不是 caresync 的内容：是别的程序生成的。",
+        "This sealed value opened but holds no caresync value: it was made by another program.",
+    ),
+    "trust.altered": (
+        "拒收了一条与其设备签名不符的修改：途中被改动或伪造。这一批内容都没有应用；请告诉驿站它来自哪台设备或哪个数据包",
+        "Refused a change that is not what its device signed: it was altered on the way, or forged. Nothing from "
+        "this batch was applied; tell the station which device or bundle it came from",
+    ),
+    "blob.chunks_not_its": (
+        "为附件 {blob}… 提供的分块清单不属于它：已拒绝。",
+        "The chunk list offered for blob {blob}… is not that blob's: refused.",
+    ),
+    "blob.chunk_damaged": (
+        "附件 {blob}… 的第 {n} 块到达时已损坏：已拒绝；会重新获取。",
+        "Chunk {n} of blob {blob}… arrived damaged: refused; it is fetched again.",
+    ),
+    "attachment.cannot_open": (
+        "这个附件打不开：密钥不符，或内容被改动过。",
+        "This attachment cannot be opened: its key does not fit, or its bytes were altered.",
+    ),
+    "grid_keys.wrap_not_ours": (
+        "这份读取密钥用本设备的密钥打不开：不是给本设备的，或已损坏。",
+        "A readers' key wrap cannot be opened with this device's key: not for it, or damaged.",
+    ),
+    "grid_keys.wrap_unpublished": (
+        "{grid} 的 {role} 第 {version} 版读取密钥包装里的密钥不是驿站发布的：已拒绝。",
+        "A readers' key wrap for the {role}s of {grid}, version {version}, holds a key the station did not "
+        "publish: refused.",
+    ),
     # the words inside them
     "noun.ticket": ("诉求", "ticket"),
     "noun.resident": ("居民", "resident"),

@@ -93,7 +93,11 @@ class BlobManifest:
         """
         manifest = cls(size, chunks)
         if manifest.id != blob_id:
-            raise TrustError(f"The chunk list offered for blob {blob_id[:12]}… is not that blob's: refused.")
+            raise TrustError(
+                f"The chunk list offered for blob {blob_id[:12]}… is not that blob's: refused.",
+                key="blob.chunks_not_its",
+                fields={"blob": blob_id[:12]},
+            )
         return manifest
 
     def chunk_size(self, n: int) -> int:
@@ -105,7 +109,11 @@ class BlobManifest:
     def check_chunk(self, n: int, data: bytes) -> None:
         """Raises TrustError unless ``data`` is chunk ``n`` of this blob, intact."""
         if len(data) != self.chunk_size(n) or chunk_hash(data) != self.chunks[n]:
-            raise TrustError(f"Chunk {n} of blob {self.id[:12]}… arrived damaged: refused; it is fetched again.")
+            raise TrustError(
+                f"Chunk {n} of blob {self.id[:12]}… arrived damaged: refused; it is fetched again.",
+                key="blob.chunk_damaged",
+                fields={"n": n, "blob": self.id[:12]},
+            )
 
 
 def manifest_of(sealed: bytes) -> BlobManifest:
@@ -135,7 +143,10 @@ def open_blob(key: bytes, sealed: bytes) -> bytes:
     try:
         return bytes(nacl.secret.SecretBox(key).decrypt(sealed))
     except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
-        raise TrustError("This attachment cannot be opened: its key does not fit, or its bytes were altered.") from None
+        raise TrustError(
+            "This attachment cannot be opened: its key does not fit, or its bytes were altered.",
+            key="attachment.cannot_open",
+        ) from None
 
 
 class BlobRef:

@@ -217,12 +217,15 @@ def unwrap_grid_key(device_key: DeviceKey, wrap: str, published: Sequence[Publis
         key = GridKey(str(payload["grid"]), str(payload["role"]), int(payload["version"]), secret)
     except (nacl.exceptions.CryptoError, binascii.Error, ValueError, KeyError, TypeError):
         raise TrustError(
-            "A readers' key wrap cannot be opened with this device's key: not for it, or damaged."
+            "A readers' key wrap cannot be opened with this device's key: not for it, or damaged.",
+            key="grid_keys.wrap_not_ours",
         ) from None
     match = [p for p in published if (p.grid, p.role, p.version) == (key.grid, key.role, key.version)]
     if not match or match[0].public_key != key.public_key:
         raise TrustError(
             f"A readers' key wrap for the {key.role}s of {key.grid or 'everywhere'}, version {key.version}, holds a "
-            "key the station did not publish: refused."
+            "key the station did not publish: refused.",
+            key="grid_keys.wrap_unpublished",
+            fields={"role": key.role, "grid": key.grid or "everywhere", "version": key.version},
         )
     return key

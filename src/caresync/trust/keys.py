@@ -131,7 +131,9 @@ def sealing_key_of(signing_public_key: bytes) -> bytes:
         return bytes(crypto_sign_ed25519_pk_to_curve25519(bytes(signing_public_key)))
     except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, nacl.exceptions.ValueError, TypeError):
         raise InvalidInputError(
-            "Not a station public key", [("public_key", "must be the station's 32-byte Ed25519 public key")]
+            "Not a station public key",
+            [("public_key", "must be the station's 32-byte Ed25519 public key")],
+            key="trust.not_station_public_key",
         ) from None
 
 
@@ -277,7 +279,9 @@ def follow_station_chain(
             raise TrustError(
                 f"The sync server offers station key {chain[-1].signing_key.hex()}, and no rotation signed by the "
                 f"station key this device learned first ({pinned}) leads to it: it was not made by the station. "
-                "This device keeps sealing to the key it has; ask the station."
+                "This device keeps sealing to the key it has; ask the station.",
+                key="station_key.not_from_station",
+                fields={"offered": chain[-1].signing_key.hex(), "kept": pinned},
             )
         start = found[-1]
     for before, after in zip(chain[start:], chain[start + 1 :], strict=False):
@@ -286,7 +290,9 @@ def follow_station_chain(
             raise TrustError(
                 f"The sync server offers station key {after.signing_key.hex()} as a rotation of "
                 f"{before.signing_key.hex()}, but the old key did not sign it: refused. This device keeps sealing to "
-                "the key it has; ask the station."
+                "the key it has; ask the station.",
+                key="station_key.rotation_unsigned",
+                fields={"offered": after.signing_key.hex(), "before": before.signing_key.hex()},
             )
     return chain[-1]
 
@@ -296,7 +302,9 @@ def seal(public_key: bytes, plaintext: bytes) -> str:
     try:
         box = nacl.public.SealedBox(nacl.public.PublicKey(public_key))
     except (nacl.exceptions.TypeError, nacl.exceptions.ValueError) as exc:
-        raise InvalidInputError("Not a station public key", [("public_key", str(exc))]) from None
+        raise InvalidInputError(
+            "Not a station public key", [("public_key", str(exc))], key="trust.not_station_public_key"
+        ) from None
     return SEALED_PREFIX + base64.b64encode(box.encrypt(plaintext)).decode("ascii")
 
 
@@ -352,7 +360,10 @@ class OpeningKey(Protocol):
 def unseal(key: OpeningKey, value: str) -> bytes:
     """The plaintext of a sealed value (either form); raises TrustError when it cannot be opened with ``key``."""
     if not _SEALED_RE.match(value):
-        raise TrustError("This sealed value is damaged: it is not sealed:1:<base64> or sealed:2:<base64>.")
+        raise TrustError(
+            "This sealed value is damaged: it is not sealed:1:<base64> or sealed:2:<base64>.",
+            key="trust.sealed_damaged",
+        )
     try:
         raw = base64.b64decode(value[len(SEALED_PREFIX) :])
         if value.startswith(SEALED_PREFIX):
@@ -366,7 +377,8 @@ def unseal(key: OpeningKey, value: str) -> bytes:
         pass
     raise TrustError(
         "This sealed value cannot be opened with this key: it was sealed to another station or to other readers, "
-        "or altered."
+        "or altered.",
+        key="trust.sealed_not_ours",
     ) from None
 
 
@@ -399,6 +411,7 @@ def unseal_value(key: OpeningKey, sealed: str) -> tuple[Any, str]:
         value = payload["v"]
     except (ValueError, KeyError, TypeError):
         raise TrustError(
-            "This sealed value opened but holds no caresync value: it was made by another program."
+            "This sealed value opened but holds no caresync value: it was made by another program.",
+            key="trust.sealed_not_caresync",
         ) from None
     return value, content_hash(value, salt)

@@ -290,6 +290,7 @@ def _forged(op: Mapping[str, Any], why: str) -> ForgedOpError:
         "Refused a change that is not what its device signed: it was altered on the way, or forged. Nothing from "
         "this batch was applied; tell the station which device or bundle it came from",
         [(label, why)],
+        key="trust.altered",
     )
 
 
