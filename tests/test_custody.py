@@ -200,6 +200,9 @@ def test_the_station_checks_that_the_contents_sealed_at_pickup_arrived_intact(ma
     with pytest.raises(TrustError, match="station device"):
         custody.check_contents(chen, good.id)  # a courier can neither read nor check it
 
+    station.install_station_key(StationKey.generate())  # a rotation: the desk keeps the old key to open what it sealed
+    assert [(c.text, c.intact) for c in custody.check_contents(station, good.id)] == [("低保证明 for Mrs Zhou", True)]
+
 
 def test_a_parcel_for_a_door_taken_out_at_the_station_is_no_custody_conflict(make_replica: ReplicaFactory) -> None:
     station = make_replica("station", actor="clerk")

@@ -217,15 +217,16 @@ class ContentCheck:
 
 
 def check_contents(replica: Replica, parcel_id: str) -> list[ContentCheck]:
-    """Opens, with the station's key, every sealed ``contents`` of a parcel's hops, and compares each with the
+    """Opens, with the station's keys (the current one, then those rotated away from), every sealed ``contents``
+    of a parcel's hops, and compares each with the
     content hash taken when it was captured: proof that the seal was intact from the pickup to the station.
 
     Raises:
         TrustError: this device does not hold the station's key (only station devices can check).
         NotFoundError: no such parcel here.
     """
-    key = replica.station_key
-    if key is None:
+    keys = replica.device_log.station_keys  # the current key first, then those rotated away from
+    if not keys:
         raise TrustError("Only a station device (one holding the station's key) can open and check sealed contents.")
     replica.parcels.get(parcel_id)  # NotFoundError for an unknown parcel
     out = []
@@ -233,10 +234,13 @@ def check_contents(replica: Replica, parcel_id: str) -> list[ContentCheck]:
         body = op["body"]
         if op["kind"] != "parcel.hop" or not body.get("contents"):
             continue
-        try:
-            text, digest = unseal_value(key, body["contents"])
+        text, intact = None, False
+        for key in keys:
+            try:
+                text, digest = unseal_value(key, body["contents"])
+            except TrustError:
+                continue
             intact = digest == body.get("content_hash")
-        except TrustError:
-            text, intact = None, False
+            break
         out.append(ContentCheck(op=f"{op['origin']}:{op['seq']}", who=op["actor"], intact=intact, text=text))
     return out

@@ -680,6 +680,12 @@ class DeviceLog:
         return self._station_keys[0] if self._station_keys else None
 
     @property
+    def station_keys(self) -> list[StationKey]:
+        """Every station key this device holds, the current one first, then those the station rotated away from
+        (they still open what was sealed to them); empty on a device the station does not trust with its key."""
+        return list(self._station_keys)
+
+    @property
     def station_signing_key(self) -> bytes | None:
         """The station's Ed25519 public key this device pinned (None until it learns one, or when it pinned only
         the X25519 key of a station key of an earlier release)."""
