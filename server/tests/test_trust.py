@@ -328,13 +328,15 @@ def test_a_schema_version_1_database_is_migrated(tmp_path: Path) -> None:
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("DROP TABLE grid_key_wraps")  # schema version 3's tables (readers' keys)
         db.execute("DROP TABLE grid_keys")
+        for table in ("blob_holders", "blob_chunks", "blobs"):  # schema version 4's (attachments' blobs)
+            db.execute(f"DROP TABLE {table}")
         db.execute("DELETE FROM meta WHERE key = 'server_signing_key'")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         db.commit()
     storage = Storage(settings)
     try:
-        assert storage.ensure_schema(create=False) == SCHEMA_VERSION == 3
-        assert storage.ping() == 3
+        assert storage.ensure_schema(create=False) == SCHEMA_VERSION == 4
+        assert storage.ping() == 4
         assert storage.grid_keys(storage.authenticate(token)) == ([], [])  # readers' keys' tables are there, empty
         device = storage.authenticate(token)  # the old token still works, and never expires
         assert device.scope_version == 1 and device.token_expires_at is None

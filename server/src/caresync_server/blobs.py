@@ -14,7 +14,8 @@ chunk it receives against the blob's manifest, and the manifest against the name
   that may see the attach op ``op`` naming the blob.
 
 Blobs rest on disk under :attr:`Settings.blob_dir` (``<id[:2]>/<id>``, ``.part`` until whole), their manifests and
-the chunks held in the tables ``blobs`` and ``blob_chunks`` (created on first use). Files, not the database: a
+the chunks held in the tables ``blobs`` and ``blob_chunks`` (defined in :mod:`caresync_server.storage`, made by
+``caresync-server init`` and migrated with the server's schema, version 4 on). Files, not the database: a
 city's blobs are hundreds of gigabytes the database need not back up, copy to replicas or vacuum, and a chunk is
 read or written at its place without loading the rest; PostgreSQL large objects would put them back in the
 database's own backups and replication.
@@ -31,13 +32,10 @@ checked against the manifest as it is read (:func:`_receive`, :func:`_publish`, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-import threading
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,23 +49,7 @@ from caresync.trust.blobs import CHUNK_SIZE, BlobManifest, chunk_hash, live_blob
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    exists,
-    func,
-    inspect,
-    select,
-    text,
-)
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import Connection, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.concurrency import run_in_threadpool
 
@@ -75,7 +57,7 @@ from .deps import DeviceDep, request_now, request_storage
 from .errors import ApiError, ErrorCode
 from .protocol import ErrorEnvelope
 from .settings import Settings
-from .storage import Device, Storage, devices, ops
+from .storage import Device, Storage, blob_chunks, blob_holders, blobs, devices, ops
 
 __all__ = [
     "BlobManifestIn",
@@ -92,40 +74,6 @@ __all__ = [
     "to_delete",
 ]
 
-_metadata = MetaData()
-blobs = Table(
-    "blobs",
-    _metadata,
-    Column("id", String(64), primary_key=True),
-    Column("size", BigInteger, nullable=False),
-    Column("chunks", Text, nullable=False),  # the chunk hashes, concatenated hex
-    Column("eid", Text, nullable=False),  # the record whose attach op named it
-    Column("op", String(40), nullable=False),
-    Column("device", Integer, nullable=False),  # the device that sent it (its quota)
-    Column("held", Integer, nullable=False),
-    Column("received", BigInteger, nullable=False),  # chunk bodies received, duplicates included
-    Column("served", BigInteger, nullable=False),  # chunks handed out
-    Column("complete", Integer, nullable=False),
-    Column("created_at", BigInteger, nullable=False),
-    Column("resident", Text),  # the resident the naming record is of (itself, a visit's, a ticket's, a parcel's)
-    Column("dropped", BigInteger),  # the op cursor by which no live attachment named it (deleted once held by none)
-    Index("blobs_by_resident", "resident"),
-    Index("blobs_dropped", "dropped"),
-)
-blob_chunks = Table(
-    "blob_chunks",
-    _metadata,
-    Column("blob", String(64), primary_key=True),
-    Column("n", Integer, primary_key=True),
-)
-blob_holders = Table(
-    "blob_holders",
-    _metadata,
-    Column("blob", String(64), primary_key=True),
-    Column("device", Integer, primary_key=True),  # a device that sent it, or was handed a chunk of it
-    Index("blob_holders_by_device", "device"),
-)
-
 _BLOB_ID = r"^[0-9a-f]{64}$"
 _BLOB_RE = re.compile(_BLOB_ID)
 _OP_RE = re.compile(r"^([0-9a-f]{16}):([1-9][0-9]{0,17})$")
@@ -133,8 +81,6 @@ _JSON = "application/json"
 _OCTETS = "application/octet-stream"
 _BINARY = {"type": "string", "format": "binary"}
 log = logging.getLogger("caresync_server.blobs")
-_ready_lock = threading.Lock()
-_ready: weakref.WeakSet[Storage] = weakref.WeakSet()
 _RESIDENT_PREFIX = ENTITY_PREFIX[EntityType.RESIDENT] + "-"
 _RESIDENT_LINKED = ("visit.create", "ticket.create", "parcel.create")
 
@@ -166,31 +112,6 @@ class BlobStatus(BaseModel):
 
 def _settings(request: Request) -> Settings:
     return request_storage(request).settings
-
-
-_COLUMNS_ADDED = {"blobs": (("resident", "TEXT"), ("dropped", "BIGINT"))}
-
-
-def _ensure_tables(storage: Storage) -> None:
-    """Creates the blob tables (and the columns and indexes later versions added) on first use. Several server
-    processes may do it at once: on PostgreSQL they take turns under an advisory lock."""
-    if storage in _ready:
-        return
-    schema = storage.schema
-    with _ready_lock, storage.transaction() as conn:
-        if conn.dialect.name == "postgresql":
-            key = hashlib.sha256(f"caresync-server blobs {schema or 'public'}".encode()).digest()[:8]
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(key, "big", signed=True)})
-        _metadata.create_all(conn, checkfirst=True)
-        for table, columns in _COLUMNS_ADDED.items():
-            have = {c["name"] for c in inspect(conn).get_columns(table, schema=schema)}
-            qualified = f'"{schema}".{table}' if schema else table
-            for name, kind in columns:
-                if name not in have:
-                    conn.execute(text(f"ALTER TABLE {qualified} ADD COLUMN {name} {kind}"))
-        for index in blobs.indexes:
-            index.create(conn, checkfirst=True)
-        _ready.add(storage)
 
 
 def _checked_id(blob_id: str) -> str:
@@ -271,7 +192,6 @@ def _gone(blob_id: str) -> ApiError:
 def _offer(
     storage: Storage, settings: Settings, device: Device, blob_id: str, offer: BlobManifestIn, now: int
 ) -> BlobStatus:
-    _ensure_tables(storage)
     if offer.size > settings.max_blob_bytes:
         raise ApiError(
             ErrorCode.BLOB_TOO_LARGE,
@@ -350,7 +270,6 @@ def _receive(storage: Storage, settings: Settings, blob_id: str, n: int, data: b
     (two devices sending it, a retry landing on another process): the blob's row is locked while a chunk is
     written at its place in the ``.part`` file and recorded, so a chunk is written once and the count is right;
     the whole file gets its name only after the database says it is whole."""
-    _ensure_tables(storage)
     with storage.transaction() as conn:
         row = _row(conn, blob_id, lock=True)
         if row is None:
@@ -388,7 +307,6 @@ def _receive(storage: Storage, settings: Settings, blob_id: str, n: int, data: b
 
 
 def _readable_row(storage: Storage, device: Device, blob_id: str, op: str) -> Any:
-    _ensure_tables(storage)
     _naming_op(storage, device, op, blob_id)
     with storage.transaction() as conn:
         row = _row(conn, blob_id)
@@ -464,7 +382,6 @@ def carry_back(
     device that may see the attach op naming it, only once the server holds it whole and still keeps it, each
     chunk checked; the device becomes one of its holders. Returns the entries
     (:func:`caresync.sync.bundles.format.blob_entry`) and whether more were wanted than fit."""
-    _ensure_tables(storage)
     asked: list[tuple[str, str, Sequence[int] | None]] = list(wants)
     if pull != "lazy":
         attached = [op for op in page if op["kind"].endswith(".attach") and op["body"].get("key") is not None]
@@ -519,7 +436,6 @@ def collect(storage: Storage, settings: Settings, eids: list[str], pusher: Devic
     a holder. Returns how many blobs were deleted."""
     if not eids:
         return 0
-    _ensure_tables(storage)
     residents = sorted(e for e in eids if e.startswith(_RESIDENT_PREFIX))
     with storage.transaction() as conn:
         rows = [
@@ -549,7 +465,6 @@ def collect(storage: Storage, settings: Settings, eids: list[str], pusher: Devic
 def sweep(storage: Storage, settings: Settings) -> int:
     """Deletes, from the database and the folder, the dropped blobs no device holds any more (a revoked device
     holds nothing); returns how many."""
-    _ensure_tables(storage)
     holding = exists().where(
         blob_holders.c.blob == blobs.c.id, devices.c.id == blob_holders.c.device, devices.c.revoked_at.is_(None)
     )
@@ -569,7 +484,6 @@ def to_delete(storage: Storage, device: Device) -> list[str]:
     """The dropped blobs ``device`` still holds, for the answer to its pull (or relayed bundle) to tell it to
     delete. This reaches the devices that never see the op that dropped a blob: a courier's handheld holds a
     parcel's photo, but never sees the erasure of the parcel's resident. A pull with none reads once."""
-    _ensure_tables(storage)
     query = (
         select(blob_holders.c.blob)
         .join(blobs, blobs.c.id == blob_holders.c.blob)
@@ -577,14 +491,8 @@ def to_delete(storage: Storage, device: Device) -> list[str]:
         .order_by(blob_holders.c.blob)
         .limit(MAX_DELETED)
     )
-    try:
-        with storage.engine.connect() as conn:
-            return [str(b) for (b,) in conn.execute(query)]
-    except sa_exc.DBAPIError:  # the database was replaced under this process (a restore from a backup): again
-        _ready.discard(storage)
-        _ensure_tables(storage)
-        with storage.engine.connect() as conn:
-            return [str(b) for (b,) in conn.execute(query)]
+    with storage.engine.connect() as conn:
+        return [str(b) for (b,) in conn.execute(query)]
 
 
 def deleted(storage: Storage, settings: Settings, device: Device, blob_ids: Sequence[str]) -> int:
@@ -593,7 +501,6 @@ def deleted(storage: Storage, settings: Settings, device: Device, blob_ids: Sequ
     many blobs were deleted. A device saying so of a blob it still holds harms only itself."""
     if not blob_ids:
         return 0
-    _ensure_tables(storage)
     with storage.transaction() as conn:
         gone = conn.execute(
             blob_holders.delete().where(

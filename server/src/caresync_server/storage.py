@@ -14,6 +14,9 @@ Tables (schema version :data:`SCHEMA_VERSION`, kept in ``meta``):
 * ``grid_keys`` (schema version 3): the readers' keys the station published, public halves only, each signed by the
   station key; ``grid_key_wraps``: each key's secret wrapped (sealed) to one device's key, served to that device
   only. The server never holds a readers' key itself.
+* ``blobs``, ``blob_chunks``, ``blob_holders`` (schema version 4; :mod:`caresync_server.blobs`): attachments'
+  sealed blobs, their manifests, the chunks held on disk and the devices holding each. Servers before version 4
+  made them on first use; the migration to 4 makes them, or brings first-use ones to their full shape.
 
 **Cursors become visible in order.** A pull returns ops with ``cursor`` above the device's cursor and moves the
 cursor past them, so a commit that made a *lower* cursor visible after a puller read past it would be skipped by
@@ -117,6 +120,9 @@ __all__ = [
     "PullPage",
     "ScopeLoss",
     "Storage",
+    "blob_chunks",
+    "blob_holders",
+    "blobs",
     "check_replica",
     "devices",
     "entities",
@@ -131,7 +137,7 @@ __all__ = [
 ]
 
 #: The layout of the server's tables; a database written by a newer server is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The meta row that held the seed of the server's signing key before it moved to its key file; a database that
 #: still has it gives it to the key file on first use, and forgets it (:meth:`Storage.server_key`).
 SERVER_KEY_META = "server_signing_key"
@@ -289,6 +295,42 @@ grid_key_wraps = Table(
     Column("wrap", Text, nullable=False),  # base64 sealed box to the device's X25519 key
     Index("grid_key_wraps_by_replica", "replica"),
 )
+# schema version 4: attachments' blobs (caresync_server.blobs), their bytes on disk under Settings.blob_dir
+blobs = Table(
+    "blobs",
+    _metadata,
+    Column("id", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("chunks", Text, nullable=False),  # the chunk hashes, concatenated hex
+    Column("eid", Text, nullable=False),  # the record whose attach op named it
+    Column("op", String(40), nullable=False),
+    Column("device", Integer, nullable=False),  # the device that sent it (its quota)
+    Column("held", Integer, nullable=False),
+    Column("received", BigInteger, nullable=False),  # chunk bodies received, duplicates included
+    Column("served", BigInteger, nullable=False),  # chunks handed out
+    Column("complete", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("resident", Text),  # the resident the naming record is of (itself, a visit's, a ticket's, a parcel's)
+    Column("dropped", BigInteger),  # the op cursor by which no live attachment named it (deleted once held by none)
+    Index("blobs_by_resident", "resident"),
+    Index("blobs_dropped", "dropped"),
+)
+blob_chunks = Table(
+    "blob_chunks",
+    _metadata,
+    Column("blob", String(64), primary_key=True),
+    Column("n", Integer, primary_key=True),
+)
+blob_holders = Table(
+    "blob_holders",
+    _metadata,
+    Column("blob", String(64), primary_key=True),
+    Column("device", Integer, primary_key=True),  # a device that sent it, or was handed a chunk of it
+    Index("blob_holders_by_device", "device"),
+)
+#: The columns of the blob tables that the first-use tables of servers before schema version 4 may lack (they
+#: were added by later first uses): the migration to version 4 adds those missing.
+_BLOB_COLUMNS_LATER = (("blobs", "resident", "TEXT"), ("blobs", "dropped", "BIGINT"))
 
 
 @dataclass(frozen=True)
@@ -608,7 +650,26 @@ class Storage:
         if version < 3:  # readers' keys: two new tables, nothing else changes
             grid_keys.create(conn, checkfirst=True)
             grid_key_wraps.create(conn, checkfirst=True)
+        if version < 4:
+            self._migrate_blobs(conn)
         conn.execute(meta.update().where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+    def _migrate_blobs(self, conn: Connection) -> None:
+        """Schema version 4: the blob tables, which servers before it made on first use (so a database may have
+        none of them, some, or ones of an early shape without the later columns and indexes), made or brought to
+        their full shape. Their rows are kept."""
+        prefix = f'"{self.schema}".' if self.schema else ""
+        found = inspect(conn)
+        for table in (blobs, blob_chunks, blob_holders):
+            if not found.has_table(table.name, schema=self.schema):
+                table.create(conn)
+                continue
+            have = {c["name"] for c in found.get_columns(table.name, schema=self.schema)}
+            for name, column, ddl in _BLOB_COLUMNS_LATER:
+                if name == table.name and column not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE {prefix}{name} ADD COLUMN {column} {ddl}")
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
     def reserve_numbers(self, count: int) -> tuple[int, int]:
         """Reserves the next ``count`` ticket numbers for one device: ``(start, count)``. Numbers are never
