@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from caresync_server.cli import main
 from caresync_server.settings import Settings
-from caresync_server.storage import Storage, devices
+from caresync_server.storage import SCHEMA_VERSION, Storage, devices
 from support import ReplicaFactory, Server, own_ops
 
 
@@ -32,7 +32,7 @@ def _invoke(run: tuple[CliRunner, list[str]], *args: str) -> Result:
 
 
 def test_init_enroll_devices_revoke(run: tuple[CliRunner, list[str]], settings: Settings) -> None:
-    assert "schema version 2" in _invoke(run, "init").output
+    assert f"schema version {SCHEMA_VERSION}" in _invoke(run, "init").output
     assert _invoke(run, "init").exit_code == 0  # again: nothing to do
 
     enrolled = _invoke(
