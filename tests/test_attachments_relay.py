@@ -196,3 +196,51 @@ def test_answers_carry_blobs_back_to_a_device_that_never_goes_online_and_large_b
             assert piece not in travelled
     finally:
         server.stop()
+
+
+def test_a_device_that_wants_thumbnails_only_gets_only_thumbnails_in_answers_until_it_wants_more(
+    tmp_path: Path,
+) -> None:
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    station_token = enroll(database, "station", role="station", grids=[""])
+    courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
+    kiosk_code = issue_code(database, "kiosk", role="grid_worker", grids=[GRID])
+    key = StationKey.generate()
+    server = ServerProcess(database, tmp_path, environment={"CARESYNC_BLOB_DIR": str(tmp_path / "blobs")}).start()
+    try:
+        with (
+            Replica.open(tmp_path / "station.db", actor="clerk") as station,
+            Replica.open(tmp_path / "kiosk.db", actor="kiosk") as kiosk,
+        ):
+            station.install_station_key(key)
+            kiosk.install_station_key(key)
+            kiosk.enroll(server.url, kiosk_code)
+            kiosk.attachments.pull_mode = "thumbs"  # a phone short of space and of courier visits
+            resident = station.residents.register(name="Zhang Min", grid=GRID)
+            ticket = station.tickets.submit(title="Septic tank", kind="repair", grid=GRID, resident_id=resident.id)
+            photo = station.attachments.add(ticket.id, _noise_jpeg(1200, 900))
+            document = station.attachments.add(ticket.id, KNOWN_TEXT, kind="document")  # no thumbnail
+            station.sync(server.url, token=station_token)
+            thumb_chunks = len(station.device_log.blobs.state(photo.thumb).manifest.chunks)
+
+            # the first answer brings the ops and the thumbnail their attach ops name, nothing else
+            _, first, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 1)
+            assert first.blob_chunks == thumb_chunks and not first.more
+            assert kiosk.attachments.held(photo.id, thumbnail=True)
+            assert not kiosk.attachments.held(photo.id) and not kiosk.attachments.held(document.id)
+            assert kiosk.device_log.blobs.held() == {photo.thumb}
+            assert kiosk.attachments.open(photo.id, thumbnail=True) == station.attachments.open(
+                photo.id, thumbnail=True
+            )
+            # nothing more is asked for or carried while it wants thumbnails only
+            bundle, second, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 2)
+            assert "wants" not in bundle and second.blob_chunks == 0
+
+            kiosk.attachments.pull_mode = "eager"  # back at the station's charger: the full picture and the papers
+            bundle, third, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 3)
+            assert sorted(w["id"] for w in bundle["wants"]) == sorted([photo.blob, document.blob])
+            assert third.blob_chunks > 0 and not third.more
+            assert kiosk.attachments.open(photo.id) == station.attachments.open(photo.id)
+            assert kiosk.attachments.open(document.id) == KNOWN_TEXT
+    finally:
+        server.stop()
