@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -206,3 +210,42 @@ def _counts(database_url: str, blob_id: str) -> tuple[int, int]:
             row = conn.execute("SELECT received, served FROM blobs WHERE id = %s", (blob_id,)).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def test_the_pull_mode_is_set_from_the_program_and_kept(tmp_path: Path) -> None:
+    """A knocker's phone is told to fetch thumbnails only with `caresync sync --attachments thumbs`, not Python;
+    the file keeps the mode for the syncs after."""
+    database_url = f"sqlite:///{tmp_path / 'server.db'}"
+    key = StationKey.generate()
+    knocker_token = enroll(database_url, "knocker-wu", role="knocker", grids=[GRID])
+    station_token = enroll(database_url, "station-desk", role="station", grids=[""])
+    server = _server(database_url, tmp_path)
+    program = str(Path(sys.executable).parent / "caresync")
+    knocker_file = tmp_path / "knocker.db"
+    _device(tmp_path, "knocker", key, reads=False).close()
+
+    def knocker_sync(*extra: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [program, "sync", str(knocker_file), "--server", server.url, "--token", knocker_token, "--json", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    try:
+        with _device(tmp_path, "station", key, reads=True) as station:
+            resident = station.residents.register(name="Zhang Min", grid=GRID)
+            visit = station.visits.record(resident_id=resident.id, outcome="unwell")
+            photo = station.attachments.add(visit.id, noisy_photo(1600, 1200))
+            station.sync(server.url, token=station_token)
+        assert knocker_sync("--attachments", "thumbs")["attachments"] == "thumbs"
+        with Replica.open(knocker_file, actor="knocker", read_only=True) as knocker:
+            assert knocker.attachments.held(photo.id, thumbnail=True) and not knocker.attachments.held(photo.id)
+        assert knocker_sync()["attachments"] == "thumbs"  # kept in the file
+        assert knocker_sync("--attachments", "eager")["attachments"] == "eager"
+        with Replica.open(knocker_file, actor="knocker", read_only=True) as knocker:
+            assert knocker.attachments.held(photo.id)
+    finally:
+        server.stop()

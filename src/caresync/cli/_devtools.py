@@ -252,10 +252,24 @@ def enroll(env: Env, args: tuple[str, ...], url: str | None) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--server", "url", default=None, envvar="CARESYNC_SERVER", help="The sync server's address.")
 @click.option("--token", default=None, envvar="CARESYNC_TOKEN", help="This device's token (enrolled: not needed).")
+@click.option(
+    "--attachments",
+    "pull_mode",
+    type=click.Choice(["eager", "thumbs", "lazy"]),
+    default=None,
+    help="Which attachments this sync and later ones fetch, kept in the file: eager (all, the default), thumbs "
+    "(thumbnails only: a knocker's phone) or lazy (none until asked for).",
+)
 @wait_options
 @common_options
 def sync(
-    env: Env, path: Path | None, url: str | None, token: str | None, connect_timeout: float, deadline: float
+    env: Env,
+    path: Path | None,
+    url: str | None,
+    token: str | None,
+    pull_mode: str | None,
+    connect_timeout: float,
+    deadline: float,
 ) -> None:
     """Syncs this device (or the replica file PATH) with a caresync server: sends what it has not acknowledged,
     fetches the rest.
@@ -282,6 +296,8 @@ def sync(
         server = url or getattr(replica.enrolment(), "server_url", None) or "?"
         talk.start(server)
         seen = len(replica.scope_changes())
+        if pull_mode is not None:
+            replica.attachments.pull_mode = pull_mode
         try:
             result = replica.sync(url, token=token, progress=talk.progress, **talk.bounds())
         except ServerUnreachableError as exc:
@@ -309,6 +325,7 @@ def sync(
             "refused": [{"op": r.op, "kind": r.kind, "record": r.record, "reason": r.reason} for r in result.refused],
             "clock_offset_ms": result.clock_offset_ms,
             "scope_change": talk.scope_changed(replica, seen),
+            "attachments": replica.attachments.pull_mode,
         }
     if as_json:
         click.echo(dumps(info))
