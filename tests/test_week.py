@@ -536,7 +536,10 @@ def test_a_station_week_through_the_programs(week: Week) -> None:
         ]
     )
     w.admin("revoke", "handheld-courier-chen")
-    w.courier("sync", expect=4)
+    refused = w.courier("sync", expect=4).json["error"]
+    # one lead, then the server's reason: not "refused this handheld: The sync server refused this device: ..."
+    assert refused["code"] == "server_refused" and "revoked" in refused["message"]
+    assert "refused this device" not in refused["message"] and "拒绝了本设备" not in refused["message"]
 
     # --- Sunday: the station's figures and a parcel's chain of custody, against values counted by hand ---------
     w.desk("sync")

@@ -140,6 +140,18 @@ class _Failure(CaresyncError):
 
 
 #: Codes whose message the handheld already put in full words (no "not done:" lead).
+def _refusal(exc: ServerRefusedError, lang: str) -> str:
+    """What the server said when it refused this handheld, for the line that already says it refused: the server's
+    reason with its HTTP status and code, not the library's whole sentence again."""
+    fields = exc.fields
+    if exc.key == "sync.refused" and {"message", "status", "code"} <= fields.keys():
+        status = f"HTTP {fields['status']}, {fields['code']}"
+        return f"{fields['message']}（{status}）" if lang == "zh" else f"{fields['message']} ({status})"
+    from caresync.cli._names import error_text  # here, not at the top: only when there is an error
+
+    return error_text(exc, lang)
+
+
 _OWN_WORDS = {"bad_url", "bad_key", "not_connected", "server_refused", "server_unreachable", "sync_failed"}
 
 
@@ -468,7 +480,8 @@ def sync(env: _Env, connect_timeout: float, deadline: float) -> None:
                 now = replica.clock.physical_ms()
                 relayed = bundles.deliver(bag, url, token=token, courier=replica.actor, now_ms=now, retries=2)
         except ServerRefusedError as exc:
-            raise _Failure("server_refused", env.t("server_refused", detail=str(exc)), EXIT_SERVER_REFUSED) from exc
+            detail = _refusal(exc, env.lang)
+            raise _Failure("server_refused", env.t("server_refused", detail=detail), EXIT_SERVER_REFUSED) from exc
         except SyncError as exc:  # out of reach (server_unreachable), or failing (sync_failed): try again later
             carried = bag.counts().get("carried", 0)
             message = env.t("offline", url=url, unsent=replica.unsent_count(), carried=carried)
