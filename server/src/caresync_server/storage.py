@@ -52,9 +52,9 @@ from caresync.core.ops import (
     TEXT_KINDS,
     OpDict,
     erased_texts,
+    erasure_reach,
     ops_from_rows,
     redact_body,
-    resident_link,
     rewritable,
 )
 from caresync.errors import InvalidInputError
@@ -1755,18 +1755,8 @@ class Storage:
         for part in _chunks(sorted({o["eid"] for o in fresh_texts})):
             links += _op_rows(conn, ops.c.eid.in_(part) & ops.c.kind.in_(LINK_KINDS))
         erased_by_new = {o["eid"] for o in new_redacts}
+        residents, records, stored_texts = erasure_reach(links + fresh_texts, erased_by_new, admitted)
         fresh_ids = {id(o) for o in admitted}
-        residents: set[str] = set()
-        records: set[str] = set()
-        stored_texts: list[OpDict] = []
-        for link in links + fresh_texts:
-            found = resident_link(link)
-            if found is not None:
-                residents.add(found[0])
-                if found[0] in erased_by_new and found[1]:
-                    records.add(link["eid"])
-                elif found[0] in erased_by_new and id(link) not in fresh_ids:  # a party who is the resident
-                    stored_texts.append(link)
         redactions = list(new_redacts)
         for part in _chunks(sorted(residents - erased_by_new)):
             redactions += _op_rows(conn, (ops.c.kind == "resident.redact") & ops.c.eid.in_(part))

@@ -267,6 +267,31 @@ def resident_link(op: Mapping[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
+def erasure_reach(
+    links: Iterable[OpDict], erased: Iterable[str], fresh: Iterable[OpDict]
+) -> tuple[set[str], set[str], list[OpDict]]:
+    """What the ``links`` ops (with the text ops at hand; :func:`resident_link` keeps the ones that tie text to a
+    resident) reach, when the residents ``erased`` have just been erased and ``fresh`` are the ops being taken in
+    now: the residents they name (whose redactions the store then looks up), the records a new erasure reaches
+    whole (whose stored text ops it then looks up), and the stored ops that are themselves the erased resident's
+    text (a party who is the resident). The replicas and the server sort their ops by this one rule."""
+    new = set(erased)
+    fresh_ids = {id(o) for o in fresh}
+    residents: set[str] = set()
+    records: set[str] = set()
+    stored_texts: list[OpDict] = []
+    for op in links:
+        found = resident_link(op)
+        if found is None:
+            continue
+        residents.add(found[0])
+        if found[0] in new and found[1]:
+            records.add(op["eid"])
+        elif found[0] in new and id(op) not in fresh_ids:  # a party who is the resident
+            stored_texts.append(op)
+    return residents, records, stored_texts
+
+
 def erased_texts(
     texts: Iterable[OpDict], links: Iterable[Mapping[str, Any]], redactions: Iterable[Mapping[str, Any]]
 ) -> list[tuple[OpDict, dict[str, Any]]]:

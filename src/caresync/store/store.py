@@ -45,9 +45,9 @@ from caresync.core.ops import (
     OpDict,
     entity_type_of,
     erased_texts,
+    erasure_reach,
     ops_from_rows,
     redact_body,
-    resident_link,
     rewritable,
 )
 from caresync.errors import OpForkError, StoreError, StoreVersionError
@@ -847,19 +847,9 @@ class Store:
                     (*chunk, *LINK_KINDS),
                 )
             )
-        residents: set[str] = set()
-        stored_texts: list[OpDict] = []
         erased_by_new = {o["eid"] for o in new_redacts}
-        records: set[str] = set()
+        residents, records, stored_texts = erasure_reach(links + fresh_texts, erased_by_new, fresh)
         fresh_ids = {id(o) for o in fresh}
-        for link in links + fresh_texts:
-            found = resident_link(link)
-            if found is not None:
-                residents.add(found[0])
-                if found[0] in erased_by_new and found[1]:
-                    records.add(link["eid"])
-                elif found[0] in erased_by_new and id(link) not in fresh_ids:  # a party who is the resident
-                    stored_texts.append(link)
         redactions = list(new_redacts)
         for chunk in _chunks(sorted(residents - erased_by_new)):
             marks = ",".join("?" * len(chunk))
