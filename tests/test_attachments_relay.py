@@ -8,6 +8,8 @@ import base64
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -120,9 +122,11 @@ def _round_trip(phone: Replica, tmp_path: Path, token: str, url: str, n: int) ->
     return bundle, imported, travelled
 
 
-def test_answers_carry_blobs_back_to_a_device_that_never_goes_online_and_large_blobs_ride_several_bundles(
-    tmp_path: Path,
-) -> None:
+@contextmanager
+def _kiosk_by_courier(tmp_path: Path) -> Iterator[tuple[str, Replica, Replica, str, str]]:
+    """A real server, the station desk and a grid's kiosk that reads what the station reads and, once enrolled at
+    the station, never goes online again: only couriers carry its work. Yields the server's address, the two
+    replicas, and the station's and a courier's tokens."""
     database = f"sqlite:///{tmp_path / 'server.db'}"
     station_token = enroll(database, "station", role="station", grids=[""])
     courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
@@ -137,110 +141,102 @@ def test_answers_carry_blobs_back_to_a_device_that_never_goes_online_and_large_b
             station.install_station_key(key)
             kiosk.install_station_key(key)  # the grid's service point: it reads what the station reads
             kiosk.enroll(server.url, kiosk_code)  # at the station, once; from now on only couriers carry its work
-            resident = station.residents.register(name="Zhang Min", grid=GRID)
-            ticket = station.tickets.submit(title="Septic tank", kind="repair", grid=GRID, resident_id=resident.id)
-            photo_bytes = _noise_jpeg(1200, 900)
-            photo = station.attachments.add(ticket.id, photo_bytes)
-            papers = KNOWN_TEXT + os.urandom(5 * 1024 * 1024)  # over 4 MiB sealed: more than one answer carries
-            document = station.attachments.add(ticket.id, papers, kind="document")
-            station.sync(server.url, token=station_token)
-
-            # down: the first answer brings the ops and, within 4 MiB, the blobs its attach ops name
-            _, first, travelled = _round_trip(kiosk, tmp_path, courier_token, server.url, 1)
-            assert first.blob_chunks > 0 and first.more  # the document did not fit whole
-            assert kiosk.attachments.held(photo.id) and not kiosk.attachments.held(document.id)
-            missing = kiosk.device_log.blobs.missing(document.blob)
-            assert 0 < len(missing) < len(kiosk.device_log.blobs.state(document.blob).manifest.chunks)
-            bundle, second, more_bytes = _round_trip(kiosk, tmp_path, courier_token, server.url, 2)
-            assert bundle["wants"] == [{"id": document.blob, "op": document.id, "need": missing}]
-            assert second.blob_chunks == len(missing) and not second.more  # only what was missing, resumed
-            travelled += more_bytes
-            assert Image.open(io.BytesIO(kiosk.attachments.open(photo.id))).size == (1200, 900)
-            assert kiosk.attachments.open(document.id) == papers
-
-            # up: the kiosk's own large document is split over bundles, each taking up where the server got to
-            visit = kiosk.visits.record(resident_id=resident.id, outcome="needs_help")
-            own = kiosk.attachments.add(visit.id, KNOWN_TEXT + os.urandom(6 * 1024 * 1024), kind="document")
-            chunks = len(kiosk.device_log.blobs.state(own.blob).manifest.chunks)
-            sent: list[int] = []
-            for n in range(3, 8):
-                bundle, _, more_bytes = _round_trip(kiosk, tmp_path, courier_token, server.url, n)
-                travelled += more_bytes
-                carried = [int(k) for b in bundle.get("blobs", ()) if b["id"] == own.blob for k, _ in b["parts"]]
-                assert not set(carried) & set(sent)  # no chunk the server said it holds rides again
-                sent += carried
-                if kiosk.device_log.blobs.unsent() == []:
-                    break
-            assert sorted(sent) == list(range(chunks)) and n >= 4  # several bundles, each chunk once
-            station.sync(server.url, token=station_token)
-            assert station.attachments.open(own.id)[: len(KNOWN_TEXT)] == KNOWN_TEXT
-
-            # a removal: the kiosk deletes its copy when the answer brings it, and its next bundle says so, which
-            # is when the server (that carried the photo to it) deletes its own
-            station.attachments.remove(photo.id)
-            station.sync(server.url, token=station_token)
-
-            def on_server() -> set[str]:
-                return {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()}
-
-            assert {photo.blob, photo.thumb} <= on_server()
-            _round_trip(kiosk, tmp_path, courier_token, server.url, 10)
-            assert not {photo.blob, photo.thumb} & kiosk.device_log.blobs.held()
-            assert {photo.blob, photo.thumb} <= on_server()
-            bundle, _, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 11)
-            assert sorted(bundle["deleted"]) == sorted([photo.blob, photo.thumb])
-            assert not {photo.blob, photo.thumb} & on_server() and document.blob in on_server()
-            assert kiosk.device_log.blobs.deleted() == []  # the server's signed answer said it heard
-
-        for piece in (photo_bytes[3000:3064], photo_bytes[-3064:-3000], KNOWN_TEXT[:32], b"13907981234"):
-            assert piece not in travelled
+            yield server.url, station, kiosk, station_token, courier_token
     finally:
         server.stop()
+
+
+def test_answers_carry_blobs_back_to_a_device_that_never_goes_online_and_large_blobs_ride_several_bundles(
+    tmp_path: Path,
+) -> None:
+    with _kiosk_by_courier(tmp_path) as (url, station, kiosk, station_token, courier_token):
+        resident = station.residents.register(name="Zhang Min", grid=GRID)
+        ticket = station.tickets.submit(title="Septic tank", kind="repair", grid=GRID, resident_id=resident.id)
+        photo_bytes = _noise_jpeg(1200, 900)
+        photo = station.attachments.add(ticket.id, photo_bytes)
+        papers = KNOWN_TEXT + os.urandom(5 * 1024 * 1024)  # over 4 MiB sealed: more than one answer carries
+        document = station.attachments.add(ticket.id, papers, kind="document")
+        station.sync(url, token=station_token)
+
+        # down: the first answer brings the ops and, within 4 MiB, the blobs its attach ops name
+        _, first, travelled = _round_trip(kiosk, tmp_path, courier_token, url, 1)
+        assert first.blob_chunks > 0 and first.more  # the document did not fit whole
+        assert kiosk.attachments.held(photo.id) and not kiosk.attachments.held(document.id)
+        missing = kiosk.device_log.blobs.missing(document.blob)
+        assert 0 < len(missing) < len(kiosk.device_log.blobs.state(document.blob).manifest.chunks)
+        bundle, second, more_bytes = _round_trip(kiosk, tmp_path, courier_token, url, 2)
+        assert bundle["wants"] == [{"id": document.blob, "op": document.id, "need": missing}]
+        assert second.blob_chunks == len(missing) and not second.more  # only what was missing, resumed
+        travelled += more_bytes
+        assert Image.open(io.BytesIO(kiosk.attachments.open(photo.id))).size == (1200, 900)
+        assert kiosk.attachments.open(document.id) == papers
+
+        # up: the kiosk's own large document is split over bundles, each taking up where the server got to
+        visit = kiosk.visits.record(resident_id=resident.id, outcome="needs_help")
+        own = kiosk.attachments.add(visit.id, KNOWN_TEXT + os.urandom(6 * 1024 * 1024), kind="document")
+        chunks = len(kiosk.device_log.blobs.state(own.blob).manifest.chunks)
+        sent: list[int] = []
+        for n in range(3, 8):
+            bundle, _, more_bytes = _round_trip(kiosk, tmp_path, courier_token, url, n)
+            travelled += more_bytes
+            carried = [int(k) for b in bundle.get("blobs", ()) if b["id"] == own.blob for k, _ in b["parts"]]
+            assert not set(carried) & set(sent)  # no chunk the server said it holds rides again
+            sent += carried
+            if kiosk.device_log.blobs.unsent() == []:
+                break
+        assert sorted(sent) == list(range(chunks)) and n >= 4  # several bundles, each chunk once
+        station.sync(url, token=station_token)
+        assert station.attachments.open(own.id)[: len(KNOWN_TEXT)] == KNOWN_TEXT
+
+        # a removal: the kiosk deletes its copy when the answer brings it, and its next bundle says so, which
+        # is when the server (that carried the photo to it) deletes its own
+        station.attachments.remove(photo.id)
+        station.sync(url, token=station_token)
+
+        def on_server() -> set[str]:
+            return {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()}
+
+        assert {photo.blob, photo.thumb} <= on_server()
+        _round_trip(kiosk, tmp_path, courier_token, url, 10)
+        assert not {photo.blob, photo.thumb} & kiosk.device_log.blobs.held()
+        assert {photo.blob, photo.thumb} <= on_server()
+        bundle, _, _ = _round_trip(kiosk, tmp_path, courier_token, url, 11)
+        assert sorted(bundle["deleted"]) == sorted([photo.blob, photo.thumb])
+        assert not {photo.blob, photo.thumb} & on_server() and document.blob in on_server()
+        assert kiosk.device_log.blobs.deleted() == []  # the server's signed answer said it heard
+
+    for piece in (photo_bytes[3000:3064], photo_bytes[-3064:-3000], KNOWN_TEXT[:32], b"13907981234"):
+        assert piece not in travelled
 
 
 def test_a_device_that_wants_thumbnails_only_gets_only_thumbnails_in_answers_until_it_wants_more(
     tmp_path: Path,
 ) -> None:
-    database = f"sqlite:///{tmp_path / 'server.db'}"
-    station_token = enroll(database, "station", role="station", grids=[""])
-    courier_token = enroll(database, "courier", role="courier", grids=["changnan"])
-    kiosk_code = issue_code(database, "kiosk", role="grid_worker", grids=[GRID])
-    key = StationKey.generate()
-    server = ServerProcess(database, tmp_path, environment={"CARESYNC_BLOB_DIR": str(tmp_path / "blobs")}).start()
-    try:
-        with (
-            Replica.open(tmp_path / "station.db", actor="clerk") as station,
-            Replica.open(tmp_path / "kiosk.db", actor="kiosk") as kiosk,
-        ):
-            station.install_station_key(key)
-            kiosk.install_station_key(key)
-            kiosk.enroll(server.url, kiosk_code)
-            kiosk.attachments.pull_mode = "thumbs"  # a phone short of space and of courier visits
-            resident = station.residents.register(name="Zhang Min", grid=GRID)
-            ticket = station.tickets.submit(title="Septic tank", kind="repair", grid=GRID, resident_id=resident.id)
-            photo = station.attachments.add(ticket.id, _noise_jpeg(1200, 900))
-            document = station.attachments.add(ticket.id, KNOWN_TEXT, kind="document")  # no thumbnail
-            station.sync(server.url, token=station_token)
-            thumb_chunks = len(station.device_log.blobs.state(photo.thumb).manifest.chunks)
+    with _kiosk_by_courier(tmp_path) as (url, station, kiosk, station_token, courier_token):
+        kiosk.attachments.pull_mode = "thumbs"  # a phone short of space and of courier visits
+        resident = station.residents.register(name="Zhang Min", grid=GRID)
+        ticket = station.tickets.submit(title="Septic tank", kind="repair", grid=GRID, resident_id=resident.id)
+        photo = station.attachments.add(ticket.id, _noise_jpeg(1200, 900))
+        document = station.attachments.add(ticket.id, KNOWN_TEXT, kind="document")  # no thumbnail
+        station.sync(url, token=station_token)
+        thumb_chunks = len(station.device_log.blobs.state(photo.thumb).manifest.chunks)
 
-            # the first answer brings the ops and the thumbnail their attach ops name, nothing else
-            _, first, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 1)
-            assert first.blob_chunks == thumb_chunks and not first.more
-            assert kiosk.attachments.held(photo.id, thumbnail=True)
-            assert not kiosk.attachments.held(photo.id) and not kiosk.attachments.held(document.id)
-            assert kiosk.device_log.blobs.held() == {photo.thumb}
-            assert kiosk.attachments.open(photo.id, thumbnail=True) == station.attachments.open(
-                photo.id, thumbnail=True
-            )
-            # nothing more is asked for or carried while it wants thumbnails only
-            bundle, second, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 2)
-            assert "wants" not in bundle and second.blob_chunks == 0
+        # the first answer brings the ops and the thumbnail their attach ops name, nothing else
+        _, first, _ = _round_trip(kiosk, tmp_path, courier_token, url, 1)
+        assert first.blob_chunks == thumb_chunks and not first.more
+        assert kiosk.attachments.held(photo.id, thumbnail=True)
+        assert not kiosk.attachments.held(photo.id) and not kiosk.attachments.held(document.id)
+        assert kiosk.device_log.blobs.held() == {photo.thumb}
+        assert kiosk.attachments.open(photo.id, thumbnail=True) == station.attachments.open(
+            photo.id, thumbnail=True
+        )
+        # nothing more is asked for or carried while it wants thumbnails only
+        bundle, second, _ = _round_trip(kiosk, tmp_path, courier_token, url, 2)
+        assert "wants" not in bundle and second.blob_chunks == 0
 
-            kiosk.attachments.pull_mode = "eager"  # back at the station's charger: the full picture and the papers
-            bundle, third, _ = _round_trip(kiosk, tmp_path, courier_token, server.url, 3)
-            assert sorted(w["id"] for w in bundle["wants"]) == sorted([photo.blob, document.blob])
-            assert third.blob_chunks > 0 and not third.more
-            assert kiosk.attachments.open(photo.id) == station.attachments.open(photo.id)
-            assert kiosk.attachments.open(document.id) == KNOWN_TEXT
-    finally:
-        server.stop()
+        kiosk.attachments.pull_mode = "eager"  # back at the station's charger: the full picture and the papers
+        bundle, third, _ = _round_trip(kiosk, tmp_path, courier_token, url, 3)
+        assert sorted(w["id"] for w in bundle["wants"]) == sorted([photo.blob, document.blob])
+        assert third.blob_chunks > 0 and not third.more
+        assert kiosk.attachments.open(photo.id) == station.attachments.open(photo.id)
+        assert kiosk.attachments.open(document.id) == KNOWN_TEXT
